@@ -1,0 +1,499 @@
+//! Configuration: a TOML file (see `config/plausible-webhooks.example.toml`, where
+//! every key is documented), every key overridable from the environment.
+//!
+//! Environment overrides: `PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>=<value>` sets
+//! `[section] key`; the value is read as a TOML value when it parses as one
+//! (numbers, booleans, arrays) and as a string otherwise. `DATABASE_URL` sets
+//! `database.url`. The defaults below are the documented ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Exit status for bad configuration (sysexits.h EX_CONFIG).
+pub const EX_CONFIG: i32 = 78;
+
+pub const ENV_PREFIX: &str = "PLAUSIBLE_WEBHOOKS__";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
+
+/// A configuration error: names the key and says what to do.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("config key `{key}`: {msg}"))
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub delivery: DeliveryConfig,
+    pub queue: QueueConfig,
+    pub health: HealthConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// libpq-style URL or key=value string. Must be a direct or session-pooled
+    /// connection: PgBouncer in transaction mode breaks LISTEN.
+    pub url: String,
+    pub pool_size: usize,
+}
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Deliveries in flight (claimed, not yet completed) per instance.
+    pub max_in_flight: usize,
+    pub connect_timeout_ms: u64,
+    /// Whole request: connect, TLS, send, response head and body.
+    pub request_timeout_ms: u64,
+    /// How long a claim is held. Must exceed request_timeout_ms plus a margin,
+    /// so a delivery still in flight is never rescued and sent twice.
+    pub lease_secs: u64,
+    /// Seconds to wait after each failed attempt; its length is the number of retries.
+    pub retry_schedule_secs: Vec<u32>,
+    /// Relative jitter applied to each retry delay (0.1 = ±10%).
+    pub retry_jitter: f64,
+    /// Upper bound for a receiver's Retry-After.
+    pub retry_after_cap_secs: u32,
+    /// At most this much of a response body is read.
+    pub response_read_max_bytes: usize,
+    /// At most this much of a response body is stored in the attempt log.
+    pub response_log_max_bytes: usize,
+    /// Per-webhook rate limit when the webhook sets none; 0 = unlimited.
+    pub default_rate_limit_per_sec: u32,
+    /// Per-webhook concurrent requests (per instance) when the webhook sets none.
+    pub default_max_concurrency: u32,
+    /// PEM file of extra CA certificates trusted besides the webpki roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// CIDRs exempt from the address guard (e.g. "127.0.0.0/8" for tests).
+    pub allow_cidrs: Vec<String>,
+}
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// The lease must exceed the request timeout by at least this much.
+pub const MIN_LEASE_MARGIN: Duration = Duration::from_secs(2);
+pub const DEFAULT_RETRY_SCHEDULE_SECS: [u32; 3] = [60, 300, 1800];
+pub const MAX_RETRIES: usize = 10;
+pub const MAX_RETRY_DELAY_SECS: u32 = 86_400;
+pub const DEFAULT_RETRY_JITTER: f64 = 0.1;
+pub const DEFAULT_RETRY_AFTER_CAP_SECS: u32 = 3_600;
+pub const DEFAULT_RESPONSE_READ_MAX_BYTES: usize = 64 * 1024;
+pub const DEFAULT_RESPONSE_LOG_MAX_BYTES: usize = 4 * 1024;
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            lease_secs: DEFAULT_LEASE_SECS,
+            retry_schedule_secs: DEFAULT_RETRY_SCHEDULE_SECS.to_vec(),
+            retry_jitter: DEFAULT_RETRY_JITTER,
+            retry_after_cap_secs: DEFAULT_RETRY_AFTER_CAP_SECS,
+            response_read_max_bytes: DEFAULT_RESPONSE_READ_MAX_BYTES,
+            response_log_max_bytes: DEFAULT_RESPONSE_LOG_MAX_BYTES,
+            default_rate_limit_per_sec: 0,
+            default_max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            extra_ca_file: None,
+            allow_cidrs: Vec::new(),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Backstop poll when no notification arrives (±20% jitter).
+    pub poll_interval_ms: u64,
+    /// Most rows one claim takes.
+    pub claim_batch_max: usize,
+    /// Most completions written in one statement.
+    pub complete_batch_max: usize,
+    /// How often expired leases are looked for.
+    pub rescue_interval_ms: u64,
+    /// How often the LISTEN connection is checked with a cheap query.
+    pub listener_check_interval_ms: u64,
+}
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_CLAIM_BATCH_MAX: usize = 1_000;
+pub const DEFAULT_COMPLETE_BATCH_MAX: usize = 2_000;
+pub const DEFAULT_RESCUE_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_LISTENER_CHECK_INTERVAL_MS: u64 = 15_000;
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            claim_batch_max: DEFAULT_CLAIM_BATCH_MAX,
+            complete_batch_max: DEFAULT_COMPLETE_BATCH_MAX,
+            rescue_interval_ms: DEFAULT_RESCUE_INTERVAL_MS,
+            listener_check_interval_ms: DEFAULT_LISTENER_CHECK_INTERVAL_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A webhook is disabled after this many consecutive deliveries ended `failed`...
+    pub disable_after_failures: u32,
+    /// ...spanning at least this long. 0 failures disables auto-disable.
+    pub disable_after_secs: u64,
+}
+pub const DEFAULT_DISABLE_AFTER_FAILURES: u32 = 20;
+pub const DEFAULT_DISABLE_AFTER_SECS: u64 = 86_400;
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            disable_after_failures: DEFAULT_DISABLE_AFTER_FAILURES,
+            disable_after_secs: DEFAULT_DISABLE_AFTER_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// On SIGTERM, in-flight deliveries get this long to finish; the rest are
+    /// released back to the queue.
+    pub grace_secs: u64,
+}
+pub const DEFAULT_GRACE_SECS: u64 = 15;
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_secs: DEFAULT_GRACE_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" or "json".
+    pub format: String,
+    /// A tracing-subscriber filter, e.g. "info" or "plausible_webhooks=debug". RUST_LOG wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Finished deliveries (and their attempts) older than this are pruned.
+    pub days: u32,
+    pub prune_interval_secs: u64,
+    pub prune_batch: i64,
+}
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 600;
+pub const DEFAULT_PRUNE_BATCH: i64 = 5_000;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_RETENTION_DAYS,
+            prune_interval_secs: DEFAULT_PRUNE_INTERVAL_SECS,
+            prune_batch: DEFAULT_PRUNE_BATCH,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if given, or the default path when it exists), applies
+    /// environment overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let text = match path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read config file {}: {e}; pass --config with a readable file",
+                    p.display()
+                ))
+            })?),
+            None => std::fs::read_to_string(DEFAULT_CONFIG_PATH).ok(),
+        };
+        Self::from_parts(text.as_deref().unwrap_or(""), &env)
+    }
+
+    /// Parses `toml_text`, applies the overrides found in `env`, validates.
+    pub fn from_parts(
+        toml_text: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = toml_text
+            .parse()
+            .map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?;
+        if let Some(url) = env.get("DATABASE_URL") {
+            table_mut(&mut root, "database")?
+                .insert("url".into(), toml::Value::String(url.clone()));
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let mut parts = rest.splitn(2, "__");
+            let (Some(section), Some(key)) = (parts.next(), parts.next()) else {
+                return Err(ConfigError(format!(
+                    "environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+                )));
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            table_mut(&mut root, &section)?.insert(key, parsed);
+        }
+        let cfg: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(format!("config: {}", e.message().trim())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.url.trim().is_empty() {
+            return Err(bad(
+                "database.url",
+                "is not set; set DATABASE_URL or [database] url to Plausible's PostgreSQL database",
+            ));
+        }
+        self.database
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| bad("database.url", format!("cannot be parsed ({e})")))?;
+        if self.database.pool_size < 2 {
+            return Err(bad("database.pool_size", "must be at least 2"));
+        }
+        let d = &self.delivery;
+        if d.max_in_flight == 0 {
+            return Err(bad("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.connect_timeout_ms == 0 || d.connect_timeout_ms > d.request_timeout_ms {
+            return Err(bad(
+                "delivery.connect_timeout_ms",
+                "must be > 0 and not above delivery.request_timeout_ms",
+            ));
+        }
+        if d.lease() < d.request_timeout() + MIN_LEASE_MARGIN {
+            return Err(bad(
+                "delivery.lease_secs",
+                format!(
+                    "must exceed delivery.request_timeout_ms by at least {}s, or a slow delivery could be rescued and sent twice",
+                    MIN_LEASE_MARGIN.as_secs()
+                ),
+            ));
+        }
+        validate_retry_schedule("delivery.retry_schedule_secs", &d.retry_schedule_secs)?;
+        if !(0.0..=0.5).contains(&d.retry_jitter) {
+            return Err(bad("delivery.retry_jitter", "must be between 0.0 and 0.5"));
+        }
+        if d.response_read_max_bytes == 0 || d.response_log_max_bytes > d.response_read_max_bytes {
+            return Err(bad(
+                "delivery.response_log_max_bytes",
+                "must not exceed delivery.response_read_max_bytes (which must be > 0)",
+            ));
+        }
+        if d.default_max_concurrency == 0 {
+            return Err(bad(
+                "delivery.default_max_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if let Some(p) = &d.extra_ca_file {
+            if !p.is_file() {
+                return Err(bad(
+                    "delivery.extra_ca_file",
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        self.allow_nets()?;
+        let q = &self.queue;
+        for (key, v) in [
+            ("queue.poll_interval_ms", q.poll_interval_ms),
+            ("queue.rescue_interval_ms", q.rescue_interval_ms),
+            (
+                "queue.listener_check_interval_ms",
+                q.listener_check_interval_ms,
+            ),
+        ] {
+            if v < 10 {
+                return Err(bad(key, "must be at least 10"));
+            }
+        }
+        if q.claim_batch_max == 0 || q.complete_batch_max == 0 {
+            return Err(bad(
+                "queue.claim_batch_max",
+                "batch sizes must be at least 1",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(bad("log.format", "must be \"text\" or \"json\""));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| bad("log.level", format!("is not a valid filter ({e})")))?;
+        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
+            return Err(bad(
+                "retention.days",
+                "retention days and prune_batch must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The operator's allow-list for the address guard.
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.delivery
+            .allow_cidrs
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>().map_err(|_| {
+                    bad(
+                        "delivery.allow_cidrs",
+                        format!("`{c}` is not a CIDR like 127.0.0.0/8"),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The same limits as the `webhooks_retry_schedule_limits` constraint.
+pub fn validate_retry_schedule(key: &str, s: &[u32]) -> Result<(), ConfigError> {
+    if s.len() > MAX_RETRIES {
+        return Err(bad(key, format!("at most {MAX_RETRIES} retries")));
+    }
+    if s.iter().any(|&v| v == 0 || v > MAX_RETRY_DELAY_SECS) {
+        return Err(bad(
+            key,
+            format!("each delay must be 1..={MAX_RETRY_DELAY_SECS} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+fn table_mut<'a>(
+    root: &'a mut toml::Table,
+    section: &str,
+) -> Result<&'a mut toml::Table, ConfigError> {
+    root.entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| bad(section, "must be a table"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_only_a_database_url() {
+        let c = Config::from_parts("", &env(&[("DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        assert_eq!(c.delivery.retry_schedule_secs, vec![60, 300, 1800]);
+        assert_eq!(c.delivery.request_timeout_ms, 10_000);
+        let e = Config::from_parts("", &env(&[])).unwrap_err();
+        assert!(e.0.contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_any_key_with_typed_values() {
+        let c = Config::from_parts(
+            "[delivery]\nmax_in_flight = 3\n",
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "7"),
+                (
+                    "PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS",
+                    "[\"127.0.0.0/8\"]",
+                ),
+                ("PLAUSIBLE_WEBHOOKS__LOG__FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.delivery.max_in_flight, 7);
+        assert_eq!(c.delivery.allow_cidrs, vec!["127.0.0.0/8"]);
+        assert_eq!(c.log.format, "json");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = env(&[("DATABASE_URL", "postgres://u@h/db")]);
+        for (toml, key) in [
+            ("[delivery]\nlease_secs = 5\n", "delivery.lease_secs"),
+            (
+                "[delivery]\nretry_schedule_secs = [0]\n",
+                "delivery.retry_schedule_secs",
+            ),
+            (
+                "[delivery]\nallow_cidrs = [\"nope\"]\n",
+                "delivery.allow_cidrs",
+            ),
+            ("[delivery]\nbogus = 1\n", "bogus"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ] {
+            let err = Config::from_parts(toml, &e).unwrap_err();
+            assert!(err.0.contains(key), "{toml}: {err}");
+        }
+    }
+}

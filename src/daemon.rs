@@ -1,0 +1,285 @@
+//! Wiring and shutdown. `Daemon::start` connects the services:
+//!
+//! listener --wake--> claimer --Claimed--> worker (one task per delivery)
+//!   --Completion--> completer;  rescuer and cleaner run beside them.
+//!
+//! Shutdown (SIGTERM): stop claiming; deliveries not yet sent go back to the
+//! queue at once; requests in flight get the grace period; what is still in
+//! flight after it is aborted and released (logged as an interrupted attempt);
+//! every outcome is written before the process exits 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::db;
+use crate::db::listener::{Listener, ListenerConfig};
+use crate::delivery::client::{ClientConfig, HttpClient};
+use crate::delivery::guard::Resolve;
+use crate::delivery::limits::{LimiterRegistry, Limits};
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::worker::Worker;
+use crate::queue::claimer::{Claimer, ClaimerConfig, Dispatch};
+use crate::queue::cleaner::{Cleaner, CleanerConfig};
+use crate::queue::completer::{self, Completer, CompleterConfig};
+use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
+
+/// How long the completer may keep retrying a write after the grace period.
+pub const COMPLETER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Test and embedding hooks.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Replaces the system DNS resolver (tests of the address guard).
+    pub resolver: Option<Arc<dyn Resolve>>,
+    /// Overrides the instance name (default: host:pid:random).
+    pub instance: Option<String>,
+}
+
+pub struct Daemon {
+    pub instance: String,
+    pub pool: Pool,
+    cfg: Config,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    give_up: CancellationToken,
+    tracker: TaskTracker,
+    listener_up: watch::Receiver<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    claimer: tokio::task::JoinHandle<()>,
+    completer: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    pub async fn start(cfg: Config, opts: StartOptions) -> Result<Daemon> {
+        let pool = db::pool(&cfg.database.url, cfg.database.pool_size)?;
+        {
+            let client = pool.get().await.with_context(|| {
+                "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
+            })?;
+            db::migrate::ensure_current(&client).await?;
+        }
+        let instance = opts.instance.clone().unwrap_or_else(instance_name);
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let give_up = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let wake = Arc::new(Notify::new());
+        let listener = Listener::new(
+            ListenerConfig {
+                url: cfg.database.url.clone(),
+                check_interval: Duration::from_millis(cfg.queue.listener_check_interval_ms),
+            },
+            wake.clone(),
+        )?;
+        let listener_up = listener.connected();
+
+        let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
+        let completer = Completer::new(
+            CompleterConfig {
+                instance: instance.clone(),
+                batch_max: cfg.queue.complete_batch_max,
+                disable_after_failures: cfg.health.disable_after_failures as i32,
+                disable_after: Duration::from_secs(cfg.health.disable_after_secs),
+            },
+            pool.clone(),
+            rx,
+        )?;
+
+        let mut client_cfg = ClientConfig::from_config(&cfg)?;
+        if let Some(r) = &opts.resolver {
+            client_cfg.resolver = r.clone();
+        }
+        let worker = Arc::new(Worker {
+            client: HttpClient::new(client_cfg)?,
+            policy: retry_policy(&cfg),
+            limiters: LimiterRegistry::default(),
+            default_limits: Limits {
+                max_concurrency: cfg.delivery.default_max_concurrency,
+                rate_per_sec: cfg.delivery.default_rate_limit_per_sec,
+            },
+            response_log_max: cfg.delivery.response_log_max_bytes,
+            stop: stop.clone(),
+        });
+
+        let dispatch: Dispatch = {
+            let tracker = tracker.clone();
+            let abort = abort.clone();
+            Arc::new(move |job, permit| {
+                let worker = worker.clone();
+                let tx = tx.clone();
+                let abort = abort.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        c = worker.deliver(&job) => { let _ = tx.send(c).await; }
+                        _ = abort.cancelled() => {}
+                    }
+                    drop(permit);
+                });
+            })
+        };
+        let claimer = Claimer::new(
+            ClaimerConfig {
+                instance: instance.clone(),
+                lease: cfg.delivery.lease(),
+                max_in_flight: cfg.delivery.max_in_flight,
+                batch_max: cfg.queue.claim_batch_max,
+                poll_interval: Duration::from_millis(cfg.queue.poll_interval_ms),
+            },
+            pool.clone(),
+            wake,
+            listener_up.clone(),
+            dispatch,
+        )?;
+        let rescuer = Rescuer::new(
+            RescuerConfig {
+                interval: Duration::from_millis(cfg.queue.rescue_interval_ms),
+                default_retries: cfg.delivery.retry_schedule_secs.len() as i32,
+            },
+            pool.clone(),
+        )?;
+        let cleaner = Cleaner::new(
+            CleanerConfig {
+                retention_days: cfg.retention.days as i32,
+                interval: Duration::from_secs(cfg.retention.prune_interval_secs),
+                batch: cfg.retention.prune_batch,
+            },
+            pool.clone(),
+        )?;
+
+        let handles = vec![
+            listener.start(stop.clone()),
+            rescuer.start(stop.clone()),
+            cleaner.start(stop.clone()),
+        ];
+        let completer = completer.start(give_up.clone());
+        let claimer = claimer.start(stop.clone());
+        tracing::info!(instance = %instance, "plausible-webhooks started");
+        Ok(Daemon {
+            instance,
+            pool,
+            cfg,
+            stop,
+            abort,
+            give_up,
+            tracker,
+            listener_up,
+            handles,
+            claimer,
+            completer,
+        })
+    }
+
+    /// True while the LISTEN connection is up.
+    pub fn listener_connected(&self) -> watch::Receiver<bool> {
+        self.listener_up.clone()
+    }
+
+    /// Waits until the listener is connected (what READY=1 means).
+    pub async fn wait_listening(&self) -> Result<()> {
+        let mut up = self.listener_up.clone();
+        up.wait_for(|v| *v).await.context("listener stopped")?;
+        Ok(())
+    }
+
+    /// Graceful stop; see the module docs.
+    pub async fn shutdown(self) -> Result<()> {
+        let grace = Duration::from_secs(self.cfg.shutdown.grace_secs);
+        self.stop.cancel();
+        let _ = self.claimer.await;
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "requests still in flight after the grace period; aborting them and releasing their deliveries"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+        // Every sender is gone now: the completer drains what is left and ends.
+        let mut completer = self.completer;
+        if tokio::time::timeout(COMPLETER_DRAIN_TIMEOUT, &mut completer)
+            .await
+            .is_err()
+        {
+            self.give_up.cancel();
+            let _ = completer.await;
+        }
+        match rescuer::release(
+            &self.pool,
+            Some(&self.instance),
+            self.cfg.delivery.retry_schedule_secs.len() as i32,
+            rescuer::RELEASED_AT_SHUTDOWN,
+        )
+        .await
+        {
+            Ok((0, 0)) => {}
+            Ok((p, f)) => tracing::warn!(released = p, failed = f, "released interrupted deliveries"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not release this instance's deliveries; their leases will expire and the rescuer will return them"
+            ),
+        }
+        for h in self.handles {
+            let _ = h.await;
+        }
+        tracing::info!("plausible-webhooks stopped");
+        Ok(())
+    }
+}
+
+pub fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy {
+        schedule: cfg.delivery.retry_schedule_secs.clone(),
+        jitter: cfg.delivery.retry_jitter,
+        retry_after_cap: Duration::from_secs(u64::from(cfg.delivery.retry_after_cap_secs)),
+    }
+}
+
+/// host:pid:random — unique per process, so a restarted process never passes
+/// the completion fence of its previous incarnation's claims.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// `plausible-webhooks run`: start, tell systemd, serve until SIGTERM/SIGINT, drain.
+pub async fn run(cfg: Config) -> Result<()> {
+    let daemon = Daemon::start(cfg, StartOptions::default()).await?;
+    tokio::select! {
+        r = daemon.wait_listening() => r?,
+        _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("listener not connected yet; starting anyway (polling)"),
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog = None;
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        watchdog = Some(tokio::time::interval(Duration::from_micros(usec / 2)));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async { match &mut watchdog { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
+    tracing::info!("stopping: no new claims; draining deliveries in flight");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown().await
+}

@@ -1,0 +1,228 @@
+//! The HTTPS client: hyper over rustls (HTTP/1.1 and HTTP/2 by ALPN), pooled
+//! keep-alive connections, the address guard in the resolver, connect and total
+//! timeouts, a capped response read, and no redirects (hyper follows none).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::guard::{AddressGuard, GuardedResolver, Resolve, SystemResolver};
+use super::retry::parse_retry_after;
+
+pub const USER_AGENT_VALUE: &str = concat!("plausible-webhooks/", env!("CARGO_PKG_VERSION"));
+
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_max_bytes: usize,
+    pub extra_ca_file: Option<std::path::PathBuf>,
+    pub guard: Arc<AddressGuard>,
+    pub resolver: Arc<dyn Resolve>,
+    pub max_idle_per_host: usize,
+}
+
+impl ClientConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
+        Ok(Self {
+            connect_timeout: cfg.delivery.connect_timeout(),
+            request_timeout: cfg.delivery.request_timeout(),
+            read_max_bytes: cfg.delivery.response_read_max_bytes,
+            extra_ca_file: cfg.delivery.extra_ca_file.clone(),
+            guard: Arc::new(AddressGuard::new(cfg.allow_nets()?)),
+            resolver: Arc::new(SystemResolver),
+            max_idle_per_host: cfg.delivery.max_in_flight,
+        })
+    }
+}
+
+/// What the receiver answered (the body cut at the read limit).
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+    pub truncated: bool,
+}
+
+/// Why no answer came. The text names the cause and, where useful, what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    Refused(String),
+    Timeout(Duration),
+    Transport(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Refused(m) => write!(f, "{m}"),
+            SendError::Timeout(d) => write!(f, "timed out after {} ms", d.as_millis()),
+            SendError::Transport(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+type Inner = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Inner,
+    guard: Arc<AddressGuard>,
+    request_timeout: Duration,
+    read_max_bytes: usize,
+}
+
+impl HttpClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &cfg.extra_ca_file {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading delivery.extra_ca_file {}", path.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.with_context(|| format!("parsing a certificate in {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("adding a CA from {}", path.display()))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("configuring TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(
+            cfg.guard.clone(),
+            cfg.resolver.clone(),
+        ));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(cfg.max_idle_per_host.max(1))
+            .build(https);
+        Ok(Self {
+            inner,
+            guard: cfg.guard,
+            request_timeout: cfg.request_timeout,
+            read_max_bytes: cfg.read_max_bytes,
+        })
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// POSTs `body` with `headers` (Content-Type and User-Agent are set here),
+    /// within the total timeout. An IP-literal host is checked by the guard here;
+    /// a name is checked by the resolver after DNS, before any connect.
+    pub async fn post(
+        &self,
+        uri: &Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<HttpResponse, SendError> {
+        if let Some(host) = uri.host() {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+                self.guard
+                    .check(ip)
+                    .map_err(|why| SendError::Refused(format!("refused address: {why}")))?;
+            }
+        }
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .body(Full::new(body))
+            .map_err(|e| SendError::Transport(format!("cannot build the request: {e}")))?;
+        *req.headers_mut() = headers;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        req.headers_mut()
+            .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let started = Instant::now();
+        let timeout = self.request_timeout;
+        let work = async {
+            let resp = self.inner.request(req).await.map_err(classify)?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            let (body, truncated) = read_capped(resp.into_body(), self.read_max_bytes).await;
+            Ok(HttpResponse {
+                status,
+                retry_after,
+                body,
+                truncated,
+            })
+        };
+        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), work).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout(timeout)),
+        }
+    }
+}
+
+/// Reads at most `max` bytes; a longer body is cut (its connection is dropped,
+/// not reused). A body that fails midway keeps what arrived: the status is what counts.
+async fn read_capped(mut body: hyper::body::Incoming, max: usize) -> (Bytes, bool) {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            let room = max - buf.len();
+            if data.len() >= room {
+                buf.extend_from_slice(&data[..room]);
+                return (
+                    Bytes::from(buf),
+                    data.len() > room || !hyper::body::Body::is_end_stream(&body),
+                );
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    (Bytes::from(buf), false)
+}
+
+/// Flattens hyper's error chain into one line that names the cause.
+fn classify(e: hyper_util::client::legacy::Error) -> SendError {
+    let mut parts = vec![e.to_string()];
+    let mut src = std::error::Error::source(&e);
+    let mut refused = None;
+    while let Some(s) = src {
+        let text = s.to_string();
+        if text.starts_with("refused address") {
+            refused = Some(text.clone());
+        }
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    match refused {
+        Some(r) => SendError::Refused(r),
+        None => SendError::Transport(parts.join(": ")),
+    }
+}

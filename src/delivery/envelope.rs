@@ -1,0 +1,81 @@
+//! The JSON body: the row's `payload` wrapped in the event envelope,
+//! deterministically, so every retry sends the same bytes.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// `{"id":…,"event":…,"site_id":<domain>,"timestamp":…,"data":<payload>}`.
+/// `data_json` is the payload as PostgreSQL renders jsonb (stable for a row).
+pub fn envelope(
+    id: &Uuid,
+    event: &str,
+    site_domain: &str,
+    at: OffsetDateTime,
+    data_json: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + data_json.len());
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"event\":");
+    serde_json::to_writer(&mut out, event).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"site_id\":");
+    serde_json::to_writer(&mut out, site_domain).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(rfc3339_seconds(at).as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    out.extend_from_slice(data_json.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// `2026-02-25T12:00:00Z` (UTC, whole seconds).
+pub fn rfc3339_seconds(at: OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_valid_json_with_the_spec_fields() {
+        let id = Uuid::parse_str("0b9a1c8e-4a57-4a4e-9a8e-2f1d3c4b5a69").unwrap();
+        let at = time::macros::datetime!(2026-02-25 12:00:00.789 UTC);
+        let body = envelope(
+            &id,
+            "goal_completion",
+            "ex\"ample.com",
+            at,
+            r#"{"goal_id": 7}"#,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], id.to_string());
+        assert_eq!(v["event"], "goal_completion");
+        assert_eq!(v["site_id"], "ex\"ample.com");
+        assert_eq!(v["timestamp"], "2026-02-25T12:00:00Z");
+        assert_eq!(v["data"]["goal_id"], 7);
+        assert_eq!(
+            body,
+            envelope(
+                &id,
+                "goal_completion",
+                "ex\"ample.com",
+                at,
+                r#"{"goal_id": 7}"#
+            )
+        );
+    }
+}

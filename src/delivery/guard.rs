@@ -1,0 +1,310 @@
+//! Outbound safety: which URLs may be stored and which addresses may be
+//! connected to. URLs are checked when a webhook is created; addresses are
+//! checked again at connect time, after DNS, so a name that later resolves to a
+//! private address (DNS rebinding) is refused before any connection is opened.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name;
+use ipnet::IpNet;
+
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Ranges never connected to unless the operator allows a CIDR covering them.
+static REFUSED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    [
+        ("0.0.0.0/8", "unspecified (\"this network\")"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "carrier-grade NAT"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local (cloud metadata)"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("100::/64", "discard-only"),
+        ("2001::/32", "Teredo"),
+        ("2001:db8::/32", "documentation"),
+        ("fc00::/7", "unique local (private)"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local"),
+        ("ff00::/8", "multicast"),
+    ]
+    .into_iter()
+    .map(|(n, why)| (n.parse().expect("static CIDR"), why))
+    .collect()
+});
+
+/// Refuses addresses in the ranges above, except those the operator allows.
+#[derive(Debug, Clone, Default)]
+pub struct AddressGuard {
+    allow: Vec<IpNet>,
+}
+
+impl AddressGuard {
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        Self { allow }
+    }
+
+    /// Ok when `ip` may be connected to; otherwise the reason it may not.
+    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        if self.allow.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        // IPv6 forms that carry an IPv4 address are judged by that address.
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = embedded_v4(v6) {
+                return self
+                    .check(IpAddr::V4(v4))
+                    .map_err(|why| format!("{ip} embeds {why}"));
+            }
+        }
+        match REFUSED.iter().find(|(net, _)| net.contains(&ip)) {
+            Some((net, why)) => Err(format!(
+                "{ip} is a {why} address ({net}); add a CIDR to delivery.allow_cidrs only if this receiver is really meant to be reachable"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
+/// (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4 (2002::/16) IPv6 address.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
+        return Some(tail); // IPv4-compatible (deprecated), but not :: or ::1
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail);
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
+
+/// Why a webhook URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlError(pub String);
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "url: {}", self.0)
+    }
+}
+impl std::error::Error for UrlError {}
+
+/// The rules a webhook URL must meet before it is stored: https only, at most
+/// 2048 characters, no userinfo, and a host that is a name or a public IP
+/// (per `guard`). A name's DNS answers are checked at send time.
+pub fn validate_url(raw: &str, guard: &AddressGuard) -> Result<url::Url, UrlError> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(UrlError(format!("longer than {MAX_URL_LEN} characters")));
+    }
+    let url = url::Url::parse(raw).map_err(|e| UrlError(format!("not a valid URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(UrlError(format!(
+            "scheme must be https, not {}",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UrlError(
+            "must not contain a user name or password; use custom headers for credentials".into(),
+        ));
+    }
+    match url.host() {
+        None => return Err(UrlError("has no host".into())),
+        Some(url::Host::Ipv4(ip)) => guard.check(IpAddr::V4(ip)).map_err(UrlError)?,
+        Some(url::Host::Ipv6(ip)) => guard.check(IpAddr::V6(ip)).map_err(UrlError)?,
+        Some(url::Host::Domain(d)) => {
+            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") {
+                guard
+                    .check(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    .map_err(|e| UrlError(format!("host {d} is loopback: {e}")))?;
+            }
+        }
+    }
+    Ok(url)
+}
+
+/// Turns a host name into addresses. The system resolver in production; tests
+/// plug in a stub to prove that a private answer is refused before any connect.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The operating system's resolver (getaddrinfo via tokio).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|sa| sa.ip())
+                .collect())
+        })
+    }
+}
+
+/// The resolver handed to hyper's connector: resolves, then refuses the whole
+/// name if any answer is refused (a mixed answer is how rebinding attacks look).
+#[derive(Clone)]
+pub struct GuardedResolver {
+    guard: Arc<AddressGuard>,
+    inner: Arc<dyn Resolve>,
+}
+
+impl GuardedResolver {
+    pub fn new(guard: Arc<AddressGuard>, inner: Arc<dyn Resolve>) -> Self {
+        Self { guard, inner }
+    }
+}
+
+type ResolveFuture =
+    Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = ResolveFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let guard = self.guard.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let ips = inner.resolve(host.clone()).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("DNS lookup of {host} failed: {e}"))
+            })?;
+            if ips.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "DNS lookup of {host} returned no address"
+                )));
+            }
+            for ip in &ips {
+                guard.check(*ip).map_err(|why| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("refused address: {host} resolves to {why}"),
+                    )
+                })?;
+            }
+            Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(g: &AddressGuard, s: &str) -> bool {
+        g.check(s.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn refuses_every_non_public_range() {
+        let g = AddressGuard::default();
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "2002:c0a8:0101::1",
+            "::10.0.0.1",
+        ] {
+            assert!(refused(&g, ip), "{ip} should be refused");
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(!refused(&g, ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn operator_allow_list_wins_including_mapped_forms() {
+        let g = AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(!refused(&g, "127.0.0.1"));
+        assert!(!refused(&g, "::ffff:127.0.0.1"));
+        assert!(refused(&g, "10.0.0.1"));
+        assert!(refused(&g, "::1"));
+    }
+
+    #[test]
+    fn url_rules() {
+        let g = AddressGuard::default();
+        assert!(validate_url("https://example.com/hook", &g).is_ok());
+        for (u, part) in [
+            ("http://example.com/", "https"),
+            ("https://user:pw@example.com/", "user name"),
+            ("https://10.0.0.1/", "private"),
+            ("https://[::ffff:192.168.0.1]/", "private"),
+            ("https://localhost/", "loopback"),
+            ("not a url", "valid URL"),
+        ] {
+            let e = validate_url(u, &g).unwrap_err();
+            assert!(e.0.contains(part), "{u}: {e}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2100));
+        assert!(validate_url(&long, &g).unwrap_err().0.contains("2048"));
+    }
+}

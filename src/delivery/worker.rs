@@ -1,0 +1,231 @@
+//! The delivery of one claimed message, top to bottom: may it be sent, may it
+//! be sent now, build and sign the body, POST it, decide what the answer means,
+//! log one line, and hand the outcome to the completer.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{HttpClient, SendError};
+use super::envelope::envelope;
+use super::limits::{LimiterRegistry, Limits};
+use super::retry::{AttemptResult, RetryPolicy, Verdict};
+use super::signing::{legacy_signature, standard_signature};
+use crate::queue::{Claimed, Completion, Status};
+
+/// Time kept free between the end of the longest request and the lease's end.
+pub const LEASE_SAFETY_MARGIN: Duration = Duration::from_secs(2);
+
+static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+pub struct Worker {
+    pub client: HttpClient,
+    pub policy: RetryPolicy,
+    pub limiters: LimiterRegistry,
+    pub default_limits: Limits,
+    pub response_log_max: usize,
+    /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
+    pub stop: CancellationToken,
+}
+
+impl Worker {
+    pub async fn deliver(&self, job: &Claimed) -> Completion {
+        let wh = &job.webhook;
+        if wh.deleted {
+            return not_sent(job, "webhook deleted: not sent".into());
+        }
+        if !wh.enabled {
+            return not_sent(
+                job,
+                format!(
+                    "webhook disabled ({}): not sent; enable the webhook and replay to send",
+                    wh.disabled_reason.as_deref().unwrap_or("by an operator")
+                ),
+            );
+        }
+        let Some(uri) = &wh.uri else {
+            return not_sent(
+                job,
+                format!(
+                    "webhook URL {:?} cannot be parsed: not sent; fix the URL and replay",
+                    wh.url
+                ),
+            );
+        };
+
+        // May it go now? Wait for the webhook's limits only as long as the lease allows.
+        let limits = Limits {
+            max_concurrency: wh
+                .max_concurrency
+                .unwrap_or(self.default_limits.max_concurrency),
+            rate_per_sec: wh
+                .rate_limit_per_sec
+                .unwrap_or(self.default_limits.rate_per_sec),
+        };
+        let lease_left = (job.locked_until - OffsetDateTime::now_utc()).unsigned_abs();
+        let max_wait =
+            lease_left.saturating_sub(self.client.request_timeout() + LEASE_SAFETY_MARGIN);
+        let _slot = tokio::select! {
+            r = self.limiters.acquire(wh.id, limits, max_wait) => match r {
+                Ok(slot) => slot,
+                Err(later) => return deferred(job, later),
+            },
+            _ = self.stop.cancelled() => return deferred(job, Duration::ZERO),
+        };
+        if self.stop.is_cancelled() {
+            return deferred(job, Duration::ZERO);
+        }
+
+        // The body and its signatures: the signed bytes are exactly the bytes sent.
+        let id = job.id.to_string();
+        let body = Bytes::from(envelope(
+            &job.id,
+            &job.event_type,
+            &wh.site_domain,
+            job.inserted_at,
+            &job.payload,
+        ));
+        let attempted_at = OffsetDateTime::now_utc();
+        let ts = attempted_at.unix_timestamp();
+        let mut headers = wh.headers.clone();
+        headers.insert(
+            X_WEBHOOK_SIGNATURE.clone(),
+            header(legacy_signature(&wh.keys[0], &body)),
+        );
+        headers.insert(WEBHOOK_ID.clone(), header(id.clone()));
+        headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
+        headers.insert(
+            WEBHOOK_SIGNATURE.clone(),
+            header(standard_signature(&wh.keys, &id, ts, &body)),
+        );
+
+        let started = Instant::now();
+        let sent = self.client.post(uri, headers, body).await;
+        let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+
+        let (result, code, error, response_body) = match &sent {
+            Ok(r) => {
+                let text =
+                    String::from_utf8_lossy(&r.body[..r.body.len().min(self.response_log_max)])
+                        .into_owned();
+                let error = match r.status {
+                    200..=299 => None,
+                    300..=399 => Some(format!(
+                        "HTTP {} (redirects are not followed; update the webhook URL)",
+                        r.status
+                    )),
+                    s => Some(format!("HTTP {s}")),
+                };
+                (
+                    AttemptResult::Response {
+                        status: r.status,
+                        retry_after: r.retry_after,
+                    },
+                    Some(i32::from(r.status)),
+                    error,
+                    Some(text),
+                )
+            }
+            Err(e) => (AttemptResult::Transport, None, Some(e.to_string()), None),
+        };
+        let verdict = self
+            .policy
+            .decide(job.attempt, wh.retry_schedule.as_deref(), &result);
+        let (status, retry_in_ms, disable) = match &verdict {
+            Verdict::Success => (Status::Success, None, None),
+            Verdict::Retry(d) => (Status::Pending, Some(d.as_millis() as i64), None),
+            Verdict::Fail => (Status::Failed, None, None),
+            Verdict::FailAndDisable(why) => (Status::Failed, None, Some(why.clone())),
+        };
+        log_attempt(job, code, duration_ms, &verdict, error.as_deref(), &sent);
+        Completion {
+            id: job.id,
+            webhook_id: wh.id,
+            attempt: job.attempt,
+            status,
+            retry_in_ms,
+            counted: true,
+            status_code: code,
+            error,
+            response_body,
+            duration_ms,
+            attempted_at,
+            disable_webhook: disable,
+        }
+    }
+}
+
+fn header(v: String) -> HeaderValue {
+    HeaderValue::try_from(v).expect("signature headers are ASCII")
+}
+
+fn log_attempt(
+    job: &Claimed,
+    code: Option<i32>,
+    duration_ms: i32,
+    verdict: &Verdict,
+    error: Option<&str>,
+    sent: &Result<super::client::HttpResponse, SendError>,
+) {
+    let status = code.unwrap_or(0);
+    match verdict {
+        Verdict::Success => tracing::info!(
+            webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
+            attempt = job.attempt, status, duration_ms, "delivered"
+        ),
+        Verdict::Retry(d) => tracing::warn!(
+            webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
+            attempt = job.attempt, status, duration_ms, retry_in_s = d.as_secs(),
+            error = error.unwrap_or(""), "attempt failed; will retry"
+        ),
+        Verdict::Fail | Verdict::FailAndDisable(_) => tracing::warn!(
+            webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
+            attempt = job.attempt, status, duration_ms, error = error.unwrap_or(""),
+            refused = matches!(sent, Err(SendError::Refused(_))),
+            "delivery failed for good"
+        ),
+    }
+}
+
+/// Not sent and never will be: final, no attempt counted.
+fn not_sent(job: &Claimed, why: String) -> Completion {
+    tracing::warn!(webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type, error = %why, "delivery not sent");
+    Completion {
+        id: job.id,
+        webhook_id: job.webhook.id,
+        attempt: job.attempt,
+        status: Status::Failed,
+        retry_in_ms: None,
+        counted: false,
+        status_code: None,
+        error: Some(why),
+        response_body: None,
+        duration_ms: 0,
+        attempted_at: OffsetDateTime::now_utc(),
+        disable_webhook: None,
+    }
+}
+
+/// Back to the queue without counting an attempt (a limit, or shutdown).
+fn deferred(job: &Claimed, later: Duration) -> Completion {
+    Completion {
+        id: job.id,
+        webhook_id: job.webhook.id,
+        attempt: job.attempt,
+        status: Status::Pending,
+        retry_in_ms: Some(later.as_millis() as i64),
+        counted: false,
+        status_code: None,
+        error: None,
+        response_body: None,
+        duration_ms: 0,
+        attempted_at: OffsetDateTime::now_utc(),
+        disable_webhook: None,
+    }
+}

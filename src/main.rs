@@ -1,0 +1,104 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use plausible_webhooks::config::{Config, ConfigError, EX_CONFIG};
+use plausible_webhooks::{daemon, db, demo, logging};
+
+/// Webhooks for Plausible Analytics: delivers rows of `webhook_deliveries` as
+/// signed HTTPS POSTs, with retries and a full delivery log.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (default /etc/plausible-webhooks/config.toml when it exists).
+    /// Every key can be overridden by PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>;
+    /// DATABASE_URL sets database.url.
+    #[arg(long, short, global = true, env = "PLAUSIBLE_WEBHOOKS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM (what the systemd unit starts).
+    Run,
+    /// Apply the database migrations (safe to run twice, or from two hosts at once).
+    Migrate,
+    /// Validate the config and the database, then exit (non-zero on a problem).
+    Check,
+    /// Show the delivery engine end to end on a throwaway PostgreSQL and a local HTTPS receiver.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::Demo = cli.command {
+        logging::init("text", "warn");
+        return report(rt.block_on(demo::run()));
+    }
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG as u8);
+        }
+    };
+    logging::init(&cfg.log.format, &cfg.log.level);
+    report(rt.block_on(async move {
+        match cli.command {
+            Command::Run => daemon::run(cfg).await,
+            Command::Migrate => {
+                let mut client = db::connect(&cfg.database.url).await?;
+                let applied = db::migrate::migrate(&mut client).await?;
+                if applied.is_empty() {
+                    println!(
+                        "schema is current (version {})",
+                        db::migrate::latest_version()
+                    );
+                } else {
+                    println!("applied migrations {applied:?}");
+                }
+                Ok(())
+            }
+            Command::Check => check(&cfg).await,
+            Command::Demo => unreachable!(),
+        }
+    }))
+}
+
+async fn check(cfg: &Config) -> anyhow::Result<()> {
+    println!("config: ok");
+    let client = db::connect(&cfg.database.url).await?;
+    db::migrate::ensure_current(&client).await?;
+    println!(
+        "database: ok (schema version {})",
+        db::migrate::latest_version()
+    );
+    plausible_webhooks::delivery::client::HttpClient::new(
+        plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)?,
+    )?;
+    println!("https client: ok");
+    Ok(())
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EX_CONFIG as u8)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

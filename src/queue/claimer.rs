@@ -1,0 +1,273 @@
+//! The claimer (River's producer): takes due rows in batches as large as the
+//! free delivery slots, under a lease, and hands each to the dispatcher.
+//!
+//! When to claim is decided here, in one place: at once after a full batch
+//! (more is waiting), on a NOTIFY from the listener, at the earliest scheduled
+//! retry, and otherwise at the backstop poll (shorter while the listener is down).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Claimed, WebhookInfo};
+use crate::delivery::signing::SecretKeys;
+
+/// Poll at least this often while the LISTEN connection is down.
+pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
+/// After a full batch, wait up to this long for a quarter of the slots to free,
+/// so a busy queue is claimed in large batches rather than one row at a time.
+pub const REFILL_WAIT: Duration = Duration::from_millis(2);
+/// Pause after a failed claim (the database may be restarting).
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+const CLAIM_SQL: &str = "
+WITH c AS (
+    SELECT id FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), d AS (
+    UPDATE webhook_deliveries d
+    SET status = 'delivering',
+        attempts = d.attempts + 1,
+        locked_by = $2,
+        locked_until = now() + make_interval(secs => $3)
+    FROM c
+    WHERE d.id = c.id
+    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
+)
+SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at, d.locked_until,
+       w.url, w.secret,
+       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
+       w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
+       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at
+FROM d
+JOIN webhooks w ON w.id = d.webhook_id
+LEFT JOIN sites s ON s.id = w.site_id";
+
+/// Seconds until the earliest pending row is due (negative: overdue).
+const NEXT_DUE_SQL: &str = "
+SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
+FROM webhook_deliveries WHERE status = 'pending'";
+
+/// Receives each claimed delivery with the slot it occupies.
+pub type Dispatch = Arc<dyn Fn(Claimed, OwnedSemaphorePermit) + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct ClaimerConfig {
+    pub instance: String,
+    pub lease: Duration,
+    pub max_in_flight: usize,
+    pub batch_max: usize,
+    pub poll_interval: Duration,
+}
+
+impl ClaimerConfig {
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.max_in_flight > 0, "claimer: max_in_flight must be > 0");
+        anyhow::ensure!(self.batch_max > 0, "claimer: batch_max must be > 0");
+        anyhow::ensure!(!self.lease.is_zero(), "claimer: lease must be > 0");
+        Ok(())
+    }
+}
+
+pub struct Claimer {
+    cfg: ClaimerConfig,
+    pool: Pool,
+    slots: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    listener_up: watch::Receiver<bool>,
+    dispatch: Dispatch,
+    cache: HashMap<Uuid, (OffsetDateTime, bool, Arc<WebhookInfo>)>,
+}
+
+impl Claimer {
+    pub fn new(
+        cfg: ClaimerConfig,
+        pool: Pool,
+        wake: Arc<Notify>,
+        listener_up: watch::Receiver<bool>,
+        dispatch: Dispatch,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            cfg,
+            pool,
+            wake,
+            listener_up,
+            dispatch,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The delivery slots (a permit per delivery in flight).
+    pub fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
+    }
+
+    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(stop))
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        let low_water = (self.cfg.max_in_flight / 4).max(1);
+        let mut last_full = false;
+        while !stop.is_cancelled() {
+            if last_full && self.slots.available_permits() < low_water {
+                tokio::select! {
+                    _ = self.slots.acquire_many(low_water as u32) => {}
+                    _ = tokio::time::sleep(REFILL_WAIT) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            if self.slots.available_permits() == 0 {
+                tokio::select! {
+                    _ = self.slots.acquire() => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            let n = self.slots.available_permits().min(self.cfg.batch_max);
+            match self.claim(n).await {
+                Ok(rows) => {
+                    last_full = rows.len() == n;
+                    for row in rows {
+                        let permit = self
+                            .slots
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("the claimer is the only taker of slots");
+                        (self.dispatch)(row, permit);
+                    }
+                    if last_full {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "claiming deliveries failed; retrying"
+                    );
+                    last_full = false;
+                    tokio::select! {
+                        _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+            let wait = self.next_wait().await;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        tracing::debug!("claimer stopped");
+    }
+
+    /// How long to sleep when nothing is due: until the earliest retry, capped
+    /// by the (jittered) backstop poll.
+    async fn next_wait(&self) -> Duration {
+        let mut poll = self.cfg.poll_interval.mul_f64(0.8 + fastrand::f64() * 0.4);
+        if !*self.listener_up.borrow() {
+            poll = poll.min(POLL_WHILE_LISTENER_DOWN);
+        }
+        let due = async {
+            let client = self.pool.get().await?;
+            let row = client.query_one(NEXT_DUE_SQL, &[]).await?;
+            Ok::<_, anyhow::Error>(row.get::<_, Option<f64>>(0))
+        }
+        .await;
+        match due {
+            Ok(Some(secs)) => poll.min(Duration::from_secs_f64(secs.max(0.0))),
+            Ok(None) => poll,
+            Err(_) => poll.min(ERROR_BACKOFF),
+        }
+    }
+
+    async fn claim(&mut self, n: usize) -> Result<Vec<Claimed>> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let stmt = client
+            .prepare_cached(CLAIM_SQL)
+            .await
+            .context("preparing the claim")?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &(n as i64),
+                    &self.cfg.instance,
+                    &self.cfg.lease.as_secs_f64(),
+                ],
+            )
+            .await
+            .context("claiming due deliveries")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let webhook_id: Uuid = r.get(1);
+            let updated_at: OffsetDateTime = r.get(18);
+            let previous: Option<String> = r.get(9);
+            let webhook = match self.cache.get(&webhook_id) {
+                Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => {
+                    w.clone()
+                }
+                _ => {
+                    let w = Arc::new(webhook_info(&r, previous.as_deref()));
+                    self.cache
+                        .insert(webhook_id, (updated_at, previous.is_some(), w.clone()));
+                    w
+                }
+            };
+            out.push(Claimed {
+                id: r.get(0),
+                event_type: r.get(2),
+                payload: r.get(3),
+                attempt: r.get(4),
+                inserted_at: r.get(5),
+                locked_until: r.get(6),
+                webhook,
+            });
+        }
+        if self.cache.len() > 10_000 {
+            self.cache.clear();
+        }
+        Ok(out)
+    }
+}
+
+fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo {
+    let url: String = r.get(7);
+    let secret: String = r.get(8);
+    let headers: serde_json::Value = r.get(10);
+    let mut keys = vec![SecretKeys::new(&secret)];
+    keys.extend(previous.map(SecretKeys::new));
+    WebhookInfo {
+        id: r.get(1),
+        uri: url.parse().ok(),
+        url,
+        headers: WebhookInfo::parse_headers(&headers),
+        keys,
+        enabled: r.get(11),
+        deleted: r.get(12),
+        disabled_reason: r.get(13),
+        retry_schedule: r
+            .get::<_, Option<Vec<i32>>>(14)
+            .map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
+        rate_limit_per_sec: r.get::<_, Option<i32>>(15).map(|v| v as u32),
+        max_concurrency: r.get::<_, Option<i32>>(16).map(|v| v as u32),
+        site_domain: r.get(17),
+    }
+}

@@ -1,0 +1,90 @@
+//! The cleaner: prunes finished deliveries (their attempts go with them by
+//! cascade) older than the retention period, and purges webhooks soft-deleted
+//! longer ago than that, in bounded batches so no statement holds locks long.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+const PRUNE_SQL: &str = "
+WITH x AS (
+    SELECT id FROM webhook_deliveries
+    WHERE status IN ('success', 'failed') AND inserted_at < now() - make_interval(days => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM webhook_deliveries d USING x WHERE d.id = x.id";
+
+const PURGE_WEBHOOKS_SQL: &str = "
+DELETE FROM webhooks WHERE id IN (
+    SELECT id FROM webhooks WHERE deleted_at < now() - make_interval(days => $1) LIMIT 100)";
+
+#[derive(Debug, Clone)]
+pub struct CleanerConfig {
+    pub retention_days: i32,
+    pub interval: Duration,
+    pub batch: i64,
+}
+
+pub struct Cleaner {
+    cfg: CleanerConfig,
+    pool: Pool,
+}
+
+impl Cleaner {
+    pub fn new(cfg: CleanerConfig, pool: Pool) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.retention_days > 0,
+            "cleaner: retention must be at least one day"
+        );
+        anyhow::ensure!(cfg.batch > 0, "cleaner: batch must be > 0");
+        Ok(Self { cfg, pool })
+    }
+
+    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.prune(&stop).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "pruning old deliveries failed; will retry"
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.cfg.interval) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    /// One pruning pass; returns the deliveries deleted.
+    pub async fn prune(&self, stop: &CancellationToken) -> Result<u64> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let mut total = 0;
+        while !stop.is_cancelled() {
+            let n = client
+                .execute(PRUNE_SQL, &[&self.cfg.retention_days, &self.cfg.batch])
+                .await
+                .context("pruning old deliveries")?;
+            total += n;
+            if (n as i64) < self.cfg.batch {
+                break;
+            }
+        }
+        client
+            .execute(PURGE_WEBHOOKS_SQL, &[&self.cfg.retention_days])
+            .await
+            .context("purging soft-deleted webhooks")?;
+        if total > 0 {
+            tracing::info!(deleted = total, "pruned finished deliveries past retention");
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,235 @@
+//! The completer: writes outcomes in batches, one statement per batch (the
+//! delivery rows, their attempt log rows and the webhooks' health together),
+//! fenced by the lease holder and the attempt number so an instance that lost
+//! its lease can never overwrite the row's newer state.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Completion;
+
+/// Backoff between tries to write a batch while the database is unreachable.
+pub const WRITE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+const COMPLETE_SQL: &str = "
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::bool[], $6::int[],
+                         $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::text[])
+        AS r(id, attempt, status, retry_in_ms, counted, code, error, body, duration_ms, attempted_at, disable_reason)
+), d AS (
+    UPDATE webhook_deliveries d SET
+        status = r.status,
+        attempts = CASE WHEN r.counted THEN d.attempts ELSE d.attempts - 1 END,
+        next_attempt_at = CASE WHEN r.status = 'pending'
+                               THEN now() + r.retry_in_ms * interval '1 millisecond'
+                               ELSE d.next_attempt_at END,
+        locked_by = NULL,
+        locked_until = NULL,
+        last_response_code = CASE WHEN r.counted THEN r.code ELSE d.last_response_code END,
+        last_error = CASE WHEN r.counted OR r.status = 'failed' THEN r.error ELSE d.last_error END,
+        delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
+        finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
+    FROM r
+    WHERE d.id = r.id AND d.status = 'delivering' AND d.locked_by = $12 AND d.attempts = r.attempt
+    RETURNING d.id, d.webhook_id
+), a AS (
+    INSERT INTO webhook_delivery_attempts
+        (delivery_id, attempt, status_code, response_body, error, duration_ms, attempted_at, instance)
+    SELECT r.id, r.attempt, r.code, r.body, r.error, r.duration_ms, r.attempted_at, $12
+    FROM r JOIN d ON d.id = r.id
+    WHERE r.counted
+), x AS (
+    SELECT d.webhook_id,
+           bool_or(r.status = 'success') AS succeeded,
+           count(*) FILTER (WHERE r.status = 'failed') AS failed,
+           max(r.disable_reason) AS gone
+    FROM d JOIN r ON r.id = d.id
+    WHERE r.status <> 'pending'
+    GROUP BY d.webhook_id
+), y AS (
+    SELECT x.*,
+           w0.enabled AND (x.gone IS NOT NULL
+               OR (NOT x.succeeded AND $13 > 0
+                   AND w0.consecutive_failures + x.failed >= $13
+                   AND coalesce(w0.failing_since, now()) <= now() - make_interval(secs => $14))) AS disable,
+           coalesce(x.gone, format('%s consecutive deliveries failed since %s',
+                                   w0.consecutive_failures + x.failed,
+                                   coalesce(w0.failing_since, now()))) AS reason
+    FROM x JOIN webhooks w0 ON w0.id = x.webhook_id
+), h AS (
+    -- Health: a success resets the streak (within one batch, a success wins);
+    -- N failed deliveries spanning the configured time disable the webhook.
+    UPDATE webhooks w SET
+        consecutive_failures = CASE WHEN y.succeeded THEN 0 ELSE w.consecutive_failures + y.failed END,
+        failing_since = CASE WHEN y.succeeded THEN NULL ELSE coalesce(w.failing_since, now()) END,
+        enabled = w.enabled AND NOT y.disable,
+        disabled_reason = CASE WHEN y.disable THEN y.reason ELSE w.disabled_reason END,
+        disabled_at = CASE WHEN y.disable THEN now() ELSE w.disabled_at END
+    FROM y
+    WHERE w.id = y.webhook_id AND (y.failed > 0 OR y.gone IS NOT NULL OR w.consecutive_failures > 0)
+    RETURNING w.id, w.site_id, w.enabled, y.disable AS just_disabled, w.disabled_reason
+)
+SELECT 'done', d.id, NULL::bigint, NULL::text FROM d
+UNION ALL
+SELECT 'disabled', h.id, h.site_id, h.disabled_reason FROM h WHERE NOT h.enabled AND h.just_disabled";
+
+#[derive(Debug, Clone)]
+pub struct CompleterConfig {
+    pub instance: String,
+    pub batch_max: usize,
+    /// 0 disables auto-disable.
+    pub disable_after_failures: i32,
+    pub disable_after: Duration,
+}
+
+pub struct Completer {
+    cfg: CompleterConfig,
+    pool: Pool,
+    rx: mpsc::Receiver<Completion>,
+}
+
+/// A channel sized so the deliverers feel back-pressure before memory grows.
+pub fn channel(max_in_flight: usize) -> (mpsc::Sender<Completion>, mpsc::Receiver<Completion>) {
+    mpsc::channel(max_in_flight.max(16) * 2)
+}
+
+impl Completer {
+    pub fn new(cfg: CompleterConfig, pool: Pool, rx: mpsc::Receiver<Completion>) -> Result<Self> {
+        anyhow::ensure!(cfg.batch_max > 0, "completer: batch_max must be > 0");
+        Ok(Self { cfg, pool, rx })
+    }
+
+    /// Runs until every sender is dropped and the channel is drained. `give_up`
+    /// ends retries of a batch the database keeps refusing (at shutdown); its
+    /// rows stay leased and the rescuer returns them later.
+    pub fn start(self, give_up: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(give_up))
+    }
+
+    async fn run(mut self, give_up: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.cfg.batch_max);
+        while let Some(first) = self.rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.cfg.batch_max {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut backoff = WRITE_BACKOFF_MIN;
+            loop {
+                match self.write(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            batch = batch.len(),
+                            "recording delivery outcomes failed; retrying"
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = give_up.cancelled() => {
+                                tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; their leases will expire and they will be sent again");
+                                break;
+                            }
+                        }
+                        backoff = (backoff * 2).min(WRITE_BACKOFF_MAX);
+                    }
+                }
+            }
+            batch.clear();
+        }
+        tracing::debug!("completer stopped");
+    }
+
+    async fn write(&self, batch: &[Completion]) -> Result<()> {
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut retry_in = Vec::with_capacity(n);
+        let mut counted = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        let mut bodies = Vec::with_capacity(n);
+        let mut durations = Vec::with_capacity(n);
+        let mut times: Vec<OffsetDateTime> = Vec::with_capacity(n);
+        let mut gone = Vec::with_capacity(n);
+        for c in batch {
+            ids.push(c.id);
+            attempts.push(c.attempt);
+            statuses.push(c.status.as_str());
+            retry_in.push(c.retry_in_ms);
+            counted.push(c.counted);
+            codes.push(c.status_code);
+            errors.push(c.error.as_deref());
+            bodies.push(c.response_body.as_deref());
+            durations.push(c.duration_ms);
+            times.push(c.attempted_at);
+            gone.push(c.disable_webhook.as_deref());
+        }
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let stmt = client
+            .prepare_cached(COMPLETE_SQL)
+            .await
+            .context("preparing the completion")?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &attempts,
+                    &statuses,
+                    &retry_in,
+                    &counted,
+                    &codes,
+                    &errors,
+                    &bodies,
+                    &durations,
+                    &times,
+                    &gone,
+                    &self.cfg.instance,
+                    &self.cfg.disable_after_failures,
+                    &self.cfg.disable_after.as_secs_f64(),
+                ],
+            )
+            .await
+            .context("recording delivery outcomes")?;
+        let mut done = std::collections::HashSet::with_capacity(n);
+        for r in &rows {
+            let kind: &str = r.get(0);
+            let id: Uuid = r.get(1);
+            if kind == "done" {
+                done.insert(id);
+            } else {
+                let site_id: Option<i64> = r.get(2);
+                let reason: Option<String> = r.get(3);
+                tracing::warn!(
+                    webhook_id = %id,
+                    site_id = site_id.unwrap_or_default(),
+                    reason = reason.as_deref().unwrap_or(""),
+                    "webhook disabled; re-enable it once the receiver is fixed"
+                );
+            }
+        }
+        for c in batch.iter().filter(|c| !done.contains(&c.id)) {
+            tracing::warn!(
+                delivery_id = %c.id,
+                attempt = c.attempt,
+                "outcome not recorded: this instance no longer holds the lease (the delivery was rescued and is retried)"
+            );
+        }
+        Ok(())
+    }
+}

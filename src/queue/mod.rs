@@ -1,0 +1,105 @@
+//! The queue in `webhook_deliveries`: claiming due rows under a lease
+//! (`claimer`), writing outcomes in batches fenced by the lease holder
+//! (`completer`), returning expired leases (`rescuer`) and pruning old rows
+//! (`cleaner`). Each service is one loop with the same start/stop shape.
+
+pub mod claimer;
+pub mod cleaner;
+pub mod completer;
+pub mod rescuer;
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::Uri;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::delivery::signing::SecretKeys;
+
+/// A webhook as the claim saw it (shared by the rows of one batch).
+pub struct WebhookInfo {
+    pub id: Uuid,
+    pub site_domain: String,
+    pub url: String,
+    /// None when the stored URL does not parse (the delivery fails with that reason).
+    pub uri: Option<Uri>,
+    pub headers: HeaderMap,
+    /// Signing keys: the current secret first, then a previous one still in its window.
+    pub keys: Vec<SecretKeys>,
+    pub enabled: bool,
+    pub deleted: bool,
+    pub disabled_reason: Option<String>,
+    pub retry_schedule: Option<Vec<u32>>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub max_concurrency: Option<u32>,
+}
+
+impl WebhookInfo {
+    /// Custom headers from the stored JSON object; invalid ones (which the
+    /// table's constraint already refuses) are skipped rather than sent.
+    pub fn parse_headers(json: &serde_json::Value) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        if let Some(obj) = json.as_object() {
+            for (k, v) in obj {
+                if let (Ok(name), Some(Ok(value))) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    v.as_str().map(HeaderValue::from_str),
+                ) {
+                    map.append(name, value);
+                }
+            }
+        }
+        map
+    }
+}
+
+/// One claimed delivery, ready to send.
+pub struct Claimed {
+    pub id: Uuid,
+    /// 1-based number of this attempt (counted at claim).
+    pub attempt: i32,
+    pub event_type: String,
+    /// The row's payload as jsonb text.
+    pub payload: String,
+    pub inserted_at: OffsetDateTime,
+    pub locked_until: OffsetDateTime,
+    pub webhook: Arc<WebhookInfo>,
+}
+
+/// The final word on one claimed delivery, written by the completer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub attempt: i32,
+    pub status: Status,
+    /// For `Pending`: when to try again, from now.
+    pub retry_in_ms: Option<i64>,
+    /// An HTTP attempt was made (false for deferrals and unsent deliveries).
+    pub counted: bool,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    pub duration_ms: i32,
+    pub attempted_at: OffsetDateTime,
+    /// Disable the webhook with this reason (410 Gone).
+    pub disable_webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Success,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Success => "success",
+            Status::Failed => "failed",
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The rescuer: returns deliveries whose lease expired (their instance crashed
+//! or stalled) to `pending`, logging the lost attempt, so nothing stays stuck.
+//! The lease is always longer than the request timeout plus a margin, so a
+//! delivery still in flight is never rescued. At shutdown the same statement
+//! releases this instance's own unfinished claims.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+/// Most rows returned per statement; the loop repeats while batches come back full.
+pub const RESCUE_BATCH: i64 = 1_000;
+
+const RESCUE_SQL: &str = "
+WITH x AS (
+    SELECT d.id, d.locked_by AS holder
+    FROM webhook_deliveries d
+    WHERE d.status = 'delivering' AND (d.locked_until < now() OR d.locked_by = $2)
+    ORDER BY d.locked_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE webhook_deliveries d SET
+        status = CASE WHEN d.attempts >= 1 + coalesce(cardinality(w.retry_schedule_secs), $3)
+                      THEN 'failed' ELSE 'pending' END,
+        next_attempt_at = now(),
+        locked_by = NULL,
+        locked_until = NULL,
+        last_response_code = NULL,
+        last_error = $4,
+        finished_at = CASE WHEN d.attempts >= 1 + coalesce(cardinality(w.retry_schedule_secs), $3)
+                           THEN now() END
+    FROM x, webhooks w
+    WHERE d.id = x.id AND w.id = d.webhook_id
+    RETURNING d.id, d.attempts, d.status, x.holder
+), a AS (
+    INSERT INTO webhook_delivery_attempts (delivery_id, attempt, error, duration_ms, attempted_at, instance)
+    SELECT u.id, u.attempts, $4, 0, now(), u.holder FROM u
+)
+SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed') FROM u";
+
+pub const LEASE_EXPIRED: &str =
+    "outcome unknown: the instance holding this delivery stopped before recording the attempt (crash or stall); the lease expired and the delivery is sent again with the same webhook-id";
+pub const RELEASED_AT_SHUTDOWN: &str =
+    "outcome unknown: the request was interrupted by shutdown; the delivery is sent again with the same webhook-id";
+
+#[derive(Debug, Clone)]
+pub struct RescuerConfig {
+    pub interval: Duration,
+    /// Retries in the global schedule (for webhooks without their own).
+    pub default_retries: i32,
+}
+
+pub struct Rescuer {
+    cfg: RescuerConfig,
+    pool: Pool,
+}
+
+impl Rescuer {
+    pub fn new(cfg: RescuerConfig, pool: Pool) -> Result<Self> {
+        anyhow::ensure!(!cfg.interval.is_zero(), "rescuer: interval must be > 0");
+        Ok(Self { cfg, pool })
+    }
+
+    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let jitter = self.cfg.interval.mul_f64(0.9 + fastrand::f64() * 0.2);
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter) => {}
+                    _ = stop.cancelled() => break,
+                }
+                if let Err(e) = self.rescue_expired().await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "rescuing expired leases failed; will retry"
+                    );
+                }
+            }
+            tracing::debug!("rescuer stopped");
+        })
+    }
+
+    /// Returns every expired lease; (back to pending, failed for good).
+    pub async fn rescue_expired(&self) -> Result<(i64, i64)> {
+        let r = release(&self.pool, None, self.cfg.default_retries, LEASE_EXPIRED).await?;
+        if r.0 + r.1 > 0 {
+            tracing::warn!(
+                retried = r.0,
+                failed = r.1,
+                "rescued deliveries whose lease expired"
+            );
+        }
+        Ok(r)
+    }
+}
+
+/// Returns expired leases, and those held by `holder` when given, to the queue.
+pub async fn release(
+    pool: &Pool,
+    holder: Option<&str>,
+    default_retries: i32,
+    why: &str,
+) -> Result<(i64, i64)> {
+    let client = pool.get().await.context("getting a database connection")?;
+    let mut total = (0, 0);
+    loop {
+        let row = client
+            .query_one(
+                RESCUE_SQL,
+                &[&RESCUE_BATCH, &holder, &default_retries, &why],
+            )
+            .await
+            .context("returning leased deliveries to the queue")?;
+        let (p, f): (i64, i64) = (row.get(0), row.get(1));
+        total = (total.0 + p, total.1 + f);
+        if p + f < RESCUE_BATCH {
+            return Ok(total);
+        }
+    }
+}

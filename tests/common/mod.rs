@@ -1,0 +1,190 @@
+//! Test harness: one throwaway PostgreSQL cluster shared by every test process
+//! (started once, under a file lock), a fresh migrated database per test, and
+//! real HTTPS receivers on loopback.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plausible_webhooks::config::Config;
+use plausible_webhooks::daemon::{Daemon, StartOptions};
+use plausible_webhooks::testkit::pg::PgCluster;
+use plausible_webhooks::testkit::receiver::{Behavior, Receiver, TestTls};
+use uuid::Uuid;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub struct Env {
+    pub cluster: PgCluster,
+    pub url: String,
+    pub db: tokio_postgres::Client,
+    pub tls: TestTls,
+    pub site_id: i64,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let cluster = tokio::task::spawn_blocking(PgCluster::shared)
+            .await
+            .unwrap()
+            .expect("starting the shared test cluster");
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let url = cluster
+            .create_migrated_database(&name)
+            .await
+            .expect("creating a test database");
+        let db = plausible_webhooks::db::connect(&url).await.unwrap();
+        let site_id: i64 = db
+            .query_one(
+                "WITH t AS (INSERT INTO teams (name) VALUES ('t') RETURNING id)
+                 INSERT INTO sites (domain, team_id) SELECT 'example.com', id FROM t RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        Env {
+            cluster,
+            url,
+            db,
+            tls: TestTls::new().unwrap(),
+            site_id,
+        }
+    }
+
+    /// The loopback config with short timings suited to tests.
+    pub fn config(&self) -> Config {
+        let mut c = plausible_webhooks::testkit::loopback_config(&self.url, &self.tls.ca_file);
+        c.queue.poll_interval_ms = 1_000;
+        c.queue.rescue_interval_ms = 500;
+        c.delivery.retry_schedule_secs = vec![1, 1, 1];
+        c.delivery.retry_jitter = 0.0;
+        c.delivery.request_timeout_ms = 2_000;
+        c.delivery.connect_timeout_ms = 1_000;
+        c.delivery.lease_secs = 5;
+        c.shutdown.grace_secs = 5;
+        c
+    }
+
+    pub async fn receiver(&self, behavior: Behavior) -> Receiver {
+        Receiver::start(&self.tls, behavior).await.unwrap()
+    }
+
+    pub async fn daemon(&self, cfg: Config) -> Daemon {
+        self.daemon_with(cfg, StartOptions::default()).await
+    }
+
+    pub async fn daemon_with(&self, cfg: Config, opts: StartOptions) -> Daemon {
+        let d = Daemon::start(cfg, opts).await.expect("starting the daemon");
+        tokio::time::timeout(Duration::from_secs(20), d.wait_listening())
+            .await
+            .expect("listener connects")
+            .unwrap();
+        d
+    }
+
+    /// Creates a webhook (with a goal_completion trigger) for `url`.
+    pub async fn webhook(&self, url: &str) -> Uuid {
+        self.webhook_with(url, "{}").await
+    }
+
+    pub async fn webhook_with(&self, url: &str, headers_json: &str) -> Uuid {
+        let headers: serde_json::Value = serde_json::from_str(headers_json).unwrap();
+        let id: Uuid = self
+            .db
+            .query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret, headers) VALUES ($1, 'test', $2, $3, $4) RETURNING id",
+                &[&self.site_id, &url, &SECRET, &headers],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.db
+            .execute(
+                "INSERT INTO webhook_triggers (webhook_id, trigger_type) VALUES ($1, 'goal_completion')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Enqueues `n` deliveries in one INSERT; returns their ids.
+    pub async fn enqueue(&self, webhook: Uuid, n: i32) -> Vec<Uuid> {
+        self.db
+            .query(
+                "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                 SELECT $1, 'goal_completion', jsonb_build_object('n', g) FROM generate_series(1, $2) g
+                 RETURNING id",
+                &[&webhook, &n],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Waits until `sql` (returning one bool) is true; polls the database.
+    pub async fn wait_until(&self, sql: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ok: bool = self
+                .db
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let states = self
+                    .db
+                    .query(
+                        "SELECT status, attempts, coalesce(last_error, '') FROM webhook_deliveries",
+                        &[],
+                    )
+                    .await
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| {
+                                format!(
+                                    "{}/{}/{}",
+                                    r.get::<_, String>(0),
+                                    r.get::<_, i32>(1),
+                                    r.get::<_, String>(2)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                panic!("timed out waiting for: {sql}\ndeliveries: {states:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_all_final(&self, timeout: Duration) {
+        self.wait_until(
+            "SELECT count(*) > 0 AND bool_and(status IN ('success', 'failed')) FROM webhook_deliveries",
+            timeout,
+        )
+        .await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+/// A behaviour that answers by the request's position for its webhook-id.
+pub fn by_attempt(
+    f: impl Fn(usize) -> plausible_webhooks::testkit::receiver::Reply + Send + Sync + 'static,
+) -> Behavior {
+    Arc::new(move |r| f(r.nth))
+}
