@@ -134,7 +134,7 @@ impl Daemon {
                 poll_interval: Duration::from_millis(cfg.queue.poll_interval_ms),
             },
             pool.clone(),
-            wake,
+            wake.clone(),
             listener_up.clone(),
             dispatch,
         )?;
@@ -144,6 +144,7 @@ impl Daemon {
                 default_retries: cfg.delivery.retry_schedule_secs.len() as i32,
             },
             pool.clone(),
+            wake,
         )?;
         let cleaner = Cleaner::new(
             CleanerConfig {

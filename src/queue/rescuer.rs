@@ -4,10 +4,12 @@
 //! delivery still in flight is never rescued. At shutdown the same statement
 //! releases this instance's own unfinished claims.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Most rows returned per statement; the loop repeats while batches come back full.
@@ -56,12 +58,14 @@ pub struct RescuerConfig {
 pub struct Rescuer {
     cfg: RescuerConfig,
     pool: Pool,
+    wake: Arc<Notify>,
 }
 
 impl Rescuer {
-    pub fn new(cfg: RescuerConfig, pool: Pool) -> Result<Self> {
+    /// `wake` is the claimer's: rescued rows are due at once.
+    pub fn new(cfg: RescuerConfig, pool: Pool, wake: Arc<Notify>) -> Result<Self> {
         anyhow::ensure!(!cfg.interval.is_zero(), "rescuer: interval must be > 0");
-        Ok(Self { cfg, pool })
+        Ok(Self { cfg, pool, wake })
     }
 
     pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
@@ -86,6 +90,9 @@ impl Rescuer {
     /// Returns every expired lease; (back to pending, failed for good).
     pub async fn rescue_expired(&self) -> Result<(i64, i64)> {
         let r = release(&self.pool, None, self.cfg.default_retries, LEASE_EXPIRED).await?;
+        if r.0 > 0 {
+            self.wake.notify_one();
+        }
         if r.0 + r.1 > 0 {
             tracing::warn!(
                 retried = r.0,

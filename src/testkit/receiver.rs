@@ -20,7 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1, signed by it.
+/// A CA and a server certificate for `localhost`, 127.0.0.1 and `*.example.test`
+/// (names the tests resolve to loopback through a stub), signed by it.
 pub struct TestTls {
     pub ca_pem: String,
     /// The CA as a PEM file, for `delivery.extra_ca_file`.
@@ -41,8 +42,11 @@ impl TestTls {
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate()?;
-        let params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "*.example.test".to_string(),
+        ])?;
         let cert = params.signed_by(&key, &issuer)?;
 
         let dir = tempfile::tempdir()?;
@@ -96,6 +100,8 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
+    /// Answer with this status after a pause.
+    Delayed(Duration, u16),
     /// Never answer.
     Hang,
     /// 200 with a body of this many bytes, streamed.
@@ -266,6 +272,13 @@ async fn respond(reply: Reply) -> Result<Response<Body>, std::io::Error> {
                 b = b.header(k, v);
             }
             Ok(b.body(full(body)).unwrap())
+        }
+        Reply::Delayed(d, s) => {
+            tokio::time::sleep(d).await;
+            Ok(Response::builder()
+                .status(s)
+                .body(full(b"ok".to_vec()))
+                .unwrap())
         }
         Reply::Hang => {
             std::future::pending::<()>().await;

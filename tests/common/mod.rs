@@ -24,10 +24,6 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .with_test_writer()
-            .try_init();
         let cluster = tokio::task::spawn_blocking(PgCluster::shared)
             .await
             .unwrap()
@@ -37,6 +33,15 @@ impl Env {
             .create_migrated_database(&name)
             .await
             .expect("creating a test database");
+        Self::on(cluster, url).await
+    }
+
+    /// An environment on a given cluster and migrated database.
+    pub async fn on(cluster: PgCluster, url: String) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let db = plausible_webhooks::db::connect(&url).await.unwrap();
         let site_id: i64 = db
             .query_one(
@@ -131,10 +136,14 @@ impl Env {
 
     /// Waits until `sql` (returning one bool) is true; polls the database.
     pub async fn wait_until(&self, sql: &str, timeout: Duration) {
+        Self::wait_until_on(&self.db, sql, timeout).await
+    }
+
+    /// Waits until `sql` (returning one bool) is true, on a given client.
+    pub async fn wait_until_on(db: &tokio_postgres::Client, sql: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let ok: bool = self
-                .db
+            let ok: bool = db
                 .query_one(sql, &[])
                 .await
                 .map(|r| r.get(0))
@@ -143,8 +152,7 @@ impl Env {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                let states = self
-                    .db
+                let states = db
                     .query(
                         "SELECT status, attempts, coalesce(last_error, '') FROM webhook_deliveries",
                         &[],
@@ -187,4 +195,99 @@ pub fn by_attempt(
     f: impl Fn(usize) -> plausible_webhooks::testkit::receiver::Reply + Send + Sync + 'static,
 ) -> Behavior {
     Arc::new(move |r| f(r.nth))
+}
+
+/// The daemon binary as an operator runs it, configured through the environment.
+pub struct DaemonProcess {
+    pub child: std::process::Child,
+}
+
+impl Env {
+    /// Environment for `plausible-webhooks run` matching `config()`.
+    pub fn daemon_env(&self) -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", self.url.clone()),
+            (
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS",
+                "[\"127.0.0.0/8\"]".into(),
+            ),
+            (
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__EXTRA_CA_FILE",
+                self.tls.ca_file.display().to_string(),
+            ),
+            (
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS",
+                "[1, 1, 1]".into(),
+            ),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_JITTER", "0.0".into()),
+            (
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS",
+                "2000".into(),
+            ),
+            (
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__CONNECT_TIMEOUT_MS",
+                "1000".into(),
+            ),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "5".into()),
+            (
+                "PLAUSIBLE_WEBHOOKS__QUEUE__RESCUE_INTERVAL_MS",
+                "500".into(),
+            ),
+            ("PLAUSIBLE_WEBHOOKS__QUEUE__POLL_INTERVAL_MS", "1000".into()),
+            ("PLAUSIBLE_WEBHOOKS__SHUTDOWN__GRACE_SECS", "5".into()),
+            ("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub fn spawn_daemon(&self, extra: &[(&str, &str)]) -> DaemonProcess {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+        cmd.arg("run").env_remove("PLAUSIBLE_WEBHOOKS_CONFIG");
+        for (k, v) in self.daemon_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        DaemonProcess {
+            child: cmd.spawn().expect("spawning the daemon binary"),
+        }
+    }
+}
+
+impl DaemonProcess {
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit (polling), up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "daemon did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
 }

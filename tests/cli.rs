@@ -1,0 +1,193 @@
+//! The binary as an operator runs it: config errors, check, migrate, logs.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Env, SECRET};
+use plausible_webhooks::testkit::receiver::always;
+use uuid::Uuid;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    c.env_remove("DATABASE_URL")
+        .env_remove("PLAUSIBLE_WEBHOOKS_CONFIG");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn bad_config_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[delivery]\nlease_secs = 3\n").unwrap();
+    let o = bin()
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .env("DATABASE_URL", "postgres://u@127.0.0.1:1/x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(text(&o).contains("delivery.lease_secs"), "{}", text(&o));
+
+    let o = bin().arg("check").output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(text(&o).contains("DATABASE_URL"), "{}", text(&o));
+
+    std::fs::write(&cfg, "[delivery\n").unwrap();
+    let o = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(text(&o).contains("not valid TOML"), "{}", text(&o));
+
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", "postgres://u@127.0.0.1:1/x")
+        .env("PLAUSIBLE_WEBHOOKS__QUEUE__POLL_INTERVAL_MS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(text(&o).contains("queue.poll_interval_ms"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_concurrent_safe_idempotent_and_check_reports_the_schema() {
+    let env = Env::new().await; // for the shared cluster
+    let url = env
+        .cluster
+        .create_database(&format!("m_{}", Uuid::new_v4().simple()))
+        .await
+        .unwrap();
+    // Without Plausible's tables, migrate explains what is missing.
+    let o = bin()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("sites"), "{}", text(&o));
+
+    let db = plausible_webhooks::db::connect(&url).await.unwrap();
+    plausible_webhooks::db::migrate::load_fixture(&db)
+        .await
+        .unwrap();
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("run `plausible-webhooks migrate`"),
+        "{}",
+        text(&o)
+    );
+
+    let spawn = || {
+        bin()
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(b.status.success(), "{}", text(&b));
+    let versions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM plausible_webhooks_schema_migrations",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1);
+    let o = bin()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("schema is current"), "{}", text(&o));
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_log_line_per_attempt_without_secrets_or_timestamps_under_journald() {
+    let env = Env::new().await;
+    let ok = env.receiver(always(200)).await;
+    let bad = env.receiver(always(500)).await;
+    let wh_ok = env.webhook(&ok.url("/")).await;
+    let wh_bad = env.webhook(&bad.url("/")).await;
+    let mut cmd = bin();
+    cmd.arg("run")
+        .envs(env.daemon_env())
+        .env("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "info")
+        .env("PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS", "[1]")
+        .env("JOURNAL_STREAM", "8:12345")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    env.enqueue(wh_ok, 1).await;
+    env.enqueue(wh_bad, 1).await;
+    env.wait_all_final(Duration::from_secs(30)).await;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = log.lines().collect();
+    let delivered: Vec<_> = lines.iter().filter(|l| l.contains("delivered")).collect();
+    let retry: Vec<_> = lines.iter().filter(|l| l.contains("will retry")).collect();
+    let failed: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("failed for good"))
+        .collect();
+    assert_eq!(
+        (delivered.len(), retry.len(), failed.len()),
+        (1, 1, 1),
+        "{log}"
+    );
+    for l in delivered.iter().chain(&retry).chain(&failed) {
+        for field in [
+            "webhook_id=",
+            "delivery_id=",
+            "event=goal_completion",
+            "attempt=",
+            "status=",
+            "duration_ms=",
+        ] {
+            assert!(l.contains(field), "{field} missing in {l}");
+        }
+    }
+    assert!(
+        failed[0].contains("status=500") && failed[0].contains("attempt=2"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        !log.contains(SECRET) && !log.contains(&SECRET[6..]),
+        "a secret was logged"
+    );
+    assert!(!log.contains("\"n\""), "a body was logged");
+    assert!(
+        lines.iter().all(|l| !l.starts_with("20")),
+        "no timestamps of our own under journald:\n{log}"
+    );
+}
