@@ -91,6 +91,7 @@ impl Daemon {
             },
             pool.clone(),
             rx,
+            wake.clone(),
         )?;
 
         let mut client_cfg = ClientConfig::from_config(&cfg)?;

@@ -154,6 +154,7 @@ async fn failures_retry_on_schedule_then_fail_with_every_attempt_logged() {
     let wh = env.webhook(&rx.url("/")).await;
     let mut cfg = env.config();
     cfg.delivery.retry_schedule_secs = vec![1, 2, 1];
+    cfg.queue.poll_interval_ms = 600_000; // retries must come from the timer, not the poll
     let daemon = env.daemon(cfg).await;
     env.enqueue(wh, 2).await;
     env.wait_all_final(T).await;

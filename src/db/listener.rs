@@ -41,7 +41,9 @@ impl Listener {
             !cfg.check_interval.is_zero(),
             "listener: check_interval must be > 0"
         );
-        let pg = super::pg_config(&cfg.url)?;
+        let mut pg = super::pg_config(&cfg.url)?;
+        // Named apart from the pool's connections, so operators can tell it in pg_stat_activity.
+        pg.application_name("plausible-webhooks-listener");
         Ok(Self {
             cfg,
             pg,

@@ -3,16 +3,17 @@
 //! fenced by the lease holder and the attempt number so an instance that lost
 //! its lease can never overwrite the row's newer state.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Completion;
+use super::{Completion, Status};
 
 /// Backoff between tries to write a batch while the database is unreachable.
 pub const WRITE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -93,6 +94,7 @@ pub struct Completer {
     cfg: CompleterConfig,
     pool: Pool,
     rx: mpsc::Receiver<Completion>,
+    wake: Arc<Notify>,
 }
 
 /// A channel sized so the deliverers feel back-pressure before memory grows.
@@ -101,9 +103,21 @@ pub fn channel(max_in_flight: usize) -> (mpsc::Sender<Completion>, mpsc::Receive
 }
 
 impl Completer {
-    pub fn new(cfg: CompleterConfig, pool: Pool, rx: mpsc::Receiver<Completion>) -> Result<Self> {
+    /// `wake` is the claimer's: a batch that schedules retries (or deferrals)
+    /// changes when the next row is due, so the claimer recomputes its timer.
+    pub fn new(
+        cfg: CompleterConfig,
+        pool: Pool,
+        rx: mpsc::Receiver<Completion>,
+        wake: Arc<Notify>,
+    ) -> Result<Self> {
         anyhow::ensure!(cfg.batch_max > 0, "completer: batch_max must be > 0");
-        Ok(Self { cfg, pool, rx })
+        Ok(Self {
+            cfg,
+            pool,
+            rx,
+            wake,
+        })
     }
 
     /// Runs until every sender is dropped and the channel is drained. `give_up`
@@ -126,7 +140,12 @@ impl Completer {
             let mut backoff = WRITE_BACKOFF_MIN;
             loop {
                 match self.write(&batch).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        if batch.iter().any(|c| c.status == Status::Pending) {
+                            self.wake.notify_one();
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(
                             error = format!("{e:#}"),

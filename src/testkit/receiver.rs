@@ -26,6 +26,11 @@ pub struct TestTls {
     pub ca_pem: String,
     /// The CA as a PEM file, for `delivery.extra_ca_file`.
     pub ca_file: PathBuf,
+    /// The server certificate (for `localhost` and 127.0.0.1) as a PEM file,
+    /// for an external server such as nginx (`ssl_certificate`).
+    pub cert_file: PathBuf,
+    /// The server certificate's private key as a PEM file (`ssl_certificate_key`).
+    pub key_file: PathBuf,
     server: Arc<rustls::ServerConfig>,
     _dir: tempfile::TempDir,
 }
@@ -52,6 +57,10 @@ impl TestTls {
         let dir = tempfile::tempdir()?;
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem())?;
+        let cert_file = dir.path().join("server-cert.pem");
+        std::fs::write(&cert_file, cert.pem())?;
+        let key_file = dir.path().join("server-key.pem");
+        std::fs::write(&key_file, key.serialize_pem())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -64,6 +73,8 @@ impl TestTls {
         Ok(TestTls {
             ca_pem: ca_cert.pem(),
             ca_file,
+            cert_file,
+            key_file,
             server: Arc::new(server),
             _dir: dir,
         })

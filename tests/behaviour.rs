@@ -1,0 +1,271 @@
+//! Limits, rotation, HTTP/2, the listener's recovery, timing of retries, pruning.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Env, SECRET};
+use plausible_webhooks::delivery::signing::verify_standard;
+use plausible_webhooks::queue::cleaner::{Cleaner, CleanerConfig};
+use plausible_webhooks::testkit::receiver::{always, Reply};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_concurrency_limits_hold_and_a_stuck_receiver_starves_no_one() {
+    let env = Env::new().await;
+    // Counts requests in progress at the stuck receiver.
+    let live = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (l, p) = (live.clone(), peak.clone());
+    let stuck = env
+        .receiver(Arc::new(move |_: &_| {
+            let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            Reply::Hang
+        }))
+        .await;
+    let limited = env.receiver(always(200)).await;
+    let fast = env.receiver(always(200)).await;
+    let wh_stuck = env.webhook(&stuck.url("/")).await;
+    let wh_limited = env.webhook(&limited.url("/")).await;
+    let wh_fast = env.webhook(&fast.url("/")).await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET max_concurrency = 2 WHERE id = $1",
+            &[&wh_stuck],
+        )
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "UPDATE webhooks SET rate_limit_per_sec = 5 WHERE id = $1",
+            &[&wh_limited],
+        )
+        .await
+        .unwrap();
+    let mut cfg = env.config();
+    cfg.delivery.max_in_flight = 16;
+    cfg.delivery.request_timeout_ms = 3_000;
+    cfg.delivery.lease_secs = 6;
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(wh_stuck, 40).await;
+    env.enqueue(wh_limited, 15).await;
+    env.enqueue(wh_fast, 100).await;
+    // The fast receiver gets everything while the stuck one hangs.
+    fast.wait_for(100, T).await.unwrap();
+    let limited_reqs = limited.wait_for(15, T).await.unwrap();
+    daemon.shutdown().await.unwrap();
+
+    assert!(
+        peak.load(Ordering::SeqCst) <= 2,
+        "concurrency limit exceeded: {}",
+        peak.load(Ordering::SeqCst)
+    );
+    assert!(stuck.count() >= 2);
+    // 15 requests at 5/s with a burst of 5: the last one no sooner than ~2 s after the first.
+    let span = limited_reqs[14]
+        .at
+        .duration_since(limited_reqs[0].at)
+        .unwrap();
+    assert!(
+        span >= Duration::from_millis(1800),
+        "rate limit not applied: 15 requests in {span:?}"
+    );
+    // Beyond the burst of 5, one per 200 ms: any 11 consecutive requests span >= ~1 s.
+    for w in limited_reqs.windows(11) {
+        let s = w[10].at.duration_since(w[0].at).unwrap();
+        assert!(
+            s >= Duration::from_millis(900),
+            "11 requests within {s:?} at 5/s"
+        );
+    }
+    // Nothing dropped: the stuck webhook's deliveries wait in the queue or retry.
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        155
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_signs_with_both_secrets_over_http2() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let old = "an-old-plain-secret-that-is-32-chars-long";
+    env.db
+        .execute(
+            "UPDATE webhooks SET previous_secret = $2, previous_secret_expires_at = now() + interval '1 hour' WHERE id = $1",
+            &[&wh, &old],
+        )
+        .await
+        .unwrap();
+    let daemon = env.daemon(env.config()).await;
+    env.enqueue(wh, 1).await;
+    let r = rx.wait_for(1, T).await.unwrap().remove(0);
+    assert_eq!(
+        r.version,
+        hyper::Version::HTTP_2,
+        "HTTP/2 negotiated by ALPN"
+    );
+    let sig = r.header("webhook-signature").unwrap().to_string();
+    let id = r.header("webhook-id").unwrap().to_string();
+    let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert_eq!(sig.split(' ').count(), 2);
+    assert!(verify_standard(SECRET, &id, ts, &r.body, &sig));
+    assert!(verify_standard(old, &id, ts, &r.body, &sig));
+    // After the window: the new secret only.
+    env.db
+        .execute("UPDATE webhooks SET previous_secret_expires_at = now() - interval '1 second' WHERE id = $1", &[&wh])
+        .await
+        .unwrap();
+    env.enqueue(wh, 1).await;
+    let r = rx.wait_for(2, T).await.unwrap().remove(1);
+    let sig = r.header("webhook-signature").unwrap().to_string();
+    let id = r.header("webhook-id").unwrap().to_string();
+    let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert_eq!(sig.split(' ').count(), 1);
+    assert!(verify_standard(SECRET, &id, ts, &r.body, &sig));
+    assert!(!verify_standard(old, &id, ts, &r.body, &sig));
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listen_connection_is_noticed_and_replaced() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let mut cfg = env.config();
+    cfg.queue.poll_interval_ms = 600_000; // only NOTIFY (or the down-poll) can wake it
+    cfg.queue.listener_check_interval_ms = 200;
+    let daemon = env.daemon(cfg).await;
+    let mut up = daemon.listener_connected();
+    env.db
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'plausible-webhooks-listener'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(T, up.wait_for(|v| !*v))
+        .await
+        .expect("loss noticed")
+        .unwrap();
+    tokio::time::timeout(T, up.wait_for(|v| *v))
+        .await
+        .expect("reconnected")
+        .unwrap();
+    let started = std::time::Instant::now();
+    env.enqueue(wh, 3).await;
+    rx.wait_for(3, T).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by NOTIFY again"
+    );
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_row_and_a_soft_deleted_webhook() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let gone = env.webhook(&rx.url("/deleted")).await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET deleted_at = now() WHERE id = $1",
+            &[&gone],
+        )
+        .await
+        .unwrap();
+    let mut cfg = env.config();
+    cfg.queue.poll_interval_ms = 600_000; // the timer to the earliest due row must do it
+    let daemon = env.daemon(cfg).await;
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, next_attempt_at)
+             VALUES ($1, 'goal_completion', '{}', now() + interval '1500 milliseconds')",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    let inserted = std::time::SystemTime::now();
+    env.enqueue(gone, 1).await;
+    let r = rx.wait_for(1, T).await.unwrap().remove(0);
+    let waited = r.at.duration_since(inserted).unwrap();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let err: String = env
+        .db
+        .query_one(
+            "SELECT last_error FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'failed'",
+            &[&gone],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(err.contains("deleted"), "{err}");
+    assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_deletes_old_finished_rows_in_batches_and_keeps_the_rest() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    env.db
+        .execute(
+            "WITH d AS (
+               INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, inserted_at)
+               SELECT $1, 'goal_completion', '{}', CASE WHEN g % 2 = 0 THEN 'success' ELSE 'failed' END, 1,
+                      now() - interval '40 days'
+               FROM generate_series(1, 12000) g RETURNING id)
+             INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code) SELECT id, 1, 200 FROM d",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    // Old but still pending (a retry far out) and recent finished rows stay.
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, inserted_at, next_attempt_at)
+             VALUES ($1, 'goal_completion', '{}', 'pending', now() - interval '40 days', now() + interval '1 day'),
+                    ($1, 'goal_completion', '{}', 'success', now() - interval '29 days', now())",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
+    let cleaner = Cleaner::new(
+        CleanerConfig {
+            retention_days: 30,
+            interval: Duration::from_secs(3600),
+            batch: 5000,
+        },
+        pool,
+    )
+    .unwrap();
+    let deleted = cleaner.prune(&CancellationToken::new()).await.unwrap();
+    assert_eq!(deleted, 12000);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts")
+            .await,
+        0
+    );
+}
