@@ -269,3 +269,80 @@ async fn pruning_deletes_old_finished_rows_in_batches_and_keeps_the_rest() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_outcome_does_not_block_the_batch() {
+    use plausible_webhooks::queue::completer::{self, Completer, CompleterConfig};
+    use plausible_webhooks::queue::{Completion, Status};
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    let ids: Vec<uuid::Uuid> = env
+        .db
+        .query(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, locked_by, locked_until)
+             SELECT $1, 'goal_completion', 'delivering', 1, 'me', now() + interval '1 minute'
+             FROM generate_series(1, 3) RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (tx, rx) = completer::channel(8);
+    let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
+    let c = Completer::new(
+        CompleterConfig {
+            instance: "me".into(),
+            batch_max: 10,
+            disable_after_failures: 0,
+            disable_after: Duration::from_secs(1),
+        },
+        pool,
+        rx,
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        tx.send(Completion {
+            id: *id,
+            webhook_id: wh,
+            attempt: 1,
+            status: Status::Success,
+            retry_in_ms: None,
+            counted: true,
+            status_code: Some(200),
+            error: None,
+            // The middle one holds a NUL, which PostgreSQL text refuses.
+            response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
+            duration_ms: 1,
+            attempted_at: time::OffsetDateTime::now_utc(),
+            disable_webhook: None,
+        })
+        .await
+        .unwrap();
+    }
+    drop(tx);
+    let handle = c.start(CancellationToken::new());
+    tokio::time::timeout(T, handle).await.unwrap().unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'success'")
+            .await,
+        3
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts WHERE response_body = 'ok'")
+            .await,
+        2
+    );
+    let err: String = env
+        .db
+        .query_one(
+            "SELECT error FROM webhook_delivery_attempts WHERE response_body IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(err.contains("could not be stored"), "{err}");
+}

@@ -345,3 +345,44 @@ async fn redirects_timeouts_resets_and_huge_bodies_are_failures_handled_cleanly(
     );
     assert_eq!(r.get::<_, Option<String>>(3).unwrap().len(), 4096);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_response_body_cannot_poison_the_log() {
+    let env = Env::new().await;
+    // NUL bytes and invalid UTF-8: PostgreSQL text cannot hold a NUL.
+    let rx = env
+        .receiver(std::sync::Arc::new(|_: &_| Reply::Full {
+            status: 500,
+            headers: vec![],
+            body: b"bad\x00body\xff\xfe".to_vec(),
+        }))
+        .await;
+    let ok = env.receiver(always(200)).await;
+    let hostile = env.webhook(&rx.url("/")).await;
+    let fine = env.webhook(&ok.url("/")).await;
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![];
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(hostile, 1).await;
+    env.enqueue(fine, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let body: String = env
+        .db
+        .query_one(
+            "SELECT a.response_body FROM webhook_delivery_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1",
+            &[&hostile],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        body.starts_with("bad") && body.contains("body") && !body.contains('\0'),
+        "{body:?}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'success'")
+            .await,
+        1
+    );
+}

@@ -68,7 +68,7 @@ impl Worker {
                 .rate_limit_per_sec
                 .unwrap_or(self.default_limits.rate_per_sec),
         };
-        let lease_left = (job.locked_until - OffsetDateTime::now_utc()).unsigned_abs();
+        let lease_left = job.lease_deadline.saturating_duration_since(Instant::now());
         let max_wait =
             lease_left.saturating_sub(self.client.request_timeout() + LEASE_SAFETY_MARGIN);
         let _slot = tokio::select! {
@@ -111,9 +111,9 @@ impl Worker {
 
         let (result, code, error, response_body) = match &sent {
             Ok(r) => {
-                let text =
-                    String::from_utf8_lossy(&r.body[..r.body.len().min(self.response_log_max)])
-                        .into_owned();
+                let text = log_text(&String::from_utf8_lossy(
+                    &r.body[..r.body.len().min(self.response_log_max)],
+                ));
                 let error = match r.status {
                     200..=299 => None,
                     300..=399 => Some(format!(
@@ -132,7 +132,12 @@ impl Worker {
                     Some(text),
                 )
             }
-            Err(e) => (AttemptResult::Transport, None, Some(e.to_string()), None),
+            Err(e) => (
+                AttemptResult::Transport,
+                None,
+                Some(log_text(&e.to_string())),
+                None,
+            ),
         };
         let verdict = self
             .policy
@@ -159,6 +164,12 @@ impl Worker {
             disable_webhook: disable,
         }
     }
+}
+
+/// Text for the attempt log: PostgreSQL text cannot hold NUL, which a hostile
+/// receiver may send; it becomes U+FFFD like any other invalid byte.
+fn log_text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
 fn header(v: String) -> HeaderValue {

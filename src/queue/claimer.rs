@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
@@ -42,9 +42,9 @@ WITH c AS (
         locked_until = now() + make_interval(secs => $3)
     FROM c
     WHERE d.id = c.id
-    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
+    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at
 )
-SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at, d.locked_until,
+SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
        w.url, w.secret,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
        w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
@@ -200,6 +200,9 @@ impl Claimer {
             .get()
             .await
             .context("getting a database connection")?;
+        // Measured on our own clock from before the claim, so the lease left is
+        // never overestimated, whatever the skew between us and the database.
+        let lease_deadline = Instant::now() + self.cfg.lease;
         let stmt = client
             .prepare_cached(CLAIM_SQL)
             .await
@@ -218,8 +221,8 @@ impl Claimer {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let webhook_id: Uuid = r.get(1);
-            let updated_at: OffsetDateTime = r.get(18);
-            let previous: Option<String> = r.get(9);
+            let updated_at: OffsetDateTime = r.get(17);
+            let previous: Option<String> = r.get(8);
             let webhook = match self.cache.get(&webhook_id) {
                 Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => {
                     w.clone()
@@ -237,7 +240,7 @@ impl Claimer {
                 payload: r.get(3),
                 attempt: r.get(4),
                 inserted_at: r.get(5),
-                locked_until: r.get(6),
+                lease_deadline,
                 webhook,
             });
         }
@@ -249,9 +252,9 @@ impl Claimer {
 }
 
 fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo {
-    let url: String = r.get(7);
-    let secret: String = r.get(8);
-    let headers: serde_json::Value = r.get(10);
+    let url: String = r.get(6);
+    let secret: String = r.get(7);
+    let headers: serde_json::Value = r.get(9);
     let mut keys = vec![SecretKeys::new(&secret)];
     keys.extend(previous.map(SecretKeys::new));
     WebhookInfo {
@@ -260,14 +263,14 @@ fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo 
         url,
         headers: WebhookInfo::parse_headers(&headers),
         keys,
-        enabled: r.get(11),
-        deleted: r.get(12),
-        disabled_reason: r.get(13),
+        enabled: r.get(10),
+        deleted: r.get(11),
+        disabled_reason: r.get(12),
         retry_schedule: r
-            .get::<_, Option<Vec<i32>>>(14)
+            .get::<_, Option<Vec<i32>>>(13)
             .map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
-        rate_limit_per_sec: r.get::<_, Option<i32>>(15).map(|v| v as u32),
-        max_concurrency: r.get::<_, Option<i32>>(16).map(|v| v as u32),
-        site_domain: r.get(17),
+        rate_limit_per_sec: r.get::<_, Option<i32>>(14).map(|v| v as u32),
+        max_concurrency: r.get::<_, Option<i32>>(15).map(|v| v as u32),
+        site_domain: r.get(16),
     }
 }

@@ -139,7 +139,7 @@ impl Completer {
             }
             let mut backoff = WRITE_BACKOFF_MIN;
             loop {
-                match self.write(&batch).await {
+                match self.write_isolating_bad_rows(&batch).await {
                     Ok(()) => {
                         if batch.iter().any(|c| c.status == Status::Pending) {
                             self.wake.notify_one();
@@ -166,6 +166,40 @@ impl Completer {
             batch.clear();
         }
         tracing::debug!("completer stopped");
+    }
+
+    /// Writes the batch. A data error (one row the database refuses, not a
+    /// connection problem) must not block every other outcome: the rows are then
+    /// written one by one, and a row still refused is written without the
+    /// receiver's answer, the error saying why.
+    async fn write_isolating_bad_rows(&self, batch: &[Completion]) -> Result<()> {
+        match self.write(batch).await {
+            Err(e) if is_data_error(&e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "a delivery outcome was refused; writing the batch row by row"
+                );
+                for c in batch {
+                    match self.write(std::slice::from_ref(c)).await {
+                        Err(e) if is_data_error(&e) => {
+                            let mut plain = c.clone();
+                            plain.response_body = None;
+                            plain.error = Some(format!(
+                                "the receiver's answer could not be stored ({}); it was dropped",
+                                e.root_cause()
+                            ));
+                            if let Err(e) = self.write(std::slice::from_ref(&plain)).await {
+                                tracing::error!(delivery_id = %c.id, error = format!("{e:#}"),
+                                    "cannot record this delivery's outcome; its lease will expire and it will be sent again");
+                            }
+                        }
+                        other => other?,
+                    }
+                }
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn write(&self, batch: &[Completion]) -> Result<()> {
@@ -251,4 +285,13 @@ impl Completer {
         }
         Ok(())
     }
+}
+
+/// The database refused the data (SQLSTATE class 22 or 23): retrying the same
+/// statement cannot succeed, unlike a lost connection or a deadlock.
+fn is_data_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(|pe| pe.as_db_error())
+        .any(|db| matches!(&db.code().code()[..2], "22" | "23"))
 }

@@ -63,7 +63,8 @@ pub struct Claimed {
     /// The row's payload as jsonb text.
     pub payload: String,
     pub inserted_at: OffsetDateTime,
-    pub locked_until: OffsetDateTime,
+    /// When the lease ends, on this process's clock.
+    pub lease_deadline: std::time::Instant,
     pub webhook: Arc<WebhookInfo>,
 }
 
