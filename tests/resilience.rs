@@ -269,3 +269,54 @@ async fn postgres_restart_while_running_reconnects_and_finishes_everything() {
     assert_eq!(seen.len(), 100);
     assert!(seen.values().all(|&n| n == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_hung_requests_are_released_not_lost() {
+    let env = Env::new().await;
+    let rx = env.receiver(Arc::new(|_: &_| Reply::Hang)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    env.enqueue(wh, 3).await;
+    let mut d = env.spawn_daemon(&[
+        ("PLAUSIBLE_WEBHOOKS__SHUTDOWN__GRACE_SECS", "1"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "30000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "60"),
+    ]);
+    rx.wait_for(3, T).await.unwrap();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0));
+    // Released at once (not left for the lease to expire), with the interrupted
+    // attempt logged, and due again.
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND attempts = 1 AND locked_by IS NULL AND next_attempt_at <= now()").await,
+        3
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts WHERE error LIKE '%interrupted by shutdown%'").await,
+        3
+    );
+    attempts_fully_logged(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_ready_and_stopping() {
+    let env = Env::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut d = env.spawn_daemon(&[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = tokio::task::block_in_place(|| sock.recv(&mut buf)).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // READY means the listener is connected: a NOTIFY now is not lost.
+    assert_eq!(
+        env.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'plausible-webhooks-listener'").await,
+        1
+    );
+    d.signal(libc::SIGTERM);
+    let n = tokio::task::block_in_place(|| sock.recv(&mut buf)).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(d.wait_exit(Duration::from_secs(20)).await.code(), Some(0));
+}
