@@ -346,3 +346,45 @@ async fn one_refused_outcome_does_not_block_the_batch() {
         .get(0);
     assert!(err.contains("could not be stored"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_schedule_overrides_the_global_one() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(500)).await;
+    let none = env.webhook(&rx.url("/none")).await;
+    let two = env.webhook(&rx.url("/two")).await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET retry_schedule_secs = '{}' WHERE id = $1",
+            &[&none],
+        )
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "UPDATE webhooks SET retry_schedule_secs = '{1,1}' WHERE id = $1",
+            &[&two],
+        )
+        .await
+        .unwrap();
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![1, 1, 1, 1, 1];
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(none, 1).await;
+    env.enqueue(two, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let attempts = |id| {
+        let db = &env.db;
+        async move {
+            db.query_one("SELECT attempts FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'failed'", &[&id])
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        }
+    };
+    assert_eq!(attempts(none).await, 1);
+    assert_eq!(attempts(two).await, 3);
+    // Two failed deliveries in a row: counted, not yet disabled (20 over 24 h).
+    assert_eq!(env.count("SELECT sum(consecutive_failures) FROM webhooks WHERE enabled AND failing_since IS NOT NULL").await, 2);
+}

@@ -27,7 +27,7 @@ pub const REFILL_WAIT: Duration = Duration::from_millis(2);
 /// Pause after a failed claim (the database may be restarting).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
-const CLAIM_SQL: &str = "
+pub const CLAIM_SQL: &str = "
 WITH c AS (
     SELECT id FROM webhook_deliveries
     WHERE status = 'pending' AND next_attempt_at <= now()
@@ -54,7 +54,7 @@ JOIN webhooks w ON w.id = d.webhook_id
 LEFT JOIN sites s ON s.id = w.site_id";
 
 /// Seconds until the earliest pending row is due (negative: overdue).
-const NEXT_DUE_SQL: &str = "
+pub const NEXT_DUE_SQL: &str = "
 SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
 FROM webhook_deliveries WHERE status = 'pending'";
 
