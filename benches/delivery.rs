@@ -1,4 +1,4 @@
-//! Delivery benchmark: `cargo bench --bench delivery`.
+//! Delivery benchmark: `cargo bench --bench delivery` (`BENCH_QUICK=1` runs (a) only).
 //!
 //! A durable throwaway PostgreSQL (fsync and synchronous_commit on), Debian's
 //! nginx as the HTTPS receiver (HTTP/2 by ALPN; the in-process test receiver
@@ -102,6 +102,12 @@ async fn main() -> Result<()> {
     let mut bench = Bench::setup(nproc).await?;
 
     let (a, daemon) = burn_down(&mut bench).await?;
+    if std::env::var_os("BENCH_QUICK").is_some() {
+        // Iterating on the hot path: (a) only, printed above.
+        daemon.stop().await?;
+        bench.sink.stop().await;
+        return Ok(());
+    }
     let (b, daemon) = latency(&mut bench, daemon).await?;
     let hwm_ab = daemon.vm_hwm_kib();
     println!(
@@ -1049,8 +1055,16 @@ impl DaemonProc {
                 r#"["127.0.0.0/8"]"#,
             )
             .env("PLAUSIBLE_WEBHOOKS__DELIVERY__EXTRA_CA_FILE", ca_file)
-            .env("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "warn")
-            .stdin(Stdio::null())
+            .env("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "warn");
+        // Tuning experiments: BENCH_PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY> is
+        // passed to the daemon as PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>.
+        for (k, v) in std::env::vars() {
+            if let Some(rest) = k.strip_prefix("BENCH_PLAUSIBLE_WEBHOOKS__") {
+                println!("[daemon #{n}] PLAUSIBLE_WEBHOOKS__{rest}={v}");
+                cmd.env(format!("PLAUSIBLE_WEBHOOKS__{rest}"), v);
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout)?)
             .stderr(std::fs::File::create(&stderr)?);
         let spawned = SystemTime::now();

@@ -115,23 +115,24 @@ CREATE TABLE webhook_deliveries (
   delivered_at timestamptz,
   finished_at timestamptz,
   inserted_at timestamptz NOT NULL DEFAULT now(),
-  idempotency_key text CONSTRAINT webhook_deliveries_idempotency_key_length CHECK (char_length(idempotency_key) <= 255),
-  CONSTRAINT webhook_deliveries_idempotency UNIQUE (webhook_id, idempotency_key)
+  idempotency_key text CONSTRAINT webhook_deliveries_idempotency_key_length CHECK (char_length(idempotency_key) <= 255)
 ) WITH (
+
   -- Every claim and completion leaves a dead tuple: vacuum early and often so
   -- the hot table and its claim index stay small.
   autovacuum_vacuum_scale_factor = 0.01,
   autovacuum_vacuum_threshold = 1000,
   autovacuum_vacuum_insert_scale_factor = 0.01,
-  autovacuum_analyze_scale_factor = 0.02,
-  autovacuum_vacuum_cost_delay = 0
+  autovacuum_analyze_scale_factor = 0.02
 );
+-- Idempotency keys are optional: index only the rows that have one.
+CREATE UNIQUE INDEX webhook_deliveries_idempotency_idx
+  ON webhook_deliveries (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- The claim: due pending rows in due order. Partial, so finished rows cost nothing here.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 -- The rescuer: expired leases.
 CREATE INDEX webhook_deliveries_lease_idx ON webhook_deliveries (locked_until) WHERE status = 'delivering';
--- The delivery log of a webhook (and the FK's cascade) is served by the unique
--- (webhook_id, idempotency_key) index's leading column; listing by time uses this one.
+-- The delivery log of a webhook by time, and the FK's cascade.
 CREATE INDEX webhook_deliveries_webhook_time_idx ON webhook_deliveries (webhook_id, inserted_at);
 CREATE INDEX webhook_deliveries_trigger_id_idx ON webhook_deliveries (trigger_id) WHERE trigger_id IS NOT NULL;
 -- Pruning by age: rows arrive in time order, so a BRIN index is nearly free to maintain.
@@ -185,6 +186,6 @@ LANGUAGE sql VOLATILE AS $$
     AND EXISTS (
       SELECT 1 FROM webhook_triggers t
       WHERE t.webhook_id = w.id AND t.enabled AND t.trigger_type = p_event_type)
-  ON CONFLICT ON CONSTRAINT webhook_deliveries_idempotency DO NOTHING
+  ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id
 $$;

@@ -119,10 +119,9 @@ impl Daemon {
                 let abort = abort.clone();
                 tracker.spawn(async move {
                     tokio::select! {
-                        c = worker.deliver(&job) => { let _ = tx.send(c).await; }
+                        c = worker.deliver(&job) => { let _ = tx.send((c, Some(permit))).await; }
                         _ = abort.cancelled() => {}
                     }
-                    drop(permit);
                 });
             })
         };

@@ -304,21 +304,24 @@ async fn one_refused_outcome_does_not_block_the_batch() {
     )
     .unwrap();
     for (i, id) in ids.iter().enumerate() {
-        tx.send(Completion {
-            id: *id,
-            webhook_id: wh,
-            attempt: 1,
-            status: Status::Success,
-            retry_in_ms: None,
-            counted: true,
-            status_code: Some(200),
-            error: None,
-            // The middle one holds a NUL, which PostgreSQL text refuses.
-            response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
-            duration_ms: 1,
-            attempted_at: time::OffsetDateTime::now_utc(),
-            disable_webhook: None,
-        })
+        tx.send((
+            Completion {
+                id: *id,
+                webhook_id: wh,
+                attempt: 1,
+                status: Status::Success,
+                retry_in_ms: None,
+                counted: true,
+                status_code: Some(200),
+                error: None,
+                // The middle one holds a NUL, which PostgreSQL text refuses.
+                response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
+                duration_ms: 1,
+                attempted_at: time::OffsetDateTime::now_utc(),
+                disable_webhook: None,
+            },
+            None,
+        ))
         .await
         .unwrap();
     }
