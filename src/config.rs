@@ -94,7 +94,7 @@ pub struct DeliveryConfig {
     /// CIDRs exempt from the address guard (e.g. "127.0.0.0/8" for tests).
     pub allow_cidrs: Vec<String>,
 }
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_LEASE_SECS: u64 = 30;

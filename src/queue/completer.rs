@@ -38,7 +38,12 @@ WITH r AS (
         delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
         finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
     FROM r
-    WHERE d.id = r.id AND d.status = 'delivering' AND d.locked_by = $12 AND d.attempts = r.attempt
+    -- The fence: locked_by is set exactly while a row is 'delivering' (the claim
+    -- sets both, completion and rescue clear both), so it needs no status test,
+    -- and without one no index but the primary key can drive this update: a
+    -- generic plan through the lease index filtered every batch row per leased
+    -- row, quadratic once thousands were in flight.
+    WHERE d.id = r.id AND d.locked_by = $12 AND d.attempts = r.attempt
     RETURNING d.id, d.webhook_id
 ), a AS (
     INSERT INTO webhook_delivery_attempts
@@ -243,12 +248,13 @@ impl Completer {
             .get()
             .await
             .context("getting a database connection")?;
-        // Not a cached prepared statement on purpose: PostgreSQL's generic plan
-        // for it drives the update from the lease index and filters the batch
-        // per row (quadratic); planned with the real arrays it joins by id.
+        let stmt = client
+            .prepare_cached(COMPLETE_SQL)
+            .await
+            .context("preparing the completion")?;
         let rows = client
             .query(
-                COMPLETE_SQL,
+                &stmt,
                 &[
                     &ids,
                     &attempts,
