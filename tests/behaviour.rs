@@ -391,3 +391,50 @@ async fn a_webhook_schedule_overrides_the_global_one() {
     // Two failed deliveries in a row: counted, not yet disabled (20 over 24 h).
     assert_eq!(env.count("SELECT sum(consecutive_failures) FROM webhooks WHERE enabled AND failing_since IS NOT NULL").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failed_deliveries_disable_the_webhook_and_a_success_resets_the_count() {
+    let env = Env::new().await;
+    let bad = env.receiver(always(500)).await;
+    let good = env.receiver(always(200)).await;
+    let wh_bad = env.webhook(&bad.url("/")).await;
+    let wh_good = env.webhook(&good.url("/")).await;
+    // A history of failures on the good one, which its next success clears.
+    env.db
+        .execute(
+            "UPDATE webhooks SET consecutive_failures = 7, failing_since = now() - interval '1 hour' WHERE id = $1",
+            &[&wh_good],
+        )
+        .await
+        .unwrap();
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![];
+    cfg.health.disable_after_failures = 3;
+    cfg.health.disable_after_secs = 0;
+    let daemon = env.daemon(cfg).await;
+    for _ in 0..3 {
+        env.enqueue(wh_bad, 1).await;
+        env.wait_all_final(T).await;
+    }
+    env.enqueue(wh_good, 1).await;
+    env.wait_all_final(T).await;
+    // Deliveries enqueued after the disable are not sent.
+    env.enqueue(wh_bad, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+
+    let r = env
+        .db
+        .query_one("SELECT enabled, disabled_reason, consecutive_failures FROM webhooks WHERE id = $1", &[&wh_bad])
+        .await
+        .unwrap();
+    assert!(!r.get::<_, bool>(0));
+    assert!(r.get::<_, String>(1).contains("3 consecutive deliveries failed"), "{}", r.get::<_, String>(1));
+    assert_eq!(bad.count(), 3);
+    let r = env
+        .db
+        .query_one("SELECT enabled, consecutive_failures, failing_since IS NULL FROM webhooks WHERE id = $1", &[&wh_good])
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, bool>(0), r.get::<_, i32>(1), r.get::<_, bool>(2)), (true, 0, true));
+}
