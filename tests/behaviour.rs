@@ -425,16 +425,27 @@ async fn consecutive_failed_deliveries_disable_the_webhook_and_a_success_resets_
 
     let r = env
         .db
-        .query_one("SELECT enabled, disabled_reason, consecutive_failures FROM webhooks WHERE id = $1", &[&wh_bad])
+        .query_one(
+            "SELECT enabled, disabled_reason, consecutive_failures FROM webhooks WHERE id = $1",
+            &[&wh_bad],
+        )
         .await
         .unwrap();
     assert!(!r.get::<_, bool>(0));
-    assert!(r.get::<_, String>(1).contains("3 consecutive deliveries failed"), "{}", r.get::<_, String>(1));
+    assert!(
+        r.get::<_, String>(1)
+            .contains("3 consecutive deliveries failed"),
+        "{}",
+        r.get::<_, String>(1)
+    );
     assert_eq!(bad.count(), 3);
     let r = env
         .db
         .query_one("SELECT enabled, consecutive_failures, failing_since IS NULL FROM webhooks WHERE id = $1", &[&wh_good])
         .await
         .unwrap();
-    assert_eq!((r.get::<_, bool>(0), r.get::<_, i32>(1), r.get::<_, bool>(2)), (true, 0, true));
+    assert_eq!(
+        (r.get::<_, bool>(0), r.get::<_, i32>(1), r.get::<_, bool>(2)),
+        (true, 0, true)
+    );
 }
