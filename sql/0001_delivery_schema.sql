@@ -12,7 +12,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
        WHERE jsonb_typeof(e.v) <> 'string'
           OR lower(e.k) IN ('content-type', 'user-agent', 'content-length', 'host',
                             'x-webhook-signature', 'webhook-id', 'webhook-timestamp',
-                            'webhook-signature')
+                            'webhook-signature',
+                            -- hop-by-hop: the HTTP client owns these
+                            'connection', 'keep-alive', 'proxy-connection', 'te',
+                            'trailer', 'transfer-encoding', 'upgrade', 'expect')
           OR e.k !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,128}$'
           OR (e.v #>> '{}') ~ '[\r\n\x00]'
      )
@@ -23,7 +26,8 @@ CREATE TABLE webhooks (
   site_id bigint NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
   name text NOT NULL CONSTRAINT webhooks_name_length CHECK (char_length(name) BETWEEN 1 AND 255),
   url text NOT NULL
-    CONSTRAINT webhooks_url_https CHECK (url ~ '^https://[^/?#@]+' AND char_length(url) <= 2048),
+    -- https, a host without userinfo, then a path, query or fragment (or nothing).
+    CONSTRAINT webhooks_url_https CHECK (url ~ '^https://[^/?#@\s]+([/?#]\S*)?$' AND char_length(url) <= 2048),
   secret text NOT NULL CONSTRAINT webhooks_secret_length CHECK (char_length(secret) BETWEEN 32 AND 256),
   -- Rotation: the previous secret keeps signing (alongside the new one) until it expires.
   previous_secret text
@@ -35,8 +39,10 @@ CREATE TABLE webhooks (
   -- NULL: the daemon's configured schedule. Otherwise seconds after each failed attempt.
   retry_schedule_secs integer[]
     CONSTRAINT webhooks_retry_schedule_limits CHECK (
-      retry_schedule_secs IS NULL OR (
+      retry_schedule_secs IS NULL OR cardinality(retry_schedule_secs) = 0 OR (
         cardinality(retry_schedule_secs) <= 10
+        AND array_ndims(retry_schedule_secs) = 1
+        AND array_position(retry_schedule_secs, NULL) IS NULL
         AND 0 < ALL (retry_schedule_secs) AND 86400 >= ALL (retry_schedule_secs))),
   -- NULL: the daemon's configured defaults.
   rate_limit_per_sec integer CONSTRAINT webhooks_rate_limit_positive CHECK (rate_limit_per_sec > 0),
@@ -54,10 +60,17 @@ CREATE INDEX webhooks_site_id_idx ON webhooks (site_id);
 
 -- Any change to a webhook, by whatever writer, moves updated_at: the daemon
 -- caches a webhook's signing keys and headers until it does.
+-- Re-enabling a webhook (by whatever writer) starts its health afresh.
 CREATE FUNCTION plausible_webhooks_touch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   NEW.updated_at := now();
+  IF NEW.enabled AND NOT OLD.enabled THEN
+    NEW.consecutive_failures := 0;
+    NEW.failing_since := NULL;
+    NEW.disabled_reason := NULL;
+    NEW.disabled_at := NULL;
+  END IF;
   RETURN NEW;
 END
 $$;

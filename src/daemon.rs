@@ -54,6 +54,8 @@ pub struct Daemon {
     handles: Vec<tokio::task::JoinHandle<()>>,
     claimer: tokio::task::JoinHandle<()>,
     completer: tokio::task::JoinHandle<()>,
+    /// Cancelled when a service task panics.
+    pub fatal: CancellationToken,
 }
 
 impl Daemon {
@@ -107,6 +109,7 @@ impl Daemon {
                 rate_per_sec: cfg.delivery.default_rate_limit_per_sec,
             },
             response_log_max: cfg.delivery.response_log_max_bytes,
+            outcome_margin: crate::delivery::worker::outcome_margin(cfg.delivery.lease()),
             stop: stop.clone(),
         });
 
@@ -155,13 +158,14 @@ impl Daemon {
             pool.clone(),
         )?;
 
+        let fatal = CancellationToken::new();
         let handles = vec![
-            listener.start(stop.clone()),
-            rescuer.start(stop.clone()),
-            cleaner.start(stop.clone()),
+            supervise("listener", listener.start(stop.clone()), fatal.clone()),
+            supervise("rescuer", rescuer.start(stop.clone()), fatal.clone()),
+            supervise("cleaner", cleaner.start(stop.clone()), fatal.clone()),
         ];
-        let completer = completer.start(give_up.clone());
-        let claimer = claimer.start(stop.clone());
+        let completer = supervise("completer", completer.start(give_up.clone()), fatal.clone());
+        let claimer = supervise("claimer", claimer.start(stop.clone()), fatal.clone());
         tracing::info!(instance = %instance, "plausible-webhooks started");
         Ok(Daemon {
             instance,
@@ -175,6 +179,7 @@ impl Daemon {
             handles,
             claimer,
             completer,
+            fatal,
         })
     }
 
@@ -258,29 +263,61 @@ pub fn instance_name() -> String {
 
 /// `plausible-webhooks run`: start, tell systemd, serve until SIGTERM/SIGINT, drain.
 pub async fn run(cfg: Config) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let daemon = Daemon::start(cfg, StartOptions::default()).await?;
-    tokio::select! {
-        r = daemon.wait_listening() => r?,
-        _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("listener not connected yet; starting anyway (polling)"),
-    }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // READY=1 once LISTEN is up (a NOTIFY is then never missed); SIGTERM is
+    // honoured meanwhile.
+    let mut up = daemon.listener_connected();
+    tokio::spawn(async move {
+        if tokio::time::timeout(Duration::from_secs(30), up.wait_for(|v| *v))
+            .await
+            .is_err()
+        {
+            tracing::warn!("listener not connected yet; reporting ready anyway (polling)");
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    });
     let mut watchdog = None;
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) {
         watchdog = Some(tokio::time::interval(Duration::from_micros(usec / 2)));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    loop {
+    let fatal = daemon.fatal.clone();
+    let failed = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break false,
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = fatal.cancelled() => break true,
             _ = async { match &mut watchdog { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
         }
-    }
+    };
     tracing::info!("stopping: no new claims; draining deliveries in flight");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    daemon.shutdown().await
+    daemon.shutdown().await?;
+    if failed {
+        anyhow::bail!(
+            "a service of the daemon failed (see the log above); exiting so systemd restarts it"
+        );
+    }
+    Ok(())
+}
+
+/// Watches a service task: if it panics, `fatal` is cancelled so the process
+/// stops (and systemd restarts it) instead of running on without it.
+fn supervise(
+    name: &'static str,
+    task: tokio::task::JoinHandle<()>,
+    fatal: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                tracing::error!(service = name, error = %e, "service panicked");
+                fatal.cancel();
+            }
+        }
+    })
 }

@@ -276,18 +276,18 @@ async fn one_refused_outcome_does_not_block_the_batch() {
     use plausible_webhooks::queue::{Completion, Status};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
-    let ids: Vec<uuid::Uuid> = env
+    let ids: Vec<(uuid::Uuid, time::OffsetDateTime)> = env
         .db
         .query(
             "INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, locked_by, locked_until)
              SELECT $1, 'goal_completion', 'delivering', 1, 'me', now() + interval '1 minute'
-             FROM generate_series(1, 3) RETURNING id",
+             FROM generate_series(1, 3) RETURNING id, locked_until",
             &[&wh],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     let (tx, rx) = completer::channel(8);
     let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
@@ -303,12 +303,13 @@ async fn one_refused_outcome_does_not_block_the_batch() {
         Arc::new(tokio::sync::Notify::new()),
     )
     .unwrap();
-    for (i, id) in ids.iter().enumerate() {
+    for (i, (id, lease)) in ids.iter().enumerate() {
         tx.send((
             Completion {
                 id: *id,
                 webhook_id: wh,
                 attempt: 1,
+                lease: *lease,
                 status: Status::Success,
                 retry_in_ms: None,
                 counted: true,
@@ -432,6 +433,11 @@ async fn consecutive_failed_deliveries_disable_the_webhook_and_a_success_resets_
         .await
         .unwrap();
     assert!(!r.get::<_, bool>(0));
+    assert_eq!(
+        r.get::<_, i32>(2),
+        3,
+        "the delivery refused unsent does not count"
+    );
     assert!(
         r.get::<_, String>(1)
             .contains("3 consecutive deliveries failed"),
@@ -448,4 +454,165 @@ async fn consecutive_failed_deliveries_disable_the_webhook_and_a_success_resets_
         (r.get::<_, bool>(0), r.get::<_, i32>(1), r.get::<_, bool>(2)),
         (true, 0, true)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_rows_the_daemon_could_not_send() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    for (sql, constraint) in [
+        ("UPDATE webhooks SET retry_schedule_secs = '{60,NULL}' WHERE id = $1", "webhooks_retry_schedule_limits"),
+        ("UPDATE webhooks SET retry_schedule_secs = '{{1,2},{3,4}}' WHERE id = $1", "webhooks_retry_schedule_limits"),
+        ("UPDATE webhooks SET retry_schedule_secs = '{0}' WHERE id = $1", "webhooks_retry_schedule_limits"),
+        ("UPDATE webhooks SET url = 'https://user:pw@example.com/' WHERE id = $1", "webhooks_url_https"),
+        ("UPDATE webhooks SET url = 'http://example.com/' WHERE id = $1", "webhooks_url_https"),
+        ("UPDATE webhooks SET headers = '{\"Transfer-Encoding\": \"chunked\"}' WHERE id = $1", "webhooks_headers_allowed"),
+        ("UPDATE webhooks SET headers = '{\"webhook-signature\": \"x\"}' WHERE id = $1", "webhooks_headers_allowed"),
+        ("UPDATE webhooks SET headers = '{\"X-Ok\": 1}' WHERE id = $1", "webhooks_headers_allowed"),
+        ("INSERT INTO webhook_deliveries (webhook_id, event_type, payload) VALUES ($1, 'goal_completion', '[1]')", "webhook_deliveries_payload_is_object"),
+        ("INSERT INTO webhook_deliveries (webhook_id, event_type) VALUES ($1, 'Bad Event')", "webhook_deliveries_event_type_format"),
+    ] {
+        let err = env.db.execute(sql, &[&wh]).await.expect_err(sql);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.constraint(), Some(constraint), "{sql}: {db}");
+    }
+    // What is fine stays fine.
+    env.db
+        .execute(
+            "UPDATE webhooks SET retry_schedule_secs = '{1,86400}', url = 'https://example.com:8443/a?b=c#d',
+                    headers = '{\"Authorization\": \"Bearer x\"}' WHERE id = $1",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_completion_from_an_earlier_claim_is_fenced_out() {
+    use plausible_webhooks::queue::completer::{self, Completer, CompleterConfig};
+    use plausible_webhooks::queue::{Completion, Status};
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    // Claimed again by the same instance, with the same attempt number as an
+    // earlier claim whose (deferral) outcome is replayed late.
+    let (id, lease): (uuid::Uuid, time::OffsetDateTime) = {
+        let r = env
+            .db
+            .query_one(
+                "INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, locked_by, locked_until)
+                 VALUES ($1, 'goal_completion', 'delivering', 1, 'me', now() + interval '1 minute')
+                 RETURNING id, locked_until",
+                &[&wh],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let stale = Completion {
+        id,
+        webhook_id: wh,
+        attempt: 1,
+        lease: lease - time::Duration::seconds(5),
+        status: Status::Pending,
+        retry_in_ms: Some(0),
+        counted: false,
+        status_code: None,
+        error: None,
+        response_body: None,
+        duration_ms: 0,
+        attempted_at: time::OffsetDateTime::now_utc(),
+        disable_webhook: None,
+    };
+    let current = Completion {
+        lease,
+        status: Status::Success,
+        retry_in_ms: None,
+        counted: true,
+        status_code: Some(200),
+        ..stale.clone()
+    };
+    // One completer run per outcome, so the stale one is written first.
+    for c in [stale, current] {
+        let (tx, rx) = completer::channel(8);
+        let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
+        let completer = Completer::new(
+            CompleterConfig {
+                instance: "me".into(),
+                batch_max: 10,
+                disable_after_failures: 0,
+                disable_after: Duration::from_secs(1),
+            },
+            pool,
+            rx,
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .unwrap();
+        tx.send((c, None)).await.unwrap();
+        drop(tx);
+        let handle = completer.start(CancellationToken::new());
+        tokio::time::timeout(T, handle).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'success' AND attempts = 1"
+        )
+        .await,
+        1,
+        "the stale completion must not have released the row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_enabling_a_webhook_clears_its_health() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET enabled = false, disabled_reason = 'x', disabled_at = now(),
+                    consecutive_failures = 25, failing_since = now() - interval '2 days' WHERE id = $1",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    env.db
+        .execute("UPDATE webhooks SET enabled = true WHERE id = $1", &[&wh])
+        .await
+        .unwrap();
+    let r = env
+        .db
+        .query_one(
+            "SELECT consecutive_failures, failing_since IS NULL, disabled_reason IS NULL FROM webhooks WHERE id = $1",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i32>(0), r.get::<_, bool>(1), r.get::<_, bool>(2)),
+        (0, true, true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_whose_body_trickles_past_the_timeout_is_a_success() {
+    let env = Env::new().await;
+    let rx = env.receiver(Arc::new(|_: &_| Reply::Trickle)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let daemon = env.daemon(env.config()).await; // request timeout 2 s
+    env.enqueue(wh, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let r = env
+        .db
+        .query_one("SELECT d.status, d.attempts, a.status_code FROM webhook_deliveries d JOIN webhook_delivery_attempts a ON a.delivery_id = d.id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0).as_str(),
+            r.get::<_, i32>(1),
+            r.get::<_, Option<i32>>(2)
+        ),
+        ("success", 1, Some(200))
+    );
+    assert_eq!(rx.count(), 1, "not sent again");
 }

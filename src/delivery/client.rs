@@ -3,7 +3,7 @@
 //! timeouts, a capped response read, and no redirects (hyper follows none).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -17,6 +17,10 @@ use hyper_util::rt::TokioExecutor;
 
 use super::guard::{AddressGuard, GuardedResolver, Resolve, SystemResolver};
 use super::retry::parse_retry_after;
+
+/// Past the request deadline, the outer timeout waits this much longer so a
+/// response whose status arrived in time is still reported with its status.
+const BODY_GRACE: Duration = Duration::from_millis(50);
 
 pub const USER_AGENT_VALUE: &str = concat!("plausible-webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -160,8 +164,8 @@ impl HttpClient {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         req.headers_mut()
             .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        let started = Instant::now();
         let timeout = self.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let work = async {
             let resp = self.inner.request(req).await.map_err(classify)?;
             let status = resp.status().as_u16();
@@ -170,7 +174,18 @@ impl HttpClient {
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-            let (body, truncated) = read_capped(resp.into_body(), self.read_max_bytes).await;
+            // The status is the receiver's answer: a body that trickles past the
+            // deadline is cut, not turned into a failure (which would resend).
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (body, truncated) = match tokio::time::timeout(
+                left,
+                read_capped(resp.into_body(), self.read_max_bytes),
+            )
+            .await
+            {
+                Ok(read) => read,
+                Err(_) => (Bytes::new(), true),
+            };
             Ok(HttpResponse {
                 status,
                 retry_after,
@@ -178,7 +193,7 @@ impl HttpClient {
                 truncated,
             })
         };
-        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), work).await {
+        match tokio::time::timeout_at(deadline + BODY_GRACE, work).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
         }

@@ -16,8 +16,9 @@ use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature};
 use crate::queue::{Claimed, Completion, Status};
 
-/// Time kept free between the end of the longest request and the lease's end.
-pub const LEASE_SAFETY_MARGIN: Duration = Duration::from_secs(2);
+/// Time kept free between the end of the longest request and the lease's end,
+/// for recording the outcome: at least this, and at least a third of the lease.
+pub const MIN_OUTCOME_MARGIN: Duration = Duration::from_secs(2);
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
@@ -30,6 +31,8 @@ pub struct Worker {
     pub limiters: LimiterRegistry,
     pub default_limits: Limits,
     pub response_log_max: usize,
+    /// Lease time kept for recording the outcome (see `outcome_margin`).
+    pub outcome_margin: Duration,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stop: CancellationToken,
 }
@@ -70,7 +73,7 @@ impl Worker {
         };
         let lease_left = job.lease_deadline.saturating_duration_since(Instant::now());
         let max_wait =
-            lease_left.saturating_sub(self.client.request_timeout() + LEASE_SAFETY_MARGIN);
+            lease_left.saturating_sub(self.client.request_timeout() + self.outcome_margin);
         let _slot = tokio::select! {
             r = self.limiters.acquire(wh.id, limits, max_wait) => match r {
                 Ok(slot) => slot,
@@ -153,6 +156,7 @@ impl Worker {
             id: job.id,
             webhook_id: wh.id,
             attempt: job.attempt,
+            lease: job.lease,
             status,
             retry_in_ms,
             counted: true,
@@ -170,6 +174,12 @@ impl Worker {
 /// receiver may send; it becomes U+FFFD like any other invalid byte.
 fn log_text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
+}
+
+/// How much of a lease stays free for recording the outcome after the
+/// longest request: a delivery waits for its limits only within the rest.
+pub fn outcome_margin(lease: Duration) -> Duration {
+    MIN_OUTCOME_MARGIN.max(lease / 3)
 }
 
 fn header(v: String) -> HeaderValue {
@@ -211,6 +221,7 @@ fn not_sent(job: &Claimed, why: String) -> Completion {
         id: job.id,
         webhook_id: job.webhook.id,
         attempt: job.attempt,
+        lease: job.lease,
         status: Status::Failed,
         retry_in_ms: None,
         counted: false,
@@ -229,6 +240,7 @@ fn deferred(job: &Claimed, later: Duration) -> Completion {
         id: job.id,
         webhook_id: job.webhook.id,
         attempt: job.attempt,
+        lease: job.lease,
         status: Status::Pending,
         retry_in_ms: Some(later.as_millis() as i64),
         counted: false,

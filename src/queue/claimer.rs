@@ -24,6 +24,8 @@ pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
 /// After a full batch, wait up to this long for a quarter of the slots to free,
 /// so a busy queue is claimed in large batches rather than one row at a time.
 pub const REFILL_WAIT: Duration = Duration::from_millis(2);
+/// The shortest sleep between claims that found nothing to take.
+pub const MIN_WAIT: Duration = Duration::from_millis(25);
 /// Pause after a failed claim (the database may be restarting).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -42,13 +44,13 @@ WITH c AS (
         locked_until = now() + make_interval(secs => $3)
     FROM c
     WHERE d.id = c.id
-    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at
+    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
 )
 SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
        w.url, w.secret,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
        w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
-       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at
+       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at, d.locked_until
 FROM d
 JOIN webhooks w ON w.id = d.webhook_id
 LEFT JOIN sites s ON s.id = w.site_id";
@@ -188,7 +190,13 @@ impl Claimer {
         }
         .await;
         match due {
-            Ok(Some(secs)) => poll.min(Duration::from_secs_f64(secs.max(0.0))),
+            // Due already but not claimed: another transaction holds the row.
+            // Pause briefly rather than spin (a NOTIFY still wakes us at once).
+            Ok(Some(secs)) => poll.min(
+                Duration::try_from_secs_f64(secs.max(0.0))
+                    .unwrap_or(poll) // an infinite next_attempt_at
+                    .max(MIN_WAIT),
+            ),
             Ok(None) => poll,
             Err(_) => poll.min(ERROR_BACKOFF),
         }
@@ -241,6 +249,7 @@ impl Claimer {
                 attempt: r.get(4),
                 inserted_at: r.get(5),
                 lease_deadline,
+                lease: r.get(18),
                 webhook,
             });
         }
@@ -266,9 +275,16 @@ fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo 
         enabled: r.get(10),
         deleted: r.get(11),
         disabled_reason: r.get(12),
-        retry_schedule: r
-            .get::<_, Option<Vec<i32>>>(13)
-            .map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
+        // The table's constraint keeps this a flat array of positive numbers;
+        // should a row still hold something else, use the global schedule
+        // rather than fail the whole claim.
+        retry_schedule: match r.try_get::<_, Option<Vec<i32>>>(13) {
+            Ok(v) => v.map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
+            Err(e) => {
+                tracing::warn!(webhook_id = %r.get::<_, Uuid>(1), error = %e, "unreadable retry_schedule_secs; using the configured schedule");
+                None
+            }
+        },
         rate_limit_per_sec: r.get::<_, Option<i32>>(14).map(|v| v as u32),
         max_concurrency: r.get::<_, Option<i32>>(15).map(|v| v as u32),
         site_domain: r.get(16),

@@ -22,8 +22,8 @@ pub const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const COMPLETE_SQL: &str = "
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::bool[], $6::int[],
-                         $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::text[])
-        AS r(id, attempt, status, retry_in_ms, counted, code, error, body, duration_ms, attempted_at, disable_reason)
+                         $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::text[], $15::timestamptz[])
+        AS r(id, attempt, status, retry_in_ms, counted, code, error, body, duration_ms, attempted_at, disable_reason, lease)
 ), d AS (
     UPDATE webhook_deliveries d SET
         status = r.status,
@@ -38,12 +38,13 @@ WITH r AS (
         delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
         finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
     FROM r
-    -- The fence: locked_by is set exactly while a row is 'delivering' (the claim
-    -- sets both, completion and rescue clear both), so it needs no status test,
-    -- and without one no index but the primary key can drive this update: a
-    -- generic plan through the lease index filtered every batch row per leased
-    -- row, quadratic once thousands were in flight.
-    WHERE d.id = r.id AND d.locked_by = $12 AND d.attempts = r.attempt
+    -- The fence: this instance's claim, and this very claim (its locked_until),
+    -- so a late outcome of an earlier claim of the row can never apply.
+    -- locked_by is set exactly while a row is 'delivering' (the claim sets both,
+    -- completion and rescue clear both), so it needs no status test, and
+    -- without one no index but the primary key can drive this update (a generic
+    -- plan through the lease index was quadratic in the rows in flight).
+    WHERE d.id = r.id AND d.locked_by = $12 AND d.locked_until = r.lease AND d.attempts = r.attempt
     RETURNING d.id, d.webhook_id
 ), a AS (
     INSERT INTO webhook_delivery_attempts
@@ -54,7 +55,9 @@ WITH r AS (
 ), x AS (
     SELECT d.webhook_id,
            bool_or(r.status = 'success') AS succeeded,
-           count(*) FILTER (WHERE r.status = 'failed') AS failed,
+           -- Only deliveries actually attempted count against a webhook's health
+           -- (not those refused unsent because it is disabled or deleted).
+           count(*) FILTER (WHERE r.status = 'failed' AND r.counted) AS failed,
            max(r.disable_reason) AS gone
     FROM d JOIN r ON r.id = d.id
     WHERE r.status <> 'pending'
@@ -169,7 +172,7 @@ impl Completer {
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = give_up.cancelled() => {
-                                tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; their leases will expire and they will be sent again");
+                                tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; these deliveries are returned to the queue and sent again");
                                 break;
                             }
                         }
@@ -230,6 +233,7 @@ impl Completer {
         let mut durations = Vec::with_capacity(n);
         let mut times: Vec<OffsetDateTime> = Vec::with_capacity(n);
         let mut gone = Vec::with_capacity(n);
+        let mut leases: Vec<OffsetDateTime> = Vec::with_capacity(n);
         for c in batch {
             ids.push(c.id);
             attempts.push(c.attempt);
@@ -242,6 +246,7 @@ impl Completer {
             durations.push(c.duration_ms);
             times.push(c.attempted_at);
             gone.push(c.disable_webhook.as_deref());
+            leases.push(c.lease);
         }
         let client = self
             .pool
@@ -270,6 +275,7 @@ impl Completer {
                     &self.cfg.instance,
                     &self.cfg.disable_after_failures,
                     &self.cfg.disable_after.as_secs_f64(),
+                    &leases,
                 ],
             )
             .await

@@ -63,6 +63,8 @@ pub struct Claimed {
     /// The row's payload as jsonb text.
     pub payload: String,
     pub inserted_at: OffsetDateTime,
+    /// The claim's `locked_until`: the fence token its completion must match.
+    pub lease: OffsetDateTime,
     /// When the lease ends, on this process's clock.
     pub lease_deadline: std::time::Instant,
     pub webhook: Arc<WebhookInfo>,
@@ -74,6 +76,8 @@ pub struct Completion {
     pub id: Uuid,
     pub webhook_id: Uuid,
     pub attempt: i32,
+    /// The claim this outcome belongs to (its `locked_until`).
+    pub lease: OffsetDateTime,
     pub status: Status,
     /// For `Pending`: when to try again, from now.
     pub retry_in_ms: Option<i64>,

@@ -113,6 +113,8 @@ pub enum Reply {
     },
     /// Answer with this status after a pause.
     Delayed(Duration, u16),
+    /// 200 at once, then a body that never ends (a byte per 100 ms).
+    Trickle,
     /// Never answer.
     Hang,
     /// 200 with a body of this many bytes, streamed.
@@ -289,6 +291,19 @@ async fn respond(reply: Reply) -> Result<Response<Body>, std::io::Error> {
             Ok(Response::builder()
                 .status(s)
                 .body(full(b"ok".to_vec()))
+                .unwrap())
+        }
+        Reply::Trickle => {
+            let frames = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"."))),
+                    (),
+                ))
+            });
+            Ok(Response::builder()
+                .status(200)
+                .body(BodyExt::boxed(StreamBody::new(frames)))
                 .unwrap())
         }
         Reply::Hang => {
