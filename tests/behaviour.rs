@@ -272,7 +272,6 @@ async fn pruning_deletes_old_finished_rows_in_batches_and_keeps_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refused_outcome_does_not_block_the_batch() {
-    use plausible_webhooks::queue::completer::{self, Completer, CompleterConfig};
     use plausible_webhooks::queue::{Completion, Status};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
@@ -289,46 +288,26 @@ async fn one_refused_outcome_does_not_block_the_batch() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let (tx, rx) = completer::channel(8);
-    let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
-    let c = Completer::new(
-        CompleterConfig {
-            instance: "me".into(),
-            batch_max: 10,
-            disable_after_failures: 0,
-            disable_after: Duration::from_secs(1),
-        },
-        pool,
-        rx,
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .unwrap();
+    let mut batch = Vec::new();
     for (i, (id, lease)) in ids.iter().enumerate() {
-        tx.send((
-            Completion {
-                id: *id,
-                webhook_id: wh,
-                attempt: 1,
-                lease: *lease,
-                status: Status::Success,
-                retry_in_ms: None,
-                counted: true,
-                status_code: Some(200),
-                error: None,
-                // The middle one holds a NUL, which PostgreSQL text refuses.
-                response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
-                duration_ms: 1,
-                attempted_at: time::OffsetDateTime::now_utc(),
-                disable_webhook: None,
-            },
-            None,
-        ))
-        .await
-        .unwrap();
+        batch.push(Completion {
+            id: *id,
+            webhook_id: wh,
+            attempt: 1,
+            lease: *lease,
+            status: Status::Success,
+            retry_in_ms: None,
+            counted: true,
+            status_code: Some(200),
+            error: None,
+            // The middle one holds a NUL, which PostgreSQL text refuses.
+            response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
+            duration_ms: 1,
+            attempted_at: time::OffsetDateTime::now_utc(),
+            disable_webhook: None,
+        });
     }
-    drop(tx);
-    let handle = c.start(CancellationToken::new());
-    tokio::time::timeout(T, handle).await.unwrap().unwrap();
+    complete(&env, batch).await;
     assert_eq!(
         env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'success'")
             .await,
@@ -489,7 +468,6 @@ async fn the_schema_refuses_rows_the_daemon_could_not_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_completion_from_an_earlier_claim_is_fenced_out() {
-    use plausible_webhooks::queue::completer::{self, Completer, CompleterConfig};
     use plausible_webhooks::queue::{Completion, Status};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
@@ -532,26 +510,8 @@ async fn a_stale_completion_from_an_earlier_claim_is_fenced_out() {
         ..stale.clone()
     };
     // One completer run per outcome, so the stale one is written first.
-    for c in [stale, current] {
-        let (tx, rx) = completer::channel(8);
-        let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
-        let completer = Completer::new(
-            CompleterConfig {
-                instance: "me".into(),
-                batch_max: 10,
-                disable_after_failures: 0,
-                disable_after: Duration::from_secs(1),
-            },
-            pool,
-            rx,
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .unwrap();
-        tx.send((c, None)).await.unwrap();
-        drop(tx);
-        let handle = completer.start(CancellationToken::new());
-        tokio::time::timeout(T, handle).await.unwrap().unwrap();
-    }
+    complete(&env, vec![stale]).await;
+    complete(&env, vec![current]).await;
     assert_eq!(
         env.count(
             "SELECT count(*) FROM webhook_deliveries WHERE status = 'success' AND attempts = 1"
@@ -615,4 +575,28 @@ async fn a_2xx_whose_body_trickles_past_the_timeout_is_a_success() {
         ("success", 1, Some(200))
     );
     assert_eq!(rx.count(), 1, "not sent again");
+}
+
+/// Runs a completer (instance "me") over `batch` until it has written it all.
+async fn complete(env: &Env, batch: Vec<plausible_webhooks::queue::Completion>) {
+    use plausible_webhooks::queue::completer::{self, Completer, CompleterConfig};
+    let (tx, rx) = completer::channel(batch.len().max(1));
+    let completer = Completer::new(
+        CompleterConfig {
+            instance: "me".into(),
+            batch_max: 10,
+            disable_after_failures: 0,
+            disable_after: Duration::from_secs(1),
+        },
+        plausible_webhooks::db::pool(&env.url, 2).unwrap(),
+        rx,
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    for c in batch {
+        tx.send((c, None)).await.unwrap();
+    }
+    drop(tx);
+    let handle = completer.start(CancellationToken::new());
+    tokio::time::timeout(T, handle).await.unwrap().unwrap();
 }
