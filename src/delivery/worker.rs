@@ -55,10 +55,8 @@ impl Worker {
         let Some(uri) = &wh.uri else {
             return not_sent(
                 job,
-                format!(
-                    "webhook URL {:?} cannot be parsed: not sent; fix the URL and replay",
-                    wh.url
-                ),
+                // Not the URL itself: paths often carry tokens (Slack-style hooks).
+                "the webhook URL cannot be parsed: not sent; fix the URL and replay".into(),
             );
         };
 
