@@ -104,6 +104,10 @@ async fn main() -> Result<()> {
     let (a, daemon) = burn_down(&mut bench).await?;
     if std::env::var_os("BENCH_QUICK").is_some() {
         // Iterating on the hot path: (a) only, printed above.
+        println!(
+            "[memory] daemon peak RSS (VmHWM) after (a): {}",
+            mib(daemon.vm_hwm_kib())
+        );
         daemon.stop().await?;
         bench.sink.stop().await;
         return Ok(());
