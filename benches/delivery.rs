@@ -447,22 +447,7 @@ async fn burn_down(bench: &mut Bench) -> Result<(BurnDownA, DaemonProc)> {
     )
     .await?;
 
-    let phase = Phase::begin(bench, None).await?;
-    let mut daemon = bench.spawn_daemon()?;
-    let done = bench.wait_drained(&mut daemon).await?;
-    let total = done - daemon.spawned_at;
-    let cpu = phase.end(bench, Some(daemon.pid())).await?;
-    let arrivals = bench.sink.arrivals(true).await?;
-    let result = burn_down_result(
-        bench,
-        &ids,
-        payload_bytes,
-        total,
-        unix_secs(daemon.spawned),
-        &arrivals,
-        cpu,
-    )
-    .await?;
+    let (result, daemon) = drain(bench, &ids, payload_bytes, true).await?;
     result.print("a", bench.nproc);
     Ok((
         BurnDownA {
@@ -471,6 +456,33 @@ async fn burn_down(bench: &mut Bench) -> Result<(BurnDownA, DaemonProc)> {
         },
         daemon,
     ))
+}
+
+/// Starts a daemon on the queued `ids`, waits until all are done and measures
+/// the burn-down (`restart_receiver` as for `Sink::arrivals`).
+async fn drain(
+    bench: &mut Bench,
+    ids: &[Uuid],
+    payload_bytes: f64,
+    restart_receiver: bool,
+) -> Result<(BurnDown, DaemonProc)> {
+    let phase = Phase::begin(bench, None).await?;
+    let mut daemon = bench.spawn_daemon()?;
+    let done = bench.wait_drained(&mut daemon).await?;
+    let total = done - daemon.spawned_at;
+    let cpu = phase.end(bench, Some(daemon.pid())).await?;
+    let arrivals = bench.sink.arrivals(restart_receiver).await?;
+    let result = burn_down_result(
+        bench,
+        ids,
+        payload_bytes,
+        total,
+        unix_secs(daemon.spawned),
+        &arrivals,
+        cpu,
+    )
+    .await?;
+    Ok((result, daemon))
 }
 
 async fn burn_down_result(
@@ -761,22 +773,7 @@ async fn backlog(bench: &mut Bench) -> Result<Backlog> {
     .await?;
     let payload_bytes = bench.avg_payload_bytes(&ids).await?;
 
-    let phase = Phase::begin(bench, None).await?;
-    let mut daemon = bench.spawn_daemon()?;
-    let done = bench.wait_drained(&mut daemon).await?;
-    let total = done - daemon.spawned_at;
-    let cpu = phase.end(bench, Some(daemon.pid())).await?;
-    let arrivals = bench.sink.arrivals(false).await?;
-    let burn = burn_down_result(
-        bench,
-        &ids,
-        payload_bytes,
-        total,
-        unix_secs(daemon.spawned),
-        &arrivals,
-        cpu,
-    )
-    .await?;
+    let (burn, daemon) = drain(bench, &ids, payload_bytes, false).await?;
     burn.print("c", bench.nproc);
     let hwm_burn_kib = daemon.vm_hwm_kib();
     println!(
