@@ -221,11 +221,17 @@ impl PgCluster {
                 crate::db::migrate::load_fixture(&c).await?;
                 crate::db::migrate::migrate(&mut c).await?;
             }
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE \"{template}_wip\" RENAME TO \"{template}\""
-                ))
-                .await?;
+            // The backend of the connection just closed may still be exiting;
+            // a rename needs the database to itself, so retry briefly.
+            let rename = format!("ALTER DATABASE \"{template}_wip\" RENAME TO \"{template}\"");
+            let mut tries = 0;
+            while let Err(e) = admin.batch_execute(&rename).await {
+                tries += 1;
+                if tries >= 100 {
+                    return Err(e).context("renaming the template database");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         admin
             .execute("SELECT pg_advisory_unlock(7177)", &[])
