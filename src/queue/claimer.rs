@@ -27,7 +27,9 @@ pub const REFILL_WAIT: Duration = Duration::from_millis(2);
 /// The shortest sleep between claims that found nothing to take.
 pub const MIN_WAIT: Duration = Duration::from_millis(25);
 /// Pause after a failed claim (the database may be restarting).
+/// (doubling up to ERROR_BACKOFF_MAX while failures go on).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub const CLAIM_SQL: &str = "
 WITH c AS (
@@ -123,6 +125,7 @@ impl Claimer {
     async fn run(mut self, stop: CancellationToken) {
         let low_water = (self.cfg.max_in_flight / 4).max(1);
         let mut last_full = false;
+        let mut backoff = ERROR_BACKOFF;
         while !stop.is_cancelled() {
             if last_full && self.slots.available_permits() < low_water {
                 tokio::select! {
@@ -140,6 +143,7 @@ impl Claimer {
             let n = self.slots.available_permits().min(self.cfg.batch_max);
             match self.claim(n).await {
                 Ok(rows) => {
+                    backoff = ERROR_BACKOFF;
                     last_full = rows.len() == n;
                     for row in rows {
                         let permit = self
@@ -156,13 +160,17 @@ impl Claimer {
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
                         "claiming deliveries failed; retrying"
                     );
                     last_full = false;
                     tokio::select! {
-                        _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                        // The listener reconnecting means the database is back.
+                        _ = self.wake.notified() => {}
                         _ = stop.cancelled() => break,
                     }
+                    backoff = (backoff * 2).min(ERROR_BACKOFF_MAX);
                     continue;
                 }
             }
