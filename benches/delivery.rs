@@ -188,14 +188,7 @@ impl Bench {
         let sink = Sink::start(&tls).await?;
         println!("[setup] receiver: {} at {}", sink.describe(), sink.url());
 
-        let site_id: i64 = db
-            .query_one(
-                "WITH t AS (INSERT INTO teams (name) VALUES ('bench') RETURNING id)
-                 INSERT INTO sites (domain, team_id) SELECT 'bench.example.com', id FROM t RETURNING id",
-                &[],
-            )
-            .await?
-            .get(0);
+        let site_id = plausible_webhooks::testkit::create_site(&db, "bench.example.com").await?;
         let webhook: Uuid = db
             .query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, max_concurrency)

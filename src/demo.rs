@@ -79,14 +79,7 @@ pub async fn run() -> Result<()> {
         receiver.url("/")
     );
 
-    let site_id: i64 = db
-        .query_one(
-            "WITH t AS (INSERT INTO teams (name) VALUES ('Demo') RETURNING id)
-             INSERT INTO sites (domain, team_id) SELECT 'demo.example.com', id FROM t RETURNING id",
-            &[],
-        )
-        .await?
-        .get(0);
+    let site_id = crate::testkit::create_site(&db, "demo.example.com").await?;
     let webhook: Uuid = db
         .query_one(
             "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'Demo receiver', $2, $3) RETURNING id",

@@ -26,8 +26,8 @@ pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
 pub const REFILL_WAIT: Duration = Duration::from_millis(2);
 /// The shortest sleep between claims that found nothing to take.
 pub const MIN_WAIT: Duration = Duration::from_millis(25);
-/// Pause after a failed claim (the database may be restarting).
-/// (doubling up to ERROR_BACKOFF_MAX while failures go on).
+/// Pause after a failed claim (the database may be restarting), doubling up
+/// to ERROR_BACKOFF_MAX while failures go on.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 

@@ -9,6 +9,18 @@ use std::collections::BTreeMap;
 
 use crate::config::Config;
 
+/// Adds a team and a site with `domain` to the Plausible fixture; returns the site id.
+pub async fn create_site(db: &tokio_postgres::Client, domain: &str) -> anyhow::Result<i64> {
+    let row = db
+        .query_one(
+            "WITH t AS (INSERT INTO teams (name) VALUES ($1) RETURNING id)
+             INSERT INTO sites (domain, team_id) SELECT $1, id FROM t RETURNING id",
+            &[&domain],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// A config for a daemon talking to `database_url` and to receivers on
 /// loopback that present certificates from `ca_file`.
 pub fn loopback_config(database_url: &str, ca_file: &std::path::Path) -> Config {

@@ -43,15 +43,9 @@ impl Env {
             .with_test_writer()
             .try_init();
         let db = plausible_webhooks::db::connect(&url).await.unwrap();
-        let site_id: i64 = db
-            .query_one(
-                "WITH t AS (INSERT INTO teams (name) VALUES ('t') RETURNING id)
-                 INSERT INTO sites (domain, team_id) SELECT 'example.com', id FROM t RETURNING id",
-                &[],
-            )
+        let site_id = plausible_webhooks::testkit::create_site(&db, "example.com")
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         Env {
             cluster,
             url,
