@@ -166,9 +166,14 @@ impl PgCluster {
     /// The cluster shared by every test process of this machine: started by the
     /// first test that needs it (under a file lock), reused by the rest, left
     /// running for the next test process. `.ci/run` stops it at the end.
+    ///
+    /// `PLAUSIBLE_WEBHOOKS_TEST_PG_DIR` moves it (two checkouts testing at once
+    /// must not stop each other's cluster).
     pub fn shared() -> Result<PgCluster> {
-        let root = std::env::temp_dir().join("plausible-webhooks-test-pg");
-        let lock = File::create(std::env::temp_dir().join("plausible-webhooks-test-pg.lock"))
+        let root = std::env::var_os("PLAUSIBLE_WEBHOOKS_TEST_PG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("plausible-webhooks-test-pg"));
+        let lock = File::create(root.with_extension("lock"))
             .context("creating the test cluster lock file")?;
         lock.lock().context("locking the test cluster lock file")?;
         let state = root.join("port");
