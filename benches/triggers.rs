@@ -149,7 +149,10 @@ async fn evaluation(db: &tokio_postgres::Client, url: &str) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     for (label, at) in [
         ("first round (all 10,000 due)", now),
-        ("a minute later (hysteresis)", now + time::Duration::minutes(1)),
+        (
+            "a minute later (hysteresis)",
+            now + time::Duration::minutes(1),
+        ),
     ] {
         let t = Instant::now();
         let r = ev.round(at).await?;
@@ -187,8 +190,10 @@ async fn evaluation(db: &tokio_postgres::Client, url: &str) -> Result<()> {
     };
     println!("    a spike payload: {sample}\n");
     // The evaluator's deliveries are not part of (b).
-    db.batch_execute("DELETE FROM webhook_deliveries; UPDATE webhook_triggers SET enabled = false;")
-        .await?;
+    db.batch_execute(
+        "DELETE FROM webhook_deliveries; UPDATE webhook_triggers SET enabled = false;",
+    )
+    .await?;
     Ok(())
 }
 

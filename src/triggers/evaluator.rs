@@ -142,15 +142,26 @@ impl Evaluator {
 
     pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 let pause = match self.round(OffsetDateTime::now_utc()).await {
-                    Ok(_) => self.until_next_due().await,
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("spike/drop evaluation works again");
+                            failing = false;
+                        }
+                        self.until_next_due().await
+                    }
                     Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            source = %self.source.describe(),
-                            "spike/drop evaluation round failed; the triggers stay due and are retried"
-                        );
+                        // One line per outage, not one per retry.
+                        if !failing {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                source = %self.source.describe(),
+                                "spike/drop evaluation round failed; the triggers stay due and are retried"
+                            );
+                        }
+                        failing = true;
                         ERROR_PAUSE
                     }
                 };
@@ -403,8 +414,8 @@ impl Evaluator {
             let c = &claimed[f.claimed];
             let days = &history[n * BASELINE_DAYS as usize..(n + 1) * BASELINE_DAYS as usize];
             let baseline = days.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
-            let change = (baseline > 0.0)
-                .then(|| round1((f.visitors as f64 - baseline) / baseline * 100.0));
+            let change =
+                (baseline > 0.0).then(|| round1((f.visitors as f64 - baseline) / baseline * 100.0));
             let mut data = json!({
                 "trigger_id": c.id,
                 "visitors": f.visitors,

@@ -76,6 +76,13 @@ impl AnalyticsSource {
         }
     }
 
+    /// Is the source reachable, with the columns triggers read?
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            AnalyticsSource::Postgres(s) => s.check().await,
+        }
+    }
+
     /// Unique visitors (distinct user_id, engagement events excluded) per window, in order.
     pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
         if windows.is_empty() {

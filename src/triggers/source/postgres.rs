@@ -70,6 +70,29 @@ impl PostgresSource {
             .with_context(|| format!("connecting to the analytics database ({})", self.described))
     }
 
+    /// Fails, naming what is wrong, unless the table has every column.
+    pub async fn check(&self) -> Result<()> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                    meta_key, meta_value, scroll_depth FROM {} LIMIT 0",
+            self.table
+        );
+        c.query(&sql, &[]).await.map_err(|e| {
+            let detail = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!(
+                "analytics table {} is not usable ({detail}): it needs Plausible's events_v2 columns \
+                 (site_id, timestamp, name, pathname, user_id, session_id, referrer_source, meta_key, \
+                 meta_value, scroll_depth); map your table with a view (README, Triggers) or set analytics.table",
+                self.table
+            )
+        })?;
+        Ok(())
+    }
+
     pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
         let sql = format!(
             "SELECT (SELECT count(DISTINCT e.user_id) FROM {t} e
