@@ -286,10 +286,23 @@ impl Evaluator {
                 to: now,
             })
             .collect();
-        let counts = self.source.unique_visitors(&windows).await?;
-        if !windows.is_empty() {
+        // Triggers of one site with the same window share one count.
+        let mut distinct: Vec<Window> = windows.clone();
+        distinct.sort_by_key(|w| (w.site_id, w.from));
+        distinct.dedup();
+        let distinct_counts = self.source.unique_visitors(&distinct).await?;
+        if !distinct.is_empty() {
             report.queries += 1;
         }
+        let counts: Vec<i64> = windows
+            .iter()
+            .map(|w| {
+                let k = distinct
+                    .binary_search_by_key(&(w.site_id, w.from), |d| (d.site_id, d.from))
+                    .expect("every window is among the distinct ones");
+                distinct_counts[k]
+            })
+            .collect();
 
         // (claimed index, window, visitors, threshold, source) of each firing.
         let mut fired: Vec<Fired> = Vec::new();
