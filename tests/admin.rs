@@ -1317,3 +1317,61 @@ async fn pruning_in_batches_while_deliveries_flow_and_purging_deleted_webhooks()
     );
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_disable_waits_until_the_failures_span_the_configured_time() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(503)).await;
+    let c = create(&env, &rx.url("/"), &["--trigger", "goal"]).await;
+    let wh = id(&c);
+    let uuid: uuid::Uuid = wh.parse().unwrap();
+    let d = daemon(
+        &env,
+        &[
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_FAILURES", "3"),
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_SECS", "3600"),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS", "[]"),
+        ],
+    );
+    for n in 1..=4 {
+        env.enqueue(uuid, 1).await;
+        env.wait_until(
+            &format!("SELECT count(*) = {n} FROM webhook_deliveries WHERE status = 'failed'"),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    // Four failures within the hour: failing, not disabled.
+    let w = json(&env, &["show", &wh]).await;
+    assert_eq!(
+        (
+            w["webhook"]["status"].as_str(),
+            w["webhook"]["consecutive_failures"].as_i64()
+        ),
+        (Some("failing"), Some(4)),
+        "{w}"
+    );
+    // Once the streak is older than the hour, the next failure disables it.
+    env.db
+        .execute(
+            "UPDATE webhooks SET failing_since = now() - interval '61 minutes' WHERE id = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap();
+    env.enqueue(uuid, 1).await;
+    env.wait_until(
+        &format!("SELECT NOT enabled FROM webhooks WHERE id = '{wh}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let w = json(&env, &["show", &wh]).await;
+    assert!(
+        w["webhook"]["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("5 consecutive deliveries failed"),
+        "{w}"
+    );
+    let _ = stop(d);
+}
