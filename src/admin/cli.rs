@@ -699,7 +699,17 @@ fn print_webhook(w: &ops::WebhookView) {
         ("created", time(Some(w.inserted_at))),
         ("updated", time(Some(w.updated_at))),
     ];
+    // Settings print always; states only while they hold.
+    let states = [
+        "failing since",
+        "disabled at",
+        "old secret signs until",
+        "deleted at",
+    ];
     for (k, v) in rows {
+        if v == "-" && states.contains(&k) {
+            continue;
+        }
         println!("{:<24}{v}", format!("{k}:"));
     }
 }
