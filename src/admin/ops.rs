@@ -1450,3 +1450,37 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
         hint,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_causes_are_named_from_the_client_s_words() {
+        for (error, cause) in [
+            (
+                "refused address: 127.0.0.1 is a loopback address (127.0.0.0/8); …",
+                TestCause::RefusedAddress,
+            ),
+            (
+                "client error (Connect): DNS lookup of nope.example failed: no such host",
+                TestCause::Dns,
+            ),
+            ("timed out after 10000 ms", TestCause::Timeout),
+            (
+                "client error (Connect): tcp connect error: Connection refused (os error 111)",
+                TestCause::ConnectionRefused,
+            ),
+            (
+                "client error (Connect): invalid peer certificate: UnknownIssuer",
+                TestCause::Tls,
+            ),
+            (
+                "client error (SendRequest): connection closed before message completed",
+                TestCause::Connection,
+            ),
+        ] {
+            assert_eq!(classify(error).0, cause, "{error}");
+        }
+    }
+}
