@@ -3,10 +3,12 @@
 //! The house follows the data: `config` → `db` (pool, migrations, listener) →
 //! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
 //! signing, retry policy, worker) → `triggers` (analytics sources, spike/drop
-//! evaluator, goal scanner) → `daemon` (wiring, shutdown). `testkit` holds
+//! evaluator, goal scanner) → `admin` (validation, operations and CLI
+//! commands for operators) → `daemon` (wiring, shutdown). `testkit` holds
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod db;
