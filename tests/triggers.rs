@@ -428,6 +428,8 @@ async fn a_missing_threshold_is_derived_from_the_last_seven_days() {
     let ev = k.evaluator("", None);
     let r = ev.round(t).await.unwrap();
     assert_eq!(r.evaluated, 2);
+    // Claim, one derivation for both, one count for both, state update.
+    assert_eq!(r.queries, 4, "{r:?}");
     let derived = |id: Uuid| {
         let db = &k.env.db;
         async move {

@@ -146,13 +146,25 @@ impl GoalScanner {
 
     /// Scans every goal trigger due at `now`, batch by batch.
     pub async fn round(&self, now: OffsetDateTime) -> Result<ScanReport> {
+        let started = std::time::Instant::now();
         let mut report = ScanReport::default();
         loop {
             let n = self.batch(now, &mut report).await?;
             if (n as i64) < self.cfg.batch {
-                return Ok(report);
+                break;
             }
         }
+        if report.claimed > 0 {
+            tracing::debug!(
+                triggers = report.claimed,
+                completions = report.completions,
+                enqueued = report.enqueued,
+                statements = report.queries,
+                ms = started.elapsed().as_millis() as u64,
+                "goal scan round"
+            );
+        }
+        Ok(report)
     }
 
     async fn batch(&self, now: OffsetDateTime, report: &mut ScanReport) -> Result<usize> {
