@@ -6,6 +6,7 @@
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod db;
