@@ -2,7 +2,7 @@
 //!
 //! The house follows the data: `config` → `db` (pool, migrations, listener) →
 //! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
-//! signing, retry policy, worker) → `daemon` (wiring, shutdown). `testkit` holds
+//! signing, retry policy, worker) → `admin` (the operator's commands) → `daemon` (wiring, shutdown). `testkit` holds
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 

@@ -15,6 +15,9 @@ struct Cli {
     /// DATABASE_URL sets database.url.
     #[arg(long, short, global = true, env = "PLAUSIBLE_WEBHOOKS_CONFIG")]
     config: Option<PathBuf>,
+    /// Management commands: print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +32,8 @@ enum Command {
     Check,
     /// Show the delivery engine end to end on a throwaway PostgreSQL and a local HTTPS receiver.
     Demo,
+    #[command(flatten)]
+    Admin(Box<plausible_webhooks::admin::cli::AdminCommand>),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +56,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG as u8);
         }
     };
-    logging::init(&cfg.log.format, &cfg.log.level);
+    // Management commands print their own results; only errors are logged.
+    let level = match cli.command {
+        Command::Admin(_) => "error",
+        _ => &cfg.log.level,
+    };
+    logging::init(&cfg.log.format, level);
     report(rt.block_on(async move {
         match cli.command {
             Command::Run => daemon::run(cfg).await,
@@ -69,6 +79,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Check => check(&cfg).await,
+            Command::Admin(cmd) => plausible_webhooks::admin::cli::run(*cmd, &cfg, cli.json).await,
             Command::Demo => unreachable!(),
         }
     }))

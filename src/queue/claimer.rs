@@ -268,7 +268,8 @@ impl Claimer {
     }
 }
 
-fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo {
+/// The webhook of a row in the claim's shape (also the CLI's test delivery).
+pub fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo {
     let url: String = r.get(6);
     let secret: String = r.get(7);
     let headers: serde_json::Value = r.get(9);

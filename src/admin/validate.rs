@@ -1,0 +1,657 @@
+//! Validation at the edge: the rules of the database constraints (sql/0001),
+//! checked before a statement is sent, so an operator (or an HTTP client) is
+//! told which field broke which rule and what to do, instead of reading a
+//! constraint name. Each refusal is an [`Invalid`] naming the field and a
+//! stable rule code (the HTTP API maps it to 422 with that code).
+//!
+//! A few rules are stricter than the table's (header values must be what an
+//! HTTP header can carry, a `whsec_` secret must decode): what the database
+//! would accept but the daemon could not send as meant is refused here too.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{MAX_RETRIES, MAX_RETRY_DELAY_SECS};
+use crate::delivery::guard::{AddressGuard, MAX_URL_LEN};
+use crate::delivery::signing::SECRET_PREFIX;
+
+pub const NAME_MAX_CHARS: usize = 255;
+pub const SECRET_MIN_CHARS: usize = 32;
+pub const SECRET_MAX_CHARS: usize = 256;
+pub const HEADER_NAME_MAX: usize = 128;
+/// Not a table rule: a receiver's server refuses huge headers anyway.
+pub const HEADER_VALUE_MAX: usize = 4096;
+pub const HEADERS_MAX: usize = 32;
+pub const THRESHOLD_MIN: i32 = 1;
+pub const THRESHOLD_MAX: i32 = 10_000_000;
+pub const WINDOW_MIN_SECS: i32 = 60;
+pub const WINDOW_MAX_SECS: i32 = 604_800;
+pub const COOLDOWN_MAX_SECS: i32 = 604_800;
+pub const MAX_CONCURRENCY_MAX: i32 = 1000;
+
+/// Header names the daemon owns (same list as `plausible_webhooks_headers_ok`).
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "content-length",
+    "host",
+    "x-webhook-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// Which rule a value broke. The `code` is stable (API clients match on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Required,
+    TooLong,
+    TooShort,
+    OutOfRange,
+    TooMany,
+    Syntax,
+    HttpsRequired,
+    Userinfo,
+    NonPublicHost,
+    Reserved,
+    Duplicate,
+    Encoding,
+    NotApplicable,
+}
+
+impl Rule {
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::Required => "required",
+            Rule::TooLong => "too_long",
+            Rule::TooShort => "too_short",
+            Rule::OutOfRange => "out_of_range",
+            Rule::TooMany => "too_many",
+            Rule::Syntax => "syntax",
+            Rule::HttpsRequired => "https_required",
+            Rule::Userinfo => "userinfo",
+            Rule::NonPublicHost => "non_public_host",
+            Rule::Reserved => "reserved",
+            Rule::Duplicate => "duplicate",
+            Rule::Encoding => "encoding",
+            Rule::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+/// A refused value: the field, the rule, and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invalid {
+    pub field: String,
+    pub rule: Rule,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: &str, rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} [{}]", self.field, self.message, self.rule.code())
+    }
+}
+impl std::error::Error for Invalid {}
+
+pub type Valid<T> = Result<T, Invalid>;
+
+/// 1..=255 characters after trimming, no control characters.
+pub fn name(raw: &str) -> Valid<String> {
+    let v = raw.trim();
+    if v.is_empty() {
+        return Err(Invalid::new(
+            "name",
+            Rule::Required,
+            "must not be empty; give the webhook a name people will recognise",
+        ));
+    }
+    if v.chars().count() > NAME_MAX_CHARS {
+        return Err(Invalid::new(
+            "name",
+            Rule::TooLong,
+            format!("at most {NAME_MAX_CHARS} characters"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            "name",
+            Rule::Encoding,
+            "must not contain control characters (newlines, tabs)",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// SPEC §4: https, at most 2048 characters, no userinfo, a host that is a
+/// name or a public IP (per `guard`, so the operator's allow-list applies).
+/// A name's DNS answers are checked at send time. Returns the URL in the
+/// normal form that is stored (and that hyper parses).
+pub fn url(raw: &str, guard: &AddressGuard) -> Valid<String> {
+    let raw = raw.trim();
+    let err = |rule, m: String| Err(Invalid::new("url", rule, m));
+    if raw.is_empty() {
+        return err(Rule::Required, "is required (https://…)".into());
+    }
+    if raw.len() > MAX_URL_LEN {
+        return err(
+            Rule::TooLong,
+            format!("longer than {MAX_URL_LEN} characters"),
+        );
+    }
+    let u = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return err(Rule::Syntax, format!("not a valid URL ({e})")),
+    };
+    if u.scheme() != "https" {
+        return err(
+            Rule::HttpsRequired,
+            format!(
+                "scheme must be https, not {}; receivers must accept TLS",
+                u.scheme()
+            ),
+        );
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return err(
+            Rule::Userinfo,
+            "must not contain a user name or password; put credentials in a custom header (--header 'Authorization=Bearer …')".into(),
+        );
+    }
+    let host_ip = match u.host() {
+        None => return err(Rule::Syntax, "has no host".into()),
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(d)) => (d.eq_ignore_ascii_case("localhost")
+            || d.to_ascii_lowercase().ends_with(".localhost"))
+        .then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+    };
+    if let Some(ip) = host_ip {
+        if let Err(why) = guard.check(ip) {
+            return err(Rule::NonPublicHost, format!("host is not public: {why}"));
+        }
+    }
+    let normal = u.to_string();
+    if normal.len() > MAX_URL_LEN {
+        return err(
+            Rule::TooLong,
+            format!("longer than {MAX_URL_LEN} characters once normalised"),
+        );
+    }
+    if normal.parse::<hyper::Uri>().is_err() || normal.chars().any(char::is_whitespace) {
+        return err(
+            Rule::Syntax,
+            "cannot be sent as an HTTP request target; percent-encode unusual characters".into(),
+        );
+    }
+    Ok(normal)
+}
+
+/// 32..=256 characters; a `whsec_` secret must be base64 after the prefix
+/// (Standard Webhooks libraries decode it, so anything else would never verify).
+pub fn secret(raw: &str) -> Valid<String> {
+    let n = raw.chars().count();
+    if n < SECRET_MIN_CHARS {
+        return Err(Invalid::new(
+            "secret",
+            Rule::TooShort,
+            format!("at least {SECRET_MIN_CHARS} characters; leave it out to have one generated"),
+        ));
+    }
+    if n > SECRET_MAX_CHARS {
+        return Err(Invalid::new(
+            "secret",
+            Rule::TooLong,
+            format!("at most {SECRET_MAX_CHARS} characters"),
+        ));
+    }
+    if let Some(b) = raw.strip_prefix(SECRET_PREFIX) {
+        if base64::engine::general_purpose::STANDARD.decode(b).is_err() {
+            return Err(Invalid::new(
+                "secret",
+                Rule::Encoding,
+                "starts with whsec_ but the rest is not base64; receivers' Standard Webhooks libraries could not use it",
+            ));
+        }
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            "secret",
+            Rule::Encoding,
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+/// One custom header: a token name the daemon does not own, a value an HTTP
+/// header can carry (visible ASCII and spaces, no CR/LF/NUL).
+pub fn header(name: &str, value: &str) -> Valid<()> {
+    let field = format!("headers.{name}");
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c);
+    if name.is_empty() || name.len() > HEADER_NAME_MAX || !name.chars().all(tchar) {
+        return Err(Invalid::new(
+            &field,
+            Rule::Syntax,
+            format!("a header name is 1..={HEADER_NAME_MAX} letters, digits or !#$%&'*+.^_`|~-"),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(Invalid::new(
+            &field,
+            Rule::Reserved,
+            "is set by the daemon (content type, user agent, signatures, connection handling) and cannot be overridden",
+        ));
+    }
+    if value.len() > HEADER_VALUE_MAX {
+        return Err(Invalid::new(
+            &field,
+            Rule::TooLong,
+            format!("a header value is at most {HEADER_VALUE_MAX} bytes"),
+        ));
+    }
+    if hyper::header::HeaderValue::from_str(value).is_err() {
+        return Err(Invalid::new(
+            &field,
+            Rule::Encoding,
+            "a header value may hold visible ASCII characters and spaces only (no newlines or control characters)",
+        ));
+    }
+    Ok(())
+}
+
+/// A set of custom headers: each valid, no name twice (names are case-insensitive).
+pub fn headers(h: &BTreeMap<String, String>) -> Valid<()> {
+    if h.len() > HEADERS_MAX {
+        return Err(Invalid::new(
+            "headers",
+            Rule::TooMany,
+            format!("at most {HEADERS_MAX} custom headers"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in h {
+        header(k, v)?;
+        if !seen.insert(k.to_ascii_lowercase()) {
+            return Err(Invalid::new(
+                &format!("headers.{k}"),
+                Rule::Duplicate,
+                "given twice (header names are case-insensitive)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `NAME=VALUE` (or `NAME: VALUE`) from the command line.
+pub fn header_arg(arg: &str) -> Valid<(String, String)> {
+    let split = arg
+        .find(['=', ':'])
+        .map(|i| (arg[..i].trim(), arg[i + 1..].trim()));
+    let Some((k, v)) = split else {
+        return Err(Invalid::new(
+            "headers",
+            Rule::Syntax,
+            format!("`{arg}` is not NAME=VALUE"),
+        ));
+    };
+    header(k, v)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// At most 10 retries, each 1 s ..= 24 h (the `webhooks_retry_schedule_limits` rule).
+pub fn retry_schedule(secs: &[i64]) -> Valid<Vec<i32>> {
+    if secs.len() > MAX_RETRIES {
+        return Err(Invalid::new(
+            "retry_schedule",
+            Rule::TooMany,
+            format!("at most {MAX_RETRIES} retries"),
+        ));
+    }
+    secs.iter()
+        .map(|&s| {
+            if s < 1 || s > i64::from(MAX_RETRY_DELAY_SECS) {
+                Err(Invalid::new(
+                    "retry_schedule",
+                    Rule::OutOfRange,
+                    format!("each delay must be 1 s..=24 h ({MAX_RETRY_DELAY_SECS} s), got {s} s"),
+                ))
+            } else {
+                Ok(s as i32)
+            }
+        })
+        .collect()
+}
+
+/// Requests per second per webhook, at least 1.
+pub fn rate_limit(v: i64) -> Valid<i32> {
+    range("rate_limit_per_sec", v, 1, i64::from(i32::MAX))
+}
+
+/// Concurrent requests per webhook (per instance), 1..=1000.
+pub fn max_concurrency(v: i64) -> Valid<i32> {
+    range("max_concurrency", v, 1, i64::from(MAX_CONCURRENCY_MAX))
+}
+
+/// Unique visitors, 1..=10,000,000.
+pub fn threshold(v: i64) -> Valid<i32> {
+    range(
+        "threshold",
+        v,
+        i64::from(THRESHOLD_MIN),
+        i64::from(THRESHOLD_MAX),
+    )
+}
+
+/// 1 min ..= 7 days.
+pub fn window_secs(v: i64) -> Valid<i32> {
+    range(
+        "window",
+        v,
+        i64::from(WINDOW_MIN_SECS),
+        i64::from(WINDOW_MAX_SECS),
+    )
+}
+
+/// 0 ..= 7 days.
+pub fn cooldown_secs(v: i64) -> Valid<i32> {
+    range("cooldown", v, 0, i64::from(COOLDOWN_MAX_SECS))
+}
+
+fn range(field: &str, v: i64, lo: i64, hi: i64) -> Valid<i32> {
+    if v < lo || v > hi {
+        return Err(Invalid::new(
+            field,
+            Rule::OutOfRange,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ));
+    }
+    Ok(v as i32)
+}
+
+/// The trigger types, by their schema names or the short ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerType {
+    VisitorSpike,
+    TrafficDrop,
+    GoalCompletion,
+}
+
+impl TriggerType {
+    pub fn parse(s: &str) -> Valid<Self> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "spike" | "visitor_spike" => Ok(Self::VisitorSpike),
+            "drop" | "traffic_drop" => Ok(Self::TrafficDrop),
+            "goal" | "goal_completion" => Ok(Self::GoalCompletion),
+            _ => Err(Invalid::new(
+                "type",
+                Rule::Syntax,
+                format!("`{s}` is not a trigger type; use spike, drop or goal"),
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VisitorSpike => "visitor_spike",
+            Self::TrafficDrop => "traffic_drop",
+            Self::GoalCompletion => "goal_completion",
+        }
+    }
+}
+
+/// A trigger's settings, checked together: threshold and window belong to
+/// spike and drop, a goal to goal completion.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerInput {
+    pub threshold: Option<i64>,
+    pub window_secs: Option<i64>,
+    pub cooldown_secs: Option<i64>,
+    pub has_goal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerValues {
+    pub threshold: Option<i32>,
+    pub window_secs: Option<i32>,
+    pub cooldown_secs: Option<i32>,
+}
+
+pub fn trigger(t: TriggerType, i: &TriggerInput) -> Valid<TriggerValues> {
+    if t == TriggerType::GoalCompletion {
+        for (set, field) in [
+            (i.threshold.is_some(), "threshold"),
+            (i.window_secs.is_some(), "window"),
+            (i.cooldown_secs.is_some(), "cooldown"),
+        ] {
+            if set {
+                return Err(Invalid::new(
+                    field,
+                    Rule::NotApplicable,
+                    "applies to spike and drop triggers only; a goal trigger fires once per completion",
+                ));
+            }
+        }
+    } else if i.has_goal {
+        return Err(Invalid::new(
+            "goal",
+            Rule::NotApplicable,
+            "applies to goal triggers only",
+        ));
+    }
+    Ok(TriggerValues {
+        threshold: i.threshold.map(threshold).transpose()?,
+        window_secs: i.window_secs.map(window_secs).transpose()?,
+        cooldown_secs: i.cooldown_secs.map(cooldown_secs).transpose()?,
+    })
+}
+
+/// A duration: seconds as a number, or with a unit: `90s`, `5m`, `12h`, `7d`
+/// (several parts add up: `1h30m`).
+pub fn duration_secs(field: &str, raw: &str) -> Valid<i64> {
+    let s = raw.trim();
+    let bad = || {
+        Invalid::new(
+            field,
+            Rule::Syntax,
+            format!("`{raw}` is not a duration like 90s, 5m, 12h or 7d"),
+        )
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// `1m,5m,30m` (empty or `none`: no retries).
+pub fn retry_schedule_arg(raw: &str) -> Valid<Vec<i32>> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let secs = raw
+        .split(',')
+        .map(|p| duration_secs("retry_schedule", p))
+        .collect::<Valid<Vec<_>>>()?;
+    retry_schedule(&secs)
+}
+
+/// A point in time: RFC 3339 (`2026-11-23T10:00:00Z`), or a duration ago (`2h`).
+pub fn since(field: &str, raw: &str, now: OffsetDateTime) -> Valid<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(t);
+    }
+    let secs = duration_secs(field, raw).map_err(|_| {
+        Invalid::new(
+            field,
+            Rule::Syntax,
+            format!(
+                "`{raw}` is neither a time like 2026-11-23T10:00:00Z nor a duration ago like 2h"
+            ),
+        )
+    })?;
+    Ok(now - time::Duration::seconds(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule<T: std::fmt::Debug>(r: Valid<T>) -> (String, Rule) {
+        let e = r.unwrap_err();
+        (e.field, e.rule)
+    }
+
+    #[test]
+    fn urls() {
+        let g = AddressGuard::default();
+        assert_eq!(
+            url(" https://example.com/hook?a=1 ", &g).unwrap(),
+            "https://example.com/hook?a=1"
+        );
+        for (u, r) in [
+            ("http://example.com/", Rule::HttpsRequired),
+            ("https://u:p@example.com/", Rule::Userinfo),
+            ("https://10.1.2.3/", Rule::NonPublicHost),
+            ("https://[::1]/", Rule::NonPublicHost),
+            ("https://localhost:8443/", Rule::NonPublicHost),
+            ("nope", Rule::Syntax),
+            ("", Rule::Required),
+        ] {
+            assert_eq!(rule(url(u, &g)), ("url".into(), r), "{u}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2100));
+        assert_eq!(rule(url(&long, &g)).1, Rule::TooLong);
+        let g = AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(url("https://localhost:8443/x", &g).is_ok());
+    }
+
+    #[test]
+    fn secrets_names_headers() {
+        assert_eq!(rule(secret("short")).1, Rule::TooShort);
+        assert_eq!(rule(secret(&"x".repeat(257))).1, Rule::TooLong);
+        assert_eq!(
+            rule(secret("whsec_!!!not-base64-at-all-but-long-enough")).1,
+            Rule::Encoding
+        );
+        assert!(secret(&crate::delivery::signing::generate_secret()).is_ok());
+        assert!(secret(&"p".repeat(32)).is_ok());
+        assert_eq!(rule(name("  ")).1, Rule::Required);
+        assert_eq!(rule(name(&"n".repeat(256))).1, Rule::TooLong);
+        assert_eq!(name(" Slack ").unwrap(), "Slack");
+        assert_eq!(rule(header("Content-Type", "x")).1, Rule::Reserved);
+        assert_eq!(rule(header("webhook-signature", "x")).1, Rule::Reserved);
+        assert_eq!(rule(header("Bad Name", "x")).1, Rule::Syntax);
+        assert_eq!(rule(header("X-A", "a\r\nb")).1, Rule::Encoding);
+        assert_eq!(
+            header_arg("Authorization=Bearer abc").unwrap(),
+            ("Authorization".into(), "Bearer abc".into())
+        );
+        let mut h = BTreeMap::new();
+        h.insert("X-A".to_string(), "1".to_string());
+        h.insert("x-a".to_string(), "2".to_string());
+        assert_eq!(rule(headers(&h)).1, Rule::Duplicate);
+    }
+
+    #[test]
+    fn numbers_durations_and_triggers() {
+        assert_eq!(duration_secs("w", "1h30m").unwrap(), 5400);
+        assert_eq!(duration_secs("w", "90").unwrap(), 90);
+        assert!(duration_secs("w", "5x").is_err());
+        assert_eq!(
+            retry_schedule_arg("1m,5m,30m").unwrap(),
+            vec![60, 300, 1800]
+        );
+        assert_eq!(retry_schedule_arg("none").unwrap(), Vec::<i32>::new());
+        assert_eq!(rule(retry_schedule_arg("2d")).1, Rule::OutOfRange);
+        assert_eq!(
+            rule(retry_schedule_arg(&["1s"; 11].join(","))).1,
+            Rule::TooMany
+        );
+        assert_eq!(rule(threshold(0)), ("threshold".into(), Rule::OutOfRange));
+        assert!(threshold(10_000_000).is_ok());
+        assert_eq!(rule(window_secs(59)).1, Rule::OutOfRange);
+        assert_eq!(rule(max_concurrency(1001)).1, Rule::OutOfRange);
+        assert_eq!(rule(rate_limit(0)).1, Rule::OutOfRange);
+        let goal_with_threshold = TriggerInput {
+            threshold: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            rule(trigger(TriggerType::GoalCompletion, &goal_with_threshold)),
+            ("threshold".into(), Rule::NotApplicable)
+        );
+        let spike_with_goal = TriggerInput {
+            has_goal: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            rule(trigger(TriggerType::VisitorSpike, &spike_with_goal)).1,
+            Rule::NotApplicable
+        );
+        assert_eq!(
+            TriggerType::parse("spike").unwrap(),
+            TriggerType::VisitorSpike
+        );
+        let now = time::macros::datetime!(2026-11-23 12:00 UTC);
+        assert_eq!(
+            since("since", "2h", now).unwrap(),
+            time::macros::datetime!(2026-11-23 10:00 UTC)
+        );
+        assert_eq!(
+            since("since", "2026-11-23T09:00:00Z", now).unwrap(),
+            time::macros::datetime!(2026-11-23 09:00 UTC)
+        );
+    }
+}
