@@ -273,14 +273,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     let daemon = Daemon::start(cfg.clone(), StartOptions::default()).await?;
     let admin = match admin_addr {
         Some(addr) => {
-            let state = crate::admin::http::AdminState {
-                pool: daemon.pool.clone(),
-                listener_up: daemon.listener_connected(),
-                stopping: Default::default(),
-                auth: crate::admin::auth::Authenticator::new(&cfg.admin),
-                cfg: cfg.clone(),
+            let state = crate::admin::http::AdminState::new(
+                daemon.pool.clone(),
+                daemon.listener_connected(),
+                &cfg,
+            );
+            let started = match state {
+                Ok(state) => crate::admin::http::AdminServer::start(addr, state).await,
+                Err(e) => Err(e),
             };
-            match crate::admin::http::AdminServer::start(addr, state).await {
+            match started {
                 Ok(a) => Some(a),
                 Err(e) => {
                     daemon.shutdown().await?;

@@ -39,6 +39,22 @@ pub struct AdminState {
     pub stopping: AtomicBool,
     pub auth: Authenticator,
     pub cfg: Config,
+    /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
+    pub test_sender: super::ops::TestSender,
+}
+
+impl AdminState {
+    pub fn new(pool: Pool, listener_up: watch::Receiver<bool>, cfg: &Config) -> Result<AdminState> {
+        Ok(AdminState {
+            pool,
+            listener_up,
+            stopping: AtomicBool::new(false),
+            auth: Authenticator::new(&cfg.admin),
+            cfg: cfg.clone(),
+            test_sender: super::ops::TestSender::from_config(cfg, None)
+                .context("building the HTTP client for test events")?,
+        })
+    }
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
