@@ -99,3 +99,28 @@ pub async fn wait_status(url: &str, status: u16, timeout: Duration) -> Answer {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A GET with one raw header (e.g. an Authorization of another scheme).
+pub async fn request_with_header(url: &str, header: (&str, &str)) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = hyper::Request::builder()
+        .uri(url)
+        .header(header.0, header.1)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
+    Answer {
+        status,
+        content_type,
+        text,
+    }
+}
