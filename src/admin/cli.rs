@@ -256,13 +256,23 @@ pub async fn run(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<()> {
             }
             Err(anyhow::Error::new(e))
         }
-        Err(Failure::Other(e)) => Err(e),
+        Err(Failure::Other(e)) => {
+            if json {
+                print_json(
+                    &serde_json::json!({"error": {"kind": "internal", "message": format!("{e:#}")}}),
+                );
+            }
+            Err(e)
+        }
+        // The result is printed already (a failed test): only the exit status is left.
+        Err(Failure::Reported(e)) => Err(e),
     }
 }
 
 enum Failure {
     Op(OpError),
     Other(anyhow::Error),
+    Reported(anyhow::Error),
 }
 
 impl From<OpError> for Failure {
@@ -474,7 +484,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
             let r = ops::send_test(&pool, &sender, &webhook).await?;
             output(json, &r, || print_test(&r));
             if !r.success {
-                return Err(Failure::Other(anyhow::anyhow!(
+                return Err(Failure::Reported(anyhow::anyhow!(
                     "the test delivery failed ({})",
                     serde_json::to_value(r.cause)
                         .unwrap_or_default()
@@ -690,7 +700,17 @@ fn print_webhook(w: &ops::WebhookView) {
         ("created", time(Some(w.inserted_at))),
         ("updated", time(Some(w.updated_at))),
     ];
+    // Settings print always; states only while they hold.
+    let states = [
+        "failing since",
+        "disabled at",
+        "old secret signs until",
+        "deleted at",
+    ];
     for (k, v) in rows {
+        if v == "-" && states.contains(&k) {
+            continue;
+        }
         println!("{:<24}{v}", format!("{k}:"));
     }
 }

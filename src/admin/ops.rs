@@ -617,8 +617,8 @@ pub async fn rotate_secret(
     let row = db(
         db_.query_one(
             "UPDATE webhooks SET
-                previous_secret = CASE WHEN $3 > 0 THEN secret END,
-                previous_secret_expires_at = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END,
+                previous_secret = CASE WHEN $3::float8 > 0 THEN secret END,
+                previous_secret_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END,
                 secret = $2
              WHERE id = $1
              RETURNING previous_secret_expires_at",
@@ -1111,10 +1111,10 @@ pub struct Replayed {
 }
 
 const REPLAY_WHERE: &str = "
-    d.webhook_id = $1 AND d.inserted_at >= $2 AND d.inserted_at < coalesce($3, 'infinity')
+    d.webhook_id = $1 AND d.inserted_at >= $2 AND d.inserted_at < coalesce($3::timestamptz, 'infinity')
     AND (d.status = 'failed' OR ($4 AND d.status = 'success'))
     AND ($5::text IS NULL OR d.event_type = $5)
-    AND coalesce(d.finished_at, '-infinity') <= $6";
+    AND coalesce(d.finished_at, '-infinity') <= $6::timestamptz";
 
 /// Makes a webhook's failed deliveries created since a time due again (and
 /// its successes too with `include_success`), in batches of REPLAY_BATCH, each

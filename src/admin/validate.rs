@@ -273,7 +273,8 @@ pub fn header(name: &str, value: &str) -> Valid<()> {
             format!("a header value is at most {HEADER_VALUE_MAX} bytes"),
         ));
     }
-    if hyper::header::HeaderValue::from_str(value).is_err() {
+    // Stricter than HeaderValue (which lets bytes >= 0x80 through as obs-text).
+    if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
         return Err(Invalid::new(
             &field,
             Rule::Encoding,

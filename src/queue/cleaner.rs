@@ -1,6 +1,7 @@
 //! The cleaner: prunes finished deliveries (their attempts go with them by
 //! cascade) older than the retention period, and purges webhooks soft-deleted
-//! longer ago than that, in bounded batches so no statement holds locks long.
+//! longer ago than that (their deliveries first), in bounded batches so no
+//! statement holds locks long. `restore` is refused from the same moment on.
 
 use std::time::Duration;
 
@@ -17,9 +18,25 @@ WITH x AS (
 )
 DELETE FROM webhook_deliveries d USING x WHERE d.id = x.id";
 
+/// The deliveries of webhooks soft-deleted past retention, whatever their
+/// status, in batches: purging such a webhook must not cascade over millions
+/// of rows in one statement.
+const PURGE_DELIVERIES_SQL: &str = "
+WITH x AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.webhook_id IN (SELECT id FROM webhooks WHERE deleted_at < now() - make_interval(days => $1))
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM webhook_deliveries d USING x WHERE d.id = x.id";
+
+/// Then the webhooks themselves (and their triggers), once their deliveries are gone.
 const PURGE_WEBHOOKS_SQL: &str = "
 DELETE FROM webhooks WHERE id IN (
-    SELECT id FROM webhooks WHERE deleted_at < now() - make_interval(days => $1) LIMIT 100)";
+    SELECT w.id FROM webhooks w
+    WHERE w.deleted_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = w.id)
+    LIMIT 100)";
 
 #[derive(Debug, Clone)]
 pub struct CleanerConfig {
@@ -60,7 +77,8 @@ impl Cleaner {
         })
     }
 
-    /// One pruning pass; returns the deliveries deleted.
+    /// One pruning pass; returns the deliveries deleted (finished ones past
+    /// retention, and every delivery of the webhooks purged).
     pub async fn prune(&self, stop: &CancellationToken) -> Result<u64> {
         let client = self
             .pool
@@ -78,12 +96,29 @@ impl Cleaner {
                 break;
             }
         }
-        client
+        while !stop.is_cancelled() {
+            let n = client
+                .execute(
+                    PURGE_DELIVERIES_SQL,
+                    &[&self.cfg.retention_days, &self.cfg.batch],
+                )
+                .await
+                .context("purging the deliveries of deleted webhooks")?;
+            total += n;
+            if (n as i64) < self.cfg.batch {
+                break;
+            }
+        }
+        let purged = client
             .execute(PURGE_WEBHOOKS_SQL, &[&self.cfg.retention_days])
             .await
             .context("purging soft-deleted webhooks")?;
-        if total > 0 {
-            tracing::info!(deleted = total, "pruned finished deliveries past retention");
+        if total > 0 || purged > 0 {
+            tracing::info!(
+                deleted = total,
+                webhooks_purged = purged,
+                "pruned deliveries past retention"
+            );
         }
         Ok(total)
     }

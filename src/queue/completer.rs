@@ -83,11 +83,12 @@ WITH r AS (
         disabled_at = CASE WHEN y.disable THEN now() ELSE w.disabled_at END
     FROM y
     WHERE w.id = y.webhook_id AND (y.failed > 0 OR y.gone IS NOT NULL OR w.consecutive_failures > 0)
-    RETURNING w.id, w.site_id, w.enabled, y.disable AS just_disabled, w.disabled_reason
+    RETURNING w.id, w.site_id, w.enabled, y.disable AS just_disabled, w.disabled_reason, w.name
 )
-SELECT 'done', d.id, NULL::bigint, NULL::text FROM d
+SELECT 'done', d.id, NULL::bigint, NULL::text, NULL::text, NULL::text FROM d
 UNION ALL
-SELECT 'disabled', h.id, h.site_id, h.disabled_reason FROM h WHERE NOT h.enabled AND h.just_disabled";
+SELECT 'disabled', h.id, h.site_id, h.disabled_reason, h.name, (SELECT domain FROM sites WHERE id = h.site_id)
+FROM h WHERE NOT h.enabled AND h.just_disabled";
 
 #[derive(Debug, Clone)]
 pub struct CompleterConfig {
@@ -289,8 +290,12 @@ impl Completer {
             } else {
                 let site_id: Option<i64> = r.get(2);
                 let reason: Option<String> = r.get(3);
+                let name: Option<String> = r.get(4);
+                let site: Option<String> = r.get(5);
                 tracing::warn!(
                     webhook_id = %id,
+                    webhook_name = name.as_deref().unwrap_or(""),
+                    site = site.as_deref().unwrap_or(""),
                     site_id = site_id.unwrap_or_default(),
                     reason = reason.as_deref().unwrap_or(""),
                     "webhook disabled; re-enable it once the receiver is fixed"

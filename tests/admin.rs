@@ -1,0 +1,1377 @@
+//! The management commands, run as an operator runs them: the built binary,
+//! configured through its environment, against a real PostgreSQL and real
+//! HTTPS receivers on loopback.
+
+mod common;
+
+use std::process::Output;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Env;
+use plausible_webhooks::delivery::signing::{verify_legacy, verify_standard};
+use plausible_webhooks::testkit::receiver::{always, Reply};
+use serde_json::Value;
+
+/// Runs `plausible-webhooks <args>` with the test environment, plus `extra`
+/// variables and without those in `without`.
+async fn pw_with(env: &Env, extra: &[(&str, &str)], without: &[&str], args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env.daemon_env() {
+        if !without.contains(&k.as_str()) {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.args(args).stdin(std::process::Stdio::null());
+    cmd.output().await.expect("running the binary")
+}
+
+async fn pw(env: &Env, args: &[&str]) -> Output {
+    pw_with(env, &[], &[], args).await
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs with `--json`, asserts success and parses stdout.
+async fn json(env: &Env, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let o = pw(env, &a).await;
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o)))
+}
+
+/// Asserts a refusal: non-zero exit, the field and rule named, and as JSON
+/// `{"error": {"kind": "invalid", "field": …, "rule": …}}`.
+async fn refused(env: &Env, args: &[&str], field: &str, rule: &str) {
+    let o = pw(env, args).await;
+    assert!(!o.status.success(), "{args:?} was accepted: {}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(field) && t.contains(rule),
+        "{args:?} should name {field} and {rule}: {t}"
+    );
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let o = pw(env, &a).await;
+    assert!(!o.status.success());
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(v["error"]["field"], field, "{v}");
+    assert_eq!(v["error"]["rule"], rule, "{v}");
+}
+
+async fn create(env: &Env, url: &str, extra: &[&str]) -> Value {
+    let mut a = vec!["create", "--site", "example.com", "--url", url];
+    if !extra.contains(&"--name") {
+        a.extend(["--name", "Receiver"]);
+    }
+    a.extend_from_slice(extra);
+    json(env, &a).await
+}
+
+fn id(v: &Value) -> String {
+    v["webhook"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manage_webhooks_and_triggers_with_every_refusal_named() {
+    let env = Env::new().await;
+    let other_site = plausible_webhooks::testkit::create_site(&env.db, "other.example")
+        .await
+        .unwrap();
+    let goal: i64 = env
+        .db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Signup', 'Signup') RETURNING id",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.db
+        .execute(
+            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Other', 'Other')",
+            &[&other_site],
+        )
+        .await
+        .unwrap();
+
+    // Create: a generated whsec_ secret, printed once; triggers in the same step.
+    let c = create(
+        &env,
+        "https://hooks.example.net/a?token=1",
+        &[
+            "--header",
+            "Authorization=Bearer t0ken",
+            "--trigger",
+            "goal",
+            "--retry-schedule",
+            "10s,1m",
+        ],
+    )
+    .await;
+    let wh = id(&c);
+    let secret = c["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_") && c["secret_generated"] == true);
+    assert_eq!(
+        plausible_webhooks::delivery::signing::standard_key_bytes(secret).len(),
+        32
+    );
+    assert_eq!(c["webhook"]["status"], "active");
+    assert_eq!(c["webhook"]["site"], "example.com");
+    assert_eq!(
+        c["webhook"]["retry_schedule_secs"],
+        serde_json::json!([10, 60])
+    );
+    assert_eq!(c["triggers"][0]["trigger_type"], "goal_completion");
+    let stored: String = env
+        .db
+        .query_one(
+            "SELECT secret FROM webhooks WHERE id = $1::text::uuid",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, secret);
+    // The human output shows the secret once, and never the header's value.
+    let o = pw(
+        &env,
+        &[
+            "create",
+            "--site",
+            &env.site_id.to_string(),
+            "--name",
+            "Second",
+            "--url",
+            "https://hooks.example.net/b",
+            "--secret",
+            &"s".repeat(40),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&"s".repeat(40)), "{}", text(&o));
+    let o = pw(&env, &["show", &wh[..8]]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Authorization") && !text(&o).contains("t0ken"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains(secret),
+        "show must never print the secret"
+    );
+
+    // Every refusal names the field and the rule, and creates nothing.
+    let before = env.count("SELECT count(*) FROM webhooks").await;
+    let base = ["create", "--site", "example.com", "--name", "x"];
+    for (extra, field, rule) in [
+        (
+            vec!["--url", "http://hooks.example.net/"],
+            "url",
+            "https_required",
+        ),
+        (
+            vec!["--url", "https://u:p@hooks.example.net/"],
+            "url",
+            "userinfo",
+        ),
+        (vec!["--url", "https://10.0.0.1/"], "url", "non_public_host"),
+        (
+            vec!["--url", "https://[fd00::1]/"],
+            "url",
+            "non_public_host",
+        ),
+        (vec!["--url", "not a url"], "url", "syntax"),
+        (
+            vec!["--url", "https://h.example.net/", "--secret", "short"],
+            "secret",
+            "too_short",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--header",
+                "Content-Type=text/plain",
+            ],
+            "headers.Content-Type",
+            "reserved",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--header",
+                "webhook-signature=x",
+            ],
+            "headers.webhook-signature",
+            "reserved",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--header",
+                "X-Bad Name=1",
+            ],
+            "headers.X-Bad Name",
+            "syntax",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--header",
+                "X-Ok=caf\u{e9}",
+            ],
+            "headers.X-Ok",
+            "encoding",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--retry-schedule",
+                "1m,2d",
+            ],
+            "retry_schedule",
+            "out_of_range",
+        ),
+        (
+            vec![
+                "--url",
+                "https://h.example.net/",
+                "--retry-schedule",
+                &"1s,".repeat(11)[..32],
+            ],
+            "retry_schedule",
+            "too_many",
+        ),
+        (
+            vec!["--url", "https://h.example.net/", "--max-concurrency", "0"],
+            "max_concurrency",
+            "out_of_range",
+        ),
+        (
+            vec!["--url", "https://h.example.net/", "--rate-limit", "0"],
+            "rate_limit_per_sec",
+            "out_of_range",
+        ),
+        (
+            vec!["--url", "https://h.example.net/", "--trigger", "sometimes"],
+            "type",
+            "syntax",
+        ),
+    ] {
+        let mut a = base.to_vec();
+        a.extend(extra.iter().copied());
+        refused(&env, &a, field, rule).await;
+    }
+    let long_name = "n".repeat(256);
+    refused(
+        &env,
+        &[
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            &long_name,
+            "--url",
+            "https://h.example.net/",
+        ],
+        "name",
+        "too_long",
+    )
+    .await;
+    let o = pw(
+        &env,
+        &[
+            "create",
+            "--site",
+            "nosuch.example",
+            "--name",
+            "x",
+            "--url",
+            "https://h.example.net/",
+        ],
+    )
+    .await;
+    assert!(
+        !o.status.success() && text(&o).contains("no site `nosuch.example`"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM webhooks").await, before);
+
+    // List (table and JSON), filtered by site.
+    let l = json(&env, &["list", "--site", "example.com"]).await;
+    assert_eq!(l.as_array().unwrap().len(), 2);
+    let o = pw(&env, &["list"]).await;
+    assert!(
+        text(&o).contains("Receiver") && text(&o).contains("STATUS"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        json(&env, &["list", "--site", "other.example"]).await,
+        serde_json::json!([])
+    );
+
+    // Update keeps what it is not told to change.
+    let u = json(
+        &env,
+        &[
+            "update",
+            &wh,
+            "--name",
+            "Renamed",
+            "--header",
+            "X-Env=prod",
+            "--remove-header",
+            "authorization",
+            "--rate-limit",
+            "5",
+            "--max-concurrency",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(u["name"], "Renamed");
+    assert_eq!(u["header_names"], serde_json::json!(["X-Env"]));
+    assert_eq!(u["rate_limit_per_sec"], 5);
+    assert_eq!(u["retry_schedule_secs"], serde_json::json!([10, 60]));
+    assert_eq!(u["url"], "https://hooks.example.net/a?token=1");
+    let u = json(
+        &env,
+        &[
+            "update",
+            &wh,
+            "--retry-schedule",
+            "default",
+            "--rate-limit",
+            "default",
+        ],
+    )
+    .await;
+    assert!(
+        u["retry_schedule_secs"].is_null() && u["rate_limit_per_sec"].is_null(),
+        "{u}"
+    );
+    assert_eq!(u["max_concurrency"], 3);
+    refused(
+        &env,
+        &["update", &wh, "--url", "https://192.168.1.1/"],
+        "url",
+        "non_public_host",
+    )
+    .await;
+    refused(
+        &env,
+        &["update", &wh, "--header", "Host=evil"],
+        "headers.Host",
+        "reserved",
+    )
+    .await;
+    let stored: String = env
+        .db
+        .query_one(
+            "SELECT secret FROM webhooks WHERE id = $1::text::uuid",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, secret, "update keeps the secret");
+
+    // Triggers: spike with settings, a goal by name, refusals.
+    let t = json(
+        &env,
+        &[
+            "triggers",
+            "add",
+            &wh,
+            "spike",
+            "--threshold",
+            "100",
+            "--window",
+            "10m",
+            "--cooldown",
+            "2h",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (
+            t["trigger_type"].as_str(),
+            t["threshold"].as_i64(),
+            t["window_secs"].as_i64(),
+            t["cooldown_secs"].as_i64()
+        ),
+        (Some("visitor_spike"), Some(100), Some(600), Some(7200))
+    );
+    let g = json(&env, &["triggers", "add", &wh, "goal", "--goal", "Signup"]).await;
+    assert_eq!(g["goal_id"], goal);
+    let d = json(&env, &["triggers", "add", &wh, "drop"]).await;
+    assert!(
+        d["threshold"].is_null(),
+        "a drop without threshold derives one: {d}"
+    );
+    refused(
+        &env,
+        &["triggers", "add", &wh, "goal", "--threshold", "5"],
+        "threshold",
+        "not_applicable",
+    )
+    .await;
+    refused(
+        &env,
+        &["triggers", "add", &wh, "spike", "--goal", "Signup"],
+        "goal",
+        "not_applicable",
+    )
+    .await;
+    refused(
+        &env,
+        &["triggers", "add", &wh, "spike", "--threshold", "0"],
+        "threshold",
+        "out_of_range",
+    )
+    .await;
+    refused(
+        &env,
+        &["triggers", "add", &wh, "spike", "--threshold", "10000001"],
+        "threshold",
+        "out_of_range",
+    )
+    .await;
+    refused(
+        &env,
+        &["triggers", "add", &wh, "drop", "--window", "30s"],
+        "window",
+        "out_of_range",
+    )
+    .await;
+    refused(
+        &env,
+        &["triggers", "add", &wh, "drop", "--cooldown", "8d"],
+        "cooldown",
+        "out_of_range",
+    )
+    .await;
+    // A goal of another site is not this webhook's.
+    refused(
+        &env,
+        &["triggers", "add", &wh, "goal", "--goal", "Other"],
+        "goal",
+        "syntax",
+    )
+    .await;
+    let list = json(&env, &["triggers", "list", &wh]).await;
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    let removed = json(&env, &["triggers", "remove", t["id"].as_str().unwrap()]).await;
+    assert_eq!(removed["id"], t["id"]);
+    assert_eq!(
+        json(&env, &["triggers", "list", &wh])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Disable, enable.
+    let w = json(&env, &["disable", &wh, "--reason", "receiver migration"]).await;
+    assert_eq!(w["status"], "disabled");
+    assert_eq!(w["disabled_reason"], "by an operator: receiver migration");
+    let o = pw(&env, &["show", &wh]).await;
+    assert!(
+        text(&o).contains("disabled (by an operator: receiver migration)"),
+        "{}",
+        text(&o)
+    );
+    let w = json(&env, &["enable", &wh]).await;
+    assert_eq!(w["status"], "active");
+    assert!(w["disabled_reason"].is_null());
+
+    // Soft delete: gone from the list, refused for changes, restorable; nothing enqueued for it.
+    let del = json(&env, &["delete", &wh]).await;
+    assert_eq!(del["webhook"]["status"], "deleted");
+    assert!(del["purge_after"].as_str().is_some());
+    assert_eq!(
+        json(&env, &["list", "--site", "example.com"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        json(&env, &["list", "--deleted"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let o = pw(&env, &["update", &wh, "--name", "x"]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("restore"),
+        "{}",
+        text(&o)
+    );
+    let enq: i64 = env
+        .db
+        .query_one(
+            "SELECT count(*) FROM webhook_enqueue($1, 'goal_completion', '{}')",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enq, 0, "a deleted webhook gets no events");
+    let r = json(&env, &["restore", &wh]).await;
+    assert_eq!(r["status"], "active");
+    assert_eq!(r["name"], "Renamed");
+    // Past retention, restore is refused (the cleaner purges it).
+    json(&env, &["delete", &wh]).await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET deleted_at = now() - interval '31 days' WHERE id = $1::text::uuid",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    let o = pw(&env, &["restore", &wh]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("purged"),
+        "{}",
+        text(&o)
+    );
+
+    // Unknown and ambiguous names.
+    let o = pw(&env, &["show", "00000000-0000-0000-0000-000000000000"]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("no webhook"),
+        "{}",
+        text(&o)
+    );
+    refused(&env, &["show", "zz"], "webhook", "syntax").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_command_reports_the_answer_and_each_failure_cause() {
+    let env = Env::new().await;
+    let ok = env
+        .receiver(Arc::new(|_| Reply::Full {
+            status: 200,
+            headers: vec![],
+            body: b"thanks".to_vec(),
+        }))
+        .await;
+    let c = create(
+        &env,
+        &ok.url("/hook"),
+        &["--secret", common::SECRET, "--trigger", "spike"],
+    )
+    .await;
+    let wh = id(&c);
+
+    // Success: printed, signed like a real delivery, and in the delivery log.
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("ok: the receiver answered 200") && text(&o).contains("thanks"),
+        "{}",
+        text(&o)
+    );
+    let reqs = ok.wait_for(1, Duration::from_secs(10)).await.unwrap();
+    let r = &reqs[0];
+    let body = r.json();
+    assert_eq!(body["event"], "test");
+    assert_eq!(body["site_id"], "example.com");
+    assert_eq!(body["data"]["test"], true);
+    assert!(
+        body["data"]["samples"]["visitor_spike"].is_object(),
+        "{body}"
+    );
+    let msg_id = r.header("webhook-id").unwrap();
+    let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    assert!(verify_standard(
+        common::SECRET,
+        msg_id,
+        ts,
+        &r.body,
+        r.header("webhook-signature").unwrap()
+    ));
+    assert!(verify_legacy(
+        common::SECRET,
+        &r.body,
+        r.header("x-webhook-signature").unwrap()
+    ));
+    let t = json(&env, &["test", &wh]).await;
+    assert_eq!(
+        (
+            t["success"].as_bool(),
+            t["cause"].as_str(),
+            t["status_code"].as_i64()
+        ),
+        (Some(true), Some("ok"), Some(200))
+    );
+    let d = json(
+        &env,
+        &["deliveries", "show", t["delivery_id"].as_str().unwrap()],
+    )
+    .await;
+    assert_eq!(d["event_type"], "test");
+    assert_eq!(d["status"], "success");
+    assert_eq!(d["attempt_log"][0]["status_code"], 200);
+    assert_eq!(d["attempt_log"][0]["response_body"], "thanks");
+
+    // Non-2xx: exit 1, the status and the body shown.
+    let bad = env
+        .receiver(Arc::new(|_| Reply::Full {
+            status: 500,
+            headers: vec![],
+            body: b"boom: database down".to_vec(),
+        }))
+        .await;
+    json(&env, &["update", &wh, "--url", &bad.url("/")]).await;
+    let o = pw(&env, &["test", &wh]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("answered 500") && text(&o).contains("boom: database down"),
+        "{}",
+        text(&o)
+    );
+
+    // Each transport cause, named.
+    let cause = |o: &Output| -> Value {
+        assert_eq!(o.status.code(), Some(1), "{}", text(o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+    };
+    // Connection refused: a port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    json(
+        &env,
+        &[
+            "update",
+            &wh,
+            "--url",
+            &format!("https://127.0.0.1:{port}/"),
+        ],
+    )
+    .await;
+    let v = cause(&pw(&env, &["--json", "test", &wh]).await);
+    assert_eq!(v["cause"], "connection_refused", "{v}");
+    assert!(v["hint"].as_str().unwrap().contains("listens"));
+
+    // Timeout: a receiver that never answers (request timeout 2 s in this environment).
+    let hang = env.receiver(Arc::new(|_| Reply::Hang)).await;
+    json(&env, &["update", &wh, "--url", &hang.url("/")]).await;
+    let v = cause(&pw(&env, &["--json", "test", &wh]).await);
+    assert_eq!(v["cause"], "timeout", "{v}");
+
+    // TLS: the receiver's certificate is from a CA this run does not trust.
+    json(&env, &["update", &wh, "--url", &ok.url("/")]).await;
+    let v = cause(
+        &pw_with(
+            &env,
+            &[],
+            &["PLAUSIBLE_WEBHOOKS__DELIVERY__EXTRA_CA_FILE"],
+            &["--json", "test", &wh],
+        )
+        .await,
+    );
+    assert_eq!(v["cause"], "tls", "{v}");
+
+    // Refused address: without the allow-list loopback is refused before any connect.
+    let before = ok.count();
+    let v = cause(
+        &pw_with(
+            &env,
+            &[],
+            &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
+            &["--json", "test", &wh],
+        )
+        .await,
+    );
+    assert_eq!(v["cause"], "refused_address", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("loopback"), "{v}");
+    assert_eq!(
+        ok.count(),
+        before,
+        "a refused address is never connected to"
+    );
+
+    // Every test is in the log, one attempt each, none retried.
+    let all = json(
+        &env,
+        &["deliveries", "list", "--webhook", &wh, "--event", "test"],
+    )
+    .await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(
+        all.iter()
+            .all(|d| d["attempts"] == 1 && (d["status"] == "success" || d["status"] == "failed")),
+        "{all:?}"
+    );
+    assert_eq!(
+        json(
+            &env,
+            &["deliveries", "list", "--webhook", &wh, "--status", "failed"]
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .len(),
+        5
+    );
+
+    // A deleted webhook is not tested.
+    json(&env, &["delete", &wh]).await;
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("deleted"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// DNS failure cannot be made real without a resolver on the network: the
+/// operation is called with a stub resolver that answers NXDOMAIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_event_names_a_dns_failure() {
+    use plausible_webhooks::admin::ops;
+    use plausible_webhooks::delivery::guard::Resolve;
+    struct NoSuchHost;
+    impl Resolve for NoSuchHost {
+        fn resolve(
+            &self,
+            host: String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>,
+        > {
+            Box::pin(async move {
+                Err(std::io::Error::other(format!(
+                    "failed to lookup address information: Name or service not known ({host})"
+                )))
+            })
+        }
+    }
+    let env = Env::new().await;
+    let c = create(&env, "https://no-such-host.example.test/", &[]).await;
+    let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
+    let sender = ops::TestSender::from_config(&env.config(), Some(Arc::new(NoSuchHost))).unwrap();
+    let r = ops::send_test(&pool, &sender, &id(&c)).await.unwrap();
+    assert!(!r.success);
+    assert_eq!(r.cause, ops::TestCause::Dns, "{r:?}");
+    assert!(r.error.unwrap().contains("no-such-host.example.test"));
+    let d = json(&env, &["deliveries", "show", &r.delivery_id.to_string()]).await;
+    assert_eq!(d["status"], "failed");
+    assert!(
+        d["attempt_log"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("DNS lookup"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_signs_beside_the_old_one_until_the_grace_ends() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let c = create(
+        &env,
+        &rx.url("/"),
+        &[
+            "--secret",
+            common::SECRET,
+            "--header",
+            "X-Keep=1",
+            "--trigger",
+            "goal",
+        ],
+    )
+    .await;
+    let wh = id(&c);
+    refused(
+        &env,
+        &["rotate-secret", &wh, "--secret", "too-short"],
+        "secret",
+        "too_short",
+    )
+    .await;
+    refused(
+        &env,
+        &["rotate-secret", &wh, "--grace", "31d"],
+        "grace",
+        "out_of_range",
+    )
+    .await;
+
+    let r = json(&env, &["rotate-secret", &wh, "--grace", "3s"]).await;
+    let new = r["secret"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_") && new != common::SECRET);
+    assert!(r["previous_secret_expires_at"].is_string());
+    let shown = json(&env, &["show", &wh]).await;
+    assert!(shown["webhook"]["previous_secret_expires_at"].is_string());
+    assert_eq!(
+        shown["webhook"]["header_names"],
+        serde_json::json!(["X-Keep"]),
+        "rotation keeps the configuration"
+    );
+    assert_eq!(shown["triggers"].as_array().unwrap().len(), 1);
+
+    // In the window: two v1 signatures, each verifying under one secret.
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let r1 = rx
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .remove(0);
+    let sig = r1.header("webhook-signature").unwrap().to_string();
+    let (id1, ts1) = (
+        r1.header("webhook-id").unwrap(),
+        r1.header("webhook-timestamp").unwrap().parse().unwrap(),
+    );
+    assert_eq!(sig.split(' ').count(), 2, "{sig}");
+    assert!(verify_standard(&new, id1, ts1, &r1.body, &sig));
+    assert!(verify_standard(common::SECRET, id1, ts1, &r1.body, &sig));
+    assert!(verify_legacy(
+        &new,
+        &r1.body,
+        r1.header("x-webhook-signature").unwrap()
+    ));
+    assert_eq!(r1.header("x-keep"), Some("1"));
+
+    // After it: one signature, the new secret's.
+    env.wait_until(
+        &format!("SELECT previous_secret_expires_at <= now() FROM webhooks WHERE id = '{wh}'"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let r2 = rx
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .remove(1);
+    let sig = r2.header("webhook-signature").unwrap();
+    let (id2, ts2) = (
+        r2.header("webhook-id").unwrap(),
+        r2.header("webhook-timestamp").unwrap().parse().unwrap(),
+    );
+    assert_eq!(sig.split(' ').count(), 1, "{sig}");
+    assert!(verify_standard(&new, id2, ts2, &r2.body, sig));
+    assert!(!verify_standard(common::SECRET, id2, ts2, &r2.body, sig));
+    assert!(json(&env, &["show", &wh]).await["webhook"]["previous_secret_expires_at"].is_null());
+
+    // --grace 0: the old secret stops signing at once.
+    let r = json(&env, &["rotate-secret", &wh, "--grace", "0"]).await;
+    assert!(r["previous_secret_expires_at"].is_null());
+}
+
+/// The daemon binary with piped stderr, so its warn lines can be read.
+fn daemon(env: &Env, extra: &[(&str, &str)]) -> common::DaemonProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.arg("run")
+        .env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env.daemon_env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    // As under journald: plain lines, no colours.
+    cmd.env("JOURNAL_STREAM", "8:1");
+    cmd.stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    common::DaemonProcess {
+        child: cmd.spawn().unwrap(),
+    }
+}
+
+fn stop(mut d: common::DaemonProcess) -> String {
+    d.signal(libc::SIGTERM);
+    let mut err = String::new();
+    use std::io::Read as _;
+    d.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = d.child.wait();
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_then_disabled_with_a_reason_and_enable_resets_health() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(500)).await;
+    let c = create(
+        &env,
+        &rx.url("/"),
+        &["--trigger", "goal", "--name", "Failing one"],
+    )
+    .await;
+    let wh = id(&c);
+    let d = daemon(
+        &env,
+        &[
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_FAILURES", "3"),
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_SECS", "0"),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS", "[]"),
+        ],
+    );
+    let uuid: uuid::Uuid = wh.parse().unwrap();
+    env.enqueue(uuid, 1).await;
+    env.wait_all_final(Duration::from_secs(30)).await;
+    let w = json(&env, &["show", &wh]).await;
+    assert_eq!(
+        (
+            w["webhook"]["status"].as_str(),
+            w["webhook"]["consecutive_failures"].as_i64()
+        ),
+        (Some("failing"), Some(1)),
+        "{w}"
+    );
+    let o = pw(&env, &["list"]).await;
+    assert!(
+        text(&o).contains("failing (1 failed in a row)"),
+        "{}",
+        text(&o)
+    );
+
+    env.enqueue(uuid, 1).await;
+    env.wait_until(
+        "SELECT count(*) = 2 FROM webhook_deliveries WHERE status = 'failed'",
+        Duration::from_secs(30),
+    )
+    .await;
+    env.enqueue(uuid, 1).await;
+    env.wait_until(
+        &format!("SELECT NOT enabled FROM webhooks WHERE id = '{wh}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let w = json(&env, &["show", &wh]).await;
+    assert_eq!(w["webhook"]["status"], "disabled");
+    let reason = w["webhook"]["disabled_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("3 consecutive deliveries failed"),
+        "{reason}"
+    );
+    let o = pw(&env, &["show", &wh]).await;
+    assert!(
+        text(&o).contains(&format!("disabled ({reason})")),
+        "{}",
+        text(&o)
+    );
+
+    // Retry and replay are refused while it is disabled (they would only fail unsent).
+    let failed = json(
+        &env,
+        &["deliveries", "list", "--webhook", &wh, "--status", "failed"],
+    )
+    .await;
+    let one = failed[0]["id"].as_str().unwrap().to_string();
+    let o = pw(&env, &["retry", &one]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("enable it first"),
+        "{}",
+        text(&o)
+    );
+
+    // Enable resets its health.
+    let w = json(&env, &["enable", &wh]).await;
+    assert_eq!(
+        (w["status"].as_str(), w["consecutive_failures"].as_i64()),
+        (Some("active"), Some(0))
+    );
+    assert!(w["failing_since"].is_null() && w["disabled_reason"].is_null());
+
+    // 410 Gone disables at once.
+    let gone = env.receiver(always(410)).await;
+    let c2 = create(
+        &env,
+        &gone.url("/"),
+        &["--trigger", "goal", "--name", "Gone one"],
+    )
+    .await;
+    let wh2 = id(&c2);
+    env.enqueue(wh2.parse().unwrap(), 1).await;
+    env.wait_until(
+        &format!("SELECT NOT enabled FROM webhooks WHERE id = '{wh2}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let w = json(&env, &["show", &wh2]).await;
+    assert_eq!(
+        w["webhook"]["disabled_reason"],
+        "the receiver answered 410 Gone"
+    );
+
+    let log = stop(d);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook disabled"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("example.com")),
+        "{log}"
+    );
+    assert!(
+        lines[0].contains(&wh) && lines[0].contains("Failing one"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains(&wh2) && lines[1].contains("Gone one"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_unasked() {
+    let env = Env::new().await;
+    let status = Arc::new(AtomicU16::new(500));
+    let s = status.clone();
+    let rx = env
+        .receiver(Arc::new(move |_| Reply::Status(s.load(Ordering::SeqCst))))
+        .await;
+    let c = create(
+        &env,
+        &rx.url("/"),
+        &["--trigger", "goal", "--retry-schedule", "1s"],
+    )
+    .await;
+    let wh = id(&c);
+    let uuid: uuid::Uuid = wh.parse().unwrap();
+    // One old delivery (3 h ago) and two recent ones; all fail twice.
+    let old: uuid::Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, inserted_at)
+             VALUES ($1, 'goal_completion', '{\"n\": 0}', now() - interval '3 hours') RETURNING id",
+            &[&uuid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let recent = env.enqueue(uuid, 2).await;
+    let d = daemon(&env, &[]);
+    env.wait_until(
+        "SELECT count(*) = 3 FROM webhook_deliveries WHERE status = 'failed' AND attempts = 2",
+        Duration::from_secs(30),
+    )
+    .await;
+    let listed = json(
+        &env,
+        &[
+            "deliveries",
+            "list",
+            "--webhook",
+            &wh,
+            "--status",
+            "failed",
+            "--since",
+            "1h",
+        ],
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let o = pw(&env, &["deliveries", "list", "--webhook", &wh]).await;
+    assert!(
+        text(&o).contains("HTTP 500") && text(&o).contains("failed"),
+        "{}",
+        text(&o)
+    );
+
+    // The receiver is fixed. Retry one: a new attempt, same id.
+    status.store(200, Ordering::SeqCst);
+    let r = json(&env, &["retry", &old.to_string()]).await;
+    assert_eq!(r["status"], "retrying");
+    env.wait_until(
+        &format!(
+            "SELECT status = 'success' AND attempts = 3 FROM webhook_deliveries WHERE id = '{old}'"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let sent_old = |rx: &plausible_webhooks::testkit::receiver::Receiver| {
+        rx.requests()
+            .iter()
+            .filter(|q| q.header("webhook-id") == Some(&old.to_string()))
+            .count()
+    };
+    assert_eq!(sent_old(&rx), 3);
+    // A success is not sent again unless asked.
+    let o = pw(&env, &["retry", &old.to_string()]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+    json(&env, &["retry", &old.to_string(), "--force"]).await;
+    env.wait_until(
+        &format!(
+            "SELECT status = 'success' AND attempts = 4 FROM webhook_deliveries WHERE id = '{old}'"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(sent_old(&rx), 4);
+
+    // Replay since an hour ago: the two recent failures, not the old one.
+    let dry = json(&env, &["replay", &wh, "--since", "1h", "--dry-run"]).await;
+    assert_eq!(
+        (dry["count"].as_u64(), dry["dry_run"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
+            .await,
+        2,
+        "a dry run changes nothing"
+    );
+    let since = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let since = plausible_webhooks::delivery::envelope::rfc3339_seconds(since);
+    let rep = json(&env, &["replay", &wh, "--since", &since]).await;
+    assert_eq!(rep["count"], 2);
+    env.wait_until(
+        "SELECT count(*) = 3 FROM webhook_deliveries WHERE status = 'success'",
+        Duration::from_secs(30),
+    )
+    .await;
+    for id in &recent {
+        let d = json(&env, &["deliveries", "show", &id.to_string()]).await;
+        let codes: Vec<i64> = d["attempt_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status_code"].as_i64().unwrap())
+            .collect();
+        assert_eq!(codes, vec![500, 500, 200], "{d}");
+        assert_eq!(
+            rx.requests()
+                .iter()
+                .filter(|q| q.header("webhook-id") == Some(&id.to_string()))
+                .count(),
+            3
+        );
+    }
+    assert_eq!(sent_old(&rx), 4, "the old delivery was not replayed");
+    // Successes are replayed only when asked.
+    assert_eq!(
+        json(&env, &["replay", &wh, "--since", "1h"]).await["count"],
+        0
+    );
+    assert_eq!(
+        json(
+            &env,
+            &[
+                "replay",
+                &wh,
+                "--since",
+                "1h",
+                "--include-success",
+                "--dry-run"
+            ]
+        )
+        .await["count"],
+        2
+    );
+    let o = pw(&env, &["deliveries", "show", &recent[0].to_string()]).await;
+    assert!(
+        text(&o).contains("RESPONSE") && text(&o).contains("HTTP 500"),
+        "{}",
+        text(&o)
+    );
+    refused(
+        &env,
+        &["replay", &wh, "--since", "yesterday"],
+        "since",
+        "syntax",
+    )
+    .await;
+    refused(
+        &env,
+        &["deliveries", "list", "--status", "lost"],
+        "status",
+        "syntax",
+    )
+    .await;
+    let _ = stop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_in_batches_while_deliveries_flow_and_purging_deleted_webhooks() {
+    use plausible_webhooks::queue::cleaner::{Cleaner, CleanerConfig};
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let live = create(&env, &rx.url("/"), &["--trigger", "goal"]).await;
+    let live: uuid::Uuid = id(&live).parse().unwrap();
+    let gone = create(&env, &rx.url("/"), &["--trigger", "goal"]).await;
+    let gone_id = id(&gone);
+    let recent_delete = create(&env, &rx.url("/"), &["--trigger", "goal"]).await;
+    let recent_delete = id(&recent_delete);
+    // Old finished deliveries with attempts, and a webhook deleted 40 days ago with its own.
+    env.db
+        .batch_execute(&format!(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, inserted_at, finished_at)
+             SELECT '{live}', 'goal_completion', 'success', 1, now() - interval '40 days', now() - interval '40 days'
+             FROM generate_series(1, 2500);
+             INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code)
+             SELECT id, 1, 200 FROM webhook_deliveries;
+             INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, inserted_at)
+             SELECT '{gone_id}', 'goal_completion', 'failed', 1, now() - interval '2 days' FROM generate_series(1, 700);
+             UPDATE webhooks SET deleted_at = now() - interval '40 days' WHERE id = '{gone_id}';"
+        ))
+        .await
+        .unwrap();
+    json(&env, &["delete", &recent_delete]).await;
+
+    // The daemon's own cleaner keeps out of the way (a year's retention):
+    // the pass under test is the one below, with small batches.
+    let mut cfg = env.config();
+    cfg.retention.days = 365;
+    let daemon = env.daemon(cfg).await;
+    let fresh = env.enqueue(live, 300).await;
+    let cleaner = Cleaner::new(
+        CleanerConfig {
+            retention_days: 30,
+            interval: Duration::from_secs(3600),
+            batch: 200,
+        },
+        plausible_webhooks::db::pool(&env.url, 2).unwrap(),
+    )
+    .unwrap();
+    let no_stop = tokio_util::sync::CancellationToken::new();
+    let (pruned, more) = tokio::join!(cleaner.prune(&no_stop), env.enqueue(live, 300));
+    assert_eq!(pruned.unwrap(), 2500 + 700);
+    env.wait_until(
+        "SELECT count(*) = 600 AND bool_and(status = 'success') FROM webhook_deliveries",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(fresh.len() + more.len(), 600);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts")
+            .await,
+        600,
+        "old attempts went with their deliveries"
+    );
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM webhooks WHERE id = '{gone_id}'"
+        ))
+        .await,
+        0,
+        "purged"
+    );
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM webhooks WHERE id = '{recent_delete}'"
+        ))
+        .await,
+        1,
+        "kept until retention"
+    );
+    let o = pw(&env, &["show", &gone_id]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("no webhook"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        json(&env, &["restore", &recent_delete]).await["status"],
+        "active"
+    );
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_disable_waits_until_the_failures_span_the_configured_time() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(503)).await;
+    let c = create(&env, &rx.url("/"), &["--trigger", "goal"]).await;
+    let wh = id(&c);
+    let uuid: uuid::Uuid = wh.parse().unwrap();
+    let d = daemon(
+        &env,
+        &[
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_FAILURES", "3"),
+            ("PLAUSIBLE_WEBHOOKS__HEALTH__DISABLE_AFTER_SECS", "3600"),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS", "[]"),
+        ],
+    );
+    for n in 1..=4 {
+        env.enqueue(uuid, 1).await;
+        env.wait_until(
+            &format!("SELECT count(*) = {n} FROM webhook_deliveries WHERE status = 'failed'"),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    // Four failures within the hour: failing, not disabled.
+    let w = json(&env, &["show", &wh]).await;
+    assert_eq!(
+        (
+            w["webhook"]["status"].as_str(),
+            w["webhook"]["consecutive_failures"].as_i64()
+        ),
+        (Some("failing"), Some(4)),
+        "{w}"
+    );
+    // Once the streak is older than the hour, the next failure disables it.
+    env.db
+        .execute(
+            "UPDATE webhooks SET failing_since = now() - interval '61 minutes' WHERE id = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap();
+    env.enqueue(uuid, 1).await;
+    env.wait_until(
+        &format!("SELECT NOT enabled FROM webhooks WHERE id = '{wh}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let w = json(&env, &["show", &wh]).await;
+    assert!(
+        w["webhook"]["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("5 consecutive deliveries failed"),
+        "{w}"
+    );
+    let _ = stop(d);
+}
