@@ -97,6 +97,10 @@ async fn check(cfg: &Config) -> anyhow::Result<()> {
         plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)?,
     )?;
     println!("https client: ok");
+    println!(
+        "{}",
+        plausible_webhooks::admin::http::check(cfg, &client).await?
+    );
     Ok(())
 }
 

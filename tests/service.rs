@@ -294,3 +294,46 @@ async fn metrics_move_with_real_deliveries() {
     assert_eq!(sample(&m, "plausible_webhooks_database_up"), 1.0);
     drop(lock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_admin_listener_and_plausibles_tables() {
+    let env = Env::new().await;
+    let check = |extra: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+        c.arg("check")
+            .env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+            .env_remove("SECRET_KEY_BASE")
+            .envs(env.daemon_env());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("admin listener: off"), "{out}");
+    let on = [
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", "127.0.0.1:8787"),
+        ("SECRET_KEY_BASE", "skb"),
+    ];
+    let (code, out) = check(&on);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "admin listener: http://127.0.0.1:8787 (operator tokens: 0, Plausible API keys: on)"
+        ),
+        "{out}"
+    );
+    env.db.batch_execute("DROP TABLE api_keys").await.unwrap();
+    let (code, out) = check(&on);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("grant this role SELECT"), "{out}");
+}

@@ -265,3 +265,32 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResp
         &json!({"error": {"code": code, "message": message}}),
     )
 }
+
+/// For `check`: what the admin listener will serve, and, when Plausible API
+/// keys are on, that this role can read the tables they are checked against.
+pub async fn check(cfg: &Config, db: &tokio_postgres::Client) -> Result<String> {
+    let Some(addr) = cfg.admin.listen_addr()? else {
+        return Ok(
+            "admin listener: off (set admin.listen to serve /healthz, /readyz, /metrics and /api)"
+                .into(),
+        );
+    };
+    let keys = if cfg.admin.secret_key_base.is_some() {
+        db.batch_execute(
+            "SELECT 1 FROM api_keys LIMIT 0; SELECT 1 FROM team_memberships LIMIT 0;
+             SELECT 1 FROM guest_memberships LIMIT 0; SELECT 1 FROM sites LIMIT 0",
+        )
+        .await
+        .context(
+            "Plausible API keys are on (SECRET_KEY_BASE is set) but Plausible's api_keys, team_memberships, \
+             guest_memberships or sites cannot be read: grant this role SELECT on them",
+        )?;
+        "on"
+    } else {
+        "off (no SECRET_KEY_BASE)"
+    };
+    Ok(format!(
+        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys})",
+        cfg.admin.operator_token_sha256.len()
+    ))
+}
