@@ -44,6 +44,9 @@ pub struct Config {
     pub log: LogConfig,
     pub retention: RetentionConfig,
     pub admin: AdminConfig,
+    pub analytics: AnalyticsConfig,
+    pub triggers: TriggersConfig,
+    pub plausible: PlausibleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +308,89 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Where analytics events are read: "postgres" (a table or view with
+    /// Plausible's events_v2 column names).
+    pub source: String,
+    /// The table or view, optionally schema-qualified (`analytics.events_v2`).
+    pub table: String,
+    /// A separate PostgreSQL database for the events; empty = `database.url`.
+    pub database_url: String,
+    /// Statement timeout for analytics queries.
+    pub query_timeout_ms: u64,
+}
+pub const DEFAULT_ANALYTICS_TABLE: &str = "events_v2";
+pub const DEFAULT_ANALYTICS_QUERY_TIMEOUT_MS: u64 = 30_000;
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            source: "postgres".into(),
+            table: DEFAULT_ANALYTICS_TABLE.into(),
+            database_url: String::new(),
+            query_timeout_ms: DEFAULT_ANALYTICS_QUERY_TIMEOUT_MS,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// The database the events are read from.
+    pub fn url<'a>(&'a self, main: &'a DatabaseConfig) -> &'a str {
+        if self.database_url.trim().is_empty() {
+            &main.url
+        } else {
+            &self.database_url
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggersConfig {
+    /// Off: this instance evaluates no triggers (it still delivers).
+    pub enabled: bool,
+    /// How often each visitor_spike / traffic_drop trigger is evaluated.
+    pub evaluation_interval_secs: u64,
+    /// Triggers claimed per transaction by one instance.
+    pub evaluation_batch: i64,
+    /// How often each goal_completion trigger scans for new completions.
+    pub goal_scan_interval_ms: u64,
+    /// Events may reach the analytics table this late (and out of order):
+    /// every scan looks this far back behind its cursor.
+    pub goal_lateness_secs: u64,
+    /// A goal trigger whose cursor is older than this (daemon down, trigger
+    /// re-enabled) resumes from this far back, with a warning.
+    pub goal_max_catchup_secs: u64,
+}
+pub const DEFAULT_EVALUATION_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_EVALUATION_BATCH: i64 = 500;
+pub const DEFAULT_GOAL_SCAN_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_GOAL_LATENESS_SECS: u64 = 60;
+pub const DEFAULT_GOAL_MAX_CATCHUP_SECS: u64 = 3_600;
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            evaluation_interval_secs: DEFAULT_EVALUATION_INTERVAL_SECS,
+            evaluation_batch: DEFAULT_EVALUATION_BATCH,
+            goal_scan_interval_ms: DEFAULT_GOAL_SCAN_INTERVAL_MS,
+            goal_lateness_secs: DEFAULT_GOAL_LATENESS_SECS,
+            goal_max_catchup_secs: DEFAULT_GOAL_MAX_CATCHUP_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlausibleConfig {
+    /// Plausible's public URL (`https://plausible.example.com`); when set,
+    /// spike and drop payloads carry a dashboard link.
+    pub base_url: String,
+}
+
 impl Config {
     /// Loads the file (if given, or the default path when it exists), applies
     /// environment overrides, and validates.
@@ -453,11 +539,87 @@ impl Config {
                 ));
             }
         }
+
+        self.validate_triggers()?;
         if self.retention.days == 0 || self.retention.prune_batch <= 0 {
             return Err(bad(
                 "retention.days",
                 "retention days and prune_batch must be positive",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_triggers(&self) -> Result<(), ConfigError> {
+        let a = &self.analytics;
+        if a.source != "postgres" {
+            return Err(bad(
+                "analytics.source",
+                format!("`{}` is not supported; use \"postgres\"", a.source),
+            ));
+        }
+        let ident = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let parts: Vec<&str> = a.table.split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|p| ident(p)) {
+            return Err(bad(
+                "analytics.table",
+                format!(
+                    "`{}` is not a table name like events_v2 or analytics.events_v2 (letters, digits, _)",
+                    a.table
+                ),
+            ));
+        }
+        if !a.database_url.trim().is_empty() {
+            a.database_url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| bad("analytics.database_url", format!("cannot be parsed ({e})")))?;
+        }
+        if a.query_timeout_ms < 100 {
+            return Err(bad("analytics.query_timeout_ms", "must be at least 100"));
+        }
+        let t = &self.triggers;
+        if !(1..=86_400).contains(&t.evaluation_interval_secs) {
+            return Err(bad(
+                "triggers.evaluation_interval_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(1..=10_000).contains(&t.evaluation_batch) {
+            return Err(bad(
+                "triggers.evaluation_batch",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(50..=3_600_000).contains(&t.goal_scan_interval_ms) {
+            return Err(bad(
+                "triggers.goal_scan_interval_ms",
+                "must be between 50 and 3600000",
+            ));
+        }
+        if t.goal_lateness_secs > 86_400 {
+            return Err(bad("triggers.goal_lateness_secs", "must be at most 86400"));
+        }
+        if t.goal_max_catchup_secs < t.goal_lateness_secs.max(60) {
+            return Err(bad(
+                "triggers.goal_max_catchup_secs",
+                "must be at least 60 and at least triggers.goal_lateness_secs",
+            ));
+        }
+        let b = self.plausible.base_url.trim();
+        if !b.is_empty() {
+            match url::Url::parse(b) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(bad(
+                        "plausible.base_url",
+                        format!("`{b}` is not an http(s) URL like https://plausible.example.com"),
+                    ))
+                }
+            }
         }
         Ok(())
     }

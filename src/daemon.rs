@@ -1,7 +1,8 @@
 //! Wiring and shutdown. `Daemon::start` connects the services:
 //!
 //! listener --wake--> claimer --Claimed--> worker (one task per delivery)
-//!   --Completion--> completer;  rescuer and cleaner run beside them.
+//!   --Completion--> completer;  rescuer and cleaner run beside them;
+//! evaluator and goal_scanner enqueue trigger deliveries (INSERT → NOTIFY).
 //!
 //! Shutdown (SIGTERM): stop claiming; deliveries not yet sent go back to the
 //! queue at once; requests in flight get the grace period; what is still in
@@ -29,6 +30,9 @@ use crate::queue::claimer::{Claimer, ClaimerConfig, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
 use crate::queue::completer::{self, Completer, CompleterConfig};
 use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
+use crate::triggers::evaluator::{Evaluator, EvaluatorConfig};
+use crate::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
+use crate::triggers::source::AnalyticsSource;
 
 /// How long the completer may keep retrying a write after the grace period.
 pub const COMPLETER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,11 +166,24 @@ impl Daemon {
         )?;
 
         let fatal = CancellationToken::new();
-        let handles = vec![
+        let mut handles = vec![
             supervise("listener", listener.start(stop.clone()), fatal.clone()),
             supervise("rescuer", rescuer.start(stop.clone()), fatal.clone()),
             supervise("cleaner", cleaner.start(stop.clone()), fatal.clone()),
         ];
+        if cfg.triggers.enabled {
+            let (evaluator, scanner) = trigger_services(&cfg, &pool)?;
+            handles.push(supervise(
+                "evaluator",
+                evaluator.start(stop.clone()),
+                fatal.clone(),
+            ));
+            handles.push(supervise(
+                "goal_scanner",
+                scanner.start(stop.clone()),
+                fatal.clone(),
+            ));
+        }
         let completer = supervise("completer", completer.start(give_up.clone()), fatal.clone());
         let claimer = supervise("claimer", claimer.start(stop.clone()), fatal.clone());
         tracing::info!(instance = %instance, "plausible-webhooks started");
@@ -245,6 +262,34 @@ impl Daemon {
         tracing::info!("plausible-webhooks stopped");
         Ok(())
     }
+}
+
+/// The spike/drop evaluator and the goal scanner, sharing one analytics source.
+pub fn trigger_services(cfg: &Config, pool: &Pool) -> Result<(Evaluator, GoalScanner)> {
+    let t = &cfg.triggers;
+    let source = Arc::new(AnalyticsSource::from_config(cfg)?);
+    let evaluator = Evaluator::new(
+        EvaluatorConfig {
+            interval: Duration::from_secs(t.evaluation_interval_secs),
+            batch: t.evaluation_batch,
+            base_url: cfg.plausible.base_url.clone(),
+            before_commit: None,
+        },
+        pool.clone(),
+        source.clone(),
+    )?;
+    let scanner = GoalScanner::new(
+        GoalScannerConfig {
+            interval: Duration::from_millis(t.goal_scan_interval_ms),
+            batch: t.evaluation_batch,
+            lateness: time::Duration::seconds(t.goal_lateness_secs as i64),
+            max_catchup: time::Duration::seconds(t.goal_max_catchup_secs as i64),
+            before_commit: None,
+        },
+        pool.clone(),
+        source,
+    )?;
+    Ok((evaluator, scanner))
 }
 
 pub fn retry_policy(cfg: &Config) -> RetryPolicy {

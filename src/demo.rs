@@ -1,6 +1,8 @@
 //! `plausible-webhooks demo`: the delivery engine end to end on a throwaway
 //! PostgreSQL cluster and a local HTTPS receiver that verifies both signatures.
 //! One event is rejected at first (503 with Retry-After) to show a retry.
+//! Then the triggers: synthetic analytics rows make a visitor spike, a
+//! traffic drop and three goal completions, each POST shown and verified.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,9 +91,11 @@ pub async fn run() -> Result<()> {
         .get(0);
     db.batch_execute(&format!(
         "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold) VALUES
-           ('{webhook}', 'goal_completion', NULL), ('{webhook}', 'visitor_spike', 100)"
+           ('{webhook}', 'goal_completion', NULL), ('{webhook}', 'visitor_spike', 20)"
     ))
     .await?;
+    // Triggers: goals and synthetic analytics rows (see `traffic`).
+    traffic(&db, site_id, &receiver, &secret).await?;
 
     let mut cfg = crate::testkit::loopback_config(&url, &tls.ca_file);
     cfg.delivery.retry_schedule_secs = vec![1, 5, 30];
@@ -159,16 +163,33 @@ pub async fn run() -> Result<()> {
         dup.len()
     );
 
+    // Goal completions happening now: the goal scanner finds them within a second.
+    let goals_at = SystemTime::now();
+    db.execute(
+        "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, meta_key, meta_value, scroll_depth)
+         VALUES ($1, now() AT TIME ZONE 'UTC', 'Signup', '/register', 9001, 9001, '{plan}', '{pro}', NULL),
+                ($1, now() AT TIME ZONE 'UTC', 'Signup', '/register', 9002, 9002, '{plan}', '{free}', NULL),
+                ($1, now() AT TIME ZONE 'UTC', 'pageview', '/blog/hello-world', 9003, 9003, '{}', '{}', NULL),
+                ($1, now() AT TIME ZONE 'UTC', 'engagement', '/blog/hello-world', 9003, 9003, '{}', '{}', 80)",
+        &[&site_id],
+    )
+    .await?;
+    println!(
+        "  wrote 4 analytics events now: Signup (plan=pro), Signup (plan=free), a /blog pageview, a 80% scroll"
+    );
+    // 5 enqueued above + 1 spike + 1 drop + 3 goal completions (plan=free matches no goal).
+    let expected: i64 = sent_at.len() as i64 + 5;
+
     let started = Instant::now();
     loop {
-        let open: i64 = db
+        let row = db
             .query_one(
-                "SELECT count(*) FROM webhook_deliveries WHERE status NOT IN ('success', 'failed')",
+                "SELECT count(*) FILTER (WHERE status NOT IN ('success', 'failed')), count(*) FROM webhook_deliveries",
                 &[],
             )
-            .await?
-            .get(0);
-        if open == 0 {
+            .await?;
+        let (open, total): (i64, i64) = (row.get(0), row.get(1));
+        if open == 0 && total >= expected {
             break;
         }
         anyhow::ensure!(
@@ -183,7 +204,8 @@ pub async fn run() -> Result<()> {
         .query(
             "SELECT d.id, d.event_type, d.attempts, d.status, d.last_response_code,
                     (SELECT string_agg(coalesce(a.status_code::text, 'error'), ' → ' ORDER BY a.attempt)
-                     FROM webhook_delivery_attempts a WHERE a.delivery_id = d.id)
+                     FROM webhook_delivery_attempts a WHERE a.delivery_id = d.id),
+                    d.trigger_id IS NOT NULL, d.payload
              FROM webhook_deliveries d ORDER BY d.inserted_at, d.id",
             &[],
         )
@@ -199,7 +221,14 @@ pub async fn run() -> Result<()> {
         let id: Uuid = r.get(0);
         let key = id.to_string();
         let verified = seen.all_verified.get(&key).copied().unwrap_or(false);
-        let latency = match (sent_at.get(&id), seen.first_arrival.get(&key)) {
+        let from_trigger: bool = r.get(6);
+        let event: String = r.get(1);
+        let start = if from_trigger && event == "goal_completion" {
+            Some(&goals_at)
+        } else {
+            sent_at.get(&id)
+        };
+        let latency = match (start, seen.first_arrival.get(&key)) {
             (Some(a), Some(b)) => format!(
                 "{:.1}",
                 b.duration_since(*a).unwrap_or_default().as_secs_f64() * 1e3
@@ -220,12 +249,114 @@ pub async fn run() -> Result<()> {
         );
     }
     println!(
-        "\nlatency: enqueue statement start → first arrival at the receiver (the 503 one shows its first try)."
+        "\nlatency: enqueue statement start → first arrival at the receiver (the 503 one shows its first try);\n\
+         for goal completions found by the goal scanner: analytics row written → arrival. Spike and drop\n\
+         fired at the evaluator's first round, from rows written before the daemon started."
     );
+    println!("\nwhat the triggers sent (payload `data`):");
+    for r in rows.iter().filter(|r| r.get::<_, bool>(6)) {
+        let event: String = r.get(1);
+        let p: serde_json::Value = r.get(7);
+        let line = match event.as_str() {
+            "goal_completion" => format!(
+                "goal {:?} ({}) matched {:?} on {} at {}",
+                p["goal_name"].as_str().unwrap_or(""),
+                p["goal_type"].as_str().unwrap_or(""),
+                p["matched"].as_str().unwrap_or(""),
+                p["pathname"].as_str().unwrap_or(""),
+                p["occurred_at"].as_str().unwrap_or("")
+            ),
+            _ => format!(
+                "{} visitors in {} s (threshold {}), baseline {} → change {}{}{}",
+                p["visitors"],
+                p["window_secs"],
+                p["threshold"],
+                p["baseline_visitors"],
+                match p["change_percent"].as_f64() {
+                    Some(c) => format!("{c:+}%"),
+                    None => "n/a (no traffic at this time in the last 7 days)".into(),
+                },
+                if p["top_sources"].is_array() {
+                    format!(", top sources {}", p["top_sources"])
+                } else {
+                    String::new()
+                },
+                if p["top_pages"].is_array() {
+                    format!(", top pages {}", p["top_pages"])
+                } else {
+                    String::new()
+                },
+            ),
+        };
+        println!("  {event:<16} {line}");
+    }
+
     anyhow::ensure!(
         all_ok,
         "some deliveries did not succeed with verified signatures"
     );
     println!("every delivery succeeded and both signatures (X-Webhook-Signature, webhook-signature) verified.");
+    Ok(())
+}
+
+/// The analytics side of the demo, written before the daemon starts:
+/// - demo.example.com: goals (an event goal with a custom property, a page
+///   goal `/blog/**`, a scroll goal), a week of history at this time of day
+///   (the spike's baseline) and 25 visitors in the last 5 minutes: a spike
+///   (threshold 20);
+/// - quiet.example.com: its own webhook with a traffic_drop trigger
+///   (threshold 10 visitors in 12 h) and only 3 visitors: a drop.
+async fn traffic(
+    db: &tokio_postgres::Client,
+    site_id: i64,
+    receiver: &Receiver,
+    secret: &str,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props) VALUES
+           ($1, 'Signup', NULL, 'Signup (pro plan)', -1, '{\"plan\": \"pro\"}'),
+           ($1, NULL, '/blog/**', 'Read the blog', -1, '{}'),
+           ($1, NULL, '/blog/**', 'Scrolled a blog post 75%', 75, '{}')",
+        &[&site_id],
+    )
+    .await?;
+    // History: on each of the last 7 days, 2..8 visitors in these 5 minutes.
+    // Now: 25 visitors from a handful of sources.
+    db.execute(
+        "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source)
+         SELECT $1::int8, (now() AT TIME ZONE 'UTC') - make_interval(days => d, secs => 60 + v), 'pageview', '/', d * 1000 + v, d * 1000 + v, ''
+         FROM generate_series(1, 7) d, generate_series(1, 2 + d) v
+         UNION ALL
+         SELECT $1::int8, (now() AT TIME ZONE 'UTC') - make_interval(secs => 10 * v), 'pageview',
+                (ARRAY['/', '/pricing', '/blog/launch'])[1 + v % 3], 100 + v, 100 + v,
+                (ARRAY['Hacker News', 'Hacker News', 'Hacker News', 'Twitter', 'Direct / None'])[1 + v % 5]
+         FROM generate_series(1, 25) v",
+        &[&site_id],
+    )
+    .await?;
+    let quiet = crate::testkit::create_site(db, "quiet.example.com").await?;
+    let webhook: Uuid = db
+        .query_one(
+            "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'Quiet site alerts', $2, $3) RETURNING id",
+            &[&quiet, &receiver.url("/webhooks/quiet"), &secret],
+        )
+        .await?
+        .get(0);
+    db.execute(
+        "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold) VALUES ($1, 'traffic_drop', 10)",
+        &[&webhook],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id)
+         SELECT $1::int8, (now() AT TIME ZONE 'UTC') - make_interval(hours => v), 'pageview', '/', v, v
+         FROM generate_series(1, 3) v",
+        &[&quiet],
+    )
+    .await?;
+    println!(
+        "  analytics: demo.example.com has 25 visitors in the last 5 min (spike trigger at 20), \
+         3 goals; quiet.example.com has 3 visitors in 12 h (drop trigger at 10)"
+    );
     Ok(())
 }

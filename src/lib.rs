@@ -2,7 +2,9 @@
 //!
 //! The house follows the data: `config` → `db` (pool, migrations, listener) →
 //! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
-//! signing, retry policy, worker) → `admin` (the operator's commands) → `daemon` (wiring, shutdown). `testkit` holds
+//! signing, retry policy, worker) → `triggers` (analytics sources, spike/drop
+//! evaluator, goal scanner) → `admin` (the operator's commands, the admin HTTP
+//! listener, metrics) → `daemon` (wiring, shutdown). `testkit` holds
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 
@@ -15,3 +17,4 @@ pub mod demo;
 pub mod logging;
 pub mod queue;
 pub mod testkit;
+pub mod triggers;

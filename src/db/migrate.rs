@@ -5,11 +5,14 @@
 use anyhow::{bail, Context, Result};
 
 /// (version, name, sql) in order. Never edit a shipped migration: add one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "delivery_schema",
-    include_str!("../../sql/0001_delivery_schema.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "delivery_schema",
+        include_str!("../../sql/0001_delivery_schema.sql"),
+    ),
+    (2, "triggers", include_str!("../../sql/0002_triggers.sql")),
+];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
 pub const PLAUSIBLE_FIXTURE: &str = include_str!("../../sql/fixtures/plausible_fixture.sql");

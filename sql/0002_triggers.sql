@@ -1,0 +1,18 @@
+-- Trigger evaluation state beyond 0001 (see src/triggers/).
+
+ALTER TABLE webhook_triggers
+  -- A spike/drop trigger without a threshold derives one from the site's last
+  -- 7 days (rule in src/triggers/threshold.rs), at most once a day.
+  ADD COLUMN derived_threshold integer,
+  ADD COLUMN threshold_derived_at timestamptz,
+  -- What the last evaluation counted (unique visitors in the window), for operators.
+  ADD COLUMN last_value integer;
+
+-- Two services claim due triggers (the spike/drop evaluator every minute, the
+-- goal scanner every second): each gets its own partial index, so neither
+-- walks past the other's due rows.
+CREATE INDEX webhook_triggers_traffic_due_idx ON webhook_triggers (next_evaluation_at)
+  WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop');
+CREATE INDEX webhook_triggers_goal_due_idx ON webhook_triggers (next_evaluation_at)
+  WHERE enabled AND trigger_type = 'goal_completion';
+DROP INDEX webhook_triggers_due_idx;

@@ -1,0 +1,513 @@
+//! The evaluator: visitor_spike and traffic_drop triggers, each evaluated
+//! every `interval` by exactly one instance.
+//!
+//! A round, top to bottom, one transaction per batch:
+//! 1. claim up to `batch` due triggers (`FOR UPDATE SKIP LOCKED`: another
+//!    instance takes the next ones instead of waiting);
+//! 2. derive missing thresholds (`threshold.rs`), once a day per trigger;
+//! 3. count unique visitors for every claimed trigger in one query;
+//! 4. decide (hysteresis, cooldown: `super::decide`);
+//! 5. for each firing, gather the payload (baseline, top sources and pages);
+//! 6. write the new states and enqueue the deliveries; commit.
+//!
+//! A crash anywhere before the commit rolls all of it back: the trigger is
+//! due again and the next round (on any instance) evaluates it afresh, so a
+//! notification is never lost and never doubled.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::source::{AnalyticsSource, Window};
+use super::{decide, round1, threshold, BeforeCommit, State, TriggerKind};
+use crate::delivery::envelope::rfc3339_seconds;
+
+/// The baseline: the same window at the same time of day (UTC) on each of the
+/// previous `BASELINE_DAYS` days, averaged.
+pub const BASELINE_DAYS: i64 = 7;
+/// Sources and pages listed in a spike payload (as Plausible's spike email).
+pub const TOP_N: i64 = 3;
+/// Never sleep less than this between rounds.
+pub const MIN_PAUSE: StdDuration = StdDuration::from_millis(200);
+/// After a failed round.
+pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(5);
+
+const CLAIM_SQL: &str = "
+WITH due AS (
+    SELECT id FROM webhook_triggers
+    WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop')
+      AND next_evaluation_at <= $1
+    ORDER BY next_evaluation_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+SELECT t.id, t.webhook_id, t.trigger_type, t.threshold, t.window_secs, t.cooldown_secs,
+       t.armed, t.last_fired_at, t.derived_threshold, t.threshold_derived_at,
+       w.site_id, s.domain, (w.enabled AND w.deleted_at IS NULL)
+FROM due
+JOIN webhook_triggers t ON t.id = due.id
+JOIN webhooks w ON w.id = t.webhook_id
+JOIN sites s ON s.id = w.site_id";
+
+const UPDATE_SQL: &str = "
+UPDATE webhook_triggers t SET
+    armed = u.armed,
+    last_fired_at = COALESCE(u.fired_at, t.last_fired_at),
+    last_evaluated_at = CASE WHEN u.evaluated THEN $1 ELSE t.last_evaluated_at END,
+    last_value = CASE WHEN u.evaluated THEN u.value ELSE t.last_value END,
+    derived_threshold = COALESCE(u.derived, t.derived_threshold),
+    threshold_derived_at = COALESCE(u.derived_at, t.threshold_derived_at),
+    next_evaluation_at = $2
+FROM unnest($3::uuid[], $4::bool[], $5::bool[], $6::timestamptz[], $7::int4[], $8::int4[], $9::timestamptz[])
+     AS u(id, armed, evaluated, fired_at, value, derived, derived_at)
+WHERE t.id = u.id";
+
+pub(crate) const ENQUEUE_SQL: &str = "
+INSERT INTO webhook_deliveries (webhook_id, trigger_id, event_type, payload, idempotency_key)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[])
+ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+const NEXT_DUE_SQL: &str = "
+SELECT min(next_evaluation_at) FROM webhook_triggers
+WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop')";
+
+#[derive(Clone)]
+pub struct EvaluatorConfig {
+    pub interval: StdDuration,
+    pub batch: i64,
+    /// Plausible's public URL, for dashboard links (empty: none).
+    pub base_url: String,
+    pub before_commit: Option<BeforeCommit>,
+}
+
+/// What a round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoundReport {
+    pub claimed: usize,
+    pub evaluated: usize,
+    pub fired: usize,
+    /// Skipped: webhook disabled/deleted, or no threshold derivable yet.
+    pub skipped: usize,
+    /// Statements sent to the main database and to the analytics source.
+    pub queries: usize,
+}
+
+pub struct Evaluator {
+    cfg: EvaluatorConfig,
+    pool: Pool,
+    source: Arc<AnalyticsSource>,
+}
+
+struct Claimed {
+    id: Uuid,
+    webhook_id: Uuid,
+    kind: TriggerKind,
+    threshold: Option<i32>,
+    window: Duration,
+    cooldown: Duration,
+    state: State,
+    derived: Option<i32>,
+    derived_at: Option<OffsetDateTime>,
+    site_id: i64,
+    domain: String,
+    live: bool,
+}
+
+/// The new state of one claimed trigger.
+struct Outcome {
+    armed: bool,
+    evaluated: bool,
+    fired_at: Option<OffsetDateTime>,
+    value: Option<i32>,
+    derived: Option<i32>,
+    derived_at: Option<OffsetDateTime>,
+}
+
+impl Evaluator {
+    pub fn new(cfg: EvaluatorConfig, pool: Pool, source: Arc<AnalyticsSource>) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.interval >= StdDuration::from_secs(1),
+            "evaluator: interval must be at least 1 s"
+        );
+        anyhow::ensure!(cfg.batch >= 1, "evaluator: batch must be at least 1");
+        Ok(Self { cfg, pool, source })
+    }
+
+    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let pause = match self.round(OffsetDateTime::now_utc()).await {
+                    Ok(_) => self.until_next_due().await,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            source = %self.source.describe(),
+                            "spike/drop evaluation round failed; the triggers stay due and are retried"
+                        );
+                        ERROR_PAUSE
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    async fn until_next_due(&self) -> StdDuration {
+        let next: Option<OffsetDateTime> = match self.pool.get().await {
+            Ok(c) => c
+                .query_one(NEXT_DUE_SQL, &[])
+                .await
+                .ok()
+                .and_then(|r| r.get(0)),
+            Err(_) => None,
+        };
+        let wait = next
+            .map(|at| (at - OffsetDateTime::now_utc()).max(Duration::ZERO))
+            .and_then(|d| StdDuration::try_from(d).ok())
+            .unwrap_or(self.cfg.interval);
+        wait.clamp(MIN_PAUSE, self.cfg.interval)
+    }
+
+    /// Evaluates every trigger due at `now`, batch by batch.
+    pub async fn round(&self, now: OffsetDateTime) -> Result<RoundReport> {
+        let mut report = RoundReport::default();
+        loop {
+            let n = self.batch(now, &mut report).await?;
+            if (n as i64) < self.cfg.batch {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn batch(&self, now: OffsetDateTime, report: &mut RoundReport) -> Result<usize> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(CLAIM_SQL, &[&now, &self.cfg.batch])
+            .await
+            .context("claiming due spike/drop triggers")?;
+        report.queries += 1;
+        let claimed: Vec<Claimed> = rows.iter().filter_map(parse_claimed).collect();
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(rows.len());
+        }
+        report.claimed += claimed.len();
+
+        // Thresholds: configured, or derived (and re-derived once a day).
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(claimed.len());
+        let mut thresholds: Vec<Option<(i64, &'static str)>> = Vec::with_capacity(claimed.len());
+        for c in &claimed {
+            let mut o = Outcome {
+                armed: c.state.armed,
+                evaluated: false,
+                fired_at: None,
+                value: None,
+                derived: None,
+                derived_at: None,
+            };
+            let t = match (c.live, c.threshold) {
+                (false, _) => None,
+                (true, Some(t)) => Some((i64::from(t), "configured")),
+                (true, None) if !threshold::stale(c.derived_at, now) => {
+                    c.derived.map(|t| (i64::from(t), "derived"))
+                }
+                (true, None) => {
+                    let history = Window {
+                        site_id: c.site_id,
+                        from: now - threshold::HISTORY,
+                        to: now,
+                    };
+                    let w = c.window.whole_seconds();
+                    let bucketed = self.source.bucketed_visitors(&history, w).await?;
+                    report.queries += 1;
+                    let derived =
+                        threshold::derive(c.kind, threshold::usual_per_window(bucketed, w));
+                    // 0 records "derived, none yet" so it is not recomputed each round.
+                    o.derived = Some(derived.unwrap_or(0));
+                    o.derived_at = Some(now);
+                    derived.map(|t| (i64::from(t), "derived"))
+                }
+            };
+            thresholds.push(t.filter(|(t, _)| *t >= 1));
+            outcomes.push(o);
+        }
+
+        let evaluate: Vec<usize> = (0..claimed.len())
+            .filter(|&i| thresholds[i].is_some())
+            .collect();
+        report.skipped += claimed.len() - evaluate.len();
+        let windows: Vec<Window> = evaluate
+            .iter()
+            .map(|&i| Window {
+                site_id: claimed[i].site_id,
+                from: now - claimed[i].window,
+                to: now,
+            })
+            .collect();
+        let counts = self.source.unique_visitors(&windows).await?;
+        if !windows.is_empty() {
+            report.queries += 1;
+        }
+
+        let mut deliveries = Enqueue::default();
+        for (k, &i) in evaluate.iter().enumerate() {
+            let c = &claimed[i];
+            let (threshold, threshold_source) = thresholds[i].expect("filtered above");
+            let visitors = counts[k];
+            let d = decide(c.kind, visitors, threshold, c.state, c.cooldown, now);
+            let o = &mut outcomes[i];
+            o.evaluated = true;
+            o.armed = d.armed;
+            o.value = Some(visitors.min(i64::from(i32::MAX)) as i32);
+            report.evaluated += 1;
+            if d.fire {
+                o.fired_at = Some(now);
+                let payload = self
+                    .payload(c, windows[k], visitors, threshold, threshold_source, report)
+                    .await?;
+                deliveries.push(
+                    c.webhook_id,
+                    c.id,
+                    c.kind.event_type(),
+                    payload,
+                    format!("{}:{}:{}", c.kind.event_type(), c.id, now.unix_timestamp()),
+                );
+                report.fired += 1;
+                tracing::info!(
+                    trigger_id = %c.id,
+                    webhook_id = %c.webhook_id,
+                    site = %c.domain,
+                    event = c.kind.event_type(),
+                    visitors,
+                    threshold,
+                    "trigger fired"
+                );
+            }
+        }
+
+        let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::MINUTE);
+        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+        let armed: Vec<bool> = outcomes.iter().map(|o| o.armed).collect();
+        let evaluated: Vec<bool> = outcomes.iter().map(|o| o.evaluated).collect();
+        let fired: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.fired_at).collect();
+        let value: Vec<Option<i32>> = outcomes.iter().map(|o| o.value).collect();
+        let derived: Vec<Option<i32>> = outcomes.iter().map(|o| o.derived).collect();
+        let derived_at: Vec<Option<OffsetDateTime>> =
+            outcomes.iter().map(|o| o.derived_at).collect();
+        tx.execute(
+            UPDATE_SQL,
+            &[
+                &now,
+                &next,
+                &ids,
+                &armed,
+                &evaluated,
+                &fired,
+                &value,
+                &derived,
+                &derived_at,
+            ],
+        )
+        .await
+        .context("recording trigger states")?;
+        report.queries += 1;
+        if !deliveries.is_empty() {
+            deliveries.execute(&tx).await?;
+            report.queries += 1;
+        }
+        if let Some(hook) = &self.cfg.before_commit {
+            hook().await;
+        }
+        tx.commit().await.context("committing a trigger round")?;
+        Ok(rows.len())
+    }
+
+    async fn payload(
+        &self,
+        c: &Claimed,
+        w: Window,
+        visitors: i64,
+        threshold: i64,
+        threshold_source: &str,
+        report: &mut RoundReport,
+    ) -> Result<serde_json::Value> {
+        let day = Duration::days(1);
+        let past: Vec<Window> = (1..=BASELINE_DAYS)
+            .map(|k| Window {
+                site_id: w.site_id,
+                from: w.from - day * k as i32,
+                to: w.to - day * k as i32,
+            })
+            .collect();
+        let history = self.source.unique_visitors(&past).await?;
+        report.queries += 1;
+        let baseline = history.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
+        let change =
+            (baseline > 0.0).then(|| round1((visitors as f64 - baseline) / baseline * 100.0));
+        let mut data = json!({
+            "trigger_id": c.id,
+            "visitors": visitors,
+            "threshold": threshold,
+            "threshold_source": threshold_source,
+            "window_secs": c.window.whole_seconds(),
+            "window_start": rfc3339_seconds(w.from),
+            "window_end": rfc3339_seconds(w.to),
+            "baseline_visitors": round1(baseline),
+            "baseline_days": BASELINE_DAYS,
+            "change_percent": change,
+        });
+        let obj = data.as_object_mut().expect("an object");
+        if c.kind == TriggerKind::Spike {
+            let sources = self.source.top_sources(&w, TOP_N).await?;
+            let pages = self.source.top_pages(&w, TOP_N).await?;
+            report.queries += 2;
+            obj.insert(
+                "top_sources".into(),
+                sources
+                    .into_iter()
+                    .map(|r| json!({"source": r.name, "visitors": r.visitors}))
+                    .collect(),
+            );
+            obj.insert(
+                "top_pages".into(),
+                pages
+                    .into_iter()
+                    .map(|r| json!({"page": r.name, "visitors": r.visitors}))
+                    .collect(),
+            );
+        }
+        if let Some(url) = dashboard_url(&self.cfg.base_url, &c.domain, c.kind) {
+            obj.insert("dashboard_url".into(), url.into());
+        }
+        Ok(data)
+    }
+}
+
+fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
+    let id: Uuid = r.get(0);
+    let Some(kind) = TriggerKind::parse(r.get(2)) else {
+        tracing::warn!(trigger_id = %id, "unknown trigger type; skipped");
+        return None;
+    };
+    let window: Option<i32> = r.get(4);
+    let cooldown: i32 = r.get(5);
+    Some(Claimed {
+        id,
+        webhook_id: r.get(1),
+        kind,
+        threshold: r.get(3),
+        window: Duration::seconds(window.map(i64::from).unwrap_or(kind.default_window_secs())),
+        cooldown: Duration::seconds(i64::from(cooldown)),
+        state: State {
+            armed: r.get(6),
+            last_fired_at: r.get(7),
+        },
+        derived: r.get(8),
+        derived_at: r.get(9),
+        site_id: r.get(10),
+        domain: r.get(11),
+        live: r.get(12),
+    })
+}
+
+/// `<base>/<domain>` (the realtime view for a spike), or None without a base URL.
+pub fn dashboard_url(base: &str, domain: &str, kind: TriggerKind) -> Option<String> {
+    let base = base.trim();
+    if base.is_empty() {
+        return None;
+    }
+    let mut u = url::Url::parse(base).ok()?;
+    u.path_segments_mut().ok()?.pop_if_empty().push(domain);
+    if kind == TriggerKind::Spike {
+        u.set_query(Some("period=realtime"));
+    }
+    Some(u.to_string())
+}
+
+/// Deliveries to enqueue, as columns for one INSERT … SELECT unnest.
+#[derive(Default)]
+pub(crate) struct Enqueue {
+    webhook: Vec<Uuid>,
+    trigger: Vec<Uuid>,
+    event: Vec<&'static str>,
+    payload: Vec<serde_json::Value>,
+    key: Vec<String>,
+}
+
+impl Enqueue {
+    pub fn push(
+        &mut self,
+        webhook: Uuid,
+        trigger: Uuid,
+        event: &'static str,
+        payload: serde_json::Value,
+        key: String,
+    ) {
+        self.webhook.push(webhook);
+        self.trigger.push(trigger);
+        self.event.push(event);
+        self.payload.push(payload);
+        self.key.push(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.webhook.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.webhook.len()
+    }
+
+    /// Returns how many were new (a repeated idempotency key adds nothing).
+    pub async fn execute(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<u64> {
+        tx.execute(
+            ENQUEUE_SQL,
+            &[
+                &self.webhook,
+                &self.trigger,
+                &self.event,
+                &self.payload,
+                &self.key,
+            ],
+        )
+        .await
+        .context("enqueueing trigger deliveries")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_links() {
+        assert_eq!(
+            dashboard_url(
+                "https://plausible.example.com/",
+                "shop.example",
+                TriggerKind::Spike
+            )
+            .as_deref(),
+            Some("https://plausible.example.com/shop.example?period=realtime")
+        );
+        assert_eq!(
+            dashboard_url("https://p.example/stats", "a b/c", TriggerKind::Drop).as_deref(),
+            Some("https://p.example/stats/a%20b%2Fc")
+        );
+        assert_eq!(dashboard_url("", "x", TriggerKind::Drop), None);
+    }
+}

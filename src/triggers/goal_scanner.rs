@@ -1,0 +1,318 @@
+//! The goal scanner: goal_completion triggers, scanned every `interval`
+//! (1 s by default) by exactly one instance each, incrementally.
+//!
+//! Each trigger keeps a cursor (the instant its last scan covered up to). A
+//! scan at `now` reads `(cursor - lateness, now]`: the overlap catches events
+//! that reached the analytics table late or out of timestamp order. Events
+//! carry no id, so every completion gets a deterministic idempotency key
+//! (`goals::CompletionIdentity`): the overlap finds the same completions
+//! again and the queue's unique key turns them into no-ops. One POST per
+//! completion; a webhook with two triggers covering the same goal still gets
+//! one (the key is per webhook, not per trigger).
+//!
+//! A new trigger starts at its creation time (no backfill of history). A
+//! cursor older than `max_catchup` (daemon stopped, trigger re-enabled)
+//! resumes `max_catchup` back, with a warning naming what was skipped. While
+//! the webhook is disabled or deleted the cursor moves on and nothing is
+//! enqueued (a disabled webhook receives nothing). A goal deleted in
+//! Plausible takes its triggers with it (ON DELETE CASCADE); a trigger never
+//! widens to all goals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::evaluator::Enqueue;
+use super::goals::{self, CompletionIdentity, Goal, GoalKind};
+use super::source::{AnalyticsSource, GoalScan};
+use super::BeforeCommit;
+use crate::delivery::envelope::rfc3339_seconds;
+
+/// After a failed round.
+pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(2);
+
+const CLAIM_SQL: &str = "
+WITH due AS (
+    SELECT id FROM webhook_triggers
+    WHERE enabled AND trigger_type = 'goal_completion' AND next_evaluation_at <= $1
+    ORDER BY next_evaluation_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor, t.inserted_at,
+       w.site_id, (w.enabled AND w.deleted_at IS NULL)
+FROM due
+JOIN webhook_triggers t ON t.id = due.id
+JOIN webhooks w ON w.id = t.webhook_id";
+
+const UPDATE_SQL: &str = "
+UPDATE webhook_triggers t SET
+    goal_cursor = $1, last_evaluated_at = $1, next_evaluation_at = $2,
+    last_value = COALESCE(t.last_value, 0) + u.found
+FROM unnest($3::uuid[], $4::int4[]) AS u(id, found)
+WHERE t.id = u.id";
+
+#[derive(Clone)]
+pub struct GoalScannerConfig {
+    pub interval: StdDuration,
+    pub batch: i64,
+    pub lateness: Duration,
+    pub max_catchup: Duration,
+    pub before_commit: Option<BeforeCommit>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub claimed: usize,
+    /// Completions found (including ones enqueued by an earlier scan).
+    pub completions: usize,
+    /// Deliveries newly enqueued.
+    pub enqueued: u64,
+    pub queries: usize,
+}
+
+pub struct GoalScanner {
+    cfg: GoalScannerConfig,
+    pool: Pool,
+    source: Arc<AnalyticsSource>,
+}
+
+struct Claimed {
+    id: Uuid,
+    webhook_id: Uuid,
+    goal_id: Option<i64>,
+    cursor: Option<OffsetDateTime>,
+    inserted_at: OffsetDateTime,
+    site_id: i64,
+    live: bool,
+}
+
+impl GoalScanner {
+    pub fn new(cfg: GoalScannerConfig, pool: Pool, source: Arc<AnalyticsSource>) -> Result<Self> {
+        anyhow::ensure!(
+            cfg.interval >= StdDuration::from_millis(10),
+            "goal scanner: interval must be at least 10 ms"
+        );
+        anyhow::ensure!(cfg.batch >= 1, "goal scanner: batch must be at least 1");
+        anyhow::ensure!(
+            cfg.lateness >= Duration::ZERO && cfg.max_catchup >= cfg.lateness,
+            "goal scanner: lateness must be >= 0 and max_catchup >= lateness"
+        );
+        Ok(Self { cfg, pool, source })
+    }
+
+    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let pause = match self.round(OffsetDateTime::now_utc()).await {
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("goal scanning works again");
+                            failing = false;
+                        }
+                        self.cfg.interval
+                    }
+                    Err(e) => {
+                        // One line per outage, not one per second.
+                        if !failing {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                source = %self.source.describe(),
+                                "goal scan failed; cursors stay put and scans are retried"
+                            );
+                        }
+                        failing = true;
+                        ERROR_PAUSE
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    /// Scans every goal trigger due at `now`, batch by batch.
+    pub async fn round(&self, now: OffsetDateTime) -> Result<ScanReport> {
+        let mut report = ScanReport::default();
+        loop {
+            let n = self.batch(now, &mut report).await?;
+            if (n as i64) < self.cfg.batch {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn batch(&self, now: OffsetDateTime, report: &mut ScanReport) -> Result<usize> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(CLAIM_SQL, &[&now, &self.cfg.batch])
+            .await
+            .context("claiming due goal triggers")?;
+        report.queries += 1;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let claimed: Vec<Claimed> = rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                goal_id: r.get(2),
+                cursor: r.get(3),
+                inserted_at: r.get(4),
+                site_id: r.get(5),
+                live: r.get(6),
+            })
+            .collect();
+        report.claimed += claimed.len();
+
+        let mut sites: Vec<i64> = claimed
+            .iter()
+            .filter(|c| c.live)
+            .map(|c| c.site_id)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let site_goals: Vec<Goal> = if sites.is_empty() {
+            Vec::new()
+        } else {
+            report.queries += 1;
+            goals::load_for_sites(&*tx, &sites).await?
+        };
+
+        // One scan per (trigger, goal); `owner[i]` is the trigger of scan i.
+        let mut scans: Vec<GoalScan<'_>> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (ci, c) in claimed.iter().enumerate().filter(|(_, c)| c.live) {
+            let from = self.scan_start(c, now);
+            for g in site_goals
+                .iter()
+                .filter(|g| g.site_id == c.site_id && c.goal_id.is_none_or(|id| id == g.id))
+            {
+                scans.push(GoalScan {
+                    goal: g,
+                    from,
+                    to: now,
+                });
+                owner.push(ci);
+            }
+        }
+        let completions = self.source.goal_completions(&scans).await?;
+        if !scans.is_empty() {
+            report.queries += 1;
+        }
+
+        let mut found: HashMap<usize, i32> = HashMap::new();
+        let mut deliveries = Enqueue::default();
+        for comp in &completions {
+            let scan = &scans[comp.scan];
+            let c = &claimed[owner[comp.scan]];
+            let g = scan.goal;
+            for ordinal in 1..=comp.count.max(0) as u64 {
+                let key = CompletionIdentity {
+                    goal_id: g.id,
+                    site_id: g.site_id,
+                    timestamp_us: comp.timestamp_us,
+                    name: &comp.name,
+                    pathname: &comp.pathname,
+                    user_id: &comp.user_id,
+                    session_id: &comp.session_id,
+                    ordinal,
+                }
+                .key();
+                deliveries.push(
+                    c.webhook_id,
+                    c.id,
+                    "goal_completion",
+                    payload(c.id, g, comp.timestamp_us, &comp.pathname),
+                    key,
+                );
+                *found.entry(owner[comp.scan]).or_default() += 1;
+            }
+        }
+        report.completions += deliveries.len();
+        if !deliveries.is_empty() {
+            report.enqueued += deliveries.execute(&tx).await?;
+            report.queries += 1;
+        }
+
+        let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND);
+        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+        let counts: Vec<i32> = (0..claimed.len())
+            .map(|i| found.get(&i).copied().unwrap_or(0))
+            .collect();
+        tx.execute(UPDATE_SQL, &[&now, &next, &ids, &counts])
+            .await
+            .context("moving goal trigger cursors")?;
+        report.queries += 1;
+        if let Some(hook) = &self.cfg.before_commit {
+            hook().await;
+        }
+        tx.commit().await.context("committing a goal scan")?;
+        Ok(rows.len())
+    }
+
+    /// `(cursor - lateness)`, never before the trigger existed, never further
+    /// back than `max_catchup`.
+    fn scan_start(&self, c: &Claimed, now: OffsetDateTime) -> OffsetDateTime {
+        let wanted = match c.cursor {
+            Some(cursor) => (cursor - self.cfg.lateness).max(c.inserted_at),
+            None => c.inserted_at,
+        };
+        let floor = now - self.cfg.max_catchup;
+        if wanted < floor {
+            tracing::warn!(
+                trigger_id = %c.id,
+                webhook_id = %c.webhook_id,
+                from = %rfc3339_seconds(wanted),
+                resumed_at = %rfc3339_seconds(floor),
+                "goal trigger was not scanned for longer than triggers.goal_max_catchup_secs; completions before resumed_at are not sent"
+            );
+            return floor;
+        }
+        wanted
+    }
+}
+
+/// goal_completion data (SPEC §4): aggregate only, no visitor or session id.
+fn payload(trigger_id: Uuid, g: &Goal, timestamp_us: i64, pathname: &str) -> serde_json::Value {
+    let occurred = OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut data = json!({
+        "trigger_id": trigger_id,
+        "goal_id": g.id,
+        "goal_name": g.display_name,
+        "goal_type": g.type_name(),
+        "matched": g.matched(),
+        "pathname": pathname,
+        "occurred_at": rfc3339_seconds(occurred),
+        "visitor_count": 1,
+    });
+    let obj = data.as_object_mut().expect("an object");
+    match &g.kind {
+        GoalKind::Event { custom_props, .. } if !custom_props.is_empty() => {
+            obj.insert("custom_props".into(), json!(custom_props));
+        }
+        GoalKind::Scroll { threshold, .. } => {
+            obj.insert("scroll_threshold".into(), json!(threshold));
+        }
+        _ => {}
+    }
+    data
+}

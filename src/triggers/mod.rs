@@ -1,0 +1,210 @@
+//! Triggers: the daemon's second job. Two services, each a loop with the
+//! usual start/stop shape, each claiming due `webhook_triggers` rows with
+//! `FOR UPDATE SKIP LOCKED` (so every trigger is evaluated by exactly one
+//! instance per round, and no instance waits on another), and committing the
+//! trigger's new state together with the deliveries it enqueues:
+//!
+//! - `evaluator`: visitor_spike and traffic_drop, every minute;
+//! - `goal_scanner`: goal_completion, every second, from a cursor.
+//!
+//! Both read analytics events through `source` and take the evaluation
+//! instant as a parameter (`round(now)`), so tests choose their instants.
+
+pub mod evaluator;
+pub mod goal_scanner;
+pub mod goals;
+pub mod source;
+pub mod threshold;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+/// Spike: 5 minutes, as Plausible's spike notification.
+pub const DEFAULT_SPIKE_WINDOW_SECS: i64 = 300;
+/// Drop: 12 hours, as Plausible's drop notification.
+pub const DEFAULT_DROP_WINDOW_SECS: i64 = 43_200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    Spike,
+    Drop,
+}
+
+impl TriggerKind {
+    pub fn parse(s: &str) -> Option<TriggerKind> {
+        match s {
+            "visitor_spike" => Some(TriggerKind::Spike),
+            "traffic_drop" => Some(TriggerKind::Drop),
+            _ => None,
+        }
+    }
+
+    pub fn event_type(self) -> &'static str {
+        match self {
+            TriggerKind::Spike => "visitor_spike",
+            TriggerKind::Drop => "traffic_drop",
+        }
+    }
+
+    pub fn default_window_secs(self) -> i64 {
+        match self {
+            TriggerKind::Spike => DEFAULT_SPIKE_WINDOW_SECS,
+            TriggerKind::Drop => DEFAULT_DROP_WINDOW_SECS,
+        }
+    }
+
+    /// Is the count on the alerting side of the threshold?
+    pub fn crossed(self, visitors: i64, threshold: i64) -> bool {
+        match self {
+            TriggerKind::Spike => visitors >= threshold,
+            TriggerKind::Drop => visitors < threshold,
+        }
+    }
+}
+
+/// The trigger's hysteresis state before an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    pub armed: bool,
+    pub last_fired_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub fire: bool,
+    pub armed: bool,
+}
+
+/// Hysteresis and cooldown, the one place they are decided:
+/// - on the quiet side of the threshold the trigger (re-)arms;
+/// - crossing while armed fires and disarms, so it stays silent for as long
+///   as traffic stays on the alerting side;
+/// - a crossing within `cooldown` of the last firing is held back, and the
+///   trigger stays armed: if traffic is still on the alerting side when the
+///   cooldown ends, it fires then (the owner learns of an episode that is
+///   still going on, not of one that is over).
+pub fn decide(
+    kind: TriggerKind,
+    visitors: i64,
+    threshold: i64,
+    state: State,
+    cooldown: Duration,
+    now: OffsetDateTime,
+) -> Decision {
+    if !kind.crossed(visitors, threshold) {
+        return Decision {
+            fire: false,
+            armed: true,
+        };
+    }
+    if !state.armed {
+        return Decision {
+            fire: false,
+            armed: false,
+        };
+    }
+    let cooled = state.last_fired_at.is_none_or(|at| now - at >= cooldown);
+    Decision {
+        fire: cooled,
+        armed: !cooled,
+    }
+}
+
+/// A hook run after a round's work and before its commit (tests use it to
+/// kill the connection there, as a crash would).
+pub type BeforeCommit = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// `(x * 10).round() / 10`: payload numbers a person reads.
+pub(crate) fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn hysteresis_and_cooldown_over_a_sequence() {
+        let t0 = datetime!(2026-03-02 10:00 UTC);
+        let cooldown = Duration::minutes(60);
+        let mut s = State {
+            armed: true,
+            last_fired_at: None,
+        };
+        let mut fired = vec![];
+        // (minute, visitors) for a spike threshold of 100.
+        for (m, v) in [
+            (0, 99),
+            (1, 100),
+            (2, 150),
+            (3, 120),
+            (4, 99),
+            (5, 101),
+            (30, 50),
+            (61, 130),
+            (62, 130),
+        ] {
+            let now = t0 + Duration::minutes(m);
+            let d = decide(TriggerKind::Spike, v, 100, s, cooldown, now);
+            if d.fire {
+                fired.push(m);
+                s.last_fired_at = Some(now);
+            }
+            s.armed = d.armed;
+        }
+        // Fires at 1 (>= is inclusive); silent while high; re-armed at 4; the
+        // crossing at 5 is within the cooldown and held; the one at 61 is not.
+        assert_eq!(fired, vec![1, 61]);
+    }
+
+    #[test]
+    fn drop_is_strictly_below() {
+        let s = State {
+            armed: true,
+            last_fired_at: None,
+        };
+        let now = datetime!(2026-03-02 10:00 UTC);
+        let d = |v| decide(TriggerKind::Drop, v, 10, s, Duration::ZERO, now);
+        assert!(!d(10).fire);
+        assert!(d(9).fire);
+        assert!(d(0).fire);
+    }
+
+    #[test]
+    fn held_in_cooldown_fires_when_it_ends_if_still_high() {
+        let t0 = datetime!(2026-03-02 10:00 UTC);
+        let s = State {
+            armed: true,
+            last_fired_at: Some(t0),
+        };
+        let cd = Duration::minutes(60);
+        let held = decide(
+            TriggerKind::Spike,
+            200,
+            100,
+            s,
+            cd,
+            t0 + Duration::minutes(59),
+        );
+        assert_eq!(
+            held,
+            Decision {
+                fire: false,
+                armed: true
+            }
+        );
+        let fires = decide(
+            TriggerKind::Spike,
+            200,
+            100,
+            s,
+            cd,
+            t0 + Duration::minutes(60),
+        );
+        assert!(fires.fire && !fires.armed);
+    }
+}

@@ -1,0 +1,120 @@
+//! Analytics sources: where trigger evaluation reads events. One small
+//! interface (the questions triggers ask), one implementation per store. The
+//! PostgreSQL source reads a table or view with Plausible's events_v2 column
+//! names; a ClickHouse source slots in beside it as another variant.
+//!
+//! Every window is half-open at the start: `(from, to]`, in UTC.
+
+pub mod postgres;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::triggers::goals::Goal;
+
+/// Unique visitors of a site over `(from, to]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub site_id: i64,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+}
+
+/// A source or page with its unique visitors.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ranked {
+    pub name: String,
+    pub visitors: i64,
+}
+
+/// Find the completions of one goal over `(from, to]`.
+#[derive(Debug, Clone)]
+pub struct GoalScan<'a> {
+    pub goal: &'a Goal,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+}
+
+/// Identical events matching a goal, `count` of them (ordinals 1..=count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Index into the scans asked for.
+    pub scan: usize,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: i64,
+    pub name: String,
+    pub pathname: String,
+    /// Visitor and session ids as the store renders them in decimal; only
+    /// hashed into idempotency keys, never stored or sent.
+    pub user_id: String,
+    pub session_id: String,
+    pub count: i64,
+}
+
+/// The questions triggers ask of analytics events.
+pub enum AnalyticsSource {
+    Postgres(postgres::PostgresSource),
+}
+
+impl AnalyticsSource {
+    pub fn from_config(cfg: &Config) -> Result<AnalyticsSource> {
+        match cfg.analytics.source.as_str() {
+            "postgres" => Ok(AnalyticsSource::Postgres(postgres::PostgresSource::new(
+                cfg.analytics.url(&cfg.database),
+                &cfg.analytics.table,
+                std::time::Duration::from_millis(cfg.analytics.query_timeout_ms),
+            )?)),
+            other => anyhow::bail!("analytics.source `{other}` is not supported"),
+        }
+    }
+
+    /// For log lines: which store, never credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            AnalyticsSource::Postgres(s) => s.describe(),
+        }
+    }
+
+    /// Unique visitors (distinct user_id, engagement events excluded) per window, in order.
+    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            AnalyticsSource::Postgres(s) => s.unique_visitors(windows).await,
+        }
+    }
+
+    /// Σ over consecutive `bucket_secs` buckets (aligned to the epoch) of the
+    /// bucket's unique visitors, over `w` (engagement excluded).
+    pub async fn bucketed_visitors(&self, w: &Window, bucket_secs: i64) -> Result<i64> {
+        match self {
+            AnalyticsSource::Postgres(s) => s.bucketed_visitors(w, bucket_secs).await,
+        }
+    }
+
+    /// The top `n` referrer sources by unique visitors (direct traffic excluded).
+    pub async fn top_sources(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+        match self {
+            AnalyticsSource::Postgres(s) => s.top_sources(w, n).await,
+        }
+    }
+
+    /// The top `n` pages (pageview pathnames) by unique visitors.
+    pub async fn top_pages(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+        match self {
+            AnalyticsSource::Postgres(s) => s.top_pages(w, n).await,
+        }
+    }
+
+    /// Completions of each scan's goal, ordered by scan then time.
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+        if scans.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            AnalyticsSource::Postgres(s) => s.goal_completions(scans).await,
+        }
+    }
+}

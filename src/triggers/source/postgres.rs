@@ -1,0 +1,257 @@
+//! The PostgreSQL analytics source: a table or view with Plausible's
+//! events_v2 column names. Every query is one round trip for a whole batch
+//! (windows or goal scans passed as arrays), and reads through the index the
+//! README asks for: `(site_id, "timestamp") INCLUDE (user_id, name)`.
+//!
+//! Timestamps: the column may be `timestamp` (UTC, as Plausible writes) or
+//! `timestamptz`; the session runs in UTC so both compare correctly, and
+//! bounds are passed as timestamptz and turned into UTC timestamps.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{Completion, GoalScan, Ranked, Window};
+use crate::triggers::goals::{GoalKind, PathMatch};
+
+pub const POOL_SIZE: usize = 4;
+
+pub struct PostgresSource {
+    pool: Pool,
+    table: String,
+    described: String,
+}
+
+impl PostgresSource {
+    /// `table` was validated by the config (identifiers, optionally schema-qualified).
+    pub fn new(url: &str, table: &str, timeout: Duration) -> Result<Self> {
+        let mut cfg = crate::db::pg_config(url)?;
+        cfg.options(format!(
+            "-c TimeZone=UTC -c statement_timeout={}",
+            timeout.as_millis()
+        ));
+        let described = format!("postgres {} table {table}", crate::db::describe(&cfg));
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .context("building the analytics connection pool")?;
+        let table = table
+            .split('.')
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(".");
+        Ok(Self {
+            pool,
+            table,
+            described,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .with_context(|| format!("connecting to the analytics database ({})", self.described))
+    }
+
+    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT (SELECT count(DISTINCT e.user_id) FROM {t} e
+                     WHERE e.site_id = q.site_id
+                       AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
+                       AND e.name <> 'engagement')
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[])
+                  WITH ORDINALITY AS q(site_id, f, t, i)
+             ORDER BY q.i",
+            t = self.table
+        );
+        let sites: Vec<i64> = windows.iter().map(|w| w.site_id).collect();
+        let from: Vec<_> = windows.iter().map(|w| w.from).collect();
+        let to: Vec<_> = windows.iter().map(|w| w.to).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &[&sites, &from, &to])
+            .await
+            .with_context(|| format!("counting unique visitors in {}", self.table))?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+    }
+
+    pub async fn bucketed_visitors(&self, w: &Window, bucket_secs: i64) -> Result<i64> {
+        let sql = format!(
+            "SELECT count(DISTINCT (floor(extract(epoch FROM e.\"timestamp\")::float8 / $4::float8)::int8, e.user_id))
+             FROM {t} e
+             WHERE e.site_id = $1
+               AND e.\"timestamp\" > ($2::timestamptz AT TIME ZONE 'UTC')
+               AND e.\"timestamp\" <= ($3::timestamptz AT TIME ZONE 'UTC')
+               AND e.name <> 'engagement'",
+            t = self.table
+        );
+        let c = self.client().await?;
+        let row = c
+            .query_one(&sql, &[&w.site_id, &w.from, &w.to, &(bucket_secs as f64)])
+            .await
+            .with_context(|| format!("reading traffic history from {}", self.table))?;
+        Ok(row.get(0))
+    }
+
+    pub async fn top_sources(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+        self.ranked(
+            w,
+            n,
+            "e.referrer_source",
+            "e.name <> 'engagement' AND e.referrer_source <> '' AND e.referrer_source <> 'Direct / None'",
+        )
+        .await
+    }
+
+    pub async fn top_pages(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+        self.ranked(w, n, "e.pathname", "e.name = 'pageview'").await
+    }
+
+    /// Ties are broken by the name's bytes (`COLLATE "C"`), as every store can.
+    async fn ranked(&self, w: &Window, n: i64, column: &str, filter: &str) -> Result<Vec<Ranked>> {
+        let sql = format!(
+            "SELECT {column}, count(DISTINCT e.user_id) AS v
+             FROM {t} e
+             WHERE e.site_id = $1
+               AND e.\"timestamp\" > ($2::timestamptz AT TIME ZONE 'UTC')
+               AND e.\"timestamp\" <= ($3::timestamptz AT TIME ZONE 'UTC')
+               AND {filter}
+             GROUP BY 1 ORDER BY v DESC, {column} COLLATE \"C\" LIMIT $4",
+            t = self.table
+        );
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &[&w.site_id, &w.from, &w.to, &n])
+            .await
+            .with_context(|| format!("ranking {column} in {}", self.table))?;
+        Ok(rows
+            .iter()
+            .map(|r| Ranked {
+                name: r.get(0),
+                visitors: r.get(1),
+            })
+            .collect())
+    }
+
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+        // One row per scan; goal fields travel as parameters, never as SQL text.
+        let sql = format!(
+            "SELECT g.i::int8,
+                    (extract(epoch FROM e.\"timestamp\") * 1000000)::int8,
+                    e.name, e.pathname, e.user_id::text, e.session_id::text, count(*)::int8
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::int2[], $9::jsonb[])
+                  WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i)
+             JOIN {t} e ON e.site_id = g.site_id
+                       AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
+             WHERE CASE g.kind
+               WHEN 'event' THEN e.name = g.event_name AND NOT EXISTS (
+                   SELECT 1 FROM jsonb_each_text(g.props) p
+                   WHERE NOT EXISTS (
+                       SELECT 1 FROM generate_subscripts(e.meta_key, 1) k
+                       WHERE e.meta_key[k] = p.key AND e.meta_value[k] = p.value))
+               WHEN 'page' THEN e.name = 'pageview'
+                   AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
+               ELSE e.name = 'engagement'
+                   AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
+                   AND e.scroll_depth BETWEEN g.scroll_min AND 100
+             END
+             GROUP BY 1, 2, 3, 4, 5, 6
+             ORDER BY 1, 2, 3, 4, 5, 6",
+            t = self.table
+        );
+        let mut sites = Vec::with_capacity(scans.len());
+        let mut from = Vec::with_capacity(scans.len());
+        let mut to = Vec::with_capacity(scans.len());
+        let mut kind = Vec::with_capacity(scans.len());
+        let mut event_name: Vec<Option<String>> = Vec::with_capacity(scans.len());
+        let mut path_exact: Vec<Option<String>> = Vec::with_capacity(scans.len());
+        let mut path_re: Vec<Option<String>> = Vec::with_capacity(scans.len());
+        let mut scroll_min: Vec<i16> = Vec::with_capacity(scans.len());
+        let mut props: Vec<serde_json::Value> = Vec::with_capacity(scans.len());
+        for s in scans {
+            sites.push(s.goal.site_id);
+            from.push(s.from);
+            to.push(s.to);
+            kind.push(s.goal.type_name());
+            let (ev, pr, scroll) = match &s.goal.kind {
+                GoalKind::Event {
+                    event_name,
+                    custom_props,
+                } => (
+                    Some(event_name.clone()),
+                    serde_json::to_value(custom_props).expect("a map of strings"),
+                    0,
+                ),
+                GoalKind::Page { .. } => (None, serde_json::json!({}), 0),
+                GoalKind::Scroll { threshold, .. } => (None, serde_json::json!({}), *threshold),
+            };
+            event_name.push(ev);
+            props.push(pr);
+            scroll_min.push(scroll);
+            match s.goal.path_match() {
+                Some(PathMatch::Exact(p)) => {
+                    path_exact.push(Some(p));
+                    path_re.push(None);
+                }
+                Some(PathMatch::Regex(r)) => {
+                    path_exact.push(None);
+                    path_re.push(Some(r));
+                }
+                None => {
+                    path_exact.push(None);
+                    path_re.push(None);
+                }
+            }
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &sql,
+                &[
+                    &sites,
+                    &from,
+                    &to,
+                    &kind,
+                    &event_name,
+                    &path_exact,
+                    &path_re,
+                    &scroll_min,
+                    &props,
+                ],
+            )
+            .await
+            .with_context(|| format!("scanning {} for goal completions", self.table))?;
+        Ok(rows
+            .iter()
+            .map(|r| Completion {
+                scan: r.get::<_, i64>(0) as usize - 1,
+                timestamp_us: r.get(1),
+                name: r.get(2),
+                pathname: r.get(3),
+                user_id: r.get(4),
+                session_id: r.get(5),
+                count: r.get(6),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,1009 @@
+//! Triggers against a real PostgreSQL: spike and drop thresholds, hysteresis,
+//! cooldown, baselines, derived thresholds, every goal kind with hostile page
+//! paths, late rows, deleted goals, crashes before commit, three daemon
+//! processes on the same triggers, and payload privacy. Rounds are driven at
+//! chosen instants (`round(now)`), never by sleeping.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use common::Env;
+use plausible_webhooks::testkit::receiver::always;
+use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
+use plausible_webhooks::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
+use plausible_webhooks::triggers::source::AnalyticsSource;
+use plausible_webhooks::triggers::BeforeCommit;
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const T: StdDuration = StdDuration::from_secs(60);
+/// Visitor ids no payload may carry.
+const UID: i64 = 7_340_991_182_771_003;
+const SID: i64 = 5_120_004_839_557_129;
+
+/// One analytics event (events_v2 columns).
+#[derive(Clone)]
+struct Ev {
+    at: OffsetDateTime,
+    name: &'static str,
+    path: String,
+    user: i64,
+    session: i64,
+    source: String,
+    meta: Vec<(String, String)>,
+    scroll: Option<i16>,
+}
+
+fn pageview(at: OffsetDateTime, user: i64) -> Ev {
+    Ev {
+        at,
+        name: "pageview",
+        path: "/".into(),
+        user,
+        session: user + 1_000_000,
+        source: String::new(),
+        meta: vec![],
+        scroll: None,
+    }
+}
+
+fn ev(at: OffsetDateTime, name: &'static str, path: &str) -> Ev {
+    Ev {
+        path: path.into(),
+        name,
+        ..pageview(at, UID)
+    }
+}
+
+/// A whole second, so every store renders the instant alike.
+fn t0() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now - Duration::nanoseconds(now.nanosecond() as i64)
+}
+
+struct Kit {
+    env: Env,
+    webhook: Uuid,
+    pool: deadpool_postgres::Pool,
+    source: Arc<AnalyticsSource>,
+}
+
+impl Kit {
+    async fn new() -> Kit {
+        let env = Env::new().await;
+        // Not a real receiver: these tests look at the queue, not at POSTs.
+        let webhook: Uuid = env
+            .db
+            .query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'w', 'https://hooks.example.test/in', $2) RETURNING id",
+                &[&env.site_id, &common::SECRET],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let pool = plausible_webhooks::db::pool(&env.url, 4).unwrap();
+        let source = Arc::new(AnalyticsSource::from_config(&env.config()).unwrap());
+        Kit {
+            env,
+            webhook,
+            pool,
+            source,
+        }
+    }
+
+    /// A new connection pool, as another instance (or a restarted one) has.
+    fn fresh_pool(&mut self) {
+        self.pool = plausible_webhooks::db::pool(&self.env.url, 4).unwrap();
+    }
+
+    fn evaluator(&self, base_url: &str, hook: Option<BeforeCommit>) -> Evaluator {
+        Evaluator::new(
+            EvaluatorConfig {
+                interval: StdDuration::from_secs(60),
+                batch: 100,
+                base_url: base_url.into(),
+                before_commit: hook,
+            },
+            self.pool.clone(),
+            self.source.clone(),
+        )
+        .unwrap()
+    }
+
+    fn scanner(&self, lateness_secs: i64, hook: Option<BeforeCommit>) -> GoalScanner {
+        GoalScanner::new(
+            GoalScannerConfig {
+                interval: StdDuration::from_secs(1),
+                batch: 100,
+                lateness: Duration::seconds(lateness_secs),
+                max_catchup: Duration::hours(1),
+                before_commit: hook,
+            },
+            self.pool.clone(),
+            self.source.clone(),
+        )
+        .unwrap()
+    }
+
+    /// A trigger due from `since` on (and, for goals, scanning from `since`).
+    async fn trigger(
+        &self,
+        kind: &str,
+        threshold: Option<i32>,
+        goal: Option<i64>,
+        window: Option<i32>,
+        cooldown: i32,
+        since: OffsetDateTime,
+    ) -> Uuid {
+        self.env
+            .db
+            .query_one(
+                "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, goal_id, window_secs, cooldown_secs, next_evaluation_at, inserted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+                &[&self.webhook, &kind, &threshold, &goal, &window, &cooldown, &since],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn goal(
+        &self,
+        event: Option<&str>,
+        page: Option<&str>,
+        scroll: i16,
+        props: Value,
+    ) -> i64 {
+        self.env
+            .db
+            .query_one(
+                "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
+                 VALUES ($1, $2, $3, coalesce($2, $3), $4, $5) RETURNING id",
+                &[&self.env.site_id, &event, &page, &scroll, &props],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn events(&self, evs: &[Ev]) {
+        let site: Vec<i64> = evs.iter().map(|_| self.env.site_id).collect();
+        let at: Vec<OffsetDateTime> = evs.iter().map(|e| e.at).collect();
+        let name: Vec<&str> = evs.iter().map(|e| e.name).collect();
+        let path: Vec<&str> = evs.iter().map(|e| e.path.as_str()).collect();
+        let user: Vec<i64> = evs.iter().map(|e| e.user).collect();
+        let session: Vec<i64> = evs.iter().map(|e| e.session).collect();
+        let source: Vec<&str> = evs.iter().map(|e| e.source.as_str()).collect();
+        let meta: Vec<Value> = evs
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "k": e.meta.iter().map(|m| &m.0).collect::<Vec<_>>(),
+                    "v": e.meta.iter().map(|m| &m.1).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let scroll: Vec<Option<i16>> = evs.iter().map(|e| e.scroll).collect();
+        self.env
+            .db
+            .execute(
+                "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source, meta_key, meta_value, scroll_depth)
+                 SELECT s, a AT TIME ZONE 'UTC', n, p, u, se, src,
+                        ARRAY(SELECT jsonb_array_elements_text(m->'k')),
+                        ARRAY(SELECT jsonb_array_elements_text(m->'v')), sc
+                 FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::jsonb[], $9::int2[])
+                      AS x(s, a, n, p, u, se, src, m, sc)",
+                &[&site, &at, &name, &path, &user, &session, &source, &meta, &scroll],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// `users` distinct visitors with one pageview each at `at`, ids from `first`.
+    async fn visitors(&self, at: OffsetDateTime, first: i64, users: i64) {
+        let evs: Vec<Ev> = (first..first + users).map(|u| pageview(at, u)).collect();
+        self.events(&evs).await;
+    }
+
+    /// (event_type, payload) of every delivery, oldest first.
+    async fn deliveries(&self) -> Vec<(String, Value)> {
+        self.env
+            .db
+            .query(
+                "SELECT event_type, payload FROM webhook_deliveries ORDER BY inserted_at, payload->>'occurred_at', payload->>'pathname'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spike_fires_at_the_threshold_inclusive_and_ignores_engagement() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger("visitor_spike", Some(3), None, None, 0, t).await;
+    let ev = k.evaluator("", None);
+    // Two real visitors, and a third who only sent engagement events.
+    k.visitors(t - Duration::minutes(1), 1, 2).await;
+    k.events(&[Ev {
+        name: "engagement",
+        ..pageview(t - Duration::minutes(1), 3)
+    }])
+    .await;
+    let r = ev.round(t).await.unwrap();
+    assert_eq!((r.evaluated, r.fired), (1, 0), "2 visitors < 3");
+    // A visitor just outside the 5-minute window does not count either.
+    k.visitors(t + Duration::minutes(1) - Duration::minutes(5), 4, 1)
+        .await;
+    let r = ev.round(t + Duration::minutes(1)).await.unwrap();
+    assert_eq!(r.fired, 0, "the window is (now - 5 min, now]");
+    // The third visitor: 3 >= 3 fires.
+    k.visitors(t + Duration::minutes(2), 5, 1).await;
+    let r = ev.round(t + Duration::minutes(2)).await.unwrap();
+    assert_eq!(r.fired, 1);
+    let d = k.deliveries().await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].0, "visitor_spike");
+    assert_eq!(d[0].1["visitors"], 3);
+    assert_eq!(d[0].1["threshold"], 3);
+    assert_eq!(d[0].1["window_secs"], 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_fires_strictly_below_the_threshold() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger("traffic_drop", Some(3), None, Some(3600), 0, t)
+        .await;
+    let ev = k.evaluator("", None);
+    k.visitors(t - Duration::minutes(30), 1, 3).await;
+    let r = ev.round(t).await.unwrap();
+    assert_eq!((r.evaluated, r.fired), (1, 0), "3 is not < 3");
+    // An hour later the 3 visitors have left the window; 2 new ones: 2 < 3.
+    k.visitors(t + Duration::minutes(50), 10, 2).await;
+    let r = ev.round(t + Duration::minutes(61)).await.unwrap();
+    assert_eq!(r.fired, 1);
+    let d = k.deliveries().await;
+    assert_eq!(d[0].0, "traffic_drop");
+    assert_eq!(d[0].1["visitors"], 2);
+    assert_eq!(d[0].1["window_secs"], 3600);
+    assert!(d[0].1.get("top_sources").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hysteresis_and_cooldown_over_a_sequence_of_instants() {
+    let k = Kit::new().await;
+    let t = t0();
+    let trig = k
+        .trigger("visitor_spike", Some(5), None, None, 1800, t)
+        .await;
+    let ev = k.evaluator("", None);
+    let min = Duration::minutes;
+    let mut fired_at = vec![];
+    let mut next_user = 1;
+    // (minute, visitors arriving at that minute). Window 5 min.
+    let plan: &[(i64, i64)] = &[
+        (0, 6),  // 6 in window: fires
+        (1, 1),  // 7: still high, silent
+        (3, 0),  // 7: silent
+        (6, 0),  // 1 (minute 1 only): re-arms
+        (7, 5),  // 6: crossing within 30 min cooldown: held, stays armed
+        (8, 0),  // 6: still held
+        (31, 6), // 6, cooldown over: fires
+        (32, 0), // silent
+    ];
+    for &(m, n) in plan {
+        k.visitors(t + min(m), next_user, n).await;
+        next_user += n;
+        let r = ev.round(t + min(m)).await.unwrap();
+        if r.fired == 1 {
+            fired_at.push(m);
+        }
+        let armed: bool = k
+            .env
+            .db
+            .query_one("SELECT armed FROM webhook_triggers WHERE id = $1", &[&trig])
+            .await
+            .unwrap()
+            .get(0);
+        let expect_armed = !matches!(m, 0 | 1 | 3 | 31 | 32);
+        assert_eq!(armed, expect_armed, "armed after minute {m}");
+    }
+    assert_eq!(fired_at, vec![0, 31]);
+    assert_eq!(k.deliveries().await.len(), 2);
+    // A round before the trigger is due again does nothing.
+    let r = ev.round(t + min(32) + Duration::seconds(30)).await.unwrap();
+    assert_eq!(r.claimed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger("visitor_spike", Some(10), None, None, 0, t).await;
+    let day = Duration::days(1);
+    // Baseline: the same 5 minutes 1 day ago: 7 visitors; 2 days ago: 14;
+    // 3..7 days ago: none; 8 days ago (outside): 100. Mean = 21 / 7 = 3.0.
+    k.visitors(t - day - Duration::minutes(2), 1000, 7).await;
+    k.visitors(t - day * 2 - Duration::minutes(4), 2000, 14)
+        .await;
+    k.visitors(t - day * 8 - Duration::minutes(1), 3000, 100)
+        .await;
+    // Just outside the 1-day-ago window: not in the baseline.
+    k.visitors(t - day - Duration::minutes(5), 4000, 50).await;
+    // Now: 12 visitors. Sources by unique visitors: Google 3, Twitter 2,
+    // Bing 1, DuckDuckGo 1 (tie: byte order), direct traffic excluded.
+    let now = t - Duration::seconds(30);
+    let sources = [
+        "Google",
+        "Google",
+        "Google",
+        "Twitter",
+        "Twitter",
+        "Bing",
+        "DuckDuckGo",
+        "Direct / None",
+        "Direct / None",
+        "",
+        "",
+        "",
+    ];
+    let pages = [
+        "/", "/", "/", "/", "/pricing", "/pricing", "/pricing", "/blog", "/blog", "/x", "/y", "/z",
+    ];
+    let evs: Vec<Ev> = (0..12)
+        .map(|i| Ev {
+            source: sources[i].into(),
+            path: pages[i].into(),
+            ..pageview(now, 100 + i as i64)
+        })
+        .collect();
+    k.events(&evs).await;
+    // The same visitor twice on "/" counts once.
+    k.events(&[pageview(now, 100)]).await;
+    let ev = k.evaluator("https://plausible.example.com", None);
+    assert_eq!(ev.round(t).await.unwrap().fired, 1);
+    let (_, p) = k.deliveries().await.remove(0);
+    assert_eq!(p["visitors"], 12);
+    assert_eq!(p["baseline_visitors"], 3.0);
+    assert_eq!(p["baseline_days"], 7);
+    assert_eq!(p["change_percent"], 300.0);
+    assert_eq!(p["threshold_source"], "configured");
+    assert_eq!(
+        p["top_sources"],
+        serde_json::json!([
+            {"source": "Google", "visitors": 3},
+            {"source": "Twitter", "visitors": 2},
+            {"source": "Bing", "visitors": 1},
+        ])
+    );
+    assert_eq!(
+        p["top_pages"],
+        serde_json::json!([
+            {"page": "/", "visitors": 4},
+            {"page": "/pricing", "visitors": 3},
+            {"page": "/blog", "visitors": 2},
+        ])
+    );
+    assert_eq!(
+        p["dashboard_url"],
+        "https://plausible.example.com/example.com?period=realtime"
+    );
+    assert_eq!(
+        p["window_end"],
+        plausible_webhooks::delivery::envelope::rfc3339_seconds(t)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_threshold_is_derived_from_the_last_seven_days() {
+    let k = Kit::new().await;
+    let t = t0();
+    // 1 hour windows; history: 7 days x 24 windows. 336 (window, visitor)
+    // pairs over the week = 2 per window on average -> spike threshold
+    // max(10, 2 x 2) = 10; drop threshold floor(2 / 2) = 1.
+    let mut evs = vec![];
+    for h in 1..=168 {
+        evs.push(pageview(t - Duration::hours(h) + Duration::minutes(1), h));
+        evs.push(pageview(
+            t - Duration::hours(h) + Duration::minutes(2),
+            h + 1000,
+        ));
+    }
+    k.events(&evs).await;
+    let spike = k
+        .trigger("visitor_spike", None, None, Some(3600), 0, t)
+        .await;
+    let drop = k
+        .trigger("traffic_drop", None, None, Some(3600), 0, t)
+        .await;
+    let ev = k.evaluator("", None);
+    let r = ev.round(t).await.unwrap();
+    assert_eq!(r.evaluated, 2);
+    let derived = |id: Uuid| {
+        let db = &k.env.db;
+        async move {
+            db.query_one(
+                "SELECT derived_threshold FROM webhook_triggers WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+        }
+    };
+    assert_eq!(derived(spike).await, Some(10));
+    assert_eq!(derived(drop).await, Some(1));
+    // The last hour had 2 visitors: no spike (< 10), no drop (2 >= 1).
+    assert_eq!(r.fired, 0);
+    // 10 visitors in the next hour: the spike fires with the derived threshold.
+    k.visitors(t + Duration::minutes(30), 50_000, 10).await;
+    let r = ev.round(t + Duration::minutes(61)).await.unwrap();
+    assert_eq!(r.fired, 1);
+    let (kind, p) = k.deliveries().await.remove(0);
+    assert_eq!(kind, "visitor_spike");
+    assert_eq!(p["threshold"], 10);
+    assert_eq!(p["threshold_source"], "derived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_goal_kind_with_hostile_paths_and_custom_props() {
+    let k = Kit::new().await;
+    let t = t0();
+    let signup = k
+        .goal(
+            Some("Signup"),
+            None,
+            -1,
+            serde_json::json!({"plan": "pro", "via": "ad"}),
+        )
+        .await;
+    let dot = k.goal(None, Some("/a.b"), -1, serde_json::json!({})).await;
+    let paren = k
+        .goal(None, Some("/x(y)*"), -1, serde_json::json!({}))
+        .await;
+    let query = k.goal(None, Some("/p?q"), -1, serde_json::json!({})).await;
+    let all = k.goal(None, Some("/**"), -1, serde_json::json!({})).await;
+    let bar = k.goal(None, Some("a|b"), -1, serde_json::json!({})).await;
+    let alt = k
+        .goal(None, Some("/shop*|/cart"), -1, serde_json::json!({}))
+        .await;
+    let scroll = k
+        .goal(None, Some("/blog/*"), 50, serde_json::json!({}))
+        .await;
+    k.trigger(
+        "goal_completion",
+        None,
+        None,
+        None,
+        0,
+        t - Duration::seconds(30),
+    )
+    .await;
+    let at = t - Duration::seconds(10);
+    let props = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let mut evs = vec![
+        // Event goal: both props present (in any order, among others) match.
+        Ev {
+            meta: props(&[("x", "1"), ("via", "ad"), ("plan", "pro")]),
+            ..ev(at, "Signup", "/register")
+        },
+        // One prop missing, one with the wrong value, key/value at different indexes: no.
+        Ev {
+            meta: props(&[("plan", "pro")]),
+            ..ev(at, "Signup", "/register")
+        },
+        Ev {
+            meta: props(&[("plan", "free"), ("via", "ad")]),
+            ..ev(at, "Signup", "/register")
+        },
+        Ev {
+            meta: props(&[("plan", "ad"), ("via", "pro")]),
+            ..ev(at, "Signup", "/register")
+        },
+        // Page goals: literal `.`, `(`, `?`; `|` literal without `*`.
+        ev(at, "pageview", "/a.b"),
+        ev(at, "pageview", "/axb"),
+        ev(at, "pageview", "/x(y)/z"),
+        ev(at, "pageview", "/xy/z"),
+        ev(at, "pageview", "/p?q"),
+        ev(at, "pageview", "/pq"),
+        ev(at, "pageview", "a|b"),
+        ev(at, "pageview", "a"),
+        // `|` with `*`: ^/shop.* or /cart$.
+        ev(at, "pageview", "/shop/item"),
+        ev(at, "pageview", "/old/cart"),
+        ev(at, "pageview", "/cartx"),
+        // A custom event on a page path is not a page goal completion.
+        ev(at, "Signup", "/a.b"),
+        // Scroll goal: engagement, path matches, depth 50..=100.
+        Ev {
+            scroll: Some(50),
+            ..ev(at, "engagement", "/blog/post")
+        },
+        Ev {
+            scroll: Some(49),
+            ..ev(at, "engagement", "/blog/post")
+        },
+        Ev {
+            scroll: Some(255),
+            ..ev(at, "engagement", "/blog/post")
+        },
+        Ev {
+            scroll: Some(90),
+            ..ev(at, "engagement", "/news/post")
+        },
+    ];
+    // Give every event its own session so no two are identical.
+    for (i, e) in evs.iter_mut().enumerate() {
+        e.session = SID + i as i64;
+    }
+    k.events(&evs).await;
+    let r = k.scanner(60, None).round(t).await.unwrap();
+    let got: HashMap<i64, Vec<String>> =
+        k.deliveries()
+            .await
+            .into_iter()
+            .fold(HashMap::new(), |mut m, (kind, p)| {
+                assert_eq!(kind, "goal_completion");
+                m.entry(p["goal_id"].as_i64().unwrap())
+                    .or_default()
+                    .push(p["pathname"].as_str().unwrap().to_string());
+                m
+            });
+    let paths = |g: i64| {
+        let mut v = got.get(&g).cloned().unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(paths(signup), vec!["/register"]);
+    assert_eq!(paths(dot), vec!["/a.b"]);
+    assert_eq!(paths(paren), vec!["/x(y)/z"]);
+    assert_eq!(paths(query), vec!["/p?q"]);
+    assert_eq!(paths(bar), vec!["a|b"]);
+    assert_eq!(paths(alt), vec!["/old/cart", "/shop/item"]);
+    assert_eq!(paths(scroll), vec!["/blog/post"]);
+    // `/**` matches every pageview starting with `/` (not "a|b", "a").
+    assert_eq!(
+        paths(all),
+        vec![
+            "/a.b",
+            "/axb",
+            "/cartx",
+            "/old/cart",
+            "/p?q",
+            "/pq",
+            "/shop/item",
+            "/x(y)/z",
+            "/xy/z"
+        ]
+    );
+    assert_eq!(
+        r.enqueued as usize,
+        got.values().map(Vec::len).sum::<usize>()
+    );
+    // A payload, whole: aggregate fields only.
+    let (_, p) = k
+        .deliveries()
+        .await
+        .into_iter()
+        .find(|(_, p)| p["goal_id"] == signup)
+        .unwrap();
+    assert_eq!(p["goal_name"], "Signup");
+    assert_eq!(p["goal_type"], "event");
+    assert_eq!(p["matched"], "Signup");
+    assert_eq!(p["visitor_count"], 1);
+    assert_eq!(
+        p["custom_props"],
+        serde_json::json!({"plan": "pro", "via": "ad"})
+    );
+    assert_eq!(
+        p["occurred_at"],
+        plausible_webhooks::delivery::envelope::rfc3339_seconds(at)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_out_of_order_and_identical_events_are_each_sent_once() {
+    let k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    let scanner = k.scanner(60, None);
+    let buy = |at| Ev {
+        ..ev(at, "Buy", "/checkout")
+    };
+    // Two identical events (same second, visitor, session): two completions.
+    k.events(&[
+        buy(t - Duration::seconds(20)),
+        buy(t - Duration::seconds(20)),
+    ])
+    .await;
+    let r = scanner.round(t).await.unwrap();
+    assert_eq!((r.completions, r.enqueued), (2, 2));
+    // A second later nothing is new: the overlap finds the same two, adds none.
+    let r = scanner.round(t + Duration::seconds(1)).await.unwrap();
+    assert_eq!((r.completions, r.enqueued), (2, 0));
+    // Rows committed late, stamped before the last scan (within the 60 s
+    // lateness), out of order; and a third identical copy of the pair.
+    k.events(&[
+        buy(t - Duration::seconds(5)),
+        buy(t - Duration::seconds(40)),
+        buy(t - Duration::seconds(20)),
+    ])
+    .await;
+    let r = scanner.round(t + Duration::seconds(2)).await.unwrap();
+    assert_eq!(r.enqueued, 3);
+    // Too late: stamped before the scan window (cursor - lateness); not sent
+    // (the documented limit of the lateness window).
+    k.events(&[buy(t - Duration::seconds(200))]).await;
+    let r = scanner.round(t + Duration::seconds(3)).await.unwrap();
+    assert_eq!(r.enqueued, 0);
+    assert_eq!(k.deliveries().await.len(), 5);
+    let keys = k
+        .env
+        .count("SELECT count(DISTINCT idempotency_key) FROM webhook_deliveries")
+        .await;
+    assert_eq!(keys, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_goal_takes_its_trigger_along_never_widening_it() {
+    let k = Kit::new().await;
+    let t = t0();
+    let a = k.goal(Some("A"), None, -1, serde_json::json!({})).await;
+    let _b = k.goal(Some("B"), None, -1, serde_json::json!({})).await;
+    let trig = k
+        .trigger(
+            "goal_completion",
+            None,
+            Some(a),
+            None,
+            0,
+            t - Duration::minutes(1),
+        )
+        .await;
+    k.env
+        .db
+        .execute("DELETE FROM goals WHERE id = $1", &[&a])
+        .await
+        .unwrap();
+    k.events(&[ev(t - Duration::seconds(5), "B", "/")]).await;
+    let r = k.scanner(60, None).round(t).await.unwrap();
+    assert_eq!(r.claimed, 0);
+    assert_eq!(
+        k.deliveries().await.len(),
+        0,
+        "B must not be sent for A's trigger"
+    );
+    let left = k
+        .env
+        .count(&format!(
+            "SELECT count(*) FROM webhook_triggers WHERE id = '{trig}'"
+        ))
+        .await;
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_is_skipped_and_resumes_without_a_backlog() {
+    let k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    k.trigger(
+        "visitor_spike",
+        Some(1),
+        None,
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    k.env
+        .db
+        .execute("UPDATE webhooks SET enabled = false", &[])
+        .await
+        .unwrap();
+    k.events(&[ev(t - Duration::seconds(100), "Buy", "/")])
+        .await;
+    let r = k.evaluator("", None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.skipped, r.fired), (1, 1, 0));
+    k.scanner(10, None).round(t).await.unwrap();
+    k.env
+        .db
+        .execute("UPDATE webhooks SET enabled = true", &[])
+        .await
+        .unwrap();
+    let r = k
+        .scanner(10, None)
+        .round(t + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.enqueued, 0,
+        "completions while disabled are not sent later"
+    );
+    assert_eq!(k.deliveries().await.len(), 0);
+}
+
+/// A crash between the round's work and its commit (the connection dies
+/// there): nothing is enqueued, the state is unchanged, and the next round
+/// fires exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_commit_loses_and_doubles_nothing() {
+    let mut k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(1),
+    )
+    .await;
+    let spike = k
+        .trigger(
+            "visitor_spike",
+            Some(2),
+            None,
+            None,
+            0,
+            t - Duration::minutes(1),
+        )
+        .await;
+    k.visitors(t - Duration::seconds(30), 1, 3).await;
+    k.events(&[ev(t - Duration::seconds(30), "Buy", "/")]).await;
+
+    // The hook kills every other backend of this database: the round's own
+    // connection dies with its transaction open, as in a crash.
+    let url = k.env.url.clone();
+    let kill: BeforeCommit = Arc::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let c = plausible_webhooks::db::connect(&url).await.unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND state = 'idle in transaction'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(n >= 1, "the round's transaction was open");
+        })
+    });
+    assert!(k.evaluator("", Some(kill.clone())).round(t).await.is_err());
+    k.fresh_pool();
+    assert!(k.scanner(60, Some(kill)).round(t).await.is_err());
+    k.fresh_pool();
+    assert_eq!(k.deliveries().await.len(), 0);
+    let (armed, evaluated): (bool, Option<OffsetDateTime>) = {
+        let r = k
+            .env
+            .db
+            .query_one(
+                "SELECT armed, last_evaluated_at FROM webhook_triggers WHERE id = $1",
+                &[&spike],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(armed && evaluated.is_none(), "state rolled back");
+
+    // Another round (as another instance would) evaluates them: one notification each.
+    let k2 = k;
+    let r = k2
+        .evaluator("", None)
+        .round(t + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(r.fired, 1);
+    let r = k2
+        .scanner(60, None)
+        .round(t + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(r.enqueued, 1);
+    assert_eq!(
+        k2.evaluator("", None)
+            .round(t + Duration::seconds(2))
+            .await
+            .unwrap()
+            .fired,
+        0
+    );
+    let kinds: Vec<String> = k2.deliveries().await.into_iter().map(|d| d.0).collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_payload_carries_a_visitor_or_session_id() {
+    let k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(None, Some("/**"), -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(1),
+    )
+    .await;
+    k.trigger("visitor_spike", Some(1), None, None, 0, t).await;
+    k.trigger("traffic_drop", Some(1000), None, None, 0, t)
+        .await;
+    k.events(&[Ev {
+        source: "Google".into(),
+        ..ev(t - Duration::seconds(3), "pageview", "/landing")
+    }])
+    .await;
+    assert_eq!(
+        k.evaluator("https://p.example", None)
+            .round(t)
+            .await
+            .unwrap()
+            .fired,
+        2
+    );
+    assert_eq!(k.scanner(60, None).round(t).await.unwrap().enqueued, 1);
+    let d = k.deliveries().await;
+    assert_eq!(d.len(), 3);
+    let forbidden = ["user_id", "session_id", "ip", "user_agent", "visitor_id"];
+    for (kind, p) in &d {
+        let text = p.to_string();
+        assert!(!text.contains(&UID.to_string()), "{kind}: {text}");
+        assert!(
+            !text.contains(&(UID + 1_000_000).to_string()),
+            "{kind}: {text}"
+        );
+        assert!(!text.contains(&SID.to_string()), "{kind}: {text}");
+        for key in forbidden {
+            assert!(p.get(key).is_none(), "{kind} carries {key}");
+        }
+    }
+}
+
+/// Three daemon processes on one database, evaluating and scanning the same
+/// triggers every second: every trigger fires once, every completion is
+/// delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_never_double_a_notification() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let t = t0();
+    let mut webhooks = vec![];
+    for i in 0..12 {
+        let w: Uuid = env
+            .db
+            .query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&env.site_id, &format!("w{i}"), &rx.url("/hook"), &common::SECRET],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        webhooks.push(w);
+    }
+    let goal: i64 = env
+        .db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Buy', 'Buy') RETURNING id",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // 3 spike triggers per webhook (36) and one goal trigger per webhook (12).
+    for w in &webhooks {
+        for _ in 0..3 {
+            env.db
+                .execute(
+                    "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, cooldown_secs) VALUES ($1, 'visitor_spike', 5, 0)",
+                    &[w],
+                )
+                .await
+                .unwrap();
+        }
+        env.db
+            .execute(
+                "INSERT INTO webhook_triggers (webhook_id, trigger_type, goal_id, inserted_at) VALUES ($1, 'goal_completion', $2, $3)",
+                &[w, &goal, &(t - Duration::minutes(1))],
+            )
+            .await
+            .unwrap();
+    }
+    // 6 visitors (spike) and 10 purchases (distinct sessions).
+    env.db
+        .execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id)
+             SELECT $1, ($2::timestamptz AT TIME ZONE 'UTC') - make_interval(secs => g), CASE WHEN g <= 10 THEN 'Buy' ELSE 'pageview' END, '/', g % 6, g
+             FROM generate_series(1, 16) g",
+            &[&env.site_id, &t],
+        )
+        .await
+        .unwrap();
+    let extra = [
+        (
+            "PLAUSIBLE_WEBHOOKS__TRIGGERS__EVALUATION_INTERVAL_SECS",
+            "1",
+        ),
+        ("PLAUSIBLE_WEBHOOKS__TRIGGERS__EVALUATION_BATCH", "2"),
+        ("PLAUSIBLE_WEBHOOKS__TRIGGERS__GOAL_SCAN_INTERVAL_MS", "100"),
+    ];
+    let mut daemons: Vec<_> = (0..3).map(|_| env.spawn_daemon(&extra)).collect();
+    let want = 36 + 12 * 10;
+    rx.wait_for(want, T).await.unwrap();
+    // Let every trigger be evaluated again after the last POST (a doubling
+    // would show now), then stop them and count.
+    let arrived: OffsetDateTime = env.db.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let arrived = arrived
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    env.wait_until(
+        &format!(
+            "SELECT bool_and(last_evaluated_at > '{arrived}'::timestamptz + interval '1 second') FROM webhook_triggers"
+        ),
+        T,
+    )
+    .await;
+    for d in &mut daemons {
+        d.signal(libc::SIGTERM);
+    }
+    for d in &mut daemons {
+        assert!(d.wait_exit(T).await.success());
+    }
+    let reqs = rx.requests();
+    let ids: HashSet<String> = reqs
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(reqs.len(), want, "every POST once");
+    assert_eq!(ids.len(), want);
+    let per_event: HashMap<String, usize> = reqs.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.json()["event"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        m
+    });
+    assert_eq!(per_event["visitor_spike"], 36);
+    assert_eq!(per_event["goal_completion"], 120);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        want as i64
+    );
+}
