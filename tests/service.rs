@@ -182,13 +182,22 @@ async fn readyz_flips_when_postgres_stops_and_recovers() {
     let down = wait_status(&readyz, 503, T).await.json();
     assert_eq!(down["status"], "not_ready");
     assert_eq!(down["checks"]["database"]["ok"], false, "{down}");
-    // Liveness is not readiness: the process is alive.
+    // Liveness is not readiness: the process is alive, and still scraped.
     assert_eq!(get(&format!("http://{listen}/healthz")).await.status, 200);
+    let m = get(&format!("http://{listen}/metrics")).await.text;
+    assert_eq!(sample(&m, "plausible_webhooks_database_up"), 0.0, "{m}");
 
     tokio::task::block_in_place(|| c.start_again()).unwrap();
     let up = wait_status(&readyz, 200, T).await.json();
     assert_eq!(up["checks"]["listener"]["ok"], true, "{up}");
     assert_eq!(up["checks"]["database"]["ok"], true, "{up}");
+    // The reconnection is counted.
+    let m = get(&format!("http://{listen}/metrics")).await.text;
+    assert!(
+        sample(&m, "plausible_webhooks_listener_reconnects_total") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "plausible_webhooks_database_up"), 1.0);
 }
 
 /// The value of the sample line `name` (exact, labels included).
