@@ -73,65 +73,74 @@ fn duration_histogram() -> Histogram {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let deliveries = Family::<DeliveryLabels, Counter>::default();
+    let attempt_duration = duration_histogram();
+    let queue = Family::<StatusLabels, Gauge>::default();
+    let oldest_due_age = Gauge::<f64, AtomicU64>::default();
+    let trigger_evaluations = Family::<KindLabels, Counter>::default();
+    let trigger_duration =
+        Family::<KindLabels, Histogram>::new_with_constructor(duration_histogram);
+    let listener_reconnects = Counter::default();
+    let listener_connected = Gauge::default();
+    let database_up = Gauge::default();
     let mut registry = Registry::with_prefix("plausible_webhooks");
-    let m = Metrics {
-        registry: Registry::default(),
-        deliveries: Family::default(),
-        attempt_duration: duration_histogram(),
-        queue: Family::default(),
-        oldest_due_age: Gauge::default(),
-        trigger_evaluations: Family::default(),
-        trigger_duration: Family::new_with_constructor(duration_histogram),
-        listener_reconnects: Counter::default(),
-        listener_connected: Gauge::default(),
-        database_up: Gauge::default(),
-    };
     registry.register(
         "deliveries",
         "Claimed deliveries by event type and what they came to in this process",
-        m.deliveries.clone(),
+        deliveries.clone(),
     );
     registry.register(
         "attempt_duration_seconds",
         "Duration of HTTP delivery attempts",
-        m.attempt_duration.clone(),
+        attempt_duration.clone(),
     );
     registry.register(
         "queue_deliveries",
         "Rows of webhook_deliveries by status (sampled at scrape)",
-        m.queue.clone(),
+        queue.clone(),
     );
     registry.register(
         "oldest_due_delivery_age_seconds",
         "Age of the oldest due pending delivery (sampled at scrape; 0 when none)",
-        m.oldest_due_age.clone(),
+        oldest_due_age.clone(),
     );
     registry.register(
         "trigger_evaluations",
         "Trigger evaluations by trigger kind",
-        m.trigger_evaluations.clone(),
+        trigger_evaluations.clone(),
     );
     registry.register(
         "trigger_evaluation_duration_seconds",
         "Duration of trigger evaluations by trigger kind",
-        m.trigger_duration.clone(),
+        trigger_duration.clone(),
     );
     registry.register(
         "listener_reconnects",
         "Reconnections of the LISTEN connection",
-        m.listener_reconnects.clone(),
+        listener_reconnects.clone(),
     );
     registry.register(
         "listener_connected",
         "1 while the LISTEN connection is up",
-        m.listener_connected.clone(),
+        listener_connected.clone(),
     );
     registry.register(
         "database_up",
         "1 when the last scrape could query the queue",
-        m.database_up.clone(),
+        database_up.clone(),
     );
-    Metrics { registry, ..m }
+    Metrics {
+        registry,
+        deliveries,
+        attempt_duration,
+        queue,
+        oldest_due_age,
+        trigger_evaluations,
+        trigger_duration,
+        listener_reconnects,
+        listener_connected,
+        database_up,
+    }
 });
 
 /// Records what a claimed delivery came to (called once per worker outcome).
