@@ -172,7 +172,14 @@ impl Daemon {
             supervise("cleaner", cleaner.start(stop.clone()), fatal.clone()),
         ];
         if cfg.triggers.enabled {
-            let (evaluator, scanner) = trigger_services(&cfg, &pool)?;
+            let (evaluator, scanner, source) = trigger_services(&cfg, &pool)?;
+            // Deliveries must flow even when analytics cannot be read: warn, run on.
+            if let Err(e) = source.check().await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "triggers cannot read analytics yet; they are retried every round"
+                );
+            }
             handles.push(supervise(
                 "evaluator",
                 evaluator.start(stop.clone()),
@@ -265,7 +272,10 @@ impl Daemon {
 }
 
 /// The spike/drop evaluator and the goal scanner, sharing one analytics source.
-pub fn trigger_services(cfg: &Config, pool: &Pool) -> Result<(Evaluator, GoalScanner)> {
+pub fn trigger_services(
+    cfg: &Config,
+    pool: &Pool,
+) -> Result<(Evaluator, GoalScanner, Arc<AnalyticsSource>)> {
     let t = &cfg.triggers;
     let source = Arc::new(AnalyticsSource::from_config(cfg)?);
     let evaluator = Evaluator::new(
@@ -287,9 +297,9 @@ pub fn trigger_services(cfg: &Config, pool: &Pool) -> Result<(Evaluator, GoalSca
             before_commit: None,
         },
         pool.clone(),
-        source,
+        source.clone(),
     )?;
-    Ok((evaluator, scanner))
+    Ok((evaluator, scanner, source))
 }
 
 pub fn retry_policy(cfg: &Config) -> RetryPolicy {

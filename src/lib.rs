@@ -3,8 +3,9 @@
 //! The house follows the data: `config` → `db` (pool, migrations, listener) →
 //! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
 //! signing, retry policy, worker) → `triggers` (analytics sources, spike/drop
-//! evaluator, goal scanner) → `admin` (the operator's commands, the admin HTTP
-//! listener, metrics) → `daemon` (wiring, shutdown). `testkit` holds
+//! evaluator, goal scanner) → `admin` (validation, operations and CLI
+//! commands for operators; the admin HTTP listener, its auth and metrics) →
+//! `daemon` (wiring, shutdown). `testkit` holds
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 

@@ -97,6 +97,11 @@ async fn check(cfg: &Config) -> anyhow::Result<()> {
         plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)?,
     )?;
     println!("https client: ok");
+    if cfg.triggers.enabled {
+        let source = plausible_webhooks::triggers::source::AnalyticsSource::from_config(cfg)?;
+        source.check().await?;
+        println!("analytics: ok ({})", source.describe());
+    }
     println!(
         "{}",
         plausible_webhooks::admin::http::check(cfg, &client).await?

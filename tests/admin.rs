@@ -1087,7 +1087,12 @@ async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_un
         .unwrap()
         .get(0);
     let recent = env.enqueue(uuid, 2).await;
-    let d = daemon(&env, &[]);
+    // A backstop poll far beyond the waits below: retry and replay must wake
+    // the daemon themselves (an UPDATE sends no NOTIFY of its own).
+    let d = daemon(
+        &env,
+        &[("PLAUSIBLE_WEBHOOKS__QUEUE__POLL_INTERVAL_MS", "120000")],
+    );
     env.wait_until(
         "SELECT count(*) = 3 FROM webhook_deliveries WHERE status = 'failed' AND attempts = 2",
         Duration::from_secs(30),

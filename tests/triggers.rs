@@ -1007,3 +1007,67 @@ async fn three_daemons_never_double_a_notification() {
         want as i64
     );
 }
+
+/// README's recipe: an existing table with other names, mapped by a view in
+/// its own schema (timestamptz, numeric ids); and a clear error for a table
+/// that lacks a column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_maps_another_table_and_a_bad_table_is_named() {
+    let mut k = Kit::new().await;
+    let t = t0();
+    k.env
+        .db
+        .batch_execute(
+            "CREATE TABLE my_events (site bigint, occurred_at timestamptz, event_name text, path text,
+                                     visitor numeric(20), session numeric(20), source text,
+                                     prop_keys text[], prop_values text[], scroll_pct smallint);
+             CREATE SCHEMA analytics;
+             CREATE VIEW analytics.events_v2 AS
+               SELECT site AS site_id, occurred_at AS \"timestamp\", event_name AS name, path AS pathname,
+                      visitor AS user_id, session AS session_id, coalesce(source, '') AS referrer_source,
+                      prop_keys AS meta_key, prop_values AS meta_value, scroll_pct AS scroll_depth
+               FROM my_events;",
+        )
+        .await
+        .unwrap();
+    k.env
+        .db
+        .execute(
+            "INSERT INTO my_events SELECT $1, $2::timestamptz - interval '1 minute', 'pageview', '/', 18446744073709551615 - g, g, 'Google', '{}', '{}', NULL
+             FROM generate_series(1, 4) g",
+            &[&k.env.site_id, &t],
+        )
+        .await
+        .unwrap();
+    let g = k.goal(None, Some("/"), -1, serde_json::json!({})).await;
+    k.trigger("visitor_spike", Some(4), None, None, 0, t).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    let mut cfg = k.env.config();
+    cfg.analytics.table = "analytics.events_v2".into();
+    k.source = Arc::new(AnalyticsSource::from_config(&cfg).unwrap());
+    k.source.check().await.unwrap();
+    assert_eq!(k.evaluator("", None).round(t).await.unwrap().fired, 1);
+    assert_eq!(k.scanner(60, None).round(t).await.unwrap().enqueued, 4);
+    let (_, p) = k.deliveries().await.remove(0);
+    assert_eq!(p["top_sources"][0]["source"], "Google");
+
+    cfg.analytics.table = "my_events".into();
+    let err = AnalyticsSource::from_config(&cfg)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"my_events\"") && err.contains("site_id") && err.contains("view"),
+        "{err}"
+    );
+}

@@ -729,6 +729,7 @@ fn print_triggers(t: &[ops::TriggerView]) {
                 "TRIGGER",
                 "TYPE",
                 "THRESHOLD",
+                "LAST COUNT",
                 "WINDOW",
                 "COOLDOWN",
                 "GOAL",
@@ -744,8 +745,15 @@ fn print_triggers(t: &[ops::TriggerView]) {
                         match (spike_or_drop, t.threshold) {
                             (false, _) => "-".into(),
                             (true, Some(v)) => v.to_string(),
-                            (true, None) => "derived".into(),
+                            (true, None) => match t.derived_threshold {
+                                Some(d) => format!("derived: {d}"),
+                                None => "derived (not yet)".into(),
+                            },
                         },
+                        t.last_value
+                            .filter(|_| spike_or_drop)
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         match (spike_or_drop, t.window_secs) {
                             (false, _) => "-".into(),
                             (true, Some(v)) => format!("{v}s"),

@@ -643,6 +643,10 @@ pub struct TriggerView {
     pub trigger_type: String,
     /// None for spike/drop: derived from the site's recent traffic.
     pub threshold: Option<i32>,
+    /// The threshold derived when none is set (src/triggers/threshold.rs).
+    pub derived_threshold: Option<i32>,
+    /// Unique visitors the last evaluation counted in the window.
+    pub last_value: Option<i32>,
     /// None: every goal of the site (goal triggers).
     pub goal_id: Option<i64>,
     pub goal_name: Option<String>,
@@ -656,7 +660,7 @@ pub struct TriggerView {
 
 const TRIGGER_COLUMNS: &str = "
     t.id, t.webhook_id, t.trigger_type, t.threshold, t.goal_id, g.display_name,
-    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at
+    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value
 FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id";
 
 fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
@@ -671,6 +675,8 @@ fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
         cooldown_secs: r.get(7),
         enabled: r.get(8),
         last_fired_at: r.get(9),
+        derived_threshold: r.get(10),
+        last_value: r.get(11),
     }
 }
 
@@ -1456,4 +1462,38 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
         response_body: outcome.response_body,
         hint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_causes_are_named_from_the_client_s_words() {
+        for (error, cause) in [
+            (
+                "refused address: 127.0.0.1 is a loopback address (127.0.0.0/8); …",
+                TestCause::RefusedAddress,
+            ),
+            (
+                "client error (Connect): DNS lookup of nope.example failed: no such host",
+                TestCause::Dns,
+            ),
+            ("timed out after 10000 ms", TestCause::Timeout),
+            (
+                "client error (Connect): tcp connect error: Connection refused (os error 111)",
+                TestCause::ConnectionRefused,
+            ),
+            (
+                "client error (Connect): invalid peer certificate: UnknownIssuer",
+                TestCause::Tls,
+            ),
+            (
+                "client error (SendRequest): connection closed before message completed",
+                TestCause::Connection,
+            ),
+        ] {
+            assert_eq!(classify(error).0, cause, "{error}");
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! 2. derive missing thresholds (`threshold.rs`), once a day per trigger;
 //! 3. count unique visitors for every claimed trigger in one query;
 //! 4. decide (hysteresis, cooldown: `super::decide`);
-//! 5. for each firing, gather the payload (baseline, top sources and pages);
+//! 5. gather the firings' payloads (baselines, top sources and pages: three
+//!    statements for the whole batch);
 //! 6. write the new states and enqueue the deliveries; commit.
 //!
 //! A crash anywhere before the commit rolls all of it back: the trigger is
@@ -24,7 +25,7 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::source::{AnalyticsSource, Window};
+use super::source::{AnalyticsSource, Ranked, Window};
 use super::{decide, round1, threshold, BeforeCommit, State, TriggerKind};
 use crate::delivery::envelope::rfc3339_seconds;
 
@@ -141,15 +142,26 @@ impl Evaluator {
 
     pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 let pause = match self.round(OffsetDateTime::now_utc()).await {
-                    Ok(_) => self.until_next_due().await,
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("spike/drop evaluation works again");
+                            failing = false;
+                        }
+                        self.until_next_due().await
+                    }
                     Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            source = %self.source.describe(),
-                            "spike/drop evaluation round failed; the triggers stay due and are retried"
-                        );
+                        // One line per outage, not one per retry.
+                        if !failing {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                source = %self.source.describe(),
+                                "spike/drop evaluation round failed; the triggers stay due and are retried"
+                            );
+                        }
+                        failing = true;
                         ERROR_PAUSE
                     }
                 };
@@ -207,10 +219,33 @@ impl Evaluator {
         }
         report.claimed += claimed.len();
 
-        // Thresholds: configured, or derived (and re-derived once a day).
+        // Thresholds: configured, or derived (and re-derived once a day, all
+        // of the batch's in one statement).
+        let derive: Vec<usize> = (0..claimed.len())
+            .filter(|&i| {
+                let c = &claimed[i];
+                c.live && c.threshold.is_none() && threshold::stale(c.derived_at, now)
+            })
+            .collect();
+        let history: Vec<(Window, i64)> = derive
+            .iter()
+            .map(|&i| {
+                let c = &claimed[i];
+                let w = Window {
+                    site_id: c.site_id,
+                    from: now - threshold::HISTORY,
+                    to: now,
+                };
+                (w, c.window.whole_seconds())
+            })
+            .collect();
+        let bucketed = self.source.bucketed_visitors(&history).await?;
+        if !history.is_empty() {
+            report.queries += 1;
+        }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(claimed.len());
         let mut thresholds: Vec<Option<(i64, &'static str)>> = Vec::with_capacity(claimed.len());
-        for c in &claimed {
+        for (i, c) in claimed.iter().enumerate() {
             let mut o = Outcome {
                 armed: c.state.armed,
                 evaluated: false,
@@ -222,25 +257,18 @@ impl Evaluator {
             let t = match (c.live, c.threshold) {
                 (false, _) => None,
                 (true, Some(t)) => Some((i64::from(t), "configured")),
-                (true, None) if !threshold::stale(c.derived_at, now) => {
-                    c.derived.map(|t| (i64::from(t), "derived"))
-                }
-                (true, None) => {
-                    let history = Window {
-                        site_id: c.site_id,
-                        from: now - threshold::HISTORY,
-                        to: now,
-                    };
-                    let w = c.window.whole_seconds();
-                    let bucketed = self.source.bucketed_visitors(&history, w).await?;
-                    report.queries += 1;
-                    let derived =
-                        threshold::derive(c.kind, threshold::usual_per_window(bucketed, w));
-                    // 0 records "derived, none yet" so it is not recomputed each round.
-                    o.derived = Some(derived.unwrap_or(0));
-                    o.derived_at = Some(now);
-                    derived.map(|t| (i64::from(t), "derived"))
-                }
+                (true, None) => match derive.iter().position(|&d| d == i) {
+                    None => c.derived.map(|t| (i64::from(t), "derived")),
+                    Some(k) => {
+                        let usual =
+                            threshold::usual_per_window(bucketed[k], c.window.whole_seconds());
+                        let derived = threshold::derive(c.kind, usual);
+                        // 0 records "derived, none yet" so it is not recomputed each round.
+                        o.derived = Some(derived.unwrap_or(0));
+                        o.derived_at = Some(now);
+                        derived.map(|t| (i64::from(t), "derived"))
+                    }
+                },
             };
             thresholds.push(t.filter(|(t, _)| *t >= 1));
             outcomes.push(o);
@@ -258,12 +286,26 @@ impl Evaluator {
                 to: now,
             })
             .collect();
-        let counts = self.source.unique_visitors(&windows).await?;
-        if !windows.is_empty() {
+        // Triggers of one site with the same window share one count.
+        let mut distinct: Vec<Window> = windows.clone();
+        distinct.sort_by_key(|w| (w.site_id, w.from));
+        distinct.dedup();
+        let distinct_counts = self.source.unique_visitors(&distinct).await?;
+        if !distinct.is_empty() {
             report.queries += 1;
         }
+        let counts: Vec<i64> = windows
+            .iter()
+            .map(|w| {
+                let k = distinct
+                    .binary_search_by_key(&(w.site_id, w.from), |d| (d.site_id, d.from))
+                    .expect("every window is among the distinct ones");
+                distinct_counts[k]
+            })
+            .collect();
 
-        let mut deliveries = Enqueue::default();
+        // (claimed index, window, visitors, threshold, source) of each firing.
+        let mut fired: Vec<Fired> = Vec::new();
         for (k, &i) in evaluate.iter().enumerate() {
             let c = &claimed[i];
             let (threshold, threshold_source) = thresholds[i].expect("filtered above");
@@ -276,27 +318,36 @@ impl Evaluator {
             report.evaluated += 1;
             if d.fire {
                 o.fired_at = Some(now);
-                let payload = self
-                    .payload(c, windows[k], visitors, threshold, threshold_source, report)
-                    .await?;
-                deliveries.push(
-                    c.webhook_id,
-                    c.id,
-                    c.kind.event_type(),
-                    payload,
-                    format!("{}:{}:{}", c.kind.event_type(), c.id, now.unix_timestamp()),
-                );
-                report.fired += 1;
-                tracing::info!(
-                    trigger_id = %c.id,
-                    webhook_id = %c.webhook_id,
-                    site = %c.domain,
-                    event = c.kind.event_type(),
+                fired.push(Fired {
+                    claimed: i,
+                    window: windows[k],
                     visitors,
                     threshold,
-                    "trigger fired"
-                );
+                    threshold_source,
+                });
             }
+        }
+        let payloads = self.payloads(&claimed, &fired, report).await?;
+        let mut deliveries = Enqueue::default();
+        for (f, payload) in fired.iter().zip(payloads) {
+            let c = &claimed[f.claimed];
+            deliveries.push(
+                c.webhook_id,
+                c.id,
+                c.kind.event_type(),
+                payload,
+                format!("{}:{}:{}", c.kind.event_type(), c.id, now.unix_timestamp()),
+            );
+            report.fired += 1;
+            tracing::info!(
+                trigger_id = %c.id,
+                webhook_id = %c.webhook_id,
+                site = %c.domain,
+                event = c.kind.event_type(),
+                visitors = f.visitors,
+                threshold = f.threshold,
+                "trigger fired"
+            );
         }
 
         let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::MINUTE);
@@ -336,65 +387,93 @@ impl Evaluator {
         Ok(rows.len())
     }
 
-    async fn payload(
+    /// The payloads of a batch's firings, with three statements whatever
+    /// their number: baselines, top sources, top pages.
+    async fn payloads(
         &self,
-        c: &Claimed,
-        w: Window,
-        visitors: i64,
-        threshold: i64,
-        threshold_source: &str,
+        claimed: &[Claimed],
+        fired: &[Fired],
         report: &mut RoundReport,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<Vec<serde_json::Value>> {
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
         let day = Duration::days(1);
-        let past: Vec<Window> = (1..=BASELINE_DAYS)
-            .map(|k| Window {
-                site_id: w.site_id,
-                from: w.from - day * k as i32,
-                to: w.to - day * k as i32,
+        let past: Vec<Window> = fired
+            .iter()
+            .flat_map(|f| {
+                (1..=BASELINE_DAYS).map(move |k| Window {
+                    site_id: f.window.site_id,
+                    from: f.window.from - day * k as i32,
+                    to: f.window.to - day * k as i32,
+                })
             })
             .collect();
         let history = self.source.unique_visitors(&past).await?;
         report.queries += 1;
-        let baseline = history.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
-        let change =
-            (baseline > 0.0).then(|| round1((visitors as f64 - baseline) / baseline * 100.0));
-        let mut data = json!({
-            "trigger_id": c.id,
-            "visitors": visitors,
-            "threshold": threshold,
-            "threshold_source": threshold_source,
-            "window_secs": c.window.whole_seconds(),
-            "window_start": rfc3339_seconds(w.from),
-            "window_end": rfc3339_seconds(w.to),
-            "baseline_visitors": round1(baseline),
-            "baseline_days": BASELINE_DAYS,
-            "change_percent": change,
-        });
-        let obj = data.as_object_mut().expect("an object");
-        if c.kind == TriggerKind::Spike {
-            let sources = self.source.top_sources(&w, TOP_N).await?;
-            let pages = self.source.top_pages(&w, TOP_N).await?;
+        let spikes: Vec<Window> = fired
+            .iter()
+            .filter(|f| claimed[f.claimed].kind == TriggerKind::Spike)
+            .map(|f| f.window)
+            .collect();
+        let (mut sources, mut pages) = (Vec::new().into_iter(), Vec::new().into_iter());
+        if !spikes.is_empty() {
+            sources = self.source.top_sources(&spikes, TOP_N).await?.into_iter();
+            pages = self.source.top_pages(&spikes, TOP_N).await?.into_iter();
             report.queries += 2;
-            obj.insert(
-                "top_sources".into(),
-                sources
-                    .into_iter()
-                    .map(|r| json!({"source": r.name, "visitors": r.visitors}))
-                    .collect(),
-            );
-            obj.insert(
-                "top_pages".into(),
-                pages
-                    .into_iter()
-                    .map(|r| json!({"page": r.name, "visitors": r.visitors}))
-                    .collect(),
-            );
         }
-        if let Some(url) = dashboard_url(&self.cfg.base_url, &c.domain, c.kind) {
-            obj.insert("dashboard_url".into(), url.into());
+        let mut out = Vec::with_capacity(fired.len());
+        for (n, f) in fired.iter().enumerate() {
+            let c = &claimed[f.claimed];
+            let days = &history[n * BASELINE_DAYS as usize..(n + 1) * BASELINE_DAYS as usize];
+            let baseline = days.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
+            let change =
+                (baseline > 0.0).then(|| round1((f.visitors as f64 - baseline) / baseline * 100.0));
+            let mut data = json!({
+                "trigger_id": c.id,
+                "visitors": f.visitors,
+                "threshold": f.threshold,
+                "threshold_source": f.threshold_source,
+                "window_secs": c.window.whole_seconds(),
+                "window_start": rfc3339_seconds(f.window.from),
+                "window_end": rfc3339_seconds(f.window.to),
+                "baseline_visitors": round1(baseline),
+                "baseline_days": BASELINE_DAYS,
+                "change_percent": change,
+            });
+            let obj = data.as_object_mut().expect("an object");
+            if c.kind == TriggerKind::Spike {
+                let ranked = |items: Vec<Ranked>, key: &str| -> serde_json::Value {
+                    items
+                        .into_iter()
+                        .map(|r| json!({key: r.name, "visitors": r.visitors}))
+                        .collect()
+                };
+                obj.insert(
+                    "top_sources".into(),
+                    ranked(sources.next().unwrap_or_default(), "source"),
+                );
+                obj.insert(
+                    "top_pages".into(),
+                    ranked(pages.next().unwrap_or_default(), "page"),
+                );
+            }
+            if let Some(url) = dashboard_url(&self.cfg.base_url, &c.domain, c.kind) {
+                obj.insert("dashboard_url".into(), url.into());
+            }
+            out.push(data);
         }
-        Ok(data)
+        Ok(out)
     }
+}
+
+/// A firing, before its payload is gathered.
+struct Fired {
+    claimed: usize,
+    window: Window,
+    visitors: i64,
+    threshold: i64,
+    threshold_source: &'static str,
 }
 
 fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {

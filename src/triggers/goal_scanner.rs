@@ -18,7 +18,6 @@
 //! Plausible takes its triggers with it (ON DELETE CASCADE); a trigger never
 //! widens to all goals.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -53,11 +52,8 @@ JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id";
 
 const UPDATE_SQL: &str = "
-UPDATE webhook_triggers t SET
-    goal_cursor = $1, last_evaluated_at = $1, next_evaluation_at = $2,
-    last_value = COALESCE(t.last_value, 0) + u.found
-FROM unnest($3::uuid[], $4::int4[]) AS u(id, found)
-WHERE t.id = u.id";
+UPDATE webhook_triggers SET goal_cursor = $1, last_evaluated_at = $1, next_evaluation_at = $2
+WHERE id = ANY($3)";
 
 #[derive(Clone)]
 pub struct GoalScannerConfig {
@@ -218,7 +214,6 @@ impl GoalScanner {
             report.queries += 1;
         }
 
-        let mut found: HashMap<usize, i32> = HashMap::new();
         let mut deliveries = Enqueue::default();
         for comp in &completions {
             let scan = &scans[comp.scan];
@@ -243,7 +238,6 @@ impl GoalScanner {
                     payload(c.id, g, comp.timestamp_us, &comp.pathname),
                     key,
                 );
-                *found.entry(owner[comp.scan]).or_default() += 1;
             }
         }
         report.completions += deliveries.len();
@@ -254,10 +248,7 @@ impl GoalScanner {
 
         let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND);
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
-        let counts: Vec<i32> = (0..claimed.len())
-            .map(|i| found.get(&i).copied().unwrap_or(0))
-            .collect();
-        tx.execute(UPDATE_SQL, &[&now, &next, &ids, &counts])
+        tx.execute(UPDATE_SQL, &[&now, &next, &ids])
             .await
             .context("moving goal trigger cursors")?;
         report.queries += 1;

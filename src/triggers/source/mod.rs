@@ -76,6 +76,13 @@ impl AnalyticsSource {
         }
     }
 
+    /// Is the source reachable, with the columns triggers read?
+    pub async fn check(&self) -> Result<()> {
+        match self {
+            AnalyticsSource::Postgres(s) => s.check().await,
+        }
+    }
+
     /// Unique visitors (distinct user_id, engagement events excluded) per window, in order.
     pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
         if windows.is_empty() {
@@ -86,25 +93,35 @@ impl AnalyticsSource {
         }
     }
 
-    /// Σ over consecutive `bucket_secs` buckets (aligned to the epoch) of the
-    /// bucket's unique visitors, over `w` (engagement excluded).
-    pub async fn bucketed_visitors(&self, w: &Window, bucket_secs: i64) -> Result<i64> {
+    /// Per (window, bucket_secs): Σ over consecutive buckets (aligned to the
+    /// epoch) of each bucket's unique visitors (engagement excluded).
+    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<i64>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
         match self {
-            AnalyticsSource::Postgres(s) => s.bucketed_visitors(w, bucket_secs).await,
+            AnalyticsSource::Postgres(s) => s.bucketed_visitors(windows).await,
         }
     }
 
-    /// The top `n` referrer sources by unique visitors (direct traffic excluded).
-    pub async fn top_sources(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+    /// Per window, the top `n` referrer sources by unique visitors (direct
+    /// traffic excluded; ties by name, bytewise).
+    pub async fn top_sources(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
         match self {
-            AnalyticsSource::Postgres(s) => s.top_sources(w, n).await,
+            AnalyticsSource::Postgres(s) => s.top_sources(windows, n).await,
         }
     }
 
-    /// The top `n` pages (pageview pathnames) by unique visitors.
-    pub async fn top_pages(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+    /// Per window, the top `n` pages (pageview pathnames) by unique visitors.
+    pub async fn top_pages(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
         match self {
-            AnalyticsSource::Postgres(s) => s.top_pages(w, n).await,
+            AnalyticsSource::Postgres(s) => s.top_pages(windows, n).await,
         }
     }
 

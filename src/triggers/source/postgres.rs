@@ -70,6 +70,29 @@ impl PostgresSource {
             .with_context(|| format!("connecting to the analytics database ({})", self.described))
     }
 
+    /// Fails, naming what is wrong, unless the table has every column.
+    pub async fn check(&self) -> Result<()> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                    meta_key, meta_value, scroll_depth FROM {} LIMIT 0",
+            self.table
+        );
+        c.query(&sql, &[]).await.map_err(|e| {
+            let detail = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!(
+                "analytics table {} is not usable ({detail}): it needs Plausible's events_v2 columns \
+                 (site_id, timestamp, name, pathname, user_id, session_id, referrer_source, meta_key, \
+                 meta_value, scroll_depth); map your table with a view (README, Triggers) or set analytics.table",
+                self.table
+            )
+        })?;
+        Ok(())
+    }
+
     pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
         let sql = format!(
             "SELECT (SELECT count(DISTINCT e.user_id) FROM {t} e
@@ -93,27 +116,34 @@ impl PostgresSource {
         Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
-    pub async fn bucketed_visitors(&self, w: &Window, bucket_secs: i64) -> Result<i64> {
+    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<i64>> {
         let sql = format!(
-            "SELECT count(DISTINCT (floor(extract(epoch FROM e.\"timestamp\")::float8 / $4::float8)::int8, e.user_id))
-             FROM {t} e
-             WHERE e.site_id = $1
-               AND e.\"timestamp\" > ($2::timestamptz AT TIME ZONE 'UTC')
-               AND e.\"timestamp\" <= ($3::timestamptz AT TIME ZONE 'UTC')
-               AND e.name <> 'engagement'",
+            "SELECT (SELECT count(DISTINCT (floor(extract(epoch FROM e.\"timestamp\")::float8 / q.b)::int8, e.user_id))
+                     FROM {t} e
+                     WHERE e.site_id = q.site_id
+                       AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
+                       AND e.name <> 'engagement')
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::float8[])
+                  WITH ORDINALITY AS q(site_id, f, t, b, i)
+             ORDER BY q.i",
             t = self.table
         );
+        let sites: Vec<i64> = windows.iter().map(|w| w.0.site_id).collect();
+        let from: Vec<_> = windows.iter().map(|w| w.0.from).collect();
+        let to: Vec<_> = windows.iter().map(|w| w.0.to).collect();
+        let bucket: Vec<f64> = windows.iter().map(|w| w.1 as f64).collect();
         let c = self.client().await?;
-        let row = c
-            .query_one(&sql, &[&w.site_id, &w.from, &w.to, &(bucket_secs as f64)])
+        let rows = c
+            .query(&sql, &[&sites, &from, &to, &bucket])
             .await
             .with_context(|| format!("reading traffic history from {}", self.table))?;
-        Ok(row.get(0))
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
-    pub async fn top_sources(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
+    pub async fn top_sources(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
         self.ranked(
-            w,
+            windows,
             n,
             "e.referrer_source",
             "e.name <> 'engagement' AND e.referrer_source <> '' AND e.referrer_source <> 'Direct / None'",
@@ -121,34 +151,51 @@ impl PostgresSource {
         .await
     }
 
-    pub async fn top_pages(&self, w: &Window, n: i64) -> Result<Vec<Ranked>> {
-        self.ranked(w, n, "e.pathname", "e.name = 'pageview'").await
+    pub async fn top_pages(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
+        self.ranked(windows, n, "e.pathname", "e.name = 'pageview'")
+            .await
     }
 
-    /// Ties are broken by the name's bytes (`COLLATE "C"`), as every store can.
-    async fn ranked(&self, w: &Window, n: i64, column: &str, filter: &str) -> Result<Vec<Ranked>> {
+    /// The top `n` values of `column` per window, in one statement. Ties are
+    /// broken by the name's bytes (`COLLATE "C"`), as every store can.
+    async fn ranked(
+        &self,
+        windows: &[Window],
+        n: i64,
+        column: &str,
+        filter: &str,
+    ) -> Result<Vec<Vec<Ranked>>> {
         let sql = format!(
-            "SELECT {column}, count(DISTINCT e.user_id) AS v
-             FROM {t} e
-             WHERE e.site_id = $1
-               AND e.\"timestamp\" > ($2::timestamptz AT TIME ZONE 'UTC')
-               AND e.\"timestamp\" <= ($3::timestamptz AT TIME ZONE 'UTC')
-               AND {filter}
-             GROUP BY 1 ORDER BY v DESC, {column} COLLATE \"C\" LIMIT $4",
+            "SELECT q.i::int8, r.name, r.v
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[])
+                  WITH ORDINALITY AS q(site_id, f, t, i)
+             CROSS JOIN LATERAL (
+                 SELECT {column} AS name, count(DISTINCT e.user_id) AS v
+                 FROM {t} e
+                 WHERE e.site_id = q.site_id
+                   AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                   AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
+                   AND {filter}
+                 GROUP BY 1 ORDER BY v DESC, {column} COLLATE \"C\" LIMIT $4) r
+             ORDER BY q.i, r.v DESC, r.name COLLATE \"C\"",
             t = self.table
         );
+        let sites: Vec<i64> = windows.iter().map(|w| w.site_id).collect();
+        let from: Vec<_> = windows.iter().map(|w| w.from).collect();
+        let to: Vec<_> = windows.iter().map(|w| w.to).collect();
         let c = self.client().await?;
         let rows = c
-            .query(&sql, &[&w.site_id, &w.from, &w.to, &n])
+            .query(&sql, &[&sites, &from, &to, &n])
             .await
             .with_context(|| format!("ranking {column} in {}", self.table))?;
-        Ok(rows
-            .iter()
-            .map(|r| Ranked {
-                name: r.get(0),
-                visitors: r.get(1),
-            })
-            .collect())
+        let mut out = vec![Vec::new(); windows.len()];
+        for r in rows {
+            out[r.get::<_, i64>(0) as usize - 1].push(Ranked {
+                name: r.get(1),
+                visitors: r.get(2),
+            });
+        }
+        Ok(out)
     }
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {

@@ -1,0 +1,334 @@
+//! Trigger benchmark: `cargo bench --bench triggers`. Prints figures, asserts
+//! nothing about speed.
+//!
+//! A durable throwaway PostgreSQL (fsync and synchronous_commit on) holding
+//! the Plausible fixture and `BENCH_EVENTS` (10 million) analytics rows over 8
+//! days for 1,000 sites, with the index the README asks for.
+//!
+//! (a) one evaluation round over 10,000 enabled spike/drop triggers (5 spike
+//!     and 5 drop per site), driven by `Evaluator::round(now)` in this
+//!     process: wall time, statements issued, triggers fired. Then the same
+//!     round again a minute later (hysteresis: few fire), and a round where
+//!     1,000 of the triggers must first derive their threshold from 7 days.
+//! (b) goal scanning while 1,000 events/s are ingested for `INGEST_SECS`:
+//!     the daemon (in this process, with the test HTTPS receiver) scans 100
+//!     goal triggers every second; 20% of the events complete a goal. Prints
+//!     completions delivered vs written and the latency from the event row's
+//!     commit to the POST's arrival.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use plausible_webhooks::daemon::{Daemon, StartOptions};
+use plausible_webhooks::testkit::pg::{PgCluster, PgOptions};
+use plausible_webhooks::testkit::receiver::{Receiver, Recorded, Reply, TestTls};
+use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
+use plausible_webhooks::triggers::source::AnalyticsSource;
+use time::OffsetDateTime;
+
+const SITES: i64 = 1_000;
+const TRIGGERS_PER_SITE: i64 = 10;
+const GOAL_SITES: i64 = 100;
+const INGEST_PER_SEC: u64 = 1_000;
+const INGEST_TICK: Duration = Duration::from_millis(20);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn events() -> i64 {
+    std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+fn ingest_secs() -> u64 {
+    std::env::var("BENCH_INGEST_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    println!("plausible-webhooks trigger benchmark\n");
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgCluster::start(&PgOptions {
+            durable: true,
+            ..PgOptions::default()
+        })
+    })
+    .await??;
+    let url = cluster.create_database("bench").await?;
+    let mut db = plausible_webhooks::db::connect(&url).await?;
+    plausible_webhooks::db::migrate::load_fixture(&db).await?;
+    plausible_webhooks::db::migrate::migrate(&mut db).await?;
+    let db = db;
+
+    let n = events();
+    let started = Instant::now();
+    setup(&db, n).await?;
+    println!(
+        "setup: {SITES} sites, {n} events over 8 days, {} spike/drop triggers, {GOAL_SITES} goal triggers ({:.0} s)\n",
+        SITES * TRIGGERS_PER_SITE,
+        started.elapsed().as_secs_f64()
+    );
+
+    evaluation(&db, &url).await?;
+    goal_scanning(&db, &url).await?;
+    drop(cluster);
+    Ok(())
+}
+
+async fn setup(db: &tokio_postgres::Client, n: i64) -> Result<()> {
+    db.batch_execute(&format!(
+        "INSERT INTO teams (name) VALUES ('bench');
+         INSERT INTO sites (domain, team_id) SELECT 'site' || g || '.example', 1 FROM generate_series(1, {SITES}) g;
+         INSERT INTO webhooks (site_id, name, url, secret)
+           SELECT id, 'bench', 'https://127.0.0.1:9/hook', '{SECRET}' FROM sites;
+         DROP INDEX IF EXISTS events_v2_site_time_idx;"
+    ))
+    .await?;
+    // Events: uniform over sites and over the last 8 days, 90% pageviews,
+    // 10% engagement; ~30 visitors a day per site come back.
+    let chunk = 1_000_000;
+    let mut done = 0;
+    while done < n {
+        let m = chunk.min(n - done);
+        db.execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source)
+             SELECT 1 + (random() * ($2::int8 - 1))::int8,
+                    (now() AT TIME ZONE 'UTC') - random() * interval '8 days',
+                    CASE WHEN random() < 0.9 THEN 'pageview' ELSE 'engagement' END,
+                    '/page/' || (random() * 20)::int,
+                    (random() * 5000)::int8, (random() * 1e12)::int8,
+                    (ARRAY['', 'Google', 'Twitter', 'Hacker News', 'Bing', 'DuckDuckGo'])[1 + (random() * 5)::int]
+             FROM generate_series(1, $1::int8)",
+            &[&m, &SITES],
+        )
+        .await?;
+        done += m;
+    }
+    db.batch_execute(
+        "CREATE INDEX events_v2_site_time_idx ON events_v2 (site_id, \"timestamp\") INCLUDE (user_id, name)",
+    )
+    .await?;
+    db.batch_execute("VACUUM ANALYZE events_v2").await?;
+    // Per site 5 spike triggers (thresholds 5..25 visitors in 5 min) and 5
+    // drop triggers (thresholds 50..250 in 12 h). With ~1.2 visitors per
+    // 5 min and ~150 per 12 h per site, spikes rarely fire, drops often.
+    db.batch_execute(
+        "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, cooldown_secs, next_evaluation_at)
+         SELECT w.id, CASE WHEN k <= 5 THEN 'visitor_spike' ELSE 'traffic_drop' END,
+                CASE WHEN k <= 5 THEN 1 + k ELSE 50 * (k - 5) END, 0, '-infinity'
+         FROM webhooks w, generate_series(1, 10) k;
+         ANALYZE webhook_triggers;",
+    )
+    .await?;
+    Ok(())
+}
+
+fn evaluator(url: &str, source: Arc<AnalyticsSource>) -> Result<Evaluator> {
+    Evaluator::new(
+        EvaluatorConfig {
+            interval: Duration::from_secs(60),
+            batch: plausible_webhooks::config::DEFAULT_EVALUATION_BATCH,
+            base_url: "https://plausible.example.com".into(),
+            before_commit: None,
+        },
+        plausible_webhooks::db::pool(url, 4)?,
+        source,
+    )
+}
+
+async fn evaluation(db: &tokio_postgres::Client, url: &str) -> Result<()> {
+    let tls = TestTls::new()?;
+    let cfg = plausible_webhooks::testkit::loopback_config(url, &tls.ca_file);
+    let source = Arc::new(AnalyticsSource::from_config(&cfg)?);
+    let ev = evaluator(url, source.clone())?;
+    let now = OffsetDateTime::now_utc();
+    for (label, at) in [
+        ("first round (all 10,000 due)", now),
+        (
+            "a minute later (hysteresis)",
+            now + time::Duration::minutes(1),
+        ),
+    ] {
+        let t = Instant::now();
+        let r = ev.round(at).await?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "(a) {label}: {:.2} s, {} statements, {} evaluated, {} fired, {:.0} µs per trigger",
+            secs,
+            r.queries,
+            r.evaluated,
+            r.fired,
+            secs * 1e6 / r.evaluated.max(1) as f64
+        );
+    }
+    // 1,000 triggers without a threshold: each derives one from 7 days first.
+    db.batch_execute(
+        "UPDATE webhook_triggers SET threshold = NULL WHERE trigger_type = 'visitor_spike'
+           AND id IN (SELECT id FROM webhook_triggers WHERE trigger_type = 'visitor_spike' ORDER BY id LIMIT 1000)",
+    )
+    .await?;
+    let t = Instant::now();
+    let r = ev.round(now + time::Duration::minutes(2)).await?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "(a) with 1,000 thresholds derived from 7 days: {:.2} s, {} statements, {} evaluated, {} fired",
+        secs, r.queries, r.evaluated, r.fired
+    );
+    let (sample,): (String,) = {
+        let row = db
+            .query_one(
+                "SELECT payload::text FROM webhook_deliveries WHERE event_type = 'visitor_spike' LIMIT 1",
+                &[],
+            )
+            .await?;
+        (row.get(0),)
+    };
+    println!("    a spike payload: {sample}\n");
+    // The evaluator's deliveries are not part of (b).
+    db.batch_execute(
+        "DELETE FROM webhook_deliveries; UPDATE webhook_triggers SET enabled = false;",
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Seen {
+    /// pathname (unique per completion) -> first arrival.
+    arrival: HashMap<String, SystemTime>,
+}
+
+async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
+    // Sites 1..=100 get three goals each (event with a property, a page
+    // wildcard, a scroll goal) and one goal trigger covering all of them.
+    db.batch_execute(&format!(
+        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
+           SELECT s, 'Signup', NULL, 'Signup', -1, '{{\"plan\": \"pro\"}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s
+           UNION ALL SELECT s, NULL, '/checkout/**', 'Checkout', -1, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s
+           UNION ALL SELECT s, NULL, '/blog/*', 'Read', 75, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s;
+         INSERT INTO webhook_triggers (webhook_id, trigger_type, inserted_at)
+           SELECT id, 'goal_completion', now() FROM webhooks WHERE site_id <= {GOAL_SITES};"
+    ))
+    .await?;
+    let tls = TestTls::new()?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let behavior = {
+        let seen = seen.clone();
+        Arc::new(move |r: &Recorded| {
+            let p = r.json()["data"]["pathname"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            seen.lock().unwrap().arrival.entry(p).or_insert(r.at);
+            Reply::Status(200)
+        })
+    };
+    let receiver = Receiver::start(&tls, behavior).await?;
+    db.execute(
+        "UPDATE webhooks SET url = $1 || id::text, rate_limit_per_sec = NULL",
+        &[&receiver.url("/hook/")],
+    )
+    .await?;
+    let mut cfg = plausible_webhooks::testkit::loopback_config(url, &tls.ca_file);
+    cfg.log.level = "warn".into();
+    let daemon = Daemon::start(cfg, StartOptions::default()).await?;
+    daemon.wait_listening().await?;
+
+    // Ingest: every 20 ms a batch of 20 events (1,000/s), one in five a goal
+    // completion with a unique pathname; its commit instant is recorded.
+    let secs = ingest_secs();
+    let per_tick = (INGEST_PER_SEC * INGEST_TICK.as_millis() as u64 / 1000) as i64;
+    let mut committed: HashMap<String, SystemTime> = HashMap::new();
+    let mut tick = tokio::time::interval(INGEST_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut seq: i64 = 0;
+    let mut written = 0i64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        let first = seq;
+        seq += per_tick;
+        // kind by n % 5: 0 = completion (cycling event/page/scroll), else a plain pageview.
+        db.execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, meta_key, meta_value, scroll_depth)
+             SELECT 1 + n % $3, now() AT TIME ZONE 'UTC',
+                    CASE WHEN n % 5 <> 0 THEN 'pageview'
+                         WHEN n % 15 = 0 THEN 'Signup'
+                         WHEN n % 15 = 5 THEN 'pageview'
+                         ELSE 'engagement' END,
+                    CASE WHEN n % 5 <> 0 THEN '/page/' || n
+                         WHEN n % 15 = 0 THEN '/signup/' || n
+                         WHEN n % 15 = 5 THEN '/checkout/' || n
+                         ELSE '/blog/' || n END,
+                    n, n,
+                    CASE WHEN n % 15 = 0 THEN '{plan}'::text[] ELSE '{}' END,
+                    CASE WHEN n % 15 = 0 THEN '{pro}'::text[] ELSE '{}' END,
+                    CASE WHEN n % 15 = 10 THEN 90 END
+             FROM generate_series($1::int8, $2::int8 - 1) n",
+            &[&first, &seq, &GOAL_SITES],
+        )
+        .await?;
+        let at = SystemTime::now();
+        for n in first..seq {
+            if n % 5 == 0 {
+                let p = match n % 15 {
+                    0 => format!("/signup/{n}"),
+                    5 => format!("/checkout/{n}"),
+                    _ => format!("/blog/{n}"),
+                };
+                committed.insert(p, at);
+            }
+        }
+        written += per_tick;
+    }
+    let ingest = started.elapsed().as_secs_f64();
+    // Wait for the stragglers (up to 30 s).
+    let want = committed.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().arrival.len() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.shutdown().await?;
+    let arrival = std::mem::take(&mut seen.lock().unwrap().arrival);
+    let mut lat: Vec<f64> = committed
+        .iter()
+        .filter_map(|(p, at)| {
+            arrival
+                .get(p)
+                .map(|a| a.duration_since(*at).unwrap_or_default().as_secs_f64() * 1e3)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+    let dups: i64 = db
+        .query_one(
+            "SELECT count(*) - count(DISTINCT payload->>'pathname') FROM webhook_deliveries",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!(
+        "(b) ingest {} events in {:.1} s ({:.0}/s), {} goal completions: {} delivered, {} duplicate deliveries",
+        written,
+        ingest,
+        written as f64 / ingest,
+        want,
+        lat.len(),
+        dups
+    );
+    if !lat.is_empty() {
+        println!(
+            "    event row committed → POST arrived: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms (scan interval 1 s)",
+            pct(0.5),
+            pct(0.95),
+            pct(0.99),
+            lat[lat.len() - 1]
+        );
+    }
+    Ok(())
+}
