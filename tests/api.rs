@@ -499,6 +499,16 @@ async fn the_whole_surface_with_its_refusals() {
         422,
         Some("out_of_range"),
     );
+    let a = api
+        .op("PATCH", &path, Some(json!({"retry_schedule_secs": [0]})))
+        .await;
+    expect(&a, 422, Some("out_of_range"));
+    assert_eq!(
+        a.json()["error"]["field"],
+        "retry_schedule_secs",
+        "{}",
+        a.text
+    );
 
     // Send a test: the receiver's answer comes back; it is logged like any delivery.
     let t = api.op("POST", &format!("{path}/test"), None).await;
@@ -672,6 +682,15 @@ async fn the_whole_surface_with_its_refusals() {
         422,
         Some("syntax"),
     );
+    let a = api
+        .op(
+            "POST",
+            &format!("{path}/triggers"),
+            Some(json!({"type": "drop", "threshold": 5, "window_secs": 1})),
+        )
+        .await;
+    expect(&a, 422, Some("out_of_range"));
+    assert_eq!(a.json()["error"]["field"], "window_secs", "{}", a.text);
     assert_eq!(
         api.op("GET", &format!("{path}/triggers"), None)
             .await

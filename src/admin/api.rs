@@ -69,13 +69,25 @@ impl ApiError {
     }
 }
 
+/// The shared validation names fields as the CLI spells them; the API's
+/// JSON fields carry their unit.
+fn api_field(field: String) -> String {
+    match field.as_str() {
+        "retry_schedule" => "retry_schedule_secs".into(),
+        "window" => "window_secs".into(),
+        "cooldown" => "cooldown_secs".into(),
+        "grace" => "grace_secs".into(),
+        _ => field,
+    }
+}
+
 impl From<Invalid> for ApiError {
     fn from(i: Invalid) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: i.rule.code().to_string(),
             message: i.message,
-            field: Some(i.field),
+            field: Some(api_field(i.field)),
         }
     }
 }
