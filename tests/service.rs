@@ -346,3 +346,30 @@ async fn check_reports_the_admin_listener_and_plausibles_tables() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("grant this role SELECT"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_while_draining() {
+    let env = Env::new().await;
+    let rx = env
+        .receiver(std::sync::Arc::new(|_: &_| {
+            plausible_webhooks::testkit::receiver::Reply::Hang
+        }))
+        .await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut d = env.spawn_daemon(&[
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+        ("PLAUSIBLE_WEBHOOKS__SHUTDOWN__GRACE_SECS", "3"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "30000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "60"),
+    ]);
+    let readyz = format!("http://{listen}/readyz");
+    wait_status(&readyz, 200, T).await;
+    env.enqueue(wh, 1).await;
+    rx.wait_for(1, T).await.unwrap();
+    // A request hangs: the drain waits for it through the grace period.
+    d.signal(libc::SIGTERM);
+    let draining = wait_status(&readyz, 503, T).await.json();
+    assert_eq!(draining["checks"]["draining"], true, "{draining}");
+    assert_eq!(d.wait_exit(T).await.code(), Some(0));
+}
