@@ -333,11 +333,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 daemon.listener_connected(),
                 &cfg,
             );
-            let started = match state {
-                Ok(state) => crate::admin::http::AdminServer::start(addr, state).await,
-                Err(e) => Err(e),
-            };
-            match started {
+            match async { crate::admin::http::AdminServer::start(addr, state?).await }.await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     daemon.shutdown().await?;

@@ -154,6 +154,12 @@ async fn admin_listener_is_off_unless_configured_and_healthz_answers() {
     // A non-loopback address is refused unless allowed explicitly (exit 78).
     let mut bad = env.spawn_daemon(&[("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", "0.0.0.0:1")]);
     assert_eq!(bad.wait_exit(T).await.code(), Some(78));
+    // An address in use: the daemon stops (exit 1, so systemd retries) instead
+    // of running without the listener it was told to serve.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut busy = env.spawn_daemon(&[("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &addr)]);
+    assert_eq!(busy.wait_exit(T).await.code(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
