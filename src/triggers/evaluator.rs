@@ -34,6 +34,10 @@ use crate::delivery::envelope::rfc3339_seconds;
 pub const BASELINE_DAYS: i64 = 7;
 /// Sources and pages listed in a spike payload (as Plausible's spike email).
 pub const TOP_N: i64 = 3;
+/// Thresholds derived per round at most (each reads 7 days of a site's
+/// events); the rest keep their last derived value, or wait a round or two
+/// when they have none yet.
+pub const DERIVE_PER_ROUND: usize = 100;
 /// Never sleep less than this between rounds.
 pub const MIN_PAUSE: StdDuration = StdDuration::from_millis(200);
 /// After a failed round.
@@ -192,15 +196,21 @@ impl Evaluator {
     /// Evaluates every trigger due at `now`, batch by batch.
     pub async fn round(&self, now: OffsetDateTime) -> Result<RoundReport> {
         let mut report = RoundReport::default();
+        let mut derive_budget = DERIVE_PER_ROUND;
         loop {
-            let n = self.batch(now, &mut report).await?;
+            let n = self.batch(now, &mut report, &mut derive_budget).await?;
             if (n as i64) < self.cfg.batch {
                 return Ok(report);
             }
         }
     }
 
-    async fn batch(&self, now: OffsetDateTime, report: &mut RoundReport) -> Result<usize> {
+    async fn batch(
+        &self,
+        now: OffsetDateTime,
+        report: &mut RoundReport,
+        derive_budget: &mut usize,
+    ) -> Result<usize> {
         let mut client = self
             .pool
             .get()
@@ -226,7 +236,9 @@ impl Evaluator {
                 let c = &claimed[i];
                 c.live && c.threshold.is_none() && threshold::stale(c.derived_at, now)
             })
+            .take(*derive_budget)
             .collect();
+        *derive_budget -= derive.len();
         let history: Vec<(Window, i64)> = derive
             .iter()
             .map(|&i| {
@@ -545,10 +557,6 @@ impl Enqueue {
 
     pub fn is_empty(&self) -> bool {
         self.webhook.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.webhook.len()
     }
 
     /// Returns how many were new (a repeated idempotency key adds nothing).

@@ -18,6 +18,7 @@
 //! Plausible takes its triggers with it (ON DELETE CASCADE); a trigger never
 //! widens to all goals.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -50,6 +51,12 @@ SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor, t.inserted_at,
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id";
+
+/// Which of these (webhook, key) pairs are already in the queue.
+const KNOWN_KEYS_SQL: &str = "
+SELECT x.w, x.k FROM unnest($1::uuid[], $2::text[]) AS x(w, k)
+WHERE EXISTS (SELECT 1 FROM webhook_deliveries d
+              WHERE d.webhook_id = x.w AND d.idempotency_key = x.k)";
 
 const UPDATE_SQL: &str = "
 UPDATE webhook_triggers SET goal_cursor = $1, last_evaluated_at = $1, next_evaluation_at = $2
@@ -214,11 +221,12 @@ impl GoalScanner {
             report.queries += 1;
         }
 
-        let mut deliveries = Enqueue::default();
-        for comp in &completions {
-            let scan = &scans[comp.scan];
-            let c = &claimed[owner[comp.scan]];
-            let g = scan.goal;
+        // Keys first: the lateness overlap finds mostly completions already
+        // enqueued by an earlier scan; only new ones get a payload and an INSERT.
+        let mut found: Vec<(usize, u64, Uuid, String)> = Vec::new();
+        for (n, comp) in completions.iter().enumerate() {
+            let g = scans[comp.scan].goal;
+            let webhook = claimed[owner[comp.scan]].webhook_id;
             for ordinal in 1..=comp.count.max(0) as u64 {
                 let key = CompletionIdentity {
                     goal_id: g.id,
@@ -231,16 +239,39 @@ impl GoalScanner {
                     ordinal,
                 }
                 .key();
-                deliveries.push(
-                    c.webhook_id,
-                    c.id,
-                    "goal_completion",
-                    payload(c.id, g, comp.timestamp_us, &comp.pathname),
-                    key,
-                );
+                found.push((n, ordinal, webhook, key));
             }
         }
-        report.completions += deliveries.len();
+        report.completions += found.len();
+        let known: HashSet<(Uuid, String)> = if found.is_empty() {
+            HashSet::new()
+        } else {
+            let webhooks: Vec<Uuid> = found.iter().map(|f| f.2).collect();
+            let keys: Vec<&str> = found.iter().map(|f| f.3.as_str()).collect();
+            report.queries += 1;
+            tx.query(KNOWN_KEYS_SQL, &[&webhooks, &keys])
+                .await
+                .context("looking up completions already enqueued")?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let mut deliveries = Enqueue::default();
+        for (n, _, webhook, key) in found {
+            if known.contains(&(webhook, key.clone())) {
+                continue;
+            }
+            let comp = &completions[n];
+            let c = &claimed[owner[comp.scan]];
+            let g = scans[comp.scan].goal;
+            deliveries.push(
+                webhook,
+                c.id,
+                "goal_completion",
+                payload(c.id, g, comp.timestamp_us, &comp.pathname),
+                key,
+            );
+        }
         if !deliveries.is_empty() {
             report.enqueued += deliveries.execute(&tx).await?;
             report.queries += 1;

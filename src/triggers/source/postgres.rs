@@ -118,12 +118,13 @@ impl PostgresSource {
 
     pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<i64>> {
         let sql = format!(
-            "SELECT (SELECT count(DISTINCT (floor(extract(epoch FROM e.\"timestamp\")::float8 / q.b)::int8, e.user_id))
-                     FROM {t} e
-                     WHERE e.site_id = q.site_id
-                       AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
-                       AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
-                       AND e.name <> 'engagement')
+            "SELECT (SELECT count(*) FROM (
+                         SELECT 1 FROM {t} e
+                         WHERE e.site_id = q.site_id
+                           AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                           AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
+                           AND e.name <> 'engagement'
+                         GROUP BY floor(extract(epoch FROM e.\"timestamp\")::float8 / q.b), e.user_id) x)
              FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::float8[])
                   WITH ORDINALITY AS q(site_id, f, t, b, i)
              ORDER BY q.i",
@@ -199,15 +200,21 @@ impl PostgresSource {
     }
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
-        // One row per scan; goal fields travel as parameters, never as SQL text.
+        // One row per scan; goal fields travel as parameters, never as SQL
+        // text. Each site's events are read once, for all its goals.
         let sql = format!(
-            "SELECT g.i::int8,
+            "WITH scans AS MATERIALIZED (
+                 SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::int2[], $9::jsonb[])
+                 WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i))
+             SELECT g.i::int8,
                     (extract(epoch FROM e.\"timestamp\") * 1000000)::int8,
                     e.name, e.pathname, e.user_id::text, e.session_id::text, count(*)::int8
-             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::int2[], $9::jsonb[])
-                  WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i)
-             JOIN {t} e ON e.site_id = g.site_id
+             FROM (SELECT site_id, min(f) AS f, max(t) AS t FROM scans GROUP BY site_id) w
+             JOIN {t} e ON e.site_id = w.site_id
+                       AND e.\"timestamp\" > (w.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (w.t AT TIME ZONE 'UTC')
+             JOIN scans g ON g.site_id = e.site_id
                        AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
                        AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
              WHERE CASE g.kind
