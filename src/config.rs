@@ -43,6 +43,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub retention: RetentionConfig,
+    pub admin: AdminConfig,
     pub analytics: AnalyticsConfig,
     pub triggers: TriggersConfig,
     pub plausible: PlausibleConfig,
@@ -253,6 +254,60 @@ impl Default for RetentionConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener (health, metrics, REST API), e.g.
+    /// "127.0.0.1:8787". Empty: no listener.
+    pub listen: String,
+    /// The listener speaks plain HTTP: a non-loopback address must be allowed
+    /// explicitly (put TLS in front of it).
+    pub allow_non_loopback: bool,
+    /// Lowercase hex SHA-256 of each operator bearer token (access to every site).
+    pub operator_token_sha256: Vec<String>,
+    /// File holding Plausible's SECRET_KEY_BASE, for Plausible API keys. The
+    /// SECRET_KEY_BASE environment variable wins over it.
+    pub secret_key_base_file: Option<PathBuf>,
+    /// Resolved from SECRET_KEY_BASE or `secret_key_base_file` (never from TOML).
+    #[serde(skip)]
+    pub secret_key_base: Option<Redacted>,
+}
+
+impl AdminConfig {
+    /// The listen address, None when the listener is off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = self.listen.trim().parse().map_err(|_| {
+            bad(
+                "admin.listen",
+                format!("`{}` is not an address like 127.0.0.1:8787", self.listen),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(bad(
+                "admin.listen",
+                format!(
+                    "{addr} is not a loopback address; the admin listener speaks plain HTTP with bearer tokens: \
+                     keep it on 127.0.0.1 (behind a TLS proxy) or set admin.allow_non_loopback = true"
+                ),
+            ));
+        }
+        Ok(Some(addr))
+    }
+}
+
+/// A secret: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
@@ -386,6 +441,8 @@ impl Config {
         let cfg: Config = toml::Value::Table(root)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(format!("config: {}", e.message().trim())))?;
+        let mut cfg = cfg;
+        cfg.admin.secret_key_base = secret_key_base(&cfg.admin, env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -472,6 +529,17 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", format!("is not a valid filter ({e})")))?;
+        self.admin.listen_addr()?;
+        for h in &self.admin.operator_token_sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(bad(
+                    "admin.operator_token_sha256",
+                    "each entry must be the lowercase hex SHA-256 of a token (64 characters): \
+                     printf %s \"$TOKEN\" | sha256sum",
+                ));
+            }
+        }
+
         self.validate_triggers()?;
         if self.retention.days == 0 || self.retention.prune_batch <= 0 {
             return Err(bad(
@@ -573,6 +641,40 @@ impl Config {
     }
 }
 
+/// Plausible's SECRET_KEY_BASE: the environment variable, else the file.
+fn secret_key_base(
+    admin: &AdminConfig,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Redacted>, ConfigError> {
+    if let Some(v) = env.get("SECRET_KEY_BASE").filter(|v| !v.is_empty()) {
+        return Ok(Some(Redacted(v.clone())));
+    }
+    let Some(path) = &admin.secret_key_base_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "admin.secret_key_base_file",
+            format!(
+                "cannot read {} ({e}); it must be readable by the daemon's user",
+                path.display()
+            ),
+        )
+    })?;
+    // A file written with `echo` ends with a newline that is not part of the key.
+    let key = text.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        return Err(bad(
+            "admin.secret_key_base_file",
+            format!(
+                "{} is empty; put Plausible's SECRET_KEY_BASE in it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(Redacted(key.to_string())))
+}
+
 /// The same limits as the `webhooks_retry_schedule_limits` constraint.
 pub fn validate_retry_schedule(key: &str, s: &[u32]) -> Result<(), ConfigError> {
     if s.len() > MAX_RETRIES {
@@ -638,6 +740,38 @@ mod tests {
     }
 
     #[test]
+    fn secret_key_base_from_env_or_file_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("skb");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let toml = format!(
+            "[admin]\nsecret_key_base_file = {:?}\n",
+            f.to_str().unwrap()
+        );
+        let c = Config::from_parts(&toml, &env(&[("DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        assert_eq!(c.admin.secret_key_base, Some(Redacted("from-file".into())));
+        assert!(!format!("{c:?}").contains("from-file"));
+        let c = Config::from_parts(
+            &toml,
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("SECRET_KEY_BASE", "from-env"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.admin.secret_key_base, Some(Redacted("from-env".into())));
+        let c = Config::from_parts(
+            "[admin]\nlisten = \"127.0.0.1:8787\"\n",
+            &env(&[("DATABASE_URL", "postgres://u@h/db")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin.listen_addr().unwrap(),
+            Some("127.0.0.1:8787".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = env(&[("DATABASE_URL", "postgres://u@h/db")]);
         for (toml, key) in [
@@ -652,6 +786,17 @@ mod tests {
             ),
             ("[delivery]\nbogus = 1\n", "bogus"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[admin]\nlisten = \"0.0.0.0:8787\"\n", "admin.listen"),
+            ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
+            (
+                "[admin]\noperator_token_sha256 = [\"abc\"]\n",
+                "admin.operator_token_sha256",
+            ),
+            (
+                "[admin]\nsecret_key_base_file = \"/nonexistent/skb\"\n",
+                "admin.secret_key_base_file",
+            ),
+            ("[admin]\nsecret_key_base = \"x\"\n", "secret_key_base"),
         ] {
             let err = Config::from_parts(toml, &e).unwrap_err();
             assert!(err.0.contains(key), "{toml}: {err}");

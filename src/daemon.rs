@@ -126,7 +126,10 @@ impl Daemon {
                 let abort = abort.clone();
                 tracker.spawn(async move {
                     tokio::select! {
-                        c = worker.deliver(&job) => { let _ = tx.send((c, Some(permit))).await; }
+                        c = worker.deliver(&job) => {
+                            crate::admin::metrics::delivery_completed(&job.event_type, &c);
+                            let _ = tx.send((c, Some(permit))).await;
+                        }
                         _ = abort.cancelled() => {}
                     }
                 });
@@ -320,19 +323,30 @@ pub fn instance_name() -> String {
 pub async fn run(cfg: Config) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let daemon = Daemon::start(cfg, StartOptions::default()).await?;
-    // READY=1 once LISTEN is up (a NOTIFY is then never missed); SIGTERM is
-    // honoured meanwhile.
-    let mut up = daemon.listener_connected();
-    tokio::spawn(async move {
-        if tokio::time::timeout(Duration::from_secs(30), up.wait_for(|v| *v))
-            .await
-            .is_err()
-        {
-            tracing::warn!("listener not connected yet; reporting ready anyway (polling)");
+    let admin_addr = cfg.admin.listen_addr()?;
+    // Fails unless the schema is current: READY=1 is never sent before that.
+    let daemon = Daemon::start(cfg.clone(), StartOptions::default()).await?;
+    let admin = match admin_addr {
+        Some(addr) => {
+            let state = crate::admin::http::AdminState::new(
+                daemon.pool.clone(),
+                daemon.listener_connected(),
+                &cfg,
+            );
+            match async { crate::admin::http::AdminServer::start(addr, state?).await }.await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    daemon.shutdown().await?;
+                    return Err(e);
+                }
+            }
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    });
+        None => None,
+    };
+    // READY=1 once LISTEN is up (a NOTIFY is then never missed); until then
+    // systemd's TimeoutStartSec applies, and SIGTERM is honoured.
+    let mut up = daemon.listener_connected();
+    let mut ready = false;
     let mut watchdog = None;
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) {
@@ -344,14 +358,38 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = term.recv() => break false,
             _ = tokio::signal::ctrl_c() => break false,
             _ = fatal.cancelled() => break true,
+            r = up.wait_for(|v| *v), if !ready => {
+                let connected = r.is_ok();
+                ready = true;
+                if connected {
+                    tracing::info!("ready: schema current, LISTEN connected");
+                    let _ = sd_notify::notify(false, &[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status("delivering"),
+                    ]);
+                }
+            }
             _ = async { match &mut watchdog { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
         }
     };
     tracing::info!("stopping: no new claims; draining deliveries in flight");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    daemon.shutdown().await?;
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("draining deliveries in flight"),
+        ],
+    );
+    if let Some(a) = &admin {
+        a.draining();
+    }
+    let drained = daemon.shutdown().await;
+    if let Some(a) = admin {
+        a.shutdown().await;
+    }
+    drained?;
     if failed {
         anyhow::bail!(
             "a service of the daemon failed (see the log above); exiting so systemd restarts it"

@@ -4,7 +4,8 @@
 //! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
 //! signing, retry policy, worker) → `triggers` (analytics sources, spike/drop
 //! evaluator, goal scanner) → `admin` (validation, operations and CLI
-//! commands for operators) → `daemon` (wiring, shutdown). `testkit` holds
+//! commands for operators; the admin HTTP listener, its auth and metrics) →
+//! `daemon` (wiring, shutdown). `testkit` holds
 //! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
 //! tests and the benchmark.
 

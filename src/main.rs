@@ -102,6 +102,10 @@ async fn check(cfg: &Config) -> anyhow::Result<()> {
         source.check().await?;
         println!("analytics: ok ({})", source.describe());
     }
+    println!(
+        "{}",
+        plausible_webhooks::admin::http::check(cfg, &client).await?
+    );
     Ok(())
 }
 

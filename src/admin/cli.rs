@@ -538,6 +538,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                     .map(|s| validate::since("since", &s, now))
                     .transpose()?,
                 limit: Some(limit),
+                after: None,
             };
             let v = ops::list_deliveries(&client, &f).await?;
             output(json, &v, || print_deliveries(&v));

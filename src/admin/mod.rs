@@ -1,6 +1,12 @@
 //! What operators use: edge validation (`validate`), the operations over the
-//! database (`ops`, shared by the CLI and the HTTP API) and the CLI (`cli`).
+//! database (`ops`, shared by the CLI and the HTTP API), the CLI (`cli`), and
+//! the admin HTTP listener (`http`: health, readiness, `metrics`, the REST
+//! `api`) with its authentication (`auth`).
 
+pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod validate;

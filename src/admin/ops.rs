@@ -879,6 +879,9 @@ pub struct DeliveryFilter {
     pub since: Option<OffsetDateTime>,
     /// Default 50, at most 10,000.
     pub limit: Option<i64>,
+    /// Keyset pagination: only deliveries after this one in the listing's
+    /// order (`inserted_at` descending, then id), given as its (inserted_at, id).
+    pub after: Option<(OffsetDateTime, Uuid)>,
 }
 
 /// The newest deliveries first.
@@ -918,10 +921,20 @@ pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<D
                         OR ($2 NOT IN ('pending', 'retrying') AND d.status = $2))
                    AND ($3::text IS NULL OR d.event_type = $3)
                    AND ($4::timestamptz IS NULL OR d.inserted_at >= $4)
+                   AND ($6::timestamptz IS NULL OR d.inserted_at < $6
+                        OR (d.inserted_at = $6 AND d.id > $7))
                  ORDER BY d.inserted_at DESC, d.id
                  LIMIT $5"
             ),
-            &[&webhook, &f.status, &f.event_type, &f.since, &limit],
+            &[
+                &webhook,
+                &f.status,
+                &f.event_type,
+                &f.since,
+                &limit,
+                &f.after.map(|a| a.0),
+                &f.after.map(|a| a.1),
+            ],
         )
         .await,
         "listing deliveries",

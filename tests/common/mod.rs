@@ -3,6 +3,8 @@
 //! real HTTPS receivers on loopback.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,820 @@
+//! The REST API under `/api/`: JSON in and out, the same validation and
+//! operations as the CLI (`super::validate`, `super::ops`), and access by
+//! Plausible's roles (`super::auth`).
+//!
+//! | method | path | access |
+//! | --- | --- | --- |
+//! | GET | /api/webhooks[?site=&include_deleted=] | read (lists the sites the caller can read) |
+//! | POST | /api/webhooks | manage on the body's `site` |
+//! | GET | /api/webhooks/:id | read |
+//! | PUT, PATCH | /api/webhooks/:id | manage |
+//! | DELETE | /api/webhooks/:id | manage (soft delete; `restore` undoes it) |
+//! | POST | /api/webhooks/:id/restore, /rotate-secret, /test, /replay | manage |
+//! | GET, POST | /api/webhooks/:id/triggers | read, manage |
+//! | DELETE | /api/webhooks/:id/triggers/:trigger_id | manage |
+//! | GET | /api/webhooks/:id/deliveries[?status=&event=&since=&limit=&cursor=] | read |
+//! | GET | /api/webhooks/:id/deliveries/:delivery_id | read |
+//! | POST | /api/webhooks/:id/deliveries/:delivery_id/retry[?force=true] | manage |
+//!
+//! Errors: `{"error": {"code", "message", "field"?}}` with 400 (not JSON),
+//! 401 (no or unknown token), 403 (role too low), 404 (missing, or on a site
+//! the caller has no role on: not told apart), 405, 409 (state forbids it),
+//! 413, 422 (a field breaks a rule; `code` is the rule), 500, 503.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::auth::{self, Access, Principal};
+use super::http::{json_response, AdminState, HttpResponse};
+use super::ops::{self, OpError, WebhookView};
+use super::validate::{self, Invalid, Rule, TriggerType};
+use crate::delivery::guard::AddressGuard;
+
+/// Deliveries per page: default and most.
+pub const PAGE_DEFAULT: i64 = 50;
+pub const PAGE_MAX: i64 = 1000;
+
+/// An answer that is not a success.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(f) = &self.field {
+            e["field"] = json!(f);
+        }
+        json_response(self.status, &json!({ "error": e }))
+    }
+}
+
+/// The shared validation names fields as the CLI spells them; the API's
+/// JSON fields carry their unit.
+fn api_field(field: String) -> String {
+    match field.as_str() {
+        "retry_schedule" => "retry_schedule_secs".into(),
+        "window" => "window_secs".into(),
+        "cooldown" => "cooldown_secs".into(),
+        "grace" => "grace_secs".into(),
+        _ => field,
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(i: Invalid) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: i.rule.code().to_string(),
+            message: i.message,
+            field: Some(api_field(i.field)),
+        }
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> ApiError {
+        match e {
+            OpError::Invalid(i) => i.into(),
+            OpError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            OpError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            OpError::Internal(e) => internal(e),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        internal(e)
+    }
+}
+
+/// Logged in full; the client gets no internals.
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = format!("{e:#}"), "admin API: internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the operation failed on the server; the daemon's log has the cause",
+    )
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+fn ok<T: Serialize>(status: StatusCode, v: &T) -> ApiResult {
+    Ok(json_response(
+        status,
+        &serde_json::to_value(v).map_err(anyhow::Error::from)?,
+    ))
+}
+
+pub async fn handle(
+    state: &AdminState,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> HttpResponse {
+    match route(state, &parts, &body).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &Bytes) -> ApiResult {
+    let mut db = state.pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, "admin API: no database connection");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database cannot be reached; try again shortly",
+        )
+    })?;
+    let authorization = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let who = match state.auth.authenticate(&db, authorization).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                e.message(),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "admin API: cannot check a token");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the token could not be checked; try again shortly",
+            ));
+        }
+    };
+    let path = parts.uri.path().trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let m = &parts.method;
+    let c: &mut Client = &mut db;
+    match segs.as_slice() {
+        ["api", "webhooks"] => match *m {
+            Method::GET => list_webhooks(c, &who, &query).await,
+            Method::POST => create_webhook(state, c, &who, body).await,
+            _ => Err(method_not_allowed("GET, POST")),
+        },
+        ["api", "webhooks", id] => match *m {
+            Method::GET => get_webhook(c, &who, id).await,
+            Method::PUT | Method::PATCH => update_webhook(state, c, &who, id, body).await,
+            Method::DELETE => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                let d = ops::delete(c, &w.id.to_string(), state.cfg.retention.days).await?;
+                ok(StatusCode::OK, &d)
+            }
+            _ => Err(method_not_allowed("GET, PUT, PATCH, DELETE")),
+        },
+        ["api", "webhooks", id, action] => match (m, *action) {
+            (&Method::POST, "restore") => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                let v = ops::restore(c, &w.id.to_string(), state.cfg.retention.days).await?;
+                ok(StatusCode::OK, &v)
+            }
+            (&Method::POST, "rotate-secret") => rotate_secret(c, &who, id, body).await,
+            (&Method::POST, "test") => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                drop(db);
+                let r = ops::send_test(&state.pool, &state.test_sender, &w.id.to_string()).await?;
+                ok(StatusCode::OK, &r)
+            }
+            (&Method::POST, "replay") => replay(c, &who, id, body).await,
+            (&Method::GET, "triggers") => {
+                let w = webhook_for(c, &who, id, Access::Read).await?;
+                let t = ops::list_triggers(c, &w.id.to_string()).await?;
+                ok(StatusCode::OK, &json!({ "triggers": t }))
+            }
+            (&Method::POST, "triggers") => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                let mut f = Fields::parse(body)?;
+                let t = f.trigger()?;
+                f.finish()?;
+                let v = ops::add_trigger(c, &w.id.to_string(), &t).await?;
+                ok(StatusCode::CREATED, &v)
+            }
+            (&Method::GET, "deliveries") => list_deliveries(c, &who, id, &query).await,
+            (_, "restore" | "rotate-secret" | "test" | "replay") => Err(method_not_allowed("POST")),
+            (_, "triggers") => Err(method_not_allowed("GET, POST")),
+            (_, "deliveries") => Err(method_not_allowed("GET")),
+            _ => Err(no_endpoint()),
+        },
+        ["api", "webhooks", id, "triggers", trigger] => match *m {
+            Method::DELETE => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                let t = Uuid::parse_str(trigger).map_err(|_| trigger_not_found(trigger))?;
+                let ours = ops::list_triggers(c, &w.id.to_string()).await?;
+                if !ours.iter().any(|x| x.id == t) {
+                    return Err(trigger_not_found(trigger));
+                }
+                let v = ops::remove_trigger(c, &t.to_string()).await?;
+                ok(StatusCode::OK, &v)
+            }
+            _ => Err(method_not_allowed("DELETE")),
+        },
+        ["api", "webhooks", id, "deliveries", delivery] => match *m {
+            Method::GET => {
+                let w = webhook_for(c, &who, id, Access::Read).await?;
+                let d = delivery_of(c, &w, delivery).await?;
+                ok(StatusCode::OK, &d)
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["api", "webhooks", id, "deliveries", delivery, "retry"] => match *m {
+            Method::POST => {
+                let w = webhook_for(c, &who, id, Access::Manage).await?;
+                let d = delivery_of(c, &w, delivery).await?;
+                let mut f = Fields::parse_or_empty(body)?;
+                let force = f.bool("force")?.unwrap_or(false) || flag(&query, "force")?;
+                f.finish()?;
+                let v = ops::retry(c, &d.delivery.id.to_string(), force).await?;
+                ok(StatusCode::OK, &v)
+            }
+            _ => Err(method_not_allowed("POST")),
+        },
+        _ => Err(no_endpoint()),
+    }
+}
+
+fn no_endpoint() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the API is under /api/webhooks (see the README)",
+    )
+}
+
+fn method_not_allowed(allowed: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint allows {allowed}"),
+    )
+}
+
+fn webhook_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no webhook {id} (give its full id, as GET /api/webhooks lists them)"),
+    )
+}
+
+fn trigger_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("this webhook has no trigger {id}"),
+    )
+}
+
+fn forbidden(site: &str, need: Access) -> ApiError {
+    let what = match need {
+        Access::Manage => "change its webhooks (owner, admin or editor may)",
+        _ => "read its webhooks (owner, admin, editor or viewer may)",
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("your role on site {site} does not let you {what}"),
+    )
+}
+
+/// The webhook `id` when the caller may do `need` on its site. A caller with
+/// no role on the site gets the same 404 as for a webhook that does not exist.
+async fn webhook_for(
+    db: &Client,
+    who: &Principal,
+    id: &str,
+    need: Access,
+) -> Result<WebhookView, ApiError> {
+    let uuid = Uuid::parse_str(id).map_err(|_| webhook_not_found(id))?;
+    let w = match ops::show(db, &uuid.to_string()).await {
+        Err(OpError::NotFound(_)) => return Err(webhook_not_found(id)),
+        r => r?,
+    };
+    let access = auth::site_access(db, who, w.site_id).await?;
+    if access == Access::None {
+        return Err(webhook_not_found(id));
+    }
+    if access < need {
+        return Err(forbidden(&w.site, need));
+    }
+    Ok(w)
+}
+
+/// A site named by domain or id, when the caller may do `need` on it.
+async fn site_for(
+    db: &Client,
+    who: &Principal,
+    site: &str,
+    need: Access,
+) -> Result<ops::Site, ApiError> {
+    let s = ops::site(db, site).await?;
+    if auth::site_access(db, who, s.id).await? < need {
+        return Err(forbidden(&s.domain, need));
+    }
+    Ok(s)
+}
+
+async fn delivery_of(
+    db: &Client,
+    w: &WebhookView,
+    id: &str,
+) -> Result<ops::DeliveryDetail, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "webhook {} has no delivery {id} (deliveries are pruned after retention.days)",
+                w.id
+            ),
+        )
+    };
+    let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
+    let d = match ops::show_delivery(db, &uuid.to_string()).await {
+        Err(OpError::NotFound(_)) => return Err(missing()),
+        r => r?,
+    };
+    if d.delivery.webhook_id != w.id {
+        return Err(missing());
+    }
+    Ok(d)
+}
+
+async fn list_webhooks(db: &Client, who: &Principal, q: &HashMap<String, String>) -> ApiResult {
+    let include_deleted = flag(q, "include_deleted")?;
+    let site = match q.get("site") {
+        Some(s) => Some(site_for(db, who, s, Access::Read).await?),
+        None => None,
+    };
+    let mut list = ops::list(
+        db,
+        &ops::ListFilter {
+            site: site.map(|s| s.id.to_string()),
+            include_deleted,
+        },
+    )
+    .await?;
+    if let Some(readable) = auth::readable_sites(db, who).await? {
+        list.retain(|w| readable.contains(&w.site_id));
+    }
+    ok(StatusCode::OK, &json!({ "webhooks": list }))
+}
+
+async fn get_webhook(db: &Client, who: &Principal, id: &str) -> ApiResult {
+    let w = webhook_for(db, who, id, Access::Read).await?;
+    let triggers = ops::list_triggers(db, &w.id.to_string()).await?;
+    ok(
+        StatusCode::OK,
+        &json!({ "webhook": w, "triggers": triggers }),
+    )
+}
+
+fn guard(state: &AdminState) -> Result<AddressGuard, ApiError> {
+    Ok(AddressGuard::new(
+        state.cfg.allow_nets().map_err(|e| anyhow::anyhow!("{e}"))?,
+    ))
+}
+
+async fn create_webhook(
+    state: &AdminState,
+    db: &mut Client,
+    who: &Principal,
+    body: &Bytes,
+) -> ApiResult {
+    let mut f = Fields::parse(body)?;
+    let site = f.site()?;
+    let new = ops::NewWebhook {
+        site: site.clone(),
+        name: f.required_str("name")?,
+        url: f.required_str("url")?,
+        secret: f.str("secret")?,
+        headers: f.headers()?.unwrap_or_default(),
+        retry_schedule_secs: f.int_list("retry_schedule_secs")?.flatten(),
+        rate_limit_per_sec: f.int("rate_limit_per_sec")?.flatten(),
+        max_concurrency: f.int("max_concurrency")?.flatten(),
+        triggers: f.triggers()?,
+    };
+    f.finish()?;
+    let s = site_for(db, who, &site, Access::Manage).await?;
+    let new = ops::NewWebhook {
+        site: s.id.to_string(),
+        ..new
+    };
+    let created = ops::create(db, &guard(state)?, new).await?;
+    ok(StatusCode::CREATED, &created)
+}
+
+async fn update_webhook(
+    state: &AdminState,
+    db: &Client,
+    who: &Principal,
+    id: &str,
+    body: &Bytes,
+) -> ApiResult {
+    let mut f = Fields::parse(body)?;
+    let mut c = ops::WebhookChanges {
+        name: f.str("name")?,
+        url: f.str("url")?,
+        retry_schedule_secs: f.int_list("retry_schedule_secs")?,
+        rate_limit_per_sec: f.int("rate_limit_per_sec")?,
+        max_concurrency: f.int("max_concurrency")?,
+        ..Default::default()
+    };
+    // `headers` replaces the whole set (null or {} clears it).
+    if f.has("headers") {
+        c.clear_headers = true;
+        c.set_headers = f.headers()?.unwrap_or_default();
+    }
+    let enabled = f.bool("enabled")?;
+    let reason = f.str("disabled_reason")?;
+    f.finish()?;
+    let w = webhook_for(db, who, id, Access::Manage).await?;
+    let id = w.id.to_string();
+    let changes_settings = c.name.is_some()
+        || c.url.is_some()
+        || c.clear_headers
+        || c.retry_schedule_secs.is_some()
+        || c.rate_limit_per_sec.is_some()
+        || c.max_concurrency.is_some();
+    let mut view = w;
+    if changes_settings {
+        view = ops::update(db, &guard(state)?, &id, &c).await?;
+    }
+    match enabled {
+        Some(true) => view = ops::enable(db, &id).await?,
+        Some(false) => view = ops::disable(db, &id, reason.as_deref()).await?,
+        None => {}
+    }
+    ok(StatusCode::OK, &view)
+}
+
+async fn rotate_secret(db: &Client, who: &Principal, id: &str, body: &Bytes) -> ApiResult {
+    let mut f = Fields::parse_or_empty(body)?;
+    let secret = f.str("secret")?;
+    let grace = f
+        .int("grace_secs")?
+        .flatten()
+        .unwrap_or(ops::DEFAULT_ROTATION_GRACE_SECS);
+    f.finish()?;
+    let w = webhook_for(db, who, id, Access::Manage).await?;
+    let r = ops::rotate_secret(db, &w.id.to_string(), secret.as_deref(), grace).await?;
+    ok(StatusCode::OK, &r)
+}
+
+async fn replay(db: &Client, who: &Principal, id: &str, body: &Bytes) -> ApiResult {
+    let now = OffsetDateTime::now_utc();
+    let mut f = Fields::parse(body)?;
+    let since = f.required_str("since")?;
+    let until = f.str("until")?;
+    let event_type = f.str("event")?;
+    let include_success = f.bool("include_success")?.unwrap_or(false);
+    let dry_run = f.bool("dry_run")?.unwrap_or(false);
+    f.finish()?;
+    let r = ops::Replay {
+        webhook: String::new(),
+        since: validate::since("since", &since, now)?,
+        until: until
+            .map(|u| validate::since("until", &u, now))
+            .transpose()?,
+        event_type,
+        include_success,
+        dry_run,
+    };
+    let w = webhook_for(db, who, id, Access::Manage).await?;
+    let v = ops::replay(
+        db,
+        &ops::Replay {
+            webhook: w.id.to_string(),
+            ..r
+        },
+    )
+    .await?;
+    ok(StatusCode::OK, &v)
+}
+
+/// The page cursor: the last delivery's (inserted_at, id), opaque to clients.
+fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
+    format!("{}_{}", at.unix_timestamp_nanos(), id.simple())
+}
+
+fn decode_cursor(s: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
+    let bad = || {
+        ApiError::from(Invalid::new(
+            "cursor",
+            Rule::Syntax,
+            "not a cursor from this API; pass `next_cursor` of the previous page as it is",
+        ))
+    };
+    let (t, id) = s.split_once('_').ok_or_else(bad)?;
+    let t = OffsetDateTime::from_unix_timestamp_nanos(t.parse().map_err(|_| bad())?)
+        .map_err(|_| bad())?;
+    Ok((t, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+async fn list_deliveries(
+    db: &Client,
+    who: &Principal,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult {
+    let known = ["status", "event", "since", "limit", "cursor"];
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Invalid::new(
+            k,
+            Rule::NotApplicable,
+            format!("unknown query parameter; use {}", known.join(", ")),
+        )
+        .into());
+    }
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=PAGE_MAX).contains(l))
+            .ok_or_else(|| {
+                Invalid::new(
+                    "limit",
+                    Rule::OutOfRange,
+                    format!("must be a whole number from 1 to {PAGE_MAX}"),
+                )
+            })?,
+        None => PAGE_DEFAULT,
+    };
+    let since = q
+        .get("since")
+        .map(|s| validate::since("since", s, OffsetDateTime::now_utc()))
+        .transpose()?;
+    let after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let w = webhook_for(db, who, id, Access::Read).await?;
+    let mut page = ops::list_deliveries(
+        db,
+        &ops::DeliveryFilter {
+            webhook: Some(w.id.to_string()),
+            status: q.get("status").cloned(),
+            event_type: q.get("event").cloned(),
+            since,
+            // One more than the page: tells whether another page follows.
+            limit: Some(limit + 1),
+            after,
+        },
+    )
+    .await?;
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    let next = more
+        .then(|| page.last().map(|d| encode_cursor(d.inserted_at, d.id)))
+        .flatten();
+    ok(
+        StatusCode::OK,
+        &json!({ "deliveries": page, "next_cursor": next }),
+    )
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(_) => Err(Invalid::new(name, Rule::Syntax, "must be true or false").into()),
+    }
+}
+
+/// The fields of a JSON object body, taken one by one; what is left at
+/// `finish` is an unknown field (a typo would otherwise be ignored silently).
+#[derive(Debug)]
+struct Fields(Map<String, Value>);
+
+fn wrong_type(field: &str, want: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "wrong_type".into(),
+        message: format!("must be {want}"),
+        field: Some(field.to_string()),
+    }
+}
+
+impl Fields {
+    fn parse(body: &Bytes) -> Result<Fields, ApiError> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => Ok(Fields(m)),
+            Ok(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                "the body must be a JSON object",
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("the body is not valid JSON ({e})"),
+            )),
+        }
+    }
+
+    fn parse_or_empty(body: &Bytes) -> Result<Fields, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Fields(Map::new()));
+        }
+        Self::parse(body)
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.0.contains_key(k)
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        match self.0.keys().next() {
+            Some(k) => Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "unknown_field".into(),
+                message: "this endpoint does not take this field".into(),
+                field: Some(k.clone()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn str(&mut self, k: &str) -> Result<Option<String>, ApiError> {
+        match self.0.remove(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(wrong_type(k, "a string")),
+        }
+    }
+
+    fn required_str(&mut self, k: &str) -> Result<String, ApiError> {
+        self.str(k)?
+            .ok_or_else(|| Invalid::new(k, Rule::Required, "is required").into())
+    }
+
+    fn bool(&mut self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.0.remove(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(wrong_type(k, "true or false")),
+        }
+    }
+
+    /// Absent: None; null: Some(None) (back to the default).
+    fn int(&mut self, k: &str) -> Result<Option<Option<i64>>, ApiError> {
+        match self.0.remove(k) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(|v| Some(Some(v)))
+                .ok_or_else(|| wrong_type(k, "a whole number")),
+            Some(_) => Err(wrong_type(k, "a whole number or null")),
+        }
+    }
+
+    fn int_list(&mut self, k: &str) -> Result<Option<Option<Vec<i64>>>, ApiError> {
+        match self.0.remove(k) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(Value::as_i64)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| Some(Some(v)))
+                .ok_or_else(|| wrong_type(k, "an array of whole numbers")),
+            Some(_) => Err(wrong_type(k, "an array of whole numbers or null")),
+        }
+    }
+
+    fn headers(&mut self) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+        match self.0.remove("headers") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(o)) => o
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    _ => Err(wrong_type("headers", "an object of strings")),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(_) => Err(wrong_type("headers", "an object of strings")),
+        }
+    }
+
+    /// `site`: Plausible's domain (its `site_id` in Plausible's API) or the numeric id.
+    fn site(&mut self) -> Result<String, ApiError> {
+        match self.0.remove("site") {
+            Some(Value::String(s)) => Ok(s),
+            Some(Value::Number(n)) if n.is_i64() => Ok(n.to_string()),
+            None | Some(Value::Null) => Err(Invalid::new(
+                "site",
+                Rule::Required,
+                "is required: the site's domain as in Plausible, or its numeric id",
+            )
+            .into()),
+            Some(_) => Err(wrong_type("site", "a domain or a numeric site id")),
+        }
+    }
+
+    /// One trigger object: {"type", "threshold"?, "window_secs"?, "cooldown_secs"?, "goal"?}.
+    fn trigger(&mut self) -> Result<ops::NewTrigger, ApiError> {
+        let ty = self.required_str("type")?;
+        let goal = match self.0.remove("goal") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) if n.is_i64() => Some(n.to_string()),
+            Some(_) => return Err(wrong_type("goal", "a goal id or display name")),
+        };
+        Ok(ops::NewTrigger {
+            trigger_type: TriggerType::parse(&ty)?,
+            threshold: self.int("threshold")?.flatten(),
+            window_secs: self.int("window_secs")?.flatten(),
+            cooldown_secs: self.int("cooldown_secs")?.flatten(),
+            goal,
+        })
+    }
+
+    fn triggers(&mut self) -> Result<Vec<ops::NewTrigger>, ApiError> {
+        match self.0.remove("triggers") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .map(|t| match t {
+                    Value::Object(o) => {
+                        let mut f = Fields(o);
+                        let t = f.trigger()?;
+                        f.finish()?;
+                        Ok(t)
+                    }
+                    _ => Err(wrong_type("triggers", "an array of trigger objects")),
+                })
+                .collect(),
+            Some(_) => Err(wrong_type("triggers", "an array of trigger objects")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_junk() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_763_900_000_123_456_000).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        for junk in ["", "x", "1_y", "abc_0b0e7b3c9a4a4e3f8d6f0d1c2b3a4f5e"] {
+            assert_eq!(decode_cursor(junk).unwrap_err().code, "syntax", "{junk}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_name_the_field() {
+        let mut f = Fields::parse(&Bytes::from(r#"{"name": 3, "nmae": "x"}"#)).unwrap();
+        let e = f.str("name").unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.field.as_deref()),
+            ("wrong_type", Some("name"))
+        );
+        let e = f.finish().unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.field.as_deref()),
+            ("unknown_field", Some("nmae"))
+        );
+        let e = Fields::parse(&Bytes::from("[1]")).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (StatusCode::BAD_REQUEST, "bad_json")
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics` and the REST API
+//! under `/api/`. Off unless `admin.listen` is set; plain HTTP/1.1, meant for
+//! loopback (or behind a TLS proxy).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Authenticator;
+use super::metrics;
+use crate::config::Config;
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a check of `/readyz` or a scrape may wait for the database.
+pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A client must send its request head within this (slow clients hold a connection).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+pub struct AdminState {
+    pub pool: Pool,
+    pub listener_up: watch::Receiver<bool>,
+    /// Set when the daemon starts draining: `/readyz` then answers 503.
+    pub stopping: AtomicBool,
+    pub auth: Authenticator,
+    pub cfg: Config,
+    /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
+    pub test_sender: super::ops::TestSender,
+}
+
+impl AdminState {
+    pub fn new(pool: Pool, listener_up: watch::Receiver<bool>, cfg: &Config) -> Result<AdminState> {
+        Ok(AdminState {
+            pool,
+            listener_up,
+            stopping: AtomicBool::new(false),
+            auth: Authenticator::new(&cfg.admin),
+            cfg: cfg.clone(),
+            test_sender: super::ops::TestSender::from_config(cfg, None)
+                .context("building the HTTP client for test events")?,
+        })
+    }
+}
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AdminState>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves until `stop`.
+    pub async fn start(addr: SocketAddr, state: AdminState) -> Result<AdminServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "admin.listen: cannot listen on {addr} (in use, or not an address of this host)"
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        if state.auth.is_closed() {
+            tracing::warn!(
+                "admin API: no operator token and no SECRET_KEY_BASE configured; every /api request will be refused"
+            );
+        }
+        let state = Arc::new(state);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, state.clone(), stop.clone()));
+        tracing::info!(%addr, "admin listener started");
+        Ok(AdminServer {
+            addr,
+            state,
+            stop,
+            task,
+        })
+    }
+
+    /// `/readyz` answers 503 from now on (the daemon is draining).
+    pub fn draining(&self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+async fn handle(state: &AdminState, req: Request<Incoming>) -> HttpResponse {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => readyz(state).await,
+        "/metrics" => metrics_response(state).await,
+        p if p == "/api" || p.starts_with("/api/") => {
+            let (parts, body) = req.into_parts();
+            let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        &format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+                    )
+                }
+            };
+            super::api::handle(state, parts, body).await
+        }
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /healthz, /readyz, /metrics and /api/webhooks",
+        ),
+    }
+}
+
+/// Ready = the database answers, the schema is current, LISTEN is up, and the
+/// daemon is not draining. Each check is reported by name.
+async fn readyz(state: &AdminState) -> HttpResponse {
+    let listener = *state.listener_up.borrow();
+    let stopping = state.stopping.load(Ordering::Relaxed);
+    let (database, migrations) = match tokio::time::timeout(
+        DB_CHECK_TIMEOUT,
+        schema_version(&state.pool),
+    )
+    .await
+    {
+        Ok(Ok(v)) => {
+            let want = crate::db::migrate::latest_version();
+            let m = if v >= want {
+                Ok(format!("current (version {v})"))
+            } else {
+                Err(format!("database at version {v}, this build needs {want}: run `plausible-webhooks migrate`"))
+            };
+            (Ok("reachable".to_string()), m)
+        }
+        Ok(Err(e)) => (
+            Err(format!("{e:#}")),
+            Err("unknown (database unreachable)".into()),
+        ),
+        Err(_) => (
+            Err(format!("no answer within {}s", DB_CHECK_TIMEOUT.as_secs())),
+            Err("unknown (database unreachable)".into()),
+        ),
+    };
+    let ready = database.is_ok() && migrations.is_ok() && listener && !stopping;
+    let show = |r: &Result<String, String>| match r {
+        Ok(s) => json!({"ok": true, "detail": s}),
+        Err(s) => json!({"ok": false, "detail": s}),
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "database": show(&database),
+            "migrations": show(&migrations),
+            "listener": if listener { json!({"ok": true, "detail": "LISTEN connected"}) }
+                        else { json!({"ok": false, "detail": "LISTEN connection down (reconnecting; polling meanwhile)"}) },
+            "draining": stopping,
+        }
+    });
+    json_response(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
+}
+
+async fn schema_version(pool: &Pool) -> Result<i32> {
+    let client = pool.get().await.context("connecting to PostgreSQL")?;
+    crate::db::migrate::current_version(&client).await
+}
+
+async fn metrics_response(state: &AdminState) -> HttpResponse {
+    let sample = tokio::time::timeout(DB_CHECK_TIMEOUT, async {
+        let client = state.pool.get().await.context("connecting to PostgreSQL")?;
+        metrics::sample_queue(&client).await
+    })
+    .await;
+    let sample = match sample {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = format!("{e:#}"), "metrics: cannot sample the queue");
+            None
+        }
+        Err(_) => None,
+    };
+    metrics::record_sample(sample.as_ref(), *state.listener_up.borrow());
+    let mut resp = Response::new(Full::new(Bytes::from(metrics::encode())));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    resp
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `{"error": {"code": ..., "message": ...}}` with `status`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// For `check`: what the admin listener will serve, and, when Plausible API
+/// keys are on, that this role can read the tables they are checked against.
+pub async fn check(cfg: &Config, db: &tokio_postgres::Client) -> Result<String> {
+    let Some(addr) = cfg.admin.listen_addr()? else {
+        return Ok(
+            "admin listener: off (set admin.listen to serve /healthz, /readyz, /metrics and /api)"
+                .into(),
+        );
+    };
+    let keys = if cfg.admin.secret_key_base.is_some() {
+        db.batch_execute(
+            "SELECT 1 FROM api_keys LIMIT 0; SELECT 1 FROM team_memberships LIMIT 0;
+             SELECT 1 FROM guest_memberships LIMIT 0; SELECT 1 FROM sites LIMIT 0",
+        )
+        .await
+        .context(
+            "Plausible API keys are on (SECRET_KEY_BASE is set) but Plausible's api_keys, team_memberships, \
+             guest_memberships or sites cannot be read: grant this role SELECT on them",
+        )?;
+        "on"
+    } else {
+        "off (no SECRET_KEY_BASE)"
+    };
+    Ok(format!(
+        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys})",
+        cfg.admin.operator_token_sha256.len()
+    ))
+}

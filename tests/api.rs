@@ -1,0 +1,793 @@
+//! The admin REST API of the running binary: its whole surface, its refusals,
+//! and access by Plausible's roles (FR-014) through Plausible's own api_keys,
+//! team_memberships and guest_memberships.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::{free_port, request, wait_status, Answer};
+use common::{by_attempt, DaemonProcess, Env};
+use plausible_webhooks::admin::auth::{operator_token_hash, plausible_key_hash};
+use plausible_webhooks::testkit::receiver::{always, Reply};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+const OPERATOR: &str = "operator-token-for-tests-0123456789";
+const SKB: &str = "secret-key-base-of-the-test-plausible-instance-0123456789abcdef";
+
+struct Api {
+    env: Env,
+    base: String,
+    _daemon: DaemonProcess,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let env = Env::new().await;
+        let listen = format!("127.0.0.1:{}", free_port());
+        let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
+        let daemon = env.spawn_daemon(&[
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+            ("SECRET_KEY_BASE", SKB),
+        ]);
+        let base = format!("http://{listen}");
+        wait_status(&format!("{base}/readyz"), 200, T).await;
+        Api {
+            env,
+            base,
+            _daemon: daemon,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        request(
+            method,
+            &format!("{}{path}", self.base),
+            token,
+            body.as_ref(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn op(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.call(method, path, Some(OPERATOR), body).await
+    }
+}
+
+/// Asserts the status (and, for errors, the stable code), showing the body otherwise.
+fn expect(a: &Answer, status: u16, code: Option<&str>) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert_eq!(a.content_type, "application/json", "{}", a.text);
+    if let Some(c) = code {
+        assert_eq!(a.code(), c, "{}", a.text);
+    }
+}
+
+/// A user of the Plausible fixture with one API key; returns the key.
+async fn user_with_key(
+    db: &tokio_postgres::Client,
+    email: &str,
+    key_team: Option<i64>,
+) -> (i64, String) {
+    let user: i64 = db
+        .query_one(
+            "INSERT INTO users (email) VALUES ($1) RETURNING id",
+            &[&email],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let key = format!("key-of-{email}-{}", uuid::Uuid::new_v4().simple());
+    db.execute(
+        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', $3, $4)",
+        &[&user, &key_team, &key[..6].to_string(), &plausible_key_hash(SKB, &key)],
+    )
+    .await
+    .unwrap();
+    (user, key)
+}
+
+async fn member(db: &tokio_postgres::Client, user: i64, team: i64, role: &str) -> i64 {
+    db.query_one(
+        "INSERT INTO team_memberships (user_id, team_id, role) VALUES ($1, $2, $3) RETURNING id",
+        &[&user, &team, &role],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn team_of(db: &tokio_postgres::Client, site: i64) -> i64 {
+    db.query_one("SELECT team_id FROM sites WHERE id = $1", &[&site])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plausible_roles_decide_what_each_key_may_do() {
+    let api = Api::start().await;
+    let db = &api.env.db;
+    let site = api.env.site_id; // example.com, team A
+    let team_a = team_of(db, site).await;
+    let other_site = plausible_webhooks::testkit::create_site(db, "other.example")
+        .await
+        .unwrap();
+    let team_b = team_of(db, other_site).await;
+
+    let mut keys = std::collections::BTreeMap::new();
+    for role in ["owner", "admin", "editor", "viewer", "billing"] {
+        let (u, k) = user_with_key(db, &format!("{role}@a.test"), None).await;
+        member(db, u, team_a, role).await;
+        keys.insert(role, k);
+    }
+    for role in ["editor", "viewer"] {
+        let (u, k) = user_with_key(db, &format!("guest-{role}@b.test"), None).await;
+        member(db, u, team_b, "owner").await;
+        let tm = member(db, u, team_a, "guest").await;
+        db.execute(
+            "INSERT INTO guest_memberships (team_membership_id, site_id, role) VALUES ($1, $2, $3)",
+            &[&tm, &site, &role],
+        )
+        .await
+        .unwrap();
+        keys.insert(
+            if role == "editor" {
+                "guest_editor"
+            } else {
+                "guest_viewer"
+            },
+            k,
+        );
+    }
+    // A guest of team A, but on none of its sites.
+    let (u, k) = user_with_key(db, "guest-nowhere@b.test", None).await;
+    member(db, u, team_a, "guest").await;
+    keys.insert("guest_elsewhere", k);
+    // The owner of another team.
+    let (outsider, k) = user_with_key(db, "owner@b.test", None).await;
+    member(db, outsider, team_b, "owner").await;
+    keys.insert("other_team_owner", k);
+    // Team A's owner through a key bound to team B, and through one bound to team A.
+    let owner_id: i64 = db
+        .query_one("SELECT id FROM users WHERE email = 'owner@a.test'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for (name, team) in [
+        ("owner_key_for_team_b", team_b),
+        ("owner_key_for_team_a", team_a),
+    ] {
+        let k = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        db.execute(
+            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', 'xxxxxx', $3)",
+            &[&owner_id, &team, &plausible_key_hash(SKB, &k)],
+        )
+        .await
+        .unwrap();
+        keys.insert(name, k);
+    }
+    // Revoked: Plausible deletes the row.
+    let (revoked_user, revoked) = user_with_key(db, "revoked@a.test", None).await;
+    member(db, revoked_user, team_a, "owner").await;
+    db.execute("DELETE FROM api_keys WHERE user_id = $1", &[&revoked_user])
+        .await
+        .unwrap();
+    // Stored under another SECRET_KEY_BASE than the daemon's.
+    let wrong_skb = "a-key-hashed-with-another-secret-key-base";
+    db.execute(
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES ($1, 'k', 'xxxxxx', $2)",
+        &[
+            &owner_id,
+            &plausible_key_hash("another-secret-key-base", wrong_skb),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let rx = api.env.receiver(always(200)).await;
+    let created = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": "example.com", "name": "ops", "url": rx.url("/hook")})),
+        )
+        .await;
+    expect(&created, 201, None);
+    let id = created.json()["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/webhooks/{id}");
+
+    // Read: GET the webhook and its deliveries.
+    for (who, status) in [
+        ("owner", 200),
+        ("admin", 200),
+        ("editor", 200),
+        ("viewer", 200),
+        ("guest_editor", 200),
+        ("guest_viewer", 200),
+        ("owner_key_for_team_a", 200),
+        ("billing", 404),
+        ("guest_elsewhere", 404),
+        ("other_team_owner", 404),
+        ("owner_key_for_team_b", 404),
+    ] {
+        let k = keys[who].as_str();
+        let a = api.call("GET", &path, Some(k), None).await;
+        assert_eq!(a.status, status, "GET as {who}: {}", a.text);
+        let a = api
+            .call("GET", &format!("{path}/deliveries"), Some(k), None)
+            .await;
+        assert_eq!(a.status, status, "GET deliveries as {who}: {}", a.text);
+    }
+    // Manage: change the webhook.
+    for (who, status, code) in [
+        ("owner", 200, None),
+        ("admin", 200, None),
+        ("editor", 200, None),
+        ("guest_editor", 200, None),
+        ("viewer", 403, Some("forbidden")),
+        ("guest_viewer", 403, Some("forbidden")),
+        ("billing", 404, Some("not_found")),
+        ("other_team_owner", 404, Some("not_found")),
+        ("owner_key_for_team_b", 404, Some("not_found")),
+    ] {
+        let a = api
+            .call(
+                "PATCH",
+                &path,
+                Some(&keys[who]),
+                Some(json!({"name": format!("by {who}")})),
+            )
+            .await;
+        expect(&a, status, code);
+        if status == 200 {
+            assert_eq!(a.json()["name"], format!("by {who}"));
+        }
+    }
+    // Create on a site: manage there, 403 otherwise (the site is named by the caller).
+    for (who, status) in [
+        ("editor", 201),
+        ("guest_editor", 201),
+        ("viewer", 403),
+        ("other_team_owner", 403),
+        ("billing", 403),
+    ] {
+        let a = api
+            .call(
+                "POST",
+                "/api/webhooks",
+                Some(&keys[who]),
+                Some(json!({"site": "example.com", "name": who, "url": rx.url("/x")})),
+            )
+            .await;
+        assert_eq!(a.status, status, "create as {who}: {}", a.text);
+    }
+    // The other team's owner manages their own site, and lists only it.
+    let own = api
+        .call(
+            "POST",
+            "/api/webhooks",
+            Some(&keys["other_team_owner"]),
+            Some(json!({"site": other_site, "name": "mine", "url": rx.url("/b")})),
+        )
+        .await;
+    expect(&own, 201, None);
+    let listed = api
+        .call(
+            "GET",
+            "/api/webhooks",
+            Some(&keys["other_team_owner"]),
+            None,
+        )
+        .await;
+    expect(&listed, 200, None);
+    let sites: Vec<Value> = listed.json()["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["site"].clone())
+        .collect();
+    assert_eq!(sites, vec![json!("other.example")]);
+    let listed = api
+        .call("GET", "/api/webhooks", Some(&keys["viewer"]), None)
+        .await;
+    assert_eq!(
+        listed.json()["webhooks"].as_array().unwrap().len(),
+        3,
+        "{}",
+        listed.text
+    );
+    let a = api
+        .call(
+            "GET",
+            "/api/webhooks?site=other.example",
+            Some(&keys["viewer"]),
+            None,
+        )
+        .await;
+    expect(&a, 403, Some("forbidden"));
+    // The operator sees every site.
+    let all = api.op("GET", "/api/webhooks", None).await;
+    assert_eq!(all.json()["webhooks"].as_array().unwrap().len(), 4);
+
+    // Not authenticated: 401 with a message saying what to send.
+    for (token, what) in [
+        (Some(revoked.as_str()), "revoked key"),
+        (Some(wrong_skb), "key under another SECRET_KEY_BASE"),
+        (Some("no-such-token"), "unknown token"),
+        (None, "no token"),
+    ] {
+        let a = api.call("GET", &path, token, None).await;
+        assert_eq!(a.status, 401, "{what}: {}", a.text);
+        assert_eq!(a.code(), "unauthorized", "{what}");
+    }
+    let basic = common::http::request_with_header(
+        &format!("{}{path}", api.base),
+        ("authorization", "Basic Zm9vOmJhcg=="),
+    )
+    .await;
+    assert_eq!((basic.status, basic.code().as_str()), (401, "unauthorized"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_surface_with_its_refusals() {
+    let api = Api::start().await;
+    let rx = api.env.receiver(always(200)).await;
+
+    // Create: refusals name the field and the rule.
+    for (body, status, code) in [
+        (
+            json!({"site": "example.com", "name": "x", "url": "http://plain.example/"}),
+            422,
+            "https_required",
+        ),
+        (
+            json!({"site": "example.com", "url": rx.url("/")}),
+            422,
+            "required",
+        ),
+        (
+            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "headers": {"Content-Type": "text/plain"}}),
+            422,
+            "reserved",
+        ),
+        (
+            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "secret": "short"}),
+            422,
+            "too_short",
+        ),
+        (
+            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "nmae": "typo"}),
+            422,
+            "unknown_field",
+        ),
+        (
+            json!({"site": "example.com", "name": 7, "url": rx.url("/")}),
+            422,
+            "wrong_type",
+        ),
+        (
+            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "triggers": [{"type": "visitor_spike", "threshold": 0}]}),
+            422,
+            "out_of_range",
+        ),
+        (
+            json!({"site": "nosuch.example", "name": "x", "url": rx.url("/")}),
+            404,
+            "not_found",
+        ),
+        (json!([1, 2]), 400, "bad_json"),
+    ] {
+        let a = api.op("POST", "/api/webhooks", Some(body.clone())).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (status, code.to_string()),
+            "{body}: {}",
+            a.text
+        );
+    }
+    let a = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": "example.com", "name": "x", "url": "http://p.example/"})),
+        )
+        .await;
+    assert_eq!(a.json()["error"]["field"], "url");
+    let a = request(
+        "POST",
+        &format!("{}/api/webhooks", api.base),
+        Some(OPERATOR),
+        None,
+    )
+    .await
+    .unwrap();
+    expect(&a, 400, Some("bad_json"));
+    let huge = json!({"site": "example.com", "name": "x".repeat(1_100_000), "url": rx.url("/")});
+    let a = api.op("POST", "/api/webhooks", Some(huge)).await;
+    assert_eq!((a.status, a.code().as_str()), (413, "body_too_large"));
+    assert_eq!(
+        api.env.count("SELECT count(*) FROM webhooks").await,
+        0,
+        "a refused create wrote nothing"
+    );
+
+    let created = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({
+                "site": "example.com", "name": "orders", "url": rx.url("/hook"),
+                "headers": {"X-Env": "test"},
+                "triggers": [{"type": "goal_completion"}]
+            })),
+        )
+        .await;
+    expect(&created, 201, None);
+    let c = created.json();
+    assert!(c["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(c["triggers"].as_array().unwrap().len(), 1);
+    let id = c["webhook"]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/webhooks/{id}");
+
+    // Get, list: never the secret.
+    let got = api.op("GET", &path, None).await;
+    expect(&got, 200, None);
+    assert_eq!(got.json()["webhook"]["header_names"], json!(["X-Env"]));
+    assert_eq!(got.json()["triggers"][0]["trigger_type"], "goal_completion");
+    assert!(!got.text.contains(c["secret"].as_str().unwrap()));
+    let list = api.op("GET", "/api/webhooks?site=example.com", None).await;
+    assert_eq!(list.json()["webhooks"][0]["id"], json!(id));
+    for bad in [
+        "/api/webhooks/not-a-uuid",
+        "/api/webhooks/00000000-0000-0000-0000-000000000000",
+    ] {
+        expect(&api.op("GET", bad, None).await, 404, Some("not_found"));
+    }
+    expect(
+        &api.op("DELETE", "/api/webhooks", None).await,
+        405,
+        Some("method_not_allowed"),
+    );
+    expect(
+        &api.op("GET", "/api/nothing", None).await,
+        404,
+        Some("not_found"),
+    );
+
+    // Update (PUT and PATCH alike), with the same validation.
+    let a = api
+        .op(
+            "PUT",
+            &path,
+            Some(json!({"name": "orders v2", "retry_schedule_secs": [1]})),
+        )
+        .await;
+    expect(&a, 200, None);
+    assert_eq!(
+        (
+            a.json()["name"].clone(),
+            a.json()["retry_schedule_secs"].clone()
+        ),
+        (json!("orders v2"), json!([1]))
+    );
+    expect(
+        &api.op(
+            "PATCH",
+            &path,
+            Some(json!({"url": "https://user:pw@x.example/"})),
+        )
+        .await,
+        422,
+        Some("userinfo"),
+    );
+    expect(
+        &api.op("PATCH", &path, Some(json!({"max_concurrency": 0})))
+            .await,
+        422,
+        Some("out_of_range"),
+    );
+    let a = api
+        .op("PATCH", &path, Some(json!({"retry_schedule_secs": [0]})))
+        .await;
+    expect(&a, 422, Some("out_of_range"));
+    assert_eq!(
+        a.json()["error"]["field"],
+        "retry_schedule_secs",
+        "{}",
+        a.text
+    );
+
+    // Send a test: the receiver's answer comes back; it is logged like any delivery.
+    let t = api.op("POST", &format!("{path}/test"), None).await;
+    expect(&t, 200, None);
+    assert_eq!(
+        (t.json()["success"].clone(), t.json()["status_code"].clone()),
+        (json!(true), json!(200))
+    );
+    let seen = rx.wait_for(1, T).await.unwrap();
+    assert_eq!(seen[0].json()["event"], "test");
+    assert_eq!(seen[0].header("x-env"), Some("test"));
+
+    // Deliveries: pages by cursor, newest first, each once.
+    let wh: uuid::Uuid = id.parse().unwrap();
+    api.env.enqueue(wh, 4).await;
+    api.env
+        .wait_until(
+            "SELECT count(*) = 5 FROM webhook_deliveries WHERE status = 'success'",
+            T,
+        )
+        .await;
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("{path}/deliveries?limit=2&cursor={c}"),
+            None => format!("{path}/deliveries?limit=2"),
+        };
+        let p = api.op("GET", &q, None).await;
+        expect(&p, 200, None);
+        let j = p.json();
+        pages += 1;
+        for d in j["deliveries"].as_array().unwrap() {
+            ids.push(d["id"].as_str().unwrap().to_string());
+        }
+        match j["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len(), pages), (5, 5, 3), "{ids:?}");
+    let tests = api
+        .op(
+            "GET",
+            &format!("{path}/deliveries?event=test&status=success"),
+            None,
+        )
+        .await;
+    assert_eq!(tests.json()["deliveries"].as_array().unwrap().len(), 1);
+    for (q, code) in [
+        ("status=bogus", "syntax"),
+        ("limit=0", "out_of_range"),
+        ("cursor=zzz", "syntax"),
+        ("since=yesterday", "syntax"),
+        ("colour=red", "not_applicable"),
+    ] {
+        expect(
+            &api.op("GET", &format!("{path}/deliveries?{q}"), None).await,
+            422,
+            Some(code),
+        );
+    }
+    let one = &ids[0];
+    let d = api
+        .op("GET", &format!("{path}/deliveries/{one}"), None)
+        .await;
+    expect(&d, 200, None);
+    assert_eq!(d.json()["attempt_log"][0]["status_code"], 200);
+    expect(
+        &api.op(
+            "GET",
+            &format!("{path}/deliveries/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await,
+        404,
+        Some("not_found"),
+    );
+
+    // Retry: a success only with force, then sent again under the same webhook-id.
+    let retry = format!("{path}/deliveries/{one}/retry");
+    expect(&api.op("POST", &retry, None).await, 409, Some("conflict"));
+    expect(
+        &api.op("POST", &format!("{retry}?force=true"), None).await,
+        200,
+        None,
+    );
+    let again = rx.wait_for(6, T).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(one))
+            .count(),
+        2
+    );
+
+    // Replay: a failing receiver's deliveries, sent again once it recovers.
+    let flaky = api
+        .env
+        .receiver(by_attempt(|n| {
+            if n == 1 {
+                Reply::Status(500)
+            } else {
+                Reply::Status(200)
+            }
+        }))
+        .await;
+    let w2 = api
+        .op("POST", "/api/webhooks", Some(json!({"site": "example.com", "name": "flaky", "url": flaky.url("/"), "retry_schedule_secs": []})))
+        .await;
+    expect(&w2, 201, None);
+    let w2id = w2.json()["webhook"]["id"].as_str().unwrap().to_string();
+    api.env.enqueue(w2id.parse().unwrap(), 2).await;
+    api.env
+        .wait_until(
+            "SELECT count(*) = 2 FROM webhook_deliveries WHERE status = 'failed'",
+            T,
+        )
+        .await;
+    let replay = format!("/api/webhooks/{w2id}/replay");
+    expect(
+        &api.op("POST", &replay, Some(json!({"since": "whenever"})))
+            .await,
+        422,
+        Some("syntax"),
+    );
+    expect(
+        &api.op("POST", &replay, Some(json!({}))).await,
+        422,
+        Some("required"),
+    );
+    let dry = api
+        .op(
+            "POST",
+            &replay,
+            Some(json!({"since": "1h", "dry_run": true})),
+        )
+        .await;
+    assert_eq!(dry.json()["count"], 2, "{}", dry.text);
+    let r = api.op("POST", &replay, Some(json!({"since": "1h"}))).await;
+    expect(&r, 200, None);
+    assert_eq!(r.json()["count"], 2);
+    api.env
+        .wait_until(
+            "SELECT count(*) = 0 FROM webhook_deliveries WHERE status <> 'success'",
+            T,
+        )
+        .await;
+
+    // Triggers.
+    let tr = api
+        .op(
+            "POST",
+            &format!("{path}/triggers"),
+            Some(json!({"type": "visitor_spike", "threshold": 50})),
+        )
+        .await;
+    expect(&tr, 201, None);
+    let tid = tr.json()["id"].as_str().unwrap().to_string();
+    expect(
+        &api.op(
+            "POST",
+            &format!("{path}/triggers"),
+            Some(json!({"type": "sometimes"})),
+        )
+        .await,
+        422,
+        Some("syntax"),
+    );
+    let a = api
+        .op(
+            "POST",
+            &format!("{path}/triggers"),
+            Some(json!({"type": "drop", "threshold": 5, "window_secs": 1})),
+        )
+        .await;
+    expect(&a, 422, Some("out_of_range"));
+    assert_eq!(a.json()["error"]["field"], "window_secs", "{}", a.text);
+    assert_eq!(
+        api.op("GET", &format!("{path}/triggers"), None)
+            .await
+            .json()["triggers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    expect(
+        &api.op(
+            "DELETE",
+            &format!("/api/webhooks/{w2id}/triggers/{tid}"),
+            None,
+        )
+        .await,
+        404,
+        Some("not_found"),
+    );
+    expect(
+        &api.op("DELETE", &format!("{path}/triggers/{tid}"), None)
+            .await,
+        200,
+        None,
+    );
+
+    // Secret rotation: a new secret, the old one signing beside it for the grace period.
+    let rot = api
+        .op(
+            "POST",
+            &format!("{path}/rotate-secret"),
+            Some(json!({"grace_secs": 3600})),
+        )
+        .await;
+    expect(&rot, 200, None);
+    assert_ne!(rot.json()["secret"], c["secret"]);
+    assert!(rot.json()["previous_secret_expires_at"].is_string());
+
+    // Disable, enable.
+    let off = api
+        .op(
+            "PATCH",
+            &path,
+            Some(json!({"enabled": false, "disabled_reason": "maintenance"})),
+        )
+        .await;
+    expect(&off, 200, None);
+    assert_eq!(off.json()["status"], "disabled");
+    expect(
+        &api.op(
+            "POST",
+            &format!("{path}/deliveries/{one}/retry?force=true"),
+            None,
+        )
+        .await,
+        409,
+        Some("conflict"),
+    );
+    expect(
+        &api.op("PATCH", &path, Some(json!({"enabled": true}))).await,
+        200,
+        None,
+    );
+
+    // Delete (soft), restore.
+    let del = api.op("DELETE", &path, None).await;
+    expect(&del, 200, None);
+    assert!(del.json()["purge_after"].is_string());
+    assert_eq!(
+        api.op("GET", "/api/webhooks", None).await.json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.op("GET", "/api/webhooks?include_deleted=true", None)
+            .await
+            .json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    expect(
+        &api.op("PATCH", &path, Some(json!({"name": "x"}))).await,
+        409,
+        Some("conflict"),
+    );
+    expect(
+        &api.op("POST", &format!("{path}/restore"), None).await,
+        200,
+        None,
+    );
+    expect(
+        &api.op("POST", &format!("{path}/restore"), None).await,
+        409,
+        Some("conflict"),
+    );
+}
