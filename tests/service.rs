@@ -288,6 +288,14 @@ async fn metrics_move_with_real_deliveries() {
         sample(&m, "plausible_webhooks_attempt_duration_seconds_count"),
         5.0
     );
+    // Each webhook has a goal trigger: the goal scanner's rounds are counted.
+    assert!(
+        sample(
+            &m,
+            "plausible_webhooks_trigger_evaluations_total{kind=\"goal_completion\"}"
+        ) >= 2.0,
+        "{m}"
+    );
     let q = |status: &str| {
         sample(
             &m,

@@ -111,7 +111,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "trigger_evaluation_duration_seconds",
-        "Duration of trigger evaluations by trigger kind",
+        "Duration of trigger evaluation rounds by trigger kind",
         trigger_duration.clone(),
     );
     registry.register(
@@ -166,13 +166,18 @@ pub fn delivery_completed(event: &str, c: &Completion) {
     }
 }
 
-/// Records one trigger evaluation of `kind` (visitor_spike, traffic_drop,
-/// goal_completion) and how long it took.
-pub fn trigger_evaluation(kind: &str, duration: Duration) {
+/// Records a round that evaluated `evaluated` triggers of `kind`
+/// (visitor_spike, traffic_drop, goal_completion): the counter counts
+/// triggers, the histogram the round's duration (every trigger of that kind
+/// due at once, claimed by this instance).
+pub fn trigger_round(kind: &str, evaluated: u64, duration: Duration) {
     let labels = KindLabels {
         kind: kind.to_string(),
     };
-    METRICS.trigger_evaluations.get_or_create(&labels).inc();
+    METRICS
+        .trigger_evaluations
+        .get_or_create(&labels)
+        .inc_by(evaluated);
     METRICS
         .trigger_duration
         .get_or_create(&labels)
@@ -255,7 +260,7 @@ mod tests {
 
     #[test]
     fn names_and_labels_are_as_documented() {
-        trigger_evaluation("visitor_spike", Duration::from_millis(20));
+        trigger_round("visitor_spike", 1, Duration::from_millis(20));
         listener_reconnected();
         record_sample(
             Some(&QueueSample {

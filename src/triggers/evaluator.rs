@@ -96,6 +96,9 @@ pub struct EvaluatorConfig {
 pub struct RoundReport {
     pub claimed: usize,
     pub evaluated: usize,
+    /// Of those, visitor_spike and traffic_drop.
+    pub evaluated_spikes: usize,
+    pub evaluated_drops: usize,
     pub fired: usize,
     /// Skipped: webhook disabled/deleted, or no threshold derivable yet.
     pub skipped: usize,
@@ -195,14 +198,35 @@ impl Evaluator {
 
     /// Evaluates every trigger due at `now`, batch by batch.
     pub async fn round(&self, now: OffsetDateTime) -> Result<RoundReport> {
+        let started = std::time::Instant::now();
         let mut report = RoundReport::default();
         let mut derive_budget = DERIVE_PER_ROUND;
         loop {
             let n = self.batch(now, &mut report, &mut derive_budget).await?;
             if (n as i64) < self.cfg.batch {
-                return Ok(report);
+                break;
             }
         }
+        let took = started.elapsed();
+        for (kind, n) in [
+            (TriggerKind::Spike, report.evaluated_spikes),
+            (TriggerKind::Drop, report.evaluated_drops),
+        ] {
+            if n > 0 {
+                crate::admin::metrics::trigger_round(kind.event_type(), n as u64, took);
+            }
+        }
+        if report.claimed > 0 {
+            tracing::debug!(
+                triggers = report.claimed,
+                evaluated = report.evaluated,
+                fired = report.fired,
+                statements = report.queries,
+                ms = took.as_millis() as u64,
+                "spike/drop evaluation round"
+            );
+        }
+        Ok(report)
     }
 
     async fn batch(
@@ -328,6 +352,10 @@ impl Evaluator {
             o.armed = d.armed;
             o.value = Some(visitors.min(i64::from(i32::MAX)) as i32);
             report.evaluated += 1;
+            match c.kind {
+                TriggerKind::Spike => report.evaluated_spikes += 1,
+                TriggerKind::Drop => report.evaluated_drops += 1,
+            }
             if d.fire {
                 o.fired_at = Some(now);
                 fired.push(Fired {

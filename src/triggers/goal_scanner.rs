@@ -155,6 +155,11 @@ impl GoalScanner {
             }
         }
         if report.claimed > 0 {
+            crate::admin::metrics::trigger_round(
+                "goal_completion",
+                report.claimed as u64,
+                started.elapsed(),
+            );
             tracing::debug!(
                 triggers = report.claimed,
                 completions = report.completions,
