@@ -77,9 +77,37 @@ async fn main() -> Result<()> {
     // The bulk load leaves gigabytes of dirty pages and WAL: flush them now,
     // so the phases measure steady work, not the load's checkpoint.
     db.batch_execute("CHECKPOINT").await?;
-    evaluation(&db, &url).await?;
-    db.batch_execute("CHECKPOINT").await?;
+    if std::env::var_os("BENCH_SKIP_A").is_none() {
+        evaluation(&db, &url).await?;
+        db.batch_execute("CHECKPOINT").await?;
+    } else {
+        db.batch_execute("UPDATE webhook_triggers SET enabled = false")
+            .await?;
+    }
+    let diag = std::env::var_os("BENCH_DIAG").is_some();
+    if diag {
+        // Plans of slow statements (over 300 ms) into the server log.
+        for stmt in [
+            "LOAD 'auto_explain'",
+            "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'",
+            "ALTER SYSTEM SET auto_explain.log_min_duration = '300ms'",
+            "ALTER SYSTEM SET auto_explain.log_analyze = on",
+            "ALTER SYSTEM SET auto_explain.log_buffers = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            db.batch_execute(stmt).await?;
+        }
+        plausible_webhooks::logging::init("text", "warn,plausible_webhooks::triggers=debug");
+    }
     goal_scanning(&db, &url).await?;
+    if diag {
+        let log = cluster.data_dir().parent().unwrap().join("server.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        println!("\nslow statements (auto_explain) in {}:", log.display());
+        for block in text.split("LOG:  duration:").skip(1).take(3) {
+            println!("duration:{}", &block[..block.len().min(4000)]);
+        }
+    }
     drop(cluster);
     Ok(())
 }

@@ -201,7 +201,11 @@ impl PostgresSource {
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
         // One row per scan; goal fields travel as parameters, never as SQL
-        // text. Each site's events are read once, for all its goals.
+        // text. Each site's events are read once, for all its goals. The
+        // overall bounds ($10, $11) are plain parameters so the planner sees
+        // how narrow the range is and reads the (site_id, timestamp) index:
+        // with only per-scan bounds it cannot, and chose a sequential scan of
+        // 10 million rows (2.9 s) over an index scan of a few thousand.
         let sql = format!(
             "WITH scans AS MATERIALIZED (
                  SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
@@ -210,14 +214,14 @@ impl PostgresSource {
              SELECT g.i::int8,
                     (extract(epoch FROM e.\"timestamp\") * 1000000)::int8,
                     e.name, e.pathname, e.user_id::text, e.session_id::text, count(*)::int8
-             FROM (SELECT site_id, min(f) AS f, max(t) AS t FROM scans GROUP BY site_id) w
-             JOIN {t} e ON e.site_id = w.site_id
-                       AND e.\"timestamp\" > (w.f AT TIME ZONE 'UTC')
-                       AND e.\"timestamp\" <= (w.t AT TIME ZONE 'UTC')
+             FROM {t} e
              JOIN scans g ON g.site_id = e.site_id
                        AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
                        AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
-             WHERE CASE g.kind
+             WHERE e.site_id = ANY($1)
+               AND e.\"timestamp\" > ($10::timestamptz AT TIME ZONE 'UTC')
+               AND e.\"timestamp\" <= ($11::timestamptz AT TIME ZONE 'UTC')
+               AND CASE g.kind
                WHEN 'event' THEN e.name = g.event_name AND NOT EXISTS (
                    SELECT 1 FROM jsonb_each_text(g.props) p
                    WHERE NOT EXISTS (
@@ -277,6 +281,8 @@ impl PostgresSource {
                 }
             }
         }
+        let lo = from.iter().min().copied().expect("scans is not empty");
+        let hi = to.iter().max().copied().expect("scans is not empty");
         let c = self.client().await?;
         let rows = c
             .query(
@@ -291,6 +297,8 @@ impl PostgresSource {
                     &path_re,
                     &scroll_min,
                     &props,
+                    &lo,
+                    &hi,
                 ],
             )
             .await
