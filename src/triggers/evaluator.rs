@@ -102,6 +102,8 @@ pub struct RoundReport {
     pub fired: usize,
     /// Skipped: webhook disabled/deleted, or no threshold derivable yet.
     pub skipped: usize,
+    /// Thresholds derived from history in this round.
+    pub derived: usize,
     /// Statements sent to the main database and to the analytics source.
     pub queries: usize,
 }
@@ -263,6 +265,7 @@ impl Evaluator {
             .take(*derive_budget)
             .collect();
         *derive_budget -= derive.len();
+        report.derived += derive.len();
         let history: Vec<(Window, i64)> = derive
             .iter()
             .map(|&i| {
