@@ -189,12 +189,22 @@ async fn evaluation(db: &tokio_postgres::Client, url: &str) -> Result<()> {
         let t = Instant::now();
         let r = ev.round(at).await?;
         let secs = t.elapsed().as_secs_f64();
+        let by_type: Vec<String> = db
+            .query(
+                "SELECT event_type || ' ' || count(*) FROM webhook_deliveries GROUP BY event_type ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         println!(
-            "(a) {label}: {:.2} s, {} statements, {} evaluated, {} fired, {:.0} µs per trigger",
+            "(a) {label}: {:.2} s, {} statements, {} evaluated, {} fired (deliveries so far: {}), {:.0} µs per trigger",
             secs,
             r.queries,
             r.evaluated,
             r.fired,
+            by_type.join(", "),
             secs * 1e6 / r.evaluated.max(1) as f64
         );
     }

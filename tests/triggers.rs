@@ -370,7 +370,10 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     // The same visitor twice on "/" counts once.
     k.events(&[pageview(now, 100)]).await;
     let ev = k.evaluator("https://plausible.example.com", None);
-    assert_eq!(ev.round(t).await.unwrap().fired, 1);
+    let r = ev.round(t).await.unwrap();
+    assert_eq!(r.fired, 1);
+    // Claim, count, baselines, top sources, top pages, state update, enqueue.
+    assert_eq!(r.queries, 7, "{r:?}");
     let (_, p) = k.deliveries().await.remove(0);
     assert_eq!(p["visitors"], 12);
     assert_eq!(p["baseline_visitors"], 3.0);
