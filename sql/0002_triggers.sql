@@ -6,7 +6,10 @@ ALTER TABLE webhook_triggers
   ADD COLUMN derived_threshold integer,
   ADD COLUMN threshold_derived_at timestamptz,
   -- What the last evaluation counted (unique visitors in the window), for operators.
-  ADD COLUMN last_value integer;
+  ADD COLUMN last_value integer,
+  -- Goal triggers: events before this instant are never sent (set when a
+  -- trigger is switched back on, so the time it was off is not replayed).
+  ADD COLUMN goal_floor timestamptz;
 
 -- Two services claim due triggers (the spike/drop evaluator every minute, the
 -- goal scanner every second): each gets its own partial index, so neither
@@ -16,3 +19,20 @@ CREATE INDEX webhook_triggers_traffic_due_idx ON webhook_triggers (next_evaluati
 CREATE INDEX webhook_triggers_goal_due_idx ON webhook_triggers (next_evaluation_at)
   WHERE enabled AND trigger_type = 'goal_completion';
 DROP INDEX webhook_triggers_due_idx;
+
+-- A trigger switched back on starts afresh: a goal trigger does not replay
+-- the completions of the time it was off (as a disabled webhook does not),
+-- and a spike/drop trigger is evaluated at the next round.
+CREATE FUNCTION plausible_webhooks_trigger_reenabled() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.enabled AND NOT OLD.enabled THEN
+    NEW.goal_floor := now();
+    NEW.next_evaluation_at := now();
+  END IF;
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER plausible_webhooks_trigger_reenabled
+  BEFORE UPDATE OF enabled ON webhook_triggers
+  FOR EACH ROW EXECUTE FUNCTION plausible_webhooks_trigger_reenabled();

@@ -609,6 +609,17 @@ impl Config {
                 "must be at least 60 and at least triggers.goal_lateness_secs",
             ));
         }
+        // Completions are deduplicated by keys kept with the deliveries; a scan
+        // reaching back past the retention period could find pruned ones again.
+        if self.retention.days > 0
+            && t.goal_max_catchup_secs + t.goal_lateness_secs
+                >= u64::from(self.retention.days) * 86_400
+        {
+            return Err(bad(
+                "triggers.goal_max_catchup_secs",
+                "plus triggers.goal_lateness_secs must stay below retention.days",
+            ));
+        }
         let b = self.plausible.base_url.trim();
         if !b.is_empty() {
             match url::Url::parse(b) {

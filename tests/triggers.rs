@@ -556,6 +556,14 @@ async fn every_goal_kind_with_hostile_paths_and_custom_props() {
     for (i, e) in evs.iter_mut().enumerate() {
         e.session = SID + i as i64;
     }
+    // The same visit leaves the page again later, deeper: still one scroll
+    // completion (one per visit of a page, not per engagement event).
+    let first_scroll = evs.iter().find(|e| e.scroll == Some(50)).unwrap().clone();
+    evs.push(Ev {
+        at: at + Duration::seconds(3),
+        scroll: Some(90),
+        ..first_scroll
+    });
     k.events(&evs).await;
     let r = k.scanner(60, None).round(t).await.unwrap();
     let got: HashMap<i64, Vec<String>> =
@@ -830,11 +838,13 @@ async fn a_crash_before_commit_loses_and_doubles_nothing() {
     };
     assert!(armed && evaluated.is_none(), "state rolled back");
 
-    // Another round (as another instance would) evaluates them: one notification each.
+    // The failed batch was set aside until its next evaluation (a minute for
+    // spike/drop, a second for goals); then another round (as another
+    // instance would) evaluates them: one notification each.
     let k2 = k;
     let r = k2
         .evaluator("", None)
-        .round(t + Duration::seconds(1))
+        .round(t + Duration::seconds(61))
         .await
         .unwrap();
     assert_eq!(r.fired, 1);
@@ -844,14 +854,12 @@ async fn a_crash_before_commit_loses_and_doubles_nothing() {
         .await
         .unwrap();
     assert_eq!(r.enqueued, 1);
-    assert_eq!(
-        k2.evaluator("", None)
-            .round(t + Duration::seconds(2))
-            .await
-            .unwrap()
-            .fired,
-        0
-    );
+    let again = k2
+        .evaluator("", None)
+        .round(t + Duration::seconds(121))
+        .await
+        .unwrap();
+    assert_eq!((again.evaluated, again.fired), (1, 0), "still high: silent");
     let kinds: Vec<String> = k2.deliveries().await.into_iter().map(|d| d.0).collect();
     assert_eq!(kinds.len(), 2, "{kinds:?}");
 }
@@ -1044,6 +1052,27 @@ async fn a_view_maps_another_table_and_a_bad_table_is_named() {
         )
         .await
         .unwrap();
+    // NULLs where Plausible never has them (a custom event without a path,
+    // unknown visitor): matched, never a crash.
+    k.env
+        .db
+        .execute(
+            "INSERT INTO my_events (site, occurred_at, event_name, path, visitor, session)
+             VALUES ($1, $2::timestamptz - interval '2 minutes', 'Buy', NULL, NULL, NULL)",
+            &[&k.env.site_id, &t],
+        )
+        .await
+        .unwrap();
+    let buy = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(buy),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
     let g = k.goal(None, Some("/"), -1, serde_json::json!({})).await;
     k.trigger("visitor_spike", Some(4), None, None, 0, t).await;
     k.trigger(
@@ -1060,7 +1089,7 @@ async fn a_view_maps_another_table_and_a_bad_table_is_named() {
     k.source = Arc::new(AnalyticsSource::from_config(&cfg).unwrap());
     k.source.check().await.unwrap();
     assert_eq!(k.evaluator("", None).round(t).await.unwrap().fired, 1);
-    assert_eq!(k.scanner(60, None).round(t).await.unwrap().enqueued, 4);
+    assert_eq!(k.scanner(60, None).round(t).await.unwrap().enqueued, 5);
     let (_, p) = k.deliveries().await.remove(0);
     assert_eq!(p["top_sources"][0]["source"], "Google");
 
@@ -1075,4 +1104,159 @@ async fn a_view_maps_another_table_and_a_bad_table_is_named() {
         err.contains("\"my_events\"") && err.contains("site_id") && err.contains("view"),
         "{err}"
     );
+}
+
+/// A batch that fails (here: rows of one site that raise an error when read)
+/// is set aside until its next evaluation; the other batches go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_is_set_aside_and_holds_back_no_other() {
+    let mut k = Kit::new().await;
+    let t = t0();
+    let bad_site = plausible_webhooks::testkit::create_site(&k.env.db, "broken.example")
+        .await
+        .unwrap();
+    let bad_webhook: Uuid = k
+        .env
+        .db
+        .query_one(
+            "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'b', 'https://hooks.example.test/b', $2) RETURNING id",
+            &[&bad_site, &common::SECRET],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    k.env
+        .db
+        .batch_execute(&format!(
+            "CREATE VIEW broken_events AS
+               SELECT site_id, \"timestamp\", name, pathname,
+                      CASE WHEN site_id = {bad_site} THEN user_id / 0 ELSE user_id END AS user_id,
+                      session_id, referrer_source, meta_key, meta_value, scroll_depth
+               FROM events_v2"
+        ))
+        .await
+        .unwrap();
+    k.visitors(t - Duration::minutes(1), 1, 3).await;
+    k.env
+        .db
+        .execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, user_id, session_id) VALUES ($1, $2::timestamptz AT TIME ZONE 'UTC', 'pageview', 1, 1)",
+            &[&bad_site, &(t - Duration::minutes(1))],
+        )
+        .await
+        .unwrap();
+    // The broken site's trigger is due first, so it is the first batch.
+    let bad: Uuid = k
+        .env
+        .db
+        .query_one(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, next_evaluation_at) VALUES ($1, 'visitor_spike', 1, $2) RETURNING id",
+            &[&bad_webhook, &(t - Duration::minutes(2))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    k.trigger(
+        "visitor_spike",
+        Some(3),
+        None,
+        None,
+        0,
+        t - Duration::minutes(1),
+    )
+    .await;
+    let mut cfg = k.env.config();
+    cfg.analytics.table = "broken_events".into();
+    k.source = Arc::new(AnalyticsSource::from_config(&cfg).unwrap());
+    let ev = Evaluator::new(
+        EvaluatorConfig {
+            interval: StdDuration::from_secs(60),
+            batch: 1,
+            base_url: String::new(),
+            before_commit: None,
+        },
+        k.pool.clone(),
+        k.source.clone(),
+    )
+    .unwrap();
+    let err = ev.round(t).await.unwrap_err();
+    assert!(format!("{err:#}").contains("division by zero"), "{err:#}");
+    // The healthy trigger was evaluated and fired despite the failure before it.
+    let d = k.deliveries().await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].1["visitors"], 3);
+    let next: OffsetDateTime = k
+        .env
+        .db
+        .query_one(
+            "SELECT next_evaluation_at FROM webhook_triggers WHERE id = $1",
+            &[&bad],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        next,
+        t + Duration::minutes(1),
+        "set aside until its next evaluation"
+    );
+}
+
+/// A goal trigger switched off and on again does not replay what happened
+/// while it was off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reenabled_goal_trigger_starts_afresh() {
+    let k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    let trig = k
+        .trigger(
+            "goal_completion",
+            None,
+            Some(g),
+            None,
+            0,
+            t - Duration::minutes(10),
+        )
+        .await;
+    let scanner = k.scanner(60, None);
+    k.events(&[ev(t - Duration::minutes(9), "Buy", "/before")])
+        .await;
+    assert_eq!(
+        scanner
+            .round(t - Duration::minutes(8))
+            .await
+            .unwrap()
+            .enqueued,
+        1
+    );
+    k.env
+        .db
+        .execute(
+            "UPDATE webhook_triggers SET enabled = false WHERE id = $1",
+            &[&trig],
+        )
+        .await
+        .unwrap();
+    k.events(&[ev(t - Duration::seconds(30), "Buy", "/while-off")])
+        .await;
+    k.env
+        .db
+        .execute(
+            "UPDATE webhook_triggers SET enabled = true WHERE id = $1",
+            &[&trig],
+        )
+        .await
+        .unwrap();
+    k.events(&[ev(t + Duration::seconds(5), "Buy", "/after")])
+        .await;
+    let r = scanner.round(t + Duration::seconds(10)).await.unwrap();
+    assert_eq!(r.enqueued, 1);
+    let paths: Vec<String> = k
+        .deliveries()
+        .await
+        .into_iter()
+        .map(|d| d.1["pathname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, vec!["/before", "/after"]);
 }

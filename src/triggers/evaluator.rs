@@ -203,11 +203,32 @@ impl Evaluator {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
         let mut derive_budget = DERIVE_PER_ROUND;
+        let mut failed = None;
         loop {
-            let n = self.batch(now, &mut report, &mut derive_budget).await?;
+            let mut ids = Vec::new();
+            let n = match self
+                .batch(now, &mut report, &mut derive_budget, &mut ids)
+                .await
+            {
+                Ok(n) => n,
+                // The claim itself failed: nothing to set aside, stop here.
+                Err(e) if ids.is_empty() => return Err(e),
+                // A batch that fails (a timeout, a bad row) is set aside until
+                // its next evaluation, so it cannot hold back the others.
+                Err(e) => {
+                    defer(&self.pool, &ids, now + self.interval()).await;
+                    failed.get_or_insert(e);
+                    ids.len()
+                }
+            };
             if (n as i64) < self.cfg.batch {
                 break;
             }
+        }
+        if let Some(e) = failed {
+            return Err(e.context(
+                "a batch of triggers failed and was set aside until its next evaluation",
+            ));
         }
         let took = started.elapsed();
         for (kind, n) in [
@@ -231,11 +252,17 @@ impl Evaluator {
         Ok(report)
     }
 
+    fn interval(&self) -> Duration {
+        Duration::try_from(self.cfg.interval).unwrap_or(Duration::MINUTE)
+    }
+
+    /// One batch; `claimed` receives the ids as soon as they are claimed.
     async fn batch(
         &self,
         now: OffsetDateTime,
         report: &mut RoundReport,
         derive_budget: &mut usize,
+        claimed_ids: &mut Vec<Uuid>,
     ) -> Result<usize> {
         let mut client = self
             .pool
@@ -249,6 +276,7 @@ impl Evaluator {
             .context("claiming due spike/drop triggers")?;
         report.queries += 1;
         let claimed: Vec<Claimed> = rows.iter().filter_map(parse_claimed).collect();
+        claimed_ids.extend(claimed.iter().map(|c| c.id));
         if claimed.is_empty() {
             tx.commit().await?;
             return Ok(rows.len());
@@ -278,7 +306,19 @@ impl Evaluator {
                 (w, c.window.whole_seconds())
             })
             .collect();
-        let bucketed = self.source.bucketed_visitors(&history).await?;
+        let bucketed = match self.source.bucketed_visitors(&history).await {
+            Ok(b) => b,
+            // A history too big to read in time must not stall the batch:
+            // these triggers get no threshold today (recorded, retried in a day).
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    triggers = history.len(),
+                    "could not derive thresholds from traffic history; those triggers are skipped until tomorrow"
+                );
+                vec![(0, 0.0); history.len()]
+            }
+        };
         if !history.is_empty() {
             report.queries += 1;
         }
@@ -299,8 +339,9 @@ impl Evaluator {
                 (true, None) => match derive.iter().position(|&d| d == i) {
                     None => c.derived.map(|t| (i64::from(t), "derived")),
                     Some(k) => {
+                        let (sum, covered) = bucketed[k];
                         let usual =
-                            threshold::usual_per_window(bucketed[k], c.window.whole_seconds());
+                            threshold::usual_per_window(sum, c.window.whole_seconds(), covered);
                         let derived = threshold::derive(c.kind, usual);
                         // 0 records "derived, none yet" so it is not recomputed each round.
                         o.derived = Some(derived.unwrap_or(0));
@@ -393,7 +434,7 @@ impl Evaluator {
             );
         }
 
-        let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::MINUTE);
+        let next = now + self.interval();
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
         let armed: Vec<bool> = outcomes.iter().map(|o| o.armed).collect();
         let evaluated: Vec<bool> = outcomes.iter().map(|o| o.evaluated).collect();
@@ -517,6 +558,27 @@ struct Fired {
     visitors: i64,
     threshold: i64,
     threshold_source: &'static str,
+}
+
+/// Moves triggers whose batch failed to their next evaluation (best effort:
+/// if this fails too, they are simply due again).
+pub(crate) async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
+    let r = async {
+        let c = pool.get().await?;
+        c.execute(
+            "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
+            &[&ids, &next],
+        )
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(
+            error = format!("{e:#}"),
+            "could not set failed triggers aside"
+        );
+    }
 }
 
 fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {

@@ -10,7 +10,8 @@
 //! completion; a webhook with two triggers covering the same goal still gets
 //! one (the key is per webhook, not per trigger).
 //!
-//! A new trigger starts at its creation time (no backfill of history). A
+//! A new trigger starts at its creation time (no backfill of history), one
+//! switched back on at that moment (`goal_floor`, set by a database trigger). A
 //! cursor older than `max_catchup` (daemon stopped, trigger re-enabled)
 //! resumes `max_catchup` back, with a warning naming what was skipped. While
 //! the webhook is disabled or deleted the cursor moves on and nothing is
@@ -46,8 +47,8 @@ WITH due AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor, t.inserted_at,
-       w.site_id, (w.enabled AND w.deleted_at IS NULL)
+SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor,
+       greatest(t.inserted_at, t.goal_floor), w.site_id, (w.enabled AND w.deleted_at IS NULL)
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id";
@@ -92,7 +93,8 @@ struct Claimed {
     webhook_id: Uuid,
     goal_id: Option<i64>,
     cursor: Option<OffsetDateTime>,
-    inserted_at: OffsetDateTime,
+    /// Never scan before this: creation, or the last time it was switched on.
+    floor: OffsetDateTime,
     site_id: i64,
     live: bool,
 }
@@ -148,11 +150,30 @@ impl GoalScanner {
     pub async fn round(&self, now: OffsetDateTime) -> Result<ScanReport> {
         let started = std::time::Instant::now();
         let mut report = ScanReport::default();
+        let mut failed = None;
         loop {
-            let n = self.batch(now, &mut report).await?;
+            let mut ids = Vec::new();
+            let n = match self.batch(now, &mut report, &mut ids).await {
+                Ok(n) => n,
+                Err(e) if ids.is_empty() => return Err(e),
+                // Set aside until the next scan (cursors unchanged: nothing
+                // is lost), so one failing batch cannot hold back the others.
+                Err(e) => {
+                    let next =
+                        now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND);
+                    super::evaluator::defer(&self.pool, &ids, next).await;
+                    failed.get_or_insert(e);
+                    ids.len()
+                }
+            };
             if (n as i64) < self.cfg.batch {
                 break;
             }
+        }
+        if let Some(e) = failed {
+            return Err(
+                e.context("a batch of goal triggers failed and was set aside until the next scan")
+            );
         }
         if report.claimed > 0 {
             crate::admin::metrics::trigger_round(
@@ -172,7 +193,13 @@ impl GoalScanner {
         Ok(report)
     }
 
-    async fn batch(&self, now: OffsetDateTime, report: &mut ScanReport) -> Result<usize> {
+    /// One batch; `claimed_ids` receives the ids as soon as they are claimed.
+    async fn batch(
+        &self,
+        now: OffsetDateTime,
+        report: &mut ScanReport,
+        claimed_ids: &mut Vec<Uuid>,
+    ) -> Result<usize> {
         let mut client = self
             .pool
             .get()
@@ -195,11 +222,12 @@ impl GoalScanner {
                 webhook_id: r.get(1),
                 goal_id: r.get(2),
                 cursor: r.get(3),
-                inserted_at: r.get(4),
+                floor: r.get(4),
                 site_id: r.get(5),
                 live: r.get(6),
             })
             .collect();
+        claimed_ids.extend(claimed.iter().map(|c| c.id));
         report.claimed += claimed.len();
 
         let mut sites: Vec<i64> = claimed
@@ -241,14 +269,25 @@ impl GoalScanner {
         // Keys first: the lateness overlap finds mostly completions already
         // enqueued by an earlier scan; only new ones get a payload and an INSERT.
         let mut found: Vec<(usize, u64, Uuid, String)> = Vec::new();
+        let mut seen: HashSet<(Uuid, String)> = HashSet::new();
         for (n, comp) in completions.iter().enumerate() {
             let g = scans[comp.scan].goal;
             let webhook = claimed[owner[comp.scan]].webhook_id;
-            for ordinal in 1..=comp.count.max(0) as u64 {
+            // Plausible sends an engagement event each time a page is left or
+            // hidden, carrying the depth reached so far: a scroll goal
+            // completes once per visit of a page (session and path), not
+            // once per such event.
+            let per_visit = matches!(g.kind, GoalKind::Scroll { .. });
+            let count = if per_visit {
+                1
+            } else {
+                comp.count.max(0) as u64
+            };
+            for ordinal in 1..=count {
                 let key = CompletionIdentity {
                     goal_id: g.id,
                     site_id: g.site_id,
-                    timestamp_us: comp.timestamp_us,
+                    timestamp_us: if per_visit { 0 } else { comp.timestamp_us },
                     name: &comp.name,
                     pathname: &comp.pathname,
                     user_id: &comp.user_id,
@@ -256,7 +295,9 @@ impl GoalScanner {
                     ordinal,
                 }
                 .key();
-                found.push((n, ordinal, webhook, key));
+                if seen.insert((webhook, key.clone())) {
+                    found.push((n, ordinal, webhook, key));
+                }
             }
         }
         report.completions += found.len();
@@ -307,12 +348,12 @@ impl GoalScanner {
         Ok(rows.len())
     }
 
-    /// `(cursor - lateness)`, never before the trigger existed, never further
-    /// back than `max_catchup`.
+    /// `(cursor - lateness)`, never before the trigger existed or was last
+    /// switched on, never further back than `max_catchup`.
     fn scan_start(&self, c: &Claimed, now: OffsetDateTime) -> OffsetDateTime {
         let wanted = match c.cursor {
-            Some(cursor) => (cursor - self.cfg.lateness).max(c.inserted_at),
-            None => c.inserted_at,
+            Some(cursor) => (cursor - self.cfg.lateness).max(c.floor),
+            None => c.floor,
         };
         let floor = now - self.cfg.max_catchup;
         if wanted < floor {

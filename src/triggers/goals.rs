@@ -205,8 +205,8 @@ pub async fn load_for_sites(
 ) -> Result<Vec<Goal>> {
     let rows = db
         .query(
-            "SELECT id, site_id, event_name, page_path, display_name, scroll_threshold::int2,
-                    COALESCE(custom_props, '{}'::jsonb)
+            "SELECT id, site_id, event_name, page_path, coalesce(display_name, ''),
+                    coalesce(scroll_threshold, -1)::int2, coalesce(custom_props, '{}'::jsonb)
              FROM goals WHERE site_id = ANY($1) ORDER BY id",
             &[&site_ids],
         )

@@ -1,9 +1,10 @@
 //! Thresholds derived from recent traffic, for spike and drop triggers created
 //! without one ("default based on historical traffic").
 //!
-//! The rule, in a site owner's terms: take the site's last 7 days, cut them
-//! into consecutive windows of the trigger's length, and average the unique
-//! visitors per window (`usual`). A spike is at least twice the usual traffic
+//! The rule, in a site owner's terms: take the site's last 7 days (or as
+//! much of them as the site has data for), cut them into consecutive windows
+//! of the trigger's length, and average the unique visitors per window
+//! (`usual`). A spike is at least twice the usual traffic
 //! and at least 10 visitors: `max(10, ceil(2 × usual))`. A drop is under half
 //! the usual traffic: `floor(usual / 2)`, and a site with too little history
 //! for that to be 1 or more gets no drop alerts until it has. The derived
@@ -21,9 +22,12 @@ pub const DROP_FACTOR: f64 = 0.5;
 /// The schema's upper bound for a threshold.
 pub const MAX_THRESHOLD: i64 = 10_000_000;
 
-/// `bucketed` = Σ over the history's windows of each window's unique visitors.
-pub fn usual_per_window(bucketed: i64, window_secs: i64) -> f64 {
-    let windows = (HISTORY.whole_seconds() as f64 / window_secs as f64).max(1.0);
+/// `bucketed` = Σ over the history's windows of each window's unique
+/// visitors; `covered_secs` = how much of the history the site has data for
+/// (a site two days old is averaged over two days, not seven).
+pub fn usual_per_window(bucketed: i64, window_secs: i64, covered_secs: f64) -> f64 {
+    let covered = covered_secs.min(HISTORY.whole_seconds() as f64);
+    let windows = (covered / window_secs as f64).max(1.0);
     bucketed as f64 / windows
 }
 
@@ -52,7 +56,10 @@ mod tests {
     #[test]
     fn the_documented_rule() {
         // 7 days of 5-minute windows = 2016 windows.
-        assert_eq!(usual_per_window(2016 * 30, 300), 30.0);
+        assert_eq!(usual_per_window(2016 * 30, 300, 7.0 * 86_400.0), 30.0);
+        // Two days of data: averaged over those two days' 576 windows.
+        assert_eq!(usual_per_window(576 * 30, 300, 2.0 * 86_400.0), 30.0);
+        assert_eq!(usual_per_window(0, 300, 0.0), 0.0);
         assert_eq!(derive(TriggerKind::Spike, 30.0), Some(60));
         assert_eq!(derive(TriggerKind::Spike, 2.2), Some(10));
         assert_eq!(derive(TriggerKind::Spike, 10.1), Some(21));

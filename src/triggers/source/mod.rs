@@ -94,8 +94,9 @@ impl AnalyticsSource {
     }
 
     /// Per (window, bucket_secs): Σ over consecutive buckets (aligned to the
-    /// epoch) of each bucket's unique visitors (engagement excluded).
-    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<i64>> {
+    /// epoch) of each bucket's unique visitors (engagement excluded), and how
+    /// many seconds of the window lie after the site's first event in it.
+    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
         if windows.is_empty() {
             return Ok(Vec::new());
         }

@@ -116,9 +116,13 @@ impl PostgresSource {
         Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
-    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<i64>> {
+    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
         let sql = format!(
-            "SELECT (SELECT count(*) FROM (
+            "SELECT (SELECT extract(epoch FROM min(e.\"timestamp\"))::float8 FROM {t} e
+                     WHERE e.site_id = q.site_id
+                       AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')),
+                    (SELECT count(*) FROM (
                          SELECT 1 FROM {t} e
                          WHERE e.site_id = q.site_id
                            AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
@@ -139,7 +143,18 @@ impl PostgresSource {
             .query(&sql, &[&sites, &from, &to, &bucket])
             .await
             .with_context(|| format!("reading traffic history from {}", self.table))?;
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+        // (sum, seconds of the window the site has data for)
+        Ok(windows
+            .iter()
+            .zip(rows.iter())
+            .map(|((w, _), r)| {
+                let first: Option<f64> = r.get(0);
+                let covered = first
+                    .map(|f| (w.to.unix_timestamp() as f64 - f).max(0.0))
+                    .unwrap_or(0.0);
+                (r.get::<_, i64>(1), covered)
+            })
+            .collect())
     }
 
     pub async fn top_sources(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
@@ -153,8 +168,13 @@ impl PostgresSource {
     }
 
     pub async fn top_pages(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
-        self.ranked(windows, n, "e.pathname", "e.name = 'pageview'")
-            .await
+        self.ranked(
+            windows,
+            n,
+            "e.pathname",
+            "e.name = 'pageview' AND e.pathname IS NOT NULL",
+        )
+        .await
     }
 
     /// The top `n` values of `column` per window, in one statement. Ties are
@@ -213,12 +233,14 @@ impl PostgresSource {
                  WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i))
              SELECT g.i::int8,
                     (extract(epoch FROM e.\"timestamp\") * 1000000)::int8,
-                    e.name, e.pathname, e.user_id::text, e.session_id::text, count(*)::int8
+                    e.name, coalesce(e.pathname, ''), coalesce(e.user_id::text, ''),
+                    coalesce(e.session_id::text, ''), count(*)::int8
              FROM {t} e
              JOIN scans g ON g.site_id = e.site_id
                        AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
                        AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
              WHERE e.site_id = ANY($1)
+               AND e.name = ANY($12)
                AND e.\"timestamp\" > ($10::timestamptz AT TIME ZONE 'UTC')
                AND e.\"timestamp\" <= ($11::timestamptz AT TIME ZONE 'UTC')
                AND CASE g.kind
@@ -281,6 +303,18 @@ impl PostgresSource {
                 }
             }
         }
+        // Every event name a scan can match: lets an index on
+        // (site_id, name, timestamp) serve, and drops other events early.
+        let mut names: Vec<&str> = scans
+            .iter()
+            .map(|s| match &s.goal.kind {
+                GoalKind::Event { event_name, .. } => event_name.as_str(),
+                GoalKind::Page { .. } => "pageview",
+                GoalKind::Scroll { .. } => "engagement",
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
         let lo = from.iter().min().copied().expect("scans is not empty");
         let hi = to.iter().max().copied().expect("scans is not empty");
         let c = self.client().await?;
@@ -299,6 +333,7 @@ impl PostgresSource {
                     &props,
                     &lo,
                     &hi,
+                    &names,
                 ],
             )
             .await
