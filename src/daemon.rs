@@ -329,7 +329,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let admin = match admin_addr {
         Some(addr) => {
             let state = crate::admin::http::AdminState::new(
-                daemon.pool.clone(),
+                db::pool(&cfg.database.url, crate::admin::http::ADMIN_POOL_SIZE)?,
                 daemon.listener_connected(),
                 &cfg,
             );

@@ -256,13 +256,14 @@ async fn plausible_roles_decide_what_each_key_may_do() {
             assert_eq!(a.json()["name"], format!("by {who}"));
         }
     }
-    // Create on a site: manage there, 403 otherwise (the site is named by the caller).
+    // Create on a site: manage there; 403 for a role that may only read it;
+    // 404 for no role at all (as for a site that does not exist).
     for (who, status) in [
         ("editor", 201),
         ("guest_editor", 201),
         ("viewer", 403),
-        ("other_team_owner", 403),
-        ("billing", 403),
+        ("other_team_owner", 404),
+        ("billing", 404),
     ] {
         let a = api
             .call(
@@ -317,7 +318,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
             None,
         )
         .await;
-    expect(&a, 403, Some("forbidden"));
+    // No role on that site: answered as if it did not exist.
+    expect(&a, 404, Some("not_found"));
     // The operator sees every site.
     let all = api.op("GET", "/api/webhooks", None).await;
     assert_eq!(all.json()["webhooks"].as_array().unwrap().len(), 4);

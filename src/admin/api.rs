@@ -109,9 +109,29 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// Logged in full; the client gets no internals.
+/// Logged; the client gets no internals. A database error is logged by
+/// code, constraint and message only: its DETAIL can quote a whole row,
+/// secrets included.
 fn internal(e: anyhow::Error) -> ApiError {
-    tracing::error!(error = format!("{e:#}"), "admin API: internal error");
+    let text = e
+        .chain()
+        .map(|c| match c.downcast_ref::<tokio_postgres::Error>() {
+            Some(pg) => match pg.as_db_error() {
+                Some(db) => format!(
+                    "{} {}{}",
+                    db.code().code(),
+                    db.message(),
+                    db.constraint()
+                        .map(|c| format!(" (constraint {c})"))
+                        .unwrap_or_default()
+                ),
+                None => pg.to_string(),
+            },
+            None => c.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ");
+    tracing::error!(error = text, "admin API: internal error");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -209,6 +229,11 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
             (&Method::POST, "test") => {
                 let w = webhook_for(c, &who, id, Access::Manage).await?;
                 drop(db);
+                let _slot = state
+                    .test_slot
+                    .acquire()
+                    .await
+                    .map_err(|e| internal(e.into()))?;
                 let r = ops::send_test(&state.pool, &state.test_sender, &w.id.to_string()).await?;
                 ok(StatusCode::OK, &r)
             }
@@ -344,7 +369,16 @@ async fn site_for(
     need: Access,
 ) -> Result<ops::Site, ApiError> {
     let s = ops::site(db, site).await?;
-    if auth::site_access(db, who, s.id).await? < need {
+    let access = auth::site_access(db, who, s.id).await?;
+    if access == Access::None {
+        // As for a site that does not exist: no role, no hint that it does.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no site `{site}` (by domain or id) that you may see"),
+        ));
+    }
+    if access < need {
         return Err(forbidden(&s.domain, need));
     }
     Ok(s)

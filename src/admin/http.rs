@@ -41,7 +41,13 @@ pub struct AdminState {
     pub cfg: Config,
     /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
     pub test_sender: super::ops::TestSender,
+    /// One test send at a time: each holds a connection for the whole request.
+    pub test_slot: tokio::sync::Semaphore,
 }
+
+/// The admin API's own connections, apart from the delivery engine's pool,
+/// so no burst of API calls or test sends can stall deliveries.
+pub const ADMIN_POOL_SIZE: usize = 4;
 
 impl AdminState {
     pub fn new(pool: Pool, listener_up: watch::Receiver<bool>, cfg: &Config) -> Result<AdminState> {
@@ -53,6 +59,7 @@ impl AdminState {
             cfg: cfg.clone(),
             test_sender: super::ops::TestSender::from_config(cfg, None)
                 .context("building the HTTP client for test events")?,
+            test_slot: tokio::sync::Semaphore::new(1),
         })
     }
 }

@@ -498,7 +498,10 @@ pub async fn enable(db_: &Client, id: &str) -> OpResult<WebhookView> {
     let w = live(db_, id).await?;
     db(
         db_.execute(
-            "UPDATE webhooks SET enabled = true WHERE id = $1 AND NOT enabled",
+            // Also for a webhook still enabled but failing: enable resets its health.
+            "UPDATE webhooks SET enabled = true, consecutive_failures = 0, failing_since = NULL,
+                                 disabled_reason = NULL, disabled_at = NULL
+             WHERE id = $1",
             &[&w.id],
         )
         .await,
@@ -512,11 +515,25 @@ pub const OPERATOR_DISABLED: &str = "by an operator";
 /// Stops deliveries to a webhook: those still queued end `failed` with the
 /// reason, unsent, and nothing new is enqueued for it.
 pub async fn disable(db_: &Client, id: &str, reason: Option<&str>) -> OpResult<WebhookView> {
-    let w = live(db_, id).await?;
     let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) if r.chars().count() > 255 => {
+            return Err(OpError::Invalid(Invalid::new(
+                "reason",
+                Rule::TooLong,
+                "a disable reason is at most 255 characters",
+            )))
+        }
+        Some(r) if r.chars().any(char::is_control) => {
+            return Err(OpError::Invalid(Invalid::new(
+                "reason",
+                Rule::Encoding,
+                "a disable reason is one line of text without control characters",
+            )))
+        }
         Some(r) => format!("{OPERATOR_DISABLED}: {r}"),
         None => OPERATOR_DISABLED.to_string(),
     };
+    let w = live(db_, id).await?;
     db(
         db_.execute(
             "UPDATE webhooks SET enabled = false, disabled_reason = $2, disabled_at = now()

@@ -542,6 +542,14 @@ pub fn since(field: &str, raw: &str, now: OffsetDateTime) -> Valid<OffsetDateTim
             ),
         )
     })?;
+    // Ten years back at most: further is a typo, and would overflow the clock.
+    if !(0..=10 * 366 * 86_400).contains(&secs) {
+        return Err(Invalid::new(
+            field,
+            Rule::OutOfRange,
+            format!("`{raw}` reaches back more than 10 years"),
+        ));
+    }
     Ok(now - time::Duration::seconds(secs))
 }
 
