@@ -36,3 +36,22 @@ $$;
 CREATE TRIGGER plausible_webhooks_trigger_reenabled
   BEFORE UPDATE OF enabled ON webhook_triggers
   FOR EACH ROW EXECUTE FUNCTION plausible_webhooks_trigger_reenabled();
+
+-- A goal trigger names a goal of its own webhook's site; another site's goal
+-- would never match (the scanner reads the webhook's site) and fail silently.
+CREATE FUNCTION plausible_webhooks_trigger_goal_site() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.goal_id IS NOT NULL AND NOT EXISTS (
+      SELECT 1 FROM goals g JOIN webhooks w ON w.site_id = g.site_id
+      WHERE g.id = NEW.goal_id AND w.id = NEW.webhook_id) THEN
+    RAISE EXCEPTION 'goal % is not a goal of the webhook''s site', NEW.goal_id
+      USING ERRCODE = 'check_violation',
+            HINT = 'name one of the site''s goals, or leave goal_id NULL for every goal of the site';
+  END IF;
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER plausible_webhooks_trigger_goal_site
+  BEFORE INSERT OR UPDATE OF goal_id, webhook_id ON webhook_triggers
+  FOR EACH ROW EXECUTE FUNCTION plausible_webhooks_trigger_goal_site();

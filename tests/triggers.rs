@@ -717,6 +717,31 @@ async fn a_deleted_goal_takes_its_trigger_along_never_widening_it() {
         ))
         .await;
     assert_eq!(left, 0);
+    // Another site's goal is refused with a clear message.
+    let other = plausible_webhooks::testkit::create_site(&k.env.db, "other.example")
+        .await
+        .unwrap();
+    let foreign: i64 = k
+        .env
+        .db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'X', 'X') RETURNING id",
+            &[&other],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let err = k
+        .env
+        .db
+        .execute(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, goal_id) VALUES ($1, 'goal_completion', $2)",
+            &[&k.webhook, &foreign],
+        )
+        .await
+        .unwrap_err();
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("is not a goal of the webhook's site"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

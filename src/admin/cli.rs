@@ -370,6 +370,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                 &ops::ListFilter {
                     site,
                     include_deleted: deleted,
+                    site_ids: None,
                 },
             )
             .await?;

@@ -282,6 +282,8 @@ async fn live(db_: &Client, id: &str) -> OpResult<WebhookView> {
 pub struct ListFilter {
     pub site: Option<String>,
     pub include_deleted: bool,
+    /// Only these sites (a Plausible key's readable sites); None: all.
+    pub site_ids: Option<Vec<i64>>,
 }
 
 pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<Vec<WebhookView>> {
@@ -294,9 +296,10 @@ pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<Vec<WebhookView>> {
             &format!(
                 "SELECT {WEBHOOK_COLUMNS}
                  WHERE ($1::bigint IS NULL OR w.site_id = $1) AND ($2 OR w.deleted_at IS NULL)
+                   AND ($3::bigint[] IS NULL OR w.site_id = ANY($3))
                  ORDER BY s.domain, w.inserted_at"
             ),
-            &[&site_id, &f.include_deleted],
+            &[&site_id, &f.include_deleted, &f.site_ids],
         )
         .await,
         "listing webhooks",
