@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::source::{AnalyticsSource, Ranked, Window};
-use super::{decide, round1, threshold, BeforeCommit, State, TriggerKind};
+use super::{decide, defer, round1, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind};
 use crate::delivery::envelope::rfc3339_seconds;
 
 /// The baseline: the same window at the same time of day (UTC) on each of the
@@ -72,11 +72,6 @@ UPDATE webhook_triggers t SET
 FROM unnest($3::uuid[], $4::bool[], $5::bool[], $6::timestamptz[], $7::int4[], $8::int4[], $9::timestamptz[])
      AS u(id, armed, evaluated, fired_at, value, derived, derived_at)
 WHERE t.id = u.id";
-
-pub(crate) const ENQUEUE_SQL: &str = "
-INSERT INTO webhook_deliveries (webhook_id, trigger_id, event_type, payload, idempotency_key)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[])
-ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 const NEXT_DUE_SQL: &str = "
 SELECT min(next_evaluation_at) FROM webhook_triggers
@@ -151,26 +146,15 @@ impl Evaluator {
 
     pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut failing = false;
+            let mut outage = Outage::new("spike/drop evaluation", self.source.describe());
             loop {
                 let pause = match self.round(OffsetDateTime::now_utc()).await {
                     Ok(_) => {
-                        if failing {
-                            tracing::info!("spike/drop evaluation works again");
-                            failing = false;
-                        }
+                        outage.ended();
                         self.until_next_due().await
                     }
                     Err(e) => {
-                        // One line per outage, not one per retry.
-                        if !failing {
-                            tracing::warn!(
-                                error = format!("{e:#}"),
-                                source = %self.source.describe(),
-                                "spike/drop evaluation round failed; the triggers stay due and are retried"
-                            );
-                        }
-                        failing = true;
+                        outage.failed(&e, "the triggers stay due and are retried");
                         ERROR_PAUSE
                     }
                 };
@@ -336,7 +320,7 @@ impl Evaluator {
             let t = match (c.live, c.threshold) {
                 (false, _) => None,
                 (true, Some(t)) => Some((i64::from(t), "configured")),
-                (true, None) => match derive.iter().position(|&d| d == i) {
+                (true, None) => match derive.binary_search(&i).ok() {
                     None => c.derived.map(|t| (i64::from(t), "derived")),
                     Some(k) => {
                         let (sum, covered) = bucketed[k];
@@ -560,27 +544,6 @@ struct Fired {
     threshold_source: &'static str,
 }
 
-/// Moves triggers whose batch failed to their next evaluation (best effort:
-/// if this fails too, they are simply due again).
-pub(crate) async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
-    let r = async {
-        let c = pool.get().await?;
-        c.execute(
-            "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
-            &[&ids, &next],
-        )
-        .await?;
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = r {
-        tracing::debug!(
-            error = format!("{e:#}"),
-            "could not set failed triggers aside"
-        );
-    }
-}
-
 fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
     let id: Uuid = r.get(0);
     let Some(kind) = TriggerKind::parse(r.get(2)) else {
@@ -620,53 +583,6 @@ pub fn dashboard_url(base: &str, domain: &str, kind: TriggerKind) -> Option<Stri
         u.set_query(Some("period=realtime"));
     }
     Some(u.to_string())
-}
-
-/// Deliveries to enqueue, as columns for one INSERT … SELECT unnest.
-#[derive(Default)]
-pub(crate) struct Enqueue {
-    webhook: Vec<Uuid>,
-    trigger: Vec<Uuid>,
-    event: Vec<&'static str>,
-    payload: Vec<serde_json::Value>,
-    key: Vec<String>,
-}
-
-impl Enqueue {
-    pub fn push(
-        &mut self,
-        webhook: Uuid,
-        trigger: Uuid,
-        event: &'static str,
-        payload: serde_json::Value,
-        key: String,
-    ) {
-        self.webhook.push(webhook);
-        self.trigger.push(trigger);
-        self.event.push(event);
-        self.payload.push(payload);
-        self.key.push(key);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.webhook.is_empty()
-    }
-
-    /// Returns how many were new (a repeated idempotency key adds nothing).
-    pub async fn execute(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<u64> {
-        tx.execute(
-            ENQUEUE_SQL,
-            &[
-                &self.webhook,
-                &self.trigger,
-                &self.event,
-                &self.payload,
-                &self.key,
-            ],
-        )
-        .await
-        .context("enqueueing trigger deliveries")
-    }
 }
 
 #[cfg(test)]

@@ -30,10 +30,9 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::evaluator::Enqueue;
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
 use super::source::{AnalyticsSource, GoalScan};
-use super::BeforeCommit;
+use super::{defer, BeforeCommit, Enqueue, Outage};
 use crate::delivery::envelope::rfc3339_seconds;
 
 /// After a failed round.
@@ -115,26 +114,15 @@ impl GoalScanner {
 
     pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut failing = false;
+            let mut outage = Outage::new("goal scanning", self.source.describe());
             loop {
                 let pause = match self.round(OffsetDateTime::now_utc()).await {
                     Ok(_) => {
-                        if failing {
-                            tracing::info!("goal scanning works again");
-                            failing = false;
-                        }
+                        outage.ended();
                         self.cfg.interval
                     }
                     Err(e) => {
-                        // One line per outage, not one per second.
-                        if !failing {
-                            tracing::warn!(
-                                error = format!("{e:#}"),
-                                source = %self.source.describe(),
-                                "goal scan failed; cursors stay put and scans are retried"
-                            );
-                        }
-                        failing = true;
+                        outage.failed(&e, "cursors stay put and scans are retried");
                         ERROR_PAUSE
                     }
                 };
@@ -144,6 +132,10 @@ impl GoalScanner {
                 }
             }
         })
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND)
     }
 
     /// Scans every goal trigger due at `now`, batch by batch.
@@ -159,9 +151,7 @@ impl GoalScanner {
                 // Set aside until the next scan (cursors unchanged: nothing
                 // is lost), so one failing batch cannot hold back the others.
                 Err(e) => {
-                    let next =
-                        now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND);
-                    super::evaluator::defer(&self.pool, &ids, next).await;
+                    defer(&self.pool, &ids, now + self.interval()).await;
                     failed.get_or_insert(e);
                     ids.len()
                 }
@@ -268,7 +258,8 @@ impl GoalScanner {
 
         // Keys first: the lateness overlap finds mostly completions already
         // enqueued by an earlier scan; only new ones get a payload and an INSERT.
-        let mut found: Vec<(usize, u64, Uuid, String)> = Vec::new();
+        // (completion index, webhook, key)
+        let mut found: Vec<(usize, Uuid, String)> = Vec::new();
         let mut seen: HashSet<(Uuid, String)> = HashSet::new();
         for (n, comp) in completions.iter().enumerate() {
             let g = scans[comp.scan].goal;
@@ -296,7 +287,7 @@ impl GoalScanner {
                 }
                 .key();
                 if seen.insert((webhook, key.clone())) {
-                    found.push((n, ordinal, webhook, key));
+                    found.push((n, webhook, key));
                 }
             }
         }
@@ -304,8 +295,8 @@ impl GoalScanner {
         let known: HashSet<(Uuid, String)> = if found.is_empty() {
             HashSet::new()
         } else {
-            let webhooks: Vec<Uuid> = found.iter().map(|f| f.2).collect();
-            let keys: Vec<&str> = found.iter().map(|f| f.3.as_str()).collect();
+            let webhooks: Vec<Uuid> = found.iter().map(|f| f.1).collect();
+            let keys: Vec<&str> = found.iter().map(|f| f.2.as_str()).collect();
             report.queries += 1;
             tx.query(KNOWN_KEYS_SQL, &[&webhooks, &keys])
                 .await
@@ -315,7 +306,7 @@ impl GoalScanner {
                 .collect()
         };
         let mut deliveries = Enqueue::default();
-        for (n, _, webhook, key) in found {
+        for (n, webhook, key) in found {
             if known.contains(&(webhook, key.clone())) {
                 continue;
             }
@@ -335,7 +326,7 @@ impl GoalScanner {
             report.queries += 1;
         }
 
-        let next = now + Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND);
+        let next = now + self.interval();
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
         tx.execute(UPDATE_SQL, &[&now, &next, &ids])
             .await

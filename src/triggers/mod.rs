@@ -20,7 +20,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use anyhow::{Context, Result};
+use deadpool_postgres::Pool;
 use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 /// Spike: 5 minutes, as Plausible's spike notification.
 pub const DEFAULT_SPIKE_WINDOW_SECS: i64 = 300;
@@ -116,6 +119,114 @@ pub fn decide(
 /// A hook run after a round's work and before its commit (tests use it to
 /// kill the connection there, as a crash would).
 pub type BeforeCommit = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// One warn line when a service's rounds start failing, one info line when
+/// they work again: an outage is one entry in the journal, not one a second.
+pub(crate) struct Outage {
+    service: &'static str,
+    source: String,
+    failing: bool,
+}
+
+impl Outage {
+    pub fn new(service: &'static str, source: String) -> Self {
+        Self {
+            service,
+            source,
+            failing: false,
+        }
+    }
+
+    pub fn failed(&mut self, e: &anyhow::Error, then: &str) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                source = %self.source,
+                "{} failed; {then}",
+                self.service
+            );
+        }
+    }
+
+    pub fn ended(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("{} works again", self.service);
+        }
+    }
+}
+
+/// Moves triggers whose batch failed to their next evaluation (best effort:
+/// if this fails too, they are simply due again).
+pub(crate) async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
+    let r = async {
+        let c = pool.get().await?;
+        c.execute(
+            "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
+            &[&ids, &next],
+        )
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(
+            error = format!("{e:#}"),
+            "could not set failed triggers aside"
+        );
+    }
+}
+
+const ENQUEUE_SQL: &str = "
+INSERT INTO webhook_deliveries (webhook_id, trigger_id, event_type, payload, idempotency_key)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[])
+ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+/// Deliveries to enqueue, as columns for one INSERT … SELECT unnest.
+#[derive(Default)]
+pub(crate) struct Enqueue {
+    webhook: Vec<Uuid>,
+    trigger: Vec<Uuid>,
+    event: Vec<&'static str>,
+    payload: Vec<serde_json::Value>,
+    key: Vec<String>,
+}
+
+impl Enqueue {
+    pub fn push(
+        &mut self,
+        webhook: Uuid,
+        trigger: Uuid,
+        event: &'static str,
+        payload: serde_json::Value,
+        key: String,
+    ) {
+        self.webhook.push(webhook);
+        self.trigger.push(trigger);
+        self.event.push(event);
+        self.payload.push(payload);
+        self.key.push(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.webhook.is_empty()
+    }
+
+    /// Returns how many were new (a repeated idempotency key adds nothing).
+    pub async fn execute(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<u64> {
+        tx.execute(
+            ENQUEUE_SQL,
+            &[
+                &self.webhook,
+                &self.trigger,
+                &self.event,
+                &self.payload,
+                &self.key,
+            ],
+        )
+        .await
+        .context("enqueueing trigger deliveries")
+    }
+}
 
 /// `(x * 10).round() / 10`: payload numbers a person reads.
 pub(crate) fn round1(x: f64) -> f64 {
