@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 
 use super::{Completion, GoalScan, Ranked, Window};
@@ -105,9 +106,7 @@ impl PostgresSource {
              ORDER BY q.i",
             t = self.table
         );
-        let sites: Vec<i64> = windows.iter().map(|w| w.site_id).collect();
-        let from: Vec<_> = windows.iter().map(|w| w.from).collect();
-        let to: Vec<_> = windows.iter().map(|w| w.to).collect();
+        let (sites, from, to) = columns(windows.iter());
         let c = self.client().await?;
         let rows = c
             .query(&sql, &[&sites, &from, &to])
@@ -134,9 +133,7 @@ impl PostgresSource {
              ORDER BY q.i",
             t = self.table
         );
-        let sites: Vec<i64> = windows.iter().map(|w| w.0.site_id).collect();
-        let from: Vec<_> = windows.iter().map(|w| w.0.from).collect();
-        let to: Vec<_> = windows.iter().map(|w| w.0.to).collect();
+        let (sites, from, to) = columns(windows.iter().map(|w| &w.0));
         let bucket: Vec<f64> = windows.iter().map(|w| w.1 as f64).collect();
         let c = self.client().await?;
         let rows = c
@@ -201,9 +198,7 @@ impl PostgresSource {
              ORDER BY q.i, r.v DESC, r.name COLLATE \"C\"",
             t = self.table
         );
-        let sites: Vec<i64> = windows.iter().map(|w| w.site_id).collect();
-        let from: Vec<_> = windows.iter().map(|w| w.from).collect();
-        let to: Vec<_> = windows.iter().map(|w| w.to).collect();
+        let (sites, from, to) = columns(windows.iter());
         let c = self.client().await?;
         let rows = c
             .query(&sql, &[&sites, &from, &to, &n])
@@ -351,4 +346,17 @@ impl PostgresSource {
             })
             .collect())
     }
+}
+
+/// Windows as the three arrays the queries unnest.
+fn columns<'a>(
+    windows: impl Iterator<Item = &'a Window>,
+) -> (Vec<i64>, Vec<OffsetDateTime>, Vec<OffsetDateTime>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for w in windows {
+        out.0.push(w.site_id);
+        out.1.push(w.from);
+        out.2.push(w.to);
+    }
+    out
 }
