@@ -1335,20 +1335,15 @@ fn test_payload(types: &[String]) -> Value {
 
 /// The test delivery, inserted already claimed by this process, returned in
 /// the claim's row shape (see `queue::claimer::CLAIM_SQL`).
-const TEST_CLAIM_SQL: &str = "
+const TEST_CLAIM_SQL: &str = concat!(
+    "
 WITH d AS (
     INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, locked_by, locked_until)
     VALUES ($1, 'test', $2, 'delivering', 1, $3, now() + make_interval(secs => $4))
     RETURNING id, webhook_id, event_type, payload, attempts, inserted_at, locked_until
-)
-SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
-       w.url, w.secret,
-       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
-       w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
-       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at, d.locked_until
-FROM d
-JOIN webhooks w ON w.id = d.webhook_id
-LEFT JOIN sites s ON s.id = w.site_id";
+)",
+    crate::queue::claimer::claimed_row_sql!()
+);
 
 /// Sends a `test` event to the webhook now, through the daemon's own client,
 /// address guard and signing, and records it in the delivery log like any

@@ -31,7 +31,25 @@ pub const MIN_WAIT: Duration = Duration::from_millis(25);
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-pub const CLAIM_SQL: &str = "
+/// The row a claimed delivery is read from (`d` holds the claimed rows):
+/// shared by the claim and by the CLI's test send, which parse it alike.
+macro_rules! claimed_row_sql {
+    () => {
+        "
+SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
+       w.url, w.secret,
+       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
+       w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
+       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at, d.locked_until
+FROM d
+JOIN webhooks w ON w.id = d.webhook_id
+LEFT JOIN sites s ON s.id = w.site_id"
+    };
+}
+pub(crate) use claimed_row_sql;
+
+pub const CLAIM_SQL: &str = concat!(
+    "
 WITH c AS (
     SELECT id FROM webhook_deliveries
     WHERE status = 'pending' AND next_attempt_at <= now()
@@ -47,15 +65,9 @@ WITH c AS (
     FROM c
     WHERE d.id = c.id
     RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
-)
-SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
-       w.url, w.secret,
-       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
-       w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
-       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at, d.locked_until
-FROM d
-JOIN webhooks w ON w.id = d.webhook_id
-LEFT JOIN sites s ON s.id = w.site_id";
+)",
+    claimed_row_sql!()
+);
 
 /// Seconds until the earliest pending row is due (negative: overdue).
 pub const NEXT_DUE_SQL: &str = "
