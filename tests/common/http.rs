@@ -61,20 +61,7 @@ pub async fn request(
     .await
     .map_err(|_| "timed out".to_string())?
     .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let text =
-        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
-    Ok(Answer {
-        status,
-        content_type,
-        text,
-    })
+    Ok(answer(resp).await)
 }
 
 pub async fn get(url: &str) -> Answer {
@@ -109,6 +96,10 @@ pub async fn request_with_header(url: &str, header: (&str, &str)) -> Answer {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = client.request(req).await.unwrap();
+    answer(resp).await
+}
+
+async fn answer(resp: hyper::Response<hyper::body::Incoming>) -> Answer {
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
