@@ -312,17 +312,39 @@ impl std::fmt::Debug for Redacted {
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
     /// Where analytics events are read: "postgres" (a table or view with
-    /// Plausible's events_v2 column names).
+    /// Plausible's events_v2 column names) or "clickhouse" (Plausible's own
+    /// events_v2, over ClickHouse's HTTP interface).
     pub source: String,
-    /// The table or view, optionally schema-qualified (`analytics.events_v2`).
+    /// The table or view, optionally qualified (`analytics.events_v2`: a
+    /// PostgreSQL schema, or a ClickHouse database).
     pub table: String,
     /// A separate PostgreSQL database for the events; empty = `database.url`.
     pub database_url: String,
-    /// Statement timeout for analytics queries.
+    /// Timeout of one analytics query (PostgreSQL's statement_timeout; for
+    /// ClickHouse, the whole HTTP request).
     pub query_timeout_ms: u64,
+    /// ClickHouse's HTTP(S) interface, as Plausible's CLICKHOUSE_DATABASE_URL
+    /// without credentials: `http://127.0.0.1:8123/plausible_events_db` (the
+    /// path names the database; empty = plausible_events_db).
+    pub clickhouse_url: String,
+    /// The ClickHouse user (a read-only one: README "ClickHouse").
+    pub clickhouse_user: String,
+    /// File holding the ClickHouse user's password. The CLICKHOUSE_PASSWORD
+    /// environment variable wins over it; neither is ever logged.
+    pub clickhouse_password_file: Option<PathBuf>,
+    /// Resolved from CLICKHOUSE_PASSWORD or `clickhouse_password_file` (never from TOML).
+    #[serde(skip)]
+    pub clickhouse_password: Option<Redacted>,
+    /// PEM file of extra CA certificates for an https:// ClickHouse URL.
+    pub clickhouse_ca_file: Option<PathBuf>,
+    pub clickhouse_connect_timeout_ms: u64,
 }
 pub const DEFAULT_ANALYTICS_TABLE: &str = "events_v2";
 pub const DEFAULT_ANALYTICS_QUERY_TIMEOUT_MS: u64 = 30_000;
+/// Plausible's ClickHouse database name.
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "plausible_events_db";
+pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
+pub const DEFAULT_CLICKHOUSE_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
@@ -331,11 +353,91 @@ impl Default for AnalyticsConfig {
             table: DEFAULT_ANALYTICS_TABLE.into(),
             database_url: String::new(),
             query_timeout_ms: DEFAULT_ANALYTICS_QUERY_TIMEOUT_MS,
+            clickhouse_url: String::new(),
+            clickhouse_user: DEFAULT_CLICKHOUSE_USER.into(),
+            clickhouse_password_file: None,
+            clickhouse_password: None,
+            clickhouse_ca_file: None,
+            clickhouse_connect_timeout_ms: DEFAULT_CLICKHOUSE_CONNECT_TIMEOUT_MS,
         }
     }
 }
 
+/// Where the ClickHouse source connects, resolved from `analytics.*`.
+#[derive(Debug, Clone)]
+pub struct ClickhouseTarget {
+    /// scheme://host:port, no path, no credentials.
+    pub endpoint: url::Url,
+    pub database: String,
+    pub table: String,
+}
+
 impl AnalyticsConfig {
+    /// The ClickHouse endpoint, database and table (validated).
+    pub fn clickhouse_target(&self) -> Result<ClickhouseTarget, ConfigError> {
+        let raw = self.clickhouse_url.trim();
+        if raw.is_empty() {
+            return Err(bad(
+                "analytics.clickhouse_url",
+                "is not set; set it to ClickHouse's HTTP interface, e.g. \"http://127.0.0.1:8123/plausible_events_db\"",
+            ));
+        }
+        let url = url::Url::parse(raw).map_err(|e| {
+            bad(
+                "analytics.clickhouse_url",
+                format!("cannot be parsed ({e}); use http://host:8123/database"),
+            )
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(bad(
+                "analytics.clickhouse_url",
+                format!("`{}` is not http or https: the source speaks ClickHouse's HTTP interface (port 8123, or 8443 for TLS)", url.scheme()),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "analytics.clickhouse_url",
+                "must not carry credentials: put the user in analytics.clickhouse_user and the password in \
+                 CLICKHOUSE_PASSWORD or analytics.clickhouse_password_file",
+            ));
+        }
+        if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "analytics.clickhouse_url",
+                format!("`{raw}` must be scheme://host:port/database, with no query or fragment"),
+            ));
+        }
+        let path_db = url.path().trim_matches('/');
+        let (database, table) = match self.table.split_once('.') {
+            Some((db, table)) => {
+                if !path_db.is_empty() && path_db != db {
+                    return Err(bad(
+                        "analytics.table",
+                        format!("names database `{db}` but analytics.clickhouse_url names `{path_db}`; name it once"),
+                    ));
+                }
+                (db.to_string(), table.to_string())
+            }
+            None if path_db.is_empty() => {
+                (DEFAULT_CLICKHOUSE_DATABASE.to_string(), self.table.clone())
+            }
+            None => (path_db.to_string(), self.table.clone()),
+        };
+        if !is_identifier(&database) {
+            return Err(bad(
+                "analytics.clickhouse_url",
+                format!("the database `{database}` is not a name (letters, digits, _)"),
+            ));
+        }
+        let mut endpoint = url.clone();
+        endpoint.set_path("");
+        Ok(ClickhouseTarget {
+            endpoint,
+            database,
+            table,
+        })
+    }
+
     /// The database the events are read from.
     pub fn url<'a>(&'a self, main: &'a DatabaseConfig) -> &'a str {
         if self.database_url.trim().is_empty() {
@@ -443,6 +545,7 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError(format!("config: {}", e.message().trim())))?;
         let mut cfg = cfg;
         cfg.admin.secret_key_base = secret_key_base(&cfg.admin, env)?;
+        cfg.analytics.clickhouse_password = clickhouse_password(&cfg.analytics, env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -552,19 +655,17 @@ impl Config {
 
     fn validate_triggers(&self) -> Result<(), ConfigError> {
         let a = &self.analytics;
-        if a.source != "postgres" {
+        if a.source != "postgres" && a.source != "clickhouse" {
             return Err(bad(
                 "analytics.source",
-                format!("`{}` is not supported; use \"postgres\"", a.source),
+                format!(
+                    "`{}` is not supported; use \"postgres\" or \"clickhouse\"",
+                    a.source
+                ),
             ));
         }
-        let ident = |p: &str| {
-            !p.is_empty()
-                && !p.starts_with(|c: char| c.is_ascii_digit())
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
         let parts: Vec<&str> = a.table.split('.').collect();
-        if parts.len() > 2 || !parts.iter().all(|p| ident(p)) {
+        if parts.len() > 2 || !parts.iter().all(|p| is_identifier(p)) {
             return Err(bad(
                 "analytics.table",
                 format!(
@@ -580,6 +681,33 @@ impl Config {
         }
         if a.query_timeout_ms < 100 {
             return Err(bad("analytics.query_timeout_ms", "must be at least 100"));
+        }
+        if a.source == "clickhouse" {
+            a.clickhouse_target()?;
+            if a.clickhouse_user.is_empty()
+                || a.clickhouse_user
+                    .chars()
+                    .any(|c| c.is_control() || c == ':')
+            {
+                return Err(bad(
+                    "analytics.clickhouse_user",
+                    "must be a user name (no ':' or control characters)",
+                ));
+            }
+            if !(100..=600_000).contains(&a.clickhouse_connect_timeout_ms) {
+                return Err(bad(
+                    "analytics.clickhouse_connect_timeout_ms",
+                    "must be between 100 and 600000",
+                ));
+            }
+            if let Some(p) = &a.clickhouse_ca_file {
+                if !p.is_file() {
+                    return Err(bad(
+                        "analytics.clickhouse_ca_file",
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
         }
         let t = &self.triggers;
         if !(1..=86_400).contains(&t.evaluation_interval_secs) {
@@ -686,6 +814,39 @@ fn secret_key_base(
     Ok(Some(Redacted(key.to_string())))
 }
 
+/// The ClickHouse password: the environment variable, else the file.
+fn clickhouse_password(
+    a: &AnalyticsConfig,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Redacted>, ConfigError> {
+    if let Some(v) = env.get("CLICKHOUSE_PASSWORD").filter(|v| !v.is_empty()) {
+        return Ok(Some(Redacted(v.clone())));
+    }
+    let Some(path) = &a.clickhouse_password_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "analytics.clickhouse_password_file",
+            format!(
+                "cannot read {} ({e}); it must be readable by the daemon's user",
+                path.display()
+            ),
+        )
+    })?;
+    // A file written with `echo` ends with a newline that is not part of it.
+    Ok(Some(Redacted(
+        text.trim_end_matches(['\n', '\r']).to_string(),
+    )))
+}
+
+/// A plain SQL identifier: letters, digits and `_`, not starting with a digit.
+fn is_identifier(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with(|c: char| c.is_ascii_digit())
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The same limits as the `webhooks_retry_schedule_limits` constraint.
 pub fn validate_retry_schedule(key: &str, s: &[u32]) -> Result<(), ConfigError> {
     if s.len() > MAX_RETRIES {
@@ -780,6 +941,70 @@ mod tests {
             c.admin.listen_addr().unwrap(),
             Some("127.0.0.1:8787".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn clickhouse_target_password_and_refusals() {
+        let e = env(&[("DATABASE_URL", "postgres://u@h/db")]);
+        let ch = |extra: &str| format!("[analytics]\nsource = \"clickhouse\"\n{extra}");
+        let c =
+            Config::from_parts(&ch("clickhouse_url = \"http://127.0.0.1:8123\"\n"), &e).unwrap();
+        let t = c.analytics.clickhouse_target().unwrap();
+        assert_eq!(t.endpoint.as_str(), "http://127.0.0.1:8123/");
+        assert_eq!(
+            (t.database.as_str(), t.table.as_str()),
+            ("plausible_events_db", "events_v2")
+        );
+        assert_eq!(c.analytics.clickhouse_password, None);
+        let c = Config::from_parts(
+            &ch("clickhouse_url = \"https://ch.internal:8443/events/\"\n"),
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("CLICKHOUSE_PASSWORD", "pw-env"),
+            ]),
+        )
+        .unwrap();
+        let t = c.analytics.clickhouse_target().unwrap();
+        assert_eq!(
+            (t.endpoint.as_str(), t.database.as_str()),
+            ("https://ch.internal:8443/", "events")
+        );
+        assert_eq!(
+            c.analytics.clickhouse_password,
+            Some(Redacted("pw-env".into()))
+        );
+        assert!(!format!("{c:?}").contains("pw-env"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("chpw");
+        std::fs::write(&f, "pw-file\n").unwrap();
+        let c = Config::from_parts(
+            &ch(&format!(
+                "clickhouse_url = \"http://h:8123\"\ntable = \"db2.ev\"\nclickhouse_password_file = {:?}\n",
+                f.to_str().unwrap()
+            )),
+            &e,
+        )
+        .unwrap();
+        let t = c.analytics.clickhouse_target().unwrap();
+        assert_eq!((t.database.as_str(), t.table.as_str()), ("db2", "ev"));
+        assert_eq!(
+            c.analytics.clickhouse_password,
+            Some(Redacted("pw-file".into()))
+        );
+        for (extra, key, words) in [
+            ("", "analytics.clickhouse_url", "is not set"),
+            ("clickhouse_url = \"tcp://h:9000\"\n", "analytics.clickhouse_url", "not http"),
+            ("clickhouse_url = \"http://u:secret@h:8123\"\n", "analytics.clickhouse_url", "CLICKHOUSE_PASSWORD"),
+            ("clickhouse_url = \"http://h:8123/a-b\"\n", "analytics.clickhouse_url", "is not a name"),
+            ("clickhouse_url = \"http://h:8123/a\"\ntable = \"b.events_v2\"\n", "analytics.table", "name it once"),
+            ("clickhouse_url = \"http://h:8123\"\nclickhouse_password = \"x\"\n", "clickhouse_password", "unknown"),
+            ("clickhouse_url = \"http://h:8123\"\nclickhouse_user = \"a:b\"\n", "analytics.clickhouse_user", "':'"),
+            ("clickhouse_url = \"http://h:8123\"\nclickhouse_password_file = \"/nonexistent/pw\"\n", "analytics.clickhouse_password_file", "readable"),
+        ] {
+            let err = Config::from_parts(&ch(extra), &e).unwrap_err();
+            assert!(err.0.contains(key) && err.0.contains(words), "{extra}: {err}");
+            assert!(!err.0.contains("secret"), "{err}");
+        }
     }
 
     #[test]

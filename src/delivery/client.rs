@@ -87,27 +87,7 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(cfg: ClientConfig) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &cfg.extra_ca_file {
-            use rustls_pki_types::pem::PemObject;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading delivery.extra_ca_file {}", path.display()))?;
-            for cert in certs {
-                let cert =
-                    cert.with_context(|| format!("parsing a certificate in {}", path.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("adding a CA from {}", path.display()))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("configuring TLS versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = tls_config(cfg.extra_ca_file.as_deref(), "delivery.extra_ca_file")?;
         let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(
             cfg.guard.clone(),
             cfg.resolver.clone(),
@@ -198,6 +178,35 @@ impl HttpClient {
             Err(_) => Err(SendError::Timeout(timeout)),
         }
     }
+}
+
+/// rustls with the webpki roots plus the CAs in `extra_ca_file` (named by
+/// its config `key` in errors).
+pub fn tls_config(
+    extra_ca_file: Option<&std::path::Path>,
+    key: &str,
+) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca_file {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {key} {}", path.display()))?;
+        for cert in certs {
+            let cert =
+                cert.with_context(|| format!("parsing a certificate in {}", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("adding a CA from {}", path.display()))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("configuring TLS versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 /// Reads at most `max` bytes; a longer body is cut (its connection is dropped,

@@ -2,6 +2,7 @@
 //! PostgreSQL cluster and an HTTPS receiver on loopback. Nothing here is used
 //! by `run`.
 
+pub mod clickhouse;
 pub mod pg;
 pub mod receiver;
 

@@ -25,7 +25,7 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::source::{AnalyticsSource, Ranked, Window};
+use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
 use super::{decide, defer, round1, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind};
 use crate::delivery::envelope::rfc3339_seconds;
 
@@ -199,6 +199,13 @@ impl Evaluator {
                 Err(e) if ids.is_empty() => return Err(e),
                 // A batch that fails (a timeout, a bad row) is set aside until
                 // its next evaluation, so it cannot hold back the others.
+                // The source cannot be asked at all: the rest of the round
+                // would only fail alike (each after a timeout), so it stops.
+                Err(e) if is_unavailable(&e) => {
+                    defer(&self.pool, &ids, now + self.interval()).await;
+                    failed.get_or_insert(e);
+                    break;
+                }
                 Err(e) => {
                     defer(&self.pool, &ids, now + self.interval()).await;
                     failed.get_or_insert(e);
@@ -292,6 +299,8 @@ impl Evaluator {
             .collect();
         let bucketed = match self.source.bucketed_visitors(&history).await {
             Ok(b) => b,
+            // An outage is not a verdict on the history: try again next round.
+            Err(e) if is_unavailable(&e) => return Err(e),
             // A history too big to read in time must not stall the batch:
             // these triggers get no threshold today (recorded, retried in a day).
             Err(e) => {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
-use super::source::{AnalyticsSource, GoalScan};
+use super::source::{is_unavailable, AnalyticsSource, GoalScan};
 use super::{defer, BeforeCommit, Enqueue, Outage};
 use crate::delivery::envelope::rfc3339_seconds;
 
@@ -150,6 +150,13 @@ impl GoalScanner {
                 Err(e) if ids.is_empty() => return Err(e),
                 // Set aside until the next scan (cursors unchanged: nothing
                 // is lost), so one failing batch cannot hold back the others.
+                // The source cannot be asked at all: the rest of the round
+                // would only fail alike (each after a timeout), so it stops.
+                Err(e) if is_unavailable(&e) => {
+                    defer(&self.pool, &ids, now + self.interval()).await;
+                    failed.get_or_insert(e);
+                    break;
+                }
                 Err(e) => {
                     defer(&self.pool, &ids, now + self.interval()).await;
                     failed.get_or_insert(e);

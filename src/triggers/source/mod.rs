@@ -5,6 +5,7 @@
 //!
 //! Every window is half-open at the start: `(from, to]`, in UTC.
 
+pub mod clickhouse;
 pub mod postgres;
 
 use anyhow::Result;
@@ -52,9 +53,39 @@ pub struct Completion {
     pub count: i64,
 }
 
+/// The store cannot be asked at all (unreachable, not answering in time,
+/// refusing the credentials): a trigger round stops at the first such error
+/// instead of trying every batch, and is retried next round. Other errors
+/// belong to one query (one batch), which is set aside while the round goes on.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "analytics source unavailable: {}", self.0)
+    }
+}
+impl std::error::Error for Unavailable {}
+
+/// Is `e` (or anything it wraps) an `Unavailable`?
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Unavailable>().is_some())
+}
+
 /// The questions triggers ask of analytics events.
 pub enum AnalyticsSource {
     Postgres(postgres::PostgresSource),
+    Clickhouse(Box<clickhouse::ClickhouseSource>),
+}
+
+/// Calls the same method on whichever source this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnalyticsSource::Postgres($s) => $call,
+            AnalyticsSource::Clickhouse($s) => $call,
+        }
+    };
 }
 
 impl AnalyticsSource {
@@ -65,22 +96,21 @@ impl AnalyticsSource {
                 &cfg.analytics.table,
                 std::time::Duration::from_millis(cfg.analytics.query_timeout_ms),
             )?)),
+            "clickhouse" => Ok(AnalyticsSource::Clickhouse(Box::new(
+                clickhouse::ClickhouseSource::new(&cfg.analytics)?,
+            ))),
             other => anyhow::bail!("analytics.source `{other}` is not supported"),
         }
     }
 
     /// For log lines: which store, never credentials.
     pub fn describe(&self) -> String {
-        match self {
-            AnalyticsSource::Postgres(s) => s.describe(),
-        }
+        each!(self, s => s.describe())
     }
 
     /// Is the source reachable, with the columns triggers read?
     pub async fn check(&self) -> Result<()> {
-        match self {
-            AnalyticsSource::Postgres(s) => s.check().await,
-        }
+        each!(self, s => s.check().await)
     }
 
     /// Unique visitors (distinct user_id, engagement events excluded) per window, in order.
@@ -88,9 +118,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            AnalyticsSource::Postgres(s) => s.unique_visitors(windows).await,
-        }
+        each!(self, s => s.unique_visitors(windows).await)
     }
 
     /// Per (window, bucket_secs): Σ over consecutive buckets (aligned to the
@@ -100,9 +128,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            AnalyticsSource::Postgres(s) => s.bucketed_visitors(windows).await,
-        }
+        each!(self, s => s.bucketed_visitors(windows).await)
     }
 
     /// Per window, the top `n` referrer sources by unique visitors (direct
@@ -111,9 +137,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            AnalyticsSource::Postgres(s) => s.top_sources(windows, n).await,
-        }
+        each!(self, s => s.top_sources(windows, n).await)
     }
 
     /// Per window, the top `n` pages (pageview pathnames) by unique visitors.
@@ -121,9 +145,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            AnalyticsSource::Postgres(s) => s.top_pages(windows, n).await,
-        }
+        each!(self, s => s.top_pages(windows, n).await)
     }
 
     /// Completions of each scan's goal, ordered by scan then time.
@@ -131,8 +153,6 @@ impl AnalyticsSource {
         if scans.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            AnalyticsSource::Postgres(s) => s.goal_completions(scans).await,
-        }
+        each!(self, s => s.goal_completions(scans).await)
     }
 }

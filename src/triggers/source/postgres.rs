@@ -65,10 +65,13 @@ impl PostgresSource {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .with_context(|| format!("connecting to the analytics database ({})", self.described))
+        self.pool.get().await.map_err(|e| {
+            super::Unavailable(format!(
+                "cannot connect to the analytics database ({}): {e}",
+                self.described
+            ))
+            .into()
+        })
     }
 
     /// Fails, naming what is wrong, unless the table has every column.

@@ -1,0 +1,464 @@
+//! The ClickHouse analytics source: Plausible's own `events_v2`, read over
+//! ClickHouse's HTTP interface. It answers the same questions as the
+//! PostgreSQL source with the same meaning (windows `(from, to]`, engagement
+//! events not counted, ties broken bytewise), written in the SQL that
+//! ClickHouse 18.x already understands and current versions still do:
+//!
+//! - values are written into the query text through `sql::string` (18.x has
+//!   no query parameters), never pasted;
+//! - no settings are sent (a `readonly = 1` user may not change any);
+//! - nothing newer than 18.x: no `DateTime64`, `Map`, window functions,
+//!   `WITH FILL`, `arrayFold`, `multiMatchAny`, `IN` on tuples of columns or
+//!   `SETTINGS` clauses; only `uniq`, `uniqIf`, `arrayExists`,
+//!   `arrayFilter`, `arrayJoin`, `match`, `intDiv`, `LIMIT n BY`, `UNION ALL`.
+//!
+//! Visitors are counted with `uniq(user_id)`, the function Plausible's own
+//! dashboard and spike emails use, so a payload's count is the number the
+//! site owner sees. It is exact for small sets and approximate beyond about
+//! 65,000 visitors in one window (see README "ClickHouse").
+//!
+//! Event timestamps are whole seconds (`DateTime`), so every bound is written
+//! as whole seconds: `t > floor(from)` and `t <= floor(to)` select exactly the
+//! whole-second instants in `(from, to]`.
+
+pub mod http;
+pub mod sql;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use time::OffsetDateTime;
+
+use super::{Completion, GoalScan, Ranked, Window};
+use crate::config::AnalyticsConfig;
+use crate::triggers::goals::{GoalKind, PathMatch};
+use http::{ChHttp, ChHttpConfig};
+use sql::{ident, int, string, text};
+
+/// At most this many windows in one query (the site ids in its `IN` lists
+/// must stay well under ClickHouse's 256 KiB `max_query_size`).
+pub const WINDOWS_PER_QUERY: usize = 5_000;
+/// Goal conditions written into one query, in bytes; more scans are split
+/// into further queries.
+pub const GOAL_SQL_BUDGET: usize = 128 * 1024;
+
+/// The columns triggers read, as in Plausible's events_v2.
+const COLUMNS: &str =
+    "site_id, `timestamp`, name, pathname, user_id, session_id, referrer_source, \
+                       `meta.key`, `meta.value`, scroll_depth";
+
+pub struct ClickhouseSource {
+    http: ChHttp,
+    /// `db`.`table`
+    table: String,
+    described: String,
+}
+
+impl ClickhouseSource {
+    pub fn new(a: &AnalyticsConfig) -> Result<Self> {
+        let target = a.clickhouse_target()?;
+        let http = ChHttp::new(ChHttpConfig {
+            endpoint: target.endpoint,
+            database: target.database.clone(),
+            user: a.clickhouse_user.clone(),
+            password: a.clickhouse_password.as_ref().map(|p| p.0.clone()),
+            ca_file: a.clickhouse_ca_file.clone(),
+            connect_timeout: Duration::from_millis(a.clickhouse_connect_timeout_ms),
+            query_timeout: Duration::from_millis(a.query_timeout_ms),
+        })?;
+        let described = format!("{} table {}", http.describe(), target.table);
+        Ok(Self {
+            http,
+            table: format!("{}.{}", ident(&target.database), ident(&target.table)),
+            described,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    async fn rows(&self, sql: String, columns: usize) -> Result<Vec<Vec<Vec<u8>>>> {
+        let body = self.http.query(sql).await?;
+        sql::rows(&body, columns)
+    }
+
+    /// Fails, naming what is wrong, unless the table has every column.
+    pub async fn check(&self) -> Result<()> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM {} LIMIT 0 FORMAT TabSeparated",
+            self.table
+        );
+        match self.http.query(q).await {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_unavailable(&e) => Err(e),
+            Err(e) => Err(anyhow::anyhow!(
+                "ClickHouse table {} is not usable ({e:#}): it needs Plausible's events_v2 columns \
+                 (site_id, timestamp, name, pathname, user_id, session_id, referrer_source, meta.key, \
+                 meta.value, scroll_depth) and the user needs SELECT on it; set the database in \
+                 analytics.clickhouse_url and the table in analytics.table",
+                self.table
+            )),
+        }
+    }
+
+    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(windows.len());
+        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let groups = Groups::of(chunk.iter().map(|w| (w, 0)));
+            let q = groups.union(|g| {
+                format!(
+                    "SELECT toUInt32({}) AS g, site_id, uniq(user_id) FROM {}
+                     WHERE site_id IN ({}) AND {} AND name != 'engagement'
+                     GROUP BY site_id",
+                    g.index,
+                    self.table,
+                    g.sites(),
+                    span(g.from, g.to)
+                )
+            });
+            let rows = self
+                .rows(q, 3)
+                .await
+                .with_context(|| format!("counting unique visitors in {}", self.described))?;
+            let mut found = HashMap::new();
+            for r in rows {
+                found.insert((int(&r[0])? as usize, int(&r[1])?), int(&r[2])?);
+            }
+            out.extend(
+                groups
+                    .members
+                    .iter()
+                    .map(|&(g, site)| found.get(&(g, site)).copied().unwrap_or(0)),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
+        let mut out = Vec::with_capacity(windows.len());
+        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let groups = Groups::of(chunk.iter().map(|(w, b)| (w, (*b).max(1))));
+            let q = groups.union(|g| {
+                format!(
+                    "SELECT toUInt32({}) AS g, site_id, min(first), sum(u) FROM (
+                         SELECT site_id, intDiv(toUnixTimestamp(`timestamp`), {}) AS bucket,
+                                min(toUnixTimestamp(`timestamp`)) AS first,
+                                uniqIf(user_id, name != 'engagement') AS u
+                         FROM {} WHERE site_id IN ({}) AND {}
+                         GROUP BY site_id, bucket)
+                     GROUP BY site_id",
+                    g.index,
+                    g.bucket,
+                    self.table,
+                    g.sites(),
+                    span(g.from, g.to)
+                )
+            });
+            let rows = self
+                .rows(q, 4)
+                .await
+                .with_context(|| format!("reading traffic history from {}", self.described))?;
+            let mut found = HashMap::new();
+            for r in rows {
+                found.insert(
+                    (int(&r[0])? as usize, int(&r[1])?),
+                    (int(&r[2])?, int(&r[3])?),
+                );
+            }
+            for (&(g, site), (w, _)) in groups.members.iter().zip(chunk) {
+                out.push(match found.get(&(g, site)) {
+                    // (sum, seconds of the window the site has data for)
+                    Some(&(first, sum)) => (sum, (w.to.unix_timestamp() - first).max(0) as f64),
+                    None => (0, 0.0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn top_sources(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
+        self.ranked(
+            windows,
+            n,
+            "referrer_source",
+            "name != 'engagement' AND referrer_source != '' AND referrer_source != 'Direct / None'",
+        )
+        .await
+    }
+
+    pub async fn top_pages(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
+        self.ranked(windows, n, "pathname", "name = 'pageview'")
+            .await
+    }
+
+    /// The top `n` values of `column` per window. ClickHouse compares strings
+    /// by their bytes, as the PostgreSQL source's `COLLATE "C"` does.
+    async fn ranked(
+        &self,
+        windows: &[Window],
+        n: i64,
+        column: &str,
+        filter: &str,
+    ) -> Result<Vec<Vec<Ranked>>> {
+        let mut out = Vec::with_capacity(windows.len());
+        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let groups = Groups::of(chunk.iter().map(|w| (w, 0)));
+            let q = groups.union(|g| {
+                format!(
+                    "SELECT toUInt32({}) AS g, site_id, {column} AS value, uniq(user_id) AS v FROM {}
+                     WHERE site_id IN ({}) AND {} AND {filter}
+                     GROUP BY site_id, value
+                     ORDER BY site_id, v DESC, value
+                     LIMIT {} BY site_id",
+                    g.index,
+                    self.table,
+                    g.sites(),
+                    span(g.from, g.to),
+                    n.max(0)
+                )
+            });
+            let rows = self
+                .rows(q, 4)
+                .await
+                .with_context(|| format!("ranking {column} in {}", self.described))?;
+            // (group, site) -> [(value's bytes, visitors)]
+            type Found = HashMap<(usize, i64), Vec<(Vec<u8>, i64)>>;
+            let mut found = Found::new();
+            for mut r in rows {
+                let v = int(&r[3])?;
+                let key = (int(&r[0])? as usize, int(&r[1])?);
+                found
+                    .entry(key)
+                    .or_default()
+                    .push((std::mem::take(&mut r[2]), v));
+            }
+            for &(g, site) in &groups.members {
+                let mut list = found.get(&(g, site)).cloned().unwrap_or_default();
+                list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                out.push(
+                    list.into_iter()
+                        .map(|(name, visitors)| Ranked {
+                            name: text(name),
+                            visitors,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+        // Each event row is read once for all scans: every scan's condition
+        // is one element of an array, and the row is repeated (arrayJoin)
+        // for each scan it satisfies. `match()` needs a constant pattern, so
+        // the conditions are written out rather than taken from arrays.
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < scans.len() {
+            let mut conds = String::new();
+            let mut end = start;
+            while end < scans.len() && (end == start || conds.len() < GOAL_SQL_BUDGET) {
+                let s = &scans[end];
+                if !conds.is_empty() {
+                    conds.push_str(",\n");
+                }
+                write!(
+                    conds,
+                    "if(site_id = {} AND {} AND ({}), toUInt32({}), toUInt32(0))",
+                    s.goal.site_id.max(0),
+                    span(s.from, s.to),
+                    goal_condition(&s.goal.kind, s.goal.path_match()),
+                    end + 1
+                )
+                .expect("writing to a String");
+                end += 1;
+            }
+            let part = &scans[start..end];
+            let mut sites: Vec<i64> = part.iter().map(|s| s.goal.site_id.max(0)).collect();
+            sites.sort_unstable();
+            sites.dedup();
+            let mut names: Vec<&str> = part
+                .iter()
+                .map(|s| match &s.goal.kind {
+                    GoalKind::Event { event_name, .. } => event_name.as_str(),
+                    GoalKind::Page { .. } => "pageview",
+                    GoalKind::Scroll { .. } => "engagement",
+                })
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            let lo = part.iter().map(|s| s.from).min().expect("not empty");
+            let hi = part.iter().map(|s| s.to).max().expect("not empty");
+            let q = format!(
+                "SELECT i, toUnixTimestamp(`timestamp`) AS ts, name, pathname, user_id, session_id, count()
+                 FROM (
+                     SELECT arrayJoin(arrayFilter(x -> x != 0, [{conds}])) AS i,
+                            `timestamp`, name, pathname, user_id, session_id
+                     FROM {}
+                     WHERE site_id IN ({}) AND name IN ({}) AND {})
+                 GROUP BY i, ts, name, pathname, user_id, session_id
+                 FORMAT TabSeparated",
+                self.table,
+                list(&sites),
+                names.iter().map(|n| string(n.as_bytes())).collect::<Vec<_>>().join(", "),
+                span(lo, hi)
+            );
+            let rows = self
+                .rows(q, 7)
+                .await
+                .with_context(|| format!("scanning {} for goal completions", self.described))?;
+            for mut r in rows {
+                out.push(Completion {
+                    scan: int(&r[0])? as usize - 1,
+                    timestamp_us: int(&r[1])? * 1_000_000,
+                    name: text(std::mem::take(&mut r[2])),
+                    pathname: text(std::mem::take(&mut r[3])),
+                    user_id: text(std::mem::take(&mut r[4])),
+                    session_id: text(std::mem::take(&mut r[5])),
+                    count: int(&r[6])?,
+                });
+            }
+            start = end;
+        }
+        Ok(merge(out))
+    }
+}
+
+/// Completions in the PostgreSQL source's order (scan, time, then the text
+/// fields bytewise). Rows that differ only in bytes that are not UTF-8 read
+/// alike once decoded: they are merged and their counts added, so each such
+/// event still gets its own ordinal (and its own key, and its own POST).
+fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
+    let key = |c: &Completion| {
+        (
+            c.scan,
+            c.timestamp_us,
+            c.name.clone(),
+            c.pathname.clone(),
+            c.user_id.clone(),
+            c.session_id.clone(),
+        )
+    };
+    v.sort_by_key(key);
+    let mut out: Vec<Completion> = Vec::with_capacity(v.len());
+    for c in v {
+        match out.last_mut() {
+            Some(last) if key(last) == key(&c) => last.count += c.count,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// One goal's condition on an event row, every value a literal.
+fn goal_condition(kind: &GoalKind, path: Option<PathMatch>) -> String {
+    let path = match path {
+        Some(PathMatch::Exact(p)) => format!("pathname = {}", string(p.as_bytes())),
+        Some(PathMatch::Regex(r)) => format!("match(pathname, {})", string(r.as_bytes())),
+        None => "0".into(),
+    };
+    match kind {
+        GoalKind::Event {
+            event_name,
+            custom_props,
+        } => {
+            let mut c = format!("name = {}", string(event_name.as_bytes()));
+            for (k, v) in custom_props {
+                write!(
+                    c,
+                    " AND arrayExists((pk, pv) -> pk = {} AND pv = {}, `meta.key`, `meta.value`)",
+                    string(k.as_bytes()),
+                    string(v.as_bytes())
+                )
+                .expect("writing to a String");
+            }
+            c
+        }
+        GoalKind::Page { .. } => format!("name = 'pageview' AND {path}"),
+        GoalKind::Scroll { threshold, .. } => format!(
+            "name = 'engagement' AND {path} AND scroll_depth >= {} AND scroll_depth <= 100",
+            (*threshold).max(0)
+        ),
+    }
+}
+
+/// `(from, to]` over whole-second timestamps.
+fn span(from: OffsetDateTime, to: OffsetDateTime) -> String {
+    format!(
+        "`timestamp` > toDateTime({}) AND `timestamp` <= toDateTime({})",
+        from.unix_timestamp().max(0),
+        to.unix_timestamp().max(0)
+    )
+}
+
+fn list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Windows grouped by their bounds (a round asks about many sites over the
+/// same few spans): one subquery per group, not per window.
+struct Groups {
+    groups: Vec<Group>,
+    /// Per window asked: (group index, site).
+    members: Vec<(usize, i64)>,
+}
+
+struct Group {
+    index: usize,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    bucket: i64,
+    sites: Vec<i64>,
+}
+
+impl Group {
+    fn sites(&self) -> String {
+        list(&self.sites)
+    }
+}
+
+impl Groups {
+    fn of<'a>(windows: impl Iterator<Item = (&'a Window, i64)>) -> Groups {
+        let mut by_bounds: HashMap<(i64, i64, i64), usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut members = Vec::new();
+        let mut listed = std::collections::HashSet::new();
+        for (w, bucket) in windows {
+            let k = (w.from.unix_timestamp(), w.to.unix_timestamp(), bucket);
+            let index = *by_bounds.entry(k).or_insert_with(|| {
+                groups.push(Group {
+                    index: groups.len(),
+                    from: w.from,
+                    to: w.to,
+                    bucket,
+                    sites: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            let site = w.site_id.max(0);
+            if listed.insert((index, site)) {
+                groups[index].sites.push(site);
+            }
+            members.push((index, site));
+        }
+        Groups { groups, members }
+    }
+
+    fn union(&self, one: impl Fn(&Group) -> String) -> String {
+        let mut q = self
+            .groups
+            .iter()
+            .map(|g| format!("SELECT * FROM ({})", one(g)))
+            .collect::<Vec<_>>()
+            .join("\nUNION ALL\n");
+        q.push_str("\nFORMAT TabSeparated");
+        q
+    }
+}

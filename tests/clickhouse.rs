@@ -1,0 +1,897 @@
+//! The ClickHouse analytics source against a real ClickHouse server (the
+//! installed `clickhouse-server`, Debian's 18.x here), started per test on a
+//! free loopback port with its own config and data dir, holding Plausible's
+//! events_v2 and read by a read-only user:
+//!
+//! - parity: one synthetic dataset loaded into the PostgreSQL source and into
+//!   ClickHouse gives the same decisions, trigger states and payloads for
+//!   spikes, drops (set and derived thresholds) and every goal kind, with
+//!   hostile goal names, paths and properties;
+//! - bytes no PostgreSQL text can hold (invalid UTF-8, NUL) are read whole;
+//! - HTTPS with a CA from the config;
+//! - faults (hung, down, failing server): the round is skipped with one warn
+//!   line naming the cause, retried, and deliveries keep flowing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use common::Env;
+use plausible_webhooks::config::Config;
+use plausible_webhooks::testkit::clickhouse::{ChEvent, ChServer, ChTls};
+use plausible_webhooks::testkit::receiver::always;
+use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
+use plausible_webhooks::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
+use plausible_webhooks::triggers::source::{is_unavailable, AnalyticsSource, Window};
+use serde_json::{json, Value};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// A whole second, so both stores hold the instant alike.
+fn t0() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now - Duration::nanoseconds(now.nanosecond() as i64)
+}
+
+async fn server() -> ChServer {
+    let s = ChServer::start(None)
+        .await
+        .expect("starting clickhouse-server");
+    s.create_events_table().await.unwrap();
+    s
+}
+
+fn ch_config(env: &Env, toml: &str) -> Config {
+    let mut env_vars = std::collections::BTreeMap::new();
+    env_vars.insert("DATABASE_URL".to_string(), env.url.clone());
+    let toml = format!(
+        "{toml}\n[delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nextra_ca_file = {:?}\n",
+        env.tls.ca_file.display().to_string()
+    );
+    Config::from_parts(&toml, &env_vars).expect("a valid ClickHouse config")
+}
+
+/// One analytics event, loaded alike into both stores.
+#[derive(Clone, Debug)]
+struct Ev {
+    site: i64,
+    at: OffsetDateTime,
+    name: String,
+    path: String,
+    user: i64,
+    session: i64,
+    source: String,
+    meta: Vec<(String, String)>,
+    scroll: Option<i16>,
+}
+
+impl Ev {
+    fn new(site: i64, at: OffsetDateTime, name: &str, path: &str, user: i64) -> Ev {
+        Ev {
+            site,
+            at,
+            name: name.into(),
+            path: path.into(),
+            user,
+            session: user + 1_000_000,
+            source: String::new(),
+            meta: vec![],
+            scroll: None,
+        }
+    }
+    fn meta(mut self, pairs: &[(&str, &str)]) -> Ev {
+        self.meta = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+    fn scroll(mut self, depth: i16) -> Ev {
+        self.scroll = Some(depth);
+        self
+    }
+    fn source(mut self, s: &str) -> Ev {
+        self.source = s.into();
+        self
+    }
+}
+
+/// One side of the parity suite: its own main database and analytics source.
+struct Side {
+    env: Env,
+    pool: deadpool_postgres::Pool,
+    source: Arc<AnalyticsSource>,
+}
+
+impl Side {
+    fn evaluator(&self) -> Evaluator {
+        Evaluator::new(
+            EvaluatorConfig {
+                interval: StdDuration::from_secs(60),
+                batch: 4,
+                base_url: "https://plausible.example.test".into(),
+                before_commit: None,
+            },
+            self.pool.clone(),
+            self.source.clone(),
+        )
+        .unwrap()
+    }
+
+    fn scanner(&self) -> GoalScanner {
+        GoalScanner::new(
+            GoalScannerConfig {
+                interval: StdDuration::from_secs(1),
+                batch: 2,
+                lateness: Duration::seconds(60),
+                max_catchup: Duration::hours(1),
+                before_commit: None,
+            },
+            self.pool.clone(),
+            self.source.clone(),
+        )
+        .unwrap()
+    }
+
+    /// Every delivery as (event_type, idempotency key, payload), sorted.
+    async fn deliveries(&self) -> Vec<(String, String, Value)> {
+        let mut v: Vec<(String, String, Value)> = self
+            .env
+            .db
+            .query(
+                "SELECT event_type, coalesce(idempotency_key, ''), payload FROM webhook_deliveries",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1, a.2.to_string()).cmp(&(&b.0, &b.1, b.2.to_string())));
+        v
+    }
+
+    /// Every trigger's whole state (but the row's own write time).
+    async fn states(&self) -> Vec<Value> {
+        self.env
+            .db
+            .query(
+                "SELECT to_jsonb(t) - 'updated_at' FROM webhook_triggers t ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+struct Twin {
+    pg: Side,
+    ch: Side,
+    server: ChServer,
+    sites: Vec<i64>,
+}
+
+impl Twin {
+    async fn new() -> Twin {
+        let server = server().await;
+        let pg_env = Env::new().await;
+        let ch_env = Env::new().await;
+        let mut sites = vec![pg_env.site_id];
+        assert_eq!(pg_env.site_id, ch_env.site_id);
+        for domain in ["b.example.test", "c.example.test"] {
+            let a = plausible_webhooks::testkit::create_site(&pg_env.db, domain)
+                .await
+                .unwrap();
+            let b = plausible_webhooks::testkit::create_site(&ch_env.db, domain)
+                .await
+                .unwrap();
+            assert_eq!(a, b, "both databases number their sites alike");
+            sites.push(a);
+        }
+        let pg_cfg = pg_env.config();
+        let ch_cfg = ch_config(&ch_env, &server.analytics_toml(&server.http_url()));
+        let side = |env: Env, cfg: &Config| {
+            let pool = plausible_webhooks::db::pool(&env.url, 4).unwrap();
+            let source = Arc::new(AnalyticsSource::from_config(cfg).unwrap());
+            Side { env, pool, source }
+        };
+        let pg = side(pg_env, &pg_cfg);
+        let ch = side(ch_env, &ch_cfg);
+        assert!(ch
+            .source
+            .describe()
+            .starts_with("clickhouse http://127.0.0.1:"));
+        ch.source
+            .check()
+            .await
+            .expect("the read-only user can read events_v2");
+        Twin {
+            pg,
+            ch,
+            server,
+            sites,
+        }
+    }
+
+    fn sides(&self) -> [&Side; 2] {
+        [&self.pg, &self.ch]
+    }
+
+    /// Runs `sql` with `params` on both main databases.
+    async fn both(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) {
+        for s in self.sides() {
+            s.env.db.execute(sql, params).await.unwrap();
+        }
+    }
+
+    async fn webhook(&self, site: i64) -> Uuid {
+        let id = Uuid::new_v4();
+        self.both(
+            "INSERT INTO webhooks (id, site_id, name, url, secret) VALUES ($1, $2, 'w', 'https://hooks.example.test/in', $3)",
+            &[&id, &site, &common::SECRET],
+        )
+        .await;
+        id
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn trigger(
+        &self,
+        webhook: Uuid,
+        kind: &str,
+        threshold: Option<i32>,
+        goal: Option<i64>,
+        window: Option<i32>,
+        cooldown: i32,
+        since: OffsetDateTime,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        self.both(
+            "INSERT INTO webhook_triggers (id, webhook_id, trigger_type, threshold, goal_id, window_secs, cooldown_secs, next_evaluation_at, inserted_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
+            &[&id, &webhook, &kind, &threshold, &goal, &window, &cooldown, &since],
+        )
+        .await;
+        id
+    }
+
+    async fn goal(
+        &self,
+        site: i64,
+        event: Option<&str>,
+        page: Option<&str>,
+        scroll: i16,
+        props: Value,
+    ) -> i64 {
+        let mut ids = vec![];
+        for s in self.sides() {
+            let id: i64 = s
+                .env
+                .db
+                .query_one(
+                    "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
+                     VALUES ($1, $2, $3, coalesce($2, $3), $4, $5) RETURNING id",
+                    &[&site, &event, &page, &scroll, &props],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            ids.push(id);
+        }
+        assert_eq!(ids[0], ids[1], "both databases number their goals alike");
+        ids[0]
+    }
+
+    /// Loads `evs` into PostgreSQL's events_v2 and into ClickHouse's.
+    async fn events(&self, evs: &[Ev]) {
+        let site: Vec<i64> = evs.iter().map(|e| e.site).collect();
+        let at: Vec<OffsetDateTime> = evs.iter().map(|e| e.at).collect();
+        let name: Vec<&str> = evs.iter().map(|e| e.name.as_str()).collect();
+        let path: Vec<&str> = evs.iter().map(|e| e.path.as_str()).collect();
+        let user: Vec<i64> = evs.iter().map(|e| e.user).collect();
+        let session: Vec<i64> = evs.iter().map(|e| e.session).collect();
+        let source: Vec<&str> = evs.iter().map(|e| e.source.as_str()).collect();
+        let meta: Vec<Value> = evs
+            .iter()
+            .map(|e| {
+                json!({
+                    "k": e.meta.iter().map(|m| &m.0).collect::<Vec<_>>(),
+                    "v": e.meta.iter().map(|m| &m.1).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let scroll: Vec<Option<i16>> = evs.iter().map(|e| e.scroll).collect();
+        self.pg
+            .env
+            .db
+            .execute(
+                "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source, meta_key, meta_value, scroll_depth)
+                 SELECT s, a AT TIME ZONE 'UTC', n, p, u, se, src,
+                        ARRAY(SELECT jsonb_array_elements_text(m->'k')),
+                        ARRAY(SELECT jsonb_array_elements_text(m->'v')), sc
+                 FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::jsonb[], $9::int2[])
+                      AS x(s, a, n, p, u, se, src, m, sc)",
+                &[&site, &at, &name, &path, &user, &session, &source, &meta, &scroll],
+            )
+            .await
+            .unwrap();
+        let ch: Vec<ChEvent> = evs
+            .iter()
+            .map(|e| ChEvent {
+                site_id: e.site,
+                timestamp: e.at.unix_timestamp(),
+                name: e.name.clone().into_bytes(),
+                pathname: e.path.clone().into_bytes(),
+                user_id: e.user as u64,
+                session_id: e.session as u64,
+                referrer_source: e.source.clone().into_bytes(),
+                meta: e
+                    .meta
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                    .collect(),
+                scroll_depth: e.scroll.unwrap_or(0) as u8,
+            })
+            .collect();
+        self.server.insert(&ch).await.unwrap();
+    }
+
+    /// A spike/drop round at `now` on both sides; their reports must agree.
+    async fn evaluate(&self, now: OffsetDateTime) -> usize {
+        let a = self.pg.evaluator().round(now).await.unwrap();
+        let b = self.ch.evaluator().round(now).await.unwrap();
+        assert_eq!(
+            (a.claimed, a.evaluated, a.fired, a.skipped, a.derived),
+            (b.claimed, b.evaluated, b.fired, b.skipped, b.derived),
+            "round at {now}: postgres {a:?} vs clickhouse {b:?}"
+        );
+        a.fired
+    }
+
+    async fn scan(&self, now: OffsetDateTime) -> u64 {
+        let a = self.pg.scanner().round(now).await.unwrap();
+        let b = self.ch.scanner().round(now).await.unwrap();
+        assert_eq!(
+            (a.claimed, a.completions, a.enqueued),
+            (b.claimed, b.completions, b.enqueued),
+            "scan at {now}: postgres {a:?} vs clickhouse {b:?}"
+        );
+        a.enqueued
+    }
+
+    async fn assert_same(&self, when: &str) {
+        let (a, b) = (self.pg.deliveries().await, self.ch.deliveries().await);
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "{when}: delivery counts differ\npg: {a:#?}\nch: {b:#?}"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{when}: deliveries differ");
+        }
+        assert_eq!(
+            self.pg.states().await,
+            self.ch.states().await,
+            "{when}: trigger states differ"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values() {
+    let k = Twin::new().await;
+    let t = t0();
+    let [s1, s2, s3] = [k.sites[0], k.sites[1], k.sites[2]];
+    let mut rng = fastrand::Rng::with_seed(20261123);
+
+    // Eight days of history for baselines and derived thresholds: random
+    // visitors at random instants, more of them near this time of day, with
+    // sources (hostile ones, ties, direct traffic) and pages.
+    let sources = [
+        "Google",
+        "it's \"quoted\"",
+        "tab\there",
+        "Direct / None",
+        "",
+        "back\\slash",
+        "{x:String}",
+    ];
+    let pages = ["/", "/pricing", "/a'b", "/new\nline", "/é/x", "/blog/post"];
+    let mut history = Vec::new();
+    for (i, &site) in [s1, s2, s3].iter().enumerate() {
+        let per_day = [60, 25, 90][i];
+        for day in 1..=8i64 {
+            for n in 0..per_day {
+                let offset = if n % 3 == 0 {
+                    rng.i64(0..86_400)
+                } else {
+                    rng.i64(0..1_200)
+                };
+                let at =
+                    t - Duration::days(day) + Duration::seconds(600) - Duration::seconds(offset);
+                let user = site * 100_000 + rng.i64(0..400);
+                let name = if rng.u8(0..10) == 0 {
+                    "engagement"
+                } else {
+                    "pageview"
+                };
+                history.push(
+                    Ev::new(site, at, name, pages[rng.usize(0..pages.len())], user)
+                        .source(sources[rng.usize(0..sources.len())]),
+                );
+            }
+        }
+    }
+    k.events(&history).await;
+
+    // Spike and drop triggers, with set and derived thresholds.
+    let w1 = k.webhook(s1).await;
+    let w2 = k.webhook(s2).await;
+    let w3 = k.webhook(s3).await;
+    let since = t - Duration::minutes(1);
+    k.trigger(w1, "visitor_spike", Some(5), None, None, 3_600, since)
+        .await;
+    k.trigger(w1, "visitor_spike", Some(8), None, Some(600), 0, since)
+        .await;
+    k.trigger(w1, "traffic_drop", None, None, None, 3_600, since)
+        .await;
+    k.trigger(w2, "visitor_spike", None, None, None, 3_600, since)
+        .await;
+    k.trigger(w3, "traffic_drop", Some(200), None, None, 3_600, since)
+        .await;
+    k.trigger(w3, "visitor_spike", Some(3), None, Some(120), 120, since)
+        .await;
+
+    // Goals with hostile names, paths and properties.
+    let signup = k
+        .goal(
+            s1,
+            Some("Sign'up \"now\"\\"),
+            None,
+            -1,
+            json!({"pl'an": "pr\\o", "{k}": "line1\nline2"}),
+        )
+        .await;
+    let inject = k.goal(s1, Some("x') OR 1=1 --"), None, -1, json!({})).await;
+    let braces = k
+        .goal(s1, Some("{name:String}"), None, -1, json!({"ü": "ß"}))
+        .await;
+    let quote_page = k.goal(s1, None, Some("/a.b'c"), -1, json!({})).await;
+    let backslash = k.goal(s1, None, Some("/x\\y"), -1, json!({})).await;
+    let newline = k.goal(s1, None, Some("/new\nline"), -1, json!({})).await;
+    let blog = k.goal(s1, None, Some("/blog/**"), -1, json!({})).await;
+    let paren = k.goal(s1, None, Some("/x(y)*"), -1, json!({})).await;
+    let alt = k.goal(s1, None, Some("/shop*|/cart"), -1, json!({})).await;
+    let class = k.goal(s1, None, Some("/[a-z]+*"), -1, json!({})).await;
+    let accent = k.goal(s1, None, Some("/é/*"), -1, json!({})).await;
+    let meta = k.goal(s1, None, Some("/$^{}*'\\*"), -1, json!({})).await;
+    let docs = k.goal(s1, None, Some("/docs/*"), 50, json!({})).await;
+    let scroll_exact = k.goal(s1, None, Some("/a'b"), 75, json!({})).await;
+    let everything = k.goal(s2, None, Some("/**"), -1, json!({})).await;
+    let goal_since = t - Duration::seconds(30);
+    k.trigger(w1, "goal_completion", None, None, None, 0, goal_since)
+        .await;
+    // Overlapping the any-goal trigger of the same webhook: still one POST each.
+    k.trigger(w1, "goal_completion", None, Some(blog), None, 0, goal_since)
+        .await;
+    k.trigger(
+        w2,
+        "goal_completion",
+        None,
+        Some(everything),
+        None,
+        0,
+        goal_since,
+    )
+    .await;
+
+    // Round 0 at t: current traffic and the first goal events.
+    let at = t - Duration::seconds(10);
+    let e = |name: &str, path: &str| Ev::new(s1, at, name, path, 77);
+    let mut now_events = vec![
+        e("Sign'up \"now\"\\", "/register").meta(&[
+            ("x", "1"),
+            ("{k}", "line1\nline2"),
+            ("pl'an", "pr\\o"),
+        ]),
+        e("Sign'up \"now\"\\", "/register").meta(&[("pl'an", "pr\\o")]),
+        e("Sign'up \"now\"\\", "/register").meta(&[("pl'an", "pr\\o"), ("{k}", "line1\\nline2")]),
+        e("Sign'up \"now\"\\", "/register").meta(&[("pl'an", "line1\nline2"), ("{k}", "pr\\o")]),
+        e("Sign'up \"now\"", "/register").meta(&[("{k}", "line1\nline2"), ("pl'an", "pr\\o")]),
+        e("x') OR 1=1 --", "/"),
+        e("x", "/"),
+        e("{name:String}", "/").meta(&[("ü", "ß")]),
+        e("{name:String}", "/").meta(&[("u", "ß")]),
+        e("pageview", "/a.b'c"),
+        e("pageview", "/a.b'c"),
+        e("pageview", "/aXb'c"),
+        e("pageview", "/x\\y"),
+        e("pageview", "/xy"),
+        e("pageview", "/x\\\\y"),
+        e("pageview", "/new\nline"),
+        e("pageview", "/newline"),
+        e("pageview", "/blog/a/b"),
+        e("pageview", "/blog"),
+        e("pageview", "/x(y)/z"),
+        e("pageview", "/xy/z"),
+        e("pageview", "/shop/item"),
+        e("pageview", "/old/cart"),
+        e("pageview", "/cartx"),
+        e("pageview", "/[a-z]+/q"),
+        e("pageview", "/abc/q"),
+        e("pageview", "/é/x"),
+        e("pageview", "/e/x"),
+        e("pageview", "/$^{}abc'\\xyz"),
+        e("pageview", "/$^{}abc'xyz"),
+        e("engagement", "/docs/intro").scroll(60),
+        e("engagement", "/docs/intro").scroll(90),
+        e("engagement", "/docs/other").scroll(40),
+        e("engagement", "/docs/x").scroll(255),
+        e("pageview", "/docs/intro"),
+        e("engagement", "/a'b").scroll(75),
+        e("engagement", "/a'b").scroll(74),
+        Ev::new(s2, at, "pageview", "/anything", 5),
+        Ev::new(s2, at, "pageview", "/it's", 6),
+    ];
+    for u in 0..4 {
+        now_events.push(
+            Ev::new(
+                s1,
+                t - Duration::minutes(2),
+                "pageview",
+                "/pricing",
+                900 + u,
+            )
+            .source("Google"),
+        );
+        now_events.push(
+            Ev::new(s3, t - Duration::seconds(90), "pageview", "/", 700 + u)
+                .source("it's \"quoted\""),
+        );
+    }
+    k.events(&now_events).await;
+    assert!(k.evaluate(t).await > 0, "the dataset fires at t");
+    assert!(k.scan(t).await > 0);
+    k.assert_same("after round 0").await;
+
+    // Round 1: a burst on s1 and s2, sources tied, goal events later and late.
+    let t1 = t + Duration::minutes(1);
+    let mut burst = Vec::new();
+    for u in 0..40 {
+        burst.push(
+            Ev::new(
+                s2,
+                t1 - Duration::seconds(20),
+                "pageview",
+                ["/a", "/b"][u as usize % 2],
+                5_000 + u,
+            )
+            .source(sources[u as usize % 3]),
+        );
+    }
+    for u in 0..6 {
+        burst.push(
+            Ev::new(
+                s1,
+                t1 - Duration::seconds(5),
+                "pageview",
+                "/blog/x",
+                3_000 + u,
+            )
+            .source(["Bing", "DuckDuckGo"][u as usize % 2]),
+        );
+        burst.push(Ev::new(
+            s3,
+            t1 - Duration::seconds(5),
+            "pageview",
+            "/",
+            8_000 + u,
+        ));
+    }
+    burst.push(Ev::new(
+        s1,
+        t + Duration::seconds(30),
+        "pageview",
+        "/shop",
+        78,
+    ));
+    k.events(&burst).await;
+    k.evaluate(t1).await;
+    k.scan(t1).await;
+    // A row that arrives late (inside the lateness window), and one identical
+    // to earlier ones that arrives too late (outside it).
+    k.events(&[
+        Ev::new(s1, t + Duration::seconds(5), "pageview", "/cart", 79),
+        Ev::new(s1, at, "pageview", "/a.b'c", 77),
+    ])
+    .await;
+    k.scan(t1 + Duration::seconds(1)).await;
+    k.assert_same("after round 1").await;
+
+    // Later rounds: hysteresis, cooldowns ending, the drop and its derived threshold.
+    for m in [2, 3, 5, 8, 62, 66] {
+        let tm = t + Duration::minutes(m);
+        if m == 62 {
+            // After the spike cooldown: s1 still busy.
+            let evs: Vec<Ev> = (0..9)
+                .map(|u| Ev::new(s1, tm - Duration::seconds(30), "pageview", "/", 4_000 + u))
+                .collect();
+            k.events(&evs).await;
+        }
+        k.evaluate(tm).await;
+        k.assert_same(&format!("after minute {m}")).await;
+    }
+
+    // Not vacuous: every kind fired, every goal kind completed, and the
+    // injection goal matched only its own event.
+    let d = k.pg.deliveries().await;
+    let count = |ty: &str| d.iter().filter(|x| x.0 == ty).count();
+    assert!(count("visitor_spike") >= 3, "{d:#?}");
+    assert!(count("traffic_drop") >= 2, "{d:#?}");
+    let goal_ids = |id: i64| d.iter().filter(|x| x.2["goal_id"] == id).count();
+    assert_eq!(goal_ids(signup), 1);
+    assert_eq!(goal_ids(inject), 1);
+    assert_eq!(goal_ids(braces), 1);
+    assert_eq!(
+        goal_ids(quote_page),
+        2,
+        "two identical events; the third arrived after the lateness window (documented: not sent)"
+    );
+    assert_eq!(goal_ids(backslash), 1);
+    assert_eq!(goal_ids(newline), 1);
+    assert_eq!(goal_ids(blog), 1 + 6);
+    assert_eq!(goal_ids(paren), 1);
+    assert_eq!(
+        goal_ids(alt),
+        4,
+        "/shop/item, /old/cart, /shop, /cart (late): {d:#?}"
+    );
+    assert_eq!(goal_ids(class), 1);
+    assert_eq!(goal_ids(accent), 1);
+    assert_eq!(goal_ids(meta), 1);
+    assert_eq!(goal_ids(docs), 1, "once per visit");
+    assert_eq!(goal_ids(scroll_exact), 1);
+    assert_eq!(goal_ids(everything), 2 + 40);
+    let spike = d
+        .iter()
+        .find(|x| {
+            x.0 == "visitor_spike" && x.2["top_sources"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .expect("a spike with sources");
+    assert!(spike.2["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://plausible.example.test/"));
+}
+
+/// A source, main database and ClickHouse server for the tests below.
+struct Solo {
+    side: Side,
+    server: ChServer,
+    webhook: Uuid,
+}
+
+impl Solo {
+    async fn new() -> Solo {
+        let server = server().await;
+        let env = Env::new().await;
+        let cfg = ch_config(&env, &server.analytics_toml(&server.http_url()));
+        let webhook: Uuid = env
+            .db
+            .query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'w', 'https://hooks.example.test/in', $2) RETURNING id",
+                &[&env.site_id, &common::SECRET],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let pool = plausible_webhooks::db::pool(&env.url, 4).unwrap();
+        let source = Arc::new(AnalyticsSource::from_config(&cfg).unwrap());
+        Solo {
+            side: Side { env, pool, source },
+            server,
+            webhook,
+        }
+    }
+
+    fn event(&self, at: OffsetDateTime, name: &[u8], path: &[u8], user: u64) -> ChEvent {
+        ChEvent {
+            site_id: self.side.env.site_id,
+            timestamp: at.unix_timestamp(),
+            name: name.to_vec(),
+            pathname: path.to_vec(),
+            user_id: user,
+            session_id: user + 1,
+            referrer_source: vec![],
+            meta: vec![],
+            scroll_depth: 0,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_postgres_cannot_hold_are_read_whole() {
+    let k = Solo::new().await;
+    let db = &k.side.env.db;
+    let site = k.side.env.site_id;
+    let t = t0();
+    let page: i64 = db
+        .query_one(
+            "INSERT INTO goals (site_id, page_path, display_name) VALUES ($1, '/x*', 'x') RETURNING id",
+            &[&site],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let buy_goal: i64 = db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props) VALUES ($1, 'Buy', 'Buy', '{\"k\": \"v\"}') RETURNING id",
+            &[&site],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let since = t - Duration::seconds(30);
+    for (kind, threshold) in [("goal_completion", None), ("visitor_spike", Some(1))] {
+        db.execute(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, next_evaluation_at, inserted_at) VALUES ($1, $2, $3, $4, $4)",
+            &[&k.webhook, &kind, &threshold, &since],
+        )
+        .await
+        .unwrap();
+    }
+    let at = t - Duration::seconds(10);
+    let mut evs = vec![
+        // `.` in ClickHouse's regular expressions matches characters, as in
+        // Plausible's own goal queries: a path with bytes that are not
+        // UTF-8 does not complete a wildcard goal (NUL and newlines do).
+        k.event(at, b"pageview", b"/x\xff", 1),
+        k.event(at, b"pageview", b"/x\xfe", 1),
+        k.event(at, b"pageview", b"/x\0\t\n\\'{}", 2),
+        k.event(at, b"pageview", b"/y\xff", 3),
+    ];
+    let mut buy = |user: u64, path: &[u8], meta: Vec<(&[u8], &[u8])>| {
+        let mut e = k.event(at, b"Buy", path, user);
+        e.meta = meta.into_iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+        e.referrer_source = b"G\xffgle".to_vec();
+        evs.push(e);
+    };
+    buy(4, b"/", vec![(b"\xff\xfe", b"\0"), (b"k", b"v")]);
+    buy(5, b"/", vec![(b"k", b"v\xff")]);
+    // Two events that differ only in bytes that are not UTF-8: both read as
+    // "/p\u{fffd}", and they are still two completions (two POSTs).
+    buy(6, b"/p\xff", vec![(b"k", b"v")]);
+    buy(6, b"/p\xfe", vec![(b"k", b"v")]);
+    k.server.insert(&evs).await.unwrap();
+
+    let scan = k.side.scanner().round(t).await.unwrap();
+    assert_eq!(scan.enqueued, 4, "{scan:?}");
+    let eval = k.side.evaluator().round(t).await.unwrap();
+    assert_eq!(eval.fired, 1, "{eval:?}");
+    let d = k.side.deliveries().await;
+    let paths = |goal: i64| -> Vec<String> {
+        let mut v: Vec<String> = d
+            .iter()
+            .filter(|x| x.2["goal_id"] == goal)
+            .map(|x| x.2["pathname"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // NUL cannot be stored in a jsonb payload: it reads as U+FFFD too.
+    assert_eq!(paths(page), vec!["/x\u{fffd}\t\n\\'{}".to_string()]);
+    assert_eq!(
+        paths(buy_goal),
+        vec!["/".to_string(), "/p\u{fffd}".into(), "/p\u{fffd}".into()]
+    );
+    let keys: std::collections::HashSet<&String> = d.iter().map(|x| &x.1).collect();
+    assert_eq!(keys.len(), d.len(), "every completion has its own key");
+    let spike = &d.iter().find(|x| x.0 == "visitor_spike").unwrap().2;
+    assert_eq!(spike["visitors"], 6);
+    assert_eq!(
+        spike["top_sources"],
+        json!([{"source": "G\u{fffd}gle", "visitors": 3}])
+    );
+    // Ranked by raw bytes (as ClickHouse groups them), then decoded: two
+    // paths that differ only in such bytes are listed apart, reading alike.
+    assert_eq!(
+        spike["top_pages"],
+        json!([
+            {"page": "/x\u{fffd}\t\n\\'{}", "visitors": 1},
+            {"page": "/x\u{fffd}", "visitors": 1},
+            {"page": "/x\u{fffd}", "visitors": 1},
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_credentials_and_a_bad_table_are_named() {
+    let env = Env::new().await;
+    let server = ChServer::start(Some(ChTls {
+        cert_file: &env.tls.cert_file,
+        key_file: &env.tls.key_file,
+    }))
+    .await
+    .expect("starting clickhouse-server with an HTTPS port");
+    server.create_events_table().await.unwrap();
+    let https = server.https_url().unwrap();
+    let ca = format!(
+        "clickhouse_ca_file = {:?}\n",
+        env.tls.ca_file.display().to_string()
+    );
+    let source = |toml: String| AnalyticsSource::from_config(&ch_config(&env, &toml)).unwrap();
+
+    // HTTPS, trusting the test CA: the read-only user reads.
+    let ok = source(format!("{}{ca}", server.analytics_toml(&https)));
+    ok.check().await.unwrap();
+    server
+        .insert(&[ChEvent {
+            site_id: 9,
+            timestamp: t0().unix_timestamp() - 5,
+            name: b"pageview".to_vec(),
+            pathname: b"/".to_vec(),
+            user_id: 1,
+            session_id: 2,
+            referrer_source: vec![],
+            meta: vec![],
+            scroll_depth: 0,
+        }])
+        .await
+        .unwrap();
+    let w = Window {
+        site_id: 9,
+        from: t0() - Duration::minutes(1),
+        to: t0(),
+    };
+    assert_eq!(ok.unique_visitors(&[w]).await.unwrap(), vec![1]);
+
+    // Without the CA: refused, and named as the certificate's fault.
+    let e = source(server.analytics_toml(&https)).check().await.unwrap_err();
+    assert!(is_unavailable(&e), "{e:#}");
+    assert!(format!("{e:#}").contains("certificate"), "{e:#}");
+
+    // A wrong password: refused, naming what to check, never showing it.
+    let toml = format!(
+        "[analytics]\nsource = \"clickhouse\"\nclickhouse_url = {:?}\nclickhouse_user = \"webhooks\"\n",
+        server.http_url()
+    );
+    let e = AnalyticsSource::from_config(&{
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("DATABASE_URL".to_string(), env.url.clone());
+        vars.insert("CLICKHOUSE_PASSWORD".to_string(), "not-the-password".to_string());
+        Config::from_parts(&toml, &vars).unwrap()
+    })
+    .unwrap()
+    .check()
+    .await
+    .unwrap_err();
+    let text = format!("{e:#}");
+    assert!(is_unavailable(&e), "{text}");
+    assert!(text.contains("refused the credentials") && text.contains("CLICKHOUSE_PASSWORD"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    // A table without Plausible's columns, and one that does not exist: named.
+    server
+        .exec("CREATE TABLE plausible_events_db.not_events (site_id UInt64, `timestamp` DateTime) ENGINE = MergeTree ORDER BY site_id")
+        .await
+        .unwrap();
+    for table in ["not_events", "events_v3"] {
+        let e = source(format!(
+            "{}table = {table:?}\n",
+            server.analytics_toml(&server.http_url())
+        ))
+        .check()
+        .await
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(!is_unavailable(&e), "{text}");
+        assert!(
+            text.contains(&format!("`{table}`")) && text.contains("events_v2 columns"),
+            "{text}"
+        );
+    }
+}
