@@ -15,13 +15,21 @@
 //!     goal triggers every second; 20% of the events complete a goal. Prints
 //!     completions delivered vs written and the latency from the event row's
 //!     commit to the POST's arrival.
+//!
+//! `BENCH_SOURCE=clickhouse` runs the same phases with the events in a
+//! throwaway ClickHouse server (the installed `clickhouse-server`) read
+//! through the ClickHouse source by a read-only user; (b) then ingests one
+//! INSERT of 1,000 rows a second, as Plausible's ingest buffer batches its
+//! writes (ClickHouse wants few large inserts, not fifty small ones a second).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
+use plausible_webhooks::config::{Config, Redacted};
 use plausible_webhooks::daemon::{Daemon, StartOptions};
+use plausible_webhooks::testkit::clickhouse::{self as ch, ChServer};
 use plausible_webhooks::testkit::pg::{PgCluster, PgOptions};
 use plausible_webhooks::testkit::receiver::{Receiver, Recorded, Reply, TestTls};
 use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
@@ -40,6 +48,23 @@ fn events() -> i64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000)
+}
+
+/// The events live in ClickHouse (`BENCH_SOURCE=clickhouse`) or PostgreSQL.
+fn clickhouse() -> bool {
+    std::env::var("BENCH_SOURCE").is_ok_and(|v| v == "clickhouse")
+}
+
+/// The daemon's config, reading analytics from `store` when it is ClickHouse.
+fn config(url: &str, tls: &TestTls, store: Option<&ChServer>) -> Config {
+    let mut cfg = plausible_webhooks::testkit::loopback_config(url, &tls.ca_file);
+    if let Some(server) = store {
+        cfg.analytics.source = "clickhouse".into();
+        cfg.analytics.clickhouse_url = server.http_url();
+        cfg.analytics.clickhouse_user = ch::READER_USER.into();
+        cfg.analytics.clickhouse_password = Some(Redacted(ch::READER_PASSWORD.into()));
+    }
+    cfg
 }
 
 fn ingest_secs() -> u64 {
@@ -64,10 +89,25 @@ async fn main() -> Result<()> {
     plausible_webhooks::db::migrate::load_fixture(&db).await?;
     plausible_webhooks::db::migrate::migrate(&mut db).await?;
     let db = db;
+    let store = if clickhouse() {
+        let server = ChServer::start(None).await?;
+        server.create_events_table().await?;
+        Some(server)
+    } else {
+        None
+    };
+    println!(
+        "events in: {}",
+        if store.is_some() {
+            "ClickHouse 18.x (read-only user)"
+        } else {
+            "PostgreSQL"
+        }
+    );
 
     let n = events();
     let started = Instant::now();
-    setup(&db, n).await?;
+    setup(&db, n, store.as_ref()).await?;
     println!(
         "setup: {SITES} sites, {n} events over 8 days, {} spike/drop triggers, {GOAL_SITES} goal triggers ({:.0} s)\n",
         SITES * TRIGGERS_PER_SITE,
@@ -78,7 +118,7 @@ async fn main() -> Result<()> {
     // so the phases measure steady work, not the load's checkpoint.
     db.batch_execute("CHECKPOINT").await?;
     if std::env::var_os("BENCH_SKIP_A").is_none() {
-        evaluation(&db, &url).await?;
+        evaluation(&db, &url, store.as_ref()).await?;
         db.batch_execute("CHECKPOINT").await?;
     } else {
         db.batch_execute("UPDATE webhook_triggers SET enabled = false")
@@ -99,7 +139,7 @@ async fn main() -> Result<()> {
         }
         plausible_webhooks::logging::init("text", "warn,plausible_webhooks::triggers=debug");
     }
-    goal_scanning(&db, &url).await?;
+    goal_scanning(&db, &url, store.as_ref()).await?;
     if diag {
         let log = cluster.data_dir().parent().unwrap().join("server.log");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -112,7 +152,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn setup(db: &tokio_postgres::Client, n: i64) -> Result<()> {
+async fn setup(db: &tokio_postgres::Client, n: i64, store: Option<&ChServer>) -> Result<()> {
     db.batch_execute(&format!(
         "INSERT INTO teams (name) VALUES ('bench');
          INSERT INTO sites (domain, team_id) SELECT 'site' || g || '.example', 1 FROM generate_series(1, {SITES}) g;
@@ -125,6 +165,29 @@ async fn setup(db: &tokio_postgres::Client, n: i64) -> Result<()> {
     // 10% engagement; ~30 visitors a day per site come back.
     let chunk = 1_000_000;
     let mut done = 0;
+    if let Some(server) = store {
+        // The same distribution, generated inside ClickHouse (each rand(k)
+        // is its own random column).
+        while done < n {
+            let m = chunk.min(n - done);
+            server
+                .exec(&format!(
+                    "INSERT INTO {db}.events_v2 (`timestamp`, name, site_id, user_id, session_id, pathname, referrer_source)
+                     SELECT toDateTime(toUInt32(now()) - rand(1) % 691200),
+                            if(rand(2) % 10 < 9, 'pageview', 'engagement'),
+                            1 + rand(3) % {SITES}, rand(4) % 5001, rand64(5) % 1000000000000,
+                            concat('/page/', toString(rand(6) % 21)),
+                            ['', 'Google', 'Twitter', 'Hacker News', 'Bing', 'DuckDuckGo'][1 + rand(7) % 6]
+                     FROM system.numbers LIMIT {m}",
+                    db = ch::DATABASE
+                ))
+                .await?;
+            done += m;
+        }
+        server
+            .exec(&format!("OPTIMIZE TABLE {}.events_v2 FINAL", ch::DATABASE))
+            .await?;
+    }
     while done < n {
         let m = chunk.min(n - done);
         db.execute(
@@ -173,9 +236,13 @@ fn evaluator(url: &str, source: Arc<AnalyticsSource>) -> Result<Evaluator> {
     )
 }
 
-async fn evaluation(db: &tokio_postgres::Client, url: &str) -> Result<()> {
+async fn evaluation(
+    db: &tokio_postgres::Client,
+    url: &str,
+    store: Option<&ChServer>,
+) -> Result<()> {
     let tls = TestTls::new()?;
-    let cfg = plausible_webhooks::testkit::loopback_config(url, &tls.ca_file);
+    let cfg = config(url, &tls, store);
     let source = Arc::new(AnalyticsSource::from_config(&cfg)?);
     let ev = evaluator(url, source.clone())?;
     let now = OffsetDateTime::now_utc();
@@ -250,7 +317,11 @@ struct Seen {
     arrival: HashMap<String, SystemTime>,
 }
 
-async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
+async fn goal_scanning(
+    db: &tokio_postgres::Client,
+    url: &str,
+    store: Option<&ChServer>,
+) -> Result<()> {
     // Sites 1..=100 get three goals each (event with a property, a page
     // wildcard, a scroll goal) and one goal trigger covering all of them.
     db.batch_execute(&format!(
@@ -259,7 +330,7 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
            UNION ALL SELECT s, NULL, '/checkout/**', 'Checkout', -1, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s
            UNION ALL SELECT s, NULL, '/blog/*', 'Read', 75, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s;
          INSERT INTO webhook_triggers (webhook_id, trigger_type, inserted_at)
-           SELECT id, 'goal_completion', now() FROM webhooks WHERE site_id <= {GOAL_SITES};"
+           SELECT id, 'goal_completion', now() - interval '2 seconds' FROM webhooks WHERE site_id <= {GOAL_SITES};"
     ))
     .await?;
     let tls = TestTls::new()?;
@@ -281,7 +352,7 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
         &[&receiver.url("/hook/")],
     )
     .await?;
-    let mut cfg = plausible_webhooks::testkit::loopback_config(url, &tls.ca_file);
+    let mut cfg = config(url, &tls, store);
     cfg.log.level = "warn".into();
     let daemon = Daemon::start(cfg, StartOptions::default()).await?;
     daemon.wait_listening().await?;
@@ -289,9 +360,14 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
     // Ingest: every 20 ms a batch of 20 events (1,000/s), one in five a goal
     // completion with a unique pathname; its commit instant is recorded.
     let secs = ingest_secs();
-    let per_tick = (INGEST_PER_SEC * INGEST_TICK.as_millis() as u64 / 1000) as i64;
+    let ingest_tick = if store.is_some() {
+        Duration::from_secs(1)
+    } else {
+        INGEST_TICK
+    };
+    let per_tick = (INGEST_PER_SEC * ingest_tick.as_millis() as u64 / 1000) as i64;
     let mut committed: HashMap<String, SystemTime> = HashMap::new();
-    let mut tick = tokio::time::interval(INGEST_TICK);
+    let mut tick = tokio::time::interval(ingest_tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut seq: i64 = 0;
@@ -301,7 +377,22 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
         let first = seq;
         seq += per_tick;
         // kind by n % 5: 0 = completion (cycling event/page/scroll), else a plain pageview.
-        db.execute(
+        if let Some(server) = store {
+            server
+                .exec(&format!(
+                    "INSERT INTO {db}.events_v2 (site_id, `timestamp`, name, pathname, user_id, session_id, `meta.key`, `meta.value`, scroll_depth)
+                     SELECT 1 + n % {GOAL_SITES}, now(),
+                            multiIf(n % 5 != 0, 'pageview', n % 15 = 0, 'Signup', n % 15 = 5, 'pageview', 'engagement'),
+                            concat(multiIf(n % 5 != 0, '/page/', n % 15 = 0, '/signup/', n % 15 = 5, '/checkout/', '/blog/'), toString(n)),
+                            n, n,
+                            if(n % 15 = 0, ['plan'], emptyArrayString()), if(n % 15 = 0, ['pro'], emptyArrayString()),
+                            if(n % 15 = 10, 90, 0)
+                     FROM (SELECT number + {first} AS n FROM system.numbers LIMIT {per_tick})",
+                    db = ch::DATABASE
+                ))
+                .await?;
+        } else {
+            db.execute(
             "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, meta_key, meta_value, scroll_depth)
              SELECT 1 + n % $3, now() AT TIME ZONE 'UTC',
                     CASE WHEN n % 5 <> 0 THEN 'pageview'
@@ -320,6 +411,7 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
             &[&first, &seq, &GOAL_SITES],
         )
         .await?;
+        }
         let at = SystemTime::now();
         for n in first..seq {
             if n % 5 == 0 {
@@ -370,11 +462,12 @@ async fn goal_scanning(db: &tokio_postgres::Client, url: &str) -> Result<()> {
     );
     if !lat.is_empty() {
         println!(
-            "    event row committed → POST arrived: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms (scan interval 1 s)",
+            "    event row committed → POST arrived: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms (scan interval 1 s, one insert every {} ms)",
             pct(0.5),
             pct(0.95),
             pct(0.99),
-            lat[lat.len() - 1]
+            lat[lat.len() - 1],
+            ingest_tick.as_millis()
         );
     }
     Ok(())

@@ -756,7 +756,10 @@ async fn bytes_postgres_cannot_hold_are_read_whole() {
     ];
     let mut buy = |user: u64, path: &[u8], meta: Vec<(&[u8], &[u8])>| {
         let mut e = k.event(at, b"Buy", path, user);
-        e.meta = meta.into_iter().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+        e.meta = meta
+            .into_iter()
+            .map(|(a, b)| (a.to_vec(), b.to_vec()))
+            .collect();
         e.referrer_source = b"G\xffgle".to_vec();
         evs.push(e);
     };
@@ -850,7 +853,10 @@ async fn https_credentials_and_a_bad_table_are_named() {
     assert_eq!(ok.unique_visitors(&[w]).await.unwrap(), vec![1]);
 
     // Without the CA: refused, and named as the certificate's fault.
-    let e = source(server.analytics_toml(&https)).check().await.unwrap_err();
+    let e = source(server.analytics_toml(&https))
+        .check()
+        .await
+        .unwrap_err();
     assert!(is_unavailable(&e), "{e:#}");
     assert!(format!("{e:#}").contains("certificate"), "{e:#}");
 
@@ -862,7 +868,10 @@ async fn https_credentials_and_a_bad_table_are_named() {
     let e = AnalyticsSource::from_config(&{
         let mut vars = std::collections::BTreeMap::new();
         vars.insert("DATABASE_URL".to_string(), env.url.clone());
-        vars.insert("CLICKHOUSE_PASSWORD".to_string(), "not-the-password".to_string());
+        vars.insert(
+            "CLICKHOUSE_PASSWORD".to_string(),
+            "not-the-password".to_string(),
+        );
         Config::from_parts(&toml, &vars).unwrap()
     })
     .unwrap()
@@ -871,7 +880,10 @@ async fn https_credentials_and_a_bad_table_are_named() {
     .unwrap_err();
     let text = format!("{e:#}");
     assert!(is_unavailable(&e), "{text}");
-    assert!(text.contains("refused the credentials") && text.contains("CLICKHOUSE_PASSWORD"), "{text}");
+    assert!(
+        text.contains("refused the credentials") && text.contains("CLICKHOUSE_PASSWORD"),
+        "{text}"
+    );
     assert!(!text.contains("not-the-password"), "{text}");
 
     // A table without Plausible's columns, and one that does not exist: named.
@@ -894,4 +906,177 @@ async fn https_credentials_and_a_bad_table_are_named() {
             "{text}"
         );
     }
+}
+
+/// The daemon's JSON log lines at `level` whose message contains `what`.
+fn log_lines(log: &std::path::Path, level: &str, what: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == level && v["message"].as_str().is_some_and(|m| m.contains(what)))
+        .collect()
+}
+
+/// Waits until the log holds `n` lines at `level` containing `what`.
+async fn wait_log(log: &std::path::Path, level: &str, what: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+    loop {
+        let lines = log_lines(log, level, what);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {n} {level} lines with {what:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_deliveries_flow() {
+    let env = Env::new().await;
+    let mut server = server().await;
+    let rx = env.receiver(always(200)).await;
+    // A webhook with a goal trigger for every goal of the site, and a goal.
+    let wh = env.webhook(&rx.url("/")).await;
+    env.db
+        .execute(
+            "INSERT INTO goals (site_id, page_path, display_name) VALUES ($1, '/**', 'all pages')",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let url = server.http_url();
+    let _daemon = env.spawn_daemon_logging(
+        &[
+            ("PLAUSIBLE_WEBHOOKS__ANALYTICS__SOURCE", "clickhouse"),
+            ("PLAUSIBLE_WEBHOOKS__ANALYTICS__CLICKHOUSE_URL", &url),
+            ("PLAUSIBLE_WEBHOOKS__ANALYTICS__CLICKHOUSE_USER", "webhooks"),
+            (
+                "CLICKHOUSE_PASSWORD",
+                plausible_webhooks::testkit::clickhouse::READER_PASSWORD,
+            ),
+            ("PLAUSIBLE_WEBHOOKS__ANALYTICS__QUERY_TIMEOUT_MS", "1000"),
+            (
+                "PLAUSIBLE_WEBHOOKS__TRIGGERS__EVALUATION_INTERVAL_SECS",
+                "1",
+            ),
+            ("PLAUSIBLE_WEBHOOKS__TRIGGERS__GOAL_SCAN_INTERVAL_MS", "200"),
+            ("PLAUSIBLE_WEBHOOKS__LOG__FORMAT", "json"),
+            ("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "info"),
+        ],
+        Some(&log),
+    );
+    // The spike/drop evaluator fails alike when it has a trigger to evaluate.
+    env.db
+        .execute(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, cooldown_secs) VALUES ($1, 'visitor_spike', 1000, 0)",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    let pageview = |path: &str, user: u64| ChEvent {
+        site_id: env.site_id,
+        // The next whole second: never before the trigger's creation, which
+        // may lie within the current one (a trigger is not backfilled).
+        timestamp: OffsetDateTime::now_utc().unix_timestamp() + 1,
+        name: b"pageview".to_vec(),
+        pathname: path.as_bytes().to_vec(),
+        user_id: user,
+        session_id: user,
+        referrer_source: vec![],
+        meta: vec![],
+        scroll_depth: 0,
+    };
+    let completed = |path: &str| {
+        format!(
+            "SELECT count(*) = 1 FROM webhook_deliveries WHERE event_type = 'goal_completion' \
+             AND payload->>'pathname' = '{path}' AND status = 'success'"
+        )
+    };
+    let long = StdDuration::from_secs(60);
+    server.insert(&[pageview("/before", 1)]).await.unwrap();
+    env.wait_until(&completed("/before"), long).await;
+
+    // Three outages, each spanning several failing rounds of both services
+    // (each retries after 5 s); during each, deliveries enqueued by SQL flow.
+    let failed = "failed; ";
+    let recovered = "works again";
+    for (n, cause) in [
+        (1, "did not answer within 1000 ms"),
+        (2, "cannot reach"),
+        (3, "doesn't exist"),
+    ] {
+        match n {
+            1 => server.pause(),
+            2 => server.kill(),
+            _ => {
+                server
+                    .exec("RENAME TABLE plausible_events_db.events_v2 TO plausible_events_db.events_moved")
+                    .await
+                    .unwrap();
+            }
+        }
+        let warns = wait_log(&log, "WARN", failed, 2 * n).await;
+        let enqueued = env.enqueue(wh, 3).await;
+        let ids: Vec<String> = enqueued.iter().map(|i| format!("'{i}'")).collect();
+        env.wait_until(
+            &format!(
+                "SELECT count(*) = 3 FROM webhook_deliveries WHERE status = 'success' AND id IN ({})",
+                ids.join(",")
+            ),
+            long,
+        )
+        .await;
+        tokio::time::sleep(StdDuration::from_secs(6)).await;
+        for w in &warns[2 * (n - 1)..] {
+            let error = w["error"].as_str().unwrap_or_default();
+            assert!(error.contains(cause), "outage {n}: {w}");
+            assert!(
+                w["source"]
+                    .as_str()
+                    .unwrap()
+                    .contains("clickhouse http://127.0.0.1:"),
+                "{w}"
+            );
+        }
+        match n {
+            1 => server.resume(),
+            2 => server.start_again().await.unwrap(),
+            _ => {
+                // A row written while the table was away is found on recovery:
+                // cursors stayed put.
+                let mut e = pageview("/during", 3);
+                e.timestamp -= 1;
+                server
+                    .exec(&format!(
+                        "INSERT INTO plausible_events_db.events_moved (`timestamp`, name, site_id, user_id, session_id, pathname) \
+                         VALUES (toDateTime({}), 'pageview', {}, 3, 3, '/during')",
+                        e.timestamp, e.site_id
+                    ))
+                    .await
+                    .unwrap();
+                server
+                    .exec("RENAME TABLE plausible_events_db.events_moved TO plausible_events_db.events_v2")
+                    .await
+                    .unwrap();
+            }
+        }
+        wait_log(&log, "INFO", recovered, 2 * n).await;
+        assert_eq!(
+            log_lines(&log, "WARN", failed).len(),
+            2 * n,
+            "one warn line per service per outage"
+        );
+    }
+    env.wait_until(&completed("/during"), long).await;
+    server.insert(&[pageview("/after", 4)]).await.unwrap();
+    env.wait_until(&completed("/after"), long).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(plausible_webhooks::testkit::clickhouse::READER_PASSWORD));
 }

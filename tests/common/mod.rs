@@ -239,6 +239,15 @@ impl Env {
     }
 
     pub fn spawn_daemon(&self, extra: &[(&str, &str)]) -> DaemonProcess {
+        self.spawn_daemon_logging(extra, None)
+    }
+
+    /// As `spawn_daemon`, its log (stderr) written to `log` when given.
+    pub fn spawn_daemon_logging(
+        &self,
+        extra: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> DaemonProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
         cmd.arg("run").env_remove("PLAUSIBLE_WEBHOOKS_CONFIG");
         for (k, v) in self.daemon_env() {
@@ -246,6 +255,9 @@ impl Env {
         }
         for (k, v) in extra {
             cmd.env(k, v);
+        }
+        if let Some(path) = log {
+            cmd.stderr(std::fs::File::create(path).expect("creating the daemon's log file"));
         }
         DaemonProcess {
             child: cmd.spawn().expect("spawning the daemon binary"),

@@ -119,10 +119,7 @@ impl ClickhouseSource {
                     span(g.from, g.to)
                 )
             });
-            let rows = self
-                .rows(q, 3)
-                .await
-                .with_context(|| format!("counting unique visitors in {}", self.described))?;
+            let rows = self.rows(q, 3).await.context("counting unique visitors")?;
             let mut found = HashMap::new();
             for r in rows {
                 found.insert((int(&r[0])? as usize, int(&r[1])?), int(&r[2])?);
@@ -157,10 +154,7 @@ impl ClickhouseSource {
                     span(g.from, g.to)
                 )
             });
-            let rows = self
-                .rows(q, 4)
-                .await
-                .with_context(|| format!("reading traffic history from {}", self.described))?;
+            let rows = self.rows(q, 4).await.context("reading traffic history")?;
             let mut found = HashMap::new();
             for r in rows {
                 found.insert(
@@ -223,7 +217,7 @@ impl ClickhouseSource {
             let rows = self
                 .rows(q, 4)
                 .await
-                .with_context(|| format!("ranking {column} in {}", self.described))?;
+                .with_context(|| format!("ranking {column}"))?;
             // (group, site) -> [(value's bytes, visitors)]
             type Found = HashMap<(usize, i64), Vec<(Vec<u8>, i64)>>;
             let mut found = Found::new();
@@ -252,79 +246,109 @@ impl ClickhouseSource {
     }
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
-        // Each event row is read once for all scans: every scan's condition
-        // is one element of an array, and the row is repeated (arrayJoin)
-        // for each scan it satisfies. `match()` needs a constant pattern, so
-        // the conditions are written out rather than taken from arrays.
+        // One subquery per site, reading that site's events once for all its
+        // scans: each scan's condition is one element of an array, and a row
+        // is repeated (arrayJoin) for each scan it satisfies, so a row is
+        // tested only against its own site's goals. `match()` needs a
+        // constant pattern, so conditions are written out, not taken from
+        // arrays. Sites are packed into queries up to GOAL_SQL_BUDGET bytes.
+        let mut by_site: Vec<(i64, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<i64, usize> = HashMap::new();
+        for (i, s) in scans.iter().enumerate() {
+            let site = s.goal.site_id.max(0);
+            let at = *index.entry(site).or_insert_with(|| {
+                by_site.push((site, Vec::new()));
+                by_site.len() - 1
+            });
+            by_site[at].1.push(i);
+        }
         let mut out = Vec::new();
-        let mut start = 0;
-        while start < scans.len() {
-            let mut conds = String::new();
-            let mut end = start;
-            while end < scans.len() && (end == start || conds.len() < GOAL_SQL_BUDGET) {
-                let s = &scans[end];
-                if !conds.is_empty() {
-                    conds.push_str(",\n");
+        let mut parts: Vec<String> = Vec::new();
+        let mut size = 0;
+        for (n, (site, members)) in by_site.iter().enumerate() {
+            let part = self.site_scan(*site, members, scans);
+            size += part.len();
+            parts.push(part);
+            if size >= GOAL_SQL_BUDGET || n + 1 == by_site.len() {
+                let q = format!(
+                    "{}\nFORMAT TabSeparated",
+                    std::mem::take(&mut parts).join("\nUNION ALL\n")
+                );
+                size = 0;
+                let rows = self
+                    .rows(q, 7)
+                    .await
+                    .context("scanning for goal completions")?;
+                for mut r in rows {
+                    out.push(Completion {
+                        scan: int(&r[0])? as usize - 1,
+                        timestamp_us: int(&r[1])? * 1_000_000,
+                        name: text(std::mem::take(&mut r[2])),
+                        pathname: text(std::mem::take(&mut r[3])),
+                        user_id: text(std::mem::take(&mut r[4])),
+                        session_id: text(std::mem::take(&mut r[5])),
+                        count: int(&r[6])?,
+                    });
                 }
-                write!(
-                    conds,
-                    "if(site_id = {} AND {} AND ({}), toUInt32({}), toUInt32(0))",
-                    s.goal.site_id.max(0),
-                    span(s.from, s.to),
-                    goal_condition(&s.goal.kind, s.goal.path_match()),
-                    end + 1
-                )
-                .expect("writing to a String");
-                end += 1;
             }
-            let part = &scans[start..end];
-            let mut sites: Vec<i64> = part.iter().map(|s| s.goal.site_id.max(0)).collect();
-            sites.sort_unstable();
-            sites.dedup();
-            let mut names: Vec<&str> = part
-                .iter()
-                .map(|s| match &s.goal.kind {
-                    GoalKind::Event { event_name, .. } => event_name.as_str(),
-                    GoalKind::Page { .. } => "pageview",
-                    GoalKind::Scroll { .. } => "engagement",
-                })
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            let lo = part.iter().map(|s| s.from).min().expect("not empty");
-            let hi = part.iter().map(|s| s.to).max().expect("not empty");
-            let q = format!(
-                "SELECT i, toUnixTimestamp(`timestamp`) AS ts, name, pathname, user_id, session_id, count()
+        }
+        Ok(merge(out))
+    }
+
+    /// The completions of one site's scans (`members`, indexes into `scans`).
+    fn site_scan(&self, site: i64, members: &[usize], scans: &[GoalScan<'_>]) -> String {
+        let mut conds = String::new();
+        for &i in members {
+            let s = &scans[i];
+            if !conds.is_empty() {
+                conds.push_str(",\n");
+            }
+            write!(
+                conds,
+                "if({} AND ({}), toUInt32({}), toUInt32(0))",
+                span(s.from, s.to),
+                goal_condition(&s.goal.kind, s.goal.path_match()),
+                i + 1
+            )
+            .expect("writing to a String");
+        }
+        let mut names: Vec<&str> = members
+            .iter()
+            .map(|&i| match &scans[i].goal.kind {
+                GoalKind::Event { event_name, .. } => event_name.as_str(),
+                GoalKind::Page { .. } => "pageview",
+                GoalKind::Scroll { .. } => "engagement",
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let lo = members
+            .iter()
+            .map(|&i| scans[i].from)
+            .min()
+            .expect("not empty");
+        let hi = members
+            .iter()
+            .map(|&i| scans[i].to)
+            .max()
+            .expect("not empty");
+        format!(
+            "SELECT * FROM (
+                 SELECT i, toUnixTimestamp(`timestamp`) AS ts, name, pathname, user_id, session_id, count()
                  FROM (
                      SELECT arrayJoin(arrayFilter(x -> x != 0, [{conds}])) AS i,
                             `timestamp`, name, pathname, user_id, session_id
                      FROM {}
-                     WHERE site_id IN ({}) AND name IN ({}) AND {})
-                 GROUP BY i, ts, name, pathname, user_id, session_id
-                 FORMAT TabSeparated",
-                self.table,
-                list(&sites),
-                names.iter().map(|n| string(n.as_bytes())).collect::<Vec<_>>().join(", "),
-                span(lo, hi)
-            );
-            let rows = self
-                .rows(q, 7)
-                .await
-                .with_context(|| format!("scanning {} for goal completions", self.described))?;
-            for mut r in rows {
-                out.push(Completion {
-                    scan: int(&r[0])? as usize - 1,
-                    timestamp_us: int(&r[1])? * 1_000_000,
-                    name: text(std::mem::take(&mut r[2])),
-                    pathname: text(std::mem::take(&mut r[3])),
-                    user_id: text(std::mem::take(&mut r[4])),
-                    session_id: text(std::mem::take(&mut r[5])),
-                    count: int(&r[6])?,
-                });
-            }
-            start = end;
-        }
-        Ok(merge(out))
+                     WHERE site_id = {site} AND name IN ({}) AND {})
+                 GROUP BY i, ts, name, pathname, user_id, session_id)",
+            self.table,
+            names
+                .iter()
+                .map(|n| string(n.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            span(lo, hi)
+        )
     }
 }
 
