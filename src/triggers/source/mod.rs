@@ -1,7 +1,7 @@
 //! Analytics sources: where trigger evaluation reads events. One small
 //! interface (the questions triggers ask), one implementation per store. The
 //! PostgreSQL source reads a table or view with Plausible's events_v2 column
-//! names; a ClickHouse source slots in beside it as another variant.
+//! names; the ClickHouse source reads Plausible's own events_v2 over HTTP.
 //!
 //! Every window is half-open at the start: `(from, to]`, in UTC.
 
