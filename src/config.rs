@@ -545,7 +545,9 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError(format!("config: {}", e.message().trim())))?;
         let mut cfg = cfg;
         cfg.admin.secret_key_base = secret_key_base(&cfg.admin, env)?;
-        cfg.analytics.clickhouse_password = clickhouse_password(&cfg.analytics, env)?;
+        if cfg.analytics.source == "clickhouse" {
+            cfg.analytics.clickhouse_password = clickhouse_password(&cfg.analytics, env)?;
+        }
         cfg.validate()?;
         Ok(cfg)
     }

@@ -1080,3 +1080,77 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(plausible_webhooks::testkit::clickhouse::READER_PASSWORD));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts() {
+    // 800 page goals with 200-byte paths: about 300 KiB of conditions for one
+    // site, past ClickHouse's 256 KiB max_query_size for a single query.
+    let k = Solo::new().await;
+    let db = &k.side.env.db;
+    let site = k.side.env.site_id;
+    let t = t0();
+    let path = |i: usize| format!("/{i:04}/{}", "p".repeat(200));
+    let paths: Vec<String> = (0..800).map(path).collect();
+    db.execute(
+        "INSERT INTO goals (site_id, page_path, display_name) SELECT $1, p, p FROM unnest($2::text[]) p",
+        &[&site, &paths],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO webhook_triggers (webhook_id, trigger_type, next_evaluation_at, inserted_at) VALUES ($1, 'goal_completion', $2, $2)",
+        &[&k.webhook, &(t - Duration::seconds(30))],
+    )
+    .await
+    .unwrap();
+    let at = t - Duration::seconds(10);
+    let evs: Vec<ChEvent> = [0, 399, 799]
+        .iter()
+        .map(|&i| k.event(at, b"pageview", path(i).as_bytes(), i as u64))
+        .collect();
+    k.server.insert(&evs).await.unwrap();
+    let scan = k.side.scanner().round(t).await.unwrap();
+    assert_eq!(scan.enqueued, 3, "{scan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_fails_alone_but_a_hung_server_is_unavailable() {
+    use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
+    let server = server().await;
+    let http = ChHttp::new(ChHttpConfig {
+        endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
+            .unwrap(),
+        database: "plausible_events_db".into(),
+        user: "webhooks".into(),
+        password: Some(plausible_webhooks::testkit::clickhouse::READER_PASSWORD.into()),
+        ca_file: None,
+        connect_timeout: StdDuration::from_secs(1),
+        query_timeout: StdDuration::from_millis(500),
+    })
+    .unwrap();
+    assert_eq!(
+        &http
+            .query("SELECT 1 FORMAT TabSeparated".into())
+            .await
+            .unwrap()[..],
+        b"1\n"
+    );
+    // The server answers, but this query outlasts the timeout: its own failure.
+    let e = http
+        .query("SELECT sleep(2) FORMAT TabSeparated".into())
+        .await
+        .unwrap_err();
+    assert!(!is_unavailable(&e), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("analytics.query_timeout_ms"),
+        "{e:#}"
+    );
+    // The server answers nothing at all: unavailable.
+    server.pause();
+    let e = http
+        .query("SELECT 1 FORMAT TabSeparated".into())
+        .await
+        .unwrap_err();
+    server.resume();
+    assert!(is_unavailable(&e), "{e:#}");
+}

@@ -7,8 +7,10 @@
 //! with `readonly = 1` (which may not change any) works.
 //!
 //! Errors say which kind they are: `Unavailable` (cannot connect, no answer
-//! in time, credentials refused, server overloaded), after which a trigger
-//! round stops; anything else is this query's own failure.
+//! in time from a server that does not answer a trivial query either,
+//! credentials refused, server overloaded), after which a trigger round
+//! stops; anything else (a query error, a query too slow for a server that
+//! answers) is this query's own failure.
 
 use std::time::Duration;
 
@@ -25,6 +27,14 @@ use hyper_util::rt::TokioExecutor;
 use super::sql::excerpt;
 use crate::delivery::client::USER_AGENT_VALUE;
 use crate::triggers::source::Unavailable;
+
+/// After a query timed out, a trivial query must be answered within this for
+/// the server to count as up.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle keep-alive connections are dropped after this: below ClickHouse's own
+/// `keep_alive_timeout` (3 s by default on 18.x, 10 s on current versions),
+/// so a request is never sent on a connection the server is closing.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An answer larger than this is refused (the questions asked return a few
 /// rows per trigger; this bounds memory if one ever does not).
@@ -66,7 +76,7 @@ impl ChHttp {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .build(https);
         let mut url = cfg.endpoint.clone();
         url.set_path("/");
@@ -105,6 +115,61 @@ impl ChHttp {
 
     /// Runs `sql` (ending in its FORMAT clause) and returns the answer's body.
     pub async fn query(&self, sql: String) -> Result<Bytes> {
+        let (status, body) = match self.send(sql, self.timeout).await? {
+            Some(answer) => answer,
+            // No answer in time. A server that still answers a trivial query
+            // is up, and this query is too slow (that batch fails alone, as a
+            // PostgreSQL statement_timeout does); one that does not is down.
+            None => {
+                let probe = self
+                    .send("SELECT 1 FORMAT TabSeparated".into(), PROBE_TIMEOUT)
+                    .await;
+                if matches!(probe, Ok(Some((200, _)))) {
+                    anyhow::bail!(
+                        "a query to {} did not finish within {} ms (analytics.query_timeout_ms) though the server \
+                         answers: raise analytics.query_timeout_ms (and the user's max_execution_time)",
+                        self.described,
+                        self.timeout.as_millis()
+                    );
+                }
+                return Err(Unavailable(format!(
+                    "{} did not answer within {} ms (analytics.query_timeout_ms)",
+                    self.described,
+                    self.timeout.as_millis()
+                ))
+                .into());
+            }
+        };
+        if status == 200 {
+            return Ok(body);
+        }
+        let text = excerpt(&body);
+        // The user or password is wrong (401/403, or codes 192-195 and 516
+        // in the text): every query would fail alike.
+        let code = error_code(&text);
+        let refused = matches!(status, 401 | 403) || matches!(code, Some(192..=195) | Some(516));
+        if refused {
+            return Err(Unavailable(format!(
+                "{} refused the credentials ({status}: {text}); check analytics.clickhouse_user and \
+                 CLICKHOUSE_PASSWORD or analytics.clickhouse_password_file",
+                self.described
+            ))
+            .into());
+        }
+        // Overloaded (too many simultaneous queries: code 202) or a proxy
+        // in front reporting the server gone: every query would fail alike.
+        if matches!(status, 502..=504) || code == Some(202) {
+            return Err(Unavailable(format!(
+                "{} is unavailable ({status}: {text})",
+                self.described
+            ))
+            .into());
+        }
+        anyhow::bail!("{} answered {status}: {text}", self.described)
+    }
+
+    /// One request; `Ok(None)` when no whole answer came within `timeout`.
+    async fn send(&self, sql: String, timeout: Duration) -> Result<Option<(u16, Bytes)>> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -139,44 +204,19 @@ impl ChHttp {
                 .to_bytes();
             anyhow::Ok((status, body))
         };
-        let (status, body) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Unavailable(format!(
-                    "{} did not answer within {} ms (analytics.query_timeout_ms)",
-                    self.described,
-                    self.timeout.as_millis()
-                ))
-                .into())
-            }
-        };
-        if status == 200 {
-            return Ok(body);
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
         }
-        let text = excerpt(&body);
-        // 401/403 (and 516 on newer servers) or codes 192-195: the user or
-        // password is wrong; every query would fail alike.
-        let refused = matches!(status, 401 | 403 | 516)
-            || ["Code: 192", "Code: 193", "Code: 194", "Code: 195"]
-                .iter()
-                .any(|c| text.starts_with(c));
-        if refused {
-            return Err(Unavailable(format!(
-                "{} refused the credentials ({status}: {text}); check analytics.clickhouse_user and \
-                 CLICKHOUSE_PASSWORD or analytics.clickhouse_password_file",
-                self.described
-            ))
-            .into());
-        }
-        if status == 503 || status == 502 || status == 504 {
-            return Err(Unavailable(format!(
-                "{} is unavailable ({status}: {text})",
-                self.described
-            ))
-            .into());
-        }
-        anyhow::bail!("{} answered {status}: {text}", self.described)
     }
+}
+
+/// ClickHouse's error code from an error text: "Code: 60, e.displayText() …"
+/// (18.x) or "Code: 60. DB::Exception: …" (current versions).
+fn error_code(text: &str) -> Option<u32> {
+    let rest = text.strip_prefix("Code: ")?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 /// hyper's error chain as one line (connection refused, DNS, TLS, ...).
@@ -191,4 +231,21 @@ fn cause(e: &hyper_util::client::legacy::Error) -> String {
         src = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_codes_of_old_and_new_servers() {
+        use super::error_code;
+        assert_eq!(
+            error_code("Code: 193, e.displayText() = DB::Exception: Wrong password"),
+            Some(193)
+        );
+        assert_eq!(
+            error_code("Code: 516. DB::Exception: default: Authentication failed"),
+            Some(516)
+        );
+        assert_eq!(error_code("Ok."), None);
+    }
 }

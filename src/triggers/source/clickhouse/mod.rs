@@ -60,7 +60,7 @@ impl ClickhouseSource {
     pub fn new(a: &AnalyticsConfig) -> Result<Self> {
         let target = a.clickhouse_target()?;
         let http = ChHttp::new(ChHttpConfig {
-            endpoint: target.endpoint,
+            endpoint: target.endpoint.clone(),
             database: target.database.clone(),
             user: a.clickhouse_user.clone(),
             password: a.clickhouse_password.as_ref().map(|p| p.0.clone()),
@@ -69,6 +69,25 @@ impl ClickhouseSource {
             query_timeout: Duration::from_millis(a.query_timeout_ms),
         })?;
         let described = format!("{} table {}", http.describe(), target.table);
+        if a.clickhouse_user == crate::config::DEFAULT_CLICKHOUSE_USER {
+            tracing::warn!(
+                "analytics.clickhouse_user is `default`, which can write to Plausible's events; \
+                 create a read-only user for the daemon (README, ClickHouse)"
+            );
+        }
+        let loopback = match target.endpoint.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if target.endpoint.scheme() == "http" && !loopback {
+            tracing::warn!(
+                endpoint = %target.endpoint,
+                "analytics.clickhouse_url is plain http to another host: the ClickHouse password \
+                 crosses the network unencrypted; use https (port 8443) or a loopback address"
+            );
+        }
         Ok(Self {
             http,
             table: format!("{}.{}", ident(&target.database), ident(&target.table)),
@@ -262,56 +281,80 @@ impl ClickhouseSource {
             });
             by_site[at].1.push(i);
         }
-        let mut out = Vec::new();
+        // One part per site, or several when its conditions alone would be
+        // too long; parts are sent as soon as adding one would pass the budget.
+        let conds: Vec<String> = scans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| condition(s, i))
+            .collect();
         let mut parts: Vec<String> = Vec::new();
-        let mut size = 0;
-        for (n, (site, members)) in by_site.iter().enumerate() {
-            let part = self.site_scan(*site, members, scans);
-            size += part.len();
-            parts.push(part);
-            if size >= GOAL_SQL_BUDGET || n + 1 == by_site.len() {
-                let q = format!(
-                    "{}\nFORMAT TabSeparated",
-                    std::mem::take(&mut parts).join("\nUNION ALL\n")
-                );
-                size = 0;
-                let rows = self
-                    .rows(q, 7)
-                    .await
-                    .context("scanning for goal completions")?;
-                for mut r in rows {
-                    out.push(Completion {
-                        scan: int(&r[0])? as usize - 1,
-                        timestamp_us: int(&r[1])? * 1_000_000,
-                        name: text(std::mem::take(&mut r[2])),
-                        pathname: text(std::mem::take(&mut r[3])),
-                        user_id: text(std::mem::take(&mut r[4])),
-                        session_id: text(std::mem::take(&mut r[5])),
-                        count: int(&r[6])?,
-                    });
+        for (site, members) in &by_site {
+            let mut chunk: Vec<usize> = Vec::new();
+            let mut size = 0;
+            for &i in members {
+                if !chunk.is_empty() && size + conds[i].len() > GOAL_SQL_BUDGET / 2 {
+                    parts.push(self.site_scan(*site, &std::mem::take(&mut chunk), scans, &conds));
+                    size = 0;
                 }
+                size += conds[i].len();
+                chunk.push(i);
             }
+            parts.push(self.site_scan(*site, &chunk, scans, &conds));
+        }
+        let mut out = Vec::new();
+        let mut queued: Vec<String> = Vec::new();
+        let mut size = 0;
+        for part in parts {
+            if !queued.is_empty() && size + part.len() > GOAL_SQL_BUDGET {
+                self.scan_parts(std::mem::take(&mut queued), &mut out)
+                    .await?;
+                size = 0;
+            }
+            size += part.len();
+            queued.push(part);
+        }
+        if !queued.is_empty() {
+            self.scan_parts(queued, &mut out).await?;
         }
         Ok(merge(out))
     }
 
-    /// The completions of one site's scans (`members`, indexes into `scans`).
-    fn site_scan(&self, site: i64, members: &[usize], scans: &[GoalScan<'_>]) -> String {
-        let mut conds = String::new();
-        for &i in members {
-            let s = &scans[i];
-            if !conds.is_empty() {
-                conds.push_str(",\n");
-            }
-            write!(
-                conds,
-                "if({} AND ({}), toUInt32({}), toUInt32(0))",
-                span(s.from, s.to),
-                goal_condition(&s.goal.kind, s.goal.path_match()),
-                i + 1
-            )
-            .expect("writing to a String");
+    /// Sends `parts` (site subqueries) as one query; appends what they found.
+    async fn scan_parts(&self, parts: Vec<String>, out: &mut Vec<Completion>) -> Result<()> {
+        let q = format!("{}\nFORMAT TabSeparated", parts.join("\nUNION ALL\n"));
+        let rows = self
+            .rows(q, 7)
+            .await
+            .context("scanning for goal completions")?;
+        for mut r in rows {
+            out.push(Completion {
+                scan: int(&r[0])? as usize - 1,
+                timestamp_us: int(&r[1])? * 1_000_000,
+                name: text(std::mem::take(&mut r[2])),
+                pathname: text(std::mem::take(&mut r[3])),
+                user_id: text(std::mem::take(&mut r[4])),
+                session_id: text(std::mem::take(&mut r[5])),
+                count: int(&r[6])?,
+            });
         }
+        Ok(())
+    }
+
+    /// The completions of one site's scans (`members`, indexes into `scans`
+    /// and their `conds`).
+    fn site_scan(
+        &self,
+        site: i64,
+        members: &[usize],
+        scans: &[GoalScan<'_>],
+        conds: &[String],
+    ) -> String {
+        let conds = members
+            .iter()
+            .map(|&i| conds[i].as_str())
+            .collect::<Vec<_>>()
+            .join(",\n");
         let mut names: Vec<&str> = members
             .iter()
             .map(|&i| match &scans[i].goal.kind {
@@ -376,6 +419,17 @@ fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
         }
     }
     out
+}
+
+/// Scan `i`'s element of the per-row array: its 1-based number when the row
+/// completes its goal within its window, else 0.
+fn condition(s: &GoalScan<'_>, i: usize) -> String {
+    format!(
+        "if({} AND ({}), toUInt32({}), toUInt32(0))",
+        span(s.from, s.to),
+        goal_condition(&s.goal.kind, s.goal.path_match()),
+        i + 1
+    )
 }
 
 /// One goal's condition on an event row, every value a literal.
