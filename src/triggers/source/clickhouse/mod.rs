@@ -8,9 +8,10 @@
 //!   no query parameters), never pasted;
 //! - no settings are sent (a `readonly = 1` user may not change any);
 //! - nothing newer than 18.x: no `DateTime64`, `Map`, window functions,
-//!   `WITH FILL`, `arrayFold`, `multiMatchAny`, `IN` on tuples of columns or
-//!   `SETTINGS` clauses; only `uniq`, `uniqIf`, `arrayExists`,
-//!   `arrayFilter`, `arrayJoin`, `match`, `intDiv`, `LIMIT n BY`, `UNION ALL`.
+//!   `WITH FILL`, `arrayFold`, `multiMatchAny`, `toValidUTF8` or `SETTINGS`
+//!   clauses; only `uniq`, `uniqIf`, `arrayExists`, `arrayJoin`, `arraySum`,
+//!   `bitAnd`, `tupleElement`, `match`, `intDiv`, `LIMIT n BY`, `UNION ALL`
+//!   and `ALL INNER JOIN … USING`.
 //!
 //! Visitors are counted with `uniq(user_id)`, the function Plausible's own
 //! dashboard and spike emails use, so a payload's count is the number the
