@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
-use super::{decide, defer, round1, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind};
+use super::{
+    decide, round1, set_aside, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind,
+};
 use crate::delivery::envelope::rfc3339_seconds;
 
 /// The baseline: the same window at the same time of day (UTC) on each of the
@@ -198,17 +200,11 @@ impl Evaluator {
                 // The claim itself failed: nothing to set aside, stop here.
                 Err(e) if ids.is_empty() => return Err(e),
                 // A batch that fails (a timeout, a bad row) is set aside until
-                // its next evaluation, so it cannot hold back the others.
-                // The source cannot be asked at all: the rest of the round
-                // would only fail alike (each after a timeout), so it stops.
-                Err(e) if is_unavailable(&e) => {
-                    defer(&self.pool, &ids, now + self.interval()).await;
-                    failed.get_or_insert(e);
-                    break;
-                }
+                // its next evaluation.
                 Err(e) => {
-                    defer(&self.pool, &ids, now + self.interval()).await;
-                    failed.get_or_insert(e);
+                    if !set_aside(&self.pool, &ids, now + self.interval(), e, &mut failed).await {
+                        break;
+                    }
                     ids.len()
                 }
             };

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
-use super::source::{is_unavailable, AnalyticsSource, GoalScan};
-use super::{defer, BeforeCommit, Enqueue, Outage};
+use super::source::{AnalyticsSource, GoalScan};
+use super::{set_aside, BeforeCommit, Enqueue, Outage};
 use crate::delivery::envelope::rfc3339_seconds;
 
 /// After a failed round.
@@ -149,17 +149,11 @@ impl GoalScanner {
                 Ok(n) => n,
                 Err(e) if ids.is_empty() => return Err(e),
                 // Set aside until the next scan (cursors unchanged: nothing
-                // is lost), so one failing batch cannot hold back the others.
-                // The source cannot be asked at all: the rest of the round
-                // would only fail alike (each after a timeout), so it stops.
-                Err(e) if is_unavailable(&e) => {
-                    defer(&self.pool, &ids, now + self.interval()).await;
-                    failed.get_or_insert(e);
-                    break;
-                }
+                // is lost).
                 Err(e) => {
-                    defer(&self.pool, &ids, now + self.interval()).await;
-                    failed.get_or_insert(e);
+                    if !set_aside(&self.pool, &ids, now + self.interval(), e, &mut failed).await {
+                        break;
+                    }
                     ids.len()
                 }
             };

@@ -155,9 +155,26 @@ impl Outage {
     }
 }
 
-/// Moves triggers whose batch failed to their next evaluation (best effort:
-/// if this fails too, they are simply due again).
-pub(crate) async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
+/// A batch failed after claiming `ids`: they are set aside until `next`, so
+/// they cannot hold back the rest of the round (best effort: if this fails
+/// too, they are simply due again), and the round's first error is kept in
+/// `failed`. Returns whether the round goes on: not when the source cannot be
+/// asked at all, as every further batch would only fail alike (each after a
+/// timeout).
+pub(crate) async fn set_aside(
+    pool: &Pool,
+    ids: &[Uuid],
+    next: OffsetDateTime,
+    e: anyhow::Error,
+    failed: &mut Option<anyhow::Error>,
+) -> bool {
+    defer(pool, ids, next).await;
+    let go_on = !source::is_unavailable(&e);
+    failed.get_or_insert(e);
+    go_on
+}
+
+async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
     let r = async {
         let c = pool.get().await?;
         c.execute(
