@@ -782,38 +782,58 @@ impl Config {
     }
 }
 
-/// Plausible's SECRET_KEY_BASE: the environment variable, else the file.
-fn secret_key_base(
-    admin: &AdminConfig,
+/// A secret from the environment variable `var`, else from the file `path`
+/// (config key `key`), without the line end a file written with `echo` has.
+fn secret(
     env: &BTreeMap<String, String>,
+    var: &str,
+    path: Option<&Path>,
+    key: &str,
 ) -> Result<Option<Redacted>, ConfigError> {
-    if let Some(v) = env.get("SECRET_KEY_BASE").filter(|v| !v.is_empty()) {
+    if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
         return Ok(Some(Redacted(v.clone())));
     }
-    let Some(path) = &admin.secret_key_base_file else {
+    let Some(path) = path else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
         bad(
-            "admin.secret_key_base_file",
+            key,
             format!(
                 "cannot read {} ({e}); it must be readable by the daemon's user",
                 path.display()
             ),
         )
     })?;
-    // A file written with `echo` ends with a newline that is not part of the key.
-    let key = text.trim_end_matches(['\n', '\r']);
-    if key.is_empty() {
-        return Err(bad(
-            "admin.secret_key_base_file",
-            format!(
-                "{} is empty; put Plausible's SECRET_KEY_BASE in it",
-                path.display()
-            ),
-        ));
+    Ok(Some(Redacted(
+        text.trim_end_matches(['\n', '\r']).to_string(),
+    )))
+}
+
+/// Plausible's SECRET_KEY_BASE: the environment variable, else the file.
+fn secret_key_base(
+    admin: &AdminConfig,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Redacted>, ConfigError> {
+    const KEY: &str = "admin.secret_key_base_file";
+    let found = secret(
+        env,
+        "SECRET_KEY_BASE",
+        admin.secret_key_base_file.as_deref(),
+        KEY,
+    )?;
+    if let (Some(Redacted(v)), Some(path)) = (&found, &admin.secret_key_base_file) {
+        if v.is_empty() {
+            return Err(bad(
+                KEY,
+                format!(
+                    "{} is empty; put Plausible's SECRET_KEY_BASE in it",
+                    path.display()
+                ),
+            ));
+        }
     }
-    Ok(Some(Redacted(key.to_string())))
+    Ok(found)
 }
 
 /// The ClickHouse password: the environment variable, else the file.
@@ -821,25 +841,12 @@ fn clickhouse_password(
     a: &AnalyticsConfig,
     env: &BTreeMap<String, String>,
 ) -> Result<Option<Redacted>, ConfigError> {
-    if let Some(v) = env.get("CLICKHOUSE_PASSWORD").filter(|v| !v.is_empty()) {
-        return Ok(Some(Redacted(v.clone())));
-    }
-    let Some(path) = &a.clickhouse_password_file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        bad(
-            "analytics.clickhouse_password_file",
-            format!(
-                "cannot read {} ({e}); it must be readable by the daemon's user",
-                path.display()
-            ),
-        )
-    })?;
-    // A file written with `echo` ends with a newline that is not part of it.
-    Ok(Some(Redacted(
-        text.trim_end_matches(['\n', '\r']).to_string(),
-    )))
+    secret(
+        env,
+        "CLICKHOUSE_PASSWORD",
+        a.clickhouse_password_file.as_deref(),
+        "analytics.clickhouse_password_file",
+    )
 }
 
 /// A plain SQL identifier: letters, digits and `_`, not starting with a digit.
