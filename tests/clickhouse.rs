@@ -288,37 +288,21 @@ impl Twin {
 
     /// Loads `evs` into PostgreSQL's events_v2 and into ClickHouse's.
     async fn events(&self, evs: &[Ev]) {
-        let site: Vec<i64> = evs.iter().map(|e| e.site).collect();
-        let at: Vec<OffsetDateTime> = evs.iter().map(|e| e.at).collect();
-        let name: Vec<&str> = evs.iter().map(|e| e.name.as_str()).collect();
-        let path: Vec<&str> = evs.iter().map(|e| e.path.as_str()).collect();
-        let user: Vec<i64> = evs.iter().map(|e| e.user).collect();
-        let session: Vec<i64> = evs.iter().map(|e| e.session).collect();
-        let source: Vec<&str> = evs.iter().map(|e| e.source.as_str()).collect();
-        let meta: Vec<Value> = evs
+        let rows: Vec<common::EventRow> = evs
             .iter()
-            .map(|e| {
-                json!({
-                    "k": e.meta.iter().map(|m| &m.0).collect::<Vec<_>>(),
-                    "v": e.meta.iter().map(|m| &m.1).collect::<Vec<_>>(),
-                })
+            .map(|e| common::EventRow {
+                site_id: e.site,
+                at: e.at,
+                name: &e.name,
+                path: &e.path,
+                user: e.user,
+                session: e.session,
+                source: &e.source,
+                meta: &e.meta,
+                scroll: e.scroll,
             })
             .collect();
-        let scroll: Vec<Option<i16>> = evs.iter().map(|e| e.scroll).collect();
-        self.pg
-            .env
-            .db
-            .execute(
-                "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source, meta_key, meta_value, scroll_depth)
-                 SELECT s, a AT TIME ZONE 'UTC', n, p, u, se, src,
-                        ARRAY(SELECT jsonb_array_elements_text(m->'k')),
-                        ARRAY(SELECT jsonb_array_elements_text(m->'v')), sc
-                 FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::jsonb[], $9::int2[])
-                      AS x(s, a, n, p, u, se, src, m, sc)",
-                &[&site, &at, &name, &path, &user, &session, &source, &meta, &scroll],
-            )
-            .await
-            .unwrap();
+        common::insert_events(&self.pg.env.db, &rows).await;
         let ch: Vec<ChEvent> = evs
             .iter()
             .map(|e| ChEvent {

@@ -186,6 +186,51 @@ impl Env {
     }
 }
 
+/// One analytics row: the events_v2 columns triggers read.
+pub struct EventRow<'a> {
+    pub site_id: i64,
+    pub at: time::OffsetDateTime,
+    pub name: &'a str,
+    pub path: &'a str,
+    pub user: i64,
+    pub session: i64,
+    pub source: &'a str,
+    pub meta: &'a [(String, String)],
+    pub scroll: Option<i16>,
+}
+
+/// Writes `rows` into the PostgreSQL analytics table events_v2, in one statement.
+pub async fn insert_events(db: &tokio_postgres::Client, rows: &[EventRow<'_>]) {
+    let site: Vec<i64> = rows.iter().map(|e| e.site_id).collect();
+    let at: Vec<time::OffsetDateTime> = rows.iter().map(|e| e.at).collect();
+    let name: Vec<&str> = rows.iter().map(|e| e.name).collect();
+    let path: Vec<&str> = rows.iter().map(|e| e.path).collect();
+    let user: Vec<i64> = rows.iter().map(|e| e.user).collect();
+    let session: Vec<i64> = rows.iter().map(|e| e.session).collect();
+    let source: Vec<&str> = rows.iter().map(|e| e.source).collect();
+    let meta: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "k": e.meta.iter().map(|m| &m.0).collect::<Vec<_>>(),
+                "v": e.meta.iter().map(|m| &m.1).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let scroll: Vec<Option<i16>> = rows.iter().map(|e| e.scroll).collect();
+    db.execute(
+        "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source, meta_key, meta_value, scroll_depth)
+         SELECT s, a AT TIME ZONE 'UTC', n, p, u, se, src,
+                ARRAY(SELECT jsonb_array_elements_text(m->'k')),
+                ARRAY(SELECT jsonb_array_elements_text(m->'v')), sc
+         FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], $8::jsonb[], $9::int2[])
+              AS x(s, a, n, p, u, se, src, m, sc)",
+        &[&site, &at, &name, &path, &user, &session, &source, &meta, &scroll],
+    )
+    .await
+    .unwrap();
+}
+
 /// A behaviour that answers by the request's position for its webhook-id.
 pub fn by_attempt(
     f: impl Fn(usize) -> plausible_webhooks::testkit::receiver::Reply + Send + Sync + 'static,
