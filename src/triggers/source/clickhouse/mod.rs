@@ -127,73 +127,102 @@ impl ClickhouseSource {
         }
     }
 
-    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+    /// Asks `query` of the windows (with their bucket sizes), grouped by
+    /// bounds, `WINDOWS_PER_QUERY` at a time. Each answer row starts with its
+    /// group and site, then `columns - 2` values; returns, per window asked,
+    /// the rest of the rows of its (group, site), empty when none.
+    async fn per_window(
+        &self,
+        windows: &[(Window, i64)],
+        columns: usize,
+        query: impl Fn(&Group) -> String,
+        what: &'static str,
+    ) -> Result<Vec<Vec<Vec<Vec<u8>>>>> {
         let mut out = Vec::with_capacity(windows.len());
         for chunk in windows.chunks(WINDOWS_PER_QUERY) {
-            let groups = Groups::of(chunk.iter().map(|w| (w, 0)));
-            let q = groups.union(|g| {
-                format!(
-                    "SELECT toUInt32({}) AS g, site_id, uniq(user_id) FROM {}
-                     WHERE site_id IN ({}) AND {} AND name != 'engagement'
-                     GROUP BY site_id",
-                    g.index,
-                    self.table,
-                    g.sites(),
-                    span(g.from, g.to)
-                )
-            });
-            let rows = self.rows(q, 3).await.context("counting unique visitors")?;
-            let mut found = HashMap::new();
-            for r in rows {
-                found.insert((int(&r[0])? as usize, int(&r[1])?), int(&r[2])?);
+            let groups = Groups::of(chunk.iter().map(|(w, b)| (w, *b)));
+            let rows = self
+                .rows(groups.union(&query), columns)
+                .await
+                .context(what)?;
+            let mut found: HashMap<(usize, i64), Vec<Vec<Vec<u8>>>> = HashMap::new();
+            for mut r in rows {
+                let key = (int(&r[0])? as usize, int(&r[1])?);
+                found.entry(key).or_default().push(r.split_off(2));
             }
             out.extend(
                 groups
                     .members
                     .iter()
-                    .map(|&(g, site)| found.get(&(g, site)).copied().unwrap_or(0)),
+                    .map(|key| found.get(key).cloned().unwrap_or_default()),
             );
         }
         Ok(out)
     }
 
+    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+        let windows: Vec<(Window, i64)> = windows.iter().map(|w| (*w, 0)).collect();
+        let found = self
+            .per_window(
+                &windows,
+                3,
+                |g| {
+                    format!(
+                        "SELECT toUInt32({}) AS g, site_id, uniq(user_id) FROM {}
+                         WHERE site_id IN ({}) AND {} AND name != 'engagement'
+                         GROUP BY site_id",
+                        g.index,
+                        self.table,
+                        g.sites(),
+                        span(g.from, g.to)
+                    )
+                },
+                "counting unique visitors",
+            )
+            .await?;
+        found
+            .iter()
+            .map(|rows| rows.first().map_or(Ok(0), |r| int(&r[0])))
+            .collect()
+    }
+
     pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
-        let mut out = Vec::with_capacity(windows.len());
-        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
-            let groups = Groups::of(chunk.iter().map(|(w, b)| (w, (*b).max(1))));
-            let q = groups.union(|g| {
-                format!(
-                    "SELECT toUInt32({}) AS g, site_id, min(first), sum(u) FROM (
-                         SELECT site_id, intDiv(toUnixTimestamp(`timestamp`), {}) AS bucket,
-                                min(toUnixTimestamp(`timestamp`)) AS first,
-                                uniqIf(user_id, name != 'engagement') AS u
-                         FROM {} WHERE site_id IN ({}) AND {}
-                         GROUP BY site_id, bucket)
-                     GROUP BY site_id",
-                    g.index,
-                    g.bucket,
-                    self.table,
-                    g.sites(),
-                    span(g.from, g.to)
-                )
-            });
-            let rows = self.rows(q, 4).await.context("reading traffic history")?;
-            let mut found = HashMap::new();
-            for r in rows {
-                found.insert(
-                    (int(&r[0])? as usize, int(&r[1])?),
-                    (int(&r[2])?, int(&r[3])?),
-                );
-            }
-            for (&(g, site), (w, _)) in groups.members.iter().zip(chunk) {
-                out.push(match found.get(&(g, site)) {
-                    // (sum, seconds of the window the site has data for)
-                    Some(&(first, sum)) => (sum, (w.to.unix_timestamp() - first).max(0) as f64),
-                    None => (0, 0.0),
-                });
-            }
-        }
-        Ok(out)
+        let buckets: Vec<(Window, i64)> = windows.iter().map(|(w, b)| (*w, (*b).max(1))).collect();
+        let found = self
+            .per_window(
+                &buckets,
+                4,
+                |g| {
+                    format!(
+                        "SELECT toUInt32({}) AS g, site_id, min(first), sum(u) FROM (
+                             SELECT site_id, intDiv(toUnixTimestamp(`timestamp`), {}) AS bucket,
+                                    min(toUnixTimestamp(`timestamp`)) AS first,
+                                    uniqIf(user_id, name != 'engagement') AS u
+                             FROM {} WHERE site_id IN ({}) AND {}
+                             GROUP BY site_id, bucket)
+                         GROUP BY site_id",
+                        g.index,
+                        g.bucket,
+                        self.table,
+                        g.sites(),
+                        span(g.from, g.to)
+                    )
+                },
+                "reading traffic history",
+            )
+            .await?;
+        // (sum, seconds of the window the site has data for)
+        found
+            .iter()
+            .zip(windows)
+            .map(|(rows, (w, _))| match rows.first() {
+                Some(r) => Ok((
+                    int(&r[1])?,
+                    (w.to.unix_timestamp() - int(&r[0])?).max(0) as f64,
+                )),
+                None => Ok((0, 0.0)),
+            })
+            .collect()
     }
 
     pub async fn top_sources(&self, windows: &[Window], n: i64) -> Result<Vec<Vec<Ranked>>> {
@@ -220,52 +249,47 @@ impl ClickhouseSource {
         column: &str,
         filter: &str,
     ) -> Result<Vec<Vec<Ranked>>> {
-        let mut out = Vec::with_capacity(windows.len());
-        for chunk in windows.chunks(WINDOWS_PER_QUERY) {
-            let groups = Groups::of(chunk.iter().map(|w| (w, 0)));
-            let q = groups.union(|g| {
-                format!(
-                    "SELECT toUInt32({}) AS g, site_id, {column} AS value, uniq(user_id) AS v FROM {}
-                     WHERE site_id IN ({}) AND {} AND {filter}
-                     GROUP BY site_id, value
-                     ORDER BY site_id, v DESC, value
-                     LIMIT {} BY site_id",
-                    g.index,
-                    self.table,
-                    g.sites(),
-                    span(g.from, g.to),
-                    n.max(0)
-                )
-            });
-            let rows = self
-                .rows(q, 4)
-                .await
-                .with_context(|| format!("ranking {column}"))?;
-            // (group, site) -> [(value's bytes, visitors)]
-            type Found = HashMap<(usize, i64), Vec<(Vec<u8>, i64)>>;
-            let mut found = Found::new();
-            for mut r in rows {
-                let v = int(&r[3])?;
-                let key = (int(&r[0])? as usize, int(&r[1])?);
-                found
-                    .entry(key)
-                    .or_default()
-                    .push((std::mem::take(&mut r[2]), v));
-            }
-            for &(g, site) in &groups.members {
-                let mut list = found.get(&(g, site)).cloned().unwrap_or_default();
+        let windows: Vec<(Window, i64)> = windows.iter().map(|w| (*w, 0)).collect();
+        let found = self
+            .per_window(
+                &windows,
+                4,
+                |g| {
+                    format!(
+                        "SELECT toUInt32({}) AS g, site_id, {column} AS value, uniq(user_id) AS v FROM {}
+                         WHERE site_id IN ({}) AND {} AND {filter}
+                         GROUP BY site_id, value
+                         ORDER BY site_id, v DESC, value
+                         LIMIT {} BY site_id",
+                        g.index,
+                        self.table,
+                        g.sites(),
+                        span(g.from, g.to),
+                        n.max(0)
+                    )
+                },
+                "ranking sources or pages",
+            )
+            .await?;
+        found
+            .into_iter()
+            .map(|rows| {
+                // (value's bytes, visitors), ordered on the bytes before they
+                // are decoded (as ClickHouse chose the top n).
+                let mut list = rows
+                    .into_iter()
+                    .map(|mut r| Ok((std::mem::take(&mut r[0]), int(&r[1])?)))
+                    .collect::<Result<Vec<_>>>()?;
                 list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                out.push(
-                    list.into_iter()
-                        .map(|(name, visitors)| Ranked {
-                            name: text(name),
-                            visitors,
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(out)
+                Ok(list
+                    .into_iter()
+                    .map(|(name, visitors)| Ranked {
+                        name: text(name),
+                        visitors,
+                    })
+                    .collect())
+            })
+            .collect()
     }
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
@@ -530,7 +554,7 @@ impl Groups {
         Groups { groups, members }
     }
 
-    fn union(&self, one: impl Fn(&Group) -> String) -> String {
+    fn union(&self, one: &impl Fn(&Group) -> String) -> String {
         let mut q = self
             .groups
             .iter()
