@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::pg::free_port;
 use crate::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
 use crate::triggers::source::clickhouse::sql::string;
 
@@ -348,13 +349,8 @@ fn write_config(
 </yandex>
 "#
     );
-    let reader_sha = {
-        let d = ring::digest::digest(&ring::digest::SHA256, READER_PASSWORD.as_bytes());
-        d.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    // The same lowercase hex SHA-256 as an operator token's.
+    let reader_sha = crate::admin::auth::operator_token_hash(READER_PASSWORD);
     let users = format!(
         r#"<?xml version="1.0"?>
 <yandex>
@@ -381,9 +377,4 @@ fn write_config(
     std::fs::write(dir.join("config.xml"), config)?;
     std::fs::write(dir.join("users.xml"), users)?;
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
 }

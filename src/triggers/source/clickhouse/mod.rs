@@ -436,17 +436,17 @@ impl ClickhouseSource {
 /// alike once decoded: they are merged and their counts added, so each such
 /// event still gets its own ordinal (and its own key, and its own POST).
 fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
-    let key = |c: &Completion| {
+    fn key(c: &Completion) -> (usize, i64, &str, &str, &str, &str) {
         (
             c.scan,
             c.timestamp_us,
-            c.name.clone(),
-            c.pathname.clone(),
-            c.user_id.clone(),
-            c.session_id.clone(),
+            &c.name,
+            &c.pathname,
+            &c.user_id,
+            &c.session_id,
         )
-    };
-    v.sort_by_key(key);
+    }
+    v.sort_by(|a, b| key(a).cmp(&key(b)));
     let mut out: Vec<Completion> = Vec::with_capacity(v.len());
     for c in v {
         match out.last_mut() {
