@@ -232,21 +232,28 @@ async fn read_capped(mut body: hyper::body::Incoming, max: usize) -> (Bytes, boo
 
 /// Flattens hyper's error chain into one line that names the cause.
 fn classify(e: hyper_util::client::legacy::Error) -> SendError {
-    let mut parts = vec![e.to_string()];
     let mut src = std::error::Error::source(&e);
-    let mut refused = None;
     while let Some(s) = src {
         let text = s.to_string();
         if text.starts_with("refused address") {
-            refused = Some(text.clone());
+            return SendError::Refused(text);
         }
+        src = s.source();
+    }
+    SendError::Transport(error_line(&e))
+}
+
+/// An error and its sources as one line, each message once (hyper's words
+/// for a refused connection, DNS, TLS, ...).
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         src = s.source();
     }
-    match refused {
-        Some(r) => SendError::Refused(r),
-        None => SendError::Transport(parts.join(": ")),
-    }
+    parts.join(": ")
 }

@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::sql::excerpt;
-use crate::delivery::client::USER_AGENT_VALUE;
+use crate::delivery::client::{error_line, USER_AGENT_VALUE};
 use crate::triggers::source::Unavailable;
 
 /// After a query timed out, a trivial query must be answered within this for
@@ -187,7 +187,7 @@ impl ChHttp {
                 anyhow::Error::new(Unavailable(format!(
                     "cannot reach {}: {}",
                     self.described,
-                    cause(&e)
+                    error_line(&e)
                 )))
             })?;
             let status = resp.status().as_u16();
@@ -217,20 +217,6 @@ fn error_code(text: &str) -> Option<u32> {
     let rest = text.strip_prefix("Code: ")?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
-}
-
-/// hyper's error chain as one line (connection refused, DNS, TLS, ...).
-fn cause(e: &hyper_util::client::legacy::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
