@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 
 use common::Env;
 use plausible_webhooks::config::Config;
-use plausible_webhooks::testkit::clickhouse::{ChEvent, ChServer, ChTls};
+use plausible_webhooks::testkit::clickhouse::{ChEngine, ChEvent, ChServer, ChTls};
 use plausible_webhooks::testkit::receiver::always;
 use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use plausible_webhooks::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
@@ -34,13 +34,38 @@ fn t0() -> OffsetDateTime {
     now - Duration::nanoseconds(now.nanosecond() as i64)
 }
 
-async fn server() -> ChServer {
-    let s = ChServer::start(None)
+async fn server(engine: ChEngine) -> ChServer {
+    let s = ChServer::start_engine(engine, None)
         .await
-        .expect("starting clickhouse-server");
+        .unwrap_or_else(|e| panic!("starting {}: {e:#}", engine.name()));
     s.create_events_table().await.unwrap();
     s
 }
+
+/// Runs the test `$name(engine)` once per engine: the oldest supported
+/// server (Debian's clickhouse-server 18.16) and a current engine (chDB
+/// 26.x, the SQL of Plausible CE's 24.x and later).
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clickhouse_18() {
+                super::$name(super::ChEngine::Server).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clickhouse_current() {
+                super::$name(super::ChEngine::Chdb).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    parity_spikes_drops_and_every_goal_kind_with_hostile_values,
+    bytes_postgres_cannot_hold_are_read_whole,
+    credentials_and_a_bad_table_are_named,
+    a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
+);
 
 fn ch_config(env: &Env, toml: &str) -> Config {
     let mut env_vars = std::collections::BTreeMap::new();
@@ -176,8 +201,8 @@ struct Twin {
 }
 
 impl Twin {
-    async fn new() -> Twin {
-        let server = server().await;
+    async fn new(engine: ChEngine) -> Twin {
+        let server = server(engine).await;
         let pg_env = Env::new().await;
         let ch_env = Env::new().await;
         let mut sites = vec![pg_env.site_id];
@@ -365,9 +390,8 @@ impl Twin {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values() {
-    let k = Twin::new().await;
+async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values(engine: ChEngine) {
+    let k = Twin::new(engine).await;
     let t = t0();
     let [s1, s2, s3] = [k.sites[0], k.sites[1], k.sites[2]];
     let mut rng = fastrand::Rng::with_seed(20261123);
@@ -660,8 +684,8 @@ struct Solo {
 }
 
 impl Solo {
-    async fn new() -> Solo {
-        let server = server().await;
+    async fn new(engine: ChEngine) -> Solo {
+        let server = server(engine).await;
         let env = Env::new().await;
         let cfg = ch_config(&env, &server.analytics_toml(&server.http_url()));
         let webhook: Uuid = env
@@ -697,9 +721,8 @@ impl Solo {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bytes_postgres_cannot_hold_are_read_whole() {
-    let k = Solo::new().await;
+async fn bytes_postgres_cannot_hold_are_read_whole(engine: ChEngine) {
+    let k = Solo::new(engine).await;
     let db = &k.side.env.db;
     let site = k.side.env.site_id;
     let t = t0();
@@ -796,7 +819,7 @@ async fn bytes_postgres_cannot_hold_are_read_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_credentials_and_a_bad_table_are_named() {
+async fn https_with_a_ca_from_the_config_and_refused_without_it() {
     let env = Env::new().await;
     let server = ChServer::start(Some(ChTls {
         cert_file: &env.tls.cert_file,
@@ -843,6 +866,39 @@ async fn https_credentials_and_a_bad_table_are_named() {
         .unwrap_err();
     assert!(is_unavailable(&e), "{e:#}");
     assert!(format!("{e:#}").contains("certificate"), "{e:#}");
+}
+
+async fn credentials_and_a_bad_table_are_named(engine: ChEngine) {
+    let env = Env::new().await;
+    let server = server(engine).await;
+    let source = |toml: String| AnalyticsSource::from_config(&ch_config(&env, &toml)).unwrap();
+    source(server.analytics_toml(&server.http_url()))
+        .check()
+        .await
+        .expect("the read-only user reads events_v2");
+
+    // The engine itself holds the reader to `readonly = 1`: no writes, no settings.
+    {
+        use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
+        let reader = ChHttp::new(ChHttpConfig {
+            endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
+                .unwrap(),
+            database: "plausible_events_db".into(),
+            user: "webhooks".into(),
+            password: Some(plausible_webhooks::testkit::clickhouse::READER_PASSWORD.into()),
+            ca_file: None,
+            connect_timeout: StdDuration::from_secs(2),
+            query_timeout: StdDuration::from_secs(10),
+        })
+        .unwrap();
+        for sql in [
+            "INSERT INTO plausible_events_db.events_v2 (site_id) VALUES (1)",
+            "SET max_threads = 1",
+        ] {
+            let e = reader.query(sql.into()).await.unwrap_err();
+            assert!(format!("{e:#}").contains("readonly"), "{sql}: {e:#}");
+        }
+    }
 
     // A wrong password: refused, naming what to check, never showing it.
     let toml = format!(
@@ -922,7 +978,7 @@ async fn wait_log(log: &std::path::Path, level: &str, what: &str, n: usize) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_deliveries_flow() {
     let env = Env::new().await;
-    let mut server = server().await;
+    let mut server = server(ChEngine::Server).await;
     let rx = env.receiver(always(200)).await;
     // A webhook with a goal trigger for every goal of the site, and a goal.
     let wh = env.webhook(&rx.url("/")).await;
@@ -1065,11 +1121,10 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
     assert!(!text.contains(plausible_webhooks::testkit::clickhouse::READER_PASSWORD));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts() {
+async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts(engine: ChEngine) {
     // 800 page goals with 200-byte paths: about 300 KiB of conditions for one
     // site, past ClickHouse's 256 KiB max_query_size for a single query.
-    let k = Solo::new().await;
+    let k = Solo::new(engine).await;
     let db = &k.side.env.db;
     let site = k.side.env.site_id;
     let t = t0();
@@ -1100,7 +1155,7 @@ async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_query_fails_alone_but_a_hung_server_is_unavailable() {
     use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
-    let server = server().await;
+    let server = server(ChEngine::Server).await;
     let http = ChHttp::new(ChHttpConfig {
         endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
             .unwrap(),

@@ -1,12 +1,19 @@
-//! A throwaway ClickHouse server for the tests: the installed
-//! `clickhouse-server` (Debian's 18.x here) started on free loopback ports
-//! with its own config, users and data in a temp dir, killed on drop (and,
-//! through PR_SET_PDEATHSIG, when the test process dies).
+//! A throwaway ClickHouse for the tests, in one of two engines:
 //!
-//! Two users: `default` (no password, loopback only) sets up tables and
-//! rows; `webhooks` is what the daemon uses, read-only (`readonly = 1`, so
-//! it may not even change a setting) and limited to the events database, as
-//! the README tells operators to set it up.
+//! - [`ChEngine::Server`]: the installed `clickhouse-server` (Debian's 18.16
+//!   here), the real HTTP layer, started on free loopback ports with its own
+//!   config, users and data in a temp dir;
+//! - [`ChEngine::Chdb`]: a current ClickHouse engine (chDB 26.x, ClickHouse's
+//!   own engine in-process, PyPI `chdb-core`) behind `chdb_front.py`, a small
+//!   HTTP front that speaks the part of ClickHouse's HTTP interface the daemon
+//!   uses and runs its SQL unchanged.
+//!
+//! Either is killed on drop (and, through PR_SET_PDEATHSIG, when the test
+//! process dies). Two users: `default` (no password, loopback only) sets up
+//! tables and rows; `webhooks` is what the daemon uses, read-only
+//! (`readonly = 1`, enforced by the engine, so it may not even change a
+//! setting) and limited to the events database, as the README tells
+//! operators to set it up.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,6 +74,49 @@ ORDER BY (site_id, toDate(`timestamp`), name, user_id, `timestamp`)
 SAMPLE BY user_id
 SETTINGS index_granularity = 8192";
 
+/// Plausible's events_v2 as current Plausible creates it, with its column
+/// codecs, for the current engine.
+pub const EVENTS_V2_CURRENT: &str = "CREATE TABLE plausible_events_db.events_v2 (
+    `timestamp` DateTime CODEC(Delta(4), LZ4),
+    name LowCardinality(String),
+    site_id UInt64,
+    user_id UInt64,
+    session_id UInt64,
+    hostname String CODEC(ZSTD(3)),
+    pathname String CODEC(ZSTD(3)),
+    referrer String CODEC(ZSTD(3)),
+    referrer_source String CODEC(ZSTD(3)),
+    country_code FixedString(2),
+    screen_size LowCardinality(String),
+    operating_system LowCardinality(String),
+    browser LowCardinality(String),
+    utm_medium String CODEC(ZSTD(3)),
+    utm_source String CODEC(ZSTD(3)),
+    utm_campaign String CODEC(ZSTD(3)),
+    `meta.key` Array(String) CODEC(ZSTD(3)),
+    `meta.value` Array(String) CODEC(ZSTD(3)),
+    browser_version LowCardinality(String),
+    operating_system_version LowCardinality(String),
+    subdivision1_code LowCardinality(String),
+    subdivision2_code LowCardinality(String),
+    city_geoname_id UInt32,
+    utm_content String CODEC(ZSTD(3)),
+    utm_term String CODEC(ZSTD(3)),
+    revenue_reporting_amount Nullable(Decimal(18, 3)),
+    revenue_reporting_currency FixedString(3),
+    revenue_source_amount Nullable(Decimal(18, 3)),
+    revenue_source_currency FixedString(3),
+    channel LowCardinality(String),
+    click_id_param LowCardinality(String),
+    scroll_depth UInt8,
+    engagement_time UInt32
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(`timestamp`)
+PRIMARY KEY (site_id, toDate(`timestamp`), name, user_id)
+ORDER BY (site_id, toDate(`timestamp`), name, user_id, `timestamp`)
+SAMPLE BY user_id
+SETTINGS index_granularity = 8192";
+
 /// One analytics row, as Plausible writes it (the columns triggers read).
 #[derive(Debug, Clone)]
 pub struct ChEvent {
@@ -82,7 +132,36 @@ pub struct ChEvent {
     pub scroll_depth: u8,
 }
 
+/// Which ClickHouse engine a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChEngine {
+    /// The installed `clickhouse-server` (Debian's 18.16): the oldest version
+    /// the daemon supports, and a real HTTP server (TLS, hangs, restarts).
+    Server,
+    /// chDB's current engine (26.x) behind `chdb_front.py`: the SQL of the
+    /// versions Plausible CE ships (24.x and later: new analyzer, aliases
+    /// required on joined subqueries).
+    Chdb,
+}
+
+impl ChEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChEngine::Server => "clickhouse-server",
+            ChEngine::Chdb => "chdb",
+        }
+    }
+}
+
+/// The chDB front's source, written to each server's temp dir.
+const CHDB_FRONT: &str = include_str!("chdb_front.py");
+
+/// Where `.ci/run` puts the Python environment holding `chdb-core`; override
+/// with `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON` (an interpreter that imports chdb).
+pub const CHDB_VENV: &str = ".cache/plausible-webhooks/chdb-venv";
+
 pub struct ChServer {
+    engine: ChEngine,
     dir: tempfile::TempDir,
     binary: PathBuf,
     http_port: u16,
@@ -111,26 +190,71 @@ impl ChServer {
         })
     }
 
-    /// Starts a server with an HTTP port (and an HTTPS one when `tls` is given).
+    /// The Python interpreter with `chdb-core`: `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON`,
+    /// else the environment `.ci/run` makes under `$HOME`.
+    pub fn chdb_python() -> Result<PathBuf> {
+        if let Some(p) = std::env::var_os("PLAUSIBLE_WEBHOOKS_CHDB_PYTHON") {
+            return Ok(PathBuf::from(p));
+        }
+        let home = std::env::var_os("HOME").context("HOME is not set")?;
+        let p = PathBuf::from(home).join(CHDB_VENV).join("bin/python3");
+        if p.is_file() {
+            Ok(p)
+        } else {
+            bail!(
+                "no Python with chdb-core at {}: run .ci/run (it makes it with \
+                 `python3 -m venv ~/{CHDB_VENV} && ~/{CHDB_VENV}/bin/pip install chdb-core`), \
+                 or set PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
+                p.display()
+            )
+        }
+    }
+
+    /// Starts the installed clickhouse-server with an HTTP port (and an
+    /// HTTPS one when `tls` is given).
     pub async fn start(tls: Option<ChTls<'_>>) -> Result<ChServer> {
-        let binary = Self::binary().context(
-            "clickhouse-server is not installed; `apt-get install clickhouse-server` (.ci/run does)",
-        )?;
+        Self::start_engine(ChEngine::Server, tls).await
+    }
+
+    /// Starts `engine` (TLS only on [`ChEngine::Server`]).
+    pub async fn start_engine(engine: ChEngine, tls: Option<ChTls<'_>>) -> Result<ChServer> {
+        let binary = match engine {
+            ChEngine::Server => Self::binary().context(
+                "clickhouse-server is not installed; `apt-get install clickhouse-server` (.ci/run does)",
+            )?,
+            ChEngine::Chdb => {
+                if tls.is_some() {
+                    bail!("the chDB front speaks plain HTTP only; use ChEngine::Server for TLS");
+                }
+                Self::chdb_python()?
+            }
+        };
         let mut last = None;
         for _ in 0..5 {
             let dir = tempfile::Builder::new()
                 .prefix("plausible-webhooks-ch-")
                 .tempdir()
                 .context("creating a temp dir for ClickHouse")?;
-            let http_port = free_port()?;
+            // The chDB front binds a free port itself and reports it.
+            let http_port = match engine {
+                ChEngine::Server => free_port()?,
+                ChEngine::Chdb => 0,
+            };
             let https_port = if tls.is_some() {
                 Some(free_port()?)
             } else {
                 None
             };
-            write_config(dir.path(), http_port, https_port, tls.as_ref())?;
+            match engine {
+                ChEngine::Server => write_config(dir.path(), http_port, https_port, tls.as_ref())?,
+                ChEngine::Chdb => {
+                    std::fs::write(dir.path().join("chdb_front.py"), CHDB_FRONT)?;
+                    std::fs::create_dir_all(dir.path().join("data"))?;
+                }
+            }
             let admin = admin_client(http_port)?;
             let mut s = ChServer {
+                engine,
                 dir,
                 binary: binary.clone(),
                 http_port,
@@ -147,17 +271,43 @@ impl ChServer {
         Err(last.expect("tried at least once"))
     }
 
+    pub fn engine(&self) -> ChEngine {
+        self.engine
+    }
+
     /// Starts the (stopped) server again, same ports and data.
     pub async fn start_again(&mut self) -> Result<()> {
+        let d = self.dir.path();
+        let port_file = d.join("port");
         let mut cmd = Command::new(&self.binary);
-        cmd.arg(format!(
-            "--config-file={}",
-            self.dir.path().join("config.xml").display()
-        ))
-        .current_dir(self.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        match self.engine {
+            ChEngine::Server => {
+                cmd.arg(format!("--config-file={}", d.join("config.xml").display()));
+            }
+            ChEngine::Chdb => {
+                let _ = std::fs::remove_file(&port_file);
+                let reader_sha = crate::admin::auth::operator_token_hash(READER_PASSWORD);
+                cmd.arg(d.join("chdb_front.py"))
+                    .arg("--data")
+                    .arg(d.join("data"))
+                    .arg("--port")
+                    .arg(self.http_port.to_string())
+                    .arg("--port-file")
+                    .arg(&port_file)
+                    .args(["--reader", READER_USER])
+                    .args(["--reader-password-sha256", &reader_sha])
+                    .args(["--reader-database", DATABASE])
+                    // A non-UTC server timezone, as for clickhouse-server below.
+                    .env("TZ", "Europe/Berlin")
+                    .stderr(std::fs::File::create(d.join("err.log"))?);
+            }
+        }
+        cmd.current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if self.engine == ChEngine::Server {
+            cmd.stderr(Stdio::null());
+        }
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             use std::os::unix::process::CommandExt as _;
@@ -166,25 +316,33 @@ impl ChServer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("starting clickhouse-server")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.engine.name()))?;
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
-                    let log = std::fs::read_to_string(self.dir.path().join("err.log"))
-                        .unwrap_or_default();
+                    let log = std::fs::read_to_string(d.join("err.log")).unwrap_or_default();
                     bail!(
-                        "clickhouse-server exited ({status}): {}",
+                        "{} exited ({status}): {}",
+                        self.engine.name(),
                         log.lines().rev().take(8).collect::<Vec<_>>().join("\n")
                     );
                 }
             }
-            if self.exec("SELECT 1").await.is_ok() {
+            if self.engine == ChEngine::Chdb && self.http_port == 0 {
+                if let Ok(p) = std::fs::read_to_string(&port_file) {
+                    self.http_port = p.trim().parse().context("the chDB front's port file")?;
+                    self.admin = admin_client(self.http_port)?;
+                }
+            }
+            if self.http_port != 0 && self.exec("SELECT 1").await.is_ok() {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                bail!("clickhouse-server did not answer within 60 s");
+                bail!("{} did not answer within 60 s", self.engine.name());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -236,7 +394,11 @@ impl ChServer {
     pub async fn create_events_table(&self) -> Result<()> {
         self.exec(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"))
             .await?;
-        self.exec(EVENTS_V2).await?;
+        self.exec(match self.engine {
+            ChEngine::Server => EVENTS_V2,
+            ChEngine::Chdb => EVENTS_V2_CURRENT,
+        })
+        .await?;
         Ok(())
     }
 

@@ -346,7 +346,9 @@ impl ClickhouseSource {
         out: &mut Vec<Completion>,
     ) -> Result<()> {
         // arraySum of one array, not a chain of `+`: 18.x analyses a flat
-        // list much faster than a 64-deep expression.
+        // list much faster than a 64-deep expression. Both joined subqueries
+        // carry an alias: 24.x and later refuse them without one
+        // (`joined_subquery_requires_alias`, mandatory with the analyzer).
         let mask = format!(
             "arraySum([{}])",
             conds
@@ -393,12 +395,12 @@ impl ClickhouseSource {
                  SELECT site_id, toUnixTimestamp(`timestamp`) AS t, name, pathname, user_id, session_id,
                         ({mask}) AS w
                  FROM {}
-                 WHERE site_id IN ({}) AND name IN ({}) AND {} AND w != 0)
+                 WHERE site_id IN ({}) AND name IN ({}) AND {} AND w != 0) AS ev
              ALL INNER JOIN (
                  SELECT arrayJoin([{table}]) AS x,
                         toUInt32(tupleElement(x, 1)) AS k, toUInt64(tupleElement(x, 2)) AS site_id,
                         toUInt32(tupleElement(x, 3)) AS f, toUInt32(tupleElement(x, 4)) AS u,
-                        toUInt64(tupleElement(x, 5)) AS m)
+                        toUInt64(tupleElement(x, 5)) AS m) AS scans
              USING site_id
              WHERE t > f AND t <= u AND bitAnd(w, m) != 0
              GROUP BY k, t, name, pathname, user_id, session_id
