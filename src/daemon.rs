@@ -32,7 +32,8 @@ use crate::queue::completer::{self, Completer, CompleterConfig};
 use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
 use crate::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use crate::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
-use crate::triggers::source::AnalyticsSource;
+use crate::triggers::source::checker::SourceChecker;
+use crate::triggers::source::{AnalyticsSource, SourceStatus};
 
 /// How long the completer may keep retrying a write after the grace period.
 pub const COMPLETER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +56,8 @@ pub struct Daemon {
     give_up: CancellationToken,
     tracker: TaskTracker,
     listener_up: watch::Receiver<bool>,
+    /// The analytics source check's verdicts (None with triggers off).
+    analytics: Option<watch::Receiver<SourceStatus>>,
     handles: Vec<tokio::task::JoinHandle<()>>,
     claimer: tokio::task::JoinHandle<()>,
     completer: tokio::task::JoinHandle<()>,
@@ -171,15 +174,19 @@ impl Daemon {
             supervise("rescuer", rescuer.start(stop.clone()), fatal.clone()),
             supervise("cleaner", cleaner.start(stop.clone()), fatal.clone()),
         ];
+        let mut analytics = None;
         if cfg.triggers.enabled {
             let (evaluator, scanner, source) = trigger_services(&cfg, &pool)?;
-            // Deliveries must flow even when analytics cannot be read: warn, run on.
-            if let Err(e) = source.check().await {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "triggers cannot read analytics yet; they are retried every round"
-                );
-            }
+            // Deliveries must flow even when analytics cannot be read or
+            // refuses a statement: the verdict is logged and handed to
+            // /readyz, and the daemon runs on.
+            let (checker, status) = SourceChecker::first(source).await;
+            analytics = Some(status);
+            handles.push(supervise(
+                "source_checker",
+                checker.start(stop.clone()),
+                fatal.clone(),
+            ));
             handles.push(supervise(
                 "evaluator",
                 evaluator.start(stop.clone()),
@@ -203,6 +210,7 @@ impl Daemon {
             give_up,
             tracker,
             listener_up,
+            analytics,
             handles,
             claimer,
             completer,
@@ -213,6 +221,12 @@ impl Daemon {
     /// True while the LISTEN connection is up.
     pub fn listener_connected(&self) -> watch::Receiver<bool> {
         self.listener_up.clone()
+    }
+
+    /// The analytics source check's latest verdict, as it changes (None
+    /// when triggers are off).
+    pub fn analytics_status(&self) -> Option<watch::Receiver<SourceStatus>> {
+        self.analytics.clone()
     }
 
     /// Waits until the listener is connected (what READY=1 means).
@@ -331,6 +345,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             let state = crate::admin::http::AdminState::new(
                 db::pool(&cfg.database.url, crate::admin::http::ADMIN_POOL_SIZE)?,
                 daemon.listener_connected(),
+                daemon.analytics_status(),
                 &cfg,
             );
             match async { crate::admin::http::AdminServer::start(addr, state?).await }.await {

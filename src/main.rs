@@ -99,8 +99,15 @@ async fn check(cfg: &Config) -> anyhow::Result<()> {
     println!("https client: ok");
     if cfg.triggers.enabled {
         let source = plausible_webhooks::triggers::source::AnalyticsSource::from_config(cfg)?;
-        source.check().await?;
-        println!("analytics: ok ({})", source.describe());
+        // Every statement triggers send, over an empty window: a refused one
+        // fails here, named, with the server's text.
+        let checked = source.check().await?;
+        println!(
+            "analytics: ok ({}, server version {}, {} statements answered)",
+            source.describe(),
+            checked.version,
+            checked.statements
+        );
     }
     println!(
         "{}",

@@ -65,6 +65,7 @@ on_both_engines!(
     bytes_postgres_cannot_hold_are_read_whole,
     credentials_and_a_bad_table_are_named,
     a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
+    check_runs_every_statement_and_names_the_one_refused,
 );
 
 fn ch_config(env: &Env, toml: &str) -> Config {
@@ -946,6 +947,66 @@ async fn credentials_and_a_bad_table_are_named(engine: ChEngine) {
             "{text}"
         );
     }
+}
+
+/// `check` runs every statement the daemon sends and reports the server's
+/// version; a table with every column but one of another type passes the
+/// columns query and fails the statement that compares it, named, with the
+/// server's own text.
+async fn check_runs_every_statement_and_names_the_one_refused(engine: ChEngine) {
+    let env = Env::new().await;
+    let server = server(engine).await;
+    let toml = server.analytics_toml(&server.http_url());
+    let checked = AnalyticsSource::from_config(&ch_config(&env, &toml))
+        .unwrap()
+        .check()
+        .await
+        .expect("every statement is answered");
+    let version = server
+        .exec("SELECT version() FORMAT TabSeparated")
+        .await
+        .unwrap();
+    assert_eq!(checked.version, version.trim(), "{}", engine.name());
+    assert!(
+        checked.version.chars().next().unwrap().is_ascii_digit(),
+        "{checked:?}"
+    );
+    assert_eq!(checked.statements, 11, "{checked:?}");
+
+    // events_v2's columns, `meta.value` a String instead of an array: only
+    // the event goal's property match is refused.
+    server
+        .exec(
+            "CREATE TABLE plausible_events_db.events_text_meta (
+                 `timestamp` DateTime, name String, site_id UInt64, user_id UInt64,
+                 session_id UInt64, pathname String, referrer_source String,
+                 `meta.key` Array(String), `meta.value` String, scroll_depth UInt8
+             ) ENGINE = MergeTree ORDER BY (site_id, `timestamp`)",
+        )
+        .await
+        .unwrap();
+    let e = AnalyticsSource::from_config(&ch_config(
+        &env,
+        &format!("{toml}table = \"events_text_meta\"\n"),
+    ))
+    .unwrap()
+    .check()
+    .await
+    .unwrap_err();
+    let text = format!("{e:#}");
+    assert!(!is_unavailable(&e), "{text}");
+    assert!(
+        plausible_webhooks::triggers::source::is_incompatible(&e),
+        "{text}"
+    );
+    assert!(
+        text.contains("the goal completions query (event goal with custom props) failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Code: 43") && text.contains("function arrayExists must be"),
+        "the server's text: {text}"
+    );
 }
 
 /// The daemon's JSON log lines at `level` whose message contains `what`.

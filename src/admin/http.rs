@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Authenticator;
 use super::metrics;
 use crate::config::Config;
+use crate::triggers::source::SourceStatus;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -35,6 +36,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AdminState {
     pub pool: Pool,
     pub listener_up: watch::Receiver<bool>,
+    /// The daemon's analytics source check, handed over by the daemon (None
+    /// with triggers off).
+    pub analytics: Option<watch::Receiver<SourceStatus>>,
     /// Set when the daemon starts draining: `/readyz` then answers 503.
     pub stopping: AtomicBool,
     pub auth: Authenticator,
@@ -50,10 +54,16 @@ pub struct AdminState {
 pub const ADMIN_POOL_SIZE: usize = 4;
 
 impl AdminState {
-    pub fn new(pool: Pool, listener_up: watch::Receiver<bool>, cfg: &Config) -> Result<AdminState> {
+    pub fn new(
+        pool: Pool,
+        listener_up: watch::Receiver<bool>,
+        analytics: Option<watch::Receiver<SourceStatus>>,
+        cfg: &Config,
+    ) -> Result<AdminState> {
         Ok(AdminState {
             pool,
             listener_up,
+            analytics,
             stopping: AtomicBool::new(false),
             auth: Authenticator::new(&cfg.admin),
             cfg: cfg.clone(),
@@ -175,8 +185,18 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
-/// Ready = the database answers, the schema is current, LISTEN is up, and the
-/// daemon is not draining. Each check is reported by name.
+/// Ready = the database answers, the schema is current, LISTEN is up, the
+/// analytics source is not incompatible, and the daemon is not draining.
+/// Each check is reported by name.
+///
+/// `analytics` is the daemon's last source check (it runs at start, soon
+/// after a trigger query fails, and periodically). A source that refuses a
+/// statement triggers send (`incompatible`) makes the daemon not ready: its
+/// triggers cannot work until an operator fixes the source. One that merely
+/// cannot be asked (`unavailable`: down, slow, refusing credentials) is
+/// reported with `"ok": false` but does not: deliveries flow without
+/// analytics and triggers resume by themselves once it answers, so taking
+/// the instance out of service would stop deliveries and fix nothing.
 async fn readyz(state: &AdminState) -> HttpResponse {
     let listener = *state.listener_up.borrow();
     let stopping = state.stopping.load(Ordering::Relaxed);
@@ -204,7 +224,9 @@ async fn readyz(state: &AdminState) -> HttpResponse {
             Err("unknown (database unreachable)".into()),
         ),
     };
-    let ready = database.is_ok() && migrations.is_ok() && listener && !stopping;
+    let analytics = state.analytics.as_ref().map(|rx| rx.borrow().clone());
+    let analytics_ready = analytics.as_ref().is_none_or(SourceStatus::ready);
+    let ready = database.is_ok() && migrations.is_ok() && listener && analytics_ready && !stopping;
     let show = |r: &Result<String, String>| match r {
         Ok(s) => json!({"ok": true, "detail": s}),
         Err(s) => json!({"ok": false, "detail": s}),
@@ -216,6 +238,19 @@ async fn readyz(state: &AdminState) -> HttpResponse {
             "migrations": show(&migrations),
             "listener": if listener { json!({"ok": true, "detail": "LISTEN connected"}) }
                         else { json!({"ok": false, "detail": "LISTEN connection down (reconnecting; polling meanwhile)"}) },
+            "analytics": match &analytics {
+                None => json!({"ok": true, "state": "off", "detail": "triggers are off"}),
+                Some(SourceStatus::Compatible { version }) => json!({
+                    "ok": true, "state": "compatible", "version": version,
+                    "detail": format!("every statement answered (server version {version})"),
+                }),
+                Some(SourceStatus::Unavailable(e)) => json!({
+                    "ok": false, "state": "unavailable", "blocks_readiness": false, "detail": e,
+                }),
+                Some(SourceStatus::Incompatible(e)) => json!({
+                    "ok": false, "state": "incompatible", "blocks_readiness": true, "detail": e,
+                }),
+            },
             "draining": stopping,
         }
     });

@@ -5,11 +5,13 @@
 //!
 //! Every window is half-open at the start: `(from, to]`, in UTC.
 
+pub mod checker;
 pub mod clickhouse;
 pub mod postgres;
 
 use anyhow::Result;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::triggers::goals::Goal;
@@ -72,35 +74,189 @@ pub fn is_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<Unavailable>().is_some())
 }
 
-/// The questions triggers ask of analytics events.
-pub enum AnalyticsSource {
+/// The store answers, but refused one of the statements the daemon sends
+/// (a column of another type, a function the server lacks, a user without
+/// the right grant): triggers cannot work until the source is fixed, so the
+/// daemon is not ready. `statement` names the question, `message` carries
+/// the server's own text.
+#[derive(Debug)]
+pub struct Incompatible {
+    pub statement: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Incompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "analytics source is incompatible: the {} failed: {}",
+            self.statement, self.message
+        )
+    }
+}
+impl std::error::Error for Incompatible {}
+
+/// Is `e` (or anything it wraps) an `Incompatible`?
+pub fn is_incompatible(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<Incompatible>().is_some())
+}
+
+/// What a passing `check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The server's version as it reports it (`SHOW server_version`,
+    /// `SELECT version()`).
+    pub version: String,
+    /// How many statements were run (each answered).
+    pub statements: usize,
+}
+
+/// The verdict of the last `check`, as the daemon hands it to `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// Every statement was answered.
+    Compatible { version: String },
+    /// The store could not be asked (a `Unavailable`): deliveries flow
+    /// without analytics and triggers resume by themselves once it answers,
+    /// so this does not make the daemon unready; it is reported.
+    Unavailable(String),
+    /// A statement was refused (a `Incompatible`): not ready.
+    Incompatible(String),
+}
+
+impl SourceStatus {
+    pub fn of(r: &Result<Checked>) -> SourceStatus {
+        match r {
+            Ok(c) => SourceStatus::Compatible {
+                version: c.version.clone(),
+            },
+            Err(e) if is_unavailable(e) => SourceStatus::Unavailable(format!("{e:#}")),
+            Err(e) => SourceStatus::Incompatible(format!("{e:#}")),
+        }
+    }
+
+    /// Only a refused statement holds readiness back.
+    pub fn ready(&self) -> bool {
+        !matches!(self, SourceStatus::Incompatible(_))
+    }
+}
+
+/// The empty instant every check asks about: a zero-length window (no
+/// event can lie in `(t, t]`) at the start of 1970-01-02, for site 0, which
+/// Plausible never numbers. Every statement is still planned and analysed
+/// in full by the server, so a refused one fails the check.
+pub const PROBE_SITE: i64 = 0;
+pub const PROBE_AT: OffsetDateTime = time::macros::datetime!(1970-01-02 00:00 UTC);
+
+/// One goal of each kind the daemon scans for, on the probe site.
+fn probe_goals() -> Vec<(&'static str, Goal)> {
+    use crate::triggers::goals::GoalKind;
+    let goal = |id, kind| Goal {
+        id,
+        site_id: PROBE_SITE,
+        display_name: "check".into(),
+        kind,
+    };
+    vec![
+        (
+            "goal completions query (event goal with custom props)",
+            goal(
+                1,
+                GoalKind::Event {
+                    event_name: "Signup".into(),
+                    custom_props: [("plan".to_string(), "pro".to_string())].into(),
+                },
+            ),
+        ),
+        (
+            "goal completions query (exact page goal)",
+            goal(
+                2,
+                GoalKind::Page {
+                    page_path: "/pricing".into(),
+                },
+            ),
+        ),
+        (
+            "goal completions query (wildcard page goal)",
+            goal(
+                3,
+                GoalKind::Page {
+                    page_path: "/blog/**".into(),
+                },
+            ),
+        ),
+        (
+            "goal completions query (scroll goal)",
+            goal(
+                4,
+                GoalKind::Scroll {
+                    page_path: "/docs/*".into(),
+                    threshold: 50,
+                },
+            ),
+        ),
+    ]
+}
+
+/// The store behind an `AnalyticsSource`.
+enum Store {
     Postgres(postgres::PostgresSource),
     Clickhouse(Box<clickhouse::ClickhouseSource>),
 }
 
-/// Calls the same method on whichever source this is.
+/// The questions triggers ask of analytics events.
+pub struct AnalyticsSource {
+    store: Store,
+    /// Notified whenever a question fails: the daemon's source check runs
+    /// again then, so `/readyz` learns of a source turned incompatible.
+    failed: Notify,
+}
+
+/// Calls the same method on whichever store this is.
 macro_rules! each {
     ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            AnalyticsSource::Postgres($s) => $call,
-            AnalyticsSource::Clickhouse($s) => $call,
+        match &$self.store {
+            Store::Postgres($s) => $call,
+            Store::Clickhouse($s) => $call,
         }
     };
 }
 
+/// A statement's failure during `check`: `Unavailable` as it is, anything
+/// else as the `Incompatible` statement it is.
+fn refused<T>(statement: &'static str, r: Result<T>) -> Result<T> {
+    r.map_err(|e| {
+        if is_unavailable(&e) {
+            e
+        } else {
+            Incompatible {
+                statement,
+                message: format!("{e:#}"),
+            }
+            .into()
+        }
+    })
+}
+
 impl AnalyticsSource {
     pub fn from_config(cfg: &Config) -> Result<AnalyticsSource> {
-        match cfg.analytics.source.as_str() {
-            "postgres" => Ok(AnalyticsSource::Postgres(postgres::PostgresSource::new(
+        let store = match cfg.analytics.source.as_str() {
+            "postgres" => Store::Postgres(postgres::PostgresSource::new(
                 cfg.analytics.url(&cfg.database),
                 &cfg.analytics.table,
                 std::time::Duration::from_millis(cfg.analytics.query_timeout_ms),
-            )?)),
-            "clickhouse" => Ok(AnalyticsSource::Clickhouse(Box::new(
-                clickhouse::ClickhouseSource::new(&cfg.analytics)?,
-            ))),
+            )?),
+            "clickhouse" => {
+                Store::Clickhouse(Box::new(clickhouse::ClickhouseSource::new(&cfg.analytics)?))
+            }
             other => anyhow::bail!("analytics.source `{other}` is not supported"),
-        }
+        };
+        Ok(AnalyticsSource {
+            store,
+            failed: Notify::new(),
+        })
     }
 
     /// For log lines: which store, never credentials.
@@ -108,9 +264,82 @@ impl AnalyticsSource {
         each!(self, s => s.describe())
     }
 
-    /// Is the source reachable, with the columns triggers read?
-    pub async fn check(&self) -> Result<()> {
-        each!(self, s => s.check().await)
+    /// Proves the source works: reads the server's version, checks the
+    /// columns, then runs every statement the daemon sends (unique visitors,
+    /// bucketed visitors for derived thresholds, top sources, top pages,
+    /// goal completions for each goal kind alone and all together), each
+    /// built by the source's own query functions, over the empty probe
+    /// window. Fails with `Unavailable` when the store cannot be asked, or
+    /// `Incompatible` naming the first statement refused and the server's text.
+    pub async fn check(&self) -> Result<Checked> {
+        let version = refused("server version query", each!(self, s => s.version().await))?;
+        refused("columns query", each!(self, s => s.check_columns().await))?;
+        let w = Window {
+            site_id: PROBE_SITE,
+            from: PROBE_AT,
+            to: PROBE_AT,
+        };
+        let mut statements = 2;
+        refused(
+            "unique visitors query",
+            each!(self, s => s.unique_visitors(&[w]).await),
+        )?;
+        // As the evaluator derives spike and drop thresholds: 5-minute and
+        // 12-hour buckets, in one statement.
+        let buckets = [
+            (w, crate::triggers::DEFAULT_SPIKE_WINDOW_SECS),
+            (w, crate::triggers::DEFAULT_DROP_WINDOW_SECS),
+        ];
+        refused(
+            "bucketed visitors query (derived thresholds)",
+            each!(self, s => s.bucketed_visitors(&buckets).await),
+        )?;
+        let n = crate::triggers::evaluator::TOP_N;
+        refused(
+            "top sources query",
+            each!(self, s => s.top_sources(&[w], n).await),
+        )?;
+        refused(
+            "top pages query",
+            each!(self, s => s.top_pages(&[w], n).await),
+        )?;
+        statements += 4;
+        let goals = probe_goals();
+        let scan = |g| GoalScan {
+            goal: g,
+            from: PROBE_AT,
+            to: PROBE_AT,
+        };
+        for (statement, goal) in &goals {
+            refused(
+                statement,
+                each!(self, s => s.goal_completions(&[scan(goal)]).await),
+            )?;
+            statements += 1;
+        }
+        let all: Vec<GoalScan<'_>> = goals.iter().map(|(_, g)| scan(g)).collect();
+        refused(
+            "goal completions query (every goal kind at once)",
+            each!(self, s => s.goal_completions(&all).await),
+        )?;
+        statements += 1;
+        Ok(Checked {
+            version,
+            statements,
+        })
+    }
+
+    /// Resolves when a question has failed since the last call (one permit:
+    /// many failures wake a waiter once).
+    pub async fn failed(&self) {
+        self.failed.notified().await
+    }
+
+    fn noticed<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.failed.notify_one();
+        }
+        r
     }
 
     /// Unique visitors (distinct user_id, engagement events excluded) per window, in order.
@@ -118,7 +347,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        each!(self, s => s.unique_visitors(windows).await)
+        self.noticed(each!(self, s => s.unique_visitors(windows).await))
     }
 
     /// Per (window, bucket_secs): Σ over consecutive buckets (aligned to the
@@ -128,7 +357,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        each!(self, s => s.bucketed_visitors(windows).await)
+        self.noticed(each!(self, s => s.bucketed_visitors(windows).await))
     }
 
     /// Per window, the top `n` referrer sources by unique visitors (direct
@@ -137,7 +366,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        each!(self, s => s.top_sources(windows, n).await)
+        self.noticed(each!(self, s => s.top_sources(windows, n).await))
     }
 
     /// Per window, the top `n` pages (pageview pathnames) by unique visitors.
@@ -145,7 +374,7 @@ impl AnalyticsSource {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        each!(self, s => s.top_pages(windows, n).await)
+        self.noticed(each!(self, s => s.top_pages(windows, n).await))
     }
 
     /// Completions of each scan's goal, ordered by scan then time.
@@ -153,6 +382,6 @@ impl AnalyticsSource {
         if scans.is_empty() {
             return Ok(Vec::new());
         }
-        each!(self, s => s.goal_completions(scans).await)
+        self.noticed(each!(self, s => s.goal_completions(scans).await))
     }
 }

@@ -74,8 +74,18 @@ impl PostgresSource {
         })
     }
 
+    /// The server's version, for `check`'s report.
+    pub async fn version(&self) -> Result<String> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SHOW server_version", &[])
+            .await
+            .context("asking PostgreSQL for its version")?;
+        Ok(row.get(0))
+    }
+
     /// Fails, naming what is wrong, unless the table has every column.
-    pub async fn check(&self) -> Result<()> {
+    pub async fn check_columns(&self) -> Result<()> {
         let c = self.client().await?;
         let sql = format!(
             "SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,

@@ -108,8 +108,20 @@ impl ClickhouseSource {
         sql::rows(&body, columns)
     }
 
+    /// The server's version, for `check`'s report.
+    pub async fn version(&self) -> Result<String> {
+        let rows = self
+            .rows("SELECT version() FORMAT TabSeparated".into(), 1)
+            .await
+            .context("asking ClickHouse for its version")?;
+        match rows.into_iter().next() {
+            Some(mut r) => Ok(text(std::mem::take(&mut r[0]))),
+            None => anyhow::bail!("ClickHouse answered `SELECT version()` with no row"),
+        }
+    }
+
     /// Fails, naming what is wrong, unless the table has every column.
-    pub async fn check(&self) -> Result<()> {
+    pub async fn check_columns(&self) -> Result<()> {
         let q = format!(
             "SELECT {COLUMNS} FROM {} LIMIT 0 FORMAT TabSeparated",
             self.table
