@@ -131,6 +131,62 @@ async fn migrate_is_concurrent_safe_idempotent_and_check_reports_the_schema() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// `check` runs every statement triggers send: it prints the server's
+/// version when they are all answered, and fails naming the one refused
+/// (here a view whose meta_key is text, not text[]: the columns are all
+/// there, but the event goal's property match cannot run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_analytics_version_and_names_a_refused_statement() {
+    let env = Env::new().await;
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", &env.url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let version: String = env
+        .db
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(text(&o).contains("analytics: ok (postgres"), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("server version {version}, 11 statements answered")),
+        "{}",
+        text(&o)
+    );
+
+    env.db
+        .batch_execute(
+            "CREATE SCHEMA compat;
+             CREATE VIEW compat.events_v2 AS
+               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+               FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", &env.url)
+        .env("PLAUSIBLE_WEBHOOKS__ANALYTICS__TABLE", "compat.events_v2")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(!out.contains("analytics: ok"), "{out}");
+    assert!(
+        out.contains("the goal completions query (event goal with custom props) failed"),
+        "{out}"
+    );
+    // The server's own text.
+    assert!(
+        out.contains("function generate_subscripts(text, integer) does not exist"),
+        "{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_log_line_per_attempt_without_secrets_or_timestamps_under_journald() {
     let env = Env::new().await;

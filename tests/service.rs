@@ -387,3 +387,121 @@ async fn readyz_answers_503_while_draining() {
     assert_eq!(draining["checks"]["draining"], true, "{draining}");
     assert_eq!(d.wait_exit(T).await.code(), Some(0));
 }
+
+/// The daemon checks its analytics source at start and hands the verdict to
+/// /readyz: a source that refuses a statement triggers send makes it not
+/// ready (naming the statement and the server's text) while deliveries go
+/// on; fixed, it is noticed within the failing-source recheck interval. An
+/// unreachable source is reported but keeps the daemon ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_on_an_incompatible_analytics_source_and_recovers() {
+    let env = Env::new().await;
+    env.db
+        .batch_execute(
+            "CREATE SCHEMA compat;
+             CREATE VIEW compat.events_v2 AS
+               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+               FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _d = env.spawn_daemon(&[
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+        ("PLAUSIBLE_WEBHOOKS__ANALYTICS__TABLE", "compat.events_v2"),
+    ]);
+    let readyz = format!("http://{listen}/readyz");
+    let r = wait_status(&readyz, 503, T).await.json();
+    assert_eq!(r["status"], "not_ready", "{r}");
+    let a = &r["checks"]["analytics"];
+    assert_eq!(a["ok"], false, "{r}");
+    assert_eq!(a["state"], "incompatible", "{r}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the goal completions query (event goal with custom props) failed")
+            && detail.contains("function generate_subscripts(text, integer) does not exist"),
+        "{r}"
+    );
+    for check in ["database", "migrations", "listener"] {
+        assert_eq!(r["checks"][check]["ok"], true, "{r}");
+    }
+    // Not ready for triggers, yet deliveries flow.
+    env.enqueue(wh, 1).await;
+    rx.wait_for(1, T).await.unwrap();
+
+    // Fixed: the next check (within checker::INTERVAL_FAILING) finds it.
+    env.db
+        .batch_execute(
+            "DROP VIEW compat.events_v2;
+             CREATE VIEW compat.events_v2 AS SELECT * FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let r = wait_status(&readyz, 200, T).await.json();
+    let a = &r["checks"]["analytics"];
+    assert_eq!(
+        (a["ok"].clone(), a["state"].clone()),
+        (true.into(), "compatible".into()),
+        "{r}"
+    );
+    let version: String = env
+        .db
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(a["version"], version.as_str(), "{r}");
+
+    // Broken again while a goal trigger runs: its failing round prompts a
+    // check at once (not after checker::INTERVAL, 5 minutes).
+    let goal: i64 = env
+        .db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props)
+             VALUES ($1, 'Signup', 'Signup', '{\"plan\": \"pro\"}') RETURNING id",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.db
+        .execute(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, goal_id, next_evaluation_at)
+             VALUES ($1, 'goal_completion', $2, now())",
+            &[&wh, &goal],
+        )
+        .await
+        .unwrap();
+    env.db
+        .batch_execute(
+            "DROP VIEW compat.events_v2;
+             CREATE VIEW compat.events_v2 AS
+               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+               FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let r = wait_status(&readyz, 503, T).await.json();
+    assert_eq!(r["checks"]["analytics"]["state"], "incompatible", "{r}");
+
+    // Unreachable analytics: reported, but the daemon stays ready.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _d2 = env.spawn_daemon(&[
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+        (
+            "PLAUSIBLE_WEBHOOKS__ANALYTICS__DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+        ),
+    ]);
+    let r = wait_status(&format!("http://{listen}/readyz"), 200, T)
+        .await
+        .json();
+    let a = &r["checks"]["analytics"];
+    assert_eq!(a["state"], "unavailable", "{r}");
+    assert_eq!(a["ok"], false, "{r}");
+    assert_eq!(a["blocks_readiness"], false, "{r}");
+}
