@@ -117,11 +117,11 @@ pub struct Checked {
 pub enum SourceStatus {
     /// Every statement was answered.
     Compatible { version: String },
-    /// The store could not be asked (a `Unavailable`): deliveries flow
+    /// The store could not be asked (an `Unavailable`): deliveries flow
     /// without analytics and triggers resume by themselves once it answers,
     /// so this does not make the daemon unready; it is reported.
     Unavailable(String),
-    /// A statement was refused (a `Incompatible`): not ready.
+    /// A statement was refused (an `Incompatible`): not ready.
     Incompatible(String),
 }
 
