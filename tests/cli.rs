@@ -182,7 +182,7 @@ async fn check_prints_the_analytics_version_and_names_a_refused_statement() {
     );
     // The server's own text.
     assert!(
-        out.contains("function generate_subscripts(text, integer) does not exist"),
+        out.contains("function array_position(text, text) does not exist"),
         "{out}"
     );
 }

@@ -481,6 +481,17 @@ async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values(engine: ChE
     let docs = k.goal(s1, None, Some("/docs/*"), 50, json!({})).await;
     let scroll_exact = k.goal(s1, None, Some("/a'b"), 75, json!({})).await;
     let everything = k.goal(s2, None, Some("/**"), -1, json!({})).await;
+    // Page and scroll goals with custom props (current Plausible): a prop is
+    // read at its key's first occurrence in meta.key, as Plausible's indexOf.
+    let pro_page = k
+        .goal(s3, None, Some("/pro*"), -1, json!({"plan": "pro"}))
+        .await;
+    let pro_scroll = k
+        .goal(s3, None, Some("/deep"), 50, json!({"plan": "pro"}))
+        .await;
+    let first_key = k
+        .goal(s3, Some("Dup"), None, -1, json!({"k": "v", "n": "1"}))
+        .await;
     let goal_since = t - Duration::seconds(30);
     k.trigger(w1, "goal_completion", None, None, None, 0, goal_since)
         .await;
@@ -497,6 +508,8 @@ async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values(engine: ChE
         goal_since,
     )
     .await;
+    k.trigger(w3, "goal_completion", None, None, None, 0, goal_since)
+        .await;
 
     // Round 0 at t: current traffic and the first goal events.
     let at = t - Duration::seconds(10);
@@ -545,6 +558,32 @@ async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values(engine: ChE
         e("engagement", "/a'b").scroll(74),
         Ev::new(s2, at, "pageview", "/anything", 5),
         Ev::new(s2, at, "pageview", "/it's", 6),
+        // pro_page: the first two complete, the rest do not.
+        Ev::new(s3, at, "pageview", "/pro", 61).meta(&[("plan", "pro")]),
+        Ev::new(s3, at, "pageview", "/pro/x", 62).meta(&[
+            ("x", ""),
+            ("plan", "pro"),
+            ("plan", "free"),
+        ]),
+        Ev::new(s3, at, "pageview", "/pro", 63),
+        Ev::new(s3, at, "pageview", "/pro", 64).meta(&[("plan", "free"), ("plan", "pro")]),
+        Ev::new(s3, at, "pageview", "/pro", 65).meta(&[("plan", "Pro")]),
+        Ev::new(s3, at, "pageview", "/pro", 66).meta(&[("plans", "pro")]),
+        // pro_scroll: only the first.
+        Ev::new(s3, at, "engagement", "/deep", 67)
+            .meta(&[("plan", "pro")])
+            .scroll(60),
+        Ev::new(s3, at, "engagement", "/deep", 68).scroll(60),
+        Ev::new(s3, at, "engagement", "/deep", 69)
+            .meta(&[("plan", "pro")])
+            .scroll(40),
+        Ev::new(s3, at, "pageview", "/deep", 70).meta(&[("plan", "pro")]),
+        // first_key: only the first two.
+        Ev::new(s3, at, "Dup", "/", 71).meta(&[("n", "1"), ("k", "v")]),
+        Ev::new(s3, at, "Dup", "/", 72).meta(&[("k", "v"), ("n", "1"), ("k", "x")]),
+        Ev::new(s3, at, "Dup", "/", 73).meta(&[("k", "x"), ("k", "v"), ("n", "1")]),
+        Ev::new(s3, at, "Dup", "/", 74).meta(&[("k", "v"), ("n", "2"), ("n", "1")]),
+        Ev::new(s3, at, "Dup", "/", 75).meta(&[("k", "v")]),
     ];
     for u in 0..4 {
         now_events.push(
@@ -665,6 +704,13 @@ async fn parity_spikes_drops_and_every_goal_kind_with_hostile_values(engine: ChE
     assert_eq!(goal_ids(docs), 1, "once per visit");
     assert_eq!(goal_ids(scroll_exact), 1);
     assert_eq!(goal_ids(everything), 2 + 40);
+    assert_eq!(goal_ids(pro_page), 2, "props on a page goal: {d:#?}");
+    assert_eq!(goal_ids(pro_scroll), 1, "props on a scroll goal");
+    assert_eq!(
+        goal_ids(first_key),
+        2,
+        "a prop's value at its key's first occurrence"
+    );
     let spike = d
         .iter()
         .find(|x| {

@@ -422,7 +422,7 @@ async fn readyz_fails_on_an_incompatible_analytics_source_and_recovers() {
     let detail = a["detail"].as_str().unwrap();
     assert!(
         detail.contains("the goal completions query (event goal with custom props) failed")
-            && detail.contains("function generate_subscripts(text, integer) does not exist"),
+            && detail.contains("function array_position(text, text) does not exist"),
         "{r}"
     );
     for check in ["database", "migrations", "listener"] {

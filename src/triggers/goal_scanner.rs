@@ -377,14 +377,11 @@ fn payload(trigger_id: Uuid, g: &Goal, timestamp_us: i64, pathname: &str) -> ser
         "visitor_count": 1,
     });
     let obj = data.as_object_mut().expect("an object");
-    match &g.kind {
-        GoalKind::Event { custom_props, .. } if !custom_props.is_empty() => {
-            obj.insert("custom_props".into(), json!(custom_props));
-        }
-        GoalKind::Scroll { threshold, .. } => {
-            obj.insert("scroll_threshold".into(), json!(threshold));
-        }
-        _ => {}
+    if !g.custom_props.is_empty() {
+        obj.insert("custom_props".into(), json!(g.custom_props));
+    }
+    if let GoalKind::Scroll { threshold, .. } = &g.kind {
+        obj.insert("scroll_threshold".into(), json!(threshold));
     }
     data
 }

@@ -1,11 +1,15 @@
 //! Plausible's goals, matched exactly as Plausible's stats code matches them
 //! (SPEC §2), in one place every analytics source builds its query from.
 //!
-//! - event goal: `name = event_name`, and every `custom_props` key/value is
-//!   present in the event's meta (same index in meta_key/meta_value);
+//! - event goal: `name = event_name`;
 //! - page goal: `name = 'pageview'` and the pathname matches `page_path`;
 //! - scroll goal (page_path set and scroll_threshold > -1): `name = 'engagement'`,
-//!   the pathname matches and `scroll_depth` is between the threshold and 100.
+//!   the pathname matches and `scroll_depth` is between the threshold and 100;
+//! - and, for every kind (current Plausible lets page and scroll goals carry
+//!   them too), every `custom_props` key has its value in the event's meta,
+//!   read at the key's *first* occurrence in meta_key: Plausible's
+//!   `` `meta.value`[indexOf(`meta.key`, key)] = value ``, where a missing
+//!   key (index 0) or a missing value reads as ''.
 //!
 //! A page_path matches by equality unless it contains `*`; then it is the
 //! regex `^…$` where `**` and `*` both mean `.*`, `|` is alternation (at the
@@ -19,18 +23,9 @@ use ring::digest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GoalKind {
-    Event {
-        event_name: String,
-        /// Sorted, so queries and keys are deterministic.
-        custom_props: BTreeMap<String, String>,
-    },
-    Page {
-        page_path: String,
-    },
-    Scroll {
-        page_path: String,
-        threshold: i16,
-    },
+    Event { event_name: String },
+    Page { page_path: String },
+    Scroll { page_path: String, threshold: i16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +34,8 @@ pub struct Goal {
     pub site_id: i64,
     pub display_name: String,
     pub kind: GoalKind,
+    /// Every kind may carry them. Sorted, so queries and keys are deterministic.
+    pub custom_props: BTreeMap<String, String>,
 }
 
 /// How a pathname is compared with a page goal's page_path.
@@ -77,31 +74,25 @@ impl Goal {
 
     /// The reference matcher: what every source's query must agree with.
     pub fn matches(&self, e: &EventFields<'_>) -> bool {
-        match &self.kind {
-            GoalKind::Event {
-                event_name,
-                custom_props,
-            } => {
-                e.name == event_name
-                    && custom_props.iter().all(|(k, v)| {
-                        e.meta_key
-                            .iter()
-                            .zip(e.meta_value)
-                            .any(|(mk, mv)| mk == k && mv == v)
-                    })
+        let props = self.custom_props.iter().all(|(k, v)| {
+            let at = e.meta_key.iter().position(|mk| mk == k);
+            at.and_then(|i| e.meta_value.get(i)).map_or("", |s| s) == v
+        });
+        props
+            && match &self.kind {
+                GoalKind::Event { event_name } => e.name == event_name,
+                GoalKind::Page { page_path } => {
+                    e.name == "pageview" && path_matches(page_path, e.pathname)
+                }
+                GoalKind::Scroll {
+                    page_path,
+                    threshold,
+                } => {
+                    e.name == "engagement"
+                        && path_matches(page_path, e.pathname)
+                        && e.scroll_depth.is_some_and(|d| d >= *threshold && d <= 100)
+                }
             }
-            GoalKind::Page { page_path } => {
-                e.name == "pageview" && path_matches(page_path, e.pathname)
-            }
-            GoalKind::Scroll {
-                page_path,
-                threshold,
-            } => {
-                e.name == "engagement"
-                    && path_matches(page_path, e.pathname)
-                    && e.scroll_depth.is_some_and(|d| d >= *threshold && d <= 100)
-            }
-        }
     }
 }
 
@@ -220,10 +211,7 @@ pub async fn load_for_sites(
         let scroll: i16 = r.get(5);
         let props: serde_json::Value = r.get(6);
         let kind = match (event_name, page_path) {
-            (Some(event_name), _) => GoalKind::Event {
-                event_name,
-                custom_props: props_map(&props),
-            },
+            (Some(event_name), _) => GoalKind::Event { event_name },
             (None, Some(page_path)) if scroll > -1 => GoalKind::Scroll {
                 page_path,
                 threshold: scroll,
@@ -242,6 +230,7 @@ pub async fn load_for_sites(
             site_id: r.get(1),
             display_name: r.get(4),
             kind,
+            custom_props: props_map(&props),
         });
     }
     Ok(out)
@@ -319,6 +308,7 @@ mod tests {
             kind: GoalKind::Page {
                 page_path: p.into(),
             },
+            custom_props: BTreeMap::new(),
         }
     }
 
@@ -392,5 +382,44 @@ mod tests {
             ..other
         };
         assert_ne!(k, other.key());
+    }
+
+    #[test]
+    fn props_bind_every_goal_kind_at_the_first_occurrence_of_their_key() {
+        let mut g = page("/pro");
+        g.custom_props = [("plan".to_string(), "pro".to_string())].into();
+        let ev = |name: &'static str, keys: &[&str], values: &[&str]| {
+            let k: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
+            let v: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+            (name, k, v)
+        };
+        let check = |g: &Goal, (name, k, v): (&str, Vec<String>, Vec<String>)| {
+            g.matches(&EventFields {
+                name,
+                pathname: "/pro",
+                meta_key: &k,
+                meta_value: &v,
+                scroll_depth: Some(60),
+            })
+        };
+        assert!(check(&g, ev("pageview", &["plan"], &["pro"])));
+        assert!(!check(&g, ev("pageview", &[], &[])));
+        assert!(check(
+            &g,
+            ev("pageview", &["plan", "plan"], &["pro", "free"])
+        ));
+        assert!(!check(
+            &g,
+            ev("pageview", &["plan", "plan"], &["free", "pro"])
+        ));
+        // A key without a value reads as '' (ClickHouse's default for a[i]).
+        assert!(!check(&g, ev("pageview", &["plan"], &[])));
+        let mut s = g.clone();
+        s.kind = GoalKind::Scroll {
+            page_path: "/pro".into(),
+            threshold: 50,
+        };
+        assert!(check(&s, ev("engagement", &["plan"], &["pro"])));
+        assert!(!check(&s, ev("engagement", &["x"], &["pro"])));
     }
 }

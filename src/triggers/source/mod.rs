@@ -152,11 +152,13 @@ pub const PROBE_AT: OffsetDateTime = time::macros::datetime!(1970-01-02 00:00 UT
 /// One goal of each kind the daemon scans for, on the probe site.
 fn probe_goals() -> Vec<(&'static str, Goal)> {
     use crate::triggers::goals::GoalKind;
+    // Every kind with a custom prop, as current Plausible allows.
     let goal = |id, kind| Goal {
         id,
         site_id: PROBE_SITE,
         display_name: "check".into(),
         kind,
+        custom_props: [("plan".to_string(), "pro".to_string())].into(),
     };
     vec![
         (
@@ -165,7 +167,6 @@ fn probe_goals() -> Vec<(&'static str, Goal)> {
                 1,
                 GoalKind::Event {
                     event_name: "Signup".into(),
-                    custom_props: [("plan".to_string(), "pro".to_string())].into(),
                 },
             ),
         ),

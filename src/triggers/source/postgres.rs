@@ -251,12 +251,11 @@ impl PostgresSource {
                AND e.name = ANY($12)
                AND e.\"timestamp\" > ($10::timestamptz AT TIME ZONE 'UTC')
                AND e.\"timestamp\" <= ($11::timestamptz AT TIME ZONE 'UTC')
-               AND CASE g.kind
-               WHEN 'event' THEN e.name = g.event_name AND NOT EXISTS (
+               AND NOT EXISTS (
                    SELECT 1 FROM jsonb_each_text(g.props) p
-                   WHERE NOT EXISTS (
-                       SELECT 1 FROM generate_subscripts(e.meta_key, 1) k
-                       WHERE e.meta_key[k] = p.key AND e.meta_value[k] = p.value))
+                   WHERE coalesce(e.meta_value[array_position(e.meta_key, p.key)], '') <> p.value)
+               AND CASE g.kind
+               WHEN 'event' THEN e.name = g.event_name
                WHEN 'page' THEN e.name = 'pageview'
                    AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
                ELSE e.name = 'engagement'
@@ -281,20 +280,13 @@ impl PostgresSource {
             from.push(s.from);
             to.push(s.to);
             kind.push(s.goal.type_name());
-            let (ev, pr, scroll) = match &s.goal.kind {
-                GoalKind::Event {
-                    event_name,
-                    custom_props,
-                } => (
-                    Some(event_name.clone()),
-                    serde_json::to_value(custom_props).expect("a map of strings"),
-                    0,
-                ),
-                GoalKind::Page { .. } => (None, serde_json::json!({}), 0),
-                GoalKind::Scroll { threshold, .. } => (None, serde_json::json!({}), *threshold),
+            let (ev, scroll) = match &s.goal.kind {
+                GoalKind::Event { event_name } => (Some(event_name.clone()), 0),
+                GoalKind::Page { .. } => (None, 0),
+                GoalKind::Scroll { threshold, .. } => (None, *threshold),
             };
             event_name.push(ev);
-            props.push(pr);
+            props.push(serde_json::to_value(&s.goal.custom_props).expect("a map of strings"));
             scroll_min.push(scroll);
             match s.goal.path_match() {
                 Some(PathMatch::Exact(p)) => {

@@ -325,7 +325,7 @@ impl ClickhouseSource {
             let mut end = start;
             while end < scans.len() {
                 let s = &scans[end];
-                let cond = goal_condition(&s.goal.kind, s.goal.path_match());
+                let cond = goal_condition(&s.goal.kind, s.goal.path_match(), &s.goal.custom_props);
                 let new = !bit_of.contains_key(&cond);
                 let grows = SCAN_ROW_BYTES + if new { cond.len() } else { 0 };
                 if end > start && ((new && conds.len() == 64) || size + grows > GOAL_SQL_BUDGET) {
@@ -472,35 +472,36 @@ fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
 }
 
 /// One goal's condition on an event row, every value a literal.
-fn goal_condition(kind: &GoalKind, path: Option<PathMatch>) -> String {
+fn goal_condition(
+    kind: &GoalKind,
+    path: Option<PathMatch>,
+    props: &std::collections::BTreeMap<String, String>,
+) -> String {
     let path = match path {
         Some(PathMatch::Exact(p)) => format!("pathname = {}", string(p.as_bytes())),
         Some(PathMatch::Regex(r)) => format!("match(pathname, {})", string(r.as_bytes())),
         None => "0".into(),
     };
-    match kind {
-        GoalKind::Event {
-            event_name,
-            custom_props,
-        } => {
-            let mut c = format!("name = {}", string(event_name.as_bytes()));
-            for (k, v) in custom_props {
-                write!(
-                    c,
-                    " AND arrayExists((pk, pv) -> pk = {} AND pv = {}, `meta.key`, `meta.value`)",
-                    string(k.as_bytes()),
-                    string(v.as_bytes())
-                )
-                .expect("writing to a String");
-            }
-            c
-        }
+    let mut c = match kind {
+        GoalKind::Event { event_name } => format!("name = {}", string(event_name.as_bytes())),
         GoalKind::Page { .. } => format!("name = 'pageview' AND {path}"),
         GoalKind::Scroll { threshold, .. } => format!(
             "name = 'engagement' AND {path} AND scroll_depth >= {} AND scroll_depth <= 100",
             (*threshold).max(0)
         ),
+    };
+    // Plausible's own props condition: the value at the key's first
+    // occurrence ('' when the key is missing: index 0 reads the default).
+    for (k, v) in props {
+        write!(
+            c,
+            " AND `meta.value`[indexOf(`meta.key`, {})] = {}",
+            string(k.as_bytes()),
+            string(v.as_bytes())
+        )
+        .expect("writing to a String");
     }
+    c
 }
 
 /// `(from, to]` over whole-second timestamps.
