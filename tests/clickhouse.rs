@@ -1050,7 +1050,7 @@ async fn check_runs_every_statement_and_names_the_one_refused(engine: ChEngine) 
         "{text}"
     );
     assert!(
-        text.contains("Code: 43") && text.contains("function arrayExists must be"),
+        text.contains("Code: 43") && text.contains("must be array"),
         "the server's text: {text}"
     );
 }

@@ -225,13 +225,19 @@ async fn spike_fires_at_the_threshold_inclusive_and_ignores_engagement() {
     .await;
     let r = ev.round(t).await.unwrap();
     assert_eq!((r.evaluated, r.fired), (1, 0), "2 visitors < 3");
-    // A visitor just outside the 5-minute window does not count either.
-    k.visitors(t + Duration::minutes(1) - Duration::minutes(5), 4, 1)
-        .await;
+    // A visitor a second older than the 5-minute window does not count either.
+    k.visitors(
+        t + Duration::minutes(1) - Duration::minutes(5) - Duration::seconds(1),
+        4,
+        1,
+    )
+    .await;
     let r = ev.round(t + Duration::minutes(1)).await.unwrap();
-    assert_eq!(r.fired, 0, "the window is (now - 5 min, now]");
-    // The third visitor: 3 >= 3 fires.
-    k.visitors(t + Duration::minutes(2), 5, 1).await;
+    assert_eq!(r.fired, 0, "the window is [now - 5 min, now]");
+    // The third visitor, exactly 5 minutes old (Plausible's current-visitors
+    // query counts `timestamp >= now - window`): 3 >= 3 fires.
+    k.visitors(t + Duration::minutes(2) - Duration::minutes(5), 5, 1)
+        .await;
     let r = ev.round(t + Duration::minutes(2)).await.unwrap();
     assert_eq!(r.fired, 1);
     let d = k.deliveries().await;
@@ -323,7 +329,12 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     k.visitors(t - day * 8 - Duration::minutes(1), 3000, 100)
         .await;
     // Just outside the 1-day-ago window: not in the baseline.
-    k.visitors(t - day - Duration::minutes(5), 4000, 50).await;
+    k.visitors(
+        t - day - Duration::minutes(5) - Duration::seconds(1),
+        4000,
+        50,
+    )
+    .await;
     // Now: 12 visitors. Sources by unique visitors: Google 3, Twitter 2,
     // Bing 1, DuckDuckGo 1 (tie: byte order), direct traffic excluded.
     let now = t - Duration::seconds(30);
@@ -357,8 +368,9 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     let ev = k.evaluator("https://plausible.example.com", None);
     let r = ev.round(t).await.unwrap();
     assert_eq!(r.fired, 1);
-    // Claim, count, baselines, top sources, top pages, state update, enqueue.
-    assert_eq!(r.queries, 7, "{r:?}");
+    // Claim, count, baseline days (in the site's timezone), baselines, top
+    // sources, top pages, state update, enqueue.
+    assert_eq!(r.queries, 8, "{r:?}");
     let (_, p) = k.deliveries().await.remove(0);
     assert_eq!(p["visitors"], 12);
     assert_eq!(p["baseline_visitors"], 3.0);
@@ -389,6 +401,64 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
         p["window_end"],
         plausible_webhooks::delivery::envelope::rfc3339_seconds(t)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_count_the_days_of_the_sites_timezone_across_a_dst_change() {
+    let k = Kit::new().await;
+    // New York left daylight saving time on Sunday 2026-11-01: 10:00 local
+    // is 15:00Z from then on, 14:00Z on the days before.
+    k.env
+        .db
+        .execute(
+            "UPDATE sites SET timezone = 'America/New_York' WHERE id = $1",
+            &[&k.env.site_id],
+        )
+        .await
+        .unwrap();
+    let now = time::macros::datetime!(2026-11-03 15:00 UTC);
+    k.trigger("visitor_spike", Some(5), None, None, 0, now)
+        .await;
+    // One visitor at 09:58 local on each of the 7 days before: 14:58Z on
+    // Nov 2 and Nov 1, 13:58Z on Oct 27..31. UTC days would look at
+    // 14:55-15:00Z and find only two of them (baseline 0.3).
+    for k_days in 1..=7i64 {
+        let local_offset = if k_days <= 2 { 5 } else { 4 };
+        let at = time::macros::datetime!(2026-11-03 09:58 UTC) - Duration::days(k_days)
+            + Duration::hours(local_offset);
+        k.visitors(at, 100 * k_days, 1).await;
+    }
+    k.visitors(now - Duration::minutes(1), 1, 7).await;
+    let r = k.evaluator("", None).round(now).await.unwrap();
+    assert_eq!(r.fired, 1, "{r:?}");
+    let (_, p) = k.deliveries().await.remove(0);
+    assert_eq!(p["visitors"], 7);
+    assert_eq!(p["baseline_visitors"], 1.0, "{p}");
+    assert_eq!(p["change_percent"], 600.0);
+
+    // A timezone PostgreSQL does not know reads as UTC, never failing the round.
+    k.env
+        .db
+        .execute(
+            "UPDATE sites SET timezone = 'Mars/Olympus' WHERE id = $1",
+            &[&k.env.site_id],
+        )
+        .await
+        .unwrap();
+    let later = now + Duration::hours(2);
+    k.env
+        .db
+        .execute(
+            "UPDATE webhook_triggers SET armed = true, next_evaluation_at = $1",
+            &[&later],
+        )
+        .await
+        .unwrap();
+    k.visitors(later - Duration::minutes(1), 500, 6).await;
+    let r = k.evaluator("", None).round(later).await.unwrap();
+    assert_eq!(r.fired, 1, "{r:?}");
+    let (_, p) = k.deliveries().await.remove(1);
+    assert_eq!(p["baseline_visitors"], 0.0, "{p}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,8 +31,10 @@ use super::{
 };
 use crate::delivery::envelope::rfc3339_seconds;
 
-/// The baseline: the same window at the same time of day (UTC) on each of the
-/// previous `BASELINE_DAYS` days, averaged.
+/// The baseline: the same window at the same time of day on each of the
+/// previous `BASELINE_DAYS` days of the site's timezone (so across a DST
+/// change it is 23 or 25 hours back, as the site owner's dashboard counts
+/// days), averaged.
 pub const BASELINE_DAYS: i64 = 7;
 /// Sources and pages listed in a spike payload (as Plausible's spike email).
 pub const TOP_N: i64 = 3;
@@ -56,7 +58,7 @@ WITH due AS (
 )
 SELECT t.id, t.webhook_id, t.trigger_type, t.threshold, t.window_secs, t.cooldown_secs,
        t.armed, t.last_fired_at, t.derived_threshold, t.threshold_derived_at,
-       w.site_id, s.domain, (w.enabled AND w.deleted_at IS NULL)
+       w.site_id, s.domain, (w.enabled AND w.deleted_at IS NULL), s.timezone::text
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id
@@ -124,6 +126,8 @@ struct Claimed {
     site_id: i64,
     domain: String,
     live: bool,
+    /// The site's IANA zone (`sites.timezone`): baselines use its days.
+    timezone: String,
 }
 
 /// The new state of one claimed trigger.
@@ -460,6 +464,48 @@ impl Evaluator {
         Ok(rows.len())
     }
 
+    /// Each firing's window on each of the previous `BASELINE_DAYS` days of
+    /// its site's timezone, `BASELINE_DAYS` per firing in order. PostgreSQL
+    /// does the calendar arithmetic (it has the zone database); a timezone
+    /// it does not know is read as UTC rather than failing the batch.
+    async fn baseline_windows(&self, claimed: &[Claimed], fired: &[Fired]) -> Result<Vec<Window>> {
+        const SQL: &str = "
+WITH q AS (
+    SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS q(f, t, tz, i)
+), z AS (
+    SELECT DISTINCT q.tz, coalesce((SELECT n.name FROM pg_timezone_names n WHERE n.name = q.tz), 'UTC') AS zone
+    FROM q
+)
+SELECT ((q.f AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone,
+       ((q.t AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone
+FROM q JOIN z ON z.tz = q.tz CROSS JOIN generate_series(1, $4::int4) AS k
+ORDER BY q.i, k";
+        let from: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.from).collect();
+        let to: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.to).collect();
+        let tz: Vec<&str> = fired
+            .iter()
+            .map(|f| claimed[f.claimed].timezone.as_str())
+            .collect();
+        let db = self
+            .pool
+            .get()
+            .await
+            .context("connecting to compute baseline days")?;
+        let rows = db
+            .query(SQL, &[&from, &to, &tz, &(BASELINE_DAYS as i32)])
+            .await
+            .context("computing baseline days in the sites' timezones")?;
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(n, r)| Window {
+                site_id: fired[n / BASELINE_DAYS as usize].window.site_id,
+                from: r.get(0),
+                to: r.get(1),
+            })
+            .collect())
+    }
+
     /// The payloads of a batch's firings, with three statements whatever
     /// their number: baselines, top sources, top pages.
     async fn payloads(
@@ -471,17 +517,8 @@ impl Evaluator {
         if fired.is_empty() {
             return Ok(Vec::new());
         }
-        let day = Duration::days(1);
-        let past: Vec<Window> = fired
-            .iter()
-            .flat_map(|f| {
-                (1..=BASELINE_DAYS).map(move |k| Window {
-                    site_id: f.window.site_id,
-                    from: f.window.from - day * k as i32,
-                    to: f.window.to - day * k as i32,
-                })
-            })
-            .collect();
+        let past = self.baseline_windows(claimed, fired).await?;
+        report.queries += 1;
         let history = self.source.unique_visitors(&past).await?;
         report.queries += 1;
         let spikes: Vec<Window> = fired
@@ -573,6 +610,7 @@ fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
         site_id: r.get(10),
         domain: r.get(11),
         live: r.get(12),
+        timezone: r.get::<_, Option<String>>(13).unwrap_or_default(),
     })
 }
 

@@ -16,7 +16,11 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::triggers::goals::Goal;
 
-/// Unique visitors of a site over `(from, to]`.
+/// A site's visitors over `[from, to]` (unique visitors, top sources and
+/// pages): as Plausible's current-visitors query, `timestamp >= now - window`,
+/// bounded above by the round's `now` so a round's answer does not change
+/// with events stamped after it. The traffic history for derived thresholds
+/// reads `(from, to]` buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub site_id: i64,

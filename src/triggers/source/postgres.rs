@@ -111,7 +111,7 @@ impl PostgresSource {
         let sql = format!(
             "SELECT (SELECT count(DISTINCT e.user_id) FROM {t} e
                      WHERE e.site_id = q.site_id
-                       AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" >= (q.f AT TIME ZONE 'UTC')
                        AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
                        AND e.name <> 'engagement')
              FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[])
@@ -204,7 +204,7 @@ impl PostgresSource {
                  SELECT {column} AS name, count(DISTINCT e.user_id) AS v
                  FROM {t} e
                  WHERE e.site_id = q.site_id
-                   AND e.\"timestamp\" > (q.f AT TIME ZONE 'UTC')
+                   AND e.\"timestamp\" >= (q.f AT TIME ZONE 'UTC')
                    AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC')
                    AND {filter}
                  GROUP BY 1 ORDER BY v DESC, {column} COLLATE \"C\" LIMIT $4) r

@@ -1,6 +1,7 @@
 //! The ClickHouse analytics source: Plausible's own `events_v2`, read over
 //! ClickHouse's HTTP interface. It answers the same questions as the
-//! PostgreSQL source with the same meaning (windows `(from, to]`, engagement
+//! PostgreSQL source with the same meaning (visitor windows `[from, to]`,
+//! history and goal scans `(from, to]`, engagement
 //! events not counted, ties broken bytewise), written in the SQL that
 //! ClickHouse 18.x already understands and current versions still do:
 //!
@@ -186,7 +187,7 @@ impl ClickhouseSource {
                         g.index,
                         self.table,
                         g.sites(),
-                        span(g.from, g.to)
+                        window_span(g.from, g.to)
                     )
                 },
                 "counting unique visitors",
@@ -276,7 +277,7 @@ impl ClickhouseSource {
                         g.index,
                         self.table,
                         g.sites(),
-                        span(g.from, g.to),
+                        window_span(g.from, g.to),
                         n.max(0)
                     )
                 },
@@ -502,6 +503,19 @@ fn goal_condition(
         .expect("writing to a String");
     }
     c
+}
+
+/// A visitor window `[from, to]` over whole-second timestamps: Plausible's
+/// current-visitors query counts `timestamp >= now - window`, so an event
+/// exactly `window` old still counts. `>= ceil(from)` and `<= floor(to)`
+/// select exactly the whole-second instants in `[from, to]`.
+fn window_span(from: OffsetDateTime, to: OffsetDateTime) -> String {
+    let lo = from.unix_timestamp() + i64::from(from.nanosecond() > 0);
+    format!(
+        "`timestamp` >= toDateTime({}) AND `timestamp` <= toDateTime({})",
+        lo.max(0),
+        to.unix_timestamp().max(0)
+    )
 }
 
 /// `(from, to]` over whole-second timestamps.
