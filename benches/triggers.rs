@@ -17,7 +17,9 @@
 //!     commit to the POST's arrival.
 //!
 //! `BENCH_SOURCE=clickhouse` runs the same phases with the events in a
-//! throwaway ClickHouse server (the installed `clickhouse-server`) read
+//! throwaway ClickHouse server (the installed `clickhouse-server`;
+//! `BENCH_SOURCE=chdb` for the current engine, chDB 26.x behind the test
+//! kit's HTTP front) read
 //! through the ClickHouse source by a read-only user; (b) then ingests one
 //! INSERT of 1,000 rows a second, as Plausible's ingest buffer batches its
 //! writes (ClickHouse wants few large inserts, not fifty small ones a second).
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use plausible_webhooks::config::{Config, Redacted};
 use plausible_webhooks::daemon::{Daemon, StartOptions};
-use plausible_webhooks::testkit::clickhouse::{self as ch, ChServer};
+use plausible_webhooks::testkit::clickhouse::{self as ch, ChEngine, ChServer};
 use plausible_webhooks::testkit::pg::{PgCluster, PgOptions};
 use plausible_webhooks::testkit::receiver::{Receiver, Recorded, Reply, TestTls};
 use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
@@ -50,9 +52,14 @@ fn events() -> i64 {
         .unwrap_or(10_000_000)
 }
 
-/// The events live in ClickHouse (`BENCH_SOURCE=clickhouse`) or PostgreSQL.
-fn clickhouse() -> bool {
-    std::env::var("BENCH_SOURCE").is_ok_and(|v| v == "clickhouse")
+/// The events live in ClickHouse (`BENCH_SOURCE=clickhouse`: the installed
+/// server; `BENCH_SOURCE=chdb`: the current engine) or PostgreSQL.
+fn clickhouse() -> Option<ChEngine> {
+    match std::env::var("BENCH_SOURCE").as_deref() {
+        Ok("clickhouse") => Some(ChEngine::Server),
+        Ok("chdb") => Some(ChEngine::Chdb),
+        _ => None,
+    }
 }
 
 /// The daemon's config, reading analytics from `store` when it is ClickHouse.
@@ -89,21 +96,22 @@ async fn main() -> Result<()> {
     plausible_webhooks::db::migrate::load_fixture(&db).await?;
     plausible_webhooks::db::migrate::migrate(&mut db).await?;
     let db = db;
-    let store = if clickhouse() {
-        let server = ChServer::start(None).await?;
-        server.create_events_table().await?;
-        Some(server)
-    } else {
-        None
-    };
-    println!(
-        "events in: {}",
-        if store.is_some() {
-            "ClickHouse 18.x (read-only user)"
-        } else {
-            "PostgreSQL"
+    let store = match clickhouse() {
+        Some(engine) => {
+            let server = ChServer::start_engine(engine, None).await?;
+            server.create_events_table().await?;
+            Some(server)
         }
-    );
+        None => None,
+    };
+    match &store {
+        Some(s) => println!(
+            "events in: ClickHouse {} ({}, read-only user)",
+            s.exec("SELECT version()").await?.trim(),
+            s.engine().name()
+        ),
+        None => println!("events in: PostgreSQL"),
+    }
 
     let n = events();
     let started = Instant::now();
