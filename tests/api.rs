@@ -80,7 +80,7 @@ async fn user_with_key(
 ) -> (i64, String) {
     let user: i64 = db
         .query_one(
-            "INSERT INTO users (email) VALUES ($1) RETURNING id",
+            "INSERT INTO users (email, inserted_at, updated_at) VALUES ($1, now(), now()) RETURNING id",
             &[&email],
         )
         .await
@@ -88,7 +88,8 @@ async fn user_with_key(
         .get(0);
     let key = format!("key-of-{email}-{}", uuid::Uuid::new_v4().simple());
     db.execute(
-        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', $3, $4)",
+        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+         VALUES ($1, $2, 'k', $3, $4, '{stats:read:*}', now(), now())",
         &[&user, &key_team, &key[..6].to_string(), &plausible_key_hash(SKB, &key)],
     )
     .await
@@ -98,7 +99,8 @@ async fn user_with_key(
 
 async fn member(db: &tokio_postgres::Client, user: i64, team: i64, role: &str) -> i64 {
     db.query_one(
-        "INSERT INTO team_memberships (user_id, team_id, role) VALUES ($1, $2, $3) RETURNING id",
+        "INSERT INTO team_memberships (user_id, team_id, role, inserted_at, updated_at)
+         VALUES ($1, $2, $3, now(), now()) RETURNING id",
         &[&user, &team, &role],
     )
     .await
@@ -135,7 +137,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
         member(db, u, team_b, "owner").await;
         let tm = member(db, u, team_a, "guest").await;
         db.execute(
-            "INSERT INTO guest_memberships (team_membership_id, site_id, role) VALUES ($1, $2, $3)",
+            "INSERT INTO guest_memberships (team_membership_id, site_id, role, inserted_at, updated_at)
+             VALUES ($1, $2, $3, now(), now())",
             &[&tm, &site, &role],
         )
         .await
@@ -169,7 +172,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
     ] {
         let k = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         db.execute(
-            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', 'xxxxxx', $3)",
+            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+             VALUES ($1, $2, 'k', 'xxxxxx', $3, '{stats:read:*}', now(), now())",
             &[&owner_id, &team, &plausible_key_hash(SKB, &k)],
         )
         .await
@@ -185,7 +189,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
     // Stored under another SECRET_KEY_BASE than the daemon's.
     let wrong_skb = "a-key-hashed-with-another-secret-key-base";
     db.execute(
-        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES ($1, 'k', 'xxxxxx', $2)",
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+         VALUES ($1, 'k', 'xxxxxx', $2, '{stats:read:*}', now(), now())",
         &[
             &owner_id,
             &plausible_key_hash("another-secret-key-base", wrong_skb),

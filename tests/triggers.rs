@@ -161,8 +161,8 @@ impl Kit {
         self.env
             .db
             .query_one(
-                "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
-                 VALUES ($1, $2, $3, coalesce($2, $3), $4, $5) RETURNING id",
+                "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props, inserted_at, updated_at)
+                 VALUES ($1, $2, $3, coalesce($2, $3), $4, $5, now(), now()) RETURNING id",
                 &[&self.env.site_id, &event, &page, &scroll, &props],
             )
             .await
@@ -710,7 +710,7 @@ async fn a_deleted_goal_takes_its_trigger_along_never_widening_it() {
         .env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'X', 'X') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'X', 'X', now(), now()) RETURNING id",
             &[&other],
         )
         .await
@@ -946,7 +946,7 @@ async fn three_daemons_never_double_a_notification() {
     let goal: i64 = env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Buy', 'Buy') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Buy', 'Buy', now(), now()) RETURNING id",
             &[&env.site_id],
         )
         .await
