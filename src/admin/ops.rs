@@ -676,12 +676,23 @@ pub struct TriggerView {
     pub enabled: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_fired_at: Option<OffsetDateTime>,
+    /// Why the daemon does not evaluate it now although it is enabled, as
+    /// Plausible's own notifier skips such sites: "team locked", "team past
+    /// accept_traffic_until (YYYY-MM-DD)", "site has no team". None: not paused.
+    pub paused_reason: Option<String>,
 }
 
-const TRIGGER_COLUMNS: &str = "
+const TRIGGER_COLUMNS: &str = concat!(
+    "
     t.id, t.webhook_id, t.trigger_type, t.threshold, t.goal_id, g.display_name,
-    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value
-FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id";
+    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value, ",
+    crate::triggers::paused_reason_sql!(),
+    "
+FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id
+JOIN webhooks pw ON pw.id = t.webhook_id
+JOIN sites ps ON ps.id = pw.site_id
+LEFT JOIN teams pt ON pt.id = ps.team_id"
+);
 
 fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
     TriggerView {
@@ -697,6 +708,7 @@ fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
         last_fired_at: r.get(9),
         derived_threshold: r.get(10),
         last_value: r.get(11),
+        paused_reason: r.get(12),
     }
 }
 
