@@ -94,7 +94,9 @@ pub struct Site {
     pub domain: String,
 }
 
-/// A site by its domain (as Plausible names it) or its numeric id.
+/// A site by its domain (as Plausible names it; also its former domain for
+/// a while after a domain change, `domain_changed_from`, as Plausible's API
+/// finds it) or its numeric id.
 pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
     let site = site.trim();
     let row = match site.parse::<i64>() {
@@ -103,8 +105,12 @@ pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
                 .await
         }
         Err(_) => {
-            db_.query_opt("SELECT id, domain FROM sites WHERE domain = $1", &[&site])
-                .await
+            db_.query_opt(
+                "SELECT id, domain FROM sites WHERE domain = $1 OR domain_changed_from = $1
+                 ORDER BY domain = $1 DESC LIMIT 1",
+                &[&site],
+            )
+            .await
         }
     };
     match db(row, "looking up the site")? {
