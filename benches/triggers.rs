@@ -162,8 +162,9 @@ async fn main() -> Result<()> {
 
 async fn setup(db: &tokio_postgres::Client, n: i64, store: Option<&ChServer>) -> Result<()> {
     db.batch_execute(&format!(
-        "INSERT INTO teams (name) VALUES ('bench');
-         INSERT INTO sites (domain, team_id) SELECT 'site' || g || '.example', 1 FROM generate_series(1, {SITES}) g;
+        "INSERT INTO teams (name, inserted_at, updated_at) VALUES ('bench', now(), now());
+         INSERT INTO sites (domain, timezone, team_id, inserted_at, updated_at)
+           SELECT 'site' || g || '.example', 'Etc/UTC', 1, now(), now() FROM generate_series(1, {SITES}) g;
          INSERT INTO webhooks (site_id, name, url, secret)
            SELECT id, 'bench', 'https://127.0.0.1:9/hook', '{SECRET}' FROM sites;
          DROP INDEX IF EXISTS events_v2_site_time_idx;"
@@ -333,10 +334,10 @@ async fn goal_scanning(
     // Sites 1..=100 get three goals each (event with a property, a page
     // wildcard, a scroll goal) and one goal trigger covering all of them.
     db.batch_execute(&format!(
-        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
-           SELECT s, 'Signup', NULL, 'Signup', -1, '{{\"plan\": \"pro\"}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s
-           UNION ALL SELECT s, NULL, '/checkout/**', 'Checkout', -1, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s
-           UNION ALL SELECT s, NULL, '/blog/*', 'Read', 75, '{{}}'::jsonb FROM generate_series(1, {GOAL_SITES}) s;
+        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props, inserted_at, updated_at)
+           SELECT s, 'Signup', NULL, 'Signup', -1, '{{\"plan\": \"pro\"}}'::jsonb, now(), now() FROM generate_series(1, {GOAL_SITES}) s
+           UNION ALL SELECT s, NULL, '/checkout/**', 'Checkout', -1, '{{}}'::jsonb, now(), now() FROM generate_series(1, {GOAL_SITES}) s
+           UNION ALL SELECT s, NULL, '/blog/*', 'Read', 75, '{{}}'::jsonb, now(), now() FROM generate_series(1, {GOAL_SITES}) s;
          INSERT INTO webhook_triggers (webhook_id, trigger_type, inserted_at)
            SELECT id, 'goal_completion', now() - interval '2 seconds' FROM webhooks WHERE site_id <= {GOAL_SITES};"
     ))

@@ -313,10 +313,10 @@ async fn traffic(
     secret: &str,
 ) -> Result<()> {
     db.execute(
-        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props) VALUES
-           ($1, 'Signup', NULL, 'Signup (pro plan)', -1, '{\"plan\": \"pro\"}'),
-           ($1, NULL, '/blog/**', 'Read the blog', -1, '{}'),
-           ($1, NULL, '/blog/**', 'Scrolled a blog post 75%', 75, '{}')",
+        "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props, inserted_at, updated_at) VALUES
+           ($1, 'Signup', NULL, 'Signup (pro plan)', -1, '{\"plan\": \"pro\"}', now(), now()),
+           ($1, NULL, '/blog/**', 'Read the blog', -1, '{}', now(), now()),
+           ($1, NULL, '/blog/**', 'Scrolled a blog post 75%', 75, '{}', now(), now())",
         &[&site_id],
     )
     .await?;

@@ -96,7 +96,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     let goal: i64 = env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Signup', 'Signup') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Signup', 'Signup', now(), now()) RETURNING id",
             &[&env.site_id],
         )
         .await
@@ -104,7 +104,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         .get(0);
     env.db
         .execute(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Other', 'Other')",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Other', 'Other', now(), now())",
             &[&other_site],
         )
         .await

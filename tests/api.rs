@@ -80,7 +80,7 @@ async fn user_with_key(
 ) -> (i64, String) {
     let user: i64 = db
         .query_one(
-            "INSERT INTO users (email) VALUES ($1) RETURNING id",
+            "INSERT INTO users (email, inserted_at, updated_at) VALUES ($1, now(), now()) RETURNING id",
             &[&email],
         )
         .await
@@ -88,7 +88,8 @@ async fn user_with_key(
         .get(0);
     let key = format!("key-of-{email}-{}", uuid::Uuid::new_v4().simple());
     db.execute(
-        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', $3, $4)",
+        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+         VALUES ($1, $2, 'k', $3, $4, '{stats:read:*}', now(), now())",
         &[&user, &key_team, &key[..6].to_string(), &plausible_key_hash(SKB, &key)],
     )
     .await
@@ -98,7 +99,8 @@ async fn user_with_key(
 
 async fn member(db: &tokio_postgres::Client, user: i64, team: i64, role: &str) -> i64 {
     db.query_one(
-        "INSERT INTO team_memberships (user_id, team_id, role) VALUES ($1, $2, $3) RETURNING id",
+        "INSERT INTO team_memberships (user_id, team_id, role, inserted_at, updated_at)
+         VALUES ($1, $2, $3, now(), now()) RETURNING id",
         &[&user, &team, &role],
     )
     .await
@@ -135,7 +137,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
         member(db, u, team_b, "owner").await;
         let tm = member(db, u, team_a, "guest").await;
         db.execute(
-            "INSERT INTO guest_memberships (team_membership_id, site_id, role) VALUES ($1, $2, $3)",
+            "INSERT INTO guest_memberships (team_membership_id, site_id, role, inserted_at, updated_at)
+             VALUES ($1, $2, $3, now(), now())",
             &[&tm, &site, &role],
         )
         .await
@@ -169,7 +172,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
     ] {
         let k = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         db.execute(
-            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash) VALUES ($1, $2, 'k', 'xxxxxx', $3)",
+            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+             VALUES ($1, $2, 'k', 'xxxxxx', $3, '{stats:read:*}', now(), now())",
             &[&owner_id, &team, &plausible_key_hash(SKB, &k)],
         )
         .await
@@ -185,7 +189,8 @@ async fn plausible_roles_decide_what_each_key_may_do() {
     // Stored under another SECRET_KEY_BASE than the daemon's.
     let wrong_skb = "a-key-hashed-with-another-secret-key-base";
     db.execute(
-        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES ($1, 'k', 'xxxxxx', $2)",
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+         VALUES ($1, 'k', 'xxxxxx', $2, '{stats:read:*}', now(), now())",
         &[
             &owner_id,
             &plausible_key_hash("another-secret-key-base", wrong_skb),
@@ -792,4 +797,169 @@ async fn the_whole_surface_with_its_refusals() {
         409,
         Some("conflict"),
     );
+}
+
+/// A webhook on example.com (by the operator) and its owner's key, legacy
+/// (no team) or bound to the site's team; returns (webhook path, key, team).
+async fn owned_webhook(api: &Api, bound: bool) -> (String, String, i64) {
+    let db = &api.env.db;
+    let team = team_of(db, api.env.site_id).await;
+    let (u, key) = user_with_key(db, "owner@a.test", bound.then_some(team)).await;
+    member(db, u, team, "owner").await;
+    let rx = api.env.receiver(always(200)).await;
+    let created = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": "example.com", "name": "ops", "url": rx.url("/hook")})),
+        )
+        .await;
+    expect(&created, 201, None);
+    let id = created.json()["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (format!("/api/webhooks/{id}"), key, team)
+}
+
+async fn listed(api: &Api, key: &str) -> usize {
+    let a = api.call("GET", "/api/webhooks", Some(key), None).await;
+    expect(&a, 200, None);
+    a.json()["webhooks"].as_array().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_key_is_refused_on_a_set_up_teams_site() {
+    let api = Api::start().await;
+    let (path, legacy, team) = owned_webhook(&api, false).await;
+    let db = &api.env.db;
+    // A personal "My Team" (not set up): a team-less key still works, as in Plausible.
+    expect(
+        &api.call("GET", &path, Some(&legacy), None).await,
+        200,
+        None,
+    );
+    db.execute(
+        "UPDATE teams SET setup_complete = true, setup_at = now() WHERE id = $1",
+        &[&team],
+    )
+    .await
+    .unwrap();
+    let a = api.call("GET", &path, Some(&legacy), None).await;
+    expect(&a, 401, Some("invalid_api_key"));
+    assert!(a.text.contains("belongs to no team"), "{}", a.text);
+    assert_eq!(listed(&api, &legacy).await, 0);
+    // A key of that team, of the same user, is fine.
+    let bound = format!("bound-{}", uuid::Uuid::new_v4().simple());
+    db.execute(
+        "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+         SELECT user_id, $1, 'k', 'xxxxxx', $2, '{stats:read:*}', now(), now() FROM api_keys LIMIT 1",
+        &[&team, &plausible_key_hash(SKB, &bound)],
+    )
+    .await
+    .unwrap();
+    expect(&api.call("GET", &path, Some(&bound), None).await, 200, None);
+    assert_eq!(listed(&api, &bound).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_site_is_refused_but_not_to_operators() {
+    let api = Api::start().await;
+    let (path, key, _) = owned_webhook(&api, true).await;
+    api.env
+        .db
+        .execute(
+            "UPDATE sites SET locked = true WHERE id = $1",
+            &[&api.env.site_id],
+        )
+        .await
+        .unwrap();
+    let a = api.call("GET", &path, Some(&key), None).await;
+    expect(&a, 402, Some("site_locked"));
+    assert!(
+        a.text.contains("This Plausible site is locked"),
+        "{}",
+        a.text
+    );
+    assert_eq!(listed(&api, &key).await, 0);
+    expect(&api.op("GET", &path, None).await, 200, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_teams_sites_are_refused() {
+    let api = Api::start().await;
+    let (path, key, team) = owned_webhook(&api, true).await;
+    api.env
+        .db
+        .execute("UPDATE teams SET locked = true WHERE id = $1", &[&team])
+        .await
+        .unwrap();
+    expect(
+        &api.call("PATCH", &path, Some(&key), Some(json!({"name": "x"})))
+            .await,
+        402,
+        Some("site_locked"),
+    );
+    assert_eq!(listed(&api, &key).await, 0);
+    // The operator still sees it, and why its triggers are paused.
+    let t = api
+        .op(
+            "POST",
+            &format!("{path}/triggers"),
+            Some(json!({"type": "visitor_spike"})),
+        )
+        .await;
+    expect(&t, 201, None);
+    let t = api.op("GET", &format!("{path}/triggers"), None).await;
+    expect(&t, 200, None);
+    assert_eq!(
+        t.json()["triggers"][0]["paused_reason"],
+        "team locked",
+        "{}",
+        t.text
+    );
+    api.env
+        .db
+        .execute("UPDATE teams SET locked = false WHERE id = $1", &[&team])
+        .await
+        .unwrap();
+    expect(&api.call("GET", &path, Some(&key), None).await, 200, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_is_found_by_its_domain_or_its_former_domain() {
+    let api = Api::start().await;
+    let (_, key, _) = owned_webhook(&api, true).await;
+    api.env
+        .db
+        .execute(
+            "UPDATE sites SET domain = 'new.example.com', domain_changed_from = 'example.com',
+                              domain_changed_at = now(), updated_at = now() WHERE id = $1",
+            &[&api.env.site_id],
+        )
+        .await
+        .unwrap();
+    let rx = api.env.receiver(always(200)).await;
+    for site in ["example.com", "new.example.com"] {
+        let a = api
+            .call(
+                "POST",
+                "/api/webhooks",
+                Some(&key),
+                Some(json!({"site": site, "name": site, "url": rx.url("/hook")})),
+            )
+            .await;
+        expect(&a, 201, None);
+        assert_eq!(a.json()["webhook"]["site"], "new.example.com", "{}", a.text);
+        let a = api
+            .call(
+                "GET",
+                &format!("/api/webhooks?site={site}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        expect(&a, 200, None);
+    }
+    assert_eq!(listed(&api, &key).await, 3);
 }

@@ -299,8 +299,8 @@ impl Twin {
                 .env
                 .db
                 .query_one(
-                    "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
-                     VALUES ($1, $2, $3, coalesce($2, $3), $4, $5) RETURNING id",
+                    "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props, inserted_at, updated_at)
+                     VALUES ($1, $2, $3, coalesce($2, $3), $4, $5, now(), now()) RETURNING id",
                     &[&site, &event, &page, &scroll, &props],
                 )
                 .await
@@ -775,7 +775,7 @@ async fn bytes_postgres_cannot_hold_are_read_whole(engine: ChEngine) {
     let t = t0();
     let page: i64 = db
         .query_one(
-            "INSERT INTO goals (site_id, page_path, display_name) VALUES ($1, '/x*', 'x') RETURNING id",
+            "INSERT INTO goals (site_id, page_path, display_name, inserted_at, updated_at) VALUES ($1, '/x*', 'x', now(), now()) RETURNING id",
             &[&site],
         )
         .await
@@ -783,7 +783,7 @@ async fn bytes_postgres_cannot_hold_are_read_whole(engine: ChEngine) {
         .get(0);
     let buy_goal: i64 = db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name, custom_props) VALUES ($1, 'Buy', 'Buy', '{\"k\": \"v\"}') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props, inserted_at, updated_at) VALUES ($1, 'Buy', 'Buy', '{\"k\": \"v\"}', now(), now()) RETURNING id",
             &[&site],
         )
         .await
@@ -1091,7 +1091,7 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
     let wh = env.webhook(&rx.url("/")).await;
     env.db
         .execute(
-            "INSERT INTO goals (site_id, page_path, display_name) VALUES ($1, '/**', 'all pages')",
+            "INSERT INTO goals (site_id, page_path, display_name, inserted_at, updated_at) VALUES ($1, '/**', 'all pages', now(), now())",
             &[&env.site_id],
         )
         .await
@@ -1238,7 +1238,7 @@ async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts(engine:
     let path = |i: usize| format!("/{i:04}/{}", "p".repeat(200));
     let paths: Vec<String> = (0..800).map(path).collect();
     db.execute(
-        "INSERT INTO goals (site_id, page_path, display_name) SELECT $1, p, p FROM unnest($2::text[]) p",
+        "INSERT INTO goals (site_id, page_path, display_name, inserted_at, updated_at) SELECT $1, p, p, now(), now() FROM unnest($2::text[]) p",
         &[&site, &paths],
     )
     .await

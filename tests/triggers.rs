@@ -161,8 +161,8 @@ impl Kit {
         self.env
             .db
             .query_one(
-                "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props)
-                 VALUES ($1, $2, $3, coalesce($2, $3), $4, $5) RETURNING id",
+                "INSERT INTO goals (site_id, event_name, page_path, display_name, scroll_threshold, custom_props, inserted_at, updated_at)
+                 VALUES ($1, $2, $3, coalesce($2, $3), $4, $5, now(), now()) RETURNING id",
                 &[&self.env.site_id, &event, &page, &scroll, &props],
             )
             .await
@@ -780,7 +780,7 @@ async fn a_deleted_goal_takes_its_trigger_along_never_widening_it() {
         .env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'X', 'X') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'X', 'X', now(), now()) RETURNING id",
             &[&other],
         )
         .await
@@ -1016,7 +1016,7 @@ async fn three_daemons_never_double_a_notification() {
     let goal: i64 = env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name) VALUES ($1, 'Buy', 'Buy') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Buy', 'Buy', now(), now()) RETURNING id",
             &[&env.site_id],
         )
         .await
@@ -1339,4 +1339,214 @@ async fn a_reenabled_goal_trigger_starts_afresh() {
         .map(|d| d.1["pathname"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(paths, vec!["/before", "/after"]);
+}
+
+/// The reason `triggers list` and the API show for each of the webhook's triggers.
+async fn paused_reasons(k: &Kit) -> Vec<Option<String>> {
+    plausible_webhooks::admin::ops::list_triggers(&k.env.db, &k.webhook.to_string())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.paused_reason)
+        .collect()
+}
+
+async fn next_evaluations(k: &Kit) -> Vec<OffsetDateTime> {
+    k.env
+        .db
+        .query(
+            "SELECT next_evaluation_at FROM webhook_triggers ORDER BY inserted_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Plausible's notifier skips locked teams: so do spike/drop and goal
+/// triggers, claimed once per PAUSED_RECHECK rather than every round, and
+/// completions while locked are not sent after the unlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_team_pauses_its_triggers_without_replaying_them_after_the_unlock() {
+    let k = Kit::new().await;
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    k.trigger(
+        "visitor_spike",
+        Some(1),
+        None,
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    let lock = |locked: bool| {
+        let db = &k.env.db;
+        let site = k.env.site_id;
+        async move {
+            db.execute(
+                "UPDATE teams SET locked = $2, updated_at = now()
+                 WHERE id = (SELECT team_id FROM sites WHERE id = $1)",
+                &[&site, &locked],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    assert_eq!(paused_reasons(&k).await, vec![None, None]);
+    lock(true).await;
+    assert_eq!(
+        paused_reasons(&k).await,
+        vec![
+            Some("team locked".to_string()),
+            Some("team locked".to_string())
+        ]
+    );
+    k.visitors(t - Duration::minutes(1), 1, 2).await;
+    k.events(&[ev(t - Duration::seconds(30), "Buy", "/")]).await;
+
+    let r = k.evaluator("", None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.evaluated, r.fired), (1, 1, 0, 0));
+    let r = k.scanner(10, None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.enqueued), (1, 1, 0));
+    // Pushed a minute on (not claimed again every 1 s scan or every round).
+    for at in next_evaluations(&k).await {
+        assert!(at >= t + Duration::minutes(1), "{at} is before {t} + 1 min");
+    }
+    let r = k
+        .scanner(10, None)
+        .round(t + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(r.claimed, 0);
+
+    // Unlocked: the purchase made while locked is not sent late; a new one is.
+    lock(false).await;
+    assert_eq!(paused_reasons(&k).await, vec![None, None]);
+    let t2 = t + Duration::minutes(1);
+    let r = k.scanner(10, None).round(t2).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.enqueued), (1, 0, 0));
+    k.events(&[ev(t2 + Duration::seconds(1), "Buy", "/after")])
+        .await;
+    let r = k
+        .scanner(10, None)
+        .round(t2 + Duration::seconds(2))
+        .await
+        .unwrap();
+    assert_eq!(r.enqueued, 1);
+    k.visitors(t2 - Duration::seconds(10), 10, 1).await;
+    let r = k.evaluator("", None).round(t2).await.unwrap();
+    assert_eq!((r.paused, r.fired), (0, 1));
+    let d = k.deliveries().await;
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].1["pathname"], "/after");
+}
+
+/// Plausible's notifier keeps teams whose accept_traffic_until is after
+/// today (UTC); from that day on the triggers are paused, the date named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_past_accept_traffic_until_pauses_its_triggers() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger(
+        "visitor_spike",
+        Some(1),
+        None,
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    k.visitors(t - Duration::minutes(1), 1, 1).await;
+    let set = |days: i32| {
+        let db = &k.env.db;
+        let site = k.env.site_id;
+        async move {
+            db.query_one(
+                "UPDATE teams SET accept_traffic_until = (now() AT TIME ZONE 'UTC')::date + $2::int
+                 WHERE id = (SELECT team_id FROM sites WHERE id = $1)
+                 RETURNING to_char(accept_traffic_until, 'YYYY-MM-DD')",
+                &[&site, &days],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    let today = set(0).await;
+    assert_eq!(
+        paused_reasons(&k).await,
+        vec![Some(format!("team past accept_traffic_until ({today})"))]
+    );
+    let r = k.evaluator("", None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.fired), (1, 1, 0));
+
+    // Tomorrow: the team still accepts traffic today, the trigger runs.
+    set(1).await;
+    assert_eq!(paused_reasons(&k).await, vec![None]);
+    k.env
+        .db
+        .execute("UPDATE webhook_triggers SET next_evaluation_at = $1", &[&t])
+        .await
+        .unwrap();
+    let r = k.evaluator("", None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.fired), (1, 0, 1));
+}
+
+/// Plausible's notifier inner-joins the site's team and does not read
+/// `sites.locked`: a site without a team is paused, a locked site alone is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_without_a_team_is_paused_and_a_locked_site_alone_is_not() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger(
+        "visitor_spike",
+        Some(1),
+        None,
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    k.visitors(t - Duration::minutes(1), 1, 1).await;
+    k.env
+        .db
+        .execute(
+            "UPDATE sites SET locked = true WHERE id = $1",
+            &[&k.env.site_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused_reasons(&k).await, vec![None]);
+    let r = k.evaluator("", None).round(t).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.fired), (1, 0, 1));
+
+    // The team deleted: Plausible's `ON DELETE SET NULL` leaves the site teamless.
+    k.env
+        .db
+        .execute(
+            "DELETE FROM teams WHERE id = (SELECT team_id FROM sites WHERE id = $1)",
+            &[&k.env.site_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        paused_reasons(&k).await,
+        vec![Some("site has no team".to_string())]
+    );
+    let t2 = t + Duration::hours(2);
+    k.visitors(t2 - Duration::minutes(1), 5, 1).await;
+    let r = k.evaluator("", None).round(t2).await.unwrap();
+    assert_eq!((r.claimed, r.paused, r.fired), (1, 1, 0));
 }

@@ -17,8 +17,10 @@
 //! | POST | /api/webhooks/:id/deliveries/:delivery_id/retry[?force=true] | manage |
 //!
 //! Errors: `{"error": {"code", "message", "field"?}}` with 400 (not JSON),
-//! 401 (no or unknown token), 403 (role too low), 404 (missing, or on a site
-//! the caller has no role on: not told apart), 405, 409 (state forbids it),
+//! 401 (no or unknown token; `invalid_api_key`: a team-less key on a set-up
+//! team's site), 402 (`site_locked`: the site or its team is locked), 403
+//! (role too low), 404 (missing, or on a site the caller has no role on: not
+//! told apart), 405, 409 (state forbids it),
 //! 413, 422 (a field breaks a rule; `code` is the rule), 500, 503.
 
 use std::collections::{BTreeMap, HashMap};
@@ -355,6 +357,9 @@ async fn webhook_for(
     if access == Access::None {
         return Err(webhook_not_found(id));
     }
+    if let Some(r) = auth::site_refusal(db, who, w.site_id).await? {
+        return Err(refused(r));
+    }
     if access < need {
         return Err(forbidden(&w.site, need));
     }
@@ -378,10 +383,22 @@ async fn site_for(
             format!("no site `{site}` (by domain or id) that you may see"),
         ));
     }
+    if let Some(r) = auth::site_refusal(db, who, s.id).await? {
+        return Err(refused(r));
+    }
     if access < need {
         return Err(forbidden(&s.domain, need));
     }
     Ok(s)
+}
+
+/// As Plausible answers: 401 for a key not valid on the site, 402 for a locked site.
+fn refused(r: auth::Refusal) -> ApiError {
+    let (status, code) = match r {
+        auth::Refusal::LegacyKeyOnTeamSite => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+        auth::Refusal::SiteLocked => (StatusCode::PAYMENT_REQUIRED, "site_locked"),
+    };
+    ApiError::new(status, code, r.message())
 }
 
 async fn delivery_of(

@@ -14,6 +14,16 @@
 //! read them (webhooks without secrets, deliveries, attempts); billing and a
 //! guest without a guest membership on the site have no access. Deleting a key
 //! in Plausible revokes it here at once (no cache).
+//!
+//! Beyond roles, as Plausible's `AuthorizePublicAPI` (a key's user with a role
+//! on the site, then `site_refusal`): a legacy key (no team) is refused on a
+//! site whose team is set up (`teams.setup_complete`: a real team, whose
+//! members must use a key of that team); a locked site, or a site of a locked
+//! team, is refused (Plausible: "This Plausible site is locked"). Operators
+//! are exempt, as Plausible's super admins. Scopes (`api_keys.scopes`) are not
+//! read: Plausible gives every key `stats:read:*` and `sites:read:*`
+//! implicitly, and no Plausible scope covers webhooks; what a key may do here
+//! is its user's role.
 
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
@@ -166,6 +176,60 @@ impl Authenticator {
     }
 }
 
+/// Why a key that has a role on a site is refused there anyway (typed: the
+/// API answers each differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A key bound to no team, on a site of a set-up team.
+    LegacyKeyOnTeamSite,
+    /// `sites.locked`, or the site's team is locked.
+    SiteLocked,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::LegacyKeyOnTeamSite => {
+                "Invalid API key for this site: the key belongs to no team and the site's team is set up. \
+                 Create an API key in that team's settings in Plausible."
+            }
+            Refusal::SiteLocked => {
+                "This Plausible site is locked (its team's subscription is not active): \
+                 its webhooks cannot be read or changed through the API until the site owner subscribes."
+            }
+        }
+    }
+}
+
+/// Why `who`, holding a role on `site_id`, is refused there anyway; None: not refused.
+pub async fn site_refusal(
+    db: &tokio_postgres::Client,
+    who: &Principal,
+    site_id: i64,
+) -> anyhow::Result<Option<Refusal>> {
+    let key_team_id = match who {
+        Principal::Operator => return Ok(None),
+        Principal::User { key_team_id, .. } => *key_team_id,
+    };
+    let row = db
+        .query_opt(
+            "SELECT s.locked OR coalesce(t.locked, false), coalesce(t.setup_complete, false)
+             FROM sites s LEFT JOIN teams t ON t.id = s.team_id WHERE s.id = $1",
+            &[&site_id],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("reading whether site {site_id} is locked: {e}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (locked, set_up): (bool, bool) = (row.get(0), row.get(1));
+    Ok(if key_team_id.is_none() && set_up {
+        Some(Refusal::LegacyKeyOnTeamSite)
+    } else if locked {
+        Some(Refusal::SiteLocked)
+    } else {
+        None
+    })
+}
+
 /// Access of a role name as Plausible stores it.
 pub fn access_of_role(role: &str) -> Access {
     match role {
@@ -214,7 +278,8 @@ pub async fn site_access(
         .unwrap_or(Access::None))
 }
 
-/// The sites `who` may at least read: None means every site (an operator).
+/// The sites `who` may at least read and is not refused (`site_refusal`):
+/// None means every site (an operator).
 pub async fn readable_sites(
     db: &tokio_postgres::Client,
     who: &Principal,
@@ -237,7 +302,12 @@ pub async fn readable_sites(
              JOIN team_memberships tm ON tm.id = gm.team_membership_id
              JOIN sites s ON s.id = gm.site_id
              WHERE tm.user_id = $1 AND gm.role::text IN ('owner', 'admin', 'editor', 'viewer')
-               AND ($2::bigint IS NULL OR s.team_id = $2)",
+               AND ($2::bigint IS NULL OR s.team_id = $2)
+             EXCEPT
+             -- What `site_refusal` refuses.
+             SELECT s.id FROM sites s LEFT JOIN teams t ON t.id = s.team_id
+             WHERE s.locked OR coalesce(t.locked, false)
+                OR ($2::bigint IS NULL AND coalesce(t.setup_complete, false))",
             &[&user_id, &key_team_id],
         )
         .await

@@ -735,7 +735,8 @@ fn print_triggers(t: &[ops::TriggerView]) {
                 "COOLDOWN",
                 "GOAL",
                 "ENABLED",
-                "LAST FIRED"
+                "LAST FIRED",
+                "PAUSED"
             ],
             t.iter()
                 .map(|t| {
@@ -773,6 +774,7 @@ fn print_triggers(t: &[ops::TriggerView]) {
                         },
                         t.enabled.to_string(),
                         time(t.last_fired_at),
+                        t.paused_reason.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect()

@@ -94,7 +94,9 @@ pub struct Site {
     pub domain: String,
 }
 
-/// A site by its domain (as Plausible names it) or its numeric id.
+/// A site by its domain (as Plausible names it; also its former domain for
+/// a while after a domain change, `domain_changed_from`, as Plausible's API
+/// finds it) or its numeric id.
 pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
     let site = site.trim();
     let row = match site.parse::<i64>() {
@@ -103,8 +105,12 @@ pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
                 .await
         }
         Err(_) => {
-            db_.query_opt("SELECT id, domain FROM sites WHERE domain = $1", &[&site])
-                .await
+            db_.query_opt(
+                "SELECT id, domain FROM sites WHERE domain = $1 OR domain_changed_from = $1
+                 ORDER BY domain = $1 DESC LIMIT 1",
+                &[&site],
+            )
+            .await
         }
     };
     match db(row, "looking up the site")? {
@@ -676,12 +682,23 @@ pub struct TriggerView {
     pub enabled: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_fired_at: Option<OffsetDateTime>,
+    /// Why the daemon does not evaluate it now although it is enabled, as
+    /// Plausible's own notifier skips such sites: "team locked", "team past
+    /// accept_traffic_until (YYYY-MM-DD)", "site has no team". None: not paused.
+    pub paused_reason: Option<String>,
 }
 
-const TRIGGER_COLUMNS: &str = "
+const TRIGGER_COLUMNS: &str = concat!(
+    "
     t.id, t.webhook_id, t.trigger_type, t.threshold, t.goal_id, g.display_name,
-    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value
-FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id";
+    t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value, ",
+    crate::triggers::paused_reason_sql!(),
+    "
+FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id
+JOIN webhooks pw ON pw.id = t.webhook_id
+JOIN sites ps ON ps.id = pw.site_id
+LEFT JOIN teams pt ON pt.id = ps.team_id"
+);
 
 fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
     TriggerView {
@@ -697,6 +714,7 @@ fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
         last_fired_at: r.get(9),
         derived_threshold: r.get(10),
         last_value: r.get(11),
+        paused_reason: r.get(12),
     }
 }
 

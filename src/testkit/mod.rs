@@ -10,12 +10,18 @@ use std::collections::BTreeMap;
 
 use crate::config::Config;
 
-/// Adds a team and a site with `domain` to the Plausible fixture; returns the site id.
+/// Adds a team and a site with `domain` to the Plausible fixture, with what
+/// Plausible itself writes for a new user's first site: timestamps, the
+/// site's timezone, and the user's implicit "My Team" (`setup_complete` false
+/// until they turn it into a real team). Returns the site id.
 pub async fn create_site(db: &tokio_postgres::Client, domain: &str) -> anyhow::Result<i64> {
     let row = db
         .query_one(
-            "WITH t AS (INSERT INTO teams (name) VALUES ($1) RETURNING id)
-             INSERT INTO sites (domain, team_id) SELECT $1, id FROM t RETURNING id",
+            "WITH t AS (
+               INSERT INTO teams (name, inserted_at, updated_at)
+               VALUES ('My Team', now(), now()) RETURNING id)
+             INSERT INTO sites (domain, timezone, team_id, inserted_at, updated_at)
+             SELECT $1, 'Etc/UTC', id, now(), now() FROM t RETURNING id",
             &[&domain],
         )
         .await?;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
 use super::{
     decide, round1, set_aside, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind,
+    PAUSED_RECHECK,
 };
 use crate::delivery::envelope::rfc3339_seconds;
 
@@ -47,7 +48,11 @@ pub const MIN_PAUSE: StdDuration = StdDuration::from_millis(200);
 /// After a failed round.
 pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(5);
 
-const CLAIM_SQL: &str = "
+/// Paused triggers (`paused_reason_sql`) are claimed like the others, so
+/// their rows stay cheap to find, but skipped: not evaluated, their state
+/// kept, looked at again after `PAUSED_RECHECK`.
+const CLAIM_SQL: &str = concat!(
+    "
 WITH due AS (
     SELECT id FROM webhook_triggers
     WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop')
@@ -58,11 +63,15 @@ WITH due AS (
 )
 SELECT t.id, t.webhook_id, t.trigger_type, t.threshold, t.window_secs, t.cooldown_secs,
        t.armed, t.last_fired_at, t.derived_threshold, t.threshold_derived_at,
-       w.site_id, s.domain, (w.enabled AND w.deleted_at IS NULL), s.timezone::text
+       w.site_id, ps.domain, (w.enabled AND w.deleted_at IS NULL), ",
+    paused_reason_sql!(),
+    ", ps.timezone::text
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id
-JOIN sites s ON s.id = w.site_id";
+JOIN sites ps ON ps.id = w.site_id
+LEFT JOIN teams pt ON pt.id = ps.team_id"
+);
 
 const UPDATE_SQL: &str = "
 UPDATE webhook_triggers t SET
@@ -72,7 +81,7 @@ UPDATE webhook_triggers t SET
     last_value = CASE WHEN u.evaluated THEN u.value ELSE t.last_value END,
     derived_threshold = COALESCE(u.derived, t.derived_threshold),
     threshold_derived_at = COALESCE(u.derived_at, t.threshold_derived_at),
-    next_evaluation_at = $2
+    next_evaluation_at = CASE WHEN t.id = ANY($10::uuid[]) THEN $11::timestamptz ELSE $2::timestamptz END
 FROM unnest($3::uuid[], $4::bool[], $5::bool[], $6::timestamptz[], $7::int4[], $8::int4[], $9::timestamptz[])
      AS u(id, armed, evaluated, fired_at, value, derived, derived_at)
 WHERE t.id = u.id";
@@ -99,8 +108,11 @@ pub struct RoundReport {
     pub evaluated_spikes: usize,
     pub evaluated_drops: usize,
     pub fired: usize,
-    /// Skipped: webhook disabled/deleted, or no threshold derivable yet.
+    /// Skipped: webhook disabled/deleted, paused, or no threshold derivable yet.
     pub skipped: usize,
+    /// Of the claimed, paused (`paused_reason_sql`: team locked, past
+    /// accept_traffic_until, no team).
+    pub paused: usize,
     /// Thresholds derived from history in this round.
     pub derived: usize,
     /// Statements sent to the main database and to the analytics source.
@@ -125,7 +137,9 @@ struct Claimed {
     derived_at: Option<OffsetDateTime>,
     site_id: i64,
     domain: String,
+    /// Webhook enabled and not deleted, and the trigger not paused.
     live: bool,
+    paused: bool,
     /// The site's IANA zone (`sites.timezone`): baselines use its days.
     timezone: String,
 }
@@ -273,6 +287,7 @@ impl Evaluator {
             return Ok(rows.len());
         }
         report.claimed += claimed.len();
+        report.paused += claimed.iter().filter(|c| c.paused).count();
 
         // Thresholds: configured, or derived (and re-derived once a day, all
         // of the batch's in one statement).
@@ -428,7 +443,9 @@ impl Evaluator {
         }
 
         let next = now + self.interval();
+        let paused_next = now + self.interval().max(PAUSED_RECHECK);
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+        let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
         let armed: Vec<bool> = outcomes.iter().map(|o| o.armed).collect();
         let evaluated: Vec<bool> = outcomes.iter().map(|o| o.evaluated).collect();
         let fired: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.fired_at).collect();
@@ -448,6 +465,8 @@ impl Evaluator {
                 &value,
                 &derived,
                 &derived_at,
+                &paused,
+                &paused_next,
             ],
         )
         .await
@@ -594,6 +613,7 @@ fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
     };
     let window: Option<i32> = r.get(4);
     let cooldown: i32 = r.get(5);
+    let paused: Option<String> = r.get(13);
     Some(Claimed {
         id,
         webhook_id: r.get(1),
@@ -609,8 +629,9 @@ fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
         derived_at: r.get(9),
         site_id: r.get(10),
         domain: r.get(11),
-        live: r.get(12),
-        timezone: r.get::<_, Option<String>>(13).unwrap_or_default(),
+        live: r.get::<_, bool>(12) && paused.is_none(),
+        paused: paused.is_some(),
+        timezone: r.get::<_, Option<String>>(14).unwrap_or_default(),
     })
 }
 

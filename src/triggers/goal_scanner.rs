@@ -32,13 +32,18 @@ use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
 use super::source::{AnalyticsSource, GoalScan};
-use super::{set_aside, BeforeCommit, Enqueue, Outage};
+use super::{set_aside, BeforeCommit, Enqueue, Outage, PAUSED_RECHECK};
 use crate::delivery::envelope::rfc3339_seconds;
 
 /// After a failed round.
 pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(2);
 
-const CLAIM_SQL: &str = "
+/// Paused triggers (`paused_reason_sql`) are claimed, not scanned: their
+/// cursor moves on like a disabled webhook's (completions while paused are
+/// never sent, not even after the team is unlocked), and they are looked at
+/// again after `PAUSED_RECHECK` rather than every round.
+const CLAIM_SQL: &str = concat!(
+    "
 WITH due AS (
     SELECT id FROM webhook_triggers
     WHERE enabled AND trigger_type = 'goal_completion' AND next_evaluation_at <= $1
@@ -47,10 +52,15 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor,
-       greatest(t.inserted_at, t.goal_floor), w.site_id, (w.enabled AND w.deleted_at IS NULL)
+       greatest(t.inserted_at, t.goal_floor), w.site_id, (w.enabled AND w.deleted_at IS NULL), ",
+    paused_reason_sql!(),
+    "
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
-JOIN webhooks w ON w.id = t.webhook_id";
+JOIN webhooks w ON w.id = t.webhook_id
+JOIN sites ps ON ps.id = w.site_id
+LEFT JOIN teams pt ON pt.id = ps.team_id"
+);
 
 /// Which of these (webhook, key) pairs are already in the queue.
 const KNOWN_KEYS_SQL: &str = "
@@ -59,7 +69,8 @@ WHERE EXISTS (SELECT 1 FROM webhook_deliveries d
               WHERE d.webhook_id = x.w AND d.idempotency_key = x.k)";
 
 const UPDATE_SQL: &str = "
-UPDATE webhook_triggers SET goal_cursor = $1, last_evaluated_at = $1, next_evaluation_at = $2
+UPDATE webhook_triggers SET goal_cursor = $1, last_evaluated_at = $1,
+    next_evaluation_at = CASE WHEN id = ANY($4::uuid[]) THEN $5::timestamptz ELSE $2::timestamptz END
 WHERE id = ANY($3)";
 
 #[derive(Clone)]
@@ -78,6 +89,8 @@ pub struct ScanReport {
     pub completions: usize,
     /// Deliveries newly enqueued.
     pub enqueued: u64,
+    /// Of the claimed, paused (not scanned).
+    pub paused: usize,
     pub queries: usize,
 }
 
@@ -95,7 +108,9 @@ struct Claimed {
     /// Never scan before this: creation, or the last time it was switched on.
     floor: OffsetDateTime,
     site_id: i64,
+    /// Webhook enabled and not deleted, and the trigger not paused.
     live: bool,
+    paused: bool,
 }
 
 impl GoalScanner {
@@ -208,18 +223,23 @@ impl GoalScanner {
         }
         let claimed: Vec<Claimed> = rows
             .iter()
-            .map(|r| Claimed {
-                id: r.get(0),
-                webhook_id: r.get(1),
-                goal_id: r.get(2),
-                cursor: r.get(3),
-                floor: r.get(4),
-                site_id: r.get(5),
-                live: r.get(6),
+            .map(|r| {
+                let paused = r.get::<_, Option<String>>(7).is_some();
+                Claimed {
+                    id: r.get(0),
+                    webhook_id: r.get(1),
+                    goal_id: r.get(2),
+                    cursor: r.get(3),
+                    floor: r.get(4),
+                    site_id: r.get(5),
+                    live: r.get::<_, bool>(6) && !paused,
+                    paused,
+                }
             })
             .collect();
         claimed_ids.extend(claimed.iter().map(|c| c.id));
         report.claimed += claimed.len();
+        report.paused += claimed.iter().filter(|c| c.paused).count();
 
         let mut sites: Vec<i64> = claimed
             .iter()
@@ -328,8 +348,10 @@ impl GoalScanner {
         }
 
         let next = now + self.interval();
+        let paused_next = now + self.interval().max(PAUSED_RECHECK);
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
-        tx.execute(UPDATE_SQL, &[&now, &next, &ids])
+        let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
+        tx.execute(UPDATE_SQL, &[&now, &next, &ids, &paused, &paused_next])
             .await
             .context("moving goal trigger cursors")?;
         report.queries += 1;

@@ -10,6 +10,30 @@
 //! Both read analytics events through `source` and take the evaluation
 //! instant as a parameter (`round(now)`), so tests choose their instants.
 
+/// Why a trigger is paused, or NULL: Plausible's own traffic notifier
+/// (`Plausible.Workers.TrafficChangeNotifier`) only reads sites with a team
+/// that is not locked and whose `accept_traffic_until` is NULL or after today
+/// (UTC); the daemon's triggers follow it. A site's own `locked` flag does
+/// not pause them (Plausible's notifier does not look at it either; the API
+/// refuses such sites, see admin::auth). An SQL expression over `ps`
+/// (Plausible's `sites` row of the trigger's webhook) and `pt` (its `teams`
+/// row, LEFT JOINed); the claims (evaluator, goal_scanner) and the operator
+/// views (admin::ops) all use this one.
+macro_rules! paused_reason_sql {
+    () => {
+        "CASE WHEN pt.id IS NULL THEN 'site has no team'
+              WHEN pt.locked THEN 'team locked'
+              WHEN pt.accept_traffic_until <= (now() AT TIME ZONE 'UTC')::date
+                THEN 'team past accept_traffic_until (' || to_char(pt.accept_traffic_until, 'YYYY-MM-DD') || ')'
+         END"
+    };
+}
+pub(crate) use paused_reason_sql;
+
+/// A paused trigger is looked at again after this long at the soonest (its
+/// claim pushes `next_evaluation_at`), not every round.
+pub const PAUSED_RECHECK: Duration = Duration::minutes(1);
+
 pub mod evaluator;
 pub mod goal_scanner;
 pub mod goals;
