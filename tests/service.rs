@@ -460,8 +460,8 @@ async fn readyz_fails_on_an_incompatible_analytics_source_and_recovers() {
     let goal: i64 = env
         .db
         .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name, custom_props)
-             VALUES ($1, 'Signup', 'Signup', '{\"plan\": \"pro\"}') RETURNING id",
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props, inserted_at, updated_at)
+             VALUES ($1, 'Signup', 'Signup', '{\"plan\": \"pro\"}', now(), now()) RETURNING id",
             &[&env.site_id],
         )
         .await
