@@ -68,6 +68,25 @@ on_both_engines!(
     check_runs_every_statement_and_names_the_one_refused,
 );
 
+/// The daemon's HTTP client to `server`, as its read-only user.
+fn reader_http(
+    server: &ChServer,
+    query_timeout: StdDuration,
+) -> plausible_webhooks::triggers::source::clickhouse::http::ChHttp {
+    use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
+    ChHttp::new(ChHttpConfig {
+        endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
+            .unwrap(),
+        database: "plausible_events_db".into(),
+        user: "webhooks".into(),
+        password: Some(plausible_webhooks::testkit::clickhouse::READER_PASSWORD.into()),
+        ca_file: None,
+        connect_timeout: StdDuration::from_secs(1),
+        query_timeout,
+    })
+    .unwrap()
+}
+
 fn ch_config(env: &Env, toml: &str) -> Config {
     let mut env_vars = std::collections::BTreeMap::new();
     env_vars.insert("DATABASE_URL".to_string(), env.url.clone());
@@ -926,18 +945,7 @@ async fn credentials_and_a_bad_table_are_named(engine: ChEngine) {
 
     // The engine itself holds the reader to `readonly = 1`: no writes, no settings.
     {
-        use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
-        let reader = ChHttp::new(ChHttpConfig {
-            endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
-                .unwrap(),
-            database: "plausible_events_db".into(),
-            user: "webhooks".into(),
-            password: Some(plausible_webhooks::testkit::clickhouse::READER_PASSWORD.into()),
-            ca_file: None,
-            connect_timeout: StdDuration::from_secs(2),
-            query_timeout: StdDuration::from_secs(10),
-        })
-        .unwrap();
+        let reader = reader_http(&server, StdDuration::from_secs(10));
         for sql in [
             "INSERT INTO plausible_events_db.events_v2 (site_id) VALUES (1)",
             "SET max_threads = 1",
@@ -1261,19 +1269,8 @@ async fn a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts(engine:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_query_fails_alone_but_a_hung_server_is_unavailable() {
-    use plausible_webhooks::triggers::source::clickhouse::http::{ChHttp, ChHttpConfig};
     let server = server(ChEngine::Server).await;
-    let http = ChHttp::new(ChHttpConfig {
-        endpoint: url::Url::parse(server.http_url().trim_end_matches("/plausible_events_db"))
-            .unwrap(),
-        database: "plausible_events_db".into(),
-        user: "webhooks".into(),
-        password: Some(plausible_webhooks::testkit::clickhouse::READER_PASSWORD.into()),
-        ca_file: None,
-        connect_timeout: StdDuration::from_secs(1),
-        query_timeout: StdDuration::from_millis(500),
-    })
-    .unwrap();
+    let http = reader_http(&server, StdDuration::from_millis(500));
     assert_eq!(
         &http
             .query("SELECT 1 FORMAT TabSeparated".into())
