@@ -450,6 +450,9 @@ async fn the_schema_refuses_rows_the_daemon_could_not_send() {
         ("UPDATE webhooks SET headers = '{\"X-Ok\": 1}' WHERE id = $1", "webhooks_headers_allowed"),
         ("INSERT INTO webhook_deliveries (webhook_id, event_type, payload) VALUES ($1, 'goal_completion', '[1]')", "webhook_deliveries_payload_is_object"),
         ("INSERT INTO webhook_deliveries (webhook_id, event_type) VALUES ($1, 'Bad Event')", "webhook_deliveries_event_type_format"),
+        // 2147483647 made every claim fail (`attempts + 1` out of range) for every site.
+        ("INSERT INTO webhook_deliveries (webhook_id, event_type, attempts) VALUES ($1, 'x', 2147483647)", "webhook_deliveries_attempts_range"),
+        ("INSERT INTO webhook_deliveries (webhook_id, event_type, attempts) VALUES ($1, 'x', -4)", "webhook_deliveries_attempts_range"),
     ] {
         let err = env.db.execute(sql, &[&wh]).await.expect_err(sql);
         let db = err.as_db_error().expect("a database error");
@@ -464,6 +467,42 @@ async fn the_schema_refuses_rows_the_daemon_could_not_send() {
         )
         .await
         .unwrap();
+}
+
+/// The highest count the schema takes is claimed without overflow, beside
+/// ordinary rows: every row is sent, the full one once (its retries are used up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_at_the_attempts_limit_is_sent_once_and_stops_no_other() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let full: uuid::Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, attempts) VALUES ($1, 'x', 1000) RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let others = env.enqueue(wh, 3).await;
+    let _daemon = env.spawn_daemon(&[]);
+    env.wait_until(
+        "SELECT count(*) = 4 FROM webhook_deliveries WHERE status = 'success'",
+        T,
+    )
+    .await;
+    let row = env
+        .db
+        .query_one(
+            "SELECT d.attempts, (SELECT count(*) FROM webhook_delivery_attempts a WHERE a.delivery_id = d.id)
+             FROM webhook_deliveries d WHERE d.id = $1",
+            &[&full],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1000, 1));
+    assert_eq!(others.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0001_delivery_schema.sql"),
     ),
     (2, "triggers", include_str!("../../sql/0002_triggers.sql")),
+    (
+        3,
+        "delivery_row_limits",
+        include_str!("../../sql/0003_delivery_row_limits.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -59,7 +59,8 @@ WITH c AS (
 ), d AS (
     UPDATE webhook_deliveries d
     SET status = 'delivering',
-        attempts = d.attempts + 1,
+        -- At most the CHECK's 1000 (sql/0003): a claim never overflows.
+        attempts = LEAST(d.attempts + 1, 1000),
         locked_by = $2,
         locked_until = now() + make_interval(secs => $3)
     FROM c

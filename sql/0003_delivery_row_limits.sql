@@ -1,0 +1,14 @@
+-- Limits on what any writer may put in a delivery row (Plausible inserts
+-- rows itself): a value the daemon cannot work with is refused at INSERT,
+-- naming the constraint, instead of stopping the queue later.
+--
+-- attempts: 0 for a new row (the default). The claim adds 1 and stops at
+-- 1000, so no claim can overflow the integer (2147483647 + 1 made every
+-- claim fail, for every site) and a negative count (zero retries, attempt
+-- numbers below 1) cannot be written. Rows already outside the range are
+-- brought into it first: negative ones start afresh, huge ones keep their
+-- meaning (retries used up: the next attempt is their last).
+UPDATE webhook_deliveries SET attempts = LEAST(GREATEST(attempts, 0), 1000)
+WHERE attempts < 0 OR attempts > 1000;
+ALTER TABLE webhook_deliveries
+  ADD CONSTRAINT webhook_deliveries_attempts_range CHECK (attempts BETWEEN 0 AND 1000);
