@@ -259,6 +259,15 @@ async fn metrics_move_with_real_deliveries() {
 
     env.enqueue(wh_ok, 3).await;
     env.enqueue(wh_bad, 1).await;
+    // Twenty event names of a host's own: one `other` series, not twenty.
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type)
+             SELECT $1, 'custom.e' || g FROM generate_series(1, 20) g",
+            &[&wh_ok],
+        )
+        .await
+        .unwrap();
     // Not yet due: counted as pending, not in the oldest-due age.
     env.db
         .execute(
@@ -268,11 +277,20 @@ async fn metrics_move_with_real_deliveries() {
         .await
         .unwrap();
     env.wait_until(
-        "SELECT count(*) = 4 FROM webhook_deliveries WHERE status IN ('success', 'failed')",
+        "SELECT count(*) = 24 FROM webhook_deliveries WHERE status IN ('success', 'failed')",
         T,
     )
     .await;
     let m = get(&url).await.text;
+    assert_eq!(
+        sample(
+            &m,
+            "plausible_webhooks_deliveries_total{event=\"other\",outcome=\"success\"}"
+        ),
+        20.0,
+        "{m}"
+    );
+    assert!(!m.contains("custom.e"), "{m}");
     let d = |outcome: &str| {
         sample(
             &m,
@@ -286,7 +304,7 @@ async fn metrics_move_with_real_deliveries() {
     );
     assert_eq!(
         sample(&m, "plausible_webhooks_attempt_duration_seconds_count"),
-        5.0
+        25.0
     );
     // Each webhook has a goal trigger: the goal scanner's rounds are counted.
     assert!(
@@ -304,7 +322,7 @@ async fn metrics_move_with_real_deliveries() {
     };
     assert_eq!(
         (q("success"), q("failed"), q("pending"), q("delivering")),
-        (3.0, 1.0, 2.0, 0.0)
+        (23.0, 1.0, 2.0, 0.0)
     );
 
     assert!(
