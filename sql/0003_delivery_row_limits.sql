@@ -12,3 +12,13 @@ UPDATE webhook_deliveries SET attempts = LEAST(GREATEST(attempts, 0), 1000)
 WHERE attempts < 0 OR attempts > 1000;
 ALTER TABLE webhook_deliveries
   ADD CONSTRAINT webhook_deliveries_attempts_range CHECK (attempts BETWEEN 0 AND 1000);
+
+-- A `delivering` row always holds a lease: the rescuer finds crashed
+-- claims by their expired `locked_until`, and a row without one would stay
+-- `delivering` forever. Such rows already there get an expired lease now,
+-- so the rescuer returns them to the queue (logged as an interrupted attempt).
+UPDATE webhook_deliveries SET locked_until = now()
+WHERE status = 'delivering' AND locked_until IS NULL;
+ALTER TABLE webhook_deliveries
+  ADD CONSTRAINT webhook_deliveries_delivering_has_lease
+  CHECK (status <> 'delivering' OR locked_until IS NOT NULL);

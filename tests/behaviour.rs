@@ -453,6 +453,8 @@ async fn the_schema_refuses_rows_the_daemon_could_not_send() {
         // 2147483647 made every claim fail (`attempts + 1` out of range) for every site.
         ("INSERT INTO webhook_deliveries (webhook_id, event_type, attempts) VALUES ($1, 'x', 2147483647)", "webhook_deliveries_attempts_range"),
         ("INSERT INTO webhook_deliveries (webhook_id, event_type, attempts) VALUES ($1, 'x', -4)", "webhook_deliveries_attempts_range"),
+        // Never rescued: the rescuer looks for expired leases.
+        ("INSERT INTO webhook_deliveries (webhook_id, event_type, status) VALUES ($1, 'x', 'delivering')", "webhook_deliveries_delivering_has_lease"),
     ] {
         let err = env.db.execute(sql, &[&wh]).await.expect_err(sql);
         let db = err.as_db_error().expect("a database error");
