@@ -22,3 +22,24 @@ WHERE status = 'delivering' AND locked_until IS NULL;
 ALTER TABLE webhook_deliveries
   ADD CONSTRAINT webhook_deliveries_delivering_has_lease
   CHECK (status <> 'delivering' OR locked_until IS NOT NULL);
+
+-- Header values: HTTP carries visible characters, spaces and tabs; any
+-- other control character (\x01, \x7f, …) made the header drop out of the
+-- request while the delivery reported success. New writes are refused here;
+-- a row written before this check fails its deliveries naming the header.
+CREATE OR REPLACE FUNCTION plausible_webhooks_headers_ok(h jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT jsonb_typeof(h) = 'object'
+     AND NOT EXISTS (
+       SELECT 1 FROM jsonb_each(h) AS e(k, v)
+       WHERE jsonb_typeof(e.v) <> 'string'
+          OR lower(e.k) IN ('content-type', 'user-agent', 'content-length', 'host',
+                            'x-webhook-signature', 'webhook-id', 'webhook-timestamp',
+                            'webhook-signature',
+                            -- hop-by-hop: the HTTP client owns these
+                            'connection', 'keep-alive', 'proxy-connection', 'te',
+                            'trailer', 'transfer-encoding', 'upgrade', 'expect')
+          OR e.k !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,128}$'
+          OR (e.v #>> '{}') ~ '[\x00-\x08\x0a-\x1f\x7f]'
+     )
+$$;

@@ -59,6 +59,10 @@ impl Worker {
                 "the webhook URL cannot be parsed: not sent; fix the URL and replay".into(),
             );
         };
+        let custom_headers = match &wh.headers {
+            Ok(h) => h,
+            Err(why) => return not_sent(job, why.clone()),
+        };
 
         // May it go now? Wait for the webhook's limits only as long as the lease allows.
         let limits = Limits {
@@ -94,7 +98,7 @@ impl Worker {
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
-        let mut headers = wh.headers.clone();
+        let mut headers = custom_headers.clone();
         headers.insert(
             X_WEBHOOK_SIGNATURE.clone(),
             header(legacy_signature(&wh.keys[0], &body)),

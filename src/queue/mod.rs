@@ -24,7 +24,8 @@ pub struct WebhookInfo {
     pub url: String,
     /// None when the stored URL does not parse (the delivery fails with that reason).
     pub uri: Option<Uri>,
-    pub headers: HeaderMap,
+    /// Err: why the stored headers cannot be sent (the delivery fails with it).
+    pub headers: Result<HeaderMap, String>,
     /// Signing keys: the current secret first, then a previous one still in its window.
     pub keys: Vec<SecretKeys>,
     pub enabled: bool,
@@ -36,21 +37,31 @@ pub struct WebhookInfo {
 }
 
 impl WebhookInfo {
-    /// Custom headers from the stored JSON object; invalid ones (which the
-    /// table's constraint already refuses) are skipped rather than sent.
-    pub fn parse_headers(json: &serde_json::Value) -> HeaderMap {
+    /// Custom headers from the stored JSON object. One that cannot be sent
+    /// (the table's constraint refuses such rows, but older rows or another
+    /// writer may hold one) is an error naming it: the delivery then fails
+    /// saying why, rather than going out without the header.
+    pub fn parse_headers(json: &serde_json::Value) -> Result<HeaderMap, String> {
         let mut map = HeaderMap::new();
-        if let Some(obj) = json.as_object() {
-            for (k, v) in obj {
-                if let (Ok(name), Some(Ok(value))) = (
-                    HeaderName::from_bytes(k.as_bytes()),
-                    v.as_str().map(HeaderValue::from_str),
-                ) {
-                    map.append(name, value);
-                }
-            }
+        let Some(obj) = json.as_object() else {
+            return Err(
+                "the webhook's headers are not a JSON object: not sent; fix them and replay".into(),
+            );
+        };
+        for (k, v) in obj {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                format!("custom header name {k:?} is not a valid HTTP header name: not sent; fix the webhook's headers and replay")
+            })?;
+            let value = v
+                .as_str()
+                .ok_or(())
+                .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).map_err(|_| ()))
+                .map_err(|_| {
+                    format!("custom header {k:?} has a value HTTP cannot carry (control characters, or not a string): not sent; fix the webhook's headers and replay")
+                })?;
+            map.append(name, value);
         }
-        map
+        Ok(map)
     }
 }
 
