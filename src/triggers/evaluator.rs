@@ -419,7 +419,7 @@ impl Evaluator {
                 });
             }
         }
-        let payloads = self.payloads(&claimed, &fired, report).await?;
+        let payloads = self.payloads(&tx, &claimed, &fired, report).await?;
         let mut deliveries = Enqueue::default();
         for (f, payload) in fired.iter().zip(payloads) {
             let c = &claimed[f.claimed];
@@ -483,52 +483,11 @@ impl Evaluator {
         Ok(rows.len())
     }
 
-    /// Each firing's window on each of the previous `BASELINE_DAYS` days of
-    /// its site's timezone, `BASELINE_DAYS` per firing in order. PostgreSQL
-    /// does the calendar arithmetic (it has the zone database); a timezone
-    /// it does not know is read as UTC rather than failing the batch.
-    async fn baseline_windows(&self, claimed: &[Claimed], fired: &[Fired]) -> Result<Vec<Window>> {
-        const SQL: &str = "
-WITH q AS (
-    SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS q(f, t, tz, i)
-), z AS (
-    SELECT DISTINCT q.tz, coalesce((SELECT n.name FROM pg_timezone_names n WHERE n.name = q.tz), 'UTC') AS zone
-    FROM q
-)
-SELECT ((q.f AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone,
-       ((q.t AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone
-FROM q JOIN z ON z.tz = q.tz CROSS JOIN generate_series(1, $4::int4) AS k
-ORDER BY q.i, k";
-        let from: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.from).collect();
-        let to: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.to).collect();
-        let tz: Vec<&str> = fired
-            .iter()
-            .map(|f| claimed[f.claimed].timezone.as_str())
-            .collect();
-        let db = self
-            .pool
-            .get()
-            .await
-            .context("connecting to compute baseline days")?;
-        let rows = db
-            .query(SQL, &[&from, &to, &tz, &(BASELINE_DAYS as i32)])
-            .await
-            .context("computing baseline days in the sites' timezones")?;
-        Ok(rows
-            .iter()
-            .enumerate()
-            .map(|(n, r)| Window {
-                site_id: fired[n / BASELINE_DAYS as usize].window.site_id,
-                from: r.get(0),
-                to: r.get(1),
-            })
-            .collect())
-    }
-
     /// The payloads of a batch's firings, with three statements whatever
     /// their number: baselines, top sources, top pages.
     async fn payloads(
         &self,
+        db: &deadpool_postgres::Transaction<'_>,
         claimed: &[Claimed],
         fired: &[Fired],
         report: &mut RoundReport,
@@ -536,7 +495,7 @@ ORDER BY q.i, k";
         if fired.is_empty() {
             return Ok(Vec::new());
         }
-        let past = self.baseline_windows(claimed, fired).await?;
+        let past = baseline_windows(db, claimed, fired).await?;
         report.queries += 1;
         let history = self.source.unique_visitors(&past).await?;
         report.queries += 1;
@@ -633,6 +592,47 @@ fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
         paused: paused.is_some(),
         timezone: r.get::<_, Option<String>>(14).unwrap_or_default(),
     })
+}
+
+/// Each firing's window on each of the previous `BASELINE_DAYS` days of
+/// its site's timezone, `BASELINE_DAYS` per firing in order. PostgreSQL
+/// does the calendar arithmetic (it has the zone database); a timezone
+/// it does not know is read as UTC rather than failing the batch.
+async fn baseline_windows(
+    db: &deadpool_postgres::Transaction<'_>,
+    claimed: &[Claimed],
+    fired: &[Fired],
+) -> Result<Vec<Window>> {
+    const SQL: &str = "
+WITH q AS (
+SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS q(f, t, tz, i)
+), z AS (
+SELECT DISTINCT q.tz, coalesce((SELECT n.name FROM pg_timezone_names n WHERE n.name = q.tz), 'UTC') AS zone
+FROM q
+)
+SELECT ((q.f AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone,
+   ((q.t AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone
+FROM q JOIN z ON z.tz = q.tz CROSS JOIN generate_series(1, $4::int4) AS k
+ORDER BY q.i, k";
+    let from: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.from).collect();
+    let to: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.to).collect();
+    let tz: Vec<&str> = fired
+        .iter()
+        .map(|f| claimed[f.claimed].timezone.as_str())
+        .collect();
+    let rows = db
+        .query(SQL, &[&from, &to, &tz, &(BASELINE_DAYS as i32)])
+        .await
+        .context("computing baseline days in the sites' timezones")?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(n, r)| Window {
+            site_id: fired[n / BASELINE_DAYS as usize].window.site_id,
+            from: r.get(0),
+            to: r.get(1),
+        })
+        .collect())
 }
 
 /// `<base>/<domain>` (the realtime view for a spike), or None without a base URL.

@@ -3,7 +3,8 @@
 //! PostgreSQL source reads a table or view with Plausible's events_v2 column
 //! names; the ClickHouse source reads Plausible's own events_v2 over HTTP.
 //!
-//! Every window is half-open at the start: `(from, to]`, in UTC.
+//! Visitor windows are `[from, to]` (see `Window`); history buckets and goal
+//! scans are `(from, to]`; all in UTC.
 
 pub mod checker;
 pub mod clickhouse;
@@ -146,9 +147,9 @@ impl SourceStatus {
     }
 }
 
-/// The empty instant every check asks about: a zero-length window (no
-/// event can lie in `(t, t]`) at the start of 1970-01-02, for site 0, which
-/// Plausible never numbers. Every statement is still planned and analysed
+/// The empty instant every check asks about: a zero-length window (at most
+/// the instant itself) at the start of 1970-01-02, for site 0, which
+/// Plausible never numbers, so no row is read. Every statement is still planned and analysed
 /// in full by the server, so a refused one fails the check.
 pub const PROBE_SITE: i64 = 0;
 pub const PROBE_AT: OffsetDateTime = time::macros::datetime!(1970-01-02 00:00 UTC);
