@@ -176,6 +176,21 @@ impl Authenticator {
     }
 }
 
+/// Over `sites s LEFT JOIN teams t`: the site is locked, itself or by its
+/// team (Plausible refuses API access to it). One home for `site_refusal`
+/// and `readable_sites`.
+macro_rules! site_locked_sql {
+    () => {
+        "(s.locked OR coalesce(t.locked, false))"
+    };
+}
+/// Over the same join: the site's team is set up (a team-less key is refused).
+macro_rules! team_set_up_sql {
+    () => {
+        "coalesce(t.setup_complete, false)"
+    };
+}
+
 /// Why a key that has a role on a site is refused there anyway (typed: the
 /// API answers each differently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,8 +228,13 @@ pub async fn site_refusal(
     };
     let row = db
         .query_opt(
-            "SELECT s.locked OR coalesce(t.locked, false), coalesce(t.setup_complete, false)
-             FROM sites s LEFT JOIN teams t ON t.id = s.team_id WHERE s.id = $1",
+            concat!(
+                "SELECT ",
+                site_locked_sql!(),
+                ", ",
+                team_set_up_sql!(),
+                " FROM sites s LEFT JOIN teams t ON t.id = s.team_id WHERE s.id = $1"
+            ),
             &[&site_id],
         )
         .await
@@ -293,7 +313,8 @@ pub async fn readable_sites(
     };
     let rows = db
         .query(
-            "SELECT s.id FROM sites s
+            concat!(
+                "SELECT s.id FROM sites s
              JOIN team_memberships tm ON tm.team_id = s.team_id
              WHERE tm.user_id = $1 AND tm.role::text IN ('owner', 'admin', 'editor', 'viewer')
                AND ($2::bigint IS NULL OR s.team_id = $2)
@@ -306,8 +327,12 @@ pub async fn readable_sites(
              EXCEPT
              -- What `site_refusal` refuses.
              SELECT s.id FROM sites s LEFT JOIN teams t ON t.id = s.team_id
-             WHERE s.locked OR coalesce(t.locked, false)
-                OR ($2::bigint IS NULL AND coalesce(t.setup_complete, false))",
+             WHERE ",
+                site_locked_sql!(),
+                " OR ($2::bigint IS NULL AND ",
+                team_set_up_sql!(),
+                ")"
+            ),
             &[&user_id, &key_team_id],
         )
         .await
