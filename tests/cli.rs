@@ -157,16 +157,7 @@ async fn check_prints_the_analytics_version_and_names_a_refused_statement() {
         text(&o)
     );
 
-    env.db
-        .batch_execute(
-            "CREATE SCHEMA compat;
-             CREATE VIEW compat.events_v2 AS
-               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
-                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
-               FROM public.events_v2;",
-        )
-        .await
-        .unwrap();
+    env.incompatible_view().await;
     let o = bin()
         .arg("check")
         .env("DATABASE_URL", &env.url)

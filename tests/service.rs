@@ -414,16 +414,7 @@ async fn readyz_answers_503_while_draining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_on_an_incompatible_analytics_source_and_recovers() {
     let env = Env::new().await;
-    env.db
-        .batch_execute(
-            "CREATE SCHEMA compat;
-             CREATE VIEW compat.events_v2 AS
-               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
-                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
-               FROM public.events_v2;",
-        )
-        .await
-        .unwrap();
+    env.incompatible_view().await;
     let rx = env.receiver(always(200)).await;
     let wh = env.webhook(&rx.url("/")).await;
     let listen = format!("127.0.0.1:{}", free_port());
@@ -493,16 +484,7 @@ async fn readyz_fails_on_an_incompatible_analytics_source_and_recovers() {
         )
         .await
         .unwrap();
-    env.db
-        .batch_execute(
-            "DROP VIEW compat.events_v2;
-             CREATE VIEW compat.events_v2 AS
-               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
-                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
-               FROM public.events_v2;",
-        )
-        .await
-        .unwrap();
+    env.incompatible_view().await;
     let r = wait_status(&readyz, 503, T).await.json();
     assert_eq!(r["checks"]["analytics"]["state"], "incompatible", "{r}");
 

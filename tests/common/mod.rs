@@ -25,6 +25,23 @@ pub struct Env {
 }
 
 impl Env {
+    /// Points `compat.events_v2` (created with its schema when missing) at
+    /// the analytics rows with `meta_key` as text instead of text[]: the
+    /// columns check passes, the goal query with custom props is refused.
+    pub async fn incompatible_view(&self) {
+        self.db
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS compat;
+                 DROP VIEW IF EXISTS compat.events_v2;
+                 CREATE VIEW compat.events_v2 AS
+                   SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                          array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+                   FROM public.events_v2;",
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn new() -> Env {
         let cluster = tokio::task::spawn_blocking(PgCluster::shared)
             .await
