@@ -27,7 +27,6 @@ import base64
 import hashlib
 import hmac
 import os
-import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -209,12 +208,13 @@ class Handler(BaseHTTPRequestHandler):
         user = user or "default"
         database = params.get("database") or self.headers.get("X-ClickHouse-Database") or ""
         settings = {k: v for k, v in params.items() if k not in NOT_SETTINGS}
-        sql = "\n".join(p for p in [params.get("query", ""), body.decode("utf-8", "surrogateescape")] if p)
+        # The daemon writes every byte that is not plain ASCII as an escape.
+        sql = "\n".join(p for p in [params.get("query", ""), body.decode("utf-8", "replace")] if p)
         if not sql.strip():
             self.answer_error(ChError(62, "SYNTAX_ERROR", "Empty query"))
             return
         try:
-            out = ENGINE.run(user, password, database, settings, sql.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape"))
+            out = ENGINE.run(user, password, database, settings, sql)
         except ChError as e:
             self.answer_error(e)
             return
@@ -254,7 +254,6 @@ def main():
     with open(tmp, "w") as f:
         f.write(f"{server.server_address[1]}\n")
     os.rename(tmp, a.port_file)
-    sys.stdout.flush()
     server.serve_forever()
 
 
