@@ -23,9 +23,9 @@ use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
 use crate::delivery::client::{ClientConfig, HttpClient};
 use crate::delivery::guard::Resolve;
-use crate::delivery::limits::{LimiterRegistry, Limits};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::worker::Worker;
+use crate::queue::admission::{Admission, AdmissionConfig, Limits};
 use crate::queue::claimer::{Claimer, ClaimerConfig, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
 use crate::queue::completer::{self, Completer, CompleterConfig};
@@ -110,13 +110,7 @@ impl Daemon {
         let worker = Arc::new(Worker {
             client: HttpClient::new(client_cfg)?,
             policy: retry_policy(&cfg),
-            limiters: LimiterRegistry::default(),
-            default_limits: Limits {
-                max_concurrency: cfg.delivery.default_max_concurrency,
-                rate_per_sec: cfg.delivery.default_rate_limit_per_sec,
-            },
             response_log_max: cfg.delivery.response_log_max_bytes,
-            outcome_margin: crate::delivery::worker::outcome_margin(cfg.delivery.lease()),
             stop: stop.clone(),
         });
 
@@ -138,6 +132,16 @@ impl Daemon {
                 });
             })
         };
+        let admission = Admission::new(
+            AdmissionConfig {
+                max_in_flight: cfg.delivery.max_in_flight,
+                defaults: Limits {
+                    max_concurrency: cfg.delivery.default_max_concurrency,
+                    rate_per_sec: cfg.delivery.default_rate_limit_per_sec,
+                },
+            },
+            wake.clone(),
+        )?;
         let claimer = Claimer::new(
             ClaimerConfig {
                 instance: instance.clone(),
@@ -147,6 +151,7 @@ impl Daemon {
                 poll_interval: Duration::from_millis(cfg.queue.poll_interval_ms),
             },
             pool.clone(),
+            admission,
             wake.clone(),
             listener_up.clone(),
             dispatch,

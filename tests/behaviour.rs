@@ -685,3 +685,112 @@ async fn complete(env: &Env, batch: Vec<plausible_webhooks::queue::Completion>) 
     let handle = completer.start(CancellationToken::new());
     tokio::time::timeout(T, handle).await.unwrap().unwrap();
 }
+
+/// Receivers that never answer, with thousands queued, never take the last
+/// delivery slots, even a webhook set to "1000 at once" (above max_in_flight):
+/// another webhook's deliveries go out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_receivers_with_thousands_queued_leave_slots_for_everyone_else() {
+    let env = Env::new().await;
+    let hung = env.receiver(Arc::new(|_: &_| Reply::Hang)).await;
+    let fast = env.receiver(always(200)).await;
+    let mut hung_hooks = Vec::new();
+    for i in 0..8 {
+        hung_hooks.push(env.webhook(&hung.url(&format!("/{i}"))).await);
+    }
+    env.db
+        .execute(
+            "UPDATE webhooks SET max_concurrency = 1000 WHERE id = $1",
+            &[&hung_hooks[0]],
+        )
+        .await
+        .unwrap();
+    let wh_fast = env.webhook(&fast.url("/")).await;
+    let mut cfg = env.config();
+    // The README's 512 slots and 64 per webhook, scaled down by 8.
+    cfg.delivery.max_in_flight = 64;
+    cfg.delivery.default_max_concurrency = 8;
+    cfg.delivery.request_timeout_ms = 20_000;
+    cfg.delivery.lease_secs = 40;
+    cfg.shutdown.grace_secs = 0;
+    let daemon = env.daemon(cfg).await;
+    for wh in &hung_hooks {
+        env.enqueue(*wh, 500).await;
+    }
+    // Beyond their light shares (2 each) the hung webhooks leave the reserve
+    // (16) free: they hold 48 to 62 of the 64 slots, by the order they came in
+    // (see queue::admission).
+    hung.wait_for(48, T).await.unwrap();
+
+    let before = std::time::SystemTime::now();
+    env.enqueue(wh_fast, 20).await;
+    let got = fast.wait_for(20, T).await.unwrap();
+    let slowest = got
+        .iter()
+        .map(|r| r.at.duration_since(before).unwrap_or_default())
+        .max()
+        .unwrap();
+    let held = hung.count();
+    daemon.shutdown().await.unwrap();
+    assert!(
+        slowest <= Duration::from_secs(1),
+        "another webhook's deliveries waited {slowest:?} behind hung receivers"
+    );
+    assert!(
+        held <= 62,
+        "hung receivers hold {held} of 64 slots: they must leave some free"
+    );
+}
+
+/// A rate-limited backlog is not claimed ahead of its rate: rows stay
+/// untouched until they may be sent, so the database works per delivery sent
+/// (one claim, one completion), not per row waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_backlog_costs_two_row_updates_per_delivery_sent() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    env.db
+        .batch_execute(
+            "CREATE TABLE row_updates (n bigint NOT NULL);
+             INSERT INTO row_updates VALUES (0);
+             CREATE FUNCTION count_row_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN UPDATE row_updates SET n = n + (SELECT count(*) FROM changed); RETURN NULL; END $$;
+             CREATE TRIGGER count_row_updates AFTER UPDATE ON webhook_deliveries
+               REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION count_row_updates();",
+        )
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "UPDATE webhooks SET rate_limit_per_sec = 2 WHERE id = $1",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    env.enqueue(wh, 3_000).await;
+    let mut cfg = env.config();
+    cfg.delivery.max_in_flight = 64;
+    let daemon = env.daemon(cfg).await;
+    // A burst of 2, then one every 500 ms.
+    let got = rx.wait_for(6, T).await.unwrap();
+    daemon.shutdown().await.unwrap();
+    let sent = rx.count() as i64;
+    let updates = env.count("SELECT n FROM row_updates").await;
+    let span = got[5].at.duration_since(got[0].at).unwrap();
+    assert!(
+        span >= Duration::from_millis(1800),
+        "6 requests in {span:?} at 2/s"
+    );
+    // Each delivery sent: its claim and its outcome. A row claimed as the
+    // daemon stopped goes back unsent (two more updates): at most a burst's worth.
+    assert!(
+        updates <= 2 * sent + 2 * 2,
+        "{updates} row updates to send {sent} deliveries"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            .await,
+        3_000 - sent
+    );
+}

@@ -223,8 +223,13 @@ pub async fn sample_queue(db: &tokio_postgres::Client) -> Result<QueueSample> {
         .context("counting deliveries by status")?;
     let age: f64 = db
         .query_one(
-            "SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at))::float8, 0)
-             FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()",
+            // Per webhook over the claim's index (webhook_id, next_attempt_at):
+            // the oldest due row is the first of some webhook's range.
+            "SELECT coalesce(extract(epoch FROM now() - min(x.next_attempt_at))::float8, 0)
+             FROM webhooks w CROSS JOIN LATERAL (
+                 SELECT p.next_attempt_at FROM webhook_deliveries p
+                 WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now()
+                 ORDER BY p.next_attempt_at LIMIT 1) x",
             &[],
         )
         .await

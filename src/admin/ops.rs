@@ -26,7 +26,6 @@ use crate::config::Config;
 use crate::db::NOTIFY_CHANNEL;
 use crate::delivery::client::{ClientConfig, HttpClient};
 use crate::delivery::guard::{AddressGuard, Resolve};
-use crate::delivery::limits::{LimiterRegistry, Limits};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::signing::generate_secret;
 use crate::delivery::worker::Worker;
@@ -1425,13 +1424,7 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
             jitter: 0.0,
             retry_after_cap: Duration::ZERO,
         },
-        limiters: LimiterRegistry::default(),
-        default_limits: Limits {
-            max_concurrency: d.default_max_concurrency,
-            rate_per_sec: 0,
-        },
         response_log_max: d.response_log_max_bytes,
-        outcome_margin: crate::delivery::worker::outcome_margin(lease),
         stop: tokio_util::sync::CancellationToken::new(),
     };
     let outcome = worker.deliver(&job).await;

@@ -1,11 +1,11 @@
 //! Sending one event: the HTTPS client and its address guard, the envelope and
-//! signatures, the retry policy, the per-webhook limits, and the worker that
-//! ties them together for one delivery.
+//! signatures, the retry policy, and the worker that ties them together for
+//! one delivery. (A webhook's limits are applied when its rows are claimed:
+//! `queue::admission`.)
 
 pub mod client;
 pub mod envelope;
 pub mod guard;
-pub mod limits;
 pub mod retry;
 pub mod signing;
 pub mod worker;

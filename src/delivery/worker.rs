@@ -11,14 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{HttpClient, SendError};
 use super::envelope::envelope;
-use super::limits::{LimiterRegistry, Limits};
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature};
 use crate::queue::{Claimed, Completion, Status};
-
-/// Time kept free between the end of the longest request and the lease's end,
-/// for recording the outcome: at least this, and at least a third of the lease.
-pub const MIN_OUTCOME_MARGIN: Duration = Duration::from_secs(2);
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
@@ -28,11 +23,7 @@ static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signatur
 pub struct Worker {
     pub client: HttpClient,
     pub policy: RetryPolicy,
-    pub limiters: LimiterRegistry,
-    pub default_limits: Limits,
     pub response_log_max: usize,
-    /// Lease time kept for recording the outcome (see `outcome_margin`).
-    pub outcome_margin: Duration,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stop: CancellationToken,
 }
@@ -64,25 +55,8 @@ impl Worker {
             Err(why) => return not_sent(job, why.clone()),
         };
 
-        // May it go now? Wait for the webhook's limits only as long as the lease allows.
-        let limits = Limits {
-            max_concurrency: wh
-                .max_concurrency
-                .unwrap_or(self.default_limits.max_concurrency),
-            rate_per_sec: wh
-                .rate_limit_per_sec
-                .unwrap_or(self.default_limits.rate_per_sec),
-        };
-        let lease_left = job.lease_deadline.saturating_duration_since(Instant::now());
-        let max_wait =
-            lease_left.saturating_sub(self.client.request_timeout() + self.outcome_margin);
-        let _slot = tokio::select! {
-            r = self.limiters.acquire(wh.id, limits, max_wait) => match r {
-                Ok(slot) => slot,
-                Err(later) => return deferred(job, later),
-            },
-            _ = self.stop.cancelled() => return deferred(job, Duration::ZERO),
-        };
+        // The webhook's limits were applied when the row was claimed
+        // (queue::admission): what is claimed may go now.
         if self.stop.is_cancelled() {
             return deferred(job, Duration::ZERO);
         }
@@ -178,12 +152,6 @@ fn log_text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
-/// How much of a lease stays free for recording the outcome after the
-/// longest request: a delivery waits for its limits only within the rest.
-pub fn outcome_margin(lease: Duration) -> Duration {
-    MIN_OUTCOME_MARGIN.max(lease / 3)
-}
-
 fn header(v: String) -> HeaderValue {
     HeaderValue::try_from(v).expect("signature headers are ASCII")
 }
@@ -236,7 +204,7 @@ fn not_sent(job: &Claimed, why: String) -> Completion {
     }
 }
 
-/// Back to the queue without counting an attempt (a limit, or shutdown).
+/// Back to the queue without counting an attempt (shutdown came first).
 fn deferred(job: &Claimed, later: Duration) -> Completion {
     Completion {
         id: job.id,

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Claimed, WebhookInfo};
+use super::admission::{Admission, Quotas};
+use super::{Claimed, Slot, WebhookInfo};
 use crate::delivery::signing::SecretKeys;
 
 /// Poll at least this often while the LISTEN connection is down.
@@ -48,13 +49,49 @@ LEFT JOIN sites s ON s.id = w.site_id"
 }
 pub(crate) use claimed_row_sql;
 
+/// The claim, fair by construction (see `admission`): each webhook offers at
+/// most what its quota allows (its concurrency left, its rate tokens); the
+/// offers are taken least-held first, and a row that would take its webhook
+/// beyond its light share is taken only while the reserve stays free after it. Webhooks are walked from `webhooks` over the
+/// (webhook_id, next_attempt_at) index, so a backlog a limit holds back is
+/// never read. Candidates are chosen without locks; the lock re-checks
+/// `pending` (another instance may have taken a row meanwhile) and skips
+/// rows already locked.
+///
+/// $1 rows to claim at most · $2 instance · $3 lease (s) · $4/$5/$6 tracked
+/// webhooks: id, held, whole tokens · $7 default max_concurrency ·
+/// $8 max_in_flight · $9 default rate · $10 free slots · $11 light share ·
+/// $12 reserve.
 pub const CLAIM_SQL: &str = concat!(
     "
-WITH c AS (
+WITH tracked AS (
+    SELECT * FROM unnest($4::uuid[], $5::int4[], $6::int4[]) AS t(webhook_id, held, tokens)
+), quota AS (
+    SELECT w.id AS webhook_id, coalesce(t.held, 0) AS held,
+           LEAST(LEAST(coalesce(w.max_concurrency, $7::int4), $8::int4) - coalesce(t.held, 0),
+                 CASE WHEN coalesce(w.rate_limit_per_sec, $9::int4) = 0 THEN $1::int8
+                      ELSE LEAST(coalesce(t.tokens, 2147483647), coalesce(w.rate_limit_per_sec, $9::int4)) END,
+                 $1::int8) AS n
+    FROM webhooks w LEFT JOIN tracked t ON t.webhook_id = w.id
+), cand AS (
+    SELECT x.id, x.next_attempt_at,
+           q.held + row_number() OVER (PARTITION BY q.webhook_id ORDER BY x.next_attempt_at) AS holds
+    FROM quota q
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.next_attempt_at FROM webhook_deliveries p
+        WHERE p.webhook_id = q.webhook_id AND p.status = 'pending' AND p.next_attempt_at <= now()
+        ORDER BY p.next_attempt_at
+        LIMIT GREATEST(q.n, 0)
+    ) x
+    WHERE q.n > 0
+), pick AS (
+    SELECT id FROM (
+        SELECT id, holds, row_number() OVER (ORDER BY holds, next_attempt_at) AS pos FROM cand
+    ) r
+    WHERE pos <= $1 AND (holds <= $11::int8 OR $10::int8 - pos >= $12::int8)
+), c AS (
     SELECT id FROM webhook_deliveries
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
-    LIMIT $1
+    WHERE id IN (SELECT id FROM pick) AND status = 'pending'
     FOR UPDATE SKIP LOCKED
 ), d AS (
     UPDATE webhook_deliveries d
@@ -70,13 +107,22 @@ WITH c AS (
     claimed_row_sql!()
 );
 
-/// Seconds until the earliest pending row is due (negative: overdue).
+/// Seconds until the earliest pending row of a webhook not in $1 is due
+/// (negative: overdue); $1 are the webhooks admission blocks now, whose rows
+/// wait for a slot or a token, not for the clock.
 pub const NEXT_DUE_SQL: &str = "
-SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
-FROM webhook_deliveries WHERE status = 'pending'";
+SELECT extract(epoch FROM min(x.next_attempt_at) - clock_timestamp())::float8
+FROM webhooks w
+CROSS JOIN LATERAL (
+    SELECT p.next_attempt_at FROM webhook_deliveries p
+    WHERE p.webhook_id = w.id AND p.status = 'pending'
+    ORDER BY p.next_attempt_at
+    LIMIT 1
+) x
+WHERE w.id <> ALL($1::uuid[])";
 
 /// Receives each claimed delivery with the slot it occupies.
-pub type Dispatch = Arc<dyn Fn(Claimed, OwnedSemaphorePermit) + Send + Sync>;
+pub type Dispatch = Arc<dyn Fn(Claimed, Slot) + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct ClaimerConfig {
@@ -100,6 +146,7 @@ pub struct Claimer {
     cfg: ClaimerConfig,
     pool: Pool,
     slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
     wake: Arc<Notify>,
     listener_up: watch::Receiver<bool>,
     dispatch: Dispatch,
@@ -110,15 +157,21 @@ impl Claimer {
     pub fn new(
         cfg: ClaimerConfig,
         pool: Pool,
+        admission: Arc<Admission>,
         wake: Arc<Notify>,
         listener_up: watch::Receiver<bool>,
         dispatch: Dispatch,
     ) -> Result<Self> {
         cfg.validate()?;
+        anyhow::ensure!(
+            admission.config().max_in_flight == cfg.max_in_flight,
+            "claimer: admission and claimer disagree on max_in_flight"
+        );
         Ok(Self {
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
             pool,
+            admission,
             wake,
             listener_up,
             dispatch,
@@ -153,18 +206,31 @@ impl Claimer {
                     _ = stop.cancelled() => break,
                 }
             }
-            let n = self.slots.available_permits().min(self.cfg.batch_max);
-            match self.claim(n).await {
+            let free = self.slots.available_permits();
+            let n = free.min(self.cfg.batch_max);
+            let quotas = self.admission.quotas(free);
+            match self.claim(n, free, &quotas).await {
                 Ok(rows) => {
                     backoff = ERROR_BACKOFF;
                     last_full = rows.len() == n;
                     for row in rows {
-                        let permit = self
+                        let delivery = self
                             .slots
                             .clone()
                             .try_acquire_owned()
                             .expect("the claimer is the only taker of slots");
-                        (self.dispatch)(row, permit);
+                        let wh = &row.webhook;
+                        let limits = self
+                            .admission
+                            .limits(wh.max_concurrency, wh.rate_limit_per_sec);
+                        let webhook = self.admission.admit(wh.id, limits);
+                        (self.dispatch)(
+                            row,
+                            Slot {
+                                delivery,
+                                webhook,
+                            },
+                        );
                     }
                     if last_full {
                         continue;
@@ -187,7 +253,7 @@ impl Claimer {
                     continue;
                 }
             }
-            let wait = self.next_wait().await;
+            let wait = self.next_wait(&quotas).await;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -197,19 +263,24 @@ impl Claimer {
         tracing::debug!("claimer stopped");
     }
 
-    /// How long to sleep when nothing is due: until the earliest retry, capped
-    /// by the (jittered) backstop poll.
-    async fn next_wait(&self) -> Duration {
+    /// How long to sleep when nothing is due: until the earliest retry of a
+    /// webhook that may send, or the next rate token of one that may not,
+    /// capped by the (jittered) backstop poll. (A slot freed for a blocked
+    /// webhook wakes the claimer through admission.)
+    async fn next_wait(&self, quotas: &Quotas) -> Duration {
         let mut poll = self.cfg.poll_interval.mul_f64(0.8 + fastrand::f64() * 0.4);
         if !*self.listener_up.borrow() {
             poll = poll.min(POLL_WHILE_LISTENER_DOWN);
         }
         let due = async {
             let client = self.pool.get().await?;
-            let row = client.query_one(NEXT_DUE_SQL, &[]).await?;
+            let row = client.query_one(NEXT_DUE_SQL, &[&quotas.blocked]).await?;
             Ok::<_, anyhow::Error>(row.get::<_, Option<f64>>(0))
         }
         .await;
+        if let Some(t) = quotas.next_token_in {
+            poll = poll.min(t.max(MIN_WAIT));
+        }
         match due {
             // Due already but not claimed: another transaction holds the row.
             // Pause briefly rather than spin (a NOTIFY still wakes us at once).
@@ -223,7 +294,7 @@ impl Claimer {
         }
     }
 
-    async fn claim(&mut self, n: usize) -> Result<Vec<Claimed>> {
+    async fn claim(&mut self, n: usize, free: usize, q: &Quotas) -> Result<Vec<Claimed>> {
         let client = self
             .pool
             .get()
@@ -232,6 +303,8 @@ impl Claimer {
         // Measured on our own clock from before the claim, so the lease left is
         // never overestimated, whatever the skew between us and the database.
         let lease_deadline = Instant::now() + self.cfg.lease;
+        let cfg = self.admission.config();
+        let defaults = cfg.defaults;
         let stmt = client
             .prepare_cached(CLAIM_SQL)
             .await
@@ -243,6 +316,15 @@ impl Claimer {
                     &(n as i64),
                     &self.cfg.instance,
                     &self.cfg.lease.as_secs_f64(),
+                    &q.webhook_ids,
+                    &q.held,
+                    &q.tokens,
+                    &(defaults.max_concurrency.min(i32::MAX as u32) as i32),
+                    &(self.cfg.max_in_flight.min(i32::MAX as usize) as i32),
+                    &(defaults.rate_per_sec.min(i32::MAX as u32) as i32),
+                    &(free as i64),
+                    &(cfg.light() as i64),
+                    &(cfg.reserve() as i64),
                 ],
             )
             .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -108,7 +108,7 @@ pub struct Completer {
 
 /// An outcome, with the delivery slot it holds until it is written (so a slow
 /// database slows claiming instead of piling up unrecorded outcomes).
-pub type Done = (Completion, Option<OwnedSemaphorePermit>);
+pub type Done = (Completion, Option<super::Slot>);
 
 /// A channel sized so the deliverers feel back-pressure before memory grows.
 pub fn channel(max_in_flight: usize) -> (mpsc::Sender<Done>, mpsc::Receiver<Done>) {

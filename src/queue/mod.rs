@@ -3,6 +3,7 @@
 //! (`completer`), returning expired leases (`rescuer`) and pruning old rows
 //! (`cleaner`). Each service is one loop with the same start/stop shape.
 
+pub mod admission;
 pub mod claimer;
 pub mod cleaner;
 pub mod completer;
@@ -63,6 +64,13 @@ impl WebhookInfo {
         }
         Ok(map)
     }
+}
+
+/// What a delivery in flight holds until its outcome is written: one of the
+/// instance's delivery slots and one of its webhook's (see `admission`).
+pub struct Slot {
+    pub delivery: tokio::sync::OwnedSemaphorePermit,
+    pub webhook: admission::WebhookSlot,
 }
 
 /// One claimed delivery, ready to send.
