@@ -17,7 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "delivery_row_limits",
         include_str!("../../sql/0003_delivery_row_limits.sql"),
     ),
-    (6, "fair_claim", include_str!("../../sql/0006_fair_claim.sql")),
+    (
+        6,
+        "fair_claim",
+        include_str!("../../sql/0006_fair_claim.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

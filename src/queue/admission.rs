@@ -51,7 +51,10 @@ pub struct AdmissionConfig {
 
 impl AdmissionConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.max_in_flight > 0, "admission: max_in_flight must be > 0");
+        anyhow::ensure!(
+            self.max_in_flight > 0,
+            "admission: max_in_flight must be > 0"
+        );
         anyhow::ensure!(
             self.defaults.max_concurrency > 0,
             "admission: the default max_concurrency must be > 0"
@@ -117,8 +120,7 @@ impl Webhook {
 
     fn idle(&self) -> bool {
         self.held == 0
-            && (self.limits.rate_per_sec == 0
-                || self.tokens >= f64::from(self.limits.rate_per_sec))
+            && (self.limits.rate_per_sec == 0 || self.tokens >= f64::from(self.limits.rate_per_sec))
     }
 }
 
@@ -177,7 +179,7 @@ impl Admission {
         let now = Instant::now();
         let mut q = Quotas::default();
         let (light, reserve) = (self.cfg.light(), self.cfg.reserve());
-        let may_grow = |held: usize| free > 0 && (held < light || free - 1 >= reserve);
+        let may_grow = |held: usize| free > 0 && (held < light || free > reserve);
         let mut map = self.webhooks.lock().expect("admission lock");
         map.retain(|id, w| {
             w.refill(now);
@@ -328,7 +330,10 @@ mod tests {
         let lim = a.limits(Some(1000), None);
         assert_eq!(lim.max_concurrency, 64, "capped by max_in_flight");
         let mut held: Vec<_> = (0..47).map(|_| a.admit(id, lim)).collect();
-        assert!(a.quotas(17).blocked.is_empty(), "17 free: one more leaves 16");
+        assert!(
+            a.quotas(17).blocked.is_empty(),
+            "17 free: one more leaves 16"
+        );
         held.push(a.admit(id, lim));
         assert_eq!(a.quotas(16).blocked, vec![id]);
         // Within its light share a webhook may take the reserve.

@@ -224,13 +224,7 @@ impl Claimer {
                             .admission
                             .limits(wh.max_concurrency, wh.rate_limit_per_sec);
                         let webhook = self.admission.admit(wh.id, limits);
-                        (self.dispatch)(
-                            row,
-                            Slot {
-                                delivery,
-                                webhook,
-                            },
-                        );
+                        (self.dispatch)(row, Slot { delivery, webhook });
                     }
                     if last_full {
                         continue;
