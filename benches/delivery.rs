@@ -48,20 +48,37 @@ const TARGET_P99_MS: f64 = 10.0;
 const TARGET_RSS_MIB: f64 = 32.0;
 
 /// The claim of src/queue/claimer.rs, with its parameters as literals:
-/// LIMIT 1000, a made-up instance, a 30 s lease.
+/// 512 rows, a made-up instance, a 30 s lease, nothing tracked, the default
+/// limits and shares of 512 slots. (Highest placeholder first: "$1" is in "$12".)
 fn claim_explain_sql() -> String {
-    format!(
-        "EXPLAIN (ANALYZE, BUFFERS) {}",
-        claimer::CLAIM_SQL
-            .replace("$1", "1000")
-            .replace("$2", "'bench:explain'")
-            .replace("$3", "30")
-    )
+    let params = [
+        ("$12", "128"),
+        ("$11", "16"),
+        ("$10", "512"),
+        ("$9", "0"),
+        ("$8", "512"),
+        ("$7", "64"),
+        ("$6", "'{}'"),
+        ("$5", "'{}'"),
+        ("$4", "'{}'"),
+        ("$3", "30"),
+        ("$2", "'bench:explain'"),
+        ("$1", "512"),
+    ];
+    let sql = params
+        .iter()
+        .fold(claimer::CLAIM_SQL.to_string(), |sql, (p, v)| {
+            sql.replace(p, v)
+        });
+    format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")
 }
 
 /// The claimer's "when is the next row due" query, run when idle.
 fn next_due_explain_sql() -> String {
-    format!("EXPLAIN (ANALYZE, BUFFERS) {}", claimer::NEXT_DUE_SQL)
+    format!(
+        "EXPLAIN (ANALYZE, BUFFERS) {}",
+        claimer::NEXT_DUE_SQL.replace("$1", "'{}'")
+    )
 }
 
 /// Is any delivery not finished yet? Asked through the two partial indexes
@@ -72,8 +89,10 @@ fn next_due_explain_sql() -> String {
 /// 30 minute bound) a scan would read a gigabyte. Retries (1 and 5 min) count
 /// as open.
 const OPEN_SQL: &str = "
-SELECT EXISTS (SELECT 1 FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at < now() + interval '30 minutes')
+SELECT EXISTS (SELECT 1 FROM webhooks w CROSS JOIN LATERAL (
+                   SELECT 1 FROM webhook_deliveries p
+                   WHERE p.webhook_id = w.id AND p.status = 'pending'
+                     AND p.next_attempt_at < now() + interval '30 minutes' LIMIT 1) x)
     OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'delivering')";
 
 /// How many are open, for the timeout message.

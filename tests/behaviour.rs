@@ -717,10 +717,10 @@ async fn hung_receivers_with_thousands_queued_leave_slots_for_everyone_else() {
     for wh in &hung_hooks {
         env.enqueue(*wh, 500).await;
     }
-    // Beyond their light shares (2 each) the hung webhooks leave the reserve
-    // (16) free: they hold 48 to 62 of the 64 slots, by the order they came in
+    // Beyond their light shares (1 each) the hung webhooks leave the reserve
+    // (8) free: they hold 56 to 63 of the 64 slots, by the order they came in
     // (see queue::admission).
-    hung.wait_for(48, T).await.unwrap();
+    hung.wait_for(56, T).await.unwrap();
 
     let before = std::time::SystemTime::now();
     env.enqueue(wh_fast, 20).await;
@@ -737,7 +737,7 @@ async fn hung_receivers_with_thousands_queued_leave_slots_for_everyone_else() {
         "another webhook's deliveries waited {slowest:?} behind hung receivers"
     );
     assert!(
-        held <= 62,
+        held <= 63,
         "hung receivers hold {held} of 64 slots: they must leave some free"
     );
 }

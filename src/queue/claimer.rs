@@ -189,13 +189,19 @@ impl Claimer {
     }
 
     async fn run(mut self, stop: CancellationToken) {
+        // A claim takes rows beyond the light shares only while the reserve
+        // stays free: after a full batch, wait for a quarter of the slots to
+        // free beyond the reserve, so a busy webhook is claimed in large
+        // batches rather than one row at a time.
+        let reserve = self.admission.config().reserve();
         let low_water = (self.cfg.max_in_flight / 4).max(1);
+        let refill_to = (reserve + low_water).min(self.cfg.max_in_flight);
         let mut last_full = false;
         let mut backoff = ERROR_BACKOFF;
         while !stop.is_cancelled() {
-            if last_full && self.slots.available_permits() < low_water {
+            if last_full && self.slots.available_permits() < refill_to {
                 tokio::select! {
-                    _ = self.slots.acquire_many(low_water as u32) => {}
+                    _ = self.slots.acquire_many(refill_to as u32) => {}
                     _ = tokio::time::sleep(REFILL_WAIT) => {}
                     _ = stop.cancelled() => break,
                 }
@@ -212,7 +218,9 @@ impl Claimer {
             match self.claim(n, free, &quotas).await {
                 Ok(rows) => {
                     backoff = ERROR_BACKOFF;
-                    last_full = rows.len() == n;
+                    // Full: as many as the slots beyond the reserve allowed
+                    // (more may be due).
+                    last_full = rows.len() >= n.min(free.saturating_sub(reserve).max(1));
                     for row in rows {
                         let delivery = self
                             .slots
