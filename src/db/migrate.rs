@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "delivery_row_limits",
         include_str!("../../sql/0003_delivery_row_limits.sql"),
     ),
+    (
+        5,
+        "payload_size",
+        include_str!("../../sql/0005_payload_size.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
