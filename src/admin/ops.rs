@@ -82,8 +82,13 @@ impl From<tokio_postgres::Error> for OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+/// A database error as an [`OpError`]: a payload the database refuses for
+/// its size is the caller's input (422, exit 1), anything else internal.
 fn db<T>(r: Result<T, tokio_postgres::Error>, what: &str) -> OpResult<T> {
-    r.map_err(|e| OpError::Internal(anyhow::Error::new(e).context(what.to_string())))
+    r.map_err(|e| match validate::payload_refusal(&e) {
+        Some(i) => OpError::Invalid(i),
+        None => OpError::Internal(anyhow::Error::new(e).context(what.to_string())),
+    })
 }
 
 // ---------------------------------------------------------------- sites
@@ -1518,6 +1523,17 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_test_event_fits_any_payload_limit() {
+        // jsonb renders ", " and ": " where serde writes "," and ":", so twice
+        // the compact size bounds what the database measures.
+        let compact = test_payload(&[]).to_string().len();
+        assert!(
+            2 * compact < crate::config::MIN_MAX_PAYLOAD_BYTES,
+            "{compact} bytes"
+        );
+    }
 
     #[test]
     fn a_test_waits_at_most_its_own_bound() {
