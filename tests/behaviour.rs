@@ -792,3 +792,50 @@ async fn a_lowered_limit_refuses_new_payloads_and_still_delivers_queued_ones() {
     );
     assert!(db.message().contains("65536"), "{}", db.message());
 }
+
+/// An upgrade: rows over the limit queued before migration 5 existed are
+/// kept by `migrate` and delivered as written; after it, new ones are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    // The schema as migration 3 left it.
+    env.db
+        .batch_execute(
+            "DROP TRIGGER webhook_deliveries_payload_size ON webhook_deliveries;
+             DROP FUNCTION plausible_webhooks_payload_size_check();
+             DROP FUNCTION plausible_webhooks_max_payload_bytes();
+             DROP TABLE plausible_webhooks_settings;
+             DELETE FROM plausible_webhooks_schema_migrations WHERE version = 5;",
+        )
+        .await
+        .unwrap();
+    let insert = "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                  VALUES ($1, 'goal_completion', jsonb_build_object('blob', repeat('x', 300000))) RETURNING id";
+    let old: uuid::Uuid = env.db.query_one(insert, &[&wh]).await.unwrap().get(0);
+    let mut c = plausible_webhooks::db::connect(&env.url).await.unwrap();
+    assert_eq!(
+        plausible_webhooks::db::migrate::migrate(&mut c)
+            .await
+            .unwrap(),
+        vec![5]
+    );
+    let err = env.db.query_one(insert, &[&wh]).await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("webhook_deliveries_payload_size"),
+        "{err}"
+    );
+    let _daemon = env.spawn_daemon(&[]);
+    env.wait_until(
+        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{old}'"),
+        T,
+    )
+    .await;
+    let seen = rx.wait_for(1, T).await.unwrap();
+    assert_eq!(
+        seen[0].json()["data"]["blob"].as_str().map(str::len),
+        Some(300_000)
+    );
+}
