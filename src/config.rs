@@ -97,6 +97,13 @@ pub struct DeliveryConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// CIDRs exempt from the address guard (e.g. "127.0.0.0/8" for tests).
     pub allow_cidrs: Vec<String>,
+    /// Largest payload a delivery may be enqueued with, in bytes of the
+    /// payload as PostgreSQL renders it (`octet_length(payload::text)`, what
+    /// goes into the body's `data`). Enforced by the database on INSERT and
+    /// UPDATE (migration 5), whoever writes; the daemon writes this value
+    /// into the database at `migrate` and at start. Rows queued before are
+    /// delivered as written. Also what a claim may budget per row.
+    pub max_payload_bytes: usize,
 }
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -112,6 +119,16 @@ pub const DEFAULT_RETRY_AFTER_CAP_SECS: u32 = 3_600;
 pub const DEFAULT_RESPONSE_READ_MAX_BYTES: usize = 64 * 1024;
 pub const DEFAULT_RESPONSE_LOG_MAX_BYTES: usize = 4 * 1024;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+/// 256 KiB: hundreds of times what Plausible's events need (a goal
+/// completion or spike is under 2 KiB), as much as SQS/SNS carry in a
+/// message and in line with hosted webhook services (Hook0 takes ~700 KiB,
+/// Novu 512 KB); 512 in flight then hold at most ~128 MiB of payload text.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// The database refuses limits outside this range too (migration 5's CHECK):
+/// the test event and every trigger payload's fixed part fit in 4 KiB, and
+/// above 16 MiB a full in-flight window could take gigabytes.
+pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
+pub const MAX_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -129,6 +146,7 @@ impl Default for DeliveryConfig {
             default_max_concurrency: DEFAULT_MAX_CONCURRENCY,
             extra_ca_file: None,
             allow_cidrs: Vec::new(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }
@@ -601,6 +619,14 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(MIN_MAX_PAYLOAD_BYTES..=MAX_MAX_PAYLOAD_BYTES).contains(&d.max_payload_bytes) {
+            return Err(bad(
+                "delivery.max_payload_bytes",
+                format!(
+                    "must be between {MIN_MAX_PAYLOAD_BYTES} (4 KiB) and {MAX_MAX_PAYLOAD_BYTES} (16 MiB)"
+                ),
+            ));
+        }
         if let Some(p) = &d.extra_ca_file {
             if !p.is_file() {
                 return Err(bad(
@@ -896,6 +922,7 @@ mod tests {
         let c = Config::from_parts("", &env(&[("DATABASE_URL", "postgres://u@h/db")])).unwrap();
         assert_eq!(c.delivery.retry_schedule_secs, vec![60, 300, 1800]);
         assert_eq!(c.delivery.request_timeout_ms, 10_000);
+        assert_eq!(c.delivery.max_payload_bytes, 262_144);
         let e = Config::from_parts("", &env(&[])).unwrap_err();
         assert!(e.0.contains("database.url"), "{e}");
     }
@@ -1030,6 +1057,14 @@ mod tests {
                 "delivery.allow_cidrs",
             ),
             ("[delivery]\nbogus = 1\n", "bogus"),
+            (
+                "[delivery]\nmax_payload_bytes = 4095\n",
+                "delivery.max_payload_bytes",
+            ),
+            (
+                "[delivery]\nmax_payload_bytes = 16777217\n",
+                "delivery.max_payload_bytes",
+            ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[admin]\nlisten = \"0.0.0.0:8787\"\n", "admin.listen"),
             ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),

@@ -73,6 +73,7 @@ impl Daemon {
                 "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
             })?;
             db::migrate::ensure_current(&client).await?;
+            db::settings::apply(&client, &cfg.delivery).await?;
         }
         let instance = opts.instance.clone().unwrap_or_else(instance_name);
         let stop = CancellationToken::new();

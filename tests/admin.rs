@@ -1380,3 +1380,39 @@ async fn auto_disable_waits_until_the_failures_span_the_configured_time() {
     );
     let _ = stop(d);
 }
+
+/// The database's refusal of an oversized payload reads as the shared
+/// validation error (422 in the API, exit 1 in the CLI), with the database's
+/// own words: the size, the limit and what to do. Other refusals do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_refusal_is_a_validation_error() {
+    use plausible_webhooks::admin::validate::{payload_refusal, Rule};
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    let err = env
+        .db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+             VALUES ($1, 'goal_completion', jsonb_build_object('blob', repeat('x', 300000)))",
+            &[&wh],
+        )
+        .await
+        .unwrap_err();
+    let i = payload_refusal(&err).expect("recognised as the payload limit");
+    assert_eq!(
+        (i.field.as_str(), i.rule, i.rule.code()),
+        ("payload", Rule::TooLarge, "too_large")
+    );
+    for words in ["300012 bytes", "262144", "max_payload_bytes"] {
+        assert!(i.message.contains(words), "{words}: {}", i.message);
+    }
+    let other = env
+        .db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type) VALUES ($1, 'Bad Event')",
+            &[&wh],
+        )
+        .await
+        .unwrap_err();
+    assert!(payload_refusal(&other).is_none(), "{other}");
+}

@@ -24,14 +24,21 @@ struct Api {
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with(&[]).await
+    }
+
+    /// As `start`, with more settings for the daemon's environment.
+    async fn start_with(extra: &[(&str, &str)]) -> Api {
         let env = Env::new().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
-        let daemon = env.spawn_daemon(&[
-            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+        let mut vars = vec![
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
             ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
             ("SECRET_KEY_BASE", SKB),
-        ]);
+        ];
+        vars.extend_from_slice(extra);
+        let daemon = env.spawn_daemon(&vars);
         let base = format!("http://{listen}");
         wait_status(&format!("{base}/readyz"), 200, T).await;
         Api {
@@ -962,4 +969,91 @@ async fn a_site_is_found_by_its_domain_or_its_former_domain() {
         expect(&a, 200, None);
     }
     assert_eq!(listed(&api, &key).await, 3);
+}
+
+/// A webhook for `url` on `site`, made by the operator; returns its API path.
+async fn webhook_at(api: &Api, site: &str, url: &str) -> String {
+    let created = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": site, "name": "t", "url": url})),
+        )
+        .await;
+    expect(&created, 201, None);
+    format!(
+        "/api/webhooks/{}",
+        created.json()["webhook"]["id"].as_str().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_hanging_tests_do_not_delay_anothers() {
+    // A request timeout long enough that A's tests are surely still hanging
+    // while B's runs (the lease must exceed it).
+    let api = Api::start_with(&[
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "8000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "12"),
+    ])
+    .await;
+    let db = &api.env.db;
+    let site_a = api.env.site_id;
+    let site_b = plausible_webhooks::testkit::create_site(db, "other.example")
+        .await
+        .unwrap();
+    let (ua, key_a) = user_with_key(db, "a@a.test", None).await;
+    member(db, ua, team_of(db, site_a).await, "owner").await;
+    let (ub, key_b) = user_with_key(db, "b@b.test", None).await;
+    member(db, ub, team_of(db, site_b).await, "owner").await;
+    let hang = api.env.receiver(std::sync::Arc::new(|_| Reply::Hang)).await;
+    let healthy = api.env.receiver(always(200)).await;
+    let wa = webhook_at(&api, "example.com", &hang.url("/hang")).await;
+    let wb = webhook_at(&api, "other.example", &healthy.url("/ok")).await;
+
+    // A fires as many tests as a user may run at once; all reach the receiver and hang.
+    let per_user = plausible_webhooks::admin::test_slots::DEFAULT_PER_USER;
+    let url = format!("{}{wa}/test", api.base);
+    let hanging: Vec<_> = (0..per_user)
+        .map(|_| {
+            let (url, key) = (url.clone(), key_a.clone());
+            tokio::spawn(async move { request("POST", &url, Some(&key), None).await })
+        })
+        .collect();
+    hang.wait_for(per_user, T).await.unwrap();
+    assert!(
+        hanging.iter().all(|h| !h.is_finished()),
+        "A's tests reached the receiver one after another, not at once"
+    );
+
+    // One more from A is refused at once, saying when to try again.
+    let excess = api
+        .call("POST", &format!("{wa}/test"), Some(&key_a), None)
+        .await;
+    expect(&excess, 429, Some("too_many_tests"));
+    let retry_after: u64 = excess
+        .retry_after
+        .as_deref()
+        .expect("a Retry-After header")
+        .parse()
+        .unwrap();
+    assert!((1..=8).contains(&retry_after), "{retry_after}");
+    assert_eq!(hang.count(), per_user, "the refused test was not sent");
+
+    // B's test to a healthy receiver answers while A's still hang.
+    let b = api
+        .call("POST", &format!("{wb}/test"), Some(&key_b), None)
+        .await;
+    expect(&b, 200, None);
+    assert_eq!(b.json()["success"], json!(true), "{}", b.text);
+    assert!(
+        hanging.iter().all(|h| !h.is_finished()),
+        "B's test waited until A's hanging tests had ended"
+    );
+
+    // A's end with the request timeout, named as such.
+    for h in hanging {
+        let a = h.await.unwrap().unwrap();
+        expect(&a, 200, None);
+        assert_eq!(a.json()["cause"], "timeout", "{}", a.text);
+    }
 }

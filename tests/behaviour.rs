@@ -794,3 +794,157 @@ async fn a_rate_limited_backlog_costs_two_row_updates_per_delivery_sent() {
         3_000 - sent
     );
 }
+
+/// Payloads over the limit are refused at INSERT (and UPDATE) by the
+/// database itself, whoever writes them, with the limit, the size and what
+/// to do in the message; a payload exactly at the limit is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_is_refused_at_insert_saying_limit_size_and_what_to_do() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    let limit = plausible_webhooks::config::DEFAULT_MAX_PAYLOAD_BYTES as i32;
+    // `{"blob": "…"}` renders as 12 bytes around the string.
+    let big = "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+               VALUES ($1, 'goal_completion', jsonb_build_object('blob', repeat('x', $2)))";
+    for (sql, n) in [
+        (big, limit - 12 + 1),
+        // webhook_enqueue inserts the same way.
+        (
+            "SELECT webhook_enqueue((SELECT site_id FROM webhooks WHERE id = $1), 'goal_completion',
+                                    jsonb_build_object('blob', repeat('x', $2)))",
+            limit - 12 + 1,
+        ),
+        (
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+             SELECT $1, 'goal_completion', jsonb_build_object('blob', repeat('x', g * $2))
+             FROM generate_series(0, 1) g",
+            3 * limit,
+        ),
+    ] {
+        let err = env.db.query(sql, &[&wh, &n]).await.expect_err(sql);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.constraint(), Some("webhook_deliveries_payload_size"), "{db}");
+        assert_eq!(db.code(), &tokio_postgres::error::SqlState::CHECK_VIOLATION);
+        let size = (n + 12).to_string();
+        for words in [size.as_str(), &limit.to_string(), "max_payload_bytes", "smaller"] {
+            assert!(db.message().contains(words), "{words}: {}", db.message());
+        }
+    }
+    assert_eq!(
+        env.db
+            .query_one("SELECT count(*) FROM webhook_deliveries", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    // Exactly at the limit: taken; growing it by UPDATE: refused.
+    let id: uuid::Uuid = env
+        .db
+        .query_one(&format!("{big} RETURNING id"), &[&wh, &(limit - 12)])
+        .await
+        .unwrap()
+        .get(0);
+    let err = env
+        .db
+        .execute(
+            "UPDATE webhook_deliveries SET payload = payload || '{\"more\": 1}' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("webhook_deliveries_payload_size"),
+        "{err}"
+    );
+}
+
+/// The daemon writes its `delivery.max_payload_bytes` into the database at
+/// start. Rows queued before (here: under a higher limit) are not refused
+/// later: they are delivered as written, while new ones over the limit are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_limit_refuses_new_payloads_and_still_delivers_queued_ones() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let insert = "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                  VALUES ($1, 'goal_completion', jsonb_build_object('blob', repeat('x', $2))) RETURNING id";
+    let queued: uuid::Uuid = env
+        .db
+        .query_one(insert, &[&wh, &100_000i32])
+        .await
+        .unwrap()
+        .get(0);
+    let _daemon = env.spawn_daemon(&[("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_PAYLOAD_BYTES", "65536")]);
+    env.wait_until(
+        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{queued}'"),
+        T,
+    )
+    .await;
+    let seen = rx.wait_for(1, T).await.unwrap();
+    assert_eq!(
+        seen[0].json()["data"]["blob"].as_str().map(str::len),
+        Some(100_000)
+    );
+    let err = env
+        .db
+        .query_one(insert, &[&wh, &100_000i32])
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(
+        db.constraint(),
+        Some("webhook_deliveries_payload_size"),
+        "{db}"
+    );
+    assert!(db.message().contains("65536"), "{}", db.message());
+}
+
+/// An upgrade: rows over the limit queued before migration 5 existed are
+/// kept by `migrate` and delivered as written; after it, new ones are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    // The schema as migration 3 left it.
+    env.db
+        .batch_execute(
+            "DROP TRIGGER webhook_deliveries_payload_size ON webhook_deliveries;
+             DROP FUNCTION plausible_webhooks_payload_size_check();
+             DROP FUNCTION plausible_webhooks_max_payload_bytes();
+             DROP TABLE plausible_webhooks_settings;
+             DELETE FROM plausible_webhooks_schema_migrations WHERE version = 5;",
+        )
+        .await
+        .unwrap();
+    let insert = "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                  VALUES ($1, 'goal_completion', jsonb_build_object('blob', repeat('x', 300000))) RETURNING id";
+    let old: uuid::Uuid = env.db.query_one(insert, &[&wh]).await.unwrap().get(0);
+    let mut c = plausible_webhooks::db::connect(&env.url).await.unwrap();
+    assert_eq!(
+        plausible_webhooks::db::migrate::migrate(&mut c)
+            .await
+            .unwrap(),
+        vec![5]
+    );
+    let err = env.db.query_one(insert, &[&wh]).await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("webhook_deliveries_payload_size"),
+        "{err}"
+    );
+    let _daemon = env.spawn_daemon(&[]);
+    env.wait_until(
+        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{old}'"),
+        T,
+    )
+    .await;
+    let seen = rx.wait_for(1, T).await.unwrap();
+    assert_eq!(
+        seen[0].json()["data"]["blob"].as_str().map(str::len),
+        Some(300_000)
+    );
+}

@@ -1550,3 +1550,75 @@ async fn a_site_without_a_team_is_paused_and_a_locked_site_alone_is_not() {
     let r = k.evaluator("", None).round(t2).await.unwrap();
     assert_eq!((r.claimed, r.paused, r.fired), (1, 1, 0));
 }
+
+/// A goal completion whose payload is over the limit (a page path of 5,000
+/// characters, the limit at its 4 KiB minimum) does not fail the round: the
+/// others of the batch are enqueued, and it is recorded as a failed delivery
+/// naming its size and the limit, once (its idempotency key holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_payload_over_the_limit_is_recorded_failed_and_stops_no_other() {
+    let k = Kit::new().await;
+    let mut cfg = k.env.config();
+    cfg.delivery.max_payload_bytes = plausible_webhooks::config::MIN_MAX_PAYLOAD_BYTES;
+    plausible_webhooks::db::settings::apply(&k.env.db, &cfg.delivery)
+        .await
+        .unwrap();
+    let t = t0();
+    let g = k.goal(Some("Buy"), None, -1, serde_json::json!({})).await;
+    k.trigger(
+        "goal_completion",
+        None,
+        Some(g),
+        None,
+        0,
+        t - Duration::minutes(5),
+    )
+    .await;
+    let long = format!("/{}", "p".repeat(5_000));
+    k.events(&[
+        ev(t - Duration::seconds(30), "Buy", &long),
+        ev(t - Duration::seconds(20), "Buy", "/checkout"),
+    ])
+    .await;
+    let scanner = k.scanner(60, None);
+    let r = scanner.round(t).await.unwrap();
+    assert_eq!((r.completions, r.enqueued), (2, 2));
+    let rows = k
+        .env
+        .db
+        .query(
+            "SELECT status, payload, coalesce(last_error, ''), finished_at IS NOT NULL
+             FROM webhook_deliveries ORDER BY payload ? 'pathname' DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (status, payload): (String, Value) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(
+        (status.as_str(), payload["pathname"].as_str()),
+        ("pending", Some("/checkout"))
+    );
+    let (status, payload, error, finished): (String, Value, String, bool) = (
+        rows[1].get(0),
+        rows[1].get(1),
+        rows[1].get(2),
+        rows[1].get(3),
+    );
+    assert_eq!(status, "failed");
+    assert!(finished);
+    let bytes = payload["payload_omitted"]["bytes"].as_i64().unwrap();
+    assert!(bytes > 5_000, "{payload}");
+    assert_eq!(payload["payload_omitted"]["limit_bytes"], 4096, "{payload}");
+    for words in [
+        bytes.to_string().as_str(),
+        "4096",
+        "max_payload_bytes",
+        "not sent",
+    ] {
+        assert!(error.contains(words), "{words}: {error}");
+    }
+    // The next round finds the same two completions and adds nothing.
+    let r = scanner.round(t + Duration::seconds(1)).await.unwrap();
+    assert_eq!((r.completions, r.enqueued), (2, 0));
+}

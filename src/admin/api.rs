@@ -21,7 +21,8 @@
 //! team's site), 402 (`site_locked`: the site or its team is locked), 403
 //! (role too low), 404 (missing, or on a site the caller has no role on: not
 //! told apart), 405, 409 (state forbids it),
-//! 413, 422 (a field breaks a rule; `code` is the rule), 500, 503.
+//! 413, 422 (a field breaks a rule; `code` is the rule), 429
+//! (`too_many_tests`, with Retry-After: see `super::test_slots`), 500, 503.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +51,8 @@ pub struct ApiError {
     code: String,
     message: String,
     field: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -59,6 +62,7 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -67,7 +71,14 @@ impl ApiError {
         if let Some(f) = &self.field {
             e["field"] = json!(f);
         }
-        json_response(self.status, &json!({ "error": e }))
+        let mut r = json_response(self.status, &json!({ "error": e }));
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from(s),
+            );
+        }
+        r
     }
 }
 
@@ -90,6 +101,7 @@ impl From<Invalid> for ApiError {
             code: i.rule.code().to_string(),
             message: i.message,
             field: Some(api_field(i.field)),
+            retry_after: None,
         }
     }
 }
@@ -231,11 +243,16 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
             (&Method::POST, "test") => {
                 let w = webhook_for(c, &who, id, Access::Manage).await?;
                 drop(db);
-                let _slot = state
-                    .test_slot
-                    .acquire()
-                    .await
-                    .map_err(|e| internal(e.into()))?;
+                // Refused at once beyond a bound: waiting would queue behind
+                // tests that may hang until their timeout.
+                let _slot = state.test_slots.try_acquire(&who, w.site_id).map_err(|b| {
+                    let mut e =
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_tests", b.message());
+                    // A slot frees when a test in flight answers: within its timeout.
+                    e.retry_after =
+                        Some(state.test_sender.timeout().as_secs_f64().ceil().max(1.0) as u64);
+                    e
+                })?;
                 let r = ops::send_test(&state.pool, &state.test_sender, &w.id.to_string()).await?;
                 ok(StatusCode::OK, &r)
             }
@@ -675,6 +692,7 @@ fn wrong_type(field: &str, want: &str) -> ApiError {
         code: "wrong_type".into(),
         message: format!("must be {want}"),
         field: Some(field.to_string()),
+        retry_after: None,
     }
 }
 
@@ -713,6 +731,7 @@ impl Fields {
                 code: "unknown_field".into(),
                 message: "this endpoint does not take this field".into(),
                 field: Some(k.clone()),
+                retry_after: None,
             }),
             None => Ok(()),
         }

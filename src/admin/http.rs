@@ -45,8 +45,8 @@ pub struct AdminState {
     pub cfg: Config,
     /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
     pub test_sender: super::ops::TestSender,
-    /// One test send at a time: each holds a connection for the whole request.
-    pub test_slot: tokio::sync::Semaphore,
+    /// Test sends in flight, bounded per user, per site and in all.
+    pub test_slots: super::test_slots::TestSlots,
 }
 
 /// The admin API's own connections, apart from the delivery engine's pool,
@@ -69,7 +69,7 @@ impl AdminState {
             cfg: cfg.clone(),
             test_sender: super::ops::TestSender::from_config(cfg, None)
                 .context("building the HTTP client for test events")?,
-            test_slot: tokio::sync::Semaphore::new(1),
+            test_slots: super::test_slots::TestSlots::new(Default::default())?,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! What operators use: edge validation (`validate`), the operations over the
 //! database (`ops`, shared by the CLI and the HTTP API), the CLI (`cli`), and
 //! the admin HTTP listener (`http`: health, readiness, `metrics`, the REST
-//! `api`) with its authentication (`auth`).
+//! `api`) with its authentication (`auth`) and its bounds on test sends
+//! (`test_slots`).
 
 pub mod api;
 pub mod auth;
@@ -9,4 +10,5 @@ pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod test_slots;
 pub mod validate;

@@ -81,8 +81,13 @@ impl From<tokio_postgres::Error> for OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+/// A database error as an [`OpError`]: a payload the database refuses for
+/// its size is the caller's input (422, exit 1), anything else internal.
 fn db<T>(r: Result<T, tokio_postgres::Error>, what: &str) -> OpResult<T> {
-    r.map_err(|e| OpError::Internal(anyhow::Error::new(e).context(what.to_string())))
+    r.map_err(|e| match validate::payload_refusal(&e) {
+        Some(i) => OpError::Invalid(i),
+        None => OpError::Internal(anyhow::Error::new(e).context(what.to_string())),
+    })
 }
 
 // ---------------------------------------------------------------- sites
@@ -1222,8 +1227,15 @@ pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
 
 // ---------------------------------------------------------------- test event
 
+/// The longest a test send waits for the receiver, whatever
+/// `delivery.request_timeout_ms` says: a person (or a script) waits on the
+/// answer, and a test in flight holds one of the caller's test slots
+/// (`super::test_slots`). Real deliveries keep the configured timeout.
+pub const TEST_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15);
+
 /// What it takes to send a test event: the daemon's own client (guard, TLS,
-/// timeouts) and settings, built from the config.
+/// timeouts, the request timeout capped at [`TEST_REQUEST_TIMEOUT_MAX`]) and
+/// settings, built from the config.
 pub struct TestSender {
     pub client: HttpClient,
     pub cfg: Config,
@@ -1237,11 +1249,18 @@ impl TestSender {
         if let Some(r) = resolver {
             cc.resolver = r;
         }
+        cc.request_timeout = cc.request_timeout.min(TEST_REQUEST_TIMEOUT_MAX);
+        cc.connect_timeout = cc.connect_timeout.min(cc.request_timeout);
         Ok(Self {
             client: HttpClient::new(cc)?,
             cfg: cfg.clone(),
             instance: format!("test:{}", crate::daemon::instance_name()),
         })
+    }
+
+    /// How long a test waits for the receiver at most.
+    pub fn timeout(&self) -> Duration {
+        self.client.request_timeout()
     }
 }
 
@@ -1367,6 +1386,8 @@ WITH d AS (
 /// delivery (one attempt, no retries). A disabled webhook is tested too, so a
 /// fix can be checked before re-enabling it; a deleted one is not.
 pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpResult<TestResult> {
+    // No connection is held while the receiver is waited on: a hanging
+    // receiver must not take the admin API's few connections from everyone.
     let client = pool.get().await.context("getting a database connection")?;
     let w = show(&client, webhook).await?;
     if w.deleted_at.is_some() {
@@ -1416,6 +1437,7 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
         lease_deadline,
         webhook: Arc::new(info),
     };
+    drop(client);
     let d = &sender.cfg.delivery;
     let worker = Worker {
         client: sender.client.clone(),
@@ -1447,6 +1469,7 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
     drop(tx);
     let _ = done.await;
 
+    let client = pool.get().await.context("getting a database connection")?;
     let recorded: Option<String> = db(
         client
             .query_opt(
@@ -1493,6 +1516,34 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_test_event_fits_any_payload_limit() {
+        // jsonb renders ", " and ": " where serde writes "," and ":", so twice
+        // the compact size bounds what the database measures.
+        let compact = test_payload(&[]).to_string().len();
+        assert!(
+            2 * compact < crate::config::MIN_MAX_PAYLOAD_BYTES,
+            "{compact} bytes"
+        );
+    }
+
+    #[test]
+    fn a_test_waits_at_most_its_own_bound() {
+        let env: BTreeMap<String, String> =
+            [("DATABASE_URL".to_string(), "postgres://u@h/db".to_string())].into();
+        let cfg = |toml: &str| Config::from_parts(toml, &env).unwrap();
+        let long = cfg("[delivery]\nrequest_timeout_ms = 120000\nlease_secs = 180\n");
+        assert_eq!(
+            TestSender::from_config(&long, None).unwrap().timeout(),
+            TEST_REQUEST_TIMEOUT_MAX
+        );
+        let short = cfg("[delivery]\nrequest_timeout_ms = 3000\nconnect_timeout_ms = 1000\n");
+        assert_eq!(
+            TestSender::from_config(&short, None).unwrap().timeout(),
+            Duration::from_secs(3)
+        );
+    }
 
     #[test]
     fn failure_causes_are_named_from_the_client_s_words() {

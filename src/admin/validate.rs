@@ -70,6 +70,8 @@ pub enum Rule {
     Duplicate,
     Encoding,
     NotApplicable,
+    /// Over a size limit in bytes (a payload over `delivery.max_payload_bytes`).
+    TooLarge,
 }
 
 impl Rule {
@@ -88,6 +90,7 @@ impl Rule {
             Rule::Duplicate => "duplicate",
             Rule::Encoding => "encoding",
             Rule::NotApplicable => "not_applicable",
+            Rule::TooLarge => "too_large",
         }
     }
 }
@@ -118,6 +121,20 @@ impl std::fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 pub type Valid<T> = Result<T, Invalid>;
+
+/// The name under which the database refuses a payload over
+/// `delivery.max_payload_bytes` (sql/0005_payload_size.sql).
+pub const PAYLOAD_SIZE_CONSTRAINT: &str = "webhook_deliveries_payload_size";
+
+/// The database's refusal of a payload over the limit, as a validation error
+/// (422, exit 1). The database is the one measure of a payload (as it renders
+/// jsonb) and of the limit in force, so its words are kept: the size, the
+/// limit and what to do. Recognised by the constraint name, not the text.
+pub fn payload_refusal(e: &tokio_postgres::Error) -> Option<Invalid> {
+    let db = e.as_db_error()?;
+    (db.constraint() == Some(PAYLOAD_SIZE_CONSTRAINT))
+        .then(|| Invalid::new("payload", Rule::TooLarge, db.message()))
+}
 
 /// 1..=255 characters after trimming, no control characters.
 pub fn name(raw: &str) -> Valid<String> {

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0003_delivery_row_limits.sql"),
     ),
     (
+        5,
+        "payload_size",
+        include_str!("../../sql/0005_payload_size.sql"),
+    ),
+    (
         6,
         "fair_claim",
         include_str!("../../sql/0006_fair_claim.sql"),

@@ -1,9 +1,10 @@
-//! Database access: the connection pool, the embedded migrations and the LISTEN
-//! connection. The daemon needs a direct or session-pooled connection: PgBouncer
+//! Database access: the connection pool, the embedded migrations, the
+//! settings the database enforces (`settings`) and the LISTEN connection. The daemon needs a direct or session-pooled connection: PgBouncer
 //! in transaction mode breaks LISTEN/NOTIFY.
 
 pub mod listener;
 pub mod migrate;
+pub mod settings;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -217,10 +217,33 @@ async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
     }
 }
 
+/// One INSERT for the batch. A payload over the database's limit
+/// (`delivery.max_payload_bytes`, migration 5) would make the whole INSERT,
+/// and so the round, fail every time: it is measured here, as the database's
+/// trigger measures it, and recorded instead as a `failed` delivery saying
+/// why, with a small payload naming the sizes, under the same idempotency key
+/// (so it is recorded once, and the rest of the batch goes out).
 const ENQUEUE_SQL: &str = "
-INSERT INTO webhook_deliveries (webhook_id, trigger_id, event_type, payload, idempotency_key)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[])
-ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+WITH lim AS (SELECT plausible_webhooks_max_payload_bytes() AS bytes),
+u AS (
+  SELECT w, t, e, p, k, octet_length(p::text) AS size
+  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[]) AS u(w, t, e, p, k)
+)
+INSERT INTO webhook_deliveries
+  (webhook_id, trigger_id, event_type, payload, idempotency_key, status, last_error, finished_at)
+SELECT u.w, u.t, u.e,
+       CASE WHEN u.size > lim.bytes
+            THEN jsonb_build_object('payload_omitted',
+                   jsonb_build_object('bytes', u.size, 'limit_bytes', lim.bytes))
+            ELSE u.p END,
+       u.k,
+       CASE WHEN u.size > lim.bytes THEN 'failed' ELSE 'pending' END,
+       CASE WHEN u.size > lim.bytes
+            THEN format('the event''s payload is %s bytes, over the limit of %s bytes (delivery.max_payload_bytes): not sent; raise the limit to send events this large', u.size, lim.bytes) END,
+       CASE WHEN u.size > lim.bytes THEN now() END
+FROM u, lim
+ON CONFLICT (webhook_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING status = 'failed'";
 
 /// Deliveries to enqueue, as columns for one INSERT … SELECT unnest.
 #[derive(Default)]
@@ -252,20 +275,30 @@ impl Enqueue {
         self.webhook.is_empty()
     }
 
-    /// Returns how many were new (a repeated idempotency key adds nothing).
+    /// Returns how many were new (a repeated idempotency key adds nothing),
+    /// those recorded failed for their size included.
     pub async fn execute(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<u64> {
-        tx.execute(
-            ENQUEUE_SQL,
-            &[
-                &self.webhook,
-                &self.trigger,
-                &self.event,
-                &self.payload,
-                &self.key,
-            ],
-        )
-        .await
-        .context("enqueueing trigger deliveries")
+        let rows = tx
+            .query(
+                ENQUEUE_SQL,
+                &[
+                    &self.webhook,
+                    &self.trigger,
+                    &self.event,
+                    &self.payload,
+                    &self.key,
+                ],
+            )
+            .await
+            .context("enqueueing trigger deliveries")?;
+        let too_large = rows.iter().filter(|r| r.get::<_, bool>(0)).count();
+        if too_large > 0 {
+            tracing::warn!(
+                deliveries = too_large,
+                "trigger events over delivery.max_payload_bytes recorded as failed, not sent"
+            );
+        }
+        Ok(rows.len() as u64)
     }
 }
 

@@ -10,6 +10,8 @@ use hyper_util::rt::TokioExecutor;
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, when the answer has one.
+    pub retry_after: Option<String>,
     pub text: String,
 }
 
@@ -107,11 +109,17 @@ async fn answer(resp: hyper::Response<hyper::body::Incoming>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let text =
         String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
     Answer {
         status,
         content_type,
+        retry_after,
         text,
     }
 }
