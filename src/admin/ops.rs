@@ -1404,7 +1404,8 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
             .await,
         "recording the test delivery",
     )?;
-    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8));
+    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8))
+        .context("reading the webhook for the test delivery")?;
     info.enabled = true; // tested on purpose, even while disabled
     info.retry_schedule = Some(Vec::new()); // one attempt: the operator sees the result now
     let job = Claimed {

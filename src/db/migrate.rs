@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "delivery_row_limits",
         include_str!("../../sql/0003_delivery_row_limits.sql"),
     ),
+    (
+        4,
+        "readable_times",
+        include_str!("../../sql/0004_readable_times.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

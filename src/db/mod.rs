@@ -4,6 +4,9 @@
 
 pub mod listener;
 pub mod migrate;
+pub mod timestamp;
+
+pub use timestamp::Timestamp;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
