@@ -7,13 +7,18 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::Duration;
 
+use common::http::{free_port, request, wait_status, Answer};
 use common::Env;
+use plausible_webhooks::admin::auth::operator_token_hash;
 use plausible_webhooks::testkit::receiver::always;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(60);
+const OPERATOR: &str = "operator-token-for-tests-0123456789";
 
 /// The constraints migration 4 adds, dropped: a database where a row holds
 /// such a time anyway (the checks are the first line; the daemon must still
@@ -368,4 +373,239 @@ async fn migration_4_repairs_unreadable_times_then_refuses_them() {
     )
     .await
     .unwrap();
+}
+
+struct Api {
+    env: Env,
+    base: String,
+    _daemon: common::DaemonProcess,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let env = Env::new().await;
+        let listen = format!("127.0.0.1:{}", free_port());
+        let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
+        let daemon = env.spawn_daemon(&[
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", &listen),
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+        ]);
+        let base = format!("http://{listen}");
+        wait_status(&format!("{base}/readyz"), 200, T).await;
+        Api {
+            env,
+            base,
+            _daemon: daemon,
+        }
+    }
+
+    async fn op(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        request(
+            method,
+            &format!("{}{path}", self.base),
+            Some(OPERATOR),
+            body.as_ref(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+}
+
+/// `{"a": {"a": … 1 …}}`, `depth` objects deep.
+fn deep_payload(depth: usize) -> String {
+    format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+}
+
+/// Deliveries the log must show although they hold what a plain decode
+/// panicked on: a delivery due never (`next_attempt_at = infinity`), a
+/// payload 10,000 objects deep, a number no f64 holds.
+async fn hostile_deliveries(env: &Env, webhook: Uuid) -> (Uuid, Uuid, Uuid) {
+    let never: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, next_attempt_at) VALUES ($1, 'goal_completion', 'infinity') RETURNING id",
+            &[&webhook],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let deep: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, next_attempt_at)
+             VALUES ($1, 'goal_completion', $2::text::jsonb, 'infinity') RETURNING id",
+            &[&webhook, &deep_payload(10_000)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let huge: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, next_attempt_at)
+             VALUES ($1, 'goal_completion', '{\"n\": 1e400}', 'infinity') RETURNING id",
+            &[&webhook],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (never, deep, huge)
+}
+
+/// The payload as PostgreSQL renders jsonb (what the receiver gets as `data`).
+async fn stored_payload(env: &Env, id: Uuid) -> String {
+    env.db
+        .query_one(
+            "SELECT payload::text FROM webhook_deliveries WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_deliveries_due_never_and_payloads_too_deep_to_parse() {
+    let api = Api::start().await;
+    let wh = api.env.webhook("https://example.com/hook").await;
+    let (never, deep, huge) = hostile_deliveries(&api.env, wh).await;
+    let path = format!("/api/webhooks/{wh}/deliveries");
+
+    let a = api.op("GET", &path, None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let list = a.json();
+    let rows = list["deliveries"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{list}");
+    assert!(
+        rows.iter().all(|d| d["next_attempt_at"] == "infinity"),
+        "{list}"
+    );
+
+    let a = api.op("GET", &format!("{path}/{never}"), None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["next_attempt_at"], "infinity");
+    assert_eq!(a.json()["payload"], json!({}));
+    assert!(a.json().get("payload_note").is_none());
+
+    // Too deep for a JSON parser's recursion limit: the payload is its JSON
+    // text, as stored (what the receiver gets in `data`), with a note.
+    let a = api.op("GET", &format!("{path}/{deep}"), None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let j = a.json();
+    let stored = stored_payload(&api.env, deep).await;
+    assert!(
+        j["payload"].as_str() == Some(stored.as_str()),
+        "the payload is not its stored text"
+    );
+    assert!(
+        j["payload_note"].as_str().unwrap().contains("JSON text"),
+        "{}",
+        j["payload_note"]
+    );
+    let a = api.op("GET", &format!("{path}/{huge}"), None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["payload"], stored_payload(&api.env, huge).await);
+
+    // The daemon is still serving.
+    let a = api.op("GET", &path, None).await;
+    assert_eq!(a.status, 200);
+}
+
+/// NUL in a site, goal or event parameter: PostgreSQL text cannot hold one;
+/// refused at the edge as 422 `encoding`, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_site_goal_or_event_is_a_422_naming_the_field() {
+    let api = Api::start().await;
+    let wh = api.env.webhook("https://example.com/hook").await;
+    let cases: Vec<(&str, String, Option<Value>, &str)> = vec![
+        (
+            "GET",
+            "/api/webhooks?site=exa%00mple.com".into(),
+            None,
+            "site",
+        ),
+        (
+            "POST",
+            "/api/webhooks".into(),
+            Some(json!({"site": "exa\u{0}mple.com", "name": "n", "url": "https://example.com/"})),
+            "site",
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{wh}/triggers"),
+            Some(json!({"type": "goal_completion", "goal": "Sign\u{0}up"})),
+            "goal",
+        ),
+        (
+            "GET",
+            format!("/api/webhooks/{wh}/deliveries?event=goal%00completion"),
+            None,
+            "event",
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{wh}/replay"),
+            Some(json!({"since": "1d", "event": "goal\u{0}completion"})),
+            "event",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let a = api.op(method, &path, body).await;
+        assert_eq!(a.status, 422, "{method} {path}: {}", a.text);
+        let e = &a.json()["error"];
+        assert_eq!(e["code"], "encoding", "{method} {path}: {}", a.text);
+        assert_eq!(e["field"], field, "{method} {path}: {}", a.text);
+        assert!(
+            e["message"].as_str().unwrap().contains("NUL"),
+            "{method} {path}: {}",
+            a.text
+        );
+    }
+}
+
+async fn pw(env: &Env, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env.daemon_env() {
+        cmd.env(k, v);
+    }
+    cmd.args(args).stdin(std::process::Stdio::null());
+    cmd.output().await.expect("running the binary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_shows_deliveries_due_never_and_payloads_too_deep_to_parse() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://example.com/hook").await;
+    let (never, deep, _) = hostile_deliveries(&env, wh).await;
+
+    let o = pw(&env, &["deliveries", "list", "--webhook", &wh.to_string()]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("next infinity"), "{}", text(&o));
+    let o = pw(&env, &["--json", "deliveries", "list"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = pw(&env, &["deliveries", "show", &never.to_string()]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("infinity"), "{}", text(&o));
+
+    let o = pw(&env, &["deliveries", "show", &deep.to_string()]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        t.contains(&stored_payload(&env, deep).await),
+        "payload not shown"
+    );
+    assert!(t.contains("JSON text"), "no note");
+    let o = pw(&env, &["--json", "deliveries", "show", &deep.to_string()]).await;
+    assert!(o.status.success(), "{}", text(&o));
 }
