@@ -643,6 +643,13 @@ fn print_json<T: Serialize>(v: &T) {
     );
 }
 
+/// A time as the other columns show it, or `infinity` and the like as is.
+fn time_or_value(t: crate::db::Timestamp) -> String {
+    t.finite()
+        .map(rfc3339_seconds)
+        .unwrap_or_else(|| t.to_string())
+}
+
 fn time(t: Option<OffsetDateTime>) -> String {
     t.map(rfc3339_seconds).unwrap_or_else(|| "-".into())
 }
@@ -827,7 +834,7 @@ fn print_deliveries(v: &[ops::DeliveryView]) {
                     if d.finished_at.is_some() {
                         time(d.finished_at)
                     } else {
-                        format!("next {}", rfc3339_seconds(d.next_attempt_at))
+                        format!("next {}", time_or_value(d.next_attempt_at))
                     },
                     clip(d.last_error.as_deref().unwrap_or("-"), 60),
                 ])
@@ -848,7 +855,7 @@ fn print_delivery(d: &ops::DeliveryDetail) {
         (
             "next attempt",
             if matches!(x.status.as_str(), "pending" | "retrying") {
-                rfc3339_seconds(x.next_attempt_at)
+                time_or_value(x.next_attempt_at)
             } else {
                 "-".into()
             },
@@ -859,9 +866,19 @@ fn print_delivery(d: &ops::DeliveryDetail) {
             "last error",
             x.last_error.clone().unwrap_or_else(|| "-".into()),
         ),
-        ("payload", d.payload.to_string()),
+        (
+            "payload",
+            match (&d.payload, &d.payload_note) {
+                // Not parsed (see payload_note): the stored text itself.
+                (serde_json::Value::String(text), Some(_)) => text.clone(),
+                (v, _) => v.to_string(),
+            },
+        ),
     ] {
         println!("{:<14}{v}", format!("{k}:"));
+    }
+    if let Some(note) = &d.payload_note {
+        println!("{:<14}{note}", "payload note:");
     }
     println!();
     if d.attempt_log.is_empty() {

@@ -18,6 +18,8 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+
+use crate::db::Timestamp;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -103,6 +105,7 @@ pub struct Site {
 /// finds it) or its numeric id.
 pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
     let site = site.trim();
+    validate::no_nul("site", site)?;
     let row = match site.parse::<i64>() {
         Ok(id) => {
             db_.query_opt("SELECT id, domain FROM sites WHERE id = $1", &[&id])
@@ -738,6 +741,7 @@ async fn goal_id(
     goal: &str,
 ) -> OpResult<i64> {
     let goal = goal.trim();
+    validate::no_nul("goal", goal)?;
     let rows = db(
         match goal.parse::<i64>() {
             Ok(id) => {
@@ -873,8 +877,9 @@ pub struct DeliveryView {
     /// pending | retrying | delivering | success | failed
     pub status: String,
     pub attempts: i32,
-    #[serde(with = "time::serde::rfc3339")]
-    pub next_attempt_at: OffsetDateTime,
+    /// `infinity` (never due) is a value a writer may give it, so it is
+    /// read as PostgreSQL holds it (`infinity` in JSON and in the CLI).
+    pub next_attempt_at: Timestamp,
     pub last_response_code: Option<i32>,
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -940,6 +945,9 @@ pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<D
             )));
         }
     }
+    if let Some(e) = &f.event_type {
+        validate::no_nul("event", e)?;
+    }
     let limit = f.limit.unwrap_or(50);
     if !(1..=DELIVERIES_LIMIT_MAX).contains(&limit) {
         return Err(OpError::Invalid(Invalid::new(
@@ -1001,8 +1009,28 @@ pub struct AttemptView {
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: DeliveryView,
+    /// The payload as a JSON value; when it cannot be one here (nested
+    /// deeper than a JSON parser follows, a number no f64 holds: jsonb takes
+    /// both), its JSON text as stored, a string, with `payload_note` saying so.
     pub payload: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_note: Option<String>,
     pub attempt_log: Vec<AttemptView>,
+}
+
+/// The stored payload (jsonb text) for display: parsed when serde_json can
+/// (its recursion limit keeps a deep one from exhausting the stack), else
+/// the text itself with a note. The text is what the receiver gets as `data`.
+fn shown_payload(text: String) -> (Value, Option<String>) {
+    match serde_json::from_str(&text) {
+        Ok(v) => (v, None),
+        Err(e) => (
+            Value::String(text),
+            Some(format!(
+                "the payload cannot be shown as a JSON value here ({e}); `payload` is its JSON text exactly as stored, which receivers get as `data`"
+            )),
+        ),
+    }
 }
 
 fn delivery_uuid(id: &str) -> OpResult<Uuid> {
@@ -1021,7 +1049,7 @@ pub async fn show_delivery(db_: &Client, id: &str) -> OpResult<DeliveryDetail> {
     let row = db(
         db_.query_opt(
             &format!(
-                "SELECT {}, d.payload FROM webhook_deliveries d WHERE d.id = $1",
+                "SELECT {}, d.payload::text FROM webhook_deliveries d WHERE d.id = $1",
                 DELIVERY_COLUMNS.replace("FROM webhook_deliveries d", "")
             ),
             &[&id],
@@ -1043,9 +1071,11 @@ pub async fn show_delivery(db_: &Client, id: &str) -> OpResult<DeliveryDetail> {
         .await,
         "reading the attempts",
     )?;
+    let (payload, payload_note) = shown_payload(row.get(12));
     Ok(DeliveryDetail {
         delivery: delivery_view(&row),
-        payload: row.get(12),
+        payload,
+        payload_note,
         attempt_log: attempts
             .iter()
             .map(|a| AttemptView {
@@ -1169,6 +1199,9 @@ const REPLAY_WHERE: &str = "
 /// followed by a NOTIFY. Each gets one more attempt on its own delivery id.
 /// Rows that finish again during the replay are not picked twice.
 pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
+    if let Some(e) = &r.event_type {
+        validate::no_nul("event", e)?;
+    }
     let w = show(db_, &r.webhook).await?;
     sendable(&w)?;
     let started: OffsetDateTime = db(
@@ -1424,7 +1457,8 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
             .await,
         "recording the test delivery",
     )?;
-    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8));
+    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8))
+        .context("reading the webhook for the test delivery")?;
     info.enabled = true; // tested on purpose, even while disabled
     info.retry_schedule = Some(Vec::new()); // one attempt: the operator sees the result now
     let job = Claimed {

@@ -136,6 +136,20 @@ pub fn payload_refusal(e: &tokio_postgres::Error) -> Option<Invalid> {
         .then(|| Invalid::new("payload", Rule::TooLarge, db.message()))
 }
 
+/// Text a statement sends to PostgreSQL as a parameter (a site, a goal, an
+/// event name): PostgreSQL refuses a NUL character in text, and the
+/// statement would fail as an internal error instead of a refusal.
+pub fn no_nul(field: &str, raw: &str) -> Valid<()> {
+    if raw.contains('\0') {
+        return Err(Invalid::new(
+            field,
+            Rule::Encoding,
+            "must not contain a NUL character (\\0): PostgreSQL text cannot hold one",
+        ));
+    }
+    Ok(())
+}
+
 /// 1..=255 characters after trimming, no control characters.
 pub fn name(raw: &str) -> Valid<String> {
     let v = raw.trim();

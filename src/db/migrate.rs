@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0003_delivery_row_limits.sql"),
     ),
     (
+        4,
+        "readable_times",
+        include_str!("../../sql/0004_readable_times.sql"),
+    ),
+    (
         5,
         "payload_size",
         include_str!("../../sql/0005_payload_size.sql"),

@@ -5,6 +5,9 @@
 pub mod listener;
 pub mod migrate;
 pub mod settings;
+pub mod timestamp;
+
+pub use timestamp::Timestamp;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

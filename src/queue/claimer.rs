@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
-use time::OffsetDateTime;
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::admission::{Admission, Quotas};
 use super::{Claimed, Slot, WebhookInfo};
+use crate::db::Timestamp;
 use crate::delivery::signing::SecretKeys;
 
 /// Poll at least this often while the LISTEN connection is down.
@@ -115,7 +116,8 @@ SELECT extract(epoch FROM min(x.next_attempt_at) - clock_timestamp())::float8
 FROM webhooks w
 CROSS JOIN LATERAL (
     SELECT p.next_attempt_at FROM webhook_deliveries p
-    WHERE p.webhook_id = w.id AND p.status = 'pending'
+    -- 'infinity' is never due (and no interval holds the wait for it).
+    WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at < 'infinity'
     ORDER BY p.next_attempt_at
     LIMIT 1
 ) x
@@ -150,7 +152,7 @@ pub struct Claimer {
     wake: Arc<Notify>,
     listener_up: watch::Receiver<bool>,
     dispatch: Dispatch,
-    cache: HashMap<Uuid, (OffsetDateTime, bool, Arc<WebhookInfo>)>,
+    cache: HashMap<Uuid, (Timestamp, bool, Arc<WebhookInfo>)>,
 }
 
 impl Claimer {
@@ -332,67 +334,171 @@ impl Claimer {
             .await
             .context("claiming due deliveries")?;
         let mut out = Vec::with_capacity(rows.len());
+        // A row that cannot be read ends alone (failed, saying why); the
+        // others of the batch go out as claimed.
+        let mut unreadable: Vec<(Uuid, String)> = Vec::new();
         for r in rows {
-            let webhook_id: Uuid = r.get(1);
-            let updated_at: OffsetDateTime = r.get(17);
-            let previous: Option<String> = r.get(8);
-            let webhook = match self.cache.get(&webhook_id) {
-                Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => {
-                    w.clone()
-                }
-                _ => {
-                    let w = Arc::new(webhook_info(&r, previous.as_deref()));
-                    self.cache
-                        .insert(webhook_id, (updated_at, previous.is_some(), w.clone()));
-                    w
-                }
-            };
-            out.push(Claimed {
-                id: r.get(0),
-                event_type: r.get(2),
-                payload: r.get(3),
-                attempt: r.get(4),
-                inserted_at: r.get(5),
-                lease_deadline,
-                lease: r.get(18),
-                webhook,
-            });
+            match self.decode(&r, lease_deadline) {
+                Ok(c) => out.push(c),
+                Err(u) => match col::<Uuid>(&r, 0) {
+                    Ok(id) => {
+                        tracing::warn!(delivery_id = %id, error = %u, "a claimed delivery cannot be read; it fails without being sent");
+                        unreadable.push((id, format!("not sent: this delivery's row cannot be read: {u}; correct the row, then replay it (`retry {id}`)")));
+                    }
+                    // Without its id the row cannot be fenced: its lease
+                    // expires and the rescuer ends it after its retries.
+                    Err(e) => {
+                        tracing::error!(error = %e, "a claimed delivery without a readable id")
+                    }
+                },
+            }
+        }
+        if !unreadable.is_empty() {
+            if let Err(e) = fail_unreadable(&client, &self.cfg.instance, &unreadable).await {
+                tracing::error!(error = format!("{e:#}"), deliveries = unreadable.len(),
+                    "cannot fail the unreadable deliveries; their leases will expire and the rescuer returns them");
+            }
         }
         if self.cache.len() > 10_000 {
             self.cache.clear();
         }
         Ok(out)
     }
+
+    /// One claimed row, every column read without panicking.
+    fn decode(
+        &mut self,
+        r: &tokio_postgres::Row,
+        lease_deadline: Instant,
+    ) -> Result<Claimed, Unreadable> {
+        let webhook_id: Uuid = col(r, 1)?;
+        // Only compared (the cache key), never computed with: any value
+        // PostgreSQL holds will do, `infinity` included.
+        let updated_at: Timestamp = col(r, 17)?;
+        let previous: Option<String> = col(r, 8)?;
+        let webhook = match self.cache.get(&webhook_id) {
+            Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => w.clone(),
+            _ => {
+                let w = Arc::new(webhook_info(r, previous.as_deref())?);
+                self.cache
+                    .insert(webhook_id, (updated_at, previous.is_some(), w.clone()));
+                w
+            }
+        };
+        Ok(Claimed {
+            id: col(r, 0)?,
+            event_type: col(r, 2)?,
+            payload: col(r, 3)?,
+            attempt: col(r, 4)?,
+            // The envelope's timestamp: it must be a real time (sql/0004
+            // refuses others at insert; this is for a row that got past it).
+            inserted_at: col(r, 5)?,
+            lease_deadline,
+            lease: col(r, 18)?,
+            webhook,
+        })
+    }
+}
+
+/// A column of a claimed row that cannot be read.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub column: String,
+    pub cause: String,
+    pub is_time: bool,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "column {} cannot be read ({})", self.column, self.cause)?;
+        if self.is_time {
+            f.write_str(": it must be a time between the years 1 and 9999, not infinity")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for Unreadable {}
+
+/// Column `i` of `r`, or which column could not be read and why.
+pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    r: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, Unreadable> {
+    r.try_get(i).map_err(|e| {
+        let c = &r.columns()[i];
+        Unreadable {
+            column: c.name().to_string(),
+            cause: std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+            is_time: matches!(*c.type_(), Type::TIMESTAMPTZ | Type::TIMESTAMP),
+        }
+    })
+}
+
+/// Ends claimed rows that cannot be read: `failed` with the reason, and the
+/// attempt the claim counted logged with it (no request was made; the
+/// webhook's health is not touched, the receiver did nothing wrong).
+const FAIL_UNREADABLE_SQL: &str = "
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS r(id, error)
+), f AS (
+    UPDATE webhook_deliveries d SET
+        status = 'failed', locked_by = NULL, locked_until = NULL,
+        last_response_code = NULL, last_error = r.error, finished_at = now()
+    FROM r
+    WHERE d.id = r.id AND d.locked_by = $3 AND d.status = 'delivering'
+    RETURNING d.id, d.attempts, r.error
+)
+INSERT INTO webhook_delivery_attempts (delivery_id, attempt, error, duration_ms, attempted_at, instance)
+SELECT f.id, f.attempts, f.error, 0, now(), $3 FROM f";
+
+async fn fail_unreadable(
+    client: &deadpool_postgres::Client,
+    instance: &str,
+    rows: &[(Uuid, String)],
+) -> Result<()> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let errors: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    client
+        .execute(FAIL_UNREADABLE_SQL, &[&ids, &errors, &instance])
+        .await
+        .context("failing unreadable deliveries")?;
+    Ok(())
 }
 
 /// The webhook of a row in the claim's shape (also the CLI's test delivery).
-pub fn webhook_info(r: &tokio_postgres::Row, previous: Option<&str>) -> WebhookInfo {
-    let url: String = r.get(6);
-    let secret: String = r.get(7);
-    let headers: serde_json::Value = r.get(9);
+pub fn webhook_info(
+    r: &tokio_postgres::Row,
+    previous: Option<&str>,
+) -> Result<WebhookInfo, Unreadable> {
+    let id: Uuid = col(r, 1)?;
+    let url: String = col(r, 6)?;
+    let secret: String = col(r, 7)?;
+    let headers: serde_json::Value = col(r, 9)?;
     let mut keys = vec![SecretKeys::new(&secret)];
     keys.extend(previous.map(SecretKeys::new));
-    WebhookInfo {
-        id: r.get(1),
+    Ok(WebhookInfo {
+        id,
         uri: url.parse().ok(),
         url,
         headers: WebhookInfo::parse_headers(&headers),
         keys,
-        enabled: r.get(10),
-        deleted: r.get(11),
-        disabled_reason: r.get(12),
+        enabled: col(r, 10)?,
+        deleted: col(r, 11)?,
+        disabled_reason: col(r, 12)?,
         // The table's constraint keeps this a flat array of positive numbers;
         // should a row still hold something else, use the global schedule
         // rather than fail the whole claim.
         retry_schedule: match r.try_get::<_, Option<Vec<i32>>>(13) {
             Ok(v) => v.map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
             Err(e) => {
-                tracing::warn!(webhook_id = %r.get::<_, Uuid>(1), error = %e, "unreadable retry_schedule_secs; using the configured schedule");
+                tracing::warn!(webhook_id = %id, error = %e, "unreadable retry_schedule_secs; using the configured schedule");
                 None
             }
         },
-        rate_limit_per_sec: r.get::<_, Option<i32>>(14).map(|v| v as u32),
-        max_concurrency: r.get::<_, Option<i32>>(15).map(|v| v as u32),
-        site_domain: r.get(16),
-    }
+        rate_limit_per_sec: col::<Option<i32>>(r, 14)?.map(|v| v as u32),
+        max_concurrency: col::<Option<i32>>(r, 15)?.map(|v| v as u32),
+        site_domain: col(r, 16)?,
+    })
 }

@@ -27,10 +27,11 @@ use uuid::Uuid;
 
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
 use super::{
-    decide, round1, set_aside, threshold, BeforeCommit, Enqueue, Outage, State, TriggerKind,
-    PAUSED_RECHECK,
+    decide, round1, set_aside, set_aside_unreadable, threshold, BeforeCommit, Enqueue, Outage,
+    State, TriggerKind, PAUSED_RECHECK,
 };
 use crate::delivery::envelope::rfc3339_seconds;
+use crate::queue::claimer::{col, Unreadable};
 
 /// The baseline: the same window at the same time of day on each of the
 /// previous `BASELINE_DAYS` days of the site's timezone (so across a DST
@@ -192,7 +193,9 @@ impl Evaluator {
                 .query_one(NEXT_DUE_SQL, &[])
                 .await
                 .ok()
-                .and_then(|r| r.get(0)),
+                // A time past what the daemon reads (sql/0004 refuses
+                // them) waits the interval, as none would.
+                .and_then(|r| r.try_get(0).ok().flatten()),
             Err(_) => None,
         };
         let wait = next
@@ -280,7 +283,21 @@ impl Evaluator {
             .await
             .context("claiming due spike/drop triggers")?;
         report.queries += 1;
-        let claimed: Vec<Claimed> = rows.iter().filter_map(parse_claimed).collect();
+        let mut claimed: Vec<Claimed> = Vec::with_capacity(rows.len());
+        let mut unreadable: Vec<Uuid> = Vec::new();
+        for r in &rows {
+            match parse_claimed(r) {
+                Ok(Some(c)) => claimed.push(c),
+                Ok(None) => {}
+                Err((id, u)) => {
+                    tracing::warn!(trigger_id = %id, error = %u,
+                        "a trigger cannot be read; set aside (not evaluated) until the row is corrected");
+                    unreadable.push(id);
+                }
+            }
+        }
+        report.skipped += unreadable.len();
+        set_aside_unreadable(&tx, &unreadable, now).await?;
         claimed_ids.extend(claimed.iter().map(|c| c.id));
         if claimed.is_empty() {
             tx.commit().await?;
@@ -564,34 +581,39 @@ struct Fired {
     threshold_source: &'static str,
 }
 
-fn parse_claimed(r: &tokio_postgres::Row) -> Option<Claimed> {
+/// A claimed trigger; None for an unknown type (skipped); Err for a row
+/// that cannot be read (its id, and which column and why).
+fn parse_claimed(r: &tokio_postgres::Row) -> Result<Option<Claimed>, (Uuid, Unreadable)> {
     let id: Uuid = r.get(0);
     let Some(kind) = TriggerKind::parse(r.get(2)) else {
         tracing::warn!(trigger_id = %id, "unknown trigger type; skipped");
-        return None;
+        return Ok(None);
     };
-    let window: Option<i32> = r.get(4);
-    let cooldown: i32 = r.get(5);
-    let paused: Option<String> = r.get(13);
-    Some(Claimed {
-        id,
-        webhook_id: r.get(1),
-        kind,
-        threshold: r.get(3),
-        window: Duration::seconds(window.map(i64::from).unwrap_or(kind.default_window_secs())),
-        cooldown: Duration::seconds(i64::from(cooldown)),
-        state: State {
-            armed: r.get(6),
-            last_fired_at: r.get(7),
-        },
-        derived: r.get(8),
-        derived_at: r.get(9),
-        site_id: r.get(10),
-        domain: r.get(11),
-        live: r.get::<_, bool>(12) && paused.is_none(),
-        paused: paused.is_some(),
-        timezone: r.get::<_, Option<String>>(14).unwrap_or_default(),
-    })
+    let read = || -> Result<Claimed, Unreadable> {
+        let window: Option<i32> = col(r, 4)?;
+        let cooldown: i32 = col(r, 5)?;
+        let paused: Option<String> = col(r, 13)?;
+        Ok(Claimed {
+            id,
+            webhook_id: col(r, 1)?,
+            kind,
+            threshold: col(r, 3)?,
+            window: Duration::seconds(window.map(i64::from).unwrap_or(kind.default_window_secs())),
+            cooldown: Duration::seconds(i64::from(cooldown)),
+            state: State {
+                armed: col(r, 6)?,
+                last_fired_at: col(r, 7)?,
+            },
+            derived: col(r, 8)?,
+            derived_at: col(r, 9)?,
+            site_id: col(r, 10)?,
+            domain: col(r, 11)?,
+            live: col::<bool>(r, 12)? && paused.is_none(),
+            paused: paused.is_some(),
+            timezone: col::<Option<String>>(r, 14)?.unwrap_or_default(),
+        })
+    };
+    read().map(Some).map_err(|u| (id, u))
 }
 
 /// Each firing's window on each of the previous `BASELINE_DAYS` days of

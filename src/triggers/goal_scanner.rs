@@ -32,8 +32,9 @@ use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
 use super::source::{AnalyticsSource, GoalScan};
-use super::{set_aside, BeforeCommit, Enqueue, Outage, PAUSED_RECHECK};
+use super::{set_aside, set_aside_unreadable, BeforeCommit, Enqueue, Outage, PAUSED_RECHECK};
 use crate::delivery::envelope::rfc3339_seconds;
+use crate::queue::claimer::{col, Unreadable};
 
 /// After a failed round.
 pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(2);
@@ -221,22 +222,33 @@ impl GoalScanner {
             tx.commit().await?;
             return Ok(0);
         }
-        let claimed: Vec<Claimed> = rows
-            .iter()
-            .map(|r| {
-                let paused = r.get::<_, Option<String>>(7).is_some();
-                Claimed {
-                    id: r.get(0),
-                    webhook_id: r.get(1),
-                    goal_id: r.get(2),
-                    cursor: r.get(3),
-                    floor: r.get(4),
-                    site_id: r.get(5),
-                    live: r.get::<_, bool>(6) && !paused,
+        let mut claimed: Vec<Claimed> = Vec::with_capacity(rows.len());
+        let mut unreadable: Vec<Uuid> = Vec::new();
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            let read = || -> Result<Claimed, Unreadable> {
+                let paused = col::<Option<String>>(r, 7)?.is_some();
+                Ok(Claimed {
+                    id,
+                    webhook_id: col(r, 1)?,
+                    goal_id: col(r, 2)?,
+                    cursor: col(r, 3)?,
+                    floor: col(r, 4)?,
+                    site_id: col(r, 5)?,
+                    live: col::<bool>(r, 6)? && !paused,
                     paused,
+                })
+            };
+            match read() {
+                Ok(c) => claimed.push(c),
+                Err(u) => {
+                    tracing::warn!(trigger_id = %id, error = %u,
+                        "a goal trigger cannot be read; set aside (not scanned) until the row is corrected");
+                    unreadable.push(id);
                 }
-            })
-            .collect();
+            }
+        }
+        set_aside_unreadable(&tx, &unreadable, now).await?;
         claimed_ids.extend(claimed.iter().map(|c| c.id));
         report.claimed += claimed.len();
         report.paused += claimed.iter().filter(|c| c.paused).count();

@@ -198,6 +198,30 @@ pub(crate) async fn set_aside(
     go_on
 }
 
+/// How long a trigger whose row cannot be read is set aside before it is
+/// read (and warned about) again.
+pub const UNREADABLE_RECHECK: Duration = Duration::minutes(10);
+
+/// Claimed triggers whose rows cannot be read (`ids`, already warned about
+/// by name) are set aside for `UNREADABLE_RECHECK`, in the batch's own
+/// transaction, so they neither stop the round nor come back every round.
+pub(crate) async fn set_aside_unreadable(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[Uuid],
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
+        &[&ids, &(now + UNREADABLE_RECHECK)],
+    )
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("setting unreadable triggers aside"))?;
+    Ok(())
+}
+
 async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
     let r = async {
         let c = pool.get().await?;
