@@ -52,8 +52,10 @@ const TARGET_RSS_MIB: f64 = 32.0;
 /// limits and shares of 512 slots. (Highest placeholder first: "$1" is in "$12".)
 fn claim_explain_sql() -> String {
     let params = [
-        ("$12", "128"),
-        ("$11", "16"),
+        ("$14", "true"),
+        ("$13", "33554432"),
+        ("$12", "64"),
+        ("$11", "8"),
         ("$10", "512"),
         ("$9", "0"),
         ("$8", "512"),

@@ -104,6 +104,12 @@ pub struct DeliveryConfig {
     /// into the database at `migrate` and at start. Rows queued before are
     /// delivered as written. Also what a claim may budget per row.
     pub max_payload_bytes: usize,
+    /// Payload bytes this instance holds in flight at most (claimed, outcome
+    /// not yet written): a claim takes rows only while their payloads fit, so
+    /// a burst of large payloads cannot take the daemon's memory with it
+    /// (memory is about twice this: the payload and the signed body). One
+    /// row always goes when nothing is in flight, whatever its size.
+    pub max_bytes_in_flight: usize,
 }
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -129,6 +135,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// above 16 MiB a full in-flight window could take gigabytes.
 pub const MIN_MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 pub const MAX_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+/// 32 MiB: 512 deliveries of 64 KiB; Plausible's events (under 2 KiB) never reach it.
+pub const DEFAULT_MAX_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+pub const MIN_MAX_BYTES_IN_FLIGHT: usize = 1024 * 1024;
+pub const MAX_MAX_BYTES_IN_FLIGHT: usize = 4 * 1024 * 1024 * 1024;
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -147,6 +157,7 @@ impl Default for DeliveryConfig {
             extra_ca_file: None,
             allow_cidrs: Vec::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_bytes_in_flight: DEFAULT_MAX_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -624,6 +635,14 @@ impl Config {
                 "delivery.max_payload_bytes",
                 format!(
                     "must be between {MIN_MAX_PAYLOAD_BYTES} (4 KiB) and {MAX_MAX_PAYLOAD_BYTES} (16 MiB)"
+                ),
+            ));
+        }
+        if !(MIN_MAX_BYTES_IN_FLIGHT..=MAX_MAX_BYTES_IN_FLIGHT).contains(&d.max_bytes_in_flight) {
+            return Err(bad(
+                "delivery.max_bytes_in_flight",
+                format!(
+                    "must be between {MIN_MAX_BYTES_IN_FLIGHT} (1 MiB) and {MAX_MAX_BYTES_IN_FLIGHT} (4 GiB)"
                 ),
             ));
         }

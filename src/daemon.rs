@@ -136,6 +136,7 @@ impl Daemon {
         let admission = Admission::new(
             AdmissionConfig {
                 max_in_flight: cfg.delivery.max_in_flight,
+                max_bytes_in_flight: cfg.delivery.max_bytes_in_flight,
                 defaults: Limits {
                     max_concurrency: cfg.delivery.default_max_concurrency,
                     rate_per_sec: cfg.delivery.default_rate_limit_per_sec,

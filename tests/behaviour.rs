@@ -948,3 +948,42 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
         Some(300_000)
     );
 }
+
+/// Payload bytes in flight are bounded, not only their number: large
+/// payloads at a receiver that never answers are claimed only while they fit
+/// `max_bytes_in_flight`, and small ones of other webhooks still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_bytes_in_flight_are_bounded() {
+    let env = Env::new().await;
+    let hung = env.receiver(Arc::new(|_: &_| Reply::Hang)).await;
+    let fast = env.receiver(always(200)).await;
+    let wh_hung = env.webhook(&hung.url("/")).await;
+    let wh_fast = env.webhook(&fast.url("/")).await;
+    let mut cfg = env.config();
+    cfg.delivery.max_bytes_in_flight = 1 << 20;
+    cfg.delivery.request_timeout_ms = 20_000;
+    cfg.delivery.lease_secs = 40;
+    cfg.shutdown.grace_secs = 0;
+    let daemon = env.daemon(cfg).await;
+    // 20 payloads of 200 kB: 5 fit in 1 MiB.
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+             SELECT $1, 'goal_completion', jsonb_build_object('n', g, 'blob', repeat('x', 200000))
+             FROM generate_series(1, 20) g",
+            &[&wh_hung],
+        )
+        .await
+        .unwrap();
+    hung.wait_for(5, T).await.unwrap();
+    // A claim after those: a small payload of another webhook still fits.
+    env.enqueue(wh_fast, 1).await;
+    fast.wait_for(1, T).await.unwrap();
+    let in_flight = env
+        .count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '{wh_hung}' AND status = 'delivering'"
+        ))
+        .await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(in_flight, 5, "200 kB payloads in flight within 1 MiB");
+}

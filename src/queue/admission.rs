@@ -21,6 +21,10 @@
 //! the single-webhook burn-down about 18% in the benchmark; 1/8 measured
 //! within the noise of the commit before.)
 //!
+//! Bytes. Payload bytes in flight are bounded too (`max_bytes_in_flight`):
+//! a claim takes rows only while their payloads fit what is left, and one
+//! row whatever its size when nothing is in flight.
+//!
 //! The counts are this instance's: with N instances a receiver may see up to
 //! N × its limits (the README says so).
 
@@ -48,6 +52,8 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
     pub max_in_flight: usize,
+    /// Payload bytes in flight at most.
+    pub max_bytes_in_flight: usize,
     /// For webhooks without their own limits.
     pub defaults: Limits,
 }
@@ -57,6 +63,10 @@ impl AdmissionConfig {
         anyhow::ensure!(
             self.max_in_flight > 0,
             "admission: max_in_flight must be > 0"
+        );
+        anyhow::ensure!(
+            self.max_bytes_in_flight > 0,
+            "admission: max_bytes_in_flight must be > 0"
         );
         anyhow::ensure!(
             self.defaults.max_concurrency > 0,
@@ -139,6 +149,10 @@ pub struct Quotas {
     pub blocked: Vec<Uuid>,
     /// The earliest time a rate-blocked webhook gets a token back.
     pub next_token_in: Option<Duration>,
+    /// Payload bytes a claim may still take (<= 0: none, unless `idle`).
+    pub bytes_room: i64,
+    /// Nothing in flight: one row goes whatever its size.
+    pub idle: bool,
 }
 
 /// The per-webhook counts, shared by the claimer (which admits rows) and the
@@ -150,6 +164,8 @@ pub struct Admission {
     /// wakes the claimer.
     wake_on_free: AtomicBool,
     wake: Arc<Notify>,
+    /// Payload bytes in flight.
+    bytes: Mutex<usize>,
 }
 
 impl Admission {
@@ -160,6 +176,7 @@ impl Admission {
             webhooks: Mutex::new(HashMap::new()),
             wake_on_free: AtomicBool::new(false),
             wake,
+            bytes: Mutex::new(0),
         }))
     }
 
@@ -210,13 +227,21 @@ impl Admission {
         let waits_for_slots = map
             .values()
             .any(|w| w.held >= w.limits.max_concurrency as usize || !may_grow(w.held));
-        self.wake_on_free
-            .store(waits_for_slots || free == 0, Ordering::Release);
+        drop(map);
+        let bytes = *self.bytes.lock().expect("admission lock");
+        q.bytes_room = self.cfg.max_bytes_in_flight as i64 - bytes as i64;
+        q.idle = bytes == 0 && free == self.cfg.max_in_flight;
+        self.wake_on_free.store(
+            waits_for_slots || free == 0 || q.bytes_room <= 0,
+            Ordering::Release,
+        );
         q
     }
 
     /// Counts one claimed row of `webhook` as in flight and takes its rate token.
-    pub fn admit(self: &Arc<Self>, webhook: Uuid, limits: Limits) -> WebhookSlot {
+    /// `bytes`: the row's payload as claimed.
+    pub fn admit(self: &Arc<Self>, webhook: Uuid, limits: Limits, bytes: usize) -> WebhookSlot {
+        *self.bytes.lock().expect("admission lock") += bytes;
         let now = Instant::now();
         let mut map = self.webhooks.lock().expect("admission lock");
         let w = map
@@ -236,10 +261,15 @@ impl Admission {
         WebhookSlot {
             admission: self.clone(),
             webhook,
+            bytes,
         }
     }
 
-    fn release(&self, webhook: Uuid) {
+    fn release(&self, webhook: Uuid, bytes: usize) {
+        {
+            let mut b = self.bytes.lock().expect("admission lock");
+            *b = b.saturating_sub(bytes);
+        }
         if let Some(w) = self
             .webhooks
             .lock()
@@ -268,11 +298,12 @@ impl Admission {
 pub struct WebhookSlot {
     admission: Arc<Admission>,
     webhook: Uuid,
+    bytes: usize,
 }
 
 impl Drop for WebhookSlot {
     fn drop(&mut self) {
-        self.admission.release(self.webhook);
+        self.admission.release(self.webhook, self.bytes);
     }
 }
 
@@ -284,6 +315,7 @@ mod tests {
         Admission::new(
             AdmissionConfig {
                 max_in_flight,
+                max_bytes_in_flight: 1 << 20,
                 defaults,
             },
             Arc::new(Notify::new()),
@@ -301,8 +333,8 @@ mod tests {
         let a = admission(16, UNLIMITED);
         let id = Uuid::new_v4();
         let lim = a.limits(Some(2), None);
-        let s1 = a.admit(id, lim);
-        let _s2 = a.admit(id, lim);
+        let s1 = a.admit(id, lim, 100);
+        let _s2 = a.admit(id, lim, 100);
         let q = a.quotas(14);
         assert_eq!(q.blocked, vec![id]);
         assert_eq!(q.held, vec![2]);
@@ -316,7 +348,7 @@ mod tests {
         let a = admission(16, UNLIMITED);
         let id = Uuid::new_v4();
         let lim = a.limits(None, Some(5));
-        let slots: Vec<_> = (0..5).map(|_| a.admit(id, lim)).collect();
+        let slots: Vec<_> = (0..5).map(|_| a.admit(id, lim, 100)).collect();
         drop(slots);
         let q = a.quotas(16);
         assert_eq!(q.tokens, vec![0]);
@@ -332,16 +364,21 @@ mod tests {
         let id = Uuid::new_v4();
         let lim = a.limits(Some(1000), None);
         assert_eq!(lim.max_concurrency, 64, "capped by max_in_flight");
-        let mut held: Vec<_> = (0..55).map(|_| a.admit(id, lim)).collect();
+        let mut held: Vec<_> = (0..55).map(|_| a.admit(id, lim, 100)).collect();
         assert!(a.quotas(9).blocked.is_empty(), "9 free: one more leaves 8");
-        held.push(a.admit(id, lim));
+        held.push(a.admit(id, lim, 100));
         assert_eq!(a.quotas(8).blocked, vec![id]);
         // Within its light share a webhook may take the reserve.
         let other = Uuid::new_v4();
-        let one = a.admit(other, lim);
+        let one = a.admit(other, lim, 100);
         let q = a.quotas(7);
         assert!(q.blocked.contains(&id) && q.blocked.contains(&other));
         drop((held, one));
+        assert_eq!(
+            a.quotas(64).bytes_room,
+            1 << 20,
+            "bytes released with the slots"
+        );
         let q = a.quotas(64);
         assert!(q.blocked.is_empty());
         assert!(q.webhook_ids.is_empty(), "an idle webhook is forgotten");

@@ -62,7 +62,12 @@ pub(crate) use claimed_row_sql;
 /// $1 rows to claim at most · $2 instance · $3 lease (s) · $4/$5/$6 tracked
 /// webhooks: id, held, whole tokens · $7 default max_concurrency ·
 /// $8 max_in_flight · $9 default rate · $10 free slots · $11 light share ·
-/// $12 reserve.
+/// $12 reserve · $13 payload bytes left · $14 nothing in flight.
+///
+/// A row's payload is budgeted at the size the payload trigger measured
+/// (`payload_bytes`, kept over 4096 bytes) or its stored size, whichever is
+/// larger; rows are taken while the running sum fits $13 (the first one
+/// always when nothing is in flight).
 pub const CLAIM_SQL: &str = concat!(
     "
 WITH tracked AS (
@@ -75,11 +80,13 @@ WITH tracked AS (
                  $1::int8) AS n
     FROM webhooks w LEFT JOIN tracked t ON t.webhook_id = w.id
 ), cand AS (
-    SELECT x.id, x.next_attempt_at,
+    SELECT x.id, x.next_attempt_at, x.bytes,
            q.held + row_number() OVER (PARTITION BY q.webhook_id ORDER BY x.next_attempt_at) AS holds
     FROM quota q
     CROSS JOIN LATERAL (
-        SELECT p.id, p.next_attempt_at FROM webhook_deliveries p
+        SELECT p.id, p.next_attempt_at,
+               GREATEST(coalesce(p.payload_bytes, 0), pg_column_size(p.payload)) AS bytes
+        FROM webhook_deliveries p
         WHERE p.webhook_id = q.webhook_id AND p.status = 'pending' AND p.next_attempt_at <= now()
         ORDER BY p.next_attempt_at
         LIMIT GREATEST(q.n, 0)
@@ -87,9 +94,14 @@ WITH tracked AS (
     WHERE q.n > 0
 ), pick AS (
     SELECT id FROM (
-        SELECT id, holds, row_number() OVER (ORDER BY holds, next_attempt_at) AS pos FROM cand
+        SELECT id, holds,
+               row_number() OVER o AS pos,
+               sum(bytes) OVER o AS bytes_sum
+        FROM cand
+        WINDOW o AS (ORDER BY holds, next_attempt_at ROWS UNBOUNDED PRECEDING)
     ) r
     WHERE pos <= $1 AND (holds <= $11::int8 OR $10::int8 - pos >= $12::int8)
+      AND (bytes_sum <= $13::int8 OR (pos = 1 AND $14::bool))
 ), c AS (
     SELECT id FROM webhook_deliveries
     WHERE id IN (SELECT id FROM pick) AND status = 'pending'
@@ -233,7 +245,7 @@ impl Claimer {
                         let limits = self
                             .admission
                             .limits(wh.max_concurrency, wh.rate_limit_per_sec);
-                        let webhook = self.admission.admit(wh.id, limits);
+                        let webhook = self.admission.admit(wh.id, limits, row.payload.len());
                         (self.dispatch)(row, Slot { delivery, webhook });
                     }
                     if last_full {
@@ -329,6 +341,8 @@ impl Claimer {
                     &(free as i64),
                     &(cfg.light() as i64),
                     &(cfg.reserve() as i64),
+                    &q.bytes_room,
+                    &q.idle,
                 ],
             )
             .await
