@@ -208,7 +208,7 @@ impl Claimer {
         // free beyond the reserve, so a busy webhook is claimed in large
         // batches rather than one row at a time.
         let reserve = self.admission.config().reserve();
-        let low_water = (self.cfg.max_in_flight / 4).max(1);
+        let low_water = (self.cfg.max_in_flight / 8).max(1);
         let refill_to = (reserve + low_water).min(self.cfg.max_in_flight);
         let mut last_full = false;
         let mut backoff = ERROR_BACKOFF;
