@@ -646,6 +646,17 @@ impl Config {
                 ),
             ));
         }
+        if d.max_bytes_in_flight < 2 * d.max_payload_bytes {
+            // A row over the bytes left goes only when nothing is in flight:
+            // a budget of at least two of the largest payloads keeps that rare.
+            return Err(bad(
+                "delivery.max_bytes_in_flight",
+                format!(
+                    "must be at least twice delivery.max_payload_bytes ({}), got {}: raise it or lower max_payload_bytes",
+                    d.max_payload_bytes, d.max_bytes_in_flight
+                ),
+            ));
+        }
         if let Some(p) = &d.extra_ca_file {
             if !p.is_file() {
                 return Err(bad(
@@ -1083,6 +1094,14 @@ mod tests {
             (
                 "[delivery]\nmax_payload_bytes = 16777217\n",
                 "delivery.max_payload_bytes",
+            ),
+            (
+                "[delivery]\nmax_bytes_in_flight = 1048575\n",
+                "delivery.max_bytes_in_flight",
+            ),
+            (
+                "[delivery]\nmax_payload_bytes = 1048576\nmax_bytes_in_flight = 1048576\n",
+                "delivery.max_bytes_in_flight",
             ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
             ("[admin]\nlisten = \"0.0.0.0:8787\"\n", "admin.listen"),

@@ -227,14 +227,17 @@ impl Admission {
         let waits_for_slots = map
             .values()
             .any(|w| w.held >= w.limits.max_concurrency as usize || !may_grow(w.held));
-        drop(map);
         let bytes = *self.bytes.lock().expect("admission lock");
         q.bytes_room = self.cfg.max_bytes_in_flight as i64 - bytes as i64;
         q.idle = bytes == 0 && free == self.cfg.max_in_flight;
+        // Stored under the map lock that `release` swaps it under: a
+        // release between reading the counts and storing the flag would
+        // otherwise go unnoticed, and a blocked webhook wait for the poll.
         self.wake_on_free.store(
             waits_for_slots || free == 0 || q.bytes_room <= 0,
             Ordering::Release,
         );
+        drop(map);
         q
     }
 
@@ -266,20 +269,26 @@ impl Admission {
     }
 
     fn release(&self, webhook: Uuid, bytes: usize) {
+        let mut map = self.webhooks.lock().expect("admission lock");
         {
             let mut b = self.bytes.lock().expect("admission lock");
             *b = b.saturating_sub(bytes);
         }
-        if let Some(w) = self
-            .webhooks
-            .lock()
-            .expect("admission lock")
-            .get_mut(&webhook)
-        {
+        if let Some(w) = map.get_mut(&webhook) {
             w.held = w.held.saturating_sub(1);
         }
-        if self.wake_on_free.swap(false, Ordering::AcqRel) {
+        let wake = self.wake_on_free.swap(false, Ordering::AcqRel);
+        drop(map);
+        if wake {
             self.wake.notify_one();
+        }
+    }
+
+    /// The next release wakes the claimer (a claim found nothing it may take).
+    pub fn wake_on_release(&self) {
+        let map = self.webhooks.lock().expect("admission lock");
+        if map.values().any(|w| w.held > 0) {
+            self.wake_on_free.store(true, Ordering::Release);
         }
     }
 

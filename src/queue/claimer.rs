@@ -73,11 +73,17 @@ pub const CLAIM_SQL: &str = concat!(
 WITH tracked AS (
     SELECT * FROM unnest($4::uuid[], $5::int4[], $6::int4[]) AS t(webhook_id, held, tokens)
 ), quota AS (
+    -- A disabled or deleted webhook's rows end unsent at once: its limits,
+    -- which pace requests, do not apply to them.
     SELECT w.id AS webhook_id, coalesce(t.held, 0) AS held,
+           CASE WHEN NOT w.enabled OR w.deleted_at IS NOT NULL THEN $1::int8 ELSE
            LEAST(LEAST(coalesce(w.max_concurrency, $7::int4), $8::int4) - coalesce(t.held, 0),
                  CASE WHEN coalesce(w.rate_limit_per_sec, $9::int4) = 0 THEN $1::int8
                       ELSE LEAST(coalesce(t.tokens, 2147483647), coalesce(w.rate_limit_per_sec, $9::int4)) END,
-                 $1::int8) AS n
+                 -- No more than its light share and the room beyond the reserve
+                 -- could give it: a webhook the share holds back is not read.
+                 GREATEST($11::int8 - coalesce(t.held, 0), 0) + GREATEST($10::int8 - $12::int8, 0),
+                 $1::int8) END AS n
     FROM webhooks w LEFT JOIN tracked t ON t.webhook_id = w.id
 ), cand AS (
     SELECT x.id, x.next_attempt_at, x.bytes,
@@ -104,7 +110,9 @@ WITH tracked AS (
       AND (bytes_sum <= $13::int8 OR (pos = 1 AND $14::bool))
 ), c AS (
     SELECT id FROM webhook_deliveries
-    WHERE id IN (SELECT id FROM pick) AND status = 'pending'
+    -- Re-checked on the row's latest version: another instance may have
+    -- claimed it, or claimed, failed and rescheduled it, since the snapshot.
+    WHERE id IN (SELECT id FROM pick) AND status = 'pending' AND next_attempt_at <= now()
     FOR UPDATE SKIP LOCKED
 ), d AS (
     UPDATE webhook_deliveries d
@@ -235,6 +243,11 @@ impl Claimer {
                     // Full: as many as the slots beyond the reserve allowed
                     // (more may be due).
                     last_full = rows.len() >= n.min(free.saturating_sub(reserve).max(1));
+                    if rows.is_empty() {
+                        // Nothing fitted (a share, the bytes, a limit just
+                        // lowered): a delivery ending may change that.
+                        self.admission.wake_on_release();
+                    }
                     for row in rows {
                         let delivery = self
                             .slots
@@ -242,9 +255,13 @@ impl Claimer {
                             .try_acquire_owned()
                             .expect("the claimer is the only taker of slots");
                         let wh = &row.webhook;
-                        let limits = self
-                            .admission
-                            .limits(wh.max_concurrency, wh.rate_limit_per_sec);
+                        let limits = if wh.enabled && !wh.deleted {
+                            self.admission
+                                .limits(wh.max_concurrency, wh.rate_limit_per_sec)
+                        } else {
+                            // Ended unsent at once: nothing to pace (as in CLAIM_SQL).
+                            self.admission.limits(Some(u32::MAX), Some(0))
+                        };
                         let webhook = self.admission.admit(wh.id, limits, row.payload.len());
                         (self.dispatch)(row, Slot { delivery, webhook });
                     }

@@ -69,8 +69,10 @@ impl WebhookInfo {
 /// What a delivery in flight holds until its outcome is written: one of the
 /// instance's delivery slots and one of its webhook's (see `admission`).
 pub struct Slot {
-    pub delivery: tokio::sync::OwnedSemaphorePermit,
+    // Fields drop in order: the webhook's count is released before the
+    // delivery slot, so a claimer woken by the slot sees it.
     pub webhook: admission::WebhookSlot,
+    pub delivery: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// One claimed delivery, ready to send.
