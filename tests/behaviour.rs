@@ -987,3 +987,30 @@ async fn payload_bytes_in_flight_are_bounded() {
     daemon.shutdown().await.unwrap();
     assert_eq!(in_flight, 5, "200 kB payloads in flight within 1 MiB");
 }
+
+/// A disabled webhook's deliveries end unsent at once, whatever its rate
+/// limit: the limit paces requests, and none are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_rate_limited_webhooks_backlog_ends_at_once() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET rate_limit_per_sec = 1, max_concurrency = 1, enabled = false,
+                                 disabled_reason = 'paused by a test' WHERE id = $1",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    env.enqueue(wh, 1_000).await;
+    let daemon = env.daemon(env.config()).await;
+    // Paced by the limit (one at a time), these took over 25 s.
+    env.wait_until(
+        "SELECT count(*) = 1000 FROM webhook_deliveries WHERE status = 'failed'",
+        Duration::from_secs(15),
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(rx.count(), 0);
+}
