@@ -18,8 +18,8 @@
 //! 512 slots: light 8, reserve 64). One webhook alone may hold 7/8 of the
 //! slots plus its light share (456 of 512). A webhook's own
 //! `max_concurrency` is capped by `max_in_flight`. (A reserve of 1/4 cost
-//! the single-webhook burn-down about 18% in the benchmark; 1/8 measured
-//! within the noise of the commit before.)
+//! the single-webhook burn-down about 18% in the benchmark; 1/8 about 8%:
+//! see the README's Benchmark section.)
 //!
 //! Bytes. Payload bytes in flight are bounded too (`max_bytes_in_flight`):
 //! a claim takes rows only while their payloads fit what is left, and one
