@@ -1,5 +1,8 @@
 //! Logs to stderr through tracing-subscriber. Under journald (JOURNAL_STREAM
-//! set) lines carry no timestamp of their own: the journal adds one.
+//! set) lines carry no timestamp of their own: the journal adds one. Colour
+//! only when stderr is a terminal: files, pipes and journald get plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +16,8 @@ pub fn init(format: &str, level: &str) {
     let _ = match (format, journald) {
         ("json", _) => builder.json().flatten_event(true).try_init(),
         (_, true) => builder.without_time().with_ansi(false).try_init(),
-        _ => builder.try_init(),
+        _ => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

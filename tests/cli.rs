@@ -117,12 +117,27 @@ async fn migrate_is_concurrent_safe_idempotent_and_check_reports_the_schema() {
         versions,
         plausible_webhooks::db::migrate::MIGRATIONS.len() as i64
     );
+    // A changed payload limit is logged (a line with fields, coloured on a terminal).
     let o = bin()
         .arg("migrate")
         .env("DATABASE_URL", &url)
+        .env("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_PAYLOAD_BYTES", "65536")
         .output()
         .unwrap();
     assert!(text(&o).contains("schema is current"), "{}", text(&o));
+    assert!(text(&o).contains("max_payload_bytes"), "{}", text(&o));
+    // The unit runs migrate before every start: no notice that is not news,
+    // and no terminal colour in a pipe (journald, files).
+    assert!(
+        !text(&o).contains("already exists"),
+        "a re-run logs PostgreSQL's notices: {}",
+        text(&o)
+    );
+    assert!(
+        !o.stderr.contains(&0x1b),
+        "colour escapes in piped output: {:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = bin()
         .arg("check")
         .env("DATABASE_URL", &url)

@@ -59,6 +59,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>> {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
             .await
             .context("taking the migration advisory lock")?;
+        // "relation ... already exists, skipping" on every start is not news
+        // (the unit runs migrate before each start); warnings still show.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .context("quieting notices")?;
         tx.batch_execute(VERSION_TABLE)
             .await
             .context("creating the migrations table")?;
