@@ -2,7 +2,7 @@
 //! be sent now, build and sign the body, POST it, decide what the answer means,
 //! log one line, and hand the outcome to the completer.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
@@ -58,7 +58,7 @@ impl Worker {
         // The webhook's limits were applied when the row was claimed
         // (queue::admission): what is claimed may go now.
         if self.stop.is_cancelled() {
-            return deferred(job, Duration::ZERO);
+            return deferred(job);
         }
 
         // The body and its signatures: the signed bytes are exactly the bytes sent.
@@ -204,15 +204,15 @@ fn not_sent(job: &Claimed, why: String) -> Completion {
     }
 }
 
-/// Back to the queue without counting an attempt (shutdown came first).
-fn deferred(job: &Claimed, later: Duration) -> Completion {
+/// Back to the queue, due now, without counting an attempt (shutdown came first).
+fn deferred(job: &Claimed) -> Completion {
     Completion {
         id: job.id,
         webhook_id: job.webhook.id,
         attempt: job.attempt,
         lease: job.lease,
         status: Status::Pending,
-        retry_in_ms: Some(later.as_millis() as i64),
+        retry_in_ms: Some(0),
         counted: false,
         status_code: None,
         error: None,
