@@ -155,17 +155,24 @@ pub struct Quotas {
     pub idle: bool,
 }
 
+/// What is in flight here, under one lock.
+#[derive(Default)]
+struct InFlight {
+    webhooks: HashMap<Uuid, Webhook>,
+    /// Payload bytes.
+    bytes: usize,
+}
+
 /// The per-webhook counts, shared by the claimer (which admits rows) and the
 /// slots it hands out (which release them when the outcome is written).
 pub struct Admission {
     cfg: AdmissionConfig,
-    webhooks: Mutex<HashMap<Uuid, Webhook>>,
+    in_flight: Mutex<InFlight>,
     /// Set when a claim left webhooks blocked on slots: the next slot freed
-    /// wakes the claimer.
+    /// wakes the claimer. Stored and swapped under the `in_flight` lock, so a
+    /// release between a claim's counts and its flag is never missed.
     wake_on_free: AtomicBool,
     wake: Arc<Notify>,
-    /// Payload bytes in flight.
-    bytes: Mutex<usize>,
 }
 
 impl Admission {
@@ -173,10 +180,9 @@ impl Admission {
         cfg.validate()?;
         Ok(Arc::new(Self {
             cfg,
-            webhooks: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(InFlight::default()),
             wake_on_free: AtomicBool::new(false),
             wake,
-            bytes: Mutex::new(0),
         }))
     }
 
@@ -200,8 +206,9 @@ impl Admission {
         let mut q = Quotas::default();
         let (light, reserve) = (self.cfg.light(), self.cfg.reserve());
         let may_grow = |held: usize| free > 0 && (held < light || free > reserve);
-        let mut map = self.webhooks.lock().expect("admission lock");
-        map.retain(|id, w| {
+        let mut waits_for_slots = false;
+        let mut state = self.in_flight.lock().expect("admission lock");
+        state.webhooks.retain(|id, w| {
             w.refill(now);
             if w.idle() {
                 return false;
@@ -213,6 +220,7 @@ impl Admission {
             if at_cap || no_token || no_share {
                 q.blocked.push(*id);
             }
+            waits_for_slots |= at_cap || no_share;
             if no_token && !at_cap {
                 q.next_token_in = match (q.next_token_in, w.next_token_in()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -224,30 +232,24 @@ impl Admission {
             q.tokens.push(tokens);
             true
         });
-        let waits_for_slots = map
-            .values()
-            .any(|w| w.held >= w.limits.max_concurrency as usize || !may_grow(w.held));
-        let bytes = *self.bytes.lock().expect("admission lock");
-        q.bytes_room = self.cfg.max_bytes_in_flight as i64 - bytes as i64;
-        q.idle = bytes == 0 && free == self.cfg.max_in_flight;
-        // Stored under the map lock that `release` swaps it under: a
-        // release between reading the counts and storing the flag would
-        // otherwise go unnoticed, and a blocked webhook wait for the poll.
+        q.bytes_room = self.cfg.max_bytes_in_flight as i64 - state.bytes as i64;
+        q.idle = state.bytes == 0 && free == self.cfg.max_in_flight;
         self.wake_on_free.store(
             waits_for_slots || free == 0 || q.bytes_room <= 0,
             Ordering::Release,
         );
-        drop(map);
+        drop(state);
         q
     }
 
     /// Counts one claimed row of `webhook` as in flight and takes its rate token.
     /// `bytes`: the row's payload as claimed.
     pub fn admit(self: &Arc<Self>, webhook: Uuid, limits: Limits, bytes: usize) -> WebhookSlot {
-        *self.bytes.lock().expect("admission lock") += bytes;
         let now = Instant::now();
-        let mut map = self.webhooks.lock().expect("admission lock");
-        let w = map
+        let mut state = self.in_flight.lock().expect("admission lock");
+        state.bytes += bytes;
+        let w = state
+            .webhooks
             .entry(webhook)
             .or_insert_with(|| Webhook::new(limits, now));
         if w.limits != limits {
@@ -269,16 +271,13 @@ impl Admission {
     }
 
     fn release(&self, webhook: Uuid, bytes: usize) {
-        let mut map = self.webhooks.lock().expect("admission lock");
-        {
-            let mut b = self.bytes.lock().expect("admission lock");
-            *b = b.saturating_sub(bytes);
-        }
-        if let Some(w) = map.get_mut(&webhook) {
+        let mut state = self.in_flight.lock().expect("admission lock");
+        state.bytes = state.bytes.saturating_sub(bytes);
+        if let Some(w) = state.webhooks.get_mut(&webhook) {
             w.held = w.held.saturating_sub(1);
         }
         let wake = self.wake_on_free.swap(false, Ordering::AcqRel);
-        drop(map);
+        drop(state);
         if wake {
             self.wake.notify_one();
         }
@@ -286,17 +285,18 @@ impl Admission {
 
     /// The next release wakes the claimer (a claim found nothing it may take).
     pub fn wake_on_release(&self) {
-        let map = self.webhooks.lock().expect("admission lock");
-        if map.values().any(|w| w.held > 0) {
+        let state = self.in_flight.lock().expect("admission lock");
+        if state.webhooks.values().any(|w| w.held > 0) {
             self.wake_on_free.store(true, Ordering::Release);
         }
     }
 
     /// Deliveries of `webhook` in flight here (for tests and the admin).
     pub fn held(&self, webhook: Uuid) -> usize {
-        self.webhooks
+        self.in_flight
             .lock()
             .expect("admission lock")
+            .webhooks
             .get(&webhook)
             .map_or(0, |w| w.held)
     }

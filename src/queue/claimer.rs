@@ -53,9 +53,9 @@ pub(crate) use claimed_row_sql;
 /// The claim, fair by construction (see `admission`): each webhook offers at
 /// most what its quota allows (its concurrency left, its rate tokens); the
 /// offers are taken least-held first, and a row that would take its webhook
-/// beyond its light share is taken only while the reserve stays free after it. Webhooks are walked from `webhooks` over the
-/// (webhook_id, next_attempt_at) index, so a backlog a limit holds back is
-/// never read. Candidates are chosen without locks; the lock re-checks
+/// beyond its light share is taken only while the reserve stays free after
+/// it. Webhooks are walked from `webhooks` over the (webhook_id,
+/// next_attempt_at) index, so a backlog a limit holds back is never read. Candidates are chosen without locks; the lock re-checks
 /// `pending` (another instance may have taken a row meanwhile) and skips
 /// rows already locked.
 ///
@@ -212,7 +212,7 @@ impl Claimer {
 
     async fn run(mut self, stop: CancellationToken) {
         // A claim takes rows beyond the light shares only while the reserve
-        // stays free: after a full batch, wait for a quarter of the slots to
+        // stays free: after a full batch, wait for an eighth of the slots to
         // free beyond the reserve, so a busy webhook is claimed in large
         // batches rather than one row at a time.
         let reserve = self.admission.config().reserve();
