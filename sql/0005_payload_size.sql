@@ -12,11 +12,17 @@
 -- Size is octet_length(payload::text): the bytes the payload takes in the
 -- request body (`data` is the payload as PostgreSQL renders jsonb).
 --
+-- The size measured is kept in `payload_bytes` (for payloads over 4096 bytes;
+-- smaller ones NULL): the claim budgets the payload bytes in flight by it
+-- (src/queue/admission.rs). Adding a nullable column rewrites nothing.
+--
 -- Rows already queued are left as they are, whatever their size: the limit is
 -- checked when a payload is written (INSERT, or an UPDATE that changes it),
 -- never when a delivery is claimed, retried, replayed or completed, so rows
 -- queued before this migration (or before the limit was lowered) are still
 -- delivered as written.
+ALTER TABLE webhook_deliveries ADD COLUMN payload_bytes integer;
+
 CREATE TABLE plausible_webhooks_settings (
   id boolean PRIMARY KEY DEFAULT true
     CONSTRAINT plausible_webhooks_settings_one_row CHECK (id),
@@ -44,12 +50,14 @@ BEGIN
   -- An UPDATE that leaves the payload as it was refuses nothing: a row
   -- written under an earlier, higher limit stays workable.
   IF TG_OP = 'UPDATE' AND NEW.payload = OLD.payload THEN
+    NEW.payload_bytes := OLD.payload_bytes;
     RETURN NEW;
   END IF;
   v_size := octet_length(NEW.payload::text);
   -- No limit can be below 4096 (the settings CHECK): the many small
   -- payloads (of 50,000-row INSERTs too) need no settings look-up.
   IF v_size IS NULL OR v_size <= 4096 THEN
+    NEW.payload_bytes := NULL;
     RETURN NEW;
   END IF;
   v_limit := plausible_webhooks_max_payload_bytes();
@@ -62,6 +70,10 @@ BEGIN
             COLUMN = 'payload',
             HINT = 'The limit is the daemon''s delivery.max_payload_bytes (4096..16777216), written into plausible_webhooks_settings at `plausible-webhooks migrate` and at start.';
   END IF;
+  -- Whatever a writer put here, the measure is ours. (The trigger fires on
+  -- payload changes only: a write of payload_bytes alone is taken as it is,
+  -- and the claim never budgets less than the stored size anyway.)
+  NEW.payload_bytes := v_size;
   RETURN NEW;
 END
 $$;

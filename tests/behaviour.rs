@@ -916,6 +916,7 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
              DROP FUNCTION plausible_webhooks_payload_size_check();
              DROP FUNCTION plausible_webhooks_max_payload_bytes();
              DROP TABLE plausible_webhooks_settings;
+             ALTER TABLE webhook_deliveries DROP COLUMN payload_bytes;
              DELETE FROM plausible_webhooks_schema_migrations WHERE version = 5;",
         )
         .await

@@ -32,11 +32,6 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fair_claim",
         include_str!("../../sql/0006_fair_claim.sql"),
     ),
-    (
-        7,
-        "payload_bytes",
-        include_str!("../../sql/0007_payload_bytes.sql"),
-    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
