@@ -213,23 +213,30 @@ pub(crate) async fn set_aside_unreadable(
     if ids.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    push_back(&**tx, ids, now + UNREADABLE_RECHECK)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("setting unreadable triggers aside"))?;
+    Ok(())
+}
+
+/// Moves the triggers' next evaluation to `next` (the one statement both
+/// ways of setting triggers aside run).
+async fn push_back(
+    c: &impl tokio_postgres::GenericClient,
+    ids: &[Uuid],
+    next: OffsetDateTime,
+) -> Result<u64, tokio_postgres::Error> {
+    c.execute(
         "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
-        &[&ids, &(now + UNREADABLE_RECHECK)],
+        &[&ids, &next],
     )
     .await
-    .map_err(|e| anyhow::Error::new(e).context("setting unreadable triggers aside"))?;
-    Ok(())
 }
 
 async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
     let r = async {
         let c = pool.get().await?;
-        c.execute(
-            "UPDATE webhook_triggers SET next_evaluation_at = $2 WHERE id = ANY($1)",
-            &[&ids, &next],
-        )
-        .await?;
+        push_back(&**c, ids, next).await?;
         anyhow::Ok(())
     }
     .await;
