@@ -18,6 +18,9 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::http::AdminServer;
+use crate::admin::ops::TestSender;
+use crate::admin::state::{AdminState, Handed, ADMIN_POOL_SIZE};
 use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
@@ -75,7 +78,10 @@ impl Daemon {
             db::migrate::ensure_current(&client).await?;
             db::settings::apply(&client, &cfg.delivery).await?;
         }
-        let instance = opts.instance.clone().unwrap_or_else(instance_name);
+        let instance = opts
+            .instance
+            .clone()
+            .unwrap_or_else(crate::queue::instance_name);
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let give_up = CancellationToken::new();
@@ -125,7 +131,8 @@ impl Daemon {
                 tracker.spawn(async move {
                     tokio::select! {
                         c = worker.deliver(&job) => {
-                            crate::admin::metrics::delivery_completed(&job.event_type, &c);
+                            let (outcome, attempt) = c.metric();
+                            crate::metrics::delivery_completed(&job.event_type, outcome, attempt);
                             let _ = tx.send((c, Some(permit))).await;
                         }
                         _ = abort.cancelled() => {}
@@ -331,15 +338,6 @@ pub fn retry_policy(cfg: &Config) -> RetryPolicy {
     }
 }
 
-/// host:pid:random — unique per process, so a restarted process never passes
-/// the completion fence of its previous incarnation's claims.
-pub fn instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
-}
-
 /// `plausible-webhooks run`: start, tell systemd, serve until SIGTERM/SIGINT, drain.
 pub async fn run(cfg: Config) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -349,13 +347,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     let daemon = Daemon::start(cfg.clone(), StartOptions::default()).await?;
     let admin = match admin_addr {
         Some(addr) => {
-            let state = crate::admin::http::AdminState::new(
-                db::pool(&cfg.database.url, crate::admin::http::ADMIN_POOL_SIZE)?,
-                daemon.listener_connected(),
-                daemon.analytics_status(),
-                &cfg,
-            );
-            match async { crate::admin::http::AdminServer::start(addr, state?).await }.await {
+            let state = async {
+                let handed = Handed {
+                    listener_up: daemon.listener_connected(),
+                    analytics: daemon.analytics_status(),
+                    test_sender: TestSender::from_config(&cfg, None)
+                        .context("building the HTTP client for test events")?,
+                };
+                AdminState::new(db::pool(&cfg.database.url, ADMIN_POOL_SIZE)?, handed, &cfg)
+            };
+            match async { AdminServer::start(addr, state.await?).await }.await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     daemon.shutdown().await?;

@@ -1,13 +1,25 @@
 //! plausible-webhooks: webhooks for Plausible Analytics.
 //!
-//! The house follows the data: `config` → `db` (pool, migrations, listener) →
-//! `queue` (claim, complete, rescue, prune) → `delivery` (client, address guard,
-//! signing, retry policy, worker) → `triggers` (analytics sources, spike/drop
-//! evaluator, goal scanner) → `admin` (validation, operations and CLI
-//! commands for operators; the admin HTTP listener, its auth and metrics) →
-//! `daemon` (wiring, shutdown). `testkit` holds
-//! the throwaway PostgreSQL cluster and HTTPS receiver used by the demo, the
-//! tests and the benchmark.
+//! The house follows the data. Layers, bottom first; a module imports only
+//! from layers below its own (`tests/layers.rs` checks this on every run):
+//!
+//! 1. `metrics`, `logging`: the process-wide registry and log setup; they
+//!    import nothing of the crate, so every layer may record into them.
+//! 2. `config`: the configuration file and environment, validated.
+//! 3. `db`: pool, migrations, settings, the LISTEN connection.
+//! 4. `queue`: the delivery job (`Claimed`, `WebhookInfo`, `Completion`) and
+//!    the services over `webhook_deliveries`: admission, claim, complete,
+//!    rescue, prune; the lease holder's name.
+//! 5. `delivery`: HTTPS client, address guard, signing, envelope, retry
+//!    policy, the worker that turns a claimed job into its completion.
+//! 6. `triggers`: analytics sources, the spike/drop evaluator, the goal scanner.
+//! 7. `admin`: validation, operations shared by the CLI and the HTTP API, the
+//!    CLI, the admin HTTP listener (imports run http → api → state → ops).
+//!    The daemon hands it what it needs (`admin::state::Handed`).
+//! 8. `daemon` (wiring, shutdown) and `testkit` (the throwaway PostgreSQL
+//!    cluster, HTTPS receiver and ClickHouse used by the demo, the tests and
+//!    the benchmarks).
+//! 9. `demo`.
 
 pub mod admin;
 pub mod config;
@@ -16,6 +28,7 @@ pub mod db;
 pub mod delivery;
 pub mod demo;
 pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod testkit;
 pub mod triggers;

@@ -35,8 +35,8 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::auth::{self, Access, Principal};
-use super::http::{json_response, AdminState, HttpResponse};
 use super::ops::{self, OpError, WebhookView};
+use super::state::{json_response, AdminState, HttpResponse};
 use super::validate::{self, Invalid, Rule, TriggerType};
 use crate::delivery::guard::AddressGuard;
 

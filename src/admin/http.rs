@@ -4,77 +4,27 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use deadpool_postgres::Pool;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Authenticator;
-use super::metrics;
+use super::state::{error_response, json_response, AdminState, HttpResponse, DB_CHECK_TIMEOUT};
 use crate::config::Config;
 use crate::triggers::source::SourceStatus;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// How long a check of `/readyz` or a scrape may wait for the database.
-pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// A client must send its request head within this (slow clients hold a connection).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the handlers share.
-pub struct AdminState {
-    pub pool: Pool,
-    pub listener_up: watch::Receiver<bool>,
-    /// The daemon's analytics source check, handed over by the daemon (None
-    /// with triggers off).
-    pub analytics: Option<watch::Receiver<SourceStatus>>,
-    /// Set when the daemon starts draining: `/readyz` then answers 503.
-    pub stopping: AtomicBool,
-    pub auth: Authenticator,
-    pub cfg: Config,
-    /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
-    pub test_sender: super::ops::TestSender,
-    /// Test sends in flight, bounded per user, per site and in all.
-    pub test_slots: super::test_slots::TestSlots,
-}
-
-/// The admin API's own connections, apart from the delivery engine's pool,
-/// so no burst of API calls or test sends can stall deliveries.
-pub const ADMIN_POOL_SIZE: usize = 4;
-
-impl AdminState {
-    pub fn new(
-        pool: Pool,
-        listener_up: watch::Receiver<bool>,
-        analytics: Option<watch::Receiver<SourceStatus>>,
-        cfg: &Config,
-    ) -> Result<AdminState> {
-        Ok(AdminState {
-            pool,
-            listener_up,
-            analytics,
-            stopping: AtomicBool::new(false),
-            auth: Authenticator::new(&cfg.admin),
-            cfg: cfg.clone(),
-            test_sender: super::ops::TestSender::from_config(cfg, None)
-                .context("building the HTTP client for test events")?,
-            test_slots: super::test_slots::TestSlots::new(Default::default())?,
-        })
-    }
-}
-
-pub type HttpResponse = Response<Full<Bytes>>;
 
 pub struct AdminServer {
     pub addr: SocketAddr,
@@ -162,7 +112,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> HttpResponse {
     match path.as_str() {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => readyz(state).await,
-        "/metrics" => metrics_response(state).await,
+        "/metrics" => super::metrics::response(state).await,
         p if p == "/api" || p.starts_with("/api/") => {
             let (parts, body) = req.into_parts();
             let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -267,45 +217,6 @@ async fn readyz(state: &AdminState) -> HttpResponse {
 async fn schema_version(pool: &Pool) -> Result<i32> {
     let client = pool.get().await.context("connecting to PostgreSQL")?;
     crate::db::migrate::current_version(&client).await
-}
-
-async fn metrics_response(state: &AdminState) -> HttpResponse {
-    let sample = tokio::time::timeout(DB_CHECK_TIMEOUT, async {
-        let client = state.pool.get().await.context("connecting to PostgreSQL")?;
-        metrics::sample_queue(&client).await
-    })
-    .await;
-    let sample = match sample {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(error = format!("{e:#}"), "metrics: cannot sample the queue");
-            None
-        }
-        Err(_) => None,
-    };
-    metrics::record_sample(sample.as_ref(), *state.listener_up.borrow());
-    let mut resp = Response::new(Full::new(Bytes::from(metrics::encode())));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(metrics::CONTENT_TYPE),
-    );
-    resp
-}
-
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// `{"error": {"code": ..., "message": ...}}` with `status`.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    json_response(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
 }
 
 /// For `check`: what the admin listener will serve, and, when Plausible API

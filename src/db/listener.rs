@@ -75,7 +75,7 @@ impl Listener {
                 Ok((client, mut notes)) => {
                     if !first {
                         self.reconnects.fetch_add(1, Ordering::Relaxed);
-                        crate::admin::metrics::listener_reconnected();
+                        crate::metrics::listener_reconnected();
                         tracing::info!("listener reconnected");
                     }
                     first = false;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{HttpClient, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
-use super::signing::{legacy_signature, standard_signature};
+use super::signing::{legacy_signature, standard_signature, SecretKeys};
 use crate::queue::{Claimed, Completion, Status};
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
@@ -72,16 +72,17 @@ impl Worker {
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
+        let keys: Vec<SecretKeys> = wh.secrets.iter().map(|s| SecretKeys::new(s)).collect();
         let mut headers = custom_headers.clone();
         headers.insert(
             X_WEBHOOK_SIGNATURE.clone(),
-            header(legacy_signature(&wh.keys[0], &body)),
+            header(legacy_signature(&keys[0], &body)),
         );
         headers.insert(WEBHOOK_ID.clone(), header(id.clone()));
         headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
         headers.insert(
             WEBHOOK_SIGNATURE.clone(),
-            header(standard_signature(&wh.keys, &id, ts, &body)),
+            header(standard_signature(&keys, &id, ts, &body)),
         );
 
         let started = Instant::now();

@@ -19,7 +19,6 @@ use uuid::Uuid;
 use super::admission::{Admission, Quotas};
 use super::{Claimed, Slot, WebhookInfo};
 use crate::db::Timestamp;
-use crate::delivery::signing::SecretKeys;
 
 /// Poll at least this often while the LISTEN connection is down.
 pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
@@ -507,14 +506,14 @@ pub fn webhook_info(
     let url: String = col(r, 6)?;
     let secret: String = col(r, 7)?;
     let headers: serde_json::Value = col(r, 9)?;
-    let mut keys = vec![SecretKeys::new(&secret)];
-    keys.extend(previous.map(SecretKeys::new));
+    let mut secrets = vec![secret];
+    secrets.extend(previous.map(str::to_string));
     Ok(WebhookInfo {
         id,
         uri: url.parse().ok(),
         url,
         headers: WebhookInfo::parse_headers(&headers),
-        keys,
+        secrets,
         enabled: col(r, 10)?,
         deleted: col(r, 11)?,
         disabled_reason: col(r, 12)?,

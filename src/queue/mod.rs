@@ -16,8 +16,6 @@ use hyper::Uri;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::delivery::signing::SecretKeys;
-
 /// A webhook as the claim saw it (shared by the rows of one batch).
 pub struct WebhookInfo {
     pub id: Uuid,
@@ -27,8 +25,11 @@ pub struct WebhookInfo {
     pub uri: Option<Uri>,
     /// Err: why the stored headers cannot be sent (the delivery fails with it).
     pub headers: Result<HeaderMap, String>,
-    /// Signing keys: the current secret first, then a previous one still in its window.
-    pub keys: Vec<SecretKeys>,
+    /// Signing secrets as stored: the current one first, then a previous one
+    /// still in its grace window. The queue carries them as text; the delivery
+    /// derives its keys from them (`delivery::signing`), so the queue never
+    /// depends on the layer above it.
+    pub secrets: Vec<String>,
     pub enabled: bool,
     pub deleted: bool,
     pub disabled_reason: Option<String>,
@@ -111,6 +112,35 @@ pub struct Completion {
     pub attempted_at: OffsetDateTime,
     /// Disable the webhook with this reason (410 Gone).
     pub disable_webhook: Option<String>,
+}
+
+impl Completion {
+    /// What this outcome counts as in `deliveries_total`, and its attempt's
+    /// duration when an HTTP attempt was made.
+    pub fn metric(&self) -> (crate::metrics::DeliveryOutcome, Option<std::time::Duration>) {
+        use crate::metrics::DeliveryOutcome as O;
+        let outcome = match (self.status, self.counted) {
+            (Status::Success, _) => O::Success,
+            (Status::Pending, true) => O::Retry,
+            (Status::Pending, false) => O::Deferred,
+            (Status::Failed, true) => O::Failed,
+            (Status::Failed, false) => O::NotSent,
+        };
+        let attempt = self
+            .counted
+            .then(|| std::time::Duration::from_millis(self.duration_ms.max(0) as u64));
+        (outcome, attempt)
+    }
+}
+
+/// The lease holder's name: host:pid:random, unique per process, so a
+/// restarted process never passes the completion fence of its previous
+/// incarnation's claims.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

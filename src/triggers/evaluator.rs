@@ -244,7 +244,7 @@ impl Evaluator {
             (TriggerKind::Drop, report.evaluated_drops),
         ] {
             if n > 0 {
-                crate::admin::metrics::trigger_round(kind.event_type(), n as u64, took);
+                crate::metrics::trigger_round(kind.event_type(), n as u64, took);
             }
         }
         if report.claimed > 0 {

@@ -183,7 +183,7 @@ impl GoalScanner {
             );
         }
         if report.claimed > 0 {
-            crate::admin::metrics::trigger_round(
+            crate::metrics::trigger_round(
                 "goal_completion",
                 report.claimed as u64,
                 started.elapsed(),

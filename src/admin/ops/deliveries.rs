@@ -1,0 +1,403 @@
+//! The delivery log (list, show), retry and replay.
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::db::Timestamp;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::admin::validate::{self, Invalid, Rule};
+use crate::db::NOTIFY_CHANNEL;
+
+use super::*;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_type: String,
+    /// pending | retrying | delivering | success | failed
+    pub status: String,
+    pub attempts: i32,
+    /// `infinity` (never due) is a value a writer may give it, so it is
+    /// read as PostgreSQL holds it (`infinity` in JSON and in the CLI).
+    pub next_attempt_at: Timestamp,
+    pub last_response_code: Option<i32>,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub inserted_at: OffsetDateTime,
+    pub trigger_id: Option<Uuid>,
+}
+
+const DELIVERY_COLUMNS: &str = "
+    d.id, d.webhook_id, d.event_type,
+    CASE WHEN d.status = 'pending' AND d.attempts > 0 THEN 'retrying' ELSE d.status END,
+    d.attempts, d.next_attempt_at, d.last_response_code, d.last_error, d.delivered_at,
+    d.finished_at, d.inserted_at, d.trigger_id
+FROM webhook_deliveries d";
+
+fn delivery_view(r: &tokio_postgres::Row) -> DeliveryView {
+    DeliveryView {
+        id: r.get(0),
+        webhook_id: r.get(1),
+        event_type: r.get(2),
+        status: r.get(3),
+        attempts: r.get(4),
+        next_attempt_at: r.get(5),
+        last_response_code: r.get(6),
+        last_error: r.get(7),
+        delivered_at: r.get(8),
+        finished_at: r.get(9),
+        inserted_at: r.get(10),
+        trigger_id: r.get(11),
+    }
+}
+
+pub const DELIVERY_STATUSES: &[&str] = &["pending", "retrying", "delivering", "success", "failed"];
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub webhook: Option<String>,
+    /// One of DELIVERY_STATUSES.
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    /// Default 50, at most 10,000.
+    pub limit: Option<i64>,
+    /// Keyset pagination: only deliveries after this one in the listing's
+    /// order (`inserted_at` descending, then id), given as its (inserted_at, id).
+    pub after: Option<(OffsetDateTime, Uuid)>,
+}
+
+/// The newest deliveries first.
+pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<DeliveryView>> {
+    if let Some(s) = &f.status {
+        if !DELIVERY_STATUSES.contains(&s.as_str()) {
+            return Err(OpError::Invalid(Invalid::new(
+                "status",
+                Rule::Syntax,
+                format!(
+                    "`{s}` is not a status; use one of {}",
+                    DELIVERY_STATUSES.join(", ")
+                ),
+            )));
+        }
+    }
+    if let Some(e) = &f.event_type {
+        validate::no_nul("event", e)?;
+    }
+    let limit = f.limit.unwrap_or(50);
+    if !(1..=DELIVERIES_LIMIT_MAX).contains(&limit) {
+        return Err(OpError::Invalid(Invalid::new(
+            "limit",
+            Rule::OutOfRange,
+            format!("must be between 1 and {DELIVERIES_LIMIT_MAX}"),
+        )));
+    }
+    let webhook = match &f.webhook {
+        Some(w) => Some(webhook_id(db_, w).await?),
+        None => None,
+    };
+    let rows = db(
+        db_.query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS}
+                 WHERE ($1::uuid IS NULL OR d.webhook_id = $1)
+                   AND ($2::text IS NULL
+                        OR ($2 = 'pending' AND d.status = 'pending' AND d.attempts = 0)
+                        OR ($2 = 'retrying' AND d.status = 'pending' AND d.attempts > 0)
+                        OR ($2 NOT IN ('pending', 'retrying') AND d.status = $2))
+                   AND ($3::text IS NULL OR d.event_type = $3)
+                   AND ($4::timestamptz IS NULL OR d.inserted_at >= $4)
+                   AND ($6::timestamptz IS NULL OR d.inserted_at < $6
+                        OR (d.inserted_at = $6 AND d.id > $7))
+                 ORDER BY d.inserted_at DESC, d.id
+                 LIMIT $5"
+            ),
+            &[
+                &webhook,
+                &f.status,
+                &f.event_type,
+                &f.since,
+                &limit,
+                &f.after.map(|a| a.0),
+                &f.after.map(|a| a.1),
+            ],
+        )
+        .await,
+        "listing deliveries",
+    )?;
+    Ok(rows.iter().map(delivery_view).collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub attempt: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub attempted_at: OffsetDateTime,
+    pub status_code: Option<i32>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    /// The start of the receiver's answer (as much as the daemon keeps).
+    pub response_body: Option<String>,
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    /// The payload as a JSON value; when it cannot be one here (nested
+    /// deeper than a JSON parser follows, a number no f64 holds: jsonb takes
+    /// both), its JSON text as stored, a string, with `payload_note` saying so.
+    pub payload: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_note: Option<String>,
+    pub attempt_log: Vec<AttemptView>,
+}
+
+/// The stored payload (jsonb text) for display: parsed when serde_json can
+/// (its recursion limit keeps a deep one from exhausting the stack), else
+/// the text itself with a note. The text is what the receiver gets as `data`.
+fn shown_payload(text: String) -> (Value, Option<String>) {
+    match serde_json::from_str(&text) {
+        Ok(v) => (v, None),
+        Err(e) => (
+            Value::String(text),
+            Some(format!(
+                "the payload cannot be shown as a JSON value here ({e}); `payload` is its JSON text exactly as stored, which receivers get as `data`"
+            )),
+        ),
+    }
+}
+
+fn delivery_uuid(id: &str) -> OpResult<Uuid> {
+    Uuid::parse_str(id.trim()).map_err(|_| {
+        OpError::Invalid(Invalid::new(
+            "delivery",
+            Rule::Syntax,
+            format!("`{id}` is not a delivery id (the full id, as `deliveries list` prints it)"),
+        ))
+    })
+}
+
+/// A delivery with every attempt.
+pub async fn show_delivery(db_: &Client, id: &str) -> OpResult<DeliveryDetail> {
+    let id = delivery_uuid(id)?;
+    let row = db(
+        db_.query_opt(
+            &format!(
+                "SELECT {}, d.payload::text FROM webhook_deliveries d WHERE d.id = $1",
+                DELIVERY_COLUMNS.replace("FROM webhook_deliveries d", "")
+            ),
+            &[&id],
+        )
+        .await,
+        "reading the delivery",
+    )?
+    .ok_or_else(|| {
+        OpError::NotFound(format!(
+            "no delivery {id} (it may have been pruned after retention.days)"
+        ))
+    })?;
+    let attempts = db(
+        db_.query(
+            "SELECT attempt, attempted_at, status_code, duration_ms, error, response_body, instance
+             FROM webhook_delivery_attempts WHERE delivery_id = $1 ORDER BY attempt, id",
+            &[&id],
+        )
+        .await,
+        "reading the attempts",
+    )?;
+    let (payload, payload_note) = shown_payload(row.get(12));
+    Ok(DeliveryDetail {
+        delivery: delivery_view(&row),
+        payload,
+        payload_note,
+        attempt_log: attempts
+            .iter()
+            .map(|a| AttemptView {
+                attempt: a.get(0),
+                attempted_at: a.get(1),
+                status_code: a.get(2),
+                duration_ms: a.get(3),
+                error: a.get(4),
+                response_body: a.get(5),
+                instance: a.get(6),
+            })
+            .collect(),
+    })
+}
+
+/// Wakes every daemon: an UPDATE that makes a row due sends no NOTIFY (only
+/// INSERT does), and without one the backstop poll would be seconds late.
+async fn notify(db_: &Client) -> OpResult<()> {
+    db(
+        db_.execute("SELECT pg_notify($1, '')", &[&NOTIFY_CHANNEL])
+            .await,
+        "notifying the daemon",
+    )?;
+    Ok(())
+}
+
+/// Deliveries of a disabled or deleted webhook would only fail unsent.
+fn sendable(w: &WebhookView) -> OpResult<()> {
+    if w.deleted_at.is_some() {
+        return Err(OpError::Conflict(format!(
+            "webhook {} is deleted; restore it first",
+            w.id
+        )));
+    }
+    if !w.enabled {
+        return Err(OpError::Conflict(format!(
+            "webhook {} is {}; enable it first (`enable {}`), then retry",
+            w.id,
+            w.status_text(),
+            w.id
+        )));
+    }
+    Ok(())
+}
+
+/// Makes one delivery due now, on the same delivery id (so the receiver can
+/// dedupe by `webhook-id`), with a new attempt number. A failed delivery gets
+/// one more attempt (not a fresh schedule); a success is sent again only with
+/// `force`; a delivery in flight is left alone.
+pub async fn retry(db_: &Client, id: &str, force: bool) -> OpResult<DeliveryView> {
+    let d = show_delivery(db_, id).await?.delivery;
+    let w = show(db_, &d.webhook_id.to_string()).await?;
+    sendable(&w)?;
+    match d.status.as_str() {
+        "delivering" => {
+            return Err(OpError::Conflict(format!(
+                "delivery {} is being sent right now; wait for its outcome",
+                d.id
+            )))
+        }
+        "success" if !force => {
+            return Err(OpError::Conflict(format!(
+                "delivery {} already succeeded; pass --force to send it again (same webhook-id)",
+                d.id
+            )))
+        }
+        _ => {}
+    }
+    let row = db(
+        db_.query_opt(
+            &format!(
+                "WITH u AS (
+                    UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+                    WHERE d.id = $1 AND (d.status IN ('pending', 'failed') OR (d.status = 'success' AND $2))
+                    RETURNING d.*)
+                 SELECT {}",
+                DELIVERY_COLUMNS.replace("webhook_deliveries d", "u d")
+            ),
+            &[&d.id, &force],
+        )
+        .await,
+        "requeueing the delivery",
+    )?;
+    let Some(row) = row else {
+        return Err(OpError::Conflict(format!(
+            "delivery {} changed state meanwhile; look at it again",
+            d.id
+        )));
+    };
+    notify(db_).await?;
+    Ok(delivery_view(&row))
+}
+
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub webhook: String,
+    pub since: OffsetDateTime,
+    pub until: Option<OffsetDateTime>,
+    pub event_type: Option<String>,
+    /// Send successes again too (explicit: receivers then see them twice).
+    pub include_success: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    pub webhook_id: Uuid,
+    /// Deliveries made due again (or, on a dry run, that would be).
+    pub count: u64,
+    pub dry_run: bool,
+}
+
+const REPLAY_WHERE: &str = "
+    d.webhook_id = $1 AND d.inserted_at >= $2 AND d.inserted_at < coalesce($3::timestamptz, 'infinity')
+    AND (d.status = 'failed' OR ($4 AND d.status = 'success'))
+    AND ($5::text IS NULL OR d.event_type = $5)
+    AND coalesce(d.finished_at, '-infinity') <= $6::timestamptz";
+
+/// Makes a webhook's failed deliveries created since a time due again (and
+/// its successes too with `include_success`), in batches of REPLAY_BATCH, each
+/// followed by a NOTIFY. Each gets one more attempt on its own delivery id.
+/// Rows that finish again during the replay are not picked twice.
+pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
+    if let Some(e) = &r.event_type {
+        validate::no_nul("event", e)?;
+    }
+    let w = show(db_, &r.webhook).await?;
+    sendable(&w)?;
+    let started: OffsetDateTime = db(
+        db_.query_one("SELECT clock_timestamp()", &[]).await,
+        "reading the time",
+    )?
+    .get(0);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &w.id,
+        &r.since,
+        &r.until,
+        &r.include_success,
+        &r.event_type,
+        &started,
+    ];
+    if r.dry_run {
+        let n: i64 = db(
+            db_.query_one(
+                &format!("SELECT count(*) FROM webhook_deliveries d WHERE {REPLAY_WHERE}"),
+                &params,
+            )
+            .await,
+            "counting deliveries to replay",
+        )?
+        .get(0);
+        return Ok(Replayed {
+            webhook_id: w.id,
+            count: n as u64,
+            dry_run: true,
+        });
+    }
+    let sql = format!(
+        "WITH c AS (
+            SELECT d.id FROM webhook_deliveries d WHERE {REPLAY_WHERE}
+            ORDER BY d.inserted_at LIMIT {REPLAY_BATCH} FOR UPDATE SKIP LOCKED)
+         UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+         FROM c WHERE d.id = c.id"
+    );
+    let mut total = 0;
+    loop {
+        let n = db(db_.execute(&sql, &params).await, "requeueing deliveries")?;
+        total += n;
+        if n > 0 {
+            notify(db_).await?;
+        }
+        if (n as i64) < REPLAY_BATCH {
+            break;
+        }
+    }
+    Ok(Replayed {
+        webhook_id: w.id,
+        count: total,
+        dry_run: false,
+    })
+}

@@ -1,0 +1,370 @@
+//! The test event: one delivery sent at once through the daemon's own
+//! client, address guard and signing, recorded like any other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::delivery::client::{ClientConfig, HttpClient};
+use crate::delivery::guard::Resolve;
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::worker::Worker;
+use crate::queue::completer::{self, Completer, CompleterConfig};
+use crate::queue::Claimed;
+
+use super::*;
+
+/// The longest a test send waits for the receiver, whatever
+/// `delivery.request_timeout_ms` says: a person (or a script) waits on the
+/// answer, and a test in flight holds one of the caller's test slots
+/// (`super::test_slots`). Real deliveries keep the configured timeout.
+pub const TEST_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15);
+
+/// What it takes to send a test event: the daemon's own client (guard, TLS,
+/// timeouts, the request timeout capped at [`TEST_REQUEST_TIMEOUT_MAX`]) and
+/// settings, built from the config.
+pub struct TestSender {
+    pub client: HttpClient,
+    pub cfg: Config,
+    pub instance: String,
+}
+
+impl TestSender {
+    /// `resolver` replaces the system DNS resolver (tests only).
+    pub fn from_config(cfg: &Config, resolver: Option<Arc<dyn Resolve>>) -> anyhow::Result<Self> {
+        let mut cc = ClientConfig::from_config(cfg)?;
+        if let Some(r) = resolver {
+            cc.resolver = r;
+        }
+        cc.request_timeout = cc.request_timeout.min(TEST_REQUEST_TIMEOUT_MAX);
+        cc.connect_timeout = cc.connect_timeout.min(cc.request_timeout);
+        Ok(Self {
+            client: HttpClient::new(cc)?,
+            cfg: cfg.clone(),
+            instance: format!("test:{}", crate::queue::instance_name()),
+        })
+    }
+
+    /// How long a test waits for the receiver at most.
+    pub fn timeout(&self) -> Duration {
+        self.client.request_timeout()
+    }
+}
+
+/// Why a test did not succeed, for the operator (and the API's clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestCause {
+    Ok,
+    HttpStatus,
+    Dns,
+    RefusedAddress,
+    Tls,
+    Timeout,
+    ConnectionRefused,
+    Connection,
+    NotSent,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestResult {
+    pub delivery_id: Uuid,
+    pub webhook_id: Uuid,
+    pub url: String,
+    pub success: bool,
+    pub cause: TestCause,
+    pub status_code: Option<i32>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    /// The start of the receiver's answer.
+    pub response_body: Option<String>,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// Names the cause of a failed attempt from the client's error text (see
+/// `delivery::client` and `delivery::guard`, which word them).
+pub fn classify(error: &str) -> (TestCause, &'static str) {
+    let e = error.to_ascii_lowercase();
+    if e.starts_with("refused address") {
+        (TestCause::RefusedAddress, "the URL's host is (or resolves to) a non-public address; point the webhook at a public receiver, or allow the range in delivery.allow_cidrs if it is really meant to be reachable")
+    } else if e.contains("dns lookup") {
+        (
+            TestCause::Dns,
+            "the host name does not resolve; check the URL's spelling and the receiver's DNS",
+        )
+    } else if e.starts_with("timed out") {
+        (TestCause::Timeout, "the receiver did not answer within delivery.request_timeout_ms; it must answer quickly (queue work, reply 2xx)")
+    } else if e.contains("connection refused") {
+        (TestCause::ConnectionRefused, "nothing listens at that host and port; check the receiver is running and the port in the URL")
+    } else if e.contains("certificate")
+        || e.contains("tls")
+        || e.contains("handshake")
+        || e.contains("alert")
+    {
+        (TestCause::Tls, "the TLS handshake failed; the receiver needs a certificate valid for its host name from a public CA (or one in delivery.extra_ca_file)")
+    } else if e.contains("not sent") {
+        (
+            TestCause::NotSent,
+            "the webhook cannot be sent to as it stands; see the error",
+        )
+    } else {
+        (
+            TestCause::Connection,
+            "the connection failed; check the receiver is reachable from this host",
+        )
+    }
+}
+
+/// Sample `data` of each event type the webhook subscribes to (every type
+/// when it has no triggers yet), in the shapes real events have.
+fn test_payload(types: &[String]) -> Value {
+    let all = ["goal_completion", "visitor_spike", "traffic_drop"];
+    let types: Vec<&str> = if types.is_empty() {
+        all.to_vec()
+    } else {
+        all.iter()
+            .copied()
+            .filter(|t| types.iter().any(|s| s == t))
+            .collect()
+    };
+    let mut samples = serde_json::Map::new();
+    for t in types {
+        let sample = match t {
+            "goal_completion" => json!({
+                "goal_id": 1, "goal_name": "Signup", "goal_type": "event",
+                "event_name": "Signup", "pathname": "/register",
+                "occurred_at": "2026-01-01T12:00:00Z", "visitor_count": 1
+            }),
+            "visitor_spike" => json!({
+                "visitors": 120, "threshold": 100, "window_secs": 300,
+                "baseline_visitors": 40.0, "change_percent": 200.0,
+                "top_sources": [{"source": "Google", "visitors": 60}],
+                "top_pages": [{"page": "/", "visitors": 80}]
+            }),
+            _ => json!({
+                "visitors": 3, "threshold": 10, "window_secs": 43200,
+                "baseline_visitors": 25.0, "change_percent": -88.0
+            }),
+        };
+        samples.insert(t.to_string(), sample);
+    }
+    json!({
+        "test": true,
+        "message": "A test event from plausible-webhooks: if you can read this, the webhook works.",
+        "samples": samples
+    })
+}
+
+/// The test delivery, inserted already claimed by this process, returned in
+/// the claim's row shape (see `queue::claimer::CLAIM_SQL`).
+const TEST_CLAIM_SQL: &str = concat!(
+    "
+WITH d AS (
+    INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, locked_by, locked_until)
+    VALUES ($1, 'test', $2, 'delivering', 1, $3, now() + make_interval(secs => $4))
+    RETURNING id, webhook_id, event_type, payload, attempts, inserted_at, locked_until
+)",
+    crate::queue::claimer::claimed_row_sql!()
+);
+
+/// Sends a `test` event to the webhook now, through the daemon's own client,
+/// address guard and signing, and records it in the delivery log like any
+/// delivery (one attempt, no retries). A disabled webhook is tested too, so a
+/// fix can be checked before re-enabling it; a deleted one is not.
+pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpResult<TestResult> {
+    // No connection is held while the receiver is waited on: a hanging
+    // receiver must not take the admin API's few connections from everyone.
+    let client = pool.get().await.context("getting a database connection")?;
+    let w = show(&client, webhook).await?;
+    if w.deleted_at.is_some() {
+        return Err(OpError::Conflict(format!(
+            "webhook {} is deleted; restore it first",
+            w.id
+        )));
+    }
+    let types: Vec<String> = db(
+        client
+            .query(
+                "SELECT DISTINCT trigger_type FROM webhook_triggers WHERE webhook_id = $1 AND enabled",
+                &[&w.id],
+            )
+            .await,
+        "reading the webhook's triggers",
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let lease = sender.cfg.delivery.lease();
+    let lease_deadline = Instant::now() + lease;
+    let row = db(
+        client
+            .query_one(
+                TEST_CLAIM_SQL,
+                &[
+                    &w.id,
+                    &test_payload(&types),
+                    &sender.instance,
+                    &lease.as_secs_f64(),
+                ],
+            )
+            .await,
+        "recording the test delivery",
+    )?;
+    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8))
+        .context("reading the webhook for the test delivery")?;
+    info.enabled = true; // tested on purpose, even while disabled
+    info.retry_schedule = Some(Vec::new()); // one attempt: the operator sees the result now
+    let job = Claimed {
+        id: row.get(0),
+        event_type: row.get(2),
+        payload: row.get(3),
+        attempt: row.get(4),
+        inserted_at: row.get(5),
+        lease: row.get(18),
+        lease_deadline,
+        webhook: Arc::new(info),
+    };
+    drop(client);
+    let d = &sender.cfg.delivery;
+    let worker = Worker {
+        client: sender.client.clone(),
+        policy: RetryPolicy {
+            schedule: Vec::new(),
+            jitter: 0.0,
+            retry_after_cap: Duration::ZERO,
+        },
+        response_log_max: d.response_log_max_bytes,
+        stop: tokio_util::sync::CancellationToken::new(),
+    };
+    let outcome = worker.deliver(&job).await;
+
+    // Recorded by the completer, as the daemon records outcomes (attempt log, health).
+    let (tx, rx) = completer::channel(1);
+    let done = Completer::new(
+        CompleterConfig {
+            instance: sender.instance.clone(),
+            batch_max: 1,
+            disable_after_failures: sender.cfg.health.disable_after_failures as i32,
+            disable_after: Duration::from_secs(sender.cfg.health.disable_after_secs),
+        },
+        pool.clone(),
+        rx,
+        Arc::new(tokio::sync::Notify::new()),
+    )?
+    .start(tokio_util::sync::CancellationToken::new());
+    let _ = tx.send((outcome.clone(), None)).await;
+    drop(tx);
+    let _ = done.await;
+
+    let client = pool.get().await.context("getting a database connection")?;
+    let recorded: Option<String> = db(
+        client
+            .query_opt(
+                "SELECT status FROM webhook_deliveries WHERE id = $1 AND status IN ('success', 'failed')",
+                &[&job.id],
+            )
+            .await,
+        "reading the test outcome",
+    )?
+    .map(|r| r.get(0));
+    if recorded.is_none() {
+        return Err(OpError::Internal(anyhow::anyhow!(
+            "the test was sent but its outcome could not be recorded (delivery {}); the daemon will send it again",
+            job.id
+        )));
+    }
+    let success = outcome.status == crate::queue::Status::Success;
+    let (cause, hint) = match (&outcome.status_code, &outcome.error) {
+        _ if success => (TestCause::Ok, None),
+        (Some(_), _) => (
+            TestCause::HttpStatus,
+            Some("the receiver answered but not with a 2xx; see its answer".to_string()),
+        ),
+        (None, Some(e)) => {
+            let (c, h) = classify(e);
+            (c, Some(h.to_string()))
+        }
+        (None, None) => (TestCause::Connection, None),
+    };
+    Ok(TestResult {
+        delivery_id: job.id,
+        webhook_id: w.id,
+        url: w.url,
+        success,
+        cause,
+        status_code: outcome.status_code,
+        duration_ms: outcome.duration_ms,
+        error: outcome.error,
+        response_body: outcome.response_body,
+        hint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_event_fits_any_payload_limit() {
+        // jsonb renders ", " and ": " where serde writes "," and ":", so twice
+        // the compact size bounds what the database measures.
+        let compact = test_payload(&[]).to_string().len();
+        assert!(
+            2 * compact < crate::config::MIN_MAX_PAYLOAD_BYTES,
+            "{compact} bytes"
+        );
+    }
+
+    #[test]
+    fn a_test_waits_at_most_its_own_bound() {
+        let env: std::collections::BTreeMap<String, String> =
+            [("DATABASE_URL".to_string(), "postgres://u@h/db".to_string())].into();
+        let cfg = |toml: &str| Config::from_parts(toml, &env).unwrap();
+        let long = cfg("[delivery]\nrequest_timeout_ms = 120000\nlease_secs = 180\n");
+        assert_eq!(
+            TestSender::from_config(&long, None).unwrap().timeout(),
+            TEST_REQUEST_TIMEOUT_MAX
+        );
+        let short = cfg("[delivery]\nrequest_timeout_ms = 3000\nconnect_timeout_ms = 1000\n");
+        assert_eq!(
+            TestSender::from_config(&short, None).unwrap().timeout(),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn failure_causes_are_named_from_the_client_s_words() {
+        for (error, cause) in [
+            (
+                "refused address: 127.0.0.1 is a loopback address (127.0.0.0/8); …",
+                TestCause::RefusedAddress,
+            ),
+            (
+                "client error (Connect): DNS lookup of nope.example failed: no such host",
+                TestCause::Dns,
+            ),
+            ("timed out after 10000 ms", TestCause::Timeout),
+            (
+                "client error (Connect): tcp connect error: Connection refused (os error 111)",
+                TestCause::ConnectionRefused,
+            ),
+            (
+                "client error (Connect): invalid peer certificate: UnknownIssuer",
+                TestCause::Tls,
+            ),
+            (
+                "client error (SendRequest): connection closed before message completed",
+                TestCause::Connection,
+            ),
+        ] {
+            assert_eq!(classify(error).0, cause, "{error}");
+        }
+    }
+}
