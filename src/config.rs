@@ -18,19 +18,155 @@ pub const EX_CONFIG: i32 = 78;
 pub const ENV_PREFIX: &str = "PLAUSIBLE_WEBHOOKS__";
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
 
-/// A configuration error: names the key and says what to do.
+/// A configuration error: names the key, where its value came from (the
+/// file's line or the environment variable), and says what to do.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub struct ConfigError {
+    /// `section.key`, when the error is about one key.
+    key: Option<String>,
+    /// Where the key's value was set, once known (`Origins::annotate`).
+    origin: Option<String>,
+    msg: String,
+}
+
+impl ConfigError {
+    fn plain(msg: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: None,
+            origin: None,
+            msg: msg.into(),
+        }
+    }
+
+    /// The key the error is about (`section.key`), if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match (&self.key, &self.origin) {
+            (Some(k), Some(o)) => write!(f, "config key `{k}` ({o}): {}", self.msg),
+            (Some(k), None) => write!(f, "config key `{k}`: {}", self.msg),
+            (None, _) => f.write_str(&self.msg),
+        }
     }
 }
 impl std::error::Error for ConfigError {}
 
 fn bad(key: &str, msg: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("config key `{key}`: {msg}"))
+    ConfigError {
+        key: Some(key.to_string()),
+        origin: None,
+        msg: msg.to_string(),
+    }
+}
+
+/// Where each key's value came from, to name it in errors.
+struct Origins {
+    /// The config file's name (None: no file, or text handed in directly).
+    file: Option<String>,
+    /// `section.key` → the 1-based line of the file that sets it.
+    lines: BTreeMap<String, usize>,
+    /// `section.key` → the environment variable that set it (these win).
+    env: BTreeMap<String, String>,
+}
+
+impl Origins {
+    fn new(text: &str, file: Option<&Path>) -> Origins {
+        // Spans of each `[section] key = value`; a file of another shape
+        // (its errors are reported without a line) gives none.
+        type Spanned = BTreeMap<String, BTreeMap<String, toml::Spanned<toml::Value>>>;
+        let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+        let lines = toml::from_str::<Spanned>(text)
+            .map(|sections| {
+                sections
+                    .iter()
+                    .flat_map(|(s, keys)| {
+                        keys.iter()
+                            .map(move |(k, v)| (format!("{s}.{k}"), line_of(v.span().start)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Origins {
+            file: file.map(|p| p.display().to_string()),
+            lines,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn origin(&self, key: &str) -> Option<String> {
+        if let Some(var) = self.env.get(key) {
+            return Some(format!("set by the environment variable {var}"));
+        }
+        let line = self.lines.get(key)?;
+        Some(match &self.file {
+            Some(f) => format!("{f} line {line}"),
+            None => format!("config file line {line}"),
+        })
+    }
+
+    fn annotate(&self, mut e: ConfigError) -> ConfigError {
+        if e.origin.is_none() {
+            e.origin = e.key.as_deref().and_then(|k| self.origin(k));
+        }
+        e
+    }
+
+    /// A deserialization error, naming the key and the expected form.
+    fn deserialize_error(&self, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let key = e.path().to_string();
+        let raw = e.inner().message().trim().to_string();
+        if key.is_empty() || key == "." {
+            return ConfigError::plain(format!("config: {raw}"));
+        }
+        let mut msg = plain_words(&raw);
+        if raw.starts_with("unknown field") {
+            msg.push_str(
+                "; remove it or fix its name (config/plausible-webhooks.example.toml documents every key)",
+            );
+        }
+        if raw.contains("expected a sequence") {
+            let example = array_example(&key);
+            match self.env.get(&key) {
+                Some(var) => msg.push_str(&format!(
+                    "; write it as a TOML array, quoted for the shell: {var}='{example}'"
+                )),
+                None => msg.push_str(&format!("; write it as a TOML array: {example}")),
+            }
+        }
+        self.annotate(bad(&key, msg))
+    }
+}
+
+/// serde's type names in the words the config example uses.
+fn plain_words(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (from, to) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// What an array key's value looks like, for the error that says how to write it.
+fn array_example(key: &str) -> &'static str {
+    match key {
+        "delivery.allow_cidrs" => r#"["127.0.0.0/8"]"#,
+        "delivery.retry_schedule_secs" => "[60, 300, 1800]",
+        "admin.operator_token_sha256" => r#"["<64 hex digits: sha256 of the token>"]"#,
+        _ => "[...]",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -529,14 +665,18 @@ impl Config {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let text = match path {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                ConfigError(format!(
+                ConfigError::plain(format!(
                     "cannot read config file {}: {e}; pass --config with a readable file",
                     p.display()
                 ))
             })?),
             None => std::fs::read_to_string(DEFAULT_CONFIG_PATH).ok(),
         };
-        Self::from_parts(text.as_deref().unwrap_or(""), &env)
+        let file = match path {
+            Some(p) => Some(p),
+            None => text.as_ref().map(|_| Path::new(DEFAULT_CONFIG_PATH)),
+        };
+        Self::from_source(text.as_deref().unwrap_or(""), file, &env)
     }
 
     /// Parses `toml_text`, applies the overrides found in `env`, validates.
@@ -544,12 +684,26 @@ impl Config {
         toml_text: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let mut root: toml::Table = toml_text
-            .parse()
-            .map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?;
+        Self::from_source(toml_text, None, env)
+    }
+
+    /// `from_parts`, naming `file` in errors about the keys it sets.
+    fn from_source(
+        toml_text: &str,
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = toml_text.parse().map_err(|e| {
+            let name = file.map_or("config file".to_string(), |f| f.display().to_string());
+            ConfigError::plain(format!("{name} is not valid TOML: {e}"))
+        })?;
+        let mut origins = Origins::new(toml_text, file);
         if let Some(url) = env.get("DATABASE_URL") {
             table_mut(&mut root, "database")?
                 .insert("url".into(), toml::Value::String(url.clone()));
+            origins
+                .env
+                .insert("database.url".into(), "DATABASE_URL".into());
         }
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -557,7 +711,7 @@ impl Config {
             };
             let mut parts = rest.splitn(2, "__");
             let (Some(section), Some(key)) = (parts.next(), parts.next()) else {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::plain(format!(
                     "environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY>"
                 )));
             };
@@ -567,17 +721,18 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| toml::Value::String(value.clone()));
+            origins.env.insert(format!("{section}.{key}"), name.clone());
             table_mut(&mut root, &section)?.insert(key, parsed);
         }
-        let cfg: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("config: {}", e.message().trim())))?;
-        let mut cfg = cfg;
-        cfg.admin.secret_key_base = secret_key_base(&cfg.admin, env)?;
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| origins.deserialize_error(e))?;
+        cfg.admin.secret_key_base =
+            secret_key_base(&cfg.admin, env).map_err(|e| origins.annotate(e))?;
         if cfg.analytics.source == "clickhouse" {
-            cfg.analytics.clickhouse_password = clickhouse_password(&cfg.analytics, env)?;
+            cfg.analytics.clickhouse_password =
+                clickhouse_password(&cfg.analytics, env).map_err(|e| origins.annotate(e))?;
         }
-        cfg.validate()?;
+        cfg.validate().map_err(|e| origins.annotate(e))?;
         Ok(cfg)
     }
 
@@ -912,18 +1067,48 @@ fn is_identifier(p: &str) -> bool {
         && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The same limits as the `webhooks_retry_schedule_limits` constraint.
-pub fn validate_retry_schedule(key: &str, s: &[u32]) -> Result<(), ConfigError> {
-    if s.len() > MAX_RETRIES {
-        return Err(bad(key, format!("at most {MAX_RETRIES} retries")));
+/// How a retry schedule breaks its limits. The one home of the rule the
+/// `webhooks_retry_schedule_limits` constraint also enforces (sql/0001): the
+/// configured default and a webhook's own schedule (`admin::validate`) are
+/// both checked here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryScheduleError {
+    TooMany { retries: usize },
+    DelayOutOfRange { secs: i64 },
+}
+
+impl std::fmt::Display for RetryScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryScheduleError::TooMany { retries } => {
+                write!(f, "at most {MAX_RETRIES} retries, got {retries}")
+            }
+            RetryScheduleError::DelayOutOfRange { secs } => write!(
+                f,
+                "each delay must be 1 s..=24 h ({MAX_RETRY_DELAY_SECS} s), got {secs} s"
+            ),
+        }
     }
-    if s.iter().any(|&v| v == 0 || v > MAX_RETRY_DELAY_SECS) {
-        return Err(bad(
-            key,
-            format!("each delay must be 1..={MAX_RETRY_DELAY_SECS} seconds"),
-        ));
+}
+
+/// At most `MAX_RETRIES` delays, each 1 ..= `MAX_RETRY_DELAY_SECS` seconds.
+pub fn check_retry_schedule(
+    delays_secs: impl ExactSizeIterator<Item = i64>,
+) -> Result<(), RetryScheduleError> {
+    let retries = delays_secs.len();
+    if retries > MAX_RETRIES {
+        return Err(RetryScheduleError::TooMany { retries });
+    }
+    for secs in delays_secs {
+        if secs < 1 || secs > i64::from(MAX_RETRY_DELAY_SECS) {
+            return Err(RetryScheduleError::DelayOutOfRange { secs });
+        }
     }
     Ok(())
+}
+
+fn validate_retry_schedule(key: &str, s: &[u32]) -> Result<(), ConfigError> {
+    check_retry_schedule(s.iter().map(|&v| i64::from(v))).map_err(|e| bad(key, e.to_string()))
 }
 
 fn table_mut<'a>(
@@ -954,7 +1139,7 @@ mod tests {
         assert_eq!(c.delivery.request_timeout_ms, 10_000);
         assert_eq!(c.delivery.max_payload_bytes, 262_144);
         let e = Config::from_parts("", &env(&[])).unwrap_err();
-        assert!(e.0.contains("database.url"), "{e}");
+        assert!(e.to_string().contains("database.url"), "{e}");
     }
 
     #[test]
@@ -1068,8 +1253,8 @@ mod tests {
             ("clickhouse_url = \"http://h:8123\"\nclickhouse_password_file = \"/nonexistent/pw\"\n", "analytics.clickhouse_password_file", "readable"),
         ] {
             let err = Config::from_parts(&ch(extra), &e).unwrap_err();
-            assert!(err.0.contains(key) && err.0.contains(words), "{extra}: {err}");
-            assert!(!err.0.contains("secret"), "{err}");
+            assert!(err.to_string().contains(key) && err.to_string().contains(words), "{extra}: {err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
         }
     }
 
@@ -1117,7 +1302,76 @@ mod tests {
             ("[admin]\nsecret_key_base = \"x\"\n", "secret_key_base"),
         ] {
             let err = Config::from_parts(toml, &e).unwrap_err();
-            assert!(err.0.contains(key), "{toml}: {err}");
+            assert!(err.to_string().contains(key), "{toml}: {err}");
         }
+    }
+
+    /// Every error about one key names the key and where its value was set:
+    /// the file's line, or the environment variable (issue 15 point 1).
+    #[test]
+    fn errors_name_the_key_and_where_it_was_set() {
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            let mut m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            m.insert("DATABASE_URL".into(), "postgres://u@h/db".into());
+            m
+        };
+        let file = "# comment\n\n[delivery]\nmax_in_flight = \"abc\"\n";
+        let e = Config::from_source(file, Some(Path::new("/etc/pw.toml")), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `delivery.max_in_flight` (/etc/pw.toml line 4): invalid type: string \"abc\", expected a whole number"
+        );
+
+        let e = Config::from_parts(
+            "",
+            &env(&[("PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS", "127.0.0.0/8")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("delivery.allow_cidrs"));
+        let e = e.to_string();
+        assert!(
+            e.contains(
+                "(set by the environment variable PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS)"
+            ) && e.contains(r#"PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS='["127.0.0.0/8"]'"#),
+            "{e}"
+        );
+
+        // A value of the right type that validation refuses, from either place.
+        let e = Config::from_parts("[delivery]\nmax_in_flight = 0\n", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "config key `delivery.max_in_flight` (config file line 2): must be at least 1"
+            ),
+            "{e}"
+        );
+        let e = Config::from_parts(
+            "[delivery]\nmax_in_flight = 5\n",
+            &env(&[("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "(set by the environment variable PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT)"
+            ),
+            "the environment wins over the file, and the error says so: {e}"
+        );
+
+        let e = Config::from_parts("[delivery]\n\nmax_in_fligth = 5\n", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "config key `delivery.max_in_fligth` (config file line 3): unknown field"
+            ) && e.contains("remove it or fix its name"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::config::{MAX_RETRIES, MAX_RETRY_DELAY_SECS};
+use crate::config::{check_retry_schedule, RetryScheduleError};
 use crate::delivery::guard::{AddressGuard, MAX_URL_LEN};
 use crate::delivery::signing::SECRET_PREFIX;
 
@@ -356,26 +356,15 @@ pub fn header_arg(arg: &str) -> Valid<(String, String)> {
 
 /// At most 10 retries, each 1 s ..= 24 h (the `webhooks_retry_schedule_limits` rule).
 pub fn retry_schedule(secs: &[i64]) -> Valid<Vec<i32>> {
-    if secs.len() > MAX_RETRIES {
-        return Err(Invalid::new(
-            "retry_schedule",
-            Rule::TooMany,
-            format!("at most {MAX_RETRIES} retries"),
-        ));
-    }
-    secs.iter()
-        .map(|&s| {
-            if s < 1 || s > i64::from(MAX_RETRY_DELAY_SECS) {
-                Err(Invalid::new(
-                    "retry_schedule",
-                    Rule::OutOfRange,
-                    format!("each delay must be 1 s..=24 h ({MAX_RETRY_DELAY_SECS} s), got {s} s"),
-                ))
-            } else {
-                Ok(s as i32)
-            }
-        })
-        .collect()
+    check_retry_schedule(secs.iter().copied()).map_err(|e| {
+        let rule = match e {
+            RetryScheduleError::TooMany { .. } => Rule::TooMany,
+            RetryScheduleError::DelayOutOfRange { .. } => Rule::OutOfRange,
+        };
+        Invalid::new("retry_schedule", rule, e.to_string())
+    })?;
+    // In range: each fits an i32.
+    Ok(secs.iter().map(|&s| s as i32).collect())
 }
 
 /// Requests per second per webhook, at least 1.
