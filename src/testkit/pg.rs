@@ -163,16 +163,22 @@ impl PgCluster {
             .unwrap_or(false)
     }
 
-    /// The cluster shared by every test process of this machine: started by the
-    /// first test that needs it (under a file lock), reused by the rest, left
-    /// running for the next test process. `.ci/run` stops it at the end.
+    /// The cluster shared by the test processes of this checkout: started by
+    /// the first test that needs it (under a file lock), reused by the rest,
+    /// and stopped by itself once no test process has used it for
+    /// `SHARED_IDLE_STOP_SECS` (each process holds a shared lock on a `.users`
+    /// file while it lives; a reaper started with the cluster stops it when
+    /// it can take that lock exclusively for long enough).
     ///
-    /// `PLAUSIBLE_WEBHOOKS_TEST_PG_DIR` moves it (two checkouts testing at once
-    /// must not stop each other's cluster).
+    /// One per checkout: its directory is named after this checkout's path
+    /// (`shared_dir`), so two checkouts testing at once never share or stop
+    /// each other's cluster. `PLAUSIBLE_WEBHOOKS_TEST_PG_DIR` moves it.
     pub fn shared() -> Result<PgCluster> {
-        let root = std::env::var_os("PLAUSIBLE_WEBHOOKS_TEST_PG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("plausible-webhooks-test-pg"));
+        let root = shared_dir();
+        // Before the startup lock, so a reaper stopping the cluster (it holds
+        // the users lock exclusively) finishes first and the check below sees
+        // the cluster stopped.
+        hold_users_lock(&root)?;
         let lock = File::create(root.with_extension("lock"))
             .context("creating the test cluster lock file")?;
         lock.lock().context("locking the test cluster lock file")?;
@@ -193,6 +199,7 @@ impl PgCluster {
         std::fs::create_dir_all(&root).context("creating the test cluster dir")?;
         let c = Self::init(&root, &PgOptions::default())?;
         std::fs::write(&state, c.port.to_string())?;
+        spawn_reaper(&root, &c.data)?;
         Ok(c)
     }
 
@@ -273,6 +280,81 @@ fn schema_hash() -> u64 {
         m.2.hash(&mut h);
     }
     h.finish()
+}
+
+/// How long the shared test cluster runs on after its last test process
+/// ended (`PLAUSIBLE_WEBHOOKS_TEST_PG_IDLE_SECS` changes it).
+pub const SHARED_IDLE_STOP_SECS: u32 = 60;
+
+/// The shared test cluster's directory: `PLAUSIBLE_WEBHOOKS_TEST_PG_DIR`, else
+/// one under the temp dir named after this checkout's path (in `/tmp`, not
+/// the checkout, because the `postgres` user must reach it).
+pub fn shared_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PLAUSIBLE_WEBHOOKS_TEST_PG_DIR") {
+        return PathBuf::from(d);
+    }
+    let checkout: String = env!("CARGO_MANIFEST_DIR")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    std::env::temp_dir().join(format!("plausible-webhooks-test-pg{checkout}"))
+}
+
+/// Holds a shared lock on `<root>.users` until this process exits (the OS
+/// drops it then, however the process ends): the reaper's sign of life.
+fn hold_users_lock(root: &Path) -> Result<()> {
+    static USERS: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if USERS.get().is_some() {
+        return Ok(());
+    }
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.with_extension("users"))
+        .context("creating the test cluster's users file")?;
+    f.lock_shared()
+        .context("locking the test cluster's users file")?;
+    let _ = USERS.set(f);
+    Ok(())
+}
+
+/// Starts a detached reaper that stops the cluster at `data` once no test
+/// process has held the users lock for `SHARED_IDLE_STOP_SECS`, and ends
+/// when the cluster is gone. A shell loop over flock(1): it must outlive the
+/// test process that started it, whatever the test runner does to its group.
+fn spawn_reaper(root: &Path, data: &Path) -> Result<()> {
+    const SCRIPT: &str = r#"users=$1; pid=$2/postmaster.pid; limit=$3; shift 3; idle=0
+while [ -e "$pid" ]; do
+  sleep 5
+  if flock -n -x "$users" true; then idle=$((idle + 5)); else idle=0; fi
+  if [ "$idle" -ge "$limit" ]; then exec flock -n -x "$users" "$@"; fi
+done"#;
+    let pg_ctl = bin_dir()?.join("pg_ctl");
+    let mut c = Command::new("setsid");
+    c.args(["sh", "-c", SCRIPT, "reaper"])
+        .arg(root.with_extension("users"))
+        .arg(data)
+        .arg(
+            std::env::var("PLAUSIBLE_WEBHOOKS_TEST_PG_IDLE_SECS")
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(SHARED_IDLE_STOP_SECS)
+                .to_string(),
+        );
+    if is_root() {
+        c.args(["runuser", "-u", "postgres", "--"]);
+    }
+    c.arg(pg_ctl)
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "fast", "stop"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c.spawn()
+        .context("starting the test cluster's reaper (setsid, sh and flock from util-linux)")?;
+    Ok(())
 }
 
 /// A command for a PostgreSQL server binary, run as `postgres` when we are root.
