@@ -96,6 +96,12 @@ pub async fn run() -> Result<()> {
     .await?;
     // Triggers: goals and synthetic analytics rows (see `traffic`).
     traffic(&db, site_id, &receiver, &secret).await?;
+    println!(
+        "  created webhook {:.8} \"Demo receiver\" for demo.example.com (triggers: goal_completion, \
+         visitor_spike at 20 visitors in 5 min)\n  created webhook \"Quiet site alerts\" for \
+         quiet.example.com (trigger: traffic_drop below 10 visitors in 12 h)",
+        webhook.to_string()
+    );
 
     let mut cfg = crate::testkit::loopback_config(&url, &tls.ca_file);
     cfg.delivery.retry_schedule_secs = vec![1, 5, 30];
@@ -248,10 +254,26 @@ pub async fn run() -> Result<()> {
             latency
         );
     }
+    let by_trigger = |event: &str| {
+        rows.iter()
+            .filter(|r| r.get::<_, bool>(6) && r.get::<_, String>(1) == event)
+            .count()
+    };
     println!(
         "\nlatency: enqueue statement start → first arrival at the receiver (the 503 one shows its first try);\n\
          for goal completions found by the goal scanner: analytics row written → arrival. Spike and drop\n\
-         fired at the evaluator's first round, from rows written before the daemon started."
+         fired at the evaluator's first round, from rows written before the daemon started.\n\
+         \n\
+         why {total} deliveries for {enqueued} enqueued rows: the {enqueued} rows above (3 INSERTs, 2 through\n\
+         webhook_enqueue) plus what the triggers enqueued themselves: {spikes} visitor spike, {drops} traffic drop and\n\
+         {goals} goal completions. The Signup with plan=free completed no goal: the \"Signup (pro plan)\" goal\n\
+         requires plan=pro, as in Plausible. The 503 was the receiver refusing the first try of the\n\
+         \"flaky\" delivery (with Retry-After: 1); the retry succeeded, on the same webhook-id.",
+        total = rows.len(),
+        enqueued = sent_at.len(),
+        spikes = by_trigger("visitor_spike"),
+        drops = by_trigger("traffic_drop"),
+        goals = by_trigger("goal_completion"),
     );
     println!("\nwhat the triggers sent (payload `data`):");
     for r in rows.iter().filter(|r| r.get::<_, bool>(6)) {
@@ -296,6 +318,52 @@ pub async fn run() -> Result<()> {
         "some deliveries did not succeed with verified signatures"
     );
     println!("every delivery succeeded and both signatures (X-Webhook-Signature, webhook-signature) verified.");
+    drop(seen);
+    show_one_request(&receiver, &secret)?;
+    println!(
+        "\nnext:\n\
+         \x20 cargo nextest run                      the tests (real PostgreSQL, ClickHouse, HTTPS receivers)\n\
+         \x20 cargo run -- --help                    every command; each has --help of its own\n\
+         \x20 docs/receiving.md                      what a receiver gets and how to verify it\n\
+         \x20 docs/operating.md                      install it beside Plausible as a systemd service\n\
+         \x20 docs/cli.md                            manage webhooks: create, test, deliveries, replay"
+    );
+    Ok(())
+}
+
+/// Prints one request exactly as the receiver got it, its secret, and a
+/// command that verifies it with the documented Python snippet.
+fn show_one_request(receiver: &Receiver, secret: &str) -> Result<()> {
+    let reqs = receiver.requests();
+    let Some(r) = reqs
+        .iter()
+        .find(|r| r.nth == 1 && r.json()["event"] == "goal_completion")
+    else {
+        return Ok(());
+    };
+    println!("\none request as the receiver got it:\n");
+    println!("  POST {} {:?}", r.path, r.version);
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &r.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        println!("  {name}: {value}");
+        headers.insert(name.as_str().to_string(), value.into());
+    }
+    println!("\n  {}\n", String::from_utf8_lossy(&r.body));
+    let dir = std::env::temp_dir().join("plausible-webhooks-demo");
+    std::fs::create_dir_all(&dir).context("writing the demo request")?;
+    std::fs::write(dir.join("body.json"), &r.body)?;
+    std::fs::write(
+        dir.join("headers.json"),
+        serde_json::Value::Object(headers).to_string(),
+    )?;
+    println!(
+        "  the webhook's secret: {secret}\n\
+         \x20 verify it yourself from this checkout (within 5 minutes: the snippet refuses older timestamps):\n\
+         \x20   HEADERS=\"$(cat {d}/headers.json)\" WEBHOOK_SECRET='{secret}' python3 docs/verify/verify.py < {d}/body.json\n\
+         \x20 (docs/verify/ has the same check for Node and Go; docs/receiving.md explains both signatures)",
+        d = dir.display()
+    );
     Ok(())
 }
 
