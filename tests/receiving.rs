@@ -167,3 +167,71 @@ fn the_receiving_page_shows_the_tested_snippets() {
         );
     }
 }
+
+/// `es_json` writes what Node's `JSON.stringify(JSON.parse(text))` writes,
+/// over hand-picked hard cases and a few thousand generated values.
+#[test]
+fn es_json_matches_node_on_hard_and_generated_values() {
+    use plausible_webhooks::delivery::es_json::es_json;
+    let mut corpus: Vec<String> = [
+        r#"{"visitors": 25, "ratio": 6.0, "change": -12.50}"#,
+        "[1e21, 1E-7, 0.000001, 123456789012345680000, -0, -0.0, 1.5e300, 5e-324, 1.7976931348623157e308]",
+        "[0.1, 0.2, 0.30000000000000004, 100, 1e2, 2.50, 1234567.125, 9007199254740992]",
+        r#"{"b": 1, "2": 2, "a": 3, "10": 4, "01": 5, "4294967295": 6, "4294967294": 7, "-1": 8, "1.0": 9}"#,
+        r#"{"a": 1, "a": 2, "b": 3}"#,
+        "\"caf\u{e9} \u{2028} \\u2029 \\u0001 \\u001f \\u007f \\/ \\\" \\\\ \\n \\t \\b \\f \\r 😀 \\ud83d\\ude00\"",
+        r#"{"nested": {"list": [true, false, null, {"x": [[]], "": {}}]}}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Generated: numbers across magnitudes, strings over the control and
+    // non-ASCII ranges, objects with index-like keys.
+    let mut rng = fastrand::Rng::with_seed(8785);
+    for _ in 0..3000 {
+        let n = match rng.u8(..4) {
+            0 => format!("{}", rng.f64() * 10f64.powi(rng.i32(-30..30))),
+            1 => format!("{:e}", (rng.f64() - 0.5) * 10f64.powi(rng.i32(-300..300))),
+            2 => format!("{}.{}", rng.i64(-1_000_000..1_000_000), rng.u32(..1000)),
+            _ => format!("{}", rng.i64(-(1 << 53)..(1 << 53))),
+        };
+        let ch = char::from_u32(rng.u32(0..0x3000)).unwrap_or('x');
+        let s = serde_json::to_string(&format!("a{ch}b")).unwrap();
+        let k = rng.u32(..20);
+        corpus.push(format!(
+            r#"{{"z": {n}, "{k}": [{n}, {s}], "s": {s}, "0{k}": {{"n": {n}}}}}"#
+        ));
+    }
+    let mut child = Command::new("node")
+        .args([
+            "-e",
+            "const lines = require('fs').readFileSync(0, 'utf8').split('\\n').filter(Boolean);\
+             for (const l of lines) console.log(JSON.stringify(JSON.parse(l)));",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node (apt-get install -y nodejs)");
+    let input = corpus.join("\n") + "\n";
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    let node: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(node.len(), corpus.len());
+    let mut differ = Vec::new();
+    for (text, want) in corpus.iter().zip(node) {
+        let got = es_json(text).unwrap();
+        if got != want {
+            differ.push(format!("{text}\n  ours: {got}\n  node: {want}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ from Node, e.g.:\n{}",
+        differ.len(),
+        corpus.len(),
+        differ[..differ.len().min(5)].join("\n")
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod envelope;
+pub mod es_json;
 pub mod guard;
 pub mod retry;
 pub mod signing;
