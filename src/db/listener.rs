@@ -87,14 +87,20 @@ impl Listener {
                     match why {
                         None => break,
                         Some(e) => {
-                            tracing::warn!(error = %e, "listener connection lost; reconnecting (polling meanwhile)")
+                            tracing::warn!(part = "listener", reason = %e, "database connection lost; reconnecting (polling meanwhile)")
                         }
                     }
                 }
-                Err(e) => tracing::warn!(
-                    error = format!("{e:#}"),
+                // Said once per outage: the next tries fail the same way.
+                Err(e) if backoff == RECONNECT_MIN => tracing::warn!(
+                    part = "listener",
+                    reason = super::error_line(e.as_ref()),
+                    "cannot connect to the database; retrying with backoff (polling meanwhile)"
+                ),
+                Err(e) => tracing::debug!(
+                    reason = super::error_line(e.as_ref()),
                     retry_in_ms = backoff.as_millis() as u64,
-                    "listener cannot connect; retrying (polling meanwhile)"
+                    "listener still cannot connect"
                 ),
             }
             tokio::select! {
@@ -131,7 +137,7 @@ impl Listener {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
+                        let _ = tx.send(Err(super::error_line(&e)));
                         return;
                     }
                 }
@@ -164,7 +170,7 @@ impl Listener {
                 _ = check.tick() => {
                     match tokio::time::timeout(CHECK_TIMEOUT, client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Some(format!("health query failed: {e}")),
+                        Ok(Err(e)) => return Some(format!("health query failed: {}", super::error_line(&e))),
                         Err(_) => return Some("health query timed out".into()),
                     }
                 }

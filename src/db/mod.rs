@@ -9,8 +9,12 @@ pub mod timestamp;
 
 pub use timestamp::Timestamp;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::BoxFuture;
 use tokio_postgres::NoTls;
 
 /// The channel the enqueue trigger notifies.
@@ -33,10 +37,18 @@ pub fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
 /// A pool whose connections are checked cheaply before reuse, so a database
 /// restart costs one failed statement at most, not a pool of dead connections.
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
+    pool_for("the delivery engine", url, size)
+}
+
+/// `pool`, its lost connections reported as `part`'s (see `WatchedConnect`).
+pub fn pool_for(part: &'static str, url: &str, size: usize) -> Result<Pool> {
     let cfg = pg_config(url)?;
-    let mgr = Manager::from_config(
+    let mgr = Manager::from_connect(
         cfg,
-        NoTls,
+        WatchedConnect {
+            part,
+            lost: Arc::new(AtomicBool::new(false)),
+        },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -48,6 +60,80 @@ pub fn pool(url: &str, size: usize) -> Result<Pool> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .context("building the PostgreSQL connection pool")
+}
+
+/// Connects the pool's connections and watches each. When the server ends
+/// them (a restart, an administrator), every connection of the pool learns
+/// it at once: the server's reason is logged once for the outage, naming the
+/// part of the daemon, and once again when a connection succeeds. (deadpool's
+/// own per-connection lines, `Connection error: db error` ×pool size, are
+/// filtered out in `logging`.)
+struct WatchedConnect {
+    part: &'static str,
+    lost: Arc<AtomicBool>,
+}
+
+impl deadpool_postgres::Connect for WatchedConnect {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let cfg = pg_config.clone();
+        Box::pin(async move {
+            let (client, conn) = cfg.connect(NoTls).await?;
+            if self.lost.swap(false, Ordering::Relaxed) {
+                tracing::info!(part = self.part, "database connection restored");
+            }
+            let (part, lost) = (self.part, self.lost.clone());
+            let task = tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    if !lost.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            part,
+                            reason = error_line(&e),
+                            "database connection lost; reconnecting (deliveries wait, none is lost)"
+                        );
+                    }
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
+/// One line for an error and its causes, each said once, with the server's
+/// own words for a database error (tokio-postgres says only `db error` and
+/// keeps the reason in its source): e.g. `terminating connection due to
+/// administrator command (SQLSTATE 57P01)`.
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        next = err.source();
+        if let Some(db) = err.downcast_ref::<tokio_postgres::error::DbError>() {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; {d}"));
+            }
+            parts.push(s);
+            break;
+        }
+        let pg_db_error = err
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|p| p.as_db_error().is_some());
+        if pg_db_error {
+            continue; // "db error": its source says what.
+        }
+        let s = err.to_string();
+        // Wrappers often repeat their cause's text in their own.
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Connects one client outside the pool (for LISTEN and for one-shot commands).
@@ -77,4 +163,22 @@ pub fn describe(cfg: &tokio_postgres::Config) -> String {
         .unwrap_or_else(|| "localhost".into());
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = anyhow::Error::new(io)
+            .context("error connecting to server")
+            .context("error connecting to server")
+            .context("claiming deliveries");
+        assert_eq!(
+            error_line(e.as_ref()),
+            "claiming deliveries: error connecting to server: Connection refused"
+        );
+    }
 }
