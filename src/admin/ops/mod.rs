@@ -9,15 +9,17 @@
 //! A site is named by its domain or its numeric id; a webhook by its id or a
 //! unique prefix of it (at least 4 characters); a delivery by its full id.
 //!
-//! One file per subject: `webhooks`, `triggers`, `deliveries`, `test_send`;
+//! One file per subject: `webhooks`, `triggers`, `deliveries`, `status`, `test_send`;
 //! what they share (the error type, sites) is here.
 
 mod deliveries;
+mod status;
 mod test_send;
 mod triggers;
 mod webhooks;
 
 pub use deliveries::*;
+pub use status::*;
 pub use test_send::*;
 pub use triggers::*;
 pub use webhooks::*;

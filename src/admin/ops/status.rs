@@ -1,0 +1,89 @@
+//! The queue at a glance, per webhook, for operators without Prometheus
+//! (`plausible-webhooks status`).
+
+use serde::Serialize;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::*;
+
+/// One webhook's part of the queue, as every instance left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookStatus {
+    pub webhook_id: Uuid,
+    pub name: String,
+    /// The site's domain.
+    pub site: String,
+    /// `ok`, `failing` (its last deliveries failed), `disabled` or `deleted`.
+    pub health: String,
+    pub consecutive_failures: i32,
+    /// Pending and due now (first tries and retries).
+    pub due: i64,
+    /// Pending after a failed attempt, due or not.
+    pub retrying: i64,
+    /// Pending, not due yet (a retry's wait, or a limit's).
+    pub waiting: i64,
+    /// Being sent by some instance now.
+    pub delivering: i64,
+    pub delivered_last_hour: i64,
+    pub failed_last_hour: i64,
+    /// How long the oldest due delivery has waited, in seconds (None: none due).
+    pub oldest_due_secs: Option<f64>,
+}
+
+/// Per webhook (deleted ones only while they still have deliveries pending
+/// or in flight). Pending rows are counted over the claim's index; the
+/// last hour's outcomes over the webhook's rows, which retention bounds.
+const STATUS_SQL: &str = "
+SELECT w.id, w.name, s.domain,
+       CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
+            WHEN NOT w.enabled THEN 'disabled'
+            WHEN w.consecutive_failures > 0 THEN 'failing'
+            ELSE 'ok' END,
+       w.consecutive_failures,
+       p.due, p.retrying, p.waiting, l.delivering, h.delivered, h.failed, p.oldest
+FROM webhooks w
+JOIN sites s ON s.id = w.site_id
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.attempts > 0) AS retrying,
+           count(*) FILTER (WHERE d.next_attempt_at > now()) AS waiting,
+           extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now()))::float8 AS oldest
+    FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending') p
+CROSS JOIN LATERAL (
+    SELECT count(*) AS delivering FROM webhook_deliveries d
+    WHERE d.webhook_id = w.id AND d.status = 'delivering') l
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.status = 'success') AS delivered,
+           count(*) FILTER (WHERE d.status = 'failed') AS failed
+    FROM webhook_deliveries d
+    WHERE d.webhook_id = w.id AND d.finished_at > now() - interval '1 hour') h
+WHERE ($1::int8 IS NULL OR w.site_id = $1)
+  AND (w.deleted_at IS NULL OR p.due + p.waiting + l.delivering > 0)
+ORDER BY s.domain, w.name, w.id";
+
+/// The queue per webhook, of one site or all.
+pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<Vec<WebhookStatus>> {
+    let site_id = match site_filter {
+        Some(s) => Some(site(db_, s).await?.id),
+        None => None,
+    };
+    let rows = db(db_.query(STATUS_SQL, &[&site_id]).await, "reading the queue")?;
+    Ok(rows
+        .iter()
+        .map(|r| WebhookStatus {
+            webhook_id: r.get(0),
+            name: r.get(1),
+            site: r.get(2),
+            health: r.get(3),
+            consecutive_failures: r.get(4),
+            due: r.get(5),
+            retrying: r.get(6),
+            waiting: r.get(7),
+            delivering: r.get(8),
+            delivered_last_hour: r.get(9),
+            failed_last_hour: r.get(10),
+            oldest_due_secs: r.get(11),
+        })
+        .collect())
+}
