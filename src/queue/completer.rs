@@ -210,11 +210,13 @@ impl Completer {
                             );
                             match &mut plain.outcome {
                                 Outcome::NotSent { why } => *why = dropped,
-                                o => {
-                                    if let Some(a) = o.attempt_mut() {
-                                        a.response_body = None;
-                                        a.error = Some(dropped);
-                                    }
+                                Outcome::Deferred => {}
+                                Outcome::Delivered(a)
+                                | Outcome::Failed(a)
+                                | Outcome::Retry { attempt: a, .. }
+                                | Outcome::Gone { attempt: a, .. } => {
+                                    a.response_body = None;
+                                    a.error = Some(dropped);
                                 }
                             }
                             if let Err(e) = self.write(std::slice::from_ref(&plain)).await {

@@ -209,16 +209,6 @@ impl Outcome {
         }
     }
 
-    pub fn attempt_mut(&mut self) -> Option<&mut Attempt> {
-        match self {
-            Outcome::Delivered(a)
-            | Outcome::Failed(a)
-            | Outcome::Retry { attempt: a, .. }
-            | Outcome::Gone { attempt: a, .. } => Some(a),
-            Outcome::Deferred | Outcome::NotSent { .. } => None,
-        }
-    }
-
     /// The row goes back to `pending` (so the next due time changes).
     pub fn requeues(&self) -> bool {
         matches!(self, Outcome::Retry { .. } | Outcome::Deferred)
