@@ -102,6 +102,7 @@ impl Worker {
                     )),
                     s => Some(format!("HTTP {s}")),
                 };
+                let kind = error.is_some().then_some(FailureKind::HttpStatus);
                 (
                     AttemptResult::Response {
                         status: r.status,
@@ -110,7 +111,7 @@ impl Worker {
                     Some(i32::from(r.status)),
                     error,
                     Some(text),
-                    (!(200..=299).contains(&r.status)).then_some(FailureKind::HttpStatus),
+                    kind,
                 )
             }
             Err(e) => (
