@@ -24,14 +24,12 @@ use crate::admin::state::{AdminState, Handed, ADMIN_POOL_SIZE};
 use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
-use crate::delivery::client::{ClientConfig, HttpClient};
-use crate::delivery::guard::Resolve;
-use crate::delivery::retry::RetryPolicy;
-use crate::delivery::worker::Worker;
-use crate::queue::admission::{Admission, AdmissionConfig, Limits};
-use crate::queue::claimer::{Claimer, ClaimerConfig, Dispatch};
+use crate::delivery::guard::{AddressGuard, Resolve};
+use crate::delivery::pipeline::Pipeline;
+use crate::queue::admission::Admission;
+use crate::queue::claimer::{Claimer, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
-use crate::queue::completer::{self, Completer, CompleterConfig};
+use crate::queue::completer::{self, Completer};
 use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
 use crate::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use crate::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
@@ -54,9 +52,17 @@ pub struct Daemon {
     pub instance: String,
     pub pool: Pool,
     cfg: Config,
-    stop: CancellationToken,
-    abort: CancellationToken,
-    give_up: CancellationToken,
+    /// The pipeline's settings, the address guard among them (the admin's
+    /// test sender and URL checks use the same).
+    pipeline: Pipeline,
+    /// Cancelled first at shutdown: every service loop ends (no new claims)
+    /// and deliveries not yet sent go back to the queue.
+    stop_services: CancellationToken,
+    /// Cancelled after the grace period: requests still in flight are dropped.
+    abort_requests: CancellationToken,
+    /// Cancelled when the completer's drain runs out of time: it stops
+    /// retrying a batch the database refuses.
+    stop_completer_retries: CancellationToken,
     tracker: TaskTracker,
     listener_up: watch::Receiver<bool>,
     /// The analytics source check's verdicts (None with triggers off).
@@ -65,7 +71,7 @@ pub struct Daemon {
     claimer: tokio::task::JoinHandle<()>,
     completer: tokio::task::JoinHandle<()>,
     /// Cancelled when a service task panics.
-    pub fatal: CancellationToken,
+    pub service_failed: CancellationToken,
 }
 
 impl Daemon {
@@ -82,10 +88,15 @@ impl Daemon {
             .instance
             .clone()
             .unwrap_or_else(crate::queue::instance_name);
-        let stop = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let give_up = CancellationToken::new();
+        let stop_services = CancellationToken::new();
+        let abort_requests = CancellationToken::new();
+        let stop_completer_retries = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let mut pipeline = Pipeline::from_config(
+            &cfg,
+            instance.clone(),
+            Arc::new(AddressGuard::from_config(&cfg)?),
+        );
 
         let wake = Arc::new(Notify::new());
         let listener = Listener::new(
@@ -98,36 +109,20 @@ impl Daemon {
         let listener_up = listener.connected();
 
         let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
-        let completer = Completer::new(
-            CompleterConfig {
-                instance: instance.clone(),
-                batch_max: cfg.queue.complete_batch_max,
-                disable_after_failures: cfg.health.disable_after_failures as i32,
-                disable_after: Duration::from_secs(cfg.health.disable_after_secs),
-            },
-            pool.clone(),
-            rx,
-            wake.clone(),
-        )?;
+        let completer = Completer::new(pipeline.completer.clone(), pool.clone(), rx, wake.clone())?;
 
-        let mut client_cfg = ClientConfig::from_config(&cfg)?;
         if let Some(r) = &opts.resolver {
-            client_cfg.resolver = r.clone();
+            pipeline.client.resolver = r.clone();
         }
-        let worker = Arc::new(Worker {
-            client: HttpClient::new(client_cfg)?,
-            policy: retry_policy(&cfg),
-            response_log_max: cfg.delivery.response_log_max_bytes,
-            stop: stop.clone(),
-        });
+        let worker = Arc::new(pipeline.worker(stop_services.clone())?);
 
         let dispatch: Dispatch = {
             let tracker = tracker.clone();
-            let abort = abort.clone();
+            let abort_requests = abort_requests.clone();
             Arc::new(move |job, permit| {
                 let worker = worker.clone();
                 let tx = tx.clone();
-                let abort = abort.clone();
+                let abort = abort_requests.clone();
                 tracker.spawn(async move {
                     tokio::select! {
                         c = worker.deliver(&job) => {
@@ -140,25 +135,9 @@ impl Daemon {
                 });
             })
         };
-        let admission = Admission::new(
-            AdmissionConfig {
-                max_in_flight: cfg.delivery.max_in_flight,
-                max_bytes_in_flight: cfg.delivery.max_bytes_in_flight,
-                defaults: Limits {
-                    max_concurrency: cfg.delivery.default_max_concurrency,
-                    rate_per_sec: cfg.delivery.default_rate_limit_per_sec,
-                },
-            },
-            wake.clone(),
-        )?;
+        let admission = Admission::new(pipeline.admission.clone(), wake.clone())?;
         let claimer = Claimer::new(
-            ClaimerConfig {
-                instance: instance.clone(),
-                lease: cfg.delivery.lease(),
-                max_in_flight: cfg.delivery.max_in_flight,
-                batch_max: cfg.queue.claim_batch_max,
-                poll_interval: Duration::from_millis(cfg.queue.poll_interval_ms),
-            },
+            pipeline.claimer.clone(),
             pool.clone(),
             admission,
             wake.clone(),
@@ -182,11 +161,23 @@ impl Daemon {
             pool.clone(),
         )?;
 
-        let fatal = CancellationToken::new();
+        let failed = CancellationToken::new();
         let mut handles = vec![
-            supervise("listener", listener.start(stop.clone()), fatal.clone()),
-            supervise("rescuer", rescuer.start(stop.clone()), fatal.clone()),
-            supervise("cleaner", cleaner.start(stop.clone()), fatal.clone()),
+            supervise(
+                "listener",
+                listener.start(stop_services.clone()),
+                failed.clone(),
+            ),
+            supervise(
+                "rescuer",
+                rescuer.start(stop_services.clone()),
+                failed.clone(),
+            ),
+            supervise(
+                "cleaner",
+                cleaner.start(stop_services.clone()),
+                failed.clone(),
+            ),
         ];
         let mut analytics = None;
         if cfg.triggers.enabled {
@@ -198,38 +189,57 @@ impl Daemon {
             analytics = Some(status);
             handles.push(supervise(
                 "source_checker",
-                checker.start(stop.clone()),
-                fatal.clone(),
+                checker.start(stop_services.clone()),
+                failed.clone(),
             ));
             handles.push(supervise(
                 "evaluator",
-                evaluator.start(stop.clone()),
-                fatal.clone(),
+                evaluator.start(stop_services.clone()),
+                failed.clone(),
             ));
             handles.push(supervise(
                 "goal_scanner",
-                scanner.start(stop.clone()),
-                fatal.clone(),
+                scanner.start(stop_services.clone()),
+                failed.clone(),
             ));
         }
-        let completer = supervise("completer", completer.start(give_up.clone()), fatal.clone());
-        let claimer = supervise("claimer", claimer.start(stop.clone()), fatal.clone());
+        let completer = supervise(
+            "completer",
+            completer.start(stop_completer_retries.clone()),
+            failed.clone(),
+        );
+        let claimer = supervise(
+            "claimer",
+            claimer.start(stop_services.clone()),
+            failed.clone(),
+        );
         tracing::info!(instance = %instance, "plausible-webhooks started");
         Ok(Daemon {
             instance,
             pool,
             cfg,
-            stop,
-            abort,
-            give_up,
+            pipeline,
+            stop_services,
+            abort_requests,
+            stop_completer_retries,
             tracker,
             listener_up,
             analytics,
             handles,
             claimer,
             completer,
-            fatal,
+            service_failed: failed,
         })
+    }
+
+    /// The process's address guard: the admin checks webhook URLs with it.
+    pub fn guard(&self) -> Arc<AddressGuard> {
+        self.pipeline.guard.clone()
+    }
+
+    /// The pipeline's settings, for the admin's test sender.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     /// True while the LISTEN connection is up.
@@ -253,7 +263,7 @@ impl Daemon {
     /// Graceful stop; see the module docs.
     pub async fn shutdown(self) -> Result<()> {
         let grace = Duration::from_secs(self.cfg.shutdown.grace_secs);
-        self.stop.cancel();
+        self.stop_services.cancel();
         let _ = self.claimer.await;
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -264,7 +274,7 @@ impl Daemon {
                 grace_secs = grace.as_secs(),
                 "requests still in flight after the grace period; aborting them and releasing their deliveries"
             );
-            self.abort.cancel();
+            self.abort_requests.cancel();
             self.tracker.wait().await;
         }
         // Every sender is gone now: the completer drains what is left and ends.
@@ -273,7 +283,7 @@ impl Daemon {
             .await
             .is_err()
         {
-            self.give_up.cancel();
+            self.stop_completer_retries.cancel();
             let _ = completer.await;
         }
         match rescuer::release(
@@ -330,14 +340,6 @@ pub fn trigger_services(
     Ok((evaluator, scanner, source))
 }
 
-pub fn retry_policy(cfg: &Config) -> RetryPolicy {
-    RetryPolicy {
-        schedule: cfg.delivery.retry_schedule_secs.clone(),
-        jitter: cfg.delivery.retry_jitter,
-        retry_after_cap: Duration::from_secs(u64::from(cfg.delivery.retry_after_cap_secs)),
-    }
-}
-
 /// `plausible-webhooks run`: start, tell systemd, serve until SIGTERM/SIGINT, drain.
 pub async fn run(cfg: Config) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -351,7 +353,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                 let handed = Handed {
                     listener_up: daemon.listener_connected(),
                     analytics: daemon.analytics_status(),
-                    test_sender: TestSender::from_config(&cfg, None)
+                    guard: daemon.guard(),
+                    test_sender: TestSender::new(daemon.pipeline())
                         .context("building the HTTP client for test events")?,
                 };
                 AdminState::new(db::pool(&cfg.database.url, ADMIN_POOL_SIZE)?, handed, &cfg)
@@ -375,12 +378,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     if sd_notify::watchdog_enabled(false, &mut usec) {
         watchdog = Some(tokio::time::interval(Duration::from_micros(usec / 2)));
     }
-    let fatal = daemon.fatal.clone();
+    let service_failed = daemon.service_failed.clone();
     let failed = loop {
         tokio::select! {
             _ = term.recv() => break false,
             _ = tokio::signal::ctrl_c() => break false,
-            _ = fatal.cancelled() => break true,
+            _ = service_failed.cancelled() => break true,
             r = up.wait_for(|v| *v), if !ready => {
                 let connected = r.is_ok();
                 ready = true;
@@ -421,18 +424,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-/// Watches a service task: if it panics, `fatal` is cancelled so the process
+/// Watches a service task: if it panics, `failed` is cancelled so the process
 /// stops (and systemd restarts it) instead of running on without it.
 fn supervise(
     name: &'static str,
     task: tokio::task::JoinHandle<()>,
-    fatal: CancellationToken,
+    failed: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(e) = task.await {
             if e.is_panic() {
                 tracing::error!(service = name, error = %e, "service panicked");
-                fatal.cancel();
+                failed.cancel();
             }
         }
     })

@@ -575,6 +575,17 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     refused(&env, &["show", "zz"], "webhook", "syntax").await;
 }
 
+/// The kind of failure the test's one attempt is logged with, as
+/// `deliveries show` reads it back from the attempt log.
+async fn stored_error_kind(env: &Env, test: &Value) -> String {
+    let id = test["delivery_id"].as_str().expect("a delivery id");
+    let d = json(env, &["deliveries", "show", id]).await;
+    d["attempt_log"][0]["error_kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error_kind: {d}"))
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_command_reports_the_answer_and_each_failure_cause() {
     let env = Env::new().await;
@@ -643,6 +654,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     assert_eq!(d["status"], "success");
     assert_eq!(d["attempt_log"][0]["status_code"], 200);
     assert_eq!(d["attempt_log"][0]["response_body"], "thanks");
+    assert_eq!(d["attempt_log"][0]["error_kind"], Value::Null);
 
     // Non-2xx: exit 1, the status and the body shown.
     let bad = env
@@ -660,6 +672,9 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
         "{}",
         text(&o)
     );
+    let o = pw(&env, &["--json", "test", &wh]).await;
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(stored_error_kind(&env, &v).await, "http_status");
 
     // Each transport cause, named.
     let cause = |o: &Output| -> Value {
@@ -684,12 +699,14 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     let v = cause(&pw(&env, &["--json", "test", &wh]).await);
     assert_eq!(v["cause"], "connection_refused", "{v}");
     assert!(v["hint"].as_str().unwrap().contains("listens"));
+    assert_eq!(stored_error_kind(&env, &v).await, "connection_refused");
 
     // Timeout: a receiver that never answers (request timeout 2 s in this environment).
     let hang = env.receiver(Arc::new(|_| Reply::Hang)).await;
     json(&env, &["update", &wh, "--url", &hang.url("/")]).await;
     let v = cause(&pw(&env, &["--json", "test", &wh]).await);
     assert_eq!(v["cause"], "timeout", "{v}");
+    assert_eq!(stored_error_kind(&env, &v).await, "timeout");
 
     // TLS: the receiver's certificate is from a CA this run does not trust.
     json(&env, &["update", &wh, "--url", &ok.url("/")]).await;
@@ -703,6 +720,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
         .await,
     );
     assert_eq!(v["cause"], "tls", "{v}");
+    assert_eq!(stored_error_kind(&env, &v).await, "tls");
 
     // Refused address: without the allow-list loopback is refused before any connect.
     let before = ok.count();
@@ -717,6 +735,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     );
     assert_eq!(v["cause"], "refused_address", "{v}");
     assert!(v["error"].as_str().unwrap().contains("loopback"), "{v}");
+    assert_eq!(stored_error_kind(&env, &v).await, "refused_address");
     assert_eq!(
         ok.count(),
         before,
@@ -730,7 +749,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     )
     .await;
     let all = all.as_array().unwrap();
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 8);
     assert!(
         all.iter()
             .all(|d| d["attempts"] == 1 && (d["status"] == "success" || d["status"] == "failed")),
@@ -745,7 +764,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
         .as_array()
         .unwrap()
         .len(),
-        5
+        6
     );
 
     // A deleted webhook is not tested.

@@ -1055,5 +1055,17 @@ async fn one_users_hanging_tests_do_not_delay_anothers() {
         let a = h.await.unwrap().unwrap();
         expect(&a, 200, None);
         assert_eq!(a.json()["cause"], "timeout", "{}", a.text);
+        // The attempt is logged with its kind, shown by the delivery's view.
+        let id = a.json()["delivery_id"].as_str().unwrap().to_string();
+        let d = api
+            .call("GET", &format!("{wa}/deliveries/{id}"), Some(&key_a), None)
+            .await;
+        expect(&d, 200, None);
+        assert_eq!(
+            d.json()["attempt_log"][0]["error_kind"],
+            "timeout",
+            "{}",
+            d.text
+        );
     }
 }

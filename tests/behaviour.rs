@@ -272,7 +272,7 @@ async fn pruning_deletes_old_finished_rows_in_batches_and_keeps_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refused_outcome_does_not_block_the_batch() {
-    use plausible_webhooks::queue::{Completion, Status};
+    use plausible_webhooks::queue::{Attempt, Completion, Outcome};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
     let ids: Vec<(uuid::Uuid, time::OffsetDateTime)> = env
@@ -295,16 +295,15 @@ async fn one_refused_outcome_does_not_block_the_batch() {
             webhook_id: wh,
             attempt: 1,
             lease: *lease,
-            status: Status::Success,
-            retry_in_ms: None,
-            counted: true,
-            status_code: Some(200),
-            error: None,
-            // The middle one holds a NUL, which PostgreSQL text refuses.
-            response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
-            duration_ms: 1,
-            attempted_at: time::OffsetDateTime::now_utc(),
-            disable_webhook: None,
+            outcome: Outcome::Delivered(Attempt {
+                status_code: Some(200),
+                error: None,
+                error_kind: None,
+                // The middle one holds a NUL, which PostgreSQL text refuses.
+                response_body: Some(if i == 1 { "a\0b".into() } else { "ok".into() }),
+                duration_ms: 1,
+                attempted_at: time::OffsetDateTime::now_utc(),
+            }),
         });
     }
     complete(&env, batch).await;
@@ -553,7 +552,7 @@ async fn a_row_at_the_attempts_limit_is_sent_once_and_stops_no_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_completion_from_an_earlier_claim_is_fenced_out() {
-    use plausible_webhooks::queue::{Completion, Status};
+    use plausible_webhooks::queue::{Attempt, Completion, Outcome};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
     // Claimed again by the same instance, with the same attempt number as an
@@ -576,22 +575,18 @@ async fn a_stale_completion_from_an_earlier_claim_is_fenced_out() {
         webhook_id: wh,
         attempt: 1,
         lease: lease - time::Duration::seconds(5),
-        status: Status::Pending,
-        retry_in_ms: Some(0),
-        counted: false,
-        status_code: None,
-        error: None,
-        response_body: None,
-        duration_ms: 0,
-        attempted_at: time::OffsetDateTime::now_utc(),
-        disable_webhook: None,
+        outcome: Outcome::Deferred,
     };
     let current = Completion {
         lease,
-        status: Status::Success,
-        retry_in_ms: None,
-        counted: true,
-        status_code: Some(200),
+        outcome: Outcome::Delivered(Attempt {
+            status_code: Some(200),
+            error: None,
+            error_kind: None,
+            response_body: None,
+            duration_ms: 0,
+            attempted_at: time::OffsetDateTime::now_utc(),
+        }),
         ..stale.clone()
     };
     // One completer run per outcome, so the stale one is written first.

@@ -109,6 +109,14 @@ async fn refused_addresses_fail_before_any_connect() {
             assert!(error.starts_with("refused address"), "{url}: {error}");
         }
     }
+    // Each refusal is logged with its kind, not only its words.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_delivery_attempts WHERE error_kind = 'refused_address'"
+        )
+        .await,
+        refused_urls.len() as i64
+    );
     // Only the allowed delivery reached the receiver; the mixed answer (which
     // contained the receiver's own address) was refused before connecting.
     assert_eq!(rx.count(), 1);

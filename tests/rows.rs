@@ -299,7 +299,8 @@ async fn migration_4_repairs_unreadable_times_then_refuses_them() {
     .unwrap();
 
     let applied = migrate(&mut db).await.expect("migration 4 on bad rows");
-    assert_eq!(applied, vec![4, 5, 6], "4 and the migrations after it");
+    let after_3: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).filter(|v| *v > 3).collect();
+    assert_eq!(applied, after_3, "4 and the migrations after it");
 
     let ok = "BETWEEN now() - interval '1 minute' AND now() + interval '1 minute'";
     let w = db

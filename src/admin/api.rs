@@ -38,7 +38,6 @@ use super::auth::{self, Access, Principal};
 use super::ops::{self, OpError, WebhookView};
 use super::state::{json_response, AdminState, HttpResponse};
 use super::validate::{self, Invalid, Rule, TriggerType};
-use crate::delivery::guard::AddressGuard;
 
 /// Deliveries per page: default and most.
 pub const PAGE_DEFAULT: i64 = 50;
@@ -472,12 +471,6 @@ async fn get_webhook(db: &Client, who: &Principal, id: &str) -> ApiResult {
     )
 }
 
-fn guard(state: &AdminState) -> Result<AddressGuard, ApiError> {
-    Ok(AddressGuard::new(
-        state.cfg.allow_nets().map_err(|e| anyhow::anyhow!("{e}"))?,
-    ))
-}
-
 async fn create_webhook(
     state: &AdminState,
     db: &mut Client,
@@ -503,7 +496,7 @@ async fn create_webhook(
         site: s.id.to_string(),
         ..new
     };
-    let created = ops::create(db, &guard(state)?, new).await?;
+    let created = ops::create(db, &state.guard, new).await?;
     ok(StatusCode::CREATED, &created)
 }
 
@@ -541,7 +534,7 @@ async fn update_webhook(
         || c.max_concurrency.is_some();
     let mut view = w;
     if changes_settings {
-        view = ops::update(db, &guard(state)?, &id, &c).await?;
+        view = ops::update(db, &state.guard, &id, &c).await?;
     }
     match enabled {
         Some(true) => view = ops::enable(db, &id).await?,

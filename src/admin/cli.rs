@@ -304,7 +304,7 @@ fn error_json(e: &OpError) -> serde_json::Value {
 }
 
 fn guard(cfg: &Config) -> Result<AddressGuard> {
-    Ok(AddressGuard::new(cfg.allow_nets()?))
+    AddressGuard::from_config(cfg)
 }
 
 async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Failure> {

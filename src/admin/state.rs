@@ -1,9 +1,11 @@
 //! What the admin's handlers share, and the response shapes every handler
 //! writes. The daemon builds what the admin cannot build itself (the LISTEN
-//! connection's state, the analytics check, the test sender) and hands it
+//! connection's state, the analytics check, the address guard, the test
+//! sender) and hands it
 //! over in `Handed`: the admin never imports the daemon.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -19,6 +21,7 @@ use super::auth::Authenticator;
 use super::ops::TestSender;
 use super::test_slots::TestSlots;
 use crate::config::Config;
+use crate::delivery::guard::AddressGuard;
 use crate::triggers::source::SourceStatus;
 
 /// The admin API's own connections, apart from the delivery engine's pool,
@@ -34,6 +37,9 @@ pub struct Handed {
     pub listener_up: watch::Receiver<bool>,
     /// The daemon's analytics source check (None with triggers off).
     pub analytics: Option<watch::Receiver<SourceStatus>>,
+    /// The daemon's address guard: webhook URLs are checked by the rules
+    /// deliveries are sent by.
+    pub guard: Arc<AddressGuard>,
     /// Sends `POST /api/webhooks/:id/test` through the daemon's own client.
     pub test_sender: TestSender,
 }
@@ -47,6 +53,7 @@ pub struct AdminState {
     pub stopping: AtomicBool,
     pub auth: Authenticator,
     pub cfg: Config,
+    pub guard: Arc<AddressGuard>,
     pub test_sender: TestSender,
     /// Test sends in flight, bounded per user, per site and in all.
     pub test_slots: TestSlots,
@@ -61,6 +68,7 @@ impl AdminState {
             stopping: AtomicBool::new(false),
             auth: Authenticator::new(&cfg.admin),
             cfg: cfg.clone(),
+            guard: handed.guard,
             test_sender: handed.test_sender,
             test_slots: TestSlots::new(Default::default())?,
         })

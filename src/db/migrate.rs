@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fair_claim",
         include_str!("../../sql/0006_fair_claim.sql"),
     ),
+    (
+        7,
+        "attempt_error_kind",
+        include_str!("../../sql/0007_attempt_error_kind.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

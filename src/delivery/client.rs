@@ -15,8 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::guard::{AddressGuard, GuardedResolver, Resolve, SystemResolver};
+use super::guard::{
+    AddressGuard, DnsFailure, GuardedResolver, RefusedAddress, Resolve, SystemResolver,
+};
 use super::retry::parse_retry_after;
+use crate::queue::FailureKind;
 
 /// Past the request deadline, the outer timeout waits this much longer so a
 /// response whose status arrived in time is still reported with its status.
@@ -24,6 +27,7 @@ const BODY_GRACE: Duration = Duration::from_millis(50);
 
 pub const USER_AGENT_VALUE: &str = concat!("plausible-webhooks/", env!("CARGO_PKG_VERSION"));
 
+#[derive(Clone)]
 pub struct ClientConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -35,16 +39,24 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
-        Ok(Self {
+    /// The delivery client's settings, with the process's one address guard.
+    pub fn new(cfg: &crate::config::Config, guard: Arc<AddressGuard>) -> Self {
+        Self {
             connect_timeout: cfg.delivery.connect_timeout(),
             request_timeout: cfg.delivery.request_timeout(),
             read_max_bytes: cfg.delivery.response_read_max_bytes,
             extra_ca_file: cfg.delivery.extra_ca_file.clone(),
-            guard: Arc::new(AddressGuard::new(cfg.allow_nets()?)),
+            guard,
             resolver: Arc::new(SystemResolver),
             max_idle_per_host: cfg.delivery.max_in_flight,
-        })
+        }
+    }
+
+    /// For a client on its own (`plausible-webhooks check`), with a guard of
+    /// its own; a process with several users of the guard builds it once
+    /// (`AddressGuard::from_config`) and calls [`ClientConfig::new`].
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
+        Ok(Self::new(cfg, Arc::new(AddressGuard::from_config(cfg)?)))
     }
 }
 
@@ -57,23 +69,33 @@ pub struct HttpResponse {
     pub truncated: bool,
 }
 
-/// Why no answer came. The text names the cause and, where useful, what to do.
+/// Why no answer came: its kind, for code, and words that name the cause
+/// and, where useful, what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendError {
-    Refused(String),
-    Timeout(Duration),
-    Transport(String),
+pub struct SendError {
+    pub kind: FailureKind,
+    message: String,
+}
+
+impl SendError {
+    fn new(kind: FailureKind, message: String) -> Self {
+        Self { kind, message }
+    }
+
+    fn timeout(after: Duration) -> Self {
+        Self::new(
+            FailureKind::Timeout,
+            format!("timed out after {} ms", after.as_millis()),
+        )
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Refused(m) => write!(f, "{m}"),
-            SendError::Timeout(d) => write!(f, "timed out after {} ms", d.as_millis()),
-            SendError::Transport(m) => write!(f, "{m}"),
-        }
+        f.write_str(&self.message)
     }
 }
+impl std::error::Error for SendError {}
 
 type Inner = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
@@ -129,16 +151,22 @@ impl HttpClient {
         if let Some(host) = uri.host() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-                self.guard
-                    .check(ip)
-                    .map_err(|why| SendError::Refused(format!("refused address: {why}")))?;
+                self.guard.check(ip).map_err(|why| {
+                    let refused = RefusedAddress { host: None, why };
+                    SendError::new(FailureKind::RefusedAddress, refused.to_string())
+                })?;
             }
         }
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(uri.clone())
             .body(Full::new(body))
-            .map_err(|e| SendError::Transport(format!("cannot build the request: {e}")))?;
+            .map_err(|e| {
+                SendError::new(
+                    FailureKind::Request,
+                    format!("cannot build the request: {e}"),
+                )
+            })?;
         *req.headers_mut() = headers;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -175,7 +203,7 @@ impl HttpClient {
         };
         match tokio::time::timeout_at(deadline + BODY_GRACE, work).await {
             Ok(r) => r,
-            Err(_) => Err(SendError::Timeout(timeout)),
+            Err(_) => Err(SendError::timeout(timeout)),
         }
     }
 }
@@ -239,17 +267,79 @@ async fn read_capped(mut body: hyper::body::Incoming, max: usize) -> (Bytes, boo
     (Bytes::from(buf), false)
 }
 
-/// Flattens hyper's error chain into one line that names the cause.
+/// Names a failed request's kind from the types in hyper's error chain, and
+/// flattens the chain into one line that names the cause (a refusal by the
+/// guard is its own words alone).
 fn classify(e: hyper_util::client::legacy::Error) -> SendError {
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        let text = s.to_string();
-        if text.starts_with("refused address") {
-            return SendError::Refused(text);
-        }
-        src = s.source();
+    let found = Found::in_chain(&e);
+    if let Some(refused) = found.refused {
+        return SendError::new(FailureKind::RefusedAddress, refused);
     }
-    SendError::Transport(error_line(&e))
+    SendError::new(found.kind(e.is_connect()), error_line(&e))
+}
+
+/// What the error chain of one failed request holds.
+#[derive(Default)]
+struct Found {
+    refused: Option<String>,
+    dns: bool,
+    tls: bool,
+    closed: bool,
+    io: Vec<std::io::ErrorKind>,
+}
+
+impl Found {
+    fn in_chain(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut found = Found::default();
+        let mut src = Some(e);
+        while let Some(s) = src {
+            found.note(s);
+            src = s.source();
+        }
+        found
+    }
+
+    /// Looks at one error of the chain, and inside the `io::Error`s that
+    /// wrap another error (whose `source()` skips the wrapped one).
+    fn note(&mut self, e: &(dyn std::error::Error + 'static)) {
+        if let Some(r) = e.downcast_ref::<RefusedAddress>() {
+            self.refused.get_or_insert_with(|| r.to_string());
+        }
+        self.dns |= e.is::<DnsFailure>();
+        self.tls |= e.is::<rustls::Error>();
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            self.closed |= h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            self.io.push(io.kind());
+            if let Some(inner) = io.get_ref() {
+                self.note(inner);
+            }
+        }
+    }
+
+    /// The kind, the most telling first. `connecting`: the request failed
+    /// before it was sent (TCP connect or TLS handshake).
+    fn kind(&self, connecting: bool) -> FailureKind {
+        use std::io::ErrorKind as Io;
+        if self.dns {
+            FailureKind::Dns
+        } else if self.tls {
+            FailureKind::Tls
+        } else if self.io.contains(&Io::ConnectionRefused) {
+            FailureKind::ConnectionRefused
+        } else if self.io.contains(&Io::TimedOut) {
+            FailureKind::ConnectTimeout
+        } else if connecting && self.io.contains(&Io::UnexpectedEof) {
+            // A TCP connect reads nothing: an end of stream while connecting
+            // is the peer hanging up in the TLS handshake.
+            FailureKind::Tls
+        } else if self.closed {
+            FailureKind::ConnectionClosed
+        } else {
+            FailureKind::Connection
+        }
+    }
 }
 
 /// An error and its sources as one line, each message once (hyper's words
@@ -270,6 +360,73 @@ pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error that names its step and wraps the cause, as hyper's
+    /// connector does.
+    #[derive(Debug)]
+    struct Step(&'static str, Box<dyn std::error::Error + Send + Sync>);
+    impl std::fmt::Display for Step {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Step {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    fn kind(e: impl std::error::Error + 'static, connecting: bool) -> FailureKind {
+        Found::in_chain(&e).kind(connecting)
+    }
+
+    /// Each failure is known by the types in its chain, the way hyper,
+    /// hyper-rustls and our resolver build them.
+    #[test]
+    fn failure_kinds_come_from_the_error_types() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let dns = DnsFailure {
+            host: "nope.example".into(),
+            cause: Some("no such host".into()),
+        };
+        assert_eq!(
+            kind(
+                Step("dns error", IoError::new(Io::NotFound, dns).into()),
+                true
+            ),
+            FailureKind::Dns
+        );
+        let refused = Step(
+            "tcp connect error",
+            IoError::from(Io::ConnectionRefused).into(),
+        );
+        assert_eq!(kind(refused, true), FailureKind::ConnectionRefused);
+        let slow = Step("tcp connect error", IoError::new(Io::TimedOut, "x").into());
+        assert_eq!(kind(slow, true), FailureKind::ConnectTimeout);
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let tls = IoError::other(IoError::new(Io::InvalidData, cert));
+        assert_eq!(kind(tls, true), FailureKind::Tls);
+        let hangup = || IoError::other(IoError::new(Io::UnexpectedEof, "eof"));
+        assert_eq!(kind(hangup(), true), FailureKind::Tls);
+        assert_eq!(kind(hangup(), false), FailureKind::Connection);
+
+        let guard = AddressGuard::default();
+        let why = guard.check("10.0.0.1".parse().unwrap()).unwrap_err();
+        let refused = RefusedAddress {
+            host: Some("private.example".into()),
+            why,
+        };
+        let chain = Step(
+            "dns error",
+            IoError::new(Io::PermissionDenied, refused).into(),
+        );
+        let found = Found::in_chain(&chain);
+        let words = found.refused.expect("a refusal");
+        assert!(
+            words.starts_with("refused address: private.example resolves to 10.0.0.1"),
+            "{words}"
+        );
+    }
 
     /// A file with no certificate in it (a private key, say) is refused,
     /// saying what the file must hold, rather than trusted as "no extra CA".

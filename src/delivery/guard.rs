@@ -58,8 +58,15 @@ impl AddressGuard {
         Self { allow }
     }
 
+    /// The guard the configuration asks for (`delivery.allow_cidrs`): built
+    /// once per process by whoever owns its clients (the daemon, the CLI)
+    /// and shared from there.
+    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Self> {
+        Ok(Self::new(cfg.allow_nets()?))
+    }
+
     /// Ok when `ip` may be connected to; otherwise the reason it may not.
-    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
@@ -68,17 +75,66 @@ impl AddressGuard {
             if let Some(v4) = embedded_v4(v6) {
                 return self
                     .check(IpAddr::V4(v4))
-                    .map_err(|why| format!("{ip} embeds {why}"));
+                    .map_err(|why| Refusal(format!("{ip} embeds {why}")));
             }
         }
         match REFUSED.iter().find(|(net, _)| net.contains(&ip)) {
-            Some((net, why)) => Err(format!(
+            Some((net, why)) => Err(Refusal(format!(
                 "{ip} is a {why} address ({net}); add a CIDR to delivery.allow_cidrs only if this receiver is really meant to be reachable"
-            )),
+            ))),
             None => Ok(()),
         }
     }
 }
+
+/// Why the guard refuses an address, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Refusal {}
+
+/// A connection refused by the guard, the host named: what the resolver
+/// hands hyper (inside an `io::Error`), so the client knows the failure by
+/// its type, not its words.
+#[derive(Debug)]
+pub struct RefusedAddress {
+    /// The host as written in the URL, when it was a name.
+    pub host: Option<String>,
+    pub why: Refusal,
+}
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Some(host) => write!(f, "refused address: {host} resolves to {}", self.why),
+            None => write!(f, "refused address: {}", self.why),
+        }
+    }
+}
+impl std::error::Error for RefusedAddress {}
+
+/// A name that did not resolve (the resolver's error, or no address).
+#[derive(Debug)]
+pub struct DnsFailure {
+    pub host: String,
+    /// The resolver's words; None when it answered with no address.
+    pub cause: Option<String>,
+}
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(e) => write!(f, "DNS lookup of {} failed: {e}", self.host),
+            None => write!(f, "DNS lookup of {} returned no address", self.host),
+        }
+    }
+}
+impl std::error::Error for DnsFailure {}
 
 /// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
 /// (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4 (2002::/16) IPv6 address.
@@ -133,8 +189,12 @@ pub fn validate_url(raw: &str, guard: &AddressGuard) -> Result<url::Url, UrlErro
     }
     match url.host() {
         None => return Err(UrlError("has no host".into())),
-        Some(url::Host::Ipv4(ip)) => guard.check(IpAddr::V4(ip)).map_err(UrlError)?,
-        Some(url::Host::Ipv6(ip)) => guard.check(IpAddr::V6(ip)).map_err(UrlError)?,
+        Some(url::Host::Ipv4(ip)) => guard
+            .check(IpAddr::V4(ip))
+            .map_err(|why| UrlError(why.to_string()))?,
+        Some(url::Host::Ipv6(ip)) => guard
+            .check(IpAddr::V6(ip))
+            .map_err(|why| UrlError(why.to_string()))?,
         Some(url::Host::Domain(d)) => {
             if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") {
                 guard
@@ -204,18 +264,25 @@ impl tower_service::Service<Name> for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             let ips = inner.resolve(host.clone()).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("DNS lookup of {host} failed: {e}"))
+                std::io::Error::new(
+                    e.kind(),
+                    DnsFailure {
+                        host: host.clone(),
+                        cause: Some(e.to_string()),
+                    },
+                )
             })?;
             if ips.is_empty() {
-                return Err(std::io::Error::other(format!(
-                    "DNS lookup of {host} returned no address"
-                )));
+                return Err(std::io::Error::other(DnsFailure { host, cause: None }));
             }
             for ip in &ips {
                 guard.check(*ip).map_err(|why| {
                     std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
-                        format!("refused address: {host} resolves to {why}"),
+                        RefusedAddress {
+                            host: Some(host.clone()),
+                            why,
+                        },
                     )
                 })?;
             }

@@ -1,12 +1,14 @@
 //! Sending one event: the HTTPS client and its address guard, the envelope and
 //! signatures, the retry policy, and the worker that ties them together for
-//! one delivery. (A webhook's limits are applied when its rows are claimed:
+//! one delivery, and the pipeline's settings from the config (`pipeline`).
+//! (A webhook's limits are applied when its rows are claimed:
 //! `queue::admission`.)
 
 pub mod client;
 pub mod envelope;
 pub mod es_json;
 pub mod guard;
+pub mod pipeline;
 pub mod retry;
 pub mod signing;
 pub mod worker;

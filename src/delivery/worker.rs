@@ -13,7 +13,7 @@ use super::client::{HttpClient, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature, SecretKeys};
-use crate::queue::{Claimed, Completion, Status};
+use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
@@ -25,7 +25,7 @@ pub struct Worker {
     pub policy: RetryPolicy,
     pub response_log_max: usize,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
-    pub stop: CancellationToken,
+    pub stopping: CancellationToken,
 }
 
 impl Worker {
@@ -57,8 +57,8 @@ impl Worker {
 
         // The webhook's limits were applied when the row was claimed
         // (queue::admission): what is claimed may go now.
-        if self.stop.is_cancelled() {
-            return deferred(job);
+        if self.stopping.is_cancelled() {
+            return Completion::deferred(job);
         }
 
         // The body and its signatures: the signed bytes are exactly the bytes sent.
@@ -89,7 +89,7 @@ impl Worker {
         let sent = self.client.post(uri, headers, body).await;
         let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
 
-        let (result, code, error, response_body) = match &sent {
+        let (result, code, error, response_body, error_kind) = match &sent {
             Ok(r) => {
                 let text = log_text(&String::from_utf8_lossy(
                     &r.body[..r.body.len().min(self.response_log_max)],
@@ -102,6 +102,7 @@ impl Worker {
                     )),
                     s => Some(format!("HTTP {s}")),
                 };
+                let kind = error.is_some().then_some(FailureKind::HttpStatus);
                 (
                     AttemptResult::Response {
                         status: r.status,
@@ -110,6 +111,7 @@ impl Worker {
                     Some(i32::from(r.status)),
                     error,
                     Some(text),
+                    kind,
                 )
             }
             Err(e) => (
@@ -117,32 +119,26 @@ impl Worker {
                 None,
                 Some(log_text(&e.to_string())),
                 None,
+                Some(e.kind),
             ),
         };
         let verdict = self
             .policy
             .decide(job.attempt, wh.retry_schedule.as_deref(), &result);
-        let (status, retry_in_ms, disable) = match &verdict {
-            Verdict::Success => (Status::Success, None, None),
-            Verdict::Retry(d) => (Status::Pending, Some(d.as_millis() as i64), None),
-            Verdict::Fail => (Status::Failed, None, None),
-            Verdict::FailAndDisable(why) => (Status::Failed, None, Some(why.clone())),
-        };
         log_attempt(job, code, duration_ms, &verdict, error.as_deref(), &sent);
-        Completion {
-            id: job.id,
-            webhook_id: wh.id,
-            attempt: job.attempt,
-            lease: job.lease,
-            status,
-            retry_in_ms,
-            counted: true,
+        let attempt = Attempt {
             status_code: code,
             error,
+            error_kind,
             response_body,
             duration_ms,
             attempted_at,
-            disable_webhook: disable,
+        };
+        match verdict {
+            Verdict::Success => Completion::delivered(job, attempt),
+            Verdict::Retry(after) => Completion::retry(job, attempt, after),
+            Verdict::Fail => Completion::failed(job, attempt),
+            Verdict::FailAndDisable(why) => Completion::gone(job, attempt, why),
         }
     }
 }
@@ -179,7 +175,7 @@ fn log_attempt(
         Verdict::Fail | Verdict::FailAndDisable(_) => tracing::warn!(
             webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
             attempt = job.attempt, status, duration_ms, error = error.unwrap_or(""),
-            refused = matches!(sent, Err(SendError::Refused(_))),
+            refused = matches!(sent, Err(e) if e.kind == FailureKind::RefusedAddress),
             "delivery failed for good"
         ),
     }
@@ -188,38 +184,5 @@ fn log_attempt(
 /// Not sent and never will be: final, no attempt counted.
 fn not_sent(job: &Claimed, why: String) -> Completion {
     tracing::warn!(webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type, error = %why, "delivery not sent");
-    Completion {
-        id: job.id,
-        webhook_id: job.webhook.id,
-        attempt: job.attempt,
-        lease: job.lease,
-        status: Status::Failed,
-        retry_in_ms: None,
-        counted: false,
-        status_code: None,
-        error: Some(why),
-        response_body: None,
-        duration_ms: 0,
-        attempted_at: OffsetDateTime::now_utc(),
-        disable_webhook: None,
-    }
-}
-
-/// Back to the queue, due now, without counting an attempt (shutdown came first).
-fn deferred(job: &Claimed) -> Completion {
-    Completion {
-        id: job.id,
-        webhook_id: job.webhook.id,
-        attempt: job.attempt,
-        lease: job.lease,
-        status: Status::Pending,
-        retry_in_ms: Some(0),
-        counted: false,
-        status_code: None,
-        error: None,
-        response_body: None,
-        duration_ms: 0,
-        attempted_at: OffsetDateTime::now_utc(),
-        disable_webhook: None,
-    }
+    Completion::not_sent(job, why)
 }

@@ -33,15 +33,17 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The row a claimed delivery is read from (`d` holds the claimed rows):
-/// shared by the claim and by the CLI's test send, which parse it alike.
+/// shared by the claim and by the test send, which decode it alike, by
+/// column name ([`ClaimedColumns`]).
 macro_rules! claimed_row_sql {
     () => {
         "
-SELECT d.id, d.webhook_id, d.event_type, d.payload::text, d.attempts, d.inserted_at,
+SELECT d.id, d.webhook_id, d.event_type, d.payload::text AS payload, d.attempts, d.inserted_at,
        w.url, w.secret,
-       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
-       w.headers, w.enabled, w.deleted_at IS NOT NULL, w.disabled_reason, w.retry_schedule_secs,
-       w.rate_limit_per_sec, w.max_concurrency, coalesce(s.domain, ''), w.updated_at, d.locked_until
+       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
+       w.headers, w.enabled, w.deleted_at IS NOT NULL AS deleted, w.disabled_reason,
+       w.retry_schedule_secs, w.rate_limit_per_sec, w.max_concurrency,
+       coalesce(s.domain, '') AS site_domain, w.updated_at AS webhook_updated_at, d.locked_until
 FROM d
 JOIN webhooks w ON w.id = d.webhook_id
 LEFT JOIN sites s ON s.id = w.site_id"
@@ -364,13 +366,19 @@ impl Claimer {
             .await
             .context("claiming due deliveries")?;
         let mut out = Vec::with_capacity(rows.len());
+        let Some(first) = rows.first() else {
+            return Ok(out);
+        };
+        // Every row of one statement has its columns: found by name once.
+        let cols = ClaimedColumns::find(first.columns())
+            .context("reading the claimed rows (a bug: CLAIM_SQL lacks a column)")?;
         // A row that cannot be read ends alone (failed, saying why); the
         // others of the batch go out as claimed.
         let mut unreadable: Vec<(Uuid, String)> = Vec::new();
-        for r in rows {
-            match self.decode(&r, lease_deadline) {
+        for r in rows.iter() {
+            match self.decode(&cols, r, lease_deadline) {
                 Ok(c) => out.push(c),
-                Err(u) => match col::<Uuid>(&r, 0) {
+                Err(u) => match col::<Uuid>(r, cols.id) {
                     Ok(id) => {
                         tracing::warn!(delivery_id = %id, error = %u, "a claimed delivery cannot be read; it fails without being sent");
                         unreadable.push((id, format!("not sent: this delivery's row cannot be read: {u}; correct the row, then replay it (`retry {id}`)")));
@@ -395,37 +403,142 @@ impl Claimer {
         Ok(out)
     }
 
-    /// One claimed row, every column read without panicking.
+    /// One claimed row, every column read without panicking; the webhook
+    /// decoded once per version (rows of one webhook share it).
     fn decode(
         &mut self,
+        cols: &ClaimedColumns,
         r: &tokio_postgres::Row,
         lease_deadline: Instant,
     ) -> Result<Claimed, Unreadable> {
-        let webhook_id: Uuid = col(r, 1)?;
+        let webhook_id: Uuid = col(r, cols.webhook_id)?;
         // Only compared (the cache key), never computed with: any value
         // PostgreSQL holds will do, `infinity` included.
-        let updated_at: Timestamp = col(r, 17)?;
-        let previous: Option<String> = col(r, 8)?;
+        let updated_at: Timestamp = col(r, cols.webhook_updated_at)?;
+        let previous: Option<&str> = col(r, cols.previous_secret)?;
         let webhook = match self.cache.get(&webhook_id) {
             Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => w.clone(),
             _ => {
-                let w = Arc::new(webhook_info(r, previous.as_deref())?);
+                let w = Arc::new(cols.webhook(r)?);
                 self.cache
                     .insert(webhook_id, (updated_at, previous.is_some(), w.clone()));
                 w
             }
         };
+        cols.claimed(r, webhook, lease_deadline)
+    }
+}
+
+/// Where each column of a claimed row is ([`claimed_row_sql`]), found by
+/// name once per statement so each row is read by index.
+#[derive(Debug, Clone)]
+pub struct ClaimedColumns {
+    id: usize,
+    webhook_id: usize,
+    event_type: usize,
+    payload: usize,
+    attempts: usize,
+    inserted_at: usize,
+    url: usize,
+    secret: usize,
+    previous_secret: usize,
+    headers: usize,
+    enabled: usize,
+    deleted: usize,
+    disabled_reason: usize,
+    retry_schedule_secs: usize,
+    rate_limit_per_sec: usize,
+    max_concurrency: usize,
+    site_domain: usize,
+    webhook_updated_at: usize,
+    locked_until: usize,
+}
+
+impl ClaimedColumns {
+    /// The columns of a statement ending in [`claimed_row_sql`]; Err names
+    /// the one missing.
+    pub fn find(columns: &[tokio_postgres::Column]) -> Result<Self> {
+        let at = |name: &str| {
+            columns
+                .iter()
+                .position(|c| c.name() == name)
+                .with_context(|| format!("no column {name}"))
+        };
+        Ok(Self {
+            id: at("id")?,
+            webhook_id: at("webhook_id")?,
+            event_type: at("event_type")?,
+            payload: at("payload")?,
+            attempts: at("attempts")?,
+            inserted_at: at("inserted_at")?,
+            url: at("url")?,
+            secret: at("secret")?,
+            previous_secret: at("previous_secret")?,
+            headers: at("headers")?,
+            enabled: at("enabled")?,
+            deleted: at("deleted")?,
+            disabled_reason: at("disabled_reason")?,
+            retry_schedule_secs: at("retry_schedule_secs")?,
+            rate_limit_per_sec: at("rate_limit_per_sec")?,
+            max_concurrency: at("max_concurrency")?,
+            site_domain: at("site_domain")?,
+            webhook_updated_at: at("webhook_updated_at")?,
+            locked_until: at("locked_until")?,
+        })
+    }
+
+    /// The delivery of a row, with its (already decoded) webhook.
+    pub fn claimed(
+        &self,
+        r: &tokio_postgres::Row,
+        webhook: Arc<WebhookInfo>,
+        lease_deadline: Instant,
+    ) -> Result<Claimed, Unreadable> {
         Ok(Claimed {
-            id: col(r, 0)?,
-            event_type: col(r, 2)?,
-            payload: col(r, 3)?,
-            attempt: col(r, 4)?,
+            id: col(r, self.id)?,
+            event_type: col(r, self.event_type)?,
+            payload: col(r, self.payload)?,
+            attempt: col(r, self.attempts)?,
             // The envelope's timestamp: it must be a real time (sql/0004
             // refuses others at insert; this is for a row that got past it).
-            inserted_at: col(r, 5)?,
+            inserted_at: col(r, self.inserted_at)?,
             lease_deadline,
-            lease: col(r, 18)?,
+            lease: col(r, self.locked_until)?,
             webhook,
+        })
+    }
+
+    /// The webhook of a row.
+    pub fn webhook(&self, r: &tokio_postgres::Row) -> Result<WebhookInfo, Unreadable> {
+        let id: Uuid = col(r, self.webhook_id)?;
+        let url: String = col(r, self.url)?;
+        let secret: String = col(r, self.secret)?;
+        let previous: Option<String> = col(r, self.previous_secret)?;
+        let headers: serde_json::Value = col(r, self.headers)?;
+        let mut secrets = vec![secret];
+        secrets.extend(previous);
+        Ok(WebhookInfo {
+            id,
+            uri: url.parse().ok(),
+            url,
+            headers: WebhookInfo::parse_headers(&headers),
+            secrets,
+            enabled: col(r, self.enabled)?,
+            deleted: col(r, self.deleted)?,
+            disabled_reason: col(r, self.disabled_reason)?,
+            // The table's constraint keeps this a flat array of positive numbers;
+            // should a row still hold something else, use the global schedule
+            // rather than fail the whole claim.
+            retry_schedule: match r.try_get::<_, Option<Vec<i32>>>(self.retry_schedule_secs) {
+                Ok(v) => v.map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
+                Err(e) => {
+                    tracing::warn!(webhook_id = %id, error = %e, "unreadable retry_schedule_secs; using the configured schedule");
+                    None
+                }
+            },
+            rate_limit_per_sec: col::<Option<i32>>(r, self.rate_limit_per_sec)?.map(|v| v as u32),
+            max_concurrency: col::<Option<i32>>(r, self.max_concurrency)?.map(|v| v as u32),
+            site_domain: col(r, self.site_domain)?,
         })
     }
 }
@@ -495,40 +608,4 @@ async fn fail_unreadable(
         .await
         .context("failing unreadable deliveries")?;
     Ok(())
-}
-
-/// The webhook of a row in the claim's shape (also the CLI's test delivery).
-pub fn webhook_info(
-    r: &tokio_postgres::Row,
-    previous: Option<&str>,
-) -> Result<WebhookInfo, Unreadable> {
-    let id: Uuid = col(r, 1)?;
-    let url: String = col(r, 6)?;
-    let secret: String = col(r, 7)?;
-    let headers: serde_json::Value = col(r, 9)?;
-    let mut secrets = vec![secret];
-    secrets.extend(previous.map(str::to_string));
-    Ok(WebhookInfo {
-        id,
-        uri: url.parse().ok(),
-        url,
-        headers: WebhookInfo::parse_headers(&headers),
-        secrets,
-        enabled: col(r, 10)?,
-        deleted: col(r, 11)?,
-        disabled_reason: col(r, 12)?,
-        // The table's constraint keeps this a flat array of positive numbers;
-        // should a row still hold something else, use the global schedule
-        // rather than fail the whole claim.
-        retry_schedule: match r.try_get::<_, Option<Vec<i32>>>(13) {
-            Ok(v) => v.map(|v| v.into_iter().map(|s| s.max(1) as u32).collect()),
-            Err(e) => {
-                tracing::warn!(webhook_id = %id, error = %e, "unreadable retry_schedule_secs; using the configured schedule");
-                None
-            }
-        },
-        rate_limit_per_sec: col::<Option<i32>>(r, 14)?.map(|v| v as u32),
-        max_concurrency: col::<Option<i32>>(r, 15)?.map(|v| v as u32),
-        site_domain: col(r, 16)?,
-    })
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Completion, Status};
+use super::{Completion, Outcome, Status};
 
 /// Backoff between tries to write a batch while the database is unreachable.
 pub const WRITE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -22,19 +22,21 @@ pub const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const COMPLETE_SQL: &str = "
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::bool[], $6::int[],
-                         $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::text[], $15::timestamptz[])
-        AS r(id, attempt, status, retry_in_ms, counted, code, error, body, duration_ms, attempted_at, disable_reason, lease)
+                         $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::text[], $15::timestamptz[],
+                         $16::text[])
+        AS r(id, attempt, status, retry_in_ms, attempted, code, error, body, duration_ms, attempted_at,
+             disable_reason, lease, error_kind)
 ), d AS (
     UPDATE webhook_deliveries d SET
         status = r.status,
-        attempts = CASE WHEN r.counted THEN d.attempts ELSE d.attempts - 1 END,
+        attempts = CASE WHEN r.attempted THEN d.attempts ELSE d.attempts - 1 END,
         next_attempt_at = CASE WHEN r.status = 'pending'
                                THEN now() + r.retry_in_ms * interval '1 millisecond'
                                ELSE d.next_attempt_at END,
         locked_by = NULL,
         locked_until = NULL,
-        last_response_code = CASE WHEN r.counted THEN r.code ELSE d.last_response_code END,
-        last_error = CASE WHEN r.counted OR r.status = 'failed' THEN r.error ELSE d.last_error END,
+        last_response_code = CASE WHEN r.attempted THEN r.code ELSE d.last_response_code END,
+        last_error = CASE WHEN r.attempted OR r.status = 'failed' THEN r.error ELSE d.last_error END,
         delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
         finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
     FROM r
@@ -48,16 +50,16 @@ WITH r AS (
     RETURNING d.id, d.webhook_id
 ), a AS (
     INSERT INTO webhook_delivery_attempts
-        (delivery_id, attempt, status_code, response_body, error, duration_ms, attempted_at, instance)
-    SELECT r.id, r.attempt, r.code, r.body, r.error, r.duration_ms, r.attempted_at, $12
+        (delivery_id, attempt, status_code, response_body, error, error_kind, duration_ms, attempted_at, instance)
+    SELECT r.id, r.attempt, r.code, r.body, r.error, r.error_kind, r.duration_ms, r.attempted_at, $12
     FROM r JOIN d ON d.id = r.id
-    WHERE r.counted
+    WHERE r.attempted
 ), x AS (
     SELECT d.webhook_id,
            bool_or(r.status = 'success') AS succeeded,
            -- Only deliveries actually attempted count against a webhook's health
            -- (not those refused unsent because it is disabled or deleted).
-           count(*) FILTER (WHERE r.status = 'failed' AND r.counted) AS failed,
+           count(*) FILTER (WHERE r.status = 'failed' AND r.attempted) AS failed,
            max(r.disable_reason) AS gone
     FROM d JOIN r ON r.id = d.id
     WHERE r.status <> 'pending'
@@ -133,14 +135,14 @@ impl Completer {
         })
     }
 
-    /// Runs until every sender is dropped and the channel is drained. `give_up`
-    /// ends retries of a batch the database keeps refusing (at shutdown); its
-    /// rows stay leased and the rescuer returns them later.
-    pub fn start(self, give_up: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run(give_up))
+    /// Runs until every sender is dropped and the channel is drained.
+    /// `stop_retrying` ends retries of a batch the database keeps refusing (at
+    /// shutdown); its rows stay leased and the rescuer returns them later.
+    pub fn start(self, stop_retrying: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(stop_retrying))
     }
 
-    async fn run(mut self, give_up: CancellationToken) {
+    async fn run(mut self, stop_retrying: CancellationToken) {
         let mut batch = Vec::with_capacity(self.cfg.batch_max);
         let mut slots = Vec::with_capacity(self.cfg.batch_max);
         while let Some((first, slot)) = self.rx.recv().await {
@@ -159,7 +161,7 @@ impl Completer {
             loop {
                 match self.write_isolating_bad_rows(&batch).await {
                     Ok(()) => {
-                        if batch.iter().any(|c| c.status == Status::Pending) {
+                        if batch.iter().any(|c| c.outcome.requeues()) {
                             self.wake.notify_one();
                         }
                         break;
@@ -172,7 +174,7 @@ impl Completer {
                         );
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = give_up.cancelled() => {
+                            _ = stop_retrying.cancelled() => {
                                 tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; these deliveries are returned to the queue and sent again");
                                 break;
                             }
@@ -202,11 +204,21 @@ impl Completer {
                     match self.write(std::slice::from_ref(c)).await {
                         Err(e) if is_data_error(&e) => {
                             let mut plain = c.clone();
-                            plain.response_body = None;
-                            plain.error = Some(format!(
+                            let dropped = format!(
                                 "the receiver's answer could not be stored ({}); it was dropped",
                                 e.root_cause()
-                            ));
+                            );
+                            match &mut plain.outcome {
+                                Outcome::NotSent { why } => *why = dropped,
+                                Outcome::Deferred => {}
+                                Outcome::Delivered(a)
+                                | Outcome::Failed(a)
+                                | Outcome::Retry { attempt: a, .. }
+                                | Outcome::Gone { attempt: a, .. } => {
+                                    a.response_body = None;
+                                    a.error = Some(dropped);
+                                }
+                            }
                             if let Err(e) = self.write(std::slice::from_ref(&plain)).await {
                                 tracing::error!(delivery_id = %c.id, error = format!("{e:#}"),
                                     "cannot record this delivery's outcome; its lease will expire and it will be sent again");
@@ -227,27 +239,30 @@ impl Completer {
         let mut attempts = Vec::with_capacity(n);
         let mut statuses = Vec::with_capacity(n);
         let mut retry_in = Vec::with_capacity(n);
-        let mut counted = Vec::with_capacity(n);
+        let mut attempted = Vec::with_capacity(n);
         let mut codes = Vec::with_capacity(n);
         let mut errors = Vec::with_capacity(n);
         let mut bodies = Vec::with_capacity(n);
         let mut durations = Vec::with_capacity(n);
-        let mut times: Vec<OffsetDateTime> = Vec::with_capacity(n);
+        let mut times: Vec<Option<OffsetDateTime>> = Vec::with_capacity(n);
         let mut gone = Vec::with_capacity(n);
         let mut leases: Vec<OffsetDateTime> = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
         for c in batch {
+            let col = Columns::of(&c.outcome);
             ids.push(c.id);
             attempts.push(c.attempt);
-            statuses.push(c.status.as_str());
-            retry_in.push(c.retry_in_ms);
-            counted.push(c.counted);
-            codes.push(c.status_code);
-            errors.push(c.error.as_deref());
-            bodies.push(c.response_body.as_deref());
-            durations.push(c.duration_ms);
-            times.push(c.attempted_at);
-            gone.push(c.disable_webhook.as_deref());
+            statuses.push(col.status.as_str());
+            retry_in.push(col.retry_in_ms);
+            attempted.push(col.attempt.is_some());
+            codes.push(col.attempt.and_then(|a| a.status_code));
+            errors.push(col.error);
+            bodies.push(col.attempt.and_then(|a| a.response_body.as_deref()));
+            durations.push(col.attempt.map(|a| a.duration_ms));
+            times.push(col.attempt.map(|a| a.attempted_at));
+            gone.push(col.disable_reason);
             leases.push(c.lease);
+            kinds.push(col.attempt.and_then(|a| a.error_kind).map(|k| k.as_str()));
         }
         let client = self
             .pool
@@ -266,7 +281,7 @@ impl Completer {
                     &attempts,
                     &statuses,
                     &retry_in,
-                    &counted,
+                    &attempted,
                     &codes,
                     &errors,
                     &bodies,
@@ -277,6 +292,7 @@ impl Completer {
                     &self.cfg.disable_after_failures,
                     &self.cfg.disable_after.as_secs_f64(),
                     &leases,
+                    &kinds,
                 ],
             )
             .await
@@ -310,6 +326,58 @@ impl Completer {
             );
         }
         Ok(())
+    }
+}
+
+/// One outcome as the completion statement's columns: the one place where
+/// a variant decides the row's status, when it is due again, whether an
+/// attempt is counted and logged, and whether the webhook is disabled.
+struct Columns<'a> {
+    status: Status,
+    /// For `pending`: when to try again, from now.
+    retry_in_ms: Option<i64>,
+    /// The HTTP attempt, when one was made: it is counted and logged.
+    attempt: Option<&'a super::Attempt>,
+    error: Option<&'a str>,
+    /// Disable the webhook with this reason.
+    disable_reason: Option<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(o: &'a Outcome) -> Self {
+        let attempted = |status, a: &'a super::Attempt| Columns {
+            status,
+            retry_in_ms: None,
+            attempt: Some(a),
+            error: a.error.as_deref(),
+            disable_reason: None,
+        };
+        match o {
+            Outcome::Delivered(a) => attempted(Status::Success, a),
+            Outcome::Retry { attempt, after } => Columns {
+                retry_in_ms: Some(after.as_millis().min(i64::MAX as u128) as i64),
+                ..attempted(Status::Pending, attempt)
+            },
+            Outcome::Failed(a) => attempted(Status::Failed, a),
+            Outcome::Gone { attempt, reason } => Columns {
+                disable_reason: Some(reason),
+                ..attempted(Status::Failed, attempt)
+            },
+            Outcome::Deferred => Columns {
+                status: Status::Pending,
+                retry_in_ms: Some(0),
+                attempt: None,
+                error: None,
+                disable_reason: None,
+            },
+            Outcome::NotSent { why } => Columns {
+                status: Status::Failed,
+                retry_in_ms: None,
+                attempt: None,
+                error: Some(why),
+                disable_reason: None,
+            },
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod completer;
 pub mod rescuer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::Uri;
@@ -92,7 +93,8 @@ pub struct Claimed {
     pub webhook: Arc<WebhookInfo>,
 }
 
-/// The final word on one claimed delivery, written by the completer.
+/// The final word on one claimed delivery, written by the completer: which
+/// claim it belongs to, and what came of it.
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: Uuid,
@@ -100,36 +102,187 @@ pub struct Completion {
     pub attempt: i32,
     /// The claim this outcome belongs to (its `locked_until`).
     pub lease: OffsetDateTime,
-    pub status: Status,
-    /// For `Pending`: when to try again, from now.
-    pub retry_in_ms: Option<i64>,
-    /// An HTTP attempt was made (false for deferrals and unsent deliveries).
-    pub counted: bool,
+    pub outcome: Outcome,
+}
+
+/// What came of a claimed delivery. Each variant carries only what it needs;
+/// the completer turns it into columns in one place (`completer::Columns`),
+/// so status, retry time, attempt counting and webhook disabling cannot
+/// disagree.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Delivered(Attempt),
+    /// Attempted and failed; sent again `after` from now.
+    Retry { attempt: Attempt, after: Duration },
+    /// Attempted and failed for good (no retry left, or one that cannot help).
+    Failed(Attempt),
+    /// Attempted; the receiver said the endpoint is gone (410): failed for
+    /// good, and the webhook is disabled with `reason`.
+    Gone { attempt: Attempt, reason: String },
+    /// Not sent because shutdown came first: back to the queue, due now,
+    /// without counting an attempt.
+    Deferred,
+    /// Not sent and never will be as the webhook stands (deleted, disabled, a
+    /// URL or header that cannot be sent): final, no attempt counted.
+    NotSent { why: String },
+}
+
+/// The facts of one HTTP attempt, as the attempt log keeps them.
+#[derive(Debug, Clone)]
+pub struct Attempt {
     pub status_code: Option<i32>,
+    /// Why the attempt failed, in words for the operator.
     pub error: Option<String>,
+    /// What kind of failure `error` is, for code (and for the operator to
+    /// filter on): never derived from the words.
+    pub error_kind: Option<FailureKind>,
+    /// The start of the receiver's answer.
     pub response_body: Option<String>,
     pub duration_ms: i32,
     pub attempted_at: OffsetDateTime,
-    /// Disable the webhook with this reason (410 Gone).
-    pub disable_webhook: Option<String>,
 }
 
 impl Completion {
+    fn of(job: &Claimed, outcome: Outcome) -> Self {
+        Self {
+            id: job.id,
+            webhook_id: job.webhook.id,
+            attempt: job.attempt,
+            lease: job.lease,
+            outcome,
+        }
+    }
+
+    pub fn delivered(job: &Claimed, attempt: Attempt) -> Self {
+        Self::of(job, Outcome::Delivered(attempt))
+    }
+
+    pub fn retry(job: &Claimed, attempt: Attempt, after: Duration) -> Self {
+        Self::of(job, Outcome::Retry { attempt, after })
+    }
+
+    pub fn failed(job: &Claimed, attempt: Attempt) -> Self {
+        Self::of(job, Outcome::Failed(attempt))
+    }
+
+    pub fn gone(job: &Claimed, attempt: Attempt, reason: String) -> Self {
+        Self::of(job, Outcome::Gone { attempt, reason })
+    }
+
+    pub fn deferred(job: &Claimed) -> Self {
+        Self::of(job, Outcome::Deferred)
+    }
+
+    pub fn not_sent(job: &Claimed, why: String) -> Self {
+        Self::of(job, Outcome::NotSent { why })
+    }
+
     /// What this outcome counts as in `deliveries_total`, and its attempt's
     /// duration when an HTTP attempt was made.
-    pub fn metric(&self) -> (crate::metrics::DeliveryOutcome, Option<std::time::Duration>) {
+    pub fn metric(&self) -> (crate::metrics::DeliveryOutcome, Option<Duration>) {
         use crate::metrics::DeliveryOutcome as O;
-        let outcome = match (self.status, self.counted) {
-            (Status::Success, _) => O::Success,
-            (Status::Pending, true) => O::Retry,
-            (Status::Pending, false) => O::Deferred,
-            (Status::Failed, true) => O::Failed,
-            (Status::Failed, false) => O::NotSent,
+        let outcome = match &self.outcome {
+            Outcome::Delivered(_) => O::Success,
+            Outcome::Retry { .. } => O::Retry,
+            Outcome::Failed(_) | Outcome::Gone { .. } => O::Failed,
+            Outcome::Deferred => O::Deferred,
+            Outcome::NotSent { .. } => O::NotSent,
         };
-        let attempt = self
-            .counted
-            .then(|| std::time::Duration::from_millis(self.duration_ms.max(0) as u64));
-        (outcome, attempt)
+        let took = self
+            .outcome
+            .attempt()
+            .map(|a| Duration::from_millis(a.duration_ms.max(0) as u64));
+        (outcome, took)
+    }
+}
+
+impl Outcome {
+    /// The HTTP attempt, when one was made.
+    pub fn attempt(&self) -> Option<&Attempt> {
+        match self {
+            Outcome::Delivered(a)
+            | Outcome::Failed(a)
+            | Outcome::Retry { attempt: a, .. }
+            | Outcome::Gone { attempt: a, .. } => Some(a),
+            Outcome::Deferred | Outcome::NotSent { .. } => None,
+        }
+    }
+
+    /// The row goes back to `pending` (so the next due time changes).
+    pub fn requeues(&self) -> bool {
+        matches!(self, Outcome::Retry { .. } | Outcome::Deferred)
+    }
+}
+
+/// Why an HTTP attempt failed, as a kind: stored with the attempt
+/// (`webhook_delivery_attempts.error_kind`) and mapped by the code that
+/// explains failures, so nothing has to read the error's words. The queue
+/// owns it because the attempt log does; the delivery layer produces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The receiver answered, with a status that is not 2xx.
+    HttpStatus,
+    /// The address guard refused the host's address (before any connect).
+    RefusedAddress,
+    /// The host name did not resolve.
+    Dns,
+    /// Nothing accepted the TCP connection.
+    ConnectionRefused,
+    /// The TCP connection was not established within the connect timeout.
+    ConnectTimeout,
+    /// The TLS handshake failed (certificate, protocol, alert).
+    Tls,
+    /// No answer within the request timeout.
+    Timeout,
+    /// The connection closed before the answer was complete.
+    ConnectionClosed,
+    /// The request could not be built from the stored webhook.
+    Request,
+    /// Any other transport failure.
+    Connection,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::HttpStatus,
+        FailureKind::RefusedAddress,
+        FailureKind::Dns,
+        FailureKind::ConnectionRefused,
+        FailureKind::ConnectTimeout,
+        FailureKind::Tls,
+        FailureKind::Timeout,
+        FailureKind::ConnectionClosed,
+        FailureKind::Request,
+        FailureKind::Connection,
+    ];
+
+    /// The stored name (`error_kind`). Never rename one: old rows keep it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::HttpStatus => "http_status",
+            FailureKind::RefusedAddress => "refused_address",
+            FailureKind::Dns => "dns",
+            FailureKind::ConnectionRefused => "connection_refused",
+            FailureKind::ConnectTimeout => "connect_timeout",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ConnectionClosed => "connection_closed",
+            FailureKind::Request => "request",
+            FailureKind::Connection => "connection",
+        }
+    }
+
+    /// The kind a stored name stands for (None for a name this build does
+    /// not know, e.g. written by a newer one).
+    pub fn from_stored(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -143,6 +296,7 @@ pub fn instance_name() -> String {
     format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
+/// A delivery row's status as the completer writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Pending,
@@ -157,5 +311,18 @@ impl Status {
             Status::Success => "success",
             Status::Failed => "failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_reads_back_from_its_stored_name() {
+        for k in FailureKind::ALL {
+            assert_eq!(FailureKind::from_stored(k.as_str()), Some(k));
+        }
+        assert_eq!(FailureKind::from_stored("from a newer build"), None);
     }
 }

@@ -144,6 +144,10 @@ pub struct AttemptView {
     pub status_code: Option<i32>,
     pub duration_ms: i32,
     pub error: Option<String>,
+    /// What kind of failure `error` is (`queue::FailureKind`'s stored names:
+    /// `dns`, `tls`, `refused_address`, `http_status`, ...), as stored; none
+    /// for a success and for attempts logged before kinds were kept.
+    pub error_kind: Option<String>,
     /// The start of the receiver's answer (as much as the daemon keeps).
     pub response_body: Option<String>,
     pub instance: Option<String>,
@@ -208,7 +212,7 @@ pub async fn show_delivery(db_: &Client, id: &str) -> OpResult<DeliveryDetail> {
     })?;
     let attempts = db(
         db_.query(
-            "SELECT attempt, attempted_at, status_code, duration_ms, error, response_body, instance
+            "SELECT attempt, attempted_at, status_code, duration_ms, error, error_kind, response_body, instance
              FROM webhook_delivery_attempts WHERE delivery_id = $1 ORDER BY attempt, id",
             &[&id],
         )
@@ -223,13 +227,14 @@ pub async fn show_delivery(db_: &Client, id: &str) -> OpResult<DeliveryDetail> {
         attempt_log: attempts
             .iter()
             .map(|a| AttemptView {
-                attempt: a.get(0),
-                attempted_at: a.get(1),
-                status_code: a.get(2),
-                duration_ms: a.get(3),
-                error: a.get(4),
-                response_body: a.get(5),
-                instance: a.get(6),
+                attempt: a.get("attempt"),
+                attempted_at: a.get("attempted_at"),
+                status_code: a.get("status_code"),
+                duration_ms: a.get("duration_ms"),
+                error: a.get("error"),
+                error_kind: a.get("error_kind"),
+                response_body: a.get("response_body"),
+                instance: a.get("instance"),
             })
             .collect(),
     })

@@ -11,12 +11,13 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::delivery::client::{ClientConfig, HttpClient};
-use crate::delivery::guard::Resolve;
+use crate::delivery::guard::{AddressGuard, Resolve};
+use crate::delivery::pipeline::Pipeline;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::worker::Worker;
+use crate::queue::claimer::ClaimedColumns;
 use crate::queue::completer::{self, Completer, CompleterConfig};
-use crate::queue::Claimed;
+use crate::queue::{FailureKind, Outcome};
 
 use super::*;
 
@@ -26,34 +27,58 @@ use super::*;
 /// (`super::test_slots`). Real deliveries keep the configured timeout.
 pub const TEST_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15);
 
-/// What it takes to send a test event: the daemon's own client (guard, TLS,
-/// timeouts, the request timeout capped at [`TEST_REQUEST_TIMEOUT_MAX`]) and
-/// settings, built from the config.
+/// What it takes to send a test event: the daemon's own pipeline (guard,
+/// TLS, timeouts, signing, the completer's rules) with one attempt and no
+/// retry, the request timeout capped at [`TEST_REQUEST_TIMEOUT_MAX`].
 pub struct TestSender {
-    pub client: HttpClient,
-    pub cfg: Config,
-    pub instance: String,
+    worker: Worker,
+    completer: CompleterConfig,
+    lease: Duration,
 }
 
 impl TestSender {
-    /// `resolver` replaces the system DNS resolver (tests only).
+    /// The test sender of a process that runs no daemon (the CLI), with its
+    /// own guard. `resolver` replaces the system DNS resolver (tests only).
     pub fn from_config(cfg: &Config, resolver: Option<Arc<dyn Resolve>>) -> anyhow::Result<Self> {
-        let mut cc = ClientConfig::from_config(cfg)?;
+        let instance = format!("test:{}", crate::queue::instance_name());
+        let mut pipeline =
+            Pipeline::from_config(cfg, instance, Arc::new(AddressGuard::from_config(cfg)?));
         if let Some(r) = resolver {
-            cc.resolver = r;
+            pipeline.client.resolver = r;
         }
+        Self::build(pipeline)
+    }
+
+    /// The test sender beside a running pipeline: the same client settings
+    /// and guard, under a lease holder's name of its own.
+    pub fn new(pipeline: &Pipeline) -> anyhow::Result<Self> {
+        let mut pipeline = pipeline.clone();
+        pipeline.completer.instance = format!("test:{}", pipeline.instance);
+        Self::build(pipeline)
+    }
+
+    fn build(mut p: Pipeline) -> anyhow::Result<Self> {
+        let cc = &mut p.client;
         cc.request_timeout = cc.request_timeout.min(TEST_REQUEST_TIMEOUT_MAX);
         cc.connect_timeout = cc.connect_timeout.min(cc.request_timeout);
+        // One attempt: the operator sees the result now.
+        p.policy = RetryPolicy {
+            schedule: Vec::new(),
+            jitter: 0.0,
+            retry_after_cap: Duration::ZERO,
+        };
+        p.completer.batch_max = 1;
         Ok(Self {
-            client: HttpClient::new(cc)?,
-            cfg: cfg.clone(),
-            instance: format!("test:{}", crate::queue::instance_name()),
+            // Never stopped: a test is sent once it is claimed.
+            worker: p.worker(tokio_util::sync::CancellationToken::new())?,
+            completer: p.completer,
+            lease: p.lease,
         })
     }
 
     /// How long a test waits for the receiver at most.
     pub fn timeout(&self) -> Duration {
-        self.client.request_timeout()
+        self.worker.client.request_timeout()
     }
 }
 
@@ -88,37 +113,46 @@ pub struct TestResult {
     pub hint: Option<String>,
 }
 
-/// Names the cause of a failed attempt from the client's error text (see
-/// `delivery::client` and `delivery::guard`, which word them).
-pub fn classify(error: &str) -> (TestCause, &'static str) {
-    let e = error.to_ascii_lowercase();
-    if e.starts_with("refused address") {
-        (TestCause::RefusedAddress, "the URL's host is (or resolves to) a non-public address; point the webhook at a public receiver, or allow the range in delivery.allow_cidrs if it is really meant to be reachable")
-    } else if e.contains("dns lookup") {
-        (
+/// Names the cause of a failed attempt from its kind, with what to do.
+pub fn classify(kind: FailureKind) -> (TestCause, &'static str) {
+    match kind {
+        FailureKind::HttpStatus => (
+            TestCause::HttpStatus,
+            "the receiver answered but not with a 2xx; see its answer",
+        ),
+        FailureKind::RefusedAddress => (TestCause::RefusedAddress, "the URL's host is (or resolves to) a non-public address; point the webhook at a public receiver, or allow the range in delivery.allow_cidrs if it is really meant to be reachable"),
+        FailureKind::Dns => (
             TestCause::Dns,
             "the host name does not resolve; check the URL's spelling and the receiver's DNS",
-        )
-    } else if e.starts_with("timed out") {
-        (TestCause::Timeout, "the receiver did not answer within delivery.request_timeout_ms; it must answer quickly (queue work, reply 2xx)")
-    } else if e.contains("connection refused") {
-        (TestCause::ConnectionRefused, "nothing listens at that host and port; check the receiver is running and the port in the URL")
-    } else if e.contains("certificate")
-        || e.contains("tls")
-        || e.contains("handshake")
-        || e.contains("alert")
-    {
-        (TestCause::Tls, "the TLS handshake failed; the receiver needs a certificate valid for its host name from a public CA (or one in delivery.extra_ca_file)")
-    } else if e.contains("not sent") {
-        (
-            TestCause::NotSent,
-            "the webhook cannot be sent to as it stands; see the error",
-        )
-    } else {
-        (
+        ),
+        FailureKind::Timeout => (TestCause::Timeout, "the receiver did not answer within delivery.request_timeout_ms; it must answer quickly (queue work, reply 2xx)"),
+        FailureKind::ConnectionRefused => (TestCause::ConnectionRefused, "nothing listens at that host and port; check the receiver is running and the port in the URL"),
+        FailureKind::Tls => (TestCause::Tls, "the TLS handshake failed; the receiver needs a certificate valid for its host name from a public CA (or one in delivery.extra_ca_file)"),
+        FailureKind::ConnectTimeout
+        | FailureKind::ConnectionClosed
+        | FailureKind::Request
+        | FailureKind::Connection => (
             TestCause::Connection,
             "the connection failed; check the receiver is reachable from this host",
-        )
+        ),
+    }
+}
+
+/// A test's cause and hint, from what came of it.
+fn explain(outcome: &Outcome) -> (TestCause, Option<&'static str>) {
+    match outcome {
+        Outcome::Delivered(_) => (TestCause::Ok, None),
+        Outcome::NotSent { .. } => (
+            TestCause::NotSent,
+            Some("the webhook cannot be sent to as it stands; see the error"),
+        ),
+        o => match o.attempt().and_then(|a| a.error_kind) {
+            Some(kind) => {
+                let (cause, hint) = classify(kind);
+                (cause, Some(hint))
+            }
+            None => (TestCause::Connection, None),
+        },
     }
 }
 
@@ -201,8 +235,7 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
     .iter()
     .map(|r| r.get(0))
     .collect();
-    let lease = sender.cfg.delivery.lease();
-    let lease_deadline = Instant::now() + lease;
+    let lease_deadline = Instant::now() + sender.lease;
     let row = db(
         client
             .query_one(
@@ -210,50 +243,28 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
                 &[
                     &w.id,
                     &test_payload(&types),
-                    &sender.instance,
-                    &lease.as_secs_f64(),
+                    &sender.completer.instance,
+                    &sender.lease.as_secs_f64(),
                 ],
             )
             .await,
         "recording the test delivery",
     )?;
-    let mut info = crate::queue::claimer::webhook_info(&row, row.get::<_, Option<&str>>(8))
-        .context("reading the webhook for the test delivery")?;
+    let read = "reading the webhook for the test delivery";
+    let cols = ClaimedColumns::find(row.columns()).context(read)?;
+    let mut info = cols.webhook(&row).context(read)?;
     info.enabled = true; // tested on purpose, even while disabled
     info.retry_schedule = Some(Vec::new()); // one attempt: the operator sees the result now
-    let job = Claimed {
-        id: row.get(0),
-        event_type: row.get(2),
-        payload: row.get(3),
-        attempt: row.get(4),
-        inserted_at: row.get(5),
-        lease: row.get(18),
-        lease_deadline,
-        webhook: Arc::new(info),
-    };
+    let job = cols
+        .claimed(&row, Arc::new(info), lease_deadline)
+        .context(read)?;
     drop(client);
-    let d = &sender.cfg.delivery;
-    let worker = Worker {
-        client: sender.client.clone(),
-        policy: RetryPolicy {
-            schedule: Vec::new(),
-            jitter: 0.0,
-            retry_after_cap: Duration::ZERO,
-        },
-        response_log_max: d.response_log_max_bytes,
-        stop: tokio_util::sync::CancellationToken::new(),
-    };
-    let outcome = worker.deliver(&job).await;
+    let outcome = sender.worker.deliver(&job).await;
 
     // Recorded by the completer, as the daemon records outcomes (attempt log, health).
     let (tx, rx) = completer::channel(1);
     let done = Completer::new(
-        CompleterConfig {
-            instance: sender.instance.clone(),
-            batch_max: 1,
-            disable_after_failures: sender.cfg.health.disable_after_failures as i32,
-            disable_after: Duration::from_secs(sender.cfg.health.disable_after_secs),
-        },
+        sender.completer.clone(),
         pool.clone(),
         rx,
         Arc::new(tokio::sync::Notify::new()),
@@ -280,30 +291,23 @@ pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpRes
             job.id
         )));
     }
-    let success = outcome.status == crate::queue::Status::Success;
-    let (cause, hint) = match (&outcome.status_code, &outcome.error) {
-        _ if success => (TestCause::Ok, None),
-        (Some(_), _) => (
-            TestCause::HttpStatus,
-            Some("the receiver answered but not with a 2xx; see its answer".to_string()),
-        ),
-        (None, Some(e)) => {
-            let (c, h) = classify(e);
-            (c, Some(h.to_string()))
-        }
-        (None, None) => (TestCause::Connection, None),
+    let (cause, hint) = explain(&outcome.outcome);
+    let attempt = outcome.outcome.attempt();
+    let error = match &outcome.outcome {
+        Outcome::NotSent { why } => Some(why.clone()),
+        _ => attempt.and_then(|a| a.error.clone()),
     };
     Ok(TestResult {
         delivery_id: job.id,
         webhook_id: w.id,
         url: w.url,
-        success,
+        success: cause == TestCause::Ok,
         cause,
-        status_code: outcome.status_code,
-        duration_ms: outcome.duration_ms,
-        error: outcome.error,
-        response_body: outcome.response_body,
-        hint,
+        status_code: attempt.and_then(|a| a.status_code),
+        duration_ms: attempt.map_or(0, |a| a.duration_ms),
+        error,
+        response_body: attempt.and_then(|a| a.response_body.clone()),
+        hint: hint.map(str::to_string),
     })
 }
 
@@ -339,32 +343,28 @@ mod tests {
         );
     }
 
+    /// Each kind the client stores names its cause; those a person can act
+    /// on alike share one.
     #[test]
-    fn failure_causes_are_named_from_the_client_s_words() {
-        for (error, cause) in [
-            (
-                "refused address: 127.0.0.1 is a loopback address (127.0.0.0/8); …",
-                TestCause::RefusedAddress,
-            ),
-            (
-                "client error (Connect): DNS lookup of nope.example failed: no such host",
-                TestCause::Dns,
-            ),
-            ("timed out after 10000 ms", TestCause::Timeout),
-            (
-                "client error (Connect): tcp connect error: Connection refused (os error 111)",
-                TestCause::ConnectionRefused,
-            ),
-            (
-                "client error (Connect): invalid peer certificate: UnknownIssuer",
-                TestCause::Tls,
-            ),
-            (
-                "client error (SendRequest): connection closed before message completed",
-                TestCause::Connection,
-            ),
+    fn failure_causes_are_named_from_the_stored_kind() {
+        for (kind, cause) in [
+            (FailureKind::HttpStatus, TestCause::HttpStatus),
+            (FailureKind::RefusedAddress, TestCause::RefusedAddress),
+            (FailureKind::Dns, TestCause::Dns),
+            (FailureKind::Timeout, TestCause::Timeout),
+            (FailureKind::ConnectionRefused, TestCause::ConnectionRefused),
+            (FailureKind::Tls, TestCause::Tls),
+            (FailureKind::ConnectTimeout, TestCause::Connection),
+            (FailureKind::ConnectionClosed, TestCause::Connection),
+            (FailureKind::Request, TestCause::Connection),
+            (FailureKind::Connection, TestCause::Connection),
         ] {
-            assert_eq!(classify(error).0, cause, "{error}");
+            assert_eq!(classify(kind).0, cause, "{kind}");
+        }
+        // Read back from the attempt log, as `deliveries show` does.
+        for kind in FailureKind::ALL {
+            let stored = FailureKind::from_stored(kind.as_str()).unwrap();
+            assert_eq!(classify(stored), classify(kind));
         }
     }
 }
