@@ -9,7 +9,7 @@ pub mod timestamp;
 
 pub use timestamp::Timestamp;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -47,7 +47,7 @@ pub fn pool_for(part: &'static str, url: &str, size: usize) -> Result<Pool> {
         cfg,
         WatchedConnect {
             part,
-            lost: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicU8::new(CONNECTED)),
         },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -70,8 +70,16 @@ pub fn pool_for(part: &'static str, url: &str, size: usize) -> Result<Pool> {
 /// filtered out in `logging`.)
 struct WatchedConnect {
     part: &'static str,
-    lost: Arc<AtomicBool>,
+    /// CONNECTED, LOST (said without the server's reason) or LOST_SAID_WHY.
+    lost: Arc<AtomicU8>,
 }
+
+const CONNECTED: u8 = 0;
+const LOST: u8 = 1;
+const LOST_SAID_WHY: u8 = 2;
+/// A connection that merely closed waits this long for a sibling that
+/// carries the server's reason before saying so itself.
+const REASON_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl deadpool_postgres::Connect for WatchedConnect {
     fn connect(
@@ -84,19 +92,32 @@ impl deadpool_postgres::Connect for WatchedConnect {
         let cfg = pg_config.clone();
         Box::pin(async move {
             let (client, conn) = cfg.connect(NoTls).await?;
-            if self.lost.swap(false, Ordering::Relaxed) {
+            if self.lost.swap(CONNECTED, Ordering::Relaxed) != CONNECTED {
                 tracing::info!(part = self.part, "database connection restored");
             }
             let (part, lost) = (self.part, self.lost.clone());
             let task = tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    if !lost.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            part,
-                            reason = error_line(&e),
-                            "database connection lost; reconnecting (deliveries wait, none is lost)"
-                        );
+                let Err(e) = conn.await else { return };
+                let say = |reason: String| {
+                    tracing::warn!(
+                        part,
+                        reason,
+                        "database connection lost; reconnecting (deliveries wait, none is lost)"
+                    )
+                };
+                if e.as_db_error().is_some() {
+                    // The server said why (a restart, an administrator).
+                    if lost.swap(LOST_SAID_WHY, Ordering::Relaxed) != LOST_SAID_WHY {
+                        say(error_line(&e));
                     }
+                    return;
+                }
+                tokio::time::sleep(REASON_WAIT).await;
+                if lost
+                    .compare_exchange(CONNECTED, LOST, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    say(error_line(&e));
                 }
             });
             Ok((client, task))
@@ -127,8 +148,14 @@ pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
         if pg_db_error {
             continue; // "db error": its source says what.
         }
-        let s = err.to_string();
-        // Wrappers often repeat their cause's text in their own.
+        // Wrappers often repeat their cause's text in their own, at its end
+        // (deadpool: "Error occurred while creating a new object: db error").
+        let mut s = err.to_string();
+        if let Some(cause) = next.map(|c| format!(": {c}")) {
+            if let Some(own) = s.strip_suffix(&cause) {
+                s = own.to_string();
+            }
+        }
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
@@ -179,6 +206,23 @@ mod tests {
         assert_eq!(
             error_line(e.as_ref()),
             "claiming deliveries: error connecting to server: Connection refused"
+        );
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "Error occurred while creating a new object: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = std::io::Error::other("the database system is shutting down");
+        assert_eq!(
+            error_line(&Wrapper(inner)),
+            "Error occurred while creating a new object: the database system is shutting down"
         );
     }
 }

@@ -271,11 +271,19 @@ impl Claimer {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "claiming deliveries failed; retrying"
-                    );
+                    // Said once per outage; the retries fail the same way.
+                    if backoff == ERROR_BACKOFF {
+                        tracing::warn!(
+                            reason = crate::db::error_line(e.as_ref()),
+                            "claiming deliveries failed; retrying with backoff"
+                        );
+                    } else {
+                        tracing::debug!(
+                            reason = crate::db::error_line(e.as_ref()),
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "claiming deliveries still fails"
+                        );
+                    }
                     last_full = false;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

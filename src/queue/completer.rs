@@ -167,11 +167,20 @@ impl Completer {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            batch = batch.len(),
-                            "recording delivery outcomes failed; retrying"
-                        );
+                        // Said once per batch; the retries fail the same way.
+                        if backoff == WRITE_BACKOFF_MIN {
+                            tracing::warn!(
+                                reason = crate::db::error_line(e.as_ref()),
+                                batch = batch.len(),
+                                "recording delivery outcomes failed; retrying with backoff (the deliveries wait, none is lost)"
+                            );
+                        } else {
+                            tracing::debug!(
+                                reason = crate::db::error_line(e.as_ref()),
+                                batch = batch.len(),
+                                "recording delivery outcomes still fails"
+                            );
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = stop_retrying.cancelled() => {
@@ -197,7 +206,7 @@ impl Completer {
         match self.write(batch).await {
             Err(e) if is_data_error(&e) => {
                 tracing::warn!(
-                    error = format!("{e:#}"),
+                    reason = crate::db::error_line(e.as_ref()),
                     "a delivery outcome was refused; writing the batch row by row"
                 );
                 for c in batch {

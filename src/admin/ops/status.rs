@@ -68,7 +68,10 @@ pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<Vec<Web
         Some(s) => Some(site(db_, s).await?.id),
         None => None,
     };
-    let rows = db(db_.query(STATUS_SQL, &[&site_id]).await, "reading the queue")?;
+    let rows = db(
+        db_.query(STATUS_SQL, &[&site_id]).await,
+        "reading the queue",
+    )?;
     Ok(rows
         .iter()
         .map(|r| WebhookStatus {
