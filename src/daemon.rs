@@ -33,6 +33,7 @@ use crate::queue::claimer::{Claimer, ClaimerConfig, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
 use crate::queue::completer::{self, Completer, CompleterConfig};
 use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
+use crate::service::PeriodicService;
 use crate::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use crate::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
 use crate::triggers::source::checker::SourceChecker;
@@ -284,8 +285,8 @@ impl Daemon {
         )
         .await
         {
-            Ok((0, 0)) => {}
-            Ok((p, f)) => tracing::warn!(released = p, failed = f, "released interrupted deliveries"),
+            Ok(r) if r.is_empty() => {}
+            Ok(r) => tracing::warn!(released = r.pending, failed = r.failed, "released interrupted deliveries"),
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 "could not release this instance's deliveries; their leases will expire and the rescuer will return them"
