@@ -797,6 +797,228 @@ pub fn dashboard_url(base: &str, domain: &str, kind: ThresholdKind) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
+
+    /// A live, armed trigger that never fired.
+    fn trigger(kind: ThresholdKind, threshold: Option<i32>) -> Trigger {
+        Trigger {
+            id: Uuid::nil(),
+            webhook_id: Uuid::nil(),
+            kind,
+            threshold,
+            window: Duration::seconds(kind.default_window_secs()),
+            cooldown: Duration::hours(1),
+            state: State {
+                armed: true,
+                last_fired_at: None,
+            },
+            derived: None,
+            derived_at: None,
+            site_id: 1,
+            domain: "shop.example".into(),
+            live: true,
+            paused: false,
+            timezone: "UTC".into(),
+        }
+    }
+
+    /// Steps 2 to 4 for one trigger: `history` as step 2 reads it (when
+    /// derived), `visitors` as step 3 counts them.
+    fn evaluate(t: Trigger, history: Option<(i64, f64)>, visitors: i64) -> Candidate {
+        let mut c = Candidate::new(t);
+        c.derive = history.is_some();
+        c.settle_threshold(history);
+        if let Some(w) = c.window(NOW) {
+            c.decide(w, visitors, NOW);
+        }
+        c
+    }
+
+    #[test]
+    fn a_configured_threshold_fires_at_it_and_disarms() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(100)), None, 100);
+        assert!(c.fired());
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 100,
+                source: "configured"
+            })
+        );
+        assert_eq!(
+            c.new_state(NOW),
+            NewState {
+                armed: false,
+                evaluated: true,
+                fired_at: Some(NOW),
+                value: Some(100),
+                derived: None,
+                derived_at: None,
+            }
+        );
+        let w = c.verdict.unwrap().window;
+        assert_eq!((w.from, w.to), (NOW - Duration::minutes(5), NOW));
+    }
+
+    #[test]
+    fn below_a_spike_threshold_or_at_a_drop_one_does_not_fire_and_rearms() {
+        for (kind, visitors) in [(ThresholdKind::Spike, 99), (ThresholdKind::Drop, 100)] {
+            let mut t = trigger(kind, Some(100));
+            t.state.armed = false;
+            let c = evaluate(t, None, visitors);
+            assert!(!c.fired(), "{kind:?}");
+            let s = c.new_state(NOW);
+            assert!(s.armed && s.evaluated && s.fired_at.is_none(), "{kind:?}");
+            assert_eq!(s.value, Some(visitors as i32));
+        }
+    }
+
+    #[test]
+    fn a_disarmed_trigger_stays_silent_on_the_alerting_side() {
+        let mut t = trigger(ThresholdKind::Drop, Some(10));
+        t.state.armed = false;
+        let c = evaluate(t, None, 3);
+        assert!(!c.fired());
+        assert!(!c.new_state(NOW).armed);
+    }
+
+    #[test]
+    fn within_the_cooldown_a_crossing_is_held_and_the_trigger_stays_armed() {
+        let mut t = trigger(ThresholdKind::Spike, Some(10));
+        t.state.last_fired_at = Some(NOW - Duration::minutes(59));
+        let c = evaluate(t, None, 50);
+        assert!(!c.fired());
+        let s = c.new_state(NOW);
+        assert!(s.armed && s.evaluated);
+    }
+
+    #[test]
+    fn a_trigger_not_live_is_skipped_and_keeps_its_state() {
+        let mut t = trigger(ThresholdKind::Spike, Some(10));
+        (t.live, t.paused) = (false, true);
+        t.state.armed = false;
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        let c = evaluate(t, None, 1_000);
+        assert_eq!((c.threshold, c.verdict, c.window(NOW)), (None, None, None));
+        assert_eq!(
+            c.new_state(NOW),
+            NewState {
+                armed: false,
+                evaluated: false,
+                fired_at: None,
+                value: None,
+                derived: None,
+                derived_at: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_threshold_derived_now_is_used_and_stored() {
+        let t = trigger(ThresholdKind::Spike, None);
+        assert!(Candidate::new(t.clone()).wants_derived(NOW));
+        // 7 days of 5-minute windows at 30 visitors each: usual 30, spike 60.
+        let history = Some((2016 * 30, 7.0 * 86_400.0));
+        let c = evaluate(t.clone(), history, 60);
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 60,
+                source: "derived"
+            })
+        );
+        assert!(c.fired());
+        let s = c.new_state(NOW);
+        assert_eq!((s.derived, s.derived_at), (Some(60), Some(NOW)));
+        assert!(!evaluate(t, history, 59).fired());
+    }
+
+    #[test]
+    fn a_drop_without_enough_history_records_none_yet_and_is_skipped() {
+        // 14 windows of 12 hours with 26 visitors in all: usual 1.86, and
+        // half of it is under 1.
+        let c = evaluate(
+            trigger(ThresholdKind::Drop, None),
+            Some((26, 7.0 * 86_400.0)),
+            0,
+        );
+        assert_eq!((c.threshold, c.verdict), (None, None));
+        let s = c.new_state(NOW);
+        assert_eq!(
+            (s.derived, s.derived_at, s.evaluated),
+            (Some(0), Some(NOW), false)
+        );
+        // Stored that way and not stale yet, it is not derived again and
+        // still skipped: 0 is no threshold.
+        let mut t = trigger(ThresholdKind::Drop, None);
+        (t.derived, t.derived_at) = (Some(0), Some(NOW - Duration::hours(1)));
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        assert_eq!(evaluate(t, None, 0).threshold, None);
+    }
+
+    #[test]
+    fn a_stored_derived_threshold_is_used_until_a_day_old() {
+        let mut t = trigger(ThresholdKind::Drop, None);
+        (t.derived, t.derived_at) = (Some(15), Some(NOW - Duration::hours(23)));
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        let c = evaluate(t.clone(), None, 14);
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 15,
+                source: "derived"
+            })
+        );
+        assert!(c.fired());
+        assert_eq!(c.new_state(NOW).derived, None, "not derived again");
+        t.derived_at = Some(NOW - Duration::hours(24));
+        assert!(Candidate::new(t).wants_derived(NOW));
+    }
+
+    #[test]
+    fn a_huge_count_is_stored_clamped() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(10)), None, i64::MAX);
+        assert_eq!(c.new_state(NOW).value, Some(i32::MAX));
+    }
+
+    #[test]
+    fn the_baseline_is_the_mean_of_seven_days_and_a_zero_one_has_no_change() {
+        let c = evaluate(trigger(ThresholdKind::Drop, Some(10)), None, 4);
+        let p = firing_payload(&c, &[0; 7], None, "");
+        assert_eq!(p["baseline_visitors"], 0.0);
+        assert_eq!(p["change_percent"], serde_json::Value::Null);
+        assert_eq!(p["threshold_source"], "configured");
+        assert!(p.get("top_sources").is_none() && p.get("dashboard_url").is_none());
+        // Mean 10/7 = 1.43 → 1.4; (4 - 1.43) / 1.43 = +180 %.
+        let p = firing_payload(&c, &[10, 0, 0, 0, 0, 0, 0], None, "");
+        assert_eq!(p["baseline_visitors"], 1.4);
+        assert_eq!(p["change_percent"], 180.0);
+        // A drop: 4 against a usual 8 is -50 %.
+        let p = firing_payload(&c, &[8; 7], None, "https://p.example");
+        assert_eq!(p["change_percent"], -50.0);
+        assert_eq!(p["dashboard_url"], "https://p.example/shop.example");
+    }
+
+    #[test]
+    fn a_spike_payload_lists_its_top_sources_and_pages() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(10)), None, 12);
+        let ranked = |name: &str| {
+            vec![Ranked {
+                name: name.into(),
+                visitors: 5,
+            }]
+        };
+        let p = firing_payload(&c, &[6; 7], Some((ranked("Google"), ranked("/"))), "");
+        assert_eq!(
+            p["top_sources"],
+            json!([{"source": "Google", "visitors": 5}])
+        );
+        assert_eq!(p["top_pages"], json!([{"page": "/", "visitors": 5}]));
+        assert_eq!(p["change_percent"], 100.0);
+        assert_eq!(p["window_secs"], 300);
+    }
 
     #[test]
     fn dashboard_links() {

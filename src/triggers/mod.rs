@@ -431,6 +431,34 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
+    fn trigger_types_by_name() {
+        for t in TriggerType::ALL {
+            assert_eq!(TriggerType::from_schema(t.as_str()), Some(t));
+            assert_eq!(TriggerType::parse(t.short_name()), Some(t));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::Value::from(t.as_str())
+            );
+            // The registry below the triggers layer lists the same events.
+            assert!(
+                crate::metrics::LABELLED_EVENTS.contains(&t.event_type()),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            TriggerType::parse(" Visitor-Spike "),
+            Some(TriggerType::VisitorSpike)
+        );
+        assert_eq!(TriggerType::from_schema("spike"), None);
+        assert_eq!(TriggerType::parse("goals"), None);
+        assert_eq!(
+            TriggerType::TrafficDrop.threshold_kind(),
+            Some(ThresholdKind::Drop)
+        );
+        assert_eq!(TriggerType::GoalCompletion.threshold_kind(), None);
+    }
+
+    #[test]
     fn hysteresis_and_cooldown_over_a_sequence() {
         let t0 = datetime!(2026-03-02 10:00 UTC);
         let cooldown = Duration::minutes(60);
