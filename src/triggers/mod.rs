@@ -1,6 +1,7 @@
-//! Triggers: the daemon's second job. Two services, each a loop with the
-//! usual start/stop shape, each claiming due `webhook_triggers` rows with
-//! `FOR UPDATE SKIP LOCKED` (so every trigger is evaluated by exactly one
+//! Triggers: the daemon's second job. Two periodic services
+//! (`service::PeriodicService`), each running rounds of batches
+//! (`in_batches`), each claiming due `webhook_triggers` rows with `FOR
+//! UPDATE SKIP LOCKED` (so every trigger is evaluated by exactly one
 //! instance per round, and no instance waits on another), and committing the
 //! trigger's new state together with the deliveries it enqueues:
 //!
