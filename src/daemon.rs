@@ -31,6 +31,7 @@ use crate::queue::claimer::{Claimer, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
 use crate::queue::completer::{self, Completer};
 use crate::queue::rescuer::{self, Rescuer, RescuerConfig};
+use crate::service::PeriodicService;
 use crate::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use crate::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
 use crate::triggers::source::checker::SourceChecker;
@@ -294,8 +295,8 @@ impl Daemon {
         )
         .await
         {
-            Ok((0, 0)) => {}
-            Ok((p, f)) => tracing::warn!(released = p, failed = f, "released interrupted deliveries"),
+            Ok(r) if r.is_empty() => {}
+            Ok(r) => tracing::warn!(released = r.pending, failed = r.failed, "released interrupted deliveries"),
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 "could not release this instance's deliveries; their leases will expire and the rescuer will return them"

@@ -3,8 +3,9 @@
 //! The house follows the data. Layers, bottom first; a module imports only
 //! from layers below its own (`tests/layers.rs` checks this on every run):
 //!
-//! 1. `metrics`, `logging`: the process-wide registry and log setup; they
-//!    import nothing of the crate, so every layer may record into them.
+//! 1. `metrics`, `logging`, `service`: the process-wide registry, log setup
+//!    and the periodic-service loop; they import nothing of the crate, so
+//!    every layer may record into them and build its services on the loop.
 //! 2. `config`: the configuration file and environment, validated.
 //! 3. `db`: pool, migrations, settings, the LISTEN connection.
 //! 4. `queue`: the delivery job (`Claimed`, `WebhookInfo`, `Completion`) and
@@ -30,5 +31,6 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+pub mod service;
 pub mod testkit;
 pub mod triggers;

@@ -37,7 +37,7 @@ use uuid::Uuid;
 use super::auth::{self, Access, Principal};
 use super::ops::{self, OpError, WebhookView};
 use super::state::{json_response, AdminState, HttpResponse};
-use super::validate::{self, Invalid, Rule, TriggerType};
+use super::validate::{self, Invalid, Rule};
 
 /// Deliveries per page: default and most.
 pub const PAGE_DEFAULT: i64 = 50;
@@ -818,7 +818,7 @@ impl Fields {
             Some(_) => return Err(wrong_type("goal", "a goal id or display name")),
         };
         Ok(ops::NewTrigger {
-            trigger_type: TriggerType::parse(&ty)?,
+            trigger_type: validate::trigger_type(&ty)?,
             threshold: self.int("threshold")?.flatten(),
             window_secs: self.int("window_secs")?.flatten(),
             cooldown_secs: self.int("cooldown_secs")?.flatten(),

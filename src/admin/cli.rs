@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::ops::{self, OpError};
-use super::validate::{self, TriggerType};
+use super::validate;
 use crate::config::Config;
 use crate::db;
 use crate::delivery::envelope::rfc3339_seconds;
@@ -331,7 +331,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                 .iter()
                 .map(|t| {
                     Ok(ops::NewTrigger {
-                        trigger_type: TriggerType::parse(t)?,
+                        trigger_type: validate::trigger_type(t)?,
                         threshold: None,
                         window_secs: None,
                         cooldown_secs: None,
@@ -503,7 +503,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
             goal,
         }) => {
             let t = ops::NewTrigger {
-                trigger_type: TriggerType::parse(&trigger_type)?,
+                trigger_type: validate::trigger_type(&trigger_type)?,
                 threshold,
                 window_secs: window
                     .map(|w| validate::duration_secs("window", &w))
@@ -747,10 +747,11 @@ fn print_triggers(t: &[ops::TriggerView]) {
             ],
             t.iter()
                 .map(|t| {
-                    let spike_or_drop = t.trigger_type != "goal_completion";
+                    let spike_or_drop =
+                        t.trigger_type != crate::triggers::TriggerType::GoalCompletion;
                     vec![
                         t.id.to_string(),
-                        t.trigger_type.clone(),
+                        t.trigger_type.to_string(),
                         match (spike_or_drop, t.threshold) {
                             (false, _) => "-".into(),
                             (true, Some(v)) => v.to_string(),

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use crate::config::{check_retry_schedule, RetryScheduleError};
 use crate::delivery::guard::{AddressGuard, MAX_URL_LEN};
 use crate::delivery::signing::SECRET_PREFIX;
+use crate::triggers::TriggerType;
 
 pub const NAME_MAX_CHARS: usize = 255;
 pub const SECRET_MIN_CHARS: usize = 32;
@@ -413,35 +414,15 @@ fn range(field: &str, v: i64, lo: i64, hi: i64) -> Valid<i32> {
     Ok(v as i32)
 }
 
-/// The trigger types, by their schema names or the short ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerType {
-    VisitorSpike,
-    TrafficDrop,
-    GoalCompletion,
-}
-
-impl TriggerType {
-    pub fn parse(s: &str) -> Valid<Self> {
-        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "spike" | "visitor_spike" => Ok(Self::VisitorSpike),
-            "drop" | "traffic_drop" => Ok(Self::TrafficDrop),
-            "goal" | "goal_completion" => Ok(Self::GoalCompletion),
-            _ => Err(Invalid::new(
-                "type",
-                Rule::Syntax,
-                format!("`{s}` is not a trigger type; use spike, drop or goal"),
-            )),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::VisitorSpike => "visitor_spike",
-            Self::TrafficDrop => "traffic_drop",
-            Self::GoalCompletion => "goal_completion",
-        }
-    }
+/// A trigger type as an operator writes it (`TriggerType::parse`).
+pub fn trigger_type(s: &str) -> Valid<TriggerType> {
+    TriggerType::parse(s).ok_or_else(|| {
+        Invalid::new(
+            "type",
+            Rule::Syntax,
+            format!("`{s}` is not a trigger type; use spike, drop or goal"),
+        )
+    })
 }
 
 /// A trigger's settings, checked together: threshold and window belong to
@@ -669,10 +650,7 @@ mod tests {
             rule(trigger(TriggerType::VisitorSpike, &spike_with_goal)).1,
             Rule::NotApplicable
         );
-        assert_eq!(
-            TriggerType::parse("spike").unwrap(),
-            TriggerType::VisitorSpike
-        );
+        assert_eq!(trigger_type("spike").unwrap(), TriggerType::VisitorSpike);
         let now = time::macros::datetime!(2026-11-23 12:00 UTC);
         assert_eq!(
             since("since", "2h", now).unwrap(),

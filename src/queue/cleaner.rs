@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
+use crate::service::PeriodicService;
+
 const PRUNE_SQL: &str = "
 WITH x AS (
     SELECT id FROM webhook_deliveries
@@ -60,23 +62,6 @@ impl Cleaner {
         Ok(Self { cfg, pool })
     }
 
-    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = self.prune(&stop).await {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "pruning old deliveries failed; will retry"
-                    );
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.interval) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        })
-    }
-
     /// One pruning pass; returns the deliveries deleted (finished ones past
     /// retention, and every delivery of the webhooks purged).
     pub async fn prune(&self, stop: &CancellationToken) -> Result<u64> {
@@ -121,5 +106,21 @@ impl Cleaner {
             );
         }
         Ok(total)
+    }
+}
+
+impl PeriodicService for Cleaner {
+    const NAME: &'static str = "cleaner";
+    const WORK: &'static str = "pruning old deliveries";
+    const AFTER_FAILURE: &'static str = "will retry";
+    /// Deliveries deleted.
+    type Outcome = u64;
+
+    fn interval(&self) -> Duration {
+        self.cfg.interval
+    }
+
+    async fn run_once(&mut self, stop: &CancellationToken) -> Result<u64> {
+        self.prune(stop).await
     }
 }

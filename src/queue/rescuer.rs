@@ -12,6 +12,8 @@ use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::service::{FirstRun, PeriodicService};
+
 /// Most rows returned per statement; the loop repeats while batches come back full.
 pub const RESCUE_BATCH: i64 = 1_000;
 
@@ -68,39 +70,54 @@ impl Rescuer {
         Ok(Self { cfg, pool, wake })
     }
 
-    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                let jitter = self.cfg.interval.mul_f64(0.9 + fastrand::f64() * 0.2);
-                tokio::select! {
-                    _ = tokio::time::sleep(jitter) => {}
-                    _ = stop.cancelled() => break,
-                }
-                if let Err(e) = self.rescue_expired().await {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "rescuing expired leases failed; will retry"
-                    );
-                }
-            }
-            tracing::debug!("rescuer stopped");
-        })
-    }
-
-    /// Returns every expired lease; (back to pending, failed for good).
-    pub async fn rescue_expired(&self) -> Result<(i64, i64)> {
+    /// Returns every expired lease.
+    pub async fn rescue_expired(&self) -> Result<Released> {
         let r = release(&self.pool, None, self.cfg.default_retries, LEASE_EXPIRED).await?;
-        if r.0 > 0 {
+        if r.pending > 0 {
             self.wake.notify_one();
         }
-        if r.0 + r.1 > 0 {
+        if !r.is_empty() {
             tracing::warn!(
-                retried = r.0,
-                failed = r.1,
+                retried = r.pending,
+                failed = r.failed,
                 "rescued deliveries whose lease expired"
             );
         }
         Ok(r)
+    }
+}
+
+impl PeriodicService for Rescuer {
+    const NAME: &'static str = "rescuer";
+    const WORK: &'static str = "rescuing expired leases";
+    const AFTER_FAILURE: &'static str = "will retry";
+    /// No lease this process took can have expired at start; one left by a
+    /// crashed predecessor waits one interval, as it would have anyway.
+    const FIRST_RUN: FirstRun = FirstRun::AfterPause;
+    type Outcome = Released;
+
+    /// Jittered by ±10 % so instances started together do not rescue in step.
+    fn interval(&self) -> Duration {
+        self.cfg.interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+    }
+
+    async fn run_once(&mut self, _stop: &CancellationToken) -> Result<Released> {
+        self.rescue_expired().await
+    }
+}
+
+/// Deliveries returned to the queue by one `release`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Back to `pending`, due at once.
+    pub pending: i64,
+    /// Out of attempts: `failed` for good.
+    pub failed: i64,
+}
+
+impl Released {
+    pub fn is_empty(&self) -> bool {
+        self.pending + self.failed == 0
     }
 }
 
@@ -110,9 +127,9 @@ pub async fn release(
     holder: Option<&str>,
     default_retries: i32,
     why: &str,
-) -> Result<(i64, i64)> {
+) -> Result<Released> {
     let client = pool.get().await.context("getting a database connection")?;
-    let mut total = (0, 0);
+    let mut total = Released::default();
     loop {
         let row = client
             .query_one(
@@ -122,7 +139,8 @@ pub async fn release(
             .await
             .context("returning leased deliveries to the queue")?;
         let (p, f): (i64, i64) = (row.get(0), row.get(1));
-        total = (total.0 + p, total.1 + f);
+        total.pending += p;
+        total.failed += f;
         if p + f < RESCUE_BATCH {
             return Ok(total);
         }

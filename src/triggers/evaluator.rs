@@ -11,10 +11,16 @@
 //!    statements for the whole batch);
 //! 6. write the new states and enqueue the deliveries; commit.
 //!
+//! Each step is one method over the batch's one list of `Candidate`s (a
+//! claimed trigger with what the steps found out about it so far); what
+//! steps 2, 4 and 5 decide per trigger (`Candidate::settle_threshold`,
+//! `Candidate::decide`, `firing_payload`) reads no database.
+//!
 //! A crash anywhere before the commit rolls all of it back: the trigger is
 //! due again and the next round (on any instance) evaluates it afresh, so a
 //! notification is never lost and never doubled.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -27,11 +33,12 @@ use uuid::Uuid;
 
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
 use super::{
-    decide, round1, set_aside, set_aside_unreadable, threshold, BeforeCommit, Enqueue, Outage,
-    State, TriggerKind, PAUSED_RECHECK,
+    decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
+    Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
 use crate::delivery::envelope::rfc3339_seconds;
 use crate::queue::claimer::{col, Unreadable};
+use crate::service::{PeriodicService, Warnings};
 
 /// The baseline: the same window at the same time of day on each of the
 /// previous `BASELINE_DAYS` days of the site's timezone (so across a DST
@@ -126,10 +133,12 @@ pub struct Evaluator {
     source: Arc<AnalyticsSource>,
 }
 
-struct Claimed {
+/// A claimed spike/drop trigger, as its row reads.
+#[derive(Debug, Clone)]
+struct Trigger {
     id: Uuid,
     webhook_id: Uuid,
-    kind: TriggerKind,
+    kind: ThresholdKind,
     threshold: Option<i32>,
     window: Duration,
     cooldown: Duration,
@@ -145,8 +154,131 @@ struct Claimed {
     timezone: String,
 }
 
-/// The new state of one claimed trigger.
-struct Outcome {
+/// What a trigger's count is compared with, and where it came from (the
+/// payload's `threshold_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Threshold {
+    value: i64,
+    source: &'static str,
+}
+
+/// A count and what was decided on it (step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    window: Window,
+    visitors: i64,
+    decision: Decision,
+}
+
+/// One claimed trigger on its way through a batch: each step fills in its
+/// part, and the last writes the trigger's new state from it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    trigger: Trigger,
+    /// Step 2: its threshold is derived from history in this batch.
+    derive: bool,
+    /// Step 2: the threshold derived in this batch, stored with the round's
+    /// instant; 0 records "derived, none yet", so it is not recomputed
+    /// every round.
+    derived: Option<i32>,
+    /// Step 2: what it is evaluated against; None: skipped this round.
+    threshold: Option<Threshold>,
+    /// Step 4.
+    verdict: Option<Verdict>,
+}
+
+impl Candidate {
+    fn new(trigger: Trigger) -> Self {
+        Self {
+            trigger,
+            derive: false,
+            derived: None,
+            threshold: None,
+            verdict: None,
+        }
+    }
+
+    /// Live, without a threshold of its own, and the derived one missing or
+    /// a day old: step 2 reads its history (within the round's budget).
+    fn wants_derived(&self, now: OffsetDateTime) -> bool {
+        let t = &self.trigger;
+        t.live && t.threshold.is_none() && threshold::stale(t.derived_at, now)
+    }
+
+    /// Step 2: the threshold it is evaluated against: its own; or one
+    /// derived now from `history` (the bucketed visitors and the seconds of
+    /// history covered, given when `derive`); or the one derived before.
+    /// None (skipped) for a trigger not live, or without a threshold of at
+    /// least 1.
+    fn settle_threshold(&mut self, history: Option<(i64, f64)>) {
+        let t = &self.trigger;
+        let derived = |v: i32| Threshold {
+            value: i64::from(v),
+            source: "derived",
+        };
+        let threshold = match (t.live, t.threshold, history) {
+            (false, _, _) => None,
+            (true, Some(v), _) => Some(Threshold {
+                value: i64::from(v),
+                source: "configured",
+            }),
+            (true, None, Some((sum, covered))) => {
+                let usual = threshold::usual_per_window(sum, t.window.whole_seconds(), covered);
+                let now_derived = threshold::derive(t.kind, usual);
+                self.derived = Some(now_derived.unwrap_or(0));
+                now_derived.map(derived)
+            }
+            (true, None, None) => t.derived.map(derived),
+        };
+        self.threshold = threshold.filter(|t| t.value >= 1);
+    }
+
+    /// The window step 3 counts, for a trigger with a threshold.
+    fn window(&self, now: OffsetDateTime) -> Option<Window> {
+        self.threshold.map(|_| Window {
+            site_id: self.trigger.site_id,
+            from: now - self.trigger.window,
+            to: now,
+        })
+    }
+
+    /// Step 4, for a trigger with a threshold, on the count of its window.
+    fn decide(&mut self, window: Window, visitors: i64, now: OffsetDateTime) {
+        let Some(threshold) = self.threshold else {
+            return;
+        };
+        let t = &self.trigger;
+        self.verdict = Some(Verdict {
+            window,
+            visitors,
+            decision: decide(t.kind, visitors, threshold.value, t.state, t.cooldown, now),
+        });
+    }
+
+    fn fired(&self) -> bool {
+        self.verdict.is_some_and(|v| v.decision.fire)
+    }
+
+    /// Step 6: its row's new values.
+    fn new_state(&self, now: OffsetDateTime) -> NewState {
+        NewState {
+            armed: self
+                .verdict
+                .map_or(self.trigger.state.armed, |v| v.decision.armed),
+            evaluated: self.verdict.is_some(),
+            fired_at: self.fired().then_some(now),
+            value: self
+                .verdict
+                .map(|v| v.visitors.min(i64::from(i32::MAX)) as i32),
+            derived: self.derived,
+            derived_at: self.derived.map(|_| now),
+        }
+    }
+}
+
+/// The new state of one claimed trigger (`UPDATE_SQL`'s columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NewState {
     armed: bool,
     evaluated: bool,
     fired_at: Option<OffsetDateTime>,
@@ -163,28 +295,6 @@ impl Evaluator {
         );
         anyhow::ensure!(cfg.batch >= 1, "evaluator: batch must be at least 1");
         Ok(Self { cfg, pool, source })
-    }
-
-    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut outage = Outage::new("spike/drop evaluation", self.source.describe());
-            loop {
-                let pause = match self.round(OffsetDateTime::now_utc()).await {
-                    Ok(_) => {
-                        outage.ended();
-                        self.until_next_due().await
-                    }
-                    Err(e) => {
-                        outage.failed(&e, "the triggers stay due and are retried");
-                        ERROR_PAUSE
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        })
     }
 
     async fn until_next_due(&self) -> StdDuration {
@@ -209,42 +319,25 @@ impl Evaluator {
     pub async fn round(&self, now: OffsetDateTime) -> Result<RoundReport> {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
-        let mut derive_budget = DERIVE_PER_ROUND;
-        let mut failed = None;
-        loop {
-            let mut ids = Vec::new();
-            let n = match self
-                .batch(now, &mut report, &mut derive_budget, &mut ids)
-                .await
-            {
-                Ok(n) => n,
-                // The claim itself failed: nothing to set aside, stop here.
-                Err(e) if ids.is_empty() => return Err(e),
-                // A batch that fails (a timeout, a bad row) is set aside until
-                // its next evaluation.
-                Err(e) => {
-                    if !set_aside(&self.pool, &ids, now + self.interval(), e, &mut failed).await {
-                        break;
-                    }
-                    ids.len()
-                }
-            };
-            if (n as i64) < self.cfg.batch {
-                break;
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e.context(
-                "a batch of triggers failed and was set aside until its next evaluation",
-            ));
-        }
+        // A batch that fails (a timeout, a bad row) is set aside until its
+        // next evaluation.
+        in_batches(
+            self,
+            &mut report,
+            &self.pool,
+            self.cfg.batch,
+            now,
+            now + self.interval_time(),
+            "a batch of triggers failed and was set aside until its next evaluation",
+        )
+        .await?;
         let took = started.elapsed();
         for (kind, n) in [
-            (TriggerKind::Spike, report.evaluated_spikes),
-            (TriggerKind::Drop, report.evaluated_drops),
+            (ThresholdKind::Spike, report.evaluated_spikes),
+            (ThresholdKind::Drop, report.evaluated_drops),
         ] {
             if n > 0 {
-                crate::metrics::trigger_round(kind.event_type(), n as u64, took);
+                crate::metrics::trigger_round(kind.trigger_type().event_type(), n as u64, took);
             }
         }
         if report.claimed > 0 {
@@ -260,34 +353,29 @@ impl Evaluator {
         Ok(report)
     }
 
-    fn interval(&self) -> Duration {
+    /// `interval` as a span of time between instants.
+    fn interval_time(&self) -> Duration {
         Duration::try_from(self.cfg.interval).unwrap_or(Duration::MINUTE)
     }
 
-    /// One batch; `claimed` receives the ids as soon as they are claimed.
-    async fn batch(
+    /// Step 1: the batch's due triggers, and how many rows were claimed
+    /// (those that cannot be read included: they are set aside here).
+    async fn claim(
         &self,
+        tx: &deadpool_postgres::Transaction<'_>,
         now: OffsetDateTime,
         report: &mut RoundReport,
-        derive_budget: &mut usize,
-        claimed_ids: &mut Vec<Uuid>,
-    ) -> Result<usize> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .context("getting a database connection")?;
-        let tx = client.transaction().await?;
+    ) -> Result<(Vec<Candidate>, usize)> {
         let rows = tx
             .query(CLAIM_SQL, &[&now, &self.cfg.batch])
             .await
             .context("claiming due spike/drop triggers")?;
         report.queries += 1;
-        let mut claimed: Vec<Claimed> = Vec::with_capacity(rows.len());
+        let mut batch = Vec::with_capacity(rows.len());
         let mut unreadable: Vec<Uuid> = Vec::new();
         for r in &rows {
-            match parse_claimed(r) {
-                Ok(Some(c)) => claimed.push(c),
+            match parse_trigger(r) {
+                Ok(Some(t)) => batch.push(Candidate::new(t)),
                 Ok(None) => {}
                 Err((id, u)) => {
                     tracing::warn!(trigger_id = %id, error = %u,
@@ -297,38 +385,35 @@ impl Evaluator {
             }
         }
         report.skipped += unreadable.len();
-        set_aside_unreadable(&tx, &unreadable, now).await?;
-        claimed_ids.extend(claimed.iter().map(|c| c.id));
-        if claimed.is_empty() {
-            tx.commit().await?;
-            return Ok(rows.len());
-        }
-        report.claimed += claimed.len();
-        report.paused += claimed.iter().filter(|c| c.paused).count();
+        set_aside_unreadable(tx, &unreadable, now).await?;
+        Ok((batch, rows.len()))
+    }
 
-        // Thresholds: configured, or derived (and re-derived once a day, all
-        // of the batch's in one statement).
-        let derive: Vec<usize> = (0..claimed.len())
-            .filter(|&i| {
-                let c = &claimed[i];
-                c.live && c.threshold.is_none() && threshold::stale(c.derived_at, now)
-            })
-            .take(*derive_budget)
-            .collect();
-        *derive_budget -= derive.len();
-        report.derived += derive.len();
-        let history: Vec<(Window, i64)> = derive
-            .iter()
-            .map(|&i| {
-                let c = &claimed[i];
-                let w = Window {
-                    site_id: c.site_id,
-                    from: now - threshold::HISTORY,
-                    to: now,
-                };
-                (w, c.window.whole_seconds())
-            })
-            .collect();
+    /// Step 2: thresholds, configured or derived (and re-derived once a day,
+    /// all of the batch's in one statement, at most `DERIVE_PER_ROUND` a
+    /// round).
+    async fn settle_thresholds(
+        &self,
+        batch: &mut [Candidate],
+        now: OffsetDateTime,
+        report: &mut RoundReport,
+    ) -> Result<()> {
+        let budget = DERIVE_PER_ROUND - report.derived;
+        let mut history: Vec<(Window, i64)> = Vec::new();
+        for c in batch
+            .iter_mut()
+            .filter(|c| c.wants_derived(now))
+            .take(budget)
+        {
+            c.derive = true;
+            let w = Window {
+                site_id: c.trigger.site_id,
+                from: now - threshold::HISTORY,
+                to: now,
+            };
+            history.push((w, c.trigger.window.whole_seconds()));
+        }
+        report.derived += history.len();
         let bucketed = match self.source.bucketed_visitors(&history).await {
             Ok(b) => b,
             // An outage is not a verdict on the history: try again next round.
@@ -347,129 +432,138 @@ impl Evaluator {
         if !history.is_empty() {
             report.queries += 1;
         }
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(claimed.len());
-        let mut thresholds: Vec<Option<(i64, &'static str)>> = Vec::with_capacity(claimed.len());
-        for (i, c) in claimed.iter().enumerate() {
-            let mut o = Outcome {
-                armed: c.state.armed,
-                evaluated: false,
-                fired_at: None,
-                value: None,
-                derived: None,
-                derived_at: None,
-            };
-            let t = match (c.live, c.threshold) {
-                (false, _) => None,
-                (true, Some(t)) => Some((i64::from(t), "configured")),
-                (true, None) => match derive.binary_search(&i).ok() {
-                    None => c.derived.map(|t| (i64::from(t), "derived")),
-                    Some(k) => {
-                        let (sum, covered) = bucketed[k];
-                        let usual =
-                            threshold::usual_per_window(sum, c.window.whole_seconds(), covered);
-                        let derived = threshold::derive(c.kind, usual);
-                        // 0 records "derived, none yet" so it is not recomputed each round.
-                        o.derived = Some(derived.unwrap_or(0));
-                        o.derived_at = Some(now);
-                        derived.map(|t| (i64::from(t), "derived"))
-                    }
-                },
-            };
-            thresholds.push(t.filter(|(t, _)| *t >= 1));
-            outcomes.push(o);
+        // In the order asked: the candidates marked `derive` above.
+        let mut bucketed = bucketed.into_iter();
+        for c in batch.iter_mut() {
+            let history = if c.derive { bucketed.next() } else { None };
+            c.settle_threshold(history);
         }
+        Ok(())
+    }
 
-        let evaluate: Vec<usize> = (0..claimed.len())
-            .filter(|&i| thresholds[i].is_some())
-            .collect();
-        report.skipped += claimed.len() - evaluate.len();
-        let windows: Vec<Window> = evaluate
-            .iter()
-            .map(|&i| Window {
-                site_id: claimed[i].site_id,
-                from: now - claimed[i].window,
-                to: now,
-            })
-            .collect();
-        // Triggers of one site with the same window share one count.
-        let mut distinct: Vec<Window> = windows.clone();
+    /// Steps 3 and 4: one count per distinct window (triggers of one site
+    /// with the same window share it), then each trigger's decision.
+    async fn count_and_decide(
+        &self,
+        batch: &mut [Candidate],
+        now: OffsetDateTime,
+        report: &mut RoundReport,
+    ) -> Result<()> {
+        let mut distinct: Vec<Window> = batch.iter().filter_map(|c| c.window(now)).collect();
+        report.skipped += batch.len() - distinct.len();
         distinct.sort_by_key(|w| (w.site_id, w.from));
         distinct.dedup();
-        let distinct_counts = self.source.unique_visitors(&distinct).await?;
+        let counts = self.source.unique_visitors(&distinct).await?;
         if !distinct.is_empty() {
             report.queries += 1;
         }
-        let counts: Vec<i64> = windows
+        let count: BTreeMap<(i64, OffsetDateTime), i64> = distinct
             .iter()
-            .map(|w| {
-                let k = distinct
-                    .binary_search_by_key(&(w.site_id, w.from), |d| (d.site_id, d.from))
-                    .expect("every window is among the distinct ones");
-                distinct_counts[k]
-            })
+            .map(|w| (w.site_id, w.from))
+            .zip(counts)
             .collect();
-
-        // (claimed index, window, visitors, threshold, source) of each firing.
-        let mut fired: Vec<Fired> = Vec::new();
-        for (k, &i) in evaluate.iter().enumerate() {
-            let c = &claimed[i];
-            let (threshold, threshold_source) = thresholds[i].expect("filtered above");
-            let visitors = counts[k];
-            let d = decide(c.kind, visitors, threshold, c.state, c.cooldown, now);
-            let o = &mut outcomes[i];
-            o.evaluated = true;
-            o.armed = d.armed;
-            o.value = Some(visitors.min(i64::from(i32::MAX)) as i32);
+        for c in batch.iter_mut() {
+            let Some(w) = c.window(now) else { continue };
+            let visitors = count[&(w.site_id, w.from)];
+            c.decide(w, visitors, now);
             report.evaluated += 1;
-            match c.kind {
-                TriggerKind::Spike => report.evaluated_spikes += 1,
-                TriggerKind::Drop => report.evaluated_drops += 1,
-            }
-            if d.fire {
-                o.fired_at = Some(now);
-                fired.push(Fired {
-                    claimed: i,
-                    window: windows[k],
-                    visitors,
-                    threshold,
-                    threshold_source,
-                });
+            match c.trigger.kind {
+                ThresholdKind::Spike => report.evaluated_spikes += 1,
+                ThresholdKind::Drop => report.evaluated_drops += 1,
             }
         }
-        let payloads = self.payloads(&tx, &claimed, &fired, report).await?;
+        Ok(())
+    }
+
+    /// Step 5: the payloads of a batch's firings, with three statements
+    /// whatever their number: baselines, top sources, top pages.
+    async fn payloads(
+        &self,
+        db: &deadpool_postgres::Transaction<'_>,
+        fired: &[&Candidate],
+        report: &mut RoundReport,
+    ) -> Result<Vec<serde_json::Value>> {
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let past = baseline_windows(db, fired).await?;
+        report.queries += 1;
+        let history = self.source.unique_visitors(&past).await?;
+        report.queries += 1;
+        let spikes: Vec<Window> = fired
+            .iter()
+            .filter(|c| c.trigger.kind == ThresholdKind::Spike)
+            .filter_map(|c| c.verdict.map(|v| v.window))
+            .collect();
+        let (mut sources, mut pages) = (Vec::new().into_iter(), Vec::new().into_iter());
+        if !spikes.is_empty() {
+            sources = self.source.top_sources(&spikes, TOP_N).await?.into_iter();
+            pages = self.source.top_pages(&spikes, TOP_N).await?.into_iter();
+            report.queries += 2;
+        }
+        Ok(fired
+            .iter()
+            .zip(history.chunks(BASELINE_DAYS as usize))
+            .map(|(c, days)| {
+                let top = (c.trigger.kind == ThresholdKind::Spike).then(|| {
+                    (
+                        sources.next().unwrap_or_default(),
+                        pages.next().unwrap_or_default(),
+                    )
+                });
+                firing_payload(c, days, top, &self.cfg.base_url)
+            })
+            .collect())
+    }
+
+    /// Step 6: the batch's new states, and its firings' deliveries.
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &[Candidate],
+        fired: &[&Candidate],
+        payloads: Vec<serde_json::Value>,
+        now: OffsetDateTime,
+        report: &mut RoundReport,
+    ) -> Result<()> {
         let mut deliveries = Enqueue::default();
-        for (f, payload) in fired.iter().zip(payloads) {
-            let c = &claimed[f.claimed];
+        for (c, payload) in fired.iter().zip(payloads) {
+            let t = &c.trigger;
+            let event = t.kind.trigger_type().event_type();
             deliveries.push(
-                c.webhook_id,
-                c.id,
-                c.kind.event_type(),
+                t.webhook_id,
+                t.id,
+                event,
                 payload,
-                format!("{}:{}:{}", c.kind.event_type(), c.id, now.unix_timestamp()),
+                format!("{event}:{}:{}", t.id, now.unix_timestamp()),
             );
             report.fired += 1;
             tracing::info!(
-                trigger_id = %c.id,
-                webhook_id = %c.webhook_id,
-                site = %c.domain,
-                event = c.kind.event_type(),
-                visitors = f.visitors,
-                threshold = f.threshold,
+                trigger_id = %t.id,
+                webhook_id = %t.webhook_id,
+                site = %t.domain,
+                event,
+                visitors = c.verdict.map(|v| v.visitors),
+                threshold = c.threshold.map(|t| t.value),
                 "trigger fired"
             );
         }
 
-        let next = now + self.interval();
-        let paused_next = now + self.interval().max(PAUSED_RECHECK);
-        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
-        let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
-        let armed: Vec<bool> = outcomes.iter().map(|o| o.armed).collect();
-        let evaluated: Vec<bool> = outcomes.iter().map(|o| o.evaluated).collect();
-        let fired: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.fired_at).collect();
-        let value: Vec<Option<i32>> = outcomes.iter().map(|o| o.value).collect();
-        let derived: Vec<Option<i32>> = outcomes.iter().map(|o| o.derived).collect();
-        let derived_at: Vec<Option<OffsetDateTime>> =
-            outcomes.iter().map(|o| o.derived_at).collect();
+        let next = now + self.interval_time();
+        let paused_next = now + self.interval_time().max(PAUSED_RECHECK);
+        let ids: Vec<Uuid> = batch.iter().map(|c| c.trigger.id).collect();
+        let paused: Vec<Uuid> = batch
+            .iter()
+            .filter(|c| c.trigger.paused)
+            .map(|c| c.trigger.id)
+            .collect();
+        let states: Vec<NewState> = batch.iter().map(|c| c.new_state(now)).collect();
+        let armed: Vec<bool> = states.iter().map(|s| s.armed).collect();
+        let evaluated: Vec<bool> = states.iter().map(|s| s.evaluated).collect();
+        let fired_at: Vec<Option<OffsetDateTime>> = states.iter().map(|s| s.fired_at).collect();
+        let value: Vec<Option<i32>> = states.iter().map(|s| s.value).collect();
+        let derived: Vec<Option<i32>> = states.iter().map(|s| s.derived).collect();
+        let derived_at: Vec<Option<OffsetDateTime>> = states.iter().map(|s| s.derived_at).collect();
         tx.execute(
             UPDATE_SQL,
             &[
@@ -478,7 +572,7 @@ impl Evaluator {
                 &ids,
                 &armed,
                 &evaluated,
-                &fired,
+                &fired_at,
                 &value,
                 &derived,
                 &derived_at,
@@ -490,110 +584,139 @@ impl Evaluator {
         .context("recording trigger states")?;
         report.queries += 1;
         if !deliveries.is_empty() {
-            deliveries.execute(&tx).await?;
+            deliveries.execute(tx).await?;
             report.queries += 1;
         }
+        Ok(())
+    }
+}
+
+impl Batched for Evaluator {
+    type Report = RoundReport;
+
+    /// Steps 1 to 6.
+    async fn batch(
+        &self,
+        now: OffsetDateTime,
+        report: &mut RoundReport,
+        claimed_ids: &mut Vec<Uuid>,
+    ) -> Result<usize> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("getting a database connection")?;
+        let tx = client.transaction().await?;
+        let (mut batch, rows) = self.claim(&tx, now, report).await?;
+        claimed_ids.extend(batch.iter().map(|c| c.trigger.id));
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok(rows);
+        }
+        report.claimed += batch.len();
+        report.paused += batch.iter().filter(|c| c.trigger.paused).count();
+        self.settle_thresholds(&mut batch, now, report).await?;
+        self.count_and_decide(&mut batch, now, report).await?;
+        let fired: Vec<&Candidate> = batch.iter().filter(|c| c.fired()).collect();
+        let payloads = self.payloads(&tx, &fired, report).await?;
+        self.record(&tx, &batch, &fired, payloads, now, report)
+            .await?;
         if let Some(hook) = &self.cfg.before_commit {
             hook().await;
         }
         tx.commit().await.context("committing a trigger round")?;
-        Ok(rows.len())
-    }
-
-    /// The payloads of a batch's firings, with three statements whatever
-    /// their number: baselines, top sources, top pages.
-    async fn payloads(
-        &self,
-        db: &deadpool_postgres::Transaction<'_>,
-        claimed: &[Claimed],
-        fired: &[Fired],
-        report: &mut RoundReport,
-    ) -> Result<Vec<serde_json::Value>> {
-        if fired.is_empty() {
-            return Ok(Vec::new());
-        }
-        let past = baseline_windows(db, claimed, fired).await?;
-        report.queries += 1;
-        let history = self.source.unique_visitors(&past).await?;
-        report.queries += 1;
-        let spikes: Vec<Window> = fired
-            .iter()
-            .filter(|f| claimed[f.claimed].kind == TriggerKind::Spike)
-            .map(|f| f.window)
-            .collect();
-        let (mut sources, mut pages) = (Vec::new().into_iter(), Vec::new().into_iter());
-        if !spikes.is_empty() {
-            sources = self.source.top_sources(&spikes, TOP_N).await?.into_iter();
-            pages = self.source.top_pages(&spikes, TOP_N).await?.into_iter();
-            report.queries += 2;
-        }
-        let mut out = Vec::with_capacity(fired.len());
-        for (n, f) in fired.iter().enumerate() {
-            let c = &claimed[f.claimed];
-            let days = &history[n * BASELINE_DAYS as usize..(n + 1) * BASELINE_DAYS as usize];
-            let baseline = days.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
-            let change =
-                (baseline > 0.0).then(|| round1((f.visitors as f64 - baseline) / baseline * 100.0));
-            let mut data = json!({
-                "trigger_id": c.id,
-                "visitors": f.visitors,
-                "threshold": f.threshold,
-                "threshold_source": f.threshold_source,
-                "window_secs": c.window.whole_seconds(),
-                "window_start": rfc3339_seconds(f.window.from),
-                "window_end": rfc3339_seconds(f.window.to),
-                "baseline_visitors": round1(baseline),
-                "baseline_days": BASELINE_DAYS,
-                "change_percent": change,
-            });
-            let obj = data.as_object_mut().expect("an object");
-            if c.kind == TriggerKind::Spike {
-                let ranked = |items: Vec<Ranked>, key: &str| -> serde_json::Value {
-                    items
-                        .into_iter()
-                        .map(|r| json!({key: r.name, "visitors": r.visitors}))
-                        .collect()
-                };
-                obj.insert(
-                    "top_sources".into(),
-                    ranked(sources.next().unwrap_or_default(), "source"),
-                );
-                obj.insert(
-                    "top_pages".into(),
-                    ranked(pages.next().unwrap_or_default(), "page"),
-                );
-            }
-            if let Some(url) = dashboard_url(&self.cfg.base_url, &c.domain, c.kind) {
-                obj.insert("dashboard_url".into(), url.into());
-            }
-            out.push(data);
-        }
-        Ok(out)
+        Ok(rows)
     }
 }
 
-/// A firing, before its payload is gathered.
-struct Fired {
-    claimed: usize,
-    window: Window,
-    visitors: i64,
-    threshold: i64,
-    threshold_source: &'static str,
+impl PeriodicService for Evaluator {
+    const NAME: &'static str = "evaluator";
+    const WORK: &'static str = "spike/drop evaluation";
+    const AFTER_FAILURE: &'static str = "the triggers stay due and are retried";
+    const WARNINGS: Warnings = Warnings::OncePerOutage;
+    type Outcome = RoundReport;
+
+    fn interval(&self) -> StdDuration {
+        self.cfg.interval
+    }
+
+    fn failure_pause(&self) -> StdDuration {
+        ERROR_PAUSE
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(self.source.describe())
+    }
+
+    async fn run_once(&mut self, _stop: &CancellationToken) -> Result<RoundReport> {
+        self.round(OffsetDateTime::now_utc()).await
+    }
+
+    /// Until the next trigger is due, within `MIN_PAUSE ..= interval`.
+    async fn pause_after(&self, _done: &RoundReport) -> StdDuration {
+        self.until_next_due().await
+    }
+}
+
+/// A firing's payload: `days` are its window's visitors on each of the
+/// previous `BASELINE_DAYS` days, `top` a spike's top sources and pages.
+fn firing_payload(
+    c: &Candidate,
+    days: &[i64],
+    top: Option<(Vec<Ranked>, Vec<Ranked>)>,
+    base_url: &str,
+) -> serde_json::Value {
+    let t = &c.trigger;
+    let (v, threshold) = match (c.verdict, c.threshold) {
+        (Some(v), Some(th)) => (v, th),
+        _ => unreachable!("a firing has a threshold and a verdict"),
+    };
+    let baseline = days.iter().sum::<i64>() as f64 / BASELINE_DAYS as f64;
+    let change =
+        (baseline > 0.0).then(|| round1((v.visitors as f64 - baseline) / baseline * 100.0));
+    let mut data = json!({
+        "trigger_id": t.id,
+        "visitors": v.visitors,
+        "threshold": threshold.value,
+        "threshold_source": threshold.source,
+        "window_secs": t.window.whole_seconds(),
+        "window_start": rfc3339_seconds(v.window.from),
+        "window_end": rfc3339_seconds(v.window.to),
+        "baseline_visitors": round1(baseline),
+        "baseline_days": BASELINE_DAYS,
+        "change_percent": change,
+    });
+    let obj = data.as_object_mut().expect("an object");
+    if let Some((sources, pages)) = top {
+        let ranked = |items: Vec<Ranked>, key: &str| -> serde_json::Value {
+            items
+                .into_iter()
+                .map(|r| json!({key: r.name, "visitors": r.visitors}))
+                .collect()
+        };
+        obj.insert("top_sources".into(), ranked(sources, "source"));
+        obj.insert("top_pages".into(), ranked(pages, "page"));
+    }
+    if let Some(url) = dashboard_url(base_url, &t.domain, t.kind) {
+        obj.insert("dashboard_url".into(), url.into());
+    }
+    data
 }
 
 /// A claimed trigger; None for an unknown type (skipped); Err for a row
 /// that cannot be read (its id, and which column and why).
-fn parse_claimed(r: &tokio_postgres::Row) -> Result<Option<Claimed>, (Uuid, Unreadable)> {
+fn parse_trigger(r: &tokio_postgres::Row) -> Result<Option<Trigger>, (Uuid, Unreadable)> {
     let id: Uuid = r.get(0);
-    let Some(kind) = TriggerKind::parse(r.get(2)) else {
+    let Some(kind) = TriggerType::from_schema(r.get(2)).and_then(TriggerType::threshold_kind)
+    else {
         tracing::warn!(trigger_id = %id, "unknown trigger type; skipped");
         return Ok(None);
     };
-    let read = || -> Result<Claimed, Unreadable> {
+    let read = || -> Result<Trigger, Unreadable> {
         let window: Option<i32> = col(r, 4)?;
         let cooldown: i32 = col(r, 5)?;
         let paused: Option<String> = col(r, 13)?;
-        Ok(Claimed {
+        Ok(Trigger {
             id,
             webhook_id: col(r, 1)?,
             kind,
@@ -622,8 +745,7 @@ fn parse_claimed(r: &tokio_postgres::Row) -> Result<Option<Claimed>, (Uuid, Unre
 /// it does not know is read as UTC rather than failing the batch.
 async fn baseline_windows(
     db: &deadpool_postgres::Transaction<'_>,
-    claimed: &[Claimed],
-    fired: &[Fired],
+    fired: &[&Candidate],
 ) -> Result<Vec<Window>> {
     const SQL: &str = "
 WITH q AS (
@@ -636,12 +758,13 @@ SELECT ((q.f AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zon
    ((q.t AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone
 FROM q JOIN z ON z.tz = q.tz CROSS JOIN generate_series(1, $4::int4) AS k
 ORDER BY q.i, k";
-    let from: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.from).collect();
-    let to: Vec<OffsetDateTime> = fired.iter().map(|f| f.window.to).collect();
-    let tz: Vec<&str> = fired
+    let windows: Vec<Window> = fired
         .iter()
-        .map(|f| claimed[f.claimed].timezone.as_str())
+        .filter_map(|c| c.verdict.map(|v| v.window))
         .collect();
+    let from: Vec<OffsetDateTime> = windows.iter().map(|w| w.from).collect();
+    let to: Vec<OffsetDateTime> = windows.iter().map(|w| w.to).collect();
+    let tz: Vec<&str> = fired.iter().map(|c| c.trigger.timezone.as_str()).collect();
     let rows = db
         .query(SQL, &[&from, &to, &tz, &(BASELINE_DAYS as i32)])
         .await
@@ -650,7 +773,7 @@ ORDER BY q.i, k";
         .iter()
         .enumerate()
         .map(|(n, r)| Window {
-            site_id: fired[n / BASELINE_DAYS as usize].window.site_id,
+            site_id: windows[n / BASELINE_DAYS as usize].site_id,
             from: r.get(0),
             to: r.get(1),
         })
@@ -658,14 +781,14 @@ ORDER BY q.i, k";
 }
 
 /// `<base>/<domain>` (the realtime view for a spike), or None without a base URL.
-pub fn dashboard_url(base: &str, domain: &str, kind: TriggerKind) -> Option<String> {
+pub fn dashboard_url(base: &str, domain: &str, kind: ThresholdKind) -> Option<String> {
     let base = base.trim();
     if base.is_empty() {
         return None;
     }
     let mut u = url::Url::parse(base).ok()?;
     u.path_segments_mut().ok()?.pop_if_empty().push(domain);
-    if kind == TriggerKind::Spike {
+    if kind == ThresholdKind::Spike {
         u.set_query(Some("period=realtime"));
     }
     Some(u.to_string())
@@ -674,6 +797,228 @@ pub fn dashboard_url(base: &str, domain: &str, kind: TriggerKind) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
+
+    /// A live, armed trigger that never fired.
+    fn trigger(kind: ThresholdKind, threshold: Option<i32>) -> Trigger {
+        Trigger {
+            id: Uuid::nil(),
+            webhook_id: Uuid::nil(),
+            kind,
+            threshold,
+            window: Duration::seconds(kind.default_window_secs()),
+            cooldown: Duration::hours(1),
+            state: State {
+                armed: true,
+                last_fired_at: None,
+            },
+            derived: None,
+            derived_at: None,
+            site_id: 1,
+            domain: "shop.example".into(),
+            live: true,
+            paused: false,
+            timezone: "UTC".into(),
+        }
+    }
+
+    /// Steps 2 to 4 for one trigger: `history` as step 2 reads it (when
+    /// derived), `visitors` as step 3 counts them.
+    fn evaluate(t: Trigger, history: Option<(i64, f64)>, visitors: i64) -> Candidate {
+        let mut c = Candidate::new(t);
+        c.derive = history.is_some();
+        c.settle_threshold(history);
+        if let Some(w) = c.window(NOW) {
+            c.decide(w, visitors, NOW);
+        }
+        c
+    }
+
+    #[test]
+    fn a_configured_threshold_fires_at_it_and_disarms() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(100)), None, 100);
+        assert!(c.fired());
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 100,
+                source: "configured"
+            })
+        );
+        assert_eq!(
+            c.new_state(NOW),
+            NewState {
+                armed: false,
+                evaluated: true,
+                fired_at: Some(NOW),
+                value: Some(100),
+                derived: None,
+                derived_at: None,
+            }
+        );
+        let w = c.verdict.unwrap().window;
+        assert_eq!((w.from, w.to), (NOW - Duration::minutes(5), NOW));
+    }
+
+    #[test]
+    fn below_a_spike_threshold_or_at_a_drop_one_does_not_fire_and_rearms() {
+        for (kind, visitors) in [(ThresholdKind::Spike, 99), (ThresholdKind::Drop, 100)] {
+            let mut t = trigger(kind, Some(100));
+            t.state.armed = false;
+            let c = evaluate(t, None, visitors);
+            assert!(!c.fired(), "{kind:?}");
+            let s = c.new_state(NOW);
+            assert!(s.armed && s.evaluated && s.fired_at.is_none(), "{kind:?}");
+            assert_eq!(s.value, Some(visitors as i32));
+        }
+    }
+
+    #[test]
+    fn a_disarmed_trigger_stays_silent_on_the_alerting_side() {
+        let mut t = trigger(ThresholdKind::Drop, Some(10));
+        t.state.armed = false;
+        let c = evaluate(t, None, 3);
+        assert!(!c.fired());
+        assert!(!c.new_state(NOW).armed);
+    }
+
+    #[test]
+    fn within_the_cooldown_a_crossing_is_held_and_the_trigger_stays_armed() {
+        let mut t = trigger(ThresholdKind::Spike, Some(10));
+        t.state.last_fired_at = Some(NOW - Duration::minutes(59));
+        let c = evaluate(t, None, 50);
+        assert!(!c.fired());
+        let s = c.new_state(NOW);
+        assert!(s.armed && s.evaluated);
+    }
+
+    #[test]
+    fn a_trigger_not_live_is_skipped_and_keeps_its_state() {
+        let mut t = trigger(ThresholdKind::Spike, Some(10));
+        (t.live, t.paused) = (false, true);
+        t.state.armed = false;
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        let c = evaluate(t, None, 1_000);
+        assert_eq!((c.threshold, c.verdict, c.window(NOW)), (None, None, None));
+        assert_eq!(
+            c.new_state(NOW),
+            NewState {
+                armed: false,
+                evaluated: false,
+                fired_at: None,
+                value: None,
+                derived: None,
+                derived_at: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_threshold_derived_now_is_used_and_stored() {
+        let t = trigger(ThresholdKind::Spike, None);
+        assert!(Candidate::new(t.clone()).wants_derived(NOW));
+        // 7 days of 5-minute windows at 30 visitors each: usual 30, spike 60.
+        let history = Some((2016 * 30, 7.0 * 86_400.0));
+        let c = evaluate(t.clone(), history, 60);
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 60,
+                source: "derived"
+            })
+        );
+        assert!(c.fired());
+        let s = c.new_state(NOW);
+        assert_eq!((s.derived, s.derived_at), (Some(60), Some(NOW)));
+        assert!(!evaluate(t, history, 59).fired());
+    }
+
+    #[test]
+    fn a_drop_without_enough_history_records_none_yet_and_is_skipped() {
+        // 14 windows of 12 hours with 26 visitors in all: usual 1.86, and
+        // half of it is under 1.
+        let c = evaluate(
+            trigger(ThresholdKind::Drop, None),
+            Some((26, 7.0 * 86_400.0)),
+            0,
+        );
+        assert_eq!((c.threshold, c.verdict), (None, None));
+        let s = c.new_state(NOW);
+        assert_eq!(
+            (s.derived, s.derived_at, s.evaluated),
+            (Some(0), Some(NOW), false)
+        );
+        // Stored that way and not stale yet, it is not derived again and
+        // still skipped: 0 is no threshold.
+        let mut t = trigger(ThresholdKind::Drop, None);
+        (t.derived, t.derived_at) = (Some(0), Some(NOW - Duration::hours(1)));
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        assert_eq!(evaluate(t, None, 0).threshold, None);
+    }
+
+    #[test]
+    fn a_stored_derived_threshold_is_used_until_a_day_old() {
+        let mut t = trigger(ThresholdKind::Drop, None);
+        (t.derived, t.derived_at) = (Some(15), Some(NOW - Duration::hours(23)));
+        assert!(!Candidate::new(t.clone()).wants_derived(NOW));
+        let c = evaluate(t.clone(), None, 14);
+        assert_eq!(
+            c.threshold,
+            Some(Threshold {
+                value: 15,
+                source: "derived"
+            })
+        );
+        assert!(c.fired());
+        assert_eq!(c.new_state(NOW).derived, None, "not derived again");
+        t.derived_at = Some(NOW - Duration::hours(24));
+        assert!(Candidate::new(t).wants_derived(NOW));
+    }
+
+    #[test]
+    fn a_huge_count_is_stored_clamped() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(10)), None, i64::MAX);
+        assert_eq!(c.new_state(NOW).value, Some(i32::MAX));
+    }
+
+    #[test]
+    fn the_baseline_is_the_mean_of_seven_days_and_a_zero_one_has_no_change() {
+        let c = evaluate(trigger(ThresholdKind::Drop, Some(10)), None, 4);
+        let p = firing_payload(&c, &[0; 7], None, "");
+        assert_eq!(p["baseline_visitors"], 0.0);
+        assert_eq!(p["change_percent"], serde_json::Value::Null);
+        assert_eq!(p["threshold_source"], "configured");
+        assert!(p.get("top_sources").is_none() && p.get("dashboard_url").is_none());
+        // Mean 10/7 = 1.43 → 1.4; (4 - 1.43) / 1.43 = +180 %.
+        let p = firing_payload(&c, &[10, 0, 0, 0, 0, 0, 0], None, "");
+        assert_eq!(p["baseline_visitors"], 1.4);
+        assert_eq!(p["change_percent"], 180.0);
+        // A drop: 4 against a usual 8 is -50 %.
+        let p = firing_payload(&c, &[8; 7], None, "https://p.example");
+        assert_eq!(p["change_percent"], -50.0);
+        assert_eq!(p["dashboard_url"], "https://p.example/shop.example");
+    }
+
+    #[test]
+    fn a_spike_payload_lists_its_top_sources_and_pages() {
+        let c = evaluate(trigger(ThresholdKind::Spike, Some(10)), None, 12);
+        let ranked = |name: &str| {
+            vec![Ranked {
+                name: name.into(),
+                visitors: 5,
+            }]
+        };
+        let p = firing_payload(&c, &[6; 7], Some((ranked("Google"), ranked("/"))), "");
+        assert_eq!(
+            p["top_sources"],
+            json!([{"source": "Google", "visitors": 5}])
+        );
+        assert_eq!(p["top_pages"], json!([{"page": "/", "visitors": 5}]));
+        assert_eq!(p["change_percent"], 100.0);
+        assert_eq!(p["window_secs"], 300);
+    }
 
     #[test]
     fn dashboard_links() {
@@ -681,15 +1026,15 @@ mod tests {
             dashboard_url(
                 "https://plausible.example.com/",
                 "shop.example",
-                TriggerKind::Spike
+                ThresholdKind::Spike
             )
             .as_deref(),
             Some("https://plausible.example.com/shop.example?period=realtime")
         );
         assert_eq!(
-            dashboard_url("https://p.example/stats", "a b/c", TriggerKind::Drop).as_deref(),
+            dashboard_url("https://p.example/stats", "a b/c", ThresholdKind::Drop).as_deref(),
             Some("https://p.example/stats/a%20b%2Fc")
         );
-        assert_eq!(dashboard_url("", "x", TriggerKind::Drop), None);
+        assert_eq!(dashboard_url("", "x", ThresholdKind::Drop), None);
     }
 }

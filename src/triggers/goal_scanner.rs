@@ -32,9 +32,12 @@ use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
 use super::source::{AnalyticsSource, GoalScan};
-use super::{set_aside, set_aside_unreadable, BeforeCommit, Enqueue, Outage, PAUSED_RECHECK};
+use super::{
+    in_batches, set_aside_unreadable, Batched, BeforeCommit, Enqueue, TriggerType, PAUSED_RECHECK,
+};
 use crate::delivery::envelope::rfc3339_seconds;
 use crate::queue::claimer::{col, Unreadable};
+use crate::service::{PeriodicService, Warnings};
 
 /// After a failed round.
 pub const ERROR_PAUSE: StdDuration = StdDuration::from_secs(2);
@@ -101,7 +104,7 @@ pub struct GoalScanner {
     source: Arc<AnalyticsSource>,
 }
 
-struct Claimed {
+struct GoalTrigger {
     id: Uuid,
     webhook_id: Uuid,
     goal_id: Option<i64>,
@@ -128,63 +131,24 @@ impl GoalScanner {
         Ok(Self { cfg, pool, source })
     }
 
-    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut outage = Outage::new("goal scanning", self.source.describe());
-            loop {
-                let pause = match self.round(OffsetDateTime::now_utc()).await {
-                    Ok(_) => {
-                        outage.ended();
-                        self.cfg.interval
-                    }
-                    Err(e) => {
-                        outage.failed(&e, "cursors stay put and scans are retried");
-                        ERROR_PAUSE
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        })
-    }
-
-    fn interval(&self) -> Duration {
-        Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND)
-    }
-
     /// Scans every goal trigger due at `now`, batch by batch.
     pub async fn round(&self, now: OffsetDateTime) -> Result<ScanReport> {
         let started = std::time::Instant::now();
         let mut report = ScanReport::default();
-        let mut failed = None;
-        loop {
-            let mut ids = Vec::new();
-            let n = match self.batch(now, &mut report, &mut ids).await {
-                Ok(n) => n,
-                Err(e) if ids.is_empty() => return Err(e),
-                // Set aside until the next scan (cursors unchanged: nothing
-                // is lost).
-                Err(e) => {
-                    if !set_aside(&self.pool, &ids, now + self.interval(), e, &mut failed).await {
-                        break;
-                    }
-                    ids.len()
-                }
-            };
-            if (n as i64) < self.cfg.batch {
-                break;
-            }
-        }
-        if let Some(e) = failed {
-            return Err(
-                e.context("a batch of goal triggers failed and was set aside until the next scan")
-            );
-        }
+        // Set aside until the next scan (cursors unchanged: nothing is lost).
+        in_batches(
+            self,
+            &mut report,
+            &self.pool,
+            self.cfg.batch,
+            now,
+            now + self.interval_time(),
+            "a batch of goal triggers failed and was set aside until the next scan",
+        )
+        .await?;
         if report.claimed > 0 {
             crate::metrics::trigger_round(
-                "goal_completion",
+                TriggerType::GoalCompletion.event_type(),
                 report.claimed as u64,
                 started.elapsed(),
             );
@@ -200,7 +164,36 @@ impl GoalScanner {
         Ok(report)
     }
 
-    /// One batch; `claimed_ids` receives the ids as soon as they are claimed.
+    /// `interval` as a span of time between instants.
+    fn interval_time(&self) -> Duration {
+        Duration::try_from(self.cfg.interval).unwrap_or(Duration::SECOND)
+    }
+
+    /// `(cursor - lateness)`, never before the trigger existed or was last
+    /// switched on, never further back than `max_catchup`.
+    fn scan_start(&self, c: &GoalTrigger, now: OffsetDateTime) -> OffsetDateTime {
+        let wanted = match c.cursor {
+            Some(cursor) => (cursor - self.cfg.lateness).max(c.floor),
+            None => c.floor,
+        };
+        let floor = now - self.cfg.max_catchup;
+        if wanted < floor {
+            tracing::warn!(
+                trigger_id = %c.id,
+                webhook_id = %c.webhook_id,
+                from = %rfc3339_seconds(wanted),
+                resumed_at = %rfc3339_seconds(floor),
+                "goal trigger was not scanned for longer than triggers.goal_max_catchup_secs; completions before resumed_at are not sent"
+            );
+            return floor;
+        }
+        wanted
+    }
+}
+
+impl Batched for GoalScanner {
+    type Report = ScanReport;
+
     async fn batch(
         &self,
         now: OffsetDateTime,
@@ -222,13 +215,13 @@ impl GoalScanner {
             tx.commit().await?;
             return Ok(0);
         }
-        let mut claimed: Vec<Claimed> = Vec::with_capacity(rows.len());
+        let mut claimed: Vec<GoalTrigger> = Vec::with_capacity(rows.len());
         let mut unreadable: Vec<Uuid> = Vec::new();
         for r in &rows {
             let id: Uuid = r.get(0);
-            let read = || -> Result<Claimed, Unreadable> {
+            let read = || -> Result<GoalTrigger, Unreadable> {
                 let paused = col::<Option<String>>(r, 7)?.is_some();
-                Ok(Claimed {
+                Ok(GoalTrigger {
                     id,
                     webhook_id: col(r, 1)?,
                     goal_id: col(r, 2)?,
@@ -349,7 +342,7 @@ impl GoalScanner {
             deliveries.push(
                 webhook,
                 c.id,
-                "goal_completion",
+                TriggerType::GoalCompletion.event_type(),
                 payload(c.id, g, comp.timestamp_us, &comp.pathname),
                 key,
             );
@@ -359,8 +352,8 @@ impl GoalScanner {
             report.queries += 1;
         }
 
-        let next = now + self.interval();
-        let paused_next = now + self.interval().max(PAUSED_RECHECK);
+        let next = now + self.interval_time();
+        let paused_next = now + self.interval_time().max(PAUSED_RECHECK);
         let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
         let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
         tx.execute(UPDATE_SQL, &[&now, &next, &ids, &paused, &paused_next])
@@ -373,26 +366,29 @@ impl GoalScanner {
         tx.commit().await.context("committing a goal scan")?;
         Ok(rows.len())
     }
+}
 
-    /// `(cursor - lateness)`, never before the trigger existed or was last
-    /// switched on, never further back than `max_catchup`.
-    fn scan_start(&self, c: &Claimed, now: OffsetDateTime) -> OffsetDateTime {
-        let wanted = match c.cursor {
-            Some(cursor) => (cursor - self.cfg.lateness).max(c.floor),
-            None => c.floor,
-        };
-        let floor = now - self.cfg.max_catchup;
-        if wanted < floor {
-            tracing::warn!(
-                trigger_id = %c.id,
-                webhook_id = %c.webhook_id,
-                from = %rfc3339_seconds(wanted),
-                resumed_at = %rfc3339_seconds(floor),
-                "goal trigger was not scanned for longer than triggers.goal_max_catchup_secs; completions before resumed_at are not sent"
-            );
-            return floor;
-        }
-        wanted
+impl PeriodicService for GoalScanner {
+    const NAME: &'static str = "goal scanner";
+    const WORK: &'static str = "goal scanning";
+    const AFTER_FAILURE: &'static str = "cursors stay put and scans are retried";
+    const WARNINGS: Warnings = Warnings::OncePerOutage;
+    type Outcome = ScanReport;
+
+    fn interval(&self) -> StdDuration {
+        self.cfg.interval
+    }
+
+    fn failure_pause(&self) -> StdDuration {
+        ERROR_PAUSE
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(self.source.describe())
+    }
+
+    async fn run_once(&mut self, _stop: &CancellationToken) -> Result<ScanReport> {
+        self.round(OffsetDateTime::now_utc()).await
     }
 }
 

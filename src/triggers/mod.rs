@@ -1,6 +1,7 @@
-//! Triggers: the daemon's second job. Two services, each a loop with the
-//! usual start/stop shape, each claiming due `webhook_triggers` rows with
-//! `FOR UPDATE SKIP LOCKED` (so every trigger is evaluated by exactly one
+//! Triggers: the daemon's second job. Two periodic services
+//! (`service::PeriodicService`), each running rounds of batches
+//! (`in_batches`), each claiming due `webhook_triggers` rows with `FOR
+//! UPDATE SKIP LOCKED` (so every trigger is evaluated by exactly one
 //! instance per round, and no instance waits on another), and committing the
 //! trigger's new state together with the deliveries it enqueues:
 //!
@@ -54,40 +55,121 @@ pub const DEFAULT_SPIKE_WINDOW_SECS: i64 = 300;
 /// Drop: 12 hours, as Plausible's drop notification.
 pub const DEFAULT_DROP_WINDOW_SECS: i64 = 43_200;
 
+/// The trigger types: the values of `webhook_triggers.trigger_type` (the
+/// CHECK in sql/0001 lists the same three), each sending the event of its
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerType {
+    VisitorSpike,
+    TrafficDrop,
+    GoalCompletion,
+}
+
+impl TriggerType {
+    pub const ALL: [TriggerType; 3] = [
+        TriggerType::VisitorSpike,
+        TriggerType::TrafficDrop,
+        TriggerType::GoalCompletion,
+    ];
+
+    /// The schema's name: `visitor_spike`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerType::VisitorSpike => "visitor_spike",
+            TriggerType::TrafficDrop => "traffic_drop",
+            TriggerType::GoalCompletion => "goal_completion",
+        }
+    }
+
+    /// The name an operator may type instead: `spike`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            TriggerType::VisitorSpike => "spike",
+            TriggerType::TrafficDrop => "drop",
+            TriggerType::GoalCompletion => "goal",
+        }
+    }
+
+    /// By the schema's name exactly, as stored.
+    pub fn from_schema(s: &str) -> Option<TriggerType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// As an operator writes it: the schema's name or the short one, in any
+    /// case, `-` for `_`, surrounding spaces ignored.
+    pub fn parse(s: &str) -> Option<TriggerType> {
+        let s = s.trim().to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s || t.short_name() == s)
+    }
+
+    /// The event its firings send (`webhook_deliveries.event_type`).
+    pub fn event_type(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// Spike and drop compare a visitor count with a threshold; a goal
+    /// trigger does not.
+    pub fn threshold_kind(self) -> Option<ThresholdKind> {
+        match self {
+            TriggerType::VisitorSpike => Some(ThresholdKind::Spike),
+            TriggerType::TrafficDrop => Some(ThresholdKind::Drop),
+            TriggerType::GoalCompletion => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TriggerType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read from a `trigger_type` column; a value the schema does not allow is
+/// a conversion error, as a wrong column type would be.
+impl<'a> tokio_postgres::types::FromSql<'a> for TriggerType {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let s = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        TriggerType::from_schema(s).ok_or_else(|| format!("`{s}` is not a trigger type").into())
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
+/// The two trigger types with a threshold: which side of it alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TriggerKind {
+pub enum ThresholdKind {
     Spike,
     Drop,
 }
 
-impl TriggerKind {
-    pub fn parse(s: &str) -> Option<TriggerKind> {
-        match s {
-            "visitor_spike" => Some(TriggerKind::Spike),
-            "traffic_drop" => Some(TriggerKind::Drop),
-            _ => None,
-        }
-    }
-
-    pub fn event_type(self) -> &'static str {
+impl ThresholdKind {
+    pub fn trigger_type(self) -> TriggerType {
         match self {
-            TriggerKind::Spike => "visitor_spike",
-            TriggerKind::Drop => "traffic_drop",
+            ThresholdKind::Spike => TriggerType::VisitorSpike,
+            ThresholdKind::Drop => TriggerType::TrafficDrop,
         }
     }
 
     pub fn default_window_secs(self) -> i64 {
         match self {
-            TriggerKind::Spike => DEFAULT_SPIKE_WINDOW_SECS,
-            TriggerKind::Drop => DEFAULT_DROP_WINDOW_SECS,
+            ThresholdKind::Spike => DEFAULT_SPIKE_WINDOW_SECS,
+            ThresholdKind::Drop => DEFAULT_DROP_WINDOW_SECS,
         }
     }
 
     /// Is the count on the alerting side of the threshold?
     pub fn crossed(self, visitors: i64, threshold: i64) -> bool {
         match self {
-            TriggerKind::Spike => visitors >= threshold,
-            TriggerKind::Drop => visitors < threshold,
+            ThresholdKind::Spike => visitors >= threshold,
+            ThresholdKind::Drop => visitors < threshold,
         }
     }
 }
@@ -114,7 +196,7 @@ pub struct Decision {
 ///   cooldown ends, it fires then (the owner learns of an episode that is
 ///   still going on, not of one that is over).
 pub fn decide(
-    kind: TriggerKind,
+    kind: ThresholdKind,
     visitors: i64,
     threshold: i64,
     state: State,
@@ -144,58 +226,64 @@ pub fn decide(
 /// kill the connection there, as a crash would).
 pub type BeforeCommit = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// One warn line when a service's rounds start failing, one info line when
-/// they work again: an outage is one entry in the journal, not one a second.
-pub(crate) struct Outage {
-    service: &'static str,
-    source: String,
-    failing: bool,
+/// A trigger service's batch: claims up to a batch of due triggers and works
+/// them in one transaction.
+pub(crate) trait Batched: Sync {
+    type Report: Send;
+
+    /// Pushes the ids it claimed into `claimed` as soon as it has them;
+    /// returns the rows it claimed.
+    fn batch(
+        &self,
+        now: OffsetDateTime,
+        report: &mut Self::Report,
+        claimed: &mut Vec<Uuid>,
+    ) -> impl Future<Output = Result<usize>> + Send;
 }
 
-impl Outage {
-    pub fn new(service: &'static str, source: String) -> Self {
-        Self {
-            service,
-            source,
-            failing: false,
-        }
-    }
-
-    pub fn failed(&mut self, e: &anyhow::Error, then: &str) {
-        if !std::mem::replace(&mut self.failing, true) {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                source = %self.source,
-                "{} failed; {then}",
-                self.service
-            );
-        }
-    }
-
-    pub fn ended(&mut self) {
-        if std::mem::take(&mut self.failing) {
-            tracing::info!("{} works again", self.service);
-        }
-    }
-}
-
-/// A batch failed after claiming `ids`: they are set aside until `next`, so
-/// they cannot hold back the rest of the round (best effort: if this fails
-/// too, they are simply due again), and the round's first error is kept in
-/// `failed`. Returns whether the round goes on: not when the source cannot be
-/// asked at all, as every further batch would only fail alike (each after a
-/// timeout).
-pub(crate) async fn set_aside(
+/// A trigger service's round at `now`: batch after batch until one comes
+/// back with fewer than `batch_size` rows.
+///
+/// A batch that fails after claiming (a timeout, a bad row) has its triggers
+/// set aside until `set_aside_until`, so they cannot hold back the rest of
+/// the round (best effort: if that fails too, they are simply due again),
+/// and the round goes on; not when the source cannot be asked at all, as
+/// every further batch would only fail alike (each after a timeout). The
+/// round then fails with the first such error, under `context`. A claim that
+/// fails (nothing to set aside) ends the round with its own error.
+pub(crate) async fn in_batches<B: Batched>(
+    service: &B,
+    report: &mut B::Report,
     pool: &Pool,
-    ids: &[Uuid],
-    next: OffsetDateTime,
-    e: anyhow::Error,
-    failed: &mut Option<anyhow::Error>,
-) -> bool {
-    defer(pool, ids, next).await;
-    let go_on = !source::is_unavailable(&e);
-    failed.get_or_insert(e);
-    go_on
+    batch_size: i64,
+    now: OffsetDateTime,
+    set_aside_until: OffsetDateTime,
+    context: &'static str,
+) -> Result<()> {
+    let mut failed: Option<anyhow::Error> = None;
+    loop {
+        let mut ids = Vec::new();
+        let n = match service.batch(now, report, &mut ids).await {
+            Ok(n) => n,
+            Err(e) if ids.is_empty() => return Err(e),
+            Err(e) => {
+                defer(pool, &ids, set_aside_until).await;
+                let go_on = !source::is_unavailable(&e);
+                failed.get_or_insert(e);
+                if !go_on {
+                    break;
+                }
+                ids.len()
+            }
+        };
+        if (n as i64) < batch_size {
+            break;
+        }
+    }
+    match failed {
+        Some(e) => Err(e.context(context)),
+        None => Ok(()),
+    }
 }
 
 /// How long a trigger whose row cannot be read is set aside before it is
@@ -344,6 +432,34 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
+    fn trigger_types_by_name() {
+        for t in TriggerType::ALL {
+            assert_eq!(TriggerType::from_schema(t.as_str()), Some(t));
+            assert_eq!(TriggerType::parse(t.short_name()), Some(t));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::Value::from(t.as_str())
+            );
+            // The registry below the triggers layer lists the same events.
+            assert!(
+                crate::metrics::LABELLED_EVENTS.contains(&t.event_type()),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            TriggerType::parse(" Visitor-Spike "),
+            Some(TriggerType::VisitorSpike)
+        );
+        assert_eq!(TriggerType::from_schema("spike"), None);
+        assert_eq!(TriggerType::parse("goals"), None);
+        assert_eq!(
+            TriggerType::TrafficDrop.threshold_kind(),
+            Some(ThresholdKind::Drop)
+        );
+        assert_eq!(TriggerType::GoalCompletion.threshold_kind(), None);
+    }
+
+    #[test]
     fn hysteresis_and_cooldown_over_a_sequence() {
         let t0 = datetime!(2026-03-02 10:00 UTC);
         let cooldown = Duration::minutes(60);
@@ -365,7 +481,7 @@ mod tests {
             (62, 130),
         ] {
             let now = t0 + Duration::minutes(m);
-            let d = decide(TriggerKind::Spike, v, 100, s, cooldown, now);
+            let d = decide(ThresholdKind::Spike, v, 100, s, cooldown, now);
             if d.fire {
                 fired.push(m);
                 s.last_fired_at = Some(now);
@@ -384,7 +500,7 @@ mod tests {
             last_fired_at: None,
         };
         let now = datetime!(2026-03-02 10:00 UTC);
-        let d = |v| decide(TriggerKind::Drop, v, 10, s, Duration::ZERO, now);
+        let d = |v| decide(ThresholdKind::Drop, v, 10, s, Duration::ZERO, now);
         assert!(!d(10).fire);
         assert!(d(9).fire);
         assert!(d(0).fire);
@@ -399,7 +515,7 @@ mod tests {
         };
         let cd = Duration::minutes(60);
         let held = decide(
-            TriggerKind::Spike,
+            ThresholdKind::Spike,
             200,
             100,
             s,
@@ -414,7 +530,7 @@ mod tests {
             }
         );
         let fires = decide(
-            TriggerKind::Spike,
+            ThresholdKind::Spike,
             200,
             100,
             s,

@@ -12,7 +12,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::TriggerKind;
+use super::ThresholdKind;
 
 pub const HISTORY: Duration = Duration::days(7);
 pub const REDERIVE_AFTER: Duration = Duration::days(1);
@@ -33,14 +33,14 @@ pub fn usual_per_window(bucketed: i64, window_secs: i64, covered_secs: f64) -> f
 
 /// The threshold for `kind` given the usual visitors per window; None when a
 /// drop threshold would be below 1 (not enough history).
-pub fn derive(kind: TriggerKind, usual: f64) -> Option<i32> {
+pub fn derive(kind: ThresholdKind, usual: f64) -> Option<i32> {
     let t = match kind {
-        TriggerKind::Spike => ((SPIKE_FACTOR * usual).ceil() as i64).max(i64::from(SPIKE_MIN)),
-        TriggerKind::Drop => (DROP_FACTOR * usual).floor() as i64,
+        ThresholdKind::Spike => ((SPIKE_FACTOR * usual).ceil() as i64).max(i64::from(SPIKE_MIN)),
+        ThresholdKind::Drop => (DROP_FACTOR * usual).floor() as i64,
     };
     match kind {
-        TriggerKind::Spike => Some(t.min(MAX_THRESHOLD) as i32),
-        TriggerKind::Drop => (t >= 1).then(|| t.min(MAX_THRESHOLD) as i32),
+        ThresholdKind::Spike => Some(t.min(MAX_THRESHOLD) as i32),
+        ThresholdKind::Drop => (t >= 1).then(|| t.min(MAX_THRESHOLD) as i32),
     }
 }
 
@@ -60,11 +60,11 @@ mod tests {
         // Two days of data: averaged over those two days' 576 windows.
         assert_eq!(usual_per_window(576 * 30, 300, 2.0 * 86_400.0), 30.0);
         assert_eq!(usual_per_window(0, 300, 0.0), 0.0);
-        assert_eq!(derive(TriggerKind::Spike, 30.0), Some(60));
-        assert_eq!(derive(TriggerKind::Spike, 2.2), Some(10));
-        assert_eq!(derive(TriggerKind::Spike, 10.1), Some(21));
-        assert_eq!(derive(TriggerKind::Drop, 30.0), Some(15));
-        assert_eq!(derive(TriggerKind::Drop, 3.0), Some(1));
-        assert_eq!(derive(TriggerKind::Drop, 1.9), None);
+        assert_eq!(derive(ThresholdKind::Spike, 30.0), Some(60));
+        assert_eq!(derive(ThresholdKind::Spike, 2.2), Some(10));
+        assert_eq!(derive(ThresholdKind::Spike, 10.1), Some(21));
+        assert_eq!(derive(ThresholdKind::Drop, 30.0), Some(15));
+        assert_eq!(derive(ThresholdKind::Drop, 3.0), Some(1));
+        assert_eq!(derive(ThresholdKind::Drop, 1.9), None);
     }
 }

@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::admin::validate::{self, Invalid, Rule, TriggerInput};
+use crate::triggers::TriggerType;
 
 use super::*;
 
@@ -13,7 +14,7 @@ use super::*;
 pub struct TriggerView {
     pub id: Uuid,
     pub webhook_id: Uuid,
-    pub trigger_type: String,
+    pub trigger_type: TriggerType,
     /// None for spike/drop: derived from the site's recent traffic.
     pub threshold: Option<i32>,
     /// The threshold derived when none is set (src/triggers/threshold.rs).

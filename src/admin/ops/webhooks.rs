@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::admin::validate::{self, Invalid, Rule, TriggerType};
+use crate::admin::validate::{self, Invalid, Rule};
 use crate::delivery::guard::AddressGuard;
 use crate::delivery::signing::generate_secret;
+use crate::triggers::TriggerType;
 
 use super::*;
 

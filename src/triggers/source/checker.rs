@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{AnalyticsSource, SourceStatus};
+use crate::service::{FirstRun, PeriodicService};
 
 /// Between checks of a source that works.
 pub const INTERVAL: Duration = Duration::from_secs(300);
@@ -23,6 +24,9 @@ pub const MIN_GAP: Duration = Duration::from_secs(5);
 pub struct SourceChecker {
     source: Arc<AnalyticsSource>,
     tx: watch::Sender<SourceStatus>,
+    /// When the last check ended: failures wake a check no sooner than
+    /// `MIN_GAP` after it.
+    last: tokio::time::Instant,
 }
 
 impl SourceChecker {
@@ -34,38 +38,44 @@ impl SourceChecker {
         let status = SourceStatus::of(&source.check().await);
         log(&source, None, &status);
         let (tx, rx) = watch::channel(status);
-        (SourceChecker { source, tx }, rx)
+        let last = tokio::time::Instant::now();
+        (SourceChecker { source, tx, last }, rx)
+    }
+}
+
+impl PeriodicService for SourceChecker {
+    const NAME: &'static str = "source checker";
+    // A check does not fail: its verdict (logged on change) is the outcome.
+    const WORK: &'static str = "checking the analytics source";
+    const AFTER_FAILURE: &'static str = "will retry";
+    /// `first` ran the first check.
+    const FIRST_RUN: FirstRun = FirstRun::AfterPause;
+    type Outcome = ();
+
+    fn interval(&self) -> Duration {
+        match *self.tx.borrow() {
+            SourceStatus::Compatible { .. } => INTERVAL,
+            _ => INTERVAL_FAILING,
+        }
     }
 
-    pub fn start(self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut last = tokio::time::Instant::now();
-            loop {
-                let every = match *self.tx.borrow() {
-                    SourceStatus::Compatible { .. } => INTERVAL,
-                    _ => INTERVAL_FAILING,
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                    _ = self.source.failed() => {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep_until(last + MIN_GAP) => {}
-                        }
-                    }
-                }
-                let r = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = self.source.check() => r,
-                };
-                last = tokio::time::Instant::now();
-                let status = SourceStatus::of(&r);
-                let before = self.tx.borrow().clone();
-                log(&self.source, Some(&before), &status);
-                self.tx.send_replace(status);
-            }
-        })
+    async fn wake(&self) {
+        self.source.failed().await;
+        tokio::time::sleep_until(self.last + MIN_GAP).await;
+    }
+
+    /// A check cut short by `stop` publishes nothing.
+    async fn run_once(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
+        let r = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = self.source.check() => r,
+        };
+        self.last = tokio::time::Instant::now();
+        let status = SourceStatus::of(&r);
+        let before = self.tx.borrow().clone();
+        log(&self.source, Some(&before), &status);
+        self.tx.send_replace(status);
+        Ok(())
     }
 }
 

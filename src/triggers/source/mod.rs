@@ -46,7 +46,7 @@ pub struct GoalScan<'a> {
 
 /// Identical events matching a goal, `count` of them (ordinals 1..=count).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
+pub struct GoalCompletion {
     /// Index into the scans asked for.
     pub scan: usize,
     /// Microseconds since the Unix epoch.
@@ -384,7 +384,7 @@ impl AnalyticsSource {
     }
 
     /// Completions of each scan's goal, ordered by scan then time.
-    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<GoalCompletion>> {
         if scans.is_empty() {
             return Ok(Vec::new());
         }

@@ -14,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 
-use super::{Completion, GoalScan, Ranked, Window};
+use super::{GoalCompletion, GoalScan, Ranked, Window};
 use crate::triggers::goals::{GoalKind, PathMatch};
 
 pub const POOL_SIZE: usize = 4;
@@ -227,7 +227,7 @@ impl PostgresSource {
         Ok(out)
     }
 
-    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<GoalCompletion>> {
         // One row per scan; goal fields travel as parameters, never as SQL
         // text. Each site's events are read once, for all its goals. The
         // overall bounds ($10, $11) are plain parameters so the planner sees
@@ -340,7 +340,7 @@ impl PostgresSource {
             .with_context(|| format!("scanning {} for goal completions", self.table))?;
         Ok(rows
             .iter()
-            .map(|r| Completion {
+            .map(|r| GoalCompletion {
                 scan: r.get::<_, i64>(0) as usize - 1,
                 timestamp_us: r.get(1),
                 name: r.get(2),

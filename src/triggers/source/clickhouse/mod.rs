@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::{Completion, GoalScan, Ranked, Window};
+use super::{GoalCompletion, GoalScan, Ranked, Window};
 use crate::config::AnalyticsConfig;
 use crate::triggers::goals::{GoalKind, PathMatch};
 use http::{ChHttp, ChHttpConfig};
@@ -305,7 +305,7 @@ impl ClickhouseSource {
             .collect()
     }
 
-    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<Completion>> {
+    pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<GoalCompletion>> {
         // ClickHouse 18.x spends milliseconds analysing every expression of a
         // query, so a query must not grow with the scans (100 goal triggers
         // as 100 subqueries or 300 written-out conditions took ~1 s before
@@ -356,7 +356,7 @@ impl ClickhouseSource {
         first: usize,
         conds: &[String],
         bits: &[usize],
-        out: &mut Vec<Completion>,
+        out: &mut Vec<GoalCompletion>,
     ) -> Result<()> {
         // arraySum of one array, not a chain of `+`: 18.x analyses a flat
         // list much faster than a 64-deep expression. Both joined subqueries
@@ -432,7 +432,7 @@ impl ClickhouseSource {
             .await
             .context("scanning for goal completions")?;
         for mut r in rows {
-            out.push(Completion {
+            out.push(GoalCompletion {
                 scan: int(&r[0])? as usize - 1,
                 timestamp_us: int(&r[1])? * 1_000_000,
                 name: text(std::mem::take(&mut r[2])),
@@ -450,8 +450,8 @@ impl ClickhouseSource {
 /// fields bytewise). Rows that differ only in bytes that are not UTF-8 read
 /// alike once decoded: they are merged and their counts added, so each such
 /// event still gets its own ordinal (and its own key, and its own POST).
-fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
-    fn key(c: &Completion) -> (usize, i64, &str, &str, &str, &str) {
+fn merge(mut v: Vec<GoalCompletion>) -> Vec<GoalCompletion> {
+    fn key(c: &GoalCompletion) -> (usize, i64, &str, &str, &str, &str) {
         (
             c.scan,
             c.timestamp_us,
@@ -462,7 +462,7 @@ fn merge(mut v: Vec<Completion>) -> Vec<Completion> {
         )
     }
     v.sort_by(|a, b| key(a).cmp(&key(b)));
-    let mut out: Vec<Completion> = Vec::with_capacity(v.len());
+    let mut out: Vec<GoalCompletion> = Vec::with_capacity(v.len());
     for c in v {
         match out.last_mut() {
             Some(last) if key(last) == key(&c) => last.count += c.count,
