@@ -174,7 +174,10 @@ pub async fn handle(
 
 async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &Bytes) -> ApiResult {
     let mut db = state.pool.get().await.map_err(|e| {
-        tracing::warn!(error = %e, "admin API: no database connection");
+        tracing::warn!(
+            reason = crate::logging::error_line(&e),
+            "admin API: no database connection"
+        );
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
@@ -195,7 +198,10 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
             ))
         }
         Err(e) => {
-            tracing::warn!(error = format!("{e:#}"), "admin API: cannot check a token");
+            tracing::warn!(
+                reason = crate::logging::error_line(e.as_ref()),
+                "admin API: cannot check a token"
+            );
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",

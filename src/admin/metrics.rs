@@ -51,7 +51,10 @@ pub async fn response(state: &AdminState) -> HttpResponse {
     let sample = match sample {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            tracing::debug!(error = format!("{e:#}"), "metrics: cannot sample the queue");
+            tracing::debug!(
+                reason = crate::logging::error_line(e.as_ref()),
+                "metrics: cannot sample the queue"
+            );
             None
         }
         Err(_) => None,

@@ -94,11 +94,11 @@ impl Listener {
                 // Said once per outage: the next tries fail the same way.
                 Err(e) if backoff == RECONNECT_MIN => tracing::warn!(
                     part = "listener",
-                    reason = super::error_line(e.as_ref()),
+                    reason = crate::logging::error_line(e.as_ref()),
                     "cannot connect to the database; retrying with backoff (polling meanwhile)"
                 ),
                 Err(e) => tracing::debug!(
-                    reason = super::error_line(e.as_ref()),
+                    reason = crate::logging::error_line(e.as_ref()),
                     retry_in_ms = backoff.as_millis() as u64,
                     "listener still cannot connect"
                 ),
@@ -137,7 +137,7 @@ impl Listener {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(super::error_line(&e)));
+                        let _ = tx.send(Err(crate::logging::error_line(&e)));
                         return;
                     }
                 }
@@ -170,7 +170,7 @@ impl Listener {
                 _ = check.tick() => {
                     match tokio::time::timeout(CHECK_TIMEOUT, client.simple_query("SELECT 1")).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Some(format!("health query failed: {}", super::error_line(&e))),
+                        Ok(Err(e)) => return Some(format!("health query failed: {}", crate::logging::error_line(&e))),
                         Err(_) => return Some("health query timed out".into()),
                     }
                 }

@@ -108,7 +108,7 @@ impl deadpool_postgres::Connect for WatchedConnect {
                 if e.as_db_error().is_some() {
                     // The server said why (a restart, an administrator).
                     if lost.swap(LOST_SAID_WHY, Ordering::Relaxed) != LOST_SAID_WHY {
-                        say(error_line(&e));
+                        say(crate::logging::error_line(&e));
                     }
                     return;
                 }
@@ -117,50 +117,12 @@ impl deadpool_postgres::Connect for WatchedConnect {
                     .compare_exchange(CONNECTED, LOST, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
                 {
-                    say(error_line(&e));
+                    say(crate::logging::error_line(&e));
                 }
             });
             Ok((client, task))
         })
     }
-}
-
-/// One line for an error and its causes, each said once, with the server's
-/// own words for a database error (tokio-postgres says only `db error` and
-/// keeps the reason in its source): e.g. `terminating connection due to
-/// administrator command (SQLSTATE 57P01)`.
-pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        next = err.source();
-        if let Some(db) = err.downcast_ref::<tokio_postgres::error::DbError>() {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; {d}"));
-            }
-            parts.push(s);
-            break;
-        }
-        let pg_db_error = err
-            .downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(|p| p.as_db_error().is_some());
-        if pg_db_error {
-            continue; // "db error": its source says what.
-        }
-        // Wrappers often repeat their cause's text in their own, at its end
-        // (deadpool: "Error occurred while creating a new object: db error").
-        let mut s = err.to_string();
-        if let Some(cause) = next.map(|c| format!(": {c}")) {
-            if let Some(own) = s.strip_suffix(&cause) {
-                s = own.to_string();
-            }
-        }
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
 }
 
 /// Connects one client outside the pool (for LISTEN and for one-shot commands).
@@ -190,39 +152,4 @@ pub fn describe(cfg: &tokio_postgres::Config) -> String {
         .unwrap_or_else(|| "localhost".into());
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or(""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_line;
-
-    #[test]
-    fn an_error_line_says_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
-        let e = anyhow::Error::new(io)
-            .context("error connecting to server")
-            .context("error connecting to server")
-            .context("claiming deliveries");
-        assert_eq!(
-            error_line(e.as_ref()),
-            "claiming deliveries: error connecting to server: Connection refused"
-        );
-        #[derive(Debug)]
-        struct Wrapper(std::io::Error);
-        impl std::fmt::Display for Wrapper {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "Error occurred while creating a new object: {}", self.0)
-            }
-        }
-        impl std::error::Error for Wrapper {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let inner = std::io::Error::other("the database system is shutting down");
-        assert_eq!(
-            error_line(&Wrapper(inner)),
-            "Error occurred while creating a new object: the database system is shutting down"
-        );
-    }
 }
