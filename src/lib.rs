@@ -26,9 +26,11 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod delivery;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod triggers;
