@@ -27,10 +27,12 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod delivery;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod service;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod triggers;

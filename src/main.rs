@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use plausible_webhooks::config::{Config, ConfigError, EX_CONFIG};
-use plausible_webhooks::{daemon, db, demo, logging};
+use plausible_webhooks::{daemon, db, logging};
 
 /// Webhooks for Plausible Analytics: delivers rows of `webhook_deliveries` as
 /// signed HTTPS POSTs, with retries and a full delivery log.
@@ -31,6 +31,10 @@ enum Command {
     /// Validate the config and the database, then exit (non-zero on a problem).
     Check,
     /// Show the delivery engine end to end on a throwaway PostgreSQL and a local HTTPS receiver.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(about = "Not in this build: the demo needs `cargo run --features demo -- demo`")
+    )]
     Demo,
     #[command(flatten)]
     Admin(Box<plausible_webhooks::admin::cli::AdminCommand>),
@@ -46,10 +50,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Demo = cli.command {
-        // The demo's table shows every attempt, the expected 503 included:
-        // warnings would only interleave with it.
-        logging::init("text", "error");
-        return report(rt.block_on(demo::run()));
+        return demo(&rt);
     }
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -86,6 +87,24 @@ fn main() -> ExitCode {
             Command::Demo => unreachable!(),
         }
     }))
+}
+
+#[cfg(feature = "demo")]
+fn demo(rt: &tokio::runtime::Runtime) -> ExitCode {
+    // The demo's table shows every attempt, the expected 503 included:
+    // warnings would only interleave with it.
+    logging::init("text", "error");
+    report(rt.block_on(plausible_webhooks::demo::run()))
+}
+
+/// The demo and its test kit (rcgen, tempfile) stay out of the daemon's build;
+/// the subcommand is still known so that running it says how to get it.
+#[cfg(not(feature = "demo"))]
+fn demo(_: &tokio::runtime::Runtime) -> ExitCode {
+    eprintln!(
+        "error: this plausible-webhooks was built without the demo; run it from the repository with `cargo run --features demo -- demo`"
+    );
+    ExitCode::FAILURE
 }
 
 async fn check(cfg: &Config) -> anyhow::Result<()> {

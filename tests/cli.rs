@@ -59,6 +59,20 @@ fn bad_config_exits_78_naming_the_key() {
     assert!(text(&o).contains("queue.poll_interval_ms"), "{}", text(&o));
 }
 
+/// The daemon's build leaves the demo out (Cargo.toml [features]); asking
+/// for it must say how to get it, not fail as an unknown command.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_says_how_to_build_it() {
+    let o = bin().arg("demo").output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cargo run --features demo -- demo"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_concurrent_safe_idempotent_and_check_reports_the_schema() {
     let env = Env::new().await; // for the shared cluster

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_postgres::Client;
 
 use super::ops::{self, OpError};
 use super::validate;
@@ -102,25 +103,7 @@ pub enum AdminCommand {
     /// Send a webhook's failed deliveries since a time again (same delivery ids).
     ///
     /// Example: replay 6f1c --since 2h   or   --since 2026-11-23T10:00:00Z
-    Replay {
-        /// Webhook id or unique prefix.
-        webhook: String,
-        /// Deliveries created at or after this: an RFC 3339 time, or a duration ago (2h, 1d).
-        #[arg(long)]
-        since: String,
-        /// …and before this (same forms).
-        #[arg(long)]
-        until: Option<String>,
-        /// Only this event type (goal_completion, visitor_spike, traffic_drop, test).
-        #[arg(long)]
-        event: Option<String>,
-        /// Send deliveries that succeeded again too.
-        #[arg(long)]
-        include_success: bool,
-        /// Count what would be replayed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Replay(ReplayArgs),
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +166,27 @@ pub struct UpdateArgs {
     /// Concurrent requests (1–1000), or `default`.
     #[arg(long)]
     max_concurrency: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Webhook id or unique prefix.
+    webhook: String,
+    /// Deliveries created at or after this: an RFC 3339 time, or a duration ago (2h, 1d).
+    #[arg(long)]
+    since: String,
+    /// …and before this (same forms).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this event type (goal_completion, visitor_spike, traffic_drop, test).
+    #[arg(long)]
+    event: Option<String>,
+    /// Send deliveries that succeeded again too.
+    #[arg(long)]
+    include_success: bool,
+    /// Count what would be replayed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,201 +311,271 @@ fn guard(cfg: &Config) -> Result<AddressGuard> {
     AddressGuard::from_config(cfg)
 }
 
+/// Connects, refuses a database whose schema is not current, and hands the
+/// command to its function; each prints its own result.
 async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Failure> {
     let mut client = db::connect(&cfg.database.url).await?;
     db::migrate::ensure_current(&client).await?;
+    // One `now` for every relative time (`--since 2h`) the command parses.
     let now = OffsetDateTime::now_utc();
     match cmd {
-        AdminCommand::Create(a) => {
-            let mut headers = BTreeMap::new();
-            for h in &a.headers {
-                let (k, v) = validate::header_arg(h)?;
-                if headers.keys().any(|e: &String| e.eq_ignore_ascii_case(&k)) {
-                    return Err(validate::Invalid::new(
-                        &format!("headers.{k}"),
-                        validate::Rule::Duplicate,
-                        "given twice (header names are case-insensitive)",
-                    )
-                    .into());
-                }
-                headers.insert(k, v);
-            }
-            let triggers = a
-                .triggers
-                .iter()
-                .map(|t| {
-                    Ok(ops::NewTrigger {
-                        trigger_type: validate::trigger_type(t)?,
-                        threshold: None,
-                        window_secs: None,
-                        cooldown_secs: None,
-                        goal: None,
-                    })
-                })
-                .collect::<Result<Vec<_>, validate::Invalid>>()?;
-            let new = ops::NewWebhook {
-                site: a.site,
-                name: a.name,
-                url: a.url,
-                secret: a.secret.map(secret_arg).transpose()?,
-                headers,
-                retry_schedule_secs: a.retry_schedule.as_deref().map(schedule_arg).transpose()?,
-                rate_limit_per_sec: a.rate_limit,
-                max_concurrency: a.max_concurrency,
-                triggers,
-            };
-            let c = ops::create(&mut client, &guard(cfg)?, new).await?;
-            if json {
-                print_json(&c);
-            } else {
-                print_webhook(&c.webhook);
-                if !c.triggers.is_empty() {
-                    println!();
-                    print_triggers(&c.triggers);
-                }
-                println!();
-                println!("secret: {}", c.secret);
-                println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
-            }
-        }
-        AdminCommand::List { site, deleted } => {
-            let v = ops::list(
-                &client,
-                &ops::ListFilter {
-                    site,
-                    include_deleted: deleted,
-                    site_ids: None,
-                },
-            )
-            .await?;
-            if json {
-                print_json(&v);
-            } else if v.is_empty() {
-                println!("no webhooks; `create --help` shows how to add one");
-            } else {
-                print!(
-                    "{}",
-                    table(
-                        &["ID", "SITE", "NAME", "STATUS", "TRIGGERS", "URL"],
-                        v.iter()
-                            .map(|w| vec![
-                                w.id.to_string(),
-                                w.site.clone(),
-                                w.name.clone(),
-                                w.status_text(),
-                                w.triggers.to_string(),
-                                w.url.clone(),
-                            ])
-                            .collect()
-                    )
-                );
-            }
-        }
-        AdminCommand::Show { webhook } => {
-            let w = ops::show(&client, &webhook).await?;
-            let t = ops::list_triggers(&client, &w.id.to_string()).await?;
-            if json {
-                print_json(&serde_json::json!({"webhook": w, "triggers": t}));
-            } else {
-                print_webhook(&w);
-                println!();
-                print_triggers(&t);
-            }
-        }
-        AdminCommand::Update(a) => {
-            let mut set = BTreeMap::new();
-            for h in &a.headers {
-                let (k, v) = validate::header_arg(h)?;
-                set.insert(k, v);
-            }
-            let changes = ops::WebhookChanges {
-                name: a.name,
-                url: a.url,
-                set_headers: set,
-                remove_headers: a.remove_headers,
-                clear_headers: a.clear_headers,
-                retry_schedule_secs: match a.retry_schedule.as_deref() {
-                    None => None,
-                    Some(s) if s.trim() == "default" => Some(None),
-                    Some(s) => Some(Some(schedule_arg(s)?)),
-                },
-                rate_limit_per_sec: optional_number("rate_limit_per_sec", a.rate_limit)?,
-                max_concurrency: optional_number("max_concurrency", a.max_concurrency)?,
-            };
-            let w = ops::update(&client, &guard(cfg)?, &a.webhook, &changes).await?;
-            output(json, &w, || print_webhook(&w));
-        }
-        AdminCommand::Enable { webhook } => {
-            let w = ops::enable(&client, &webhook).await?;
-            output(json, &w, || {
-                println!("webhook {} is {}", w.id, w.status_text())
-            });
-        }
+        AdminCommand::Create(a) => create(&mut client, cfg, a, json).await,
+        AdminCommand::List { site, deleted } => list(&client, site, deleted, json).await,
+        AdminCommand::Show { webhook } => show(&client, &webhook, json).await,
+        AdminCommand::Update(a) => update(&client, cfg, a, json).await,
+        AdminCommand::Enable { webhook } => enable(&client, &webhook, json).await,
         AdminCommand::Disable { webhook, reason } => {
-            let w = ops::disable(&client, &webhook, reason.as_deref()).await?;
-            output(json, &w, || {
-                println!("webhook {} is {}", w.id, w.status_text())
-            });
+            disable(&client, &webhook, reason.as_deref(), json).await
         }
-        AdminCommand::Delete { webhook } => {
-            let d = ops::delete(&client, &webhook, cfg.retention.days).await?;
-            output(json, &d, || {
-                println!(
-                    "webhook {} deleted; `restore {}` brings it back until {}, when it is purged with its deliveries",
-                    d.webhook.id,
-                    d.webhook.id,
-                    rfc3339_seconds(d.purge_after)
-                )
-            });
-        }
-        AdminCommand::Restore { webhook } => {
-            let w = ops::restore(&client, &webhook, cfg.retention.days).await?;
-            output(json, &w, || {
-                println!("webhook {} restored: {}", w.id, w.status_text())
-            });
-        }
+        AdminCommand::Delete { webhook } => delete(&client, cfg, &webhook, json).await,
+        AdminCommand::Restore { webhook } => restore(&client, cfg, &webhook, json).await,
         AdminCommand::RotateSecret {
             webhook,
             secret,
             grace,
-        } => {
-            let grace = validate::duration_secs("grace", &grace)?;
-            let secret = secret.map(secret_arg).transpose()?;
-            let r = ops::rotate_secret(&client, &webhook, secret.as_deref(), grace).await?;
-            output(json, &r, || {
-                println!("new secret: {}", r.secret);
-                match r.previous_secret_expires_at {
-                    Some(t) => println!(
-                        "the old secret keeps signing beside it until {} (two v1, signatures in webhook-signature); update the receiver before then",
-                        rfc3339_seconds(t)
-                    ),
-                    None => println!("the old secret no longer signs"),
-                }
-            });
+        } => rotate_secret(&client, &webhook, secret, &grace, json).await,
+        AdminCommand::Test { webhook } => test(cfg, &webhook, json).await,
+        AdminCommand::Triggers(c) => triggers(&client, c, json).await,
+        AdminCommand::Deliveries(c) => deliveries(&client, c, now, json).await,
+        AdminCommand::Retry { delivery, force } => retry(&client, &delivery, force, json).await,
+        AdminCommand::Replay(a) => replay(&client, a, now, json).await,
+    }
+}
+
+// Webhooks.
+
+async fn create(
+    client: &mut Client,
+    cfg: &Config,
+    a: CreateArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut headers = BTreeMap::new();
+    for h in &a.headers {
+        let (k, v) = validate::header_arg(h)?;
+        if headers.keys().any(|e: &String| e.eq_ignore_ascii_case(&k)) {
+            return Err(validate::Invalid::new(
+                &format!("headers.{k}"),
+                validate::Rule::Duplicate,
+                "given twice (header names are case-insensitive)",
+            )
+            .into());
         }
-        AdminCommand::Test { webhook } => {
-            let pool = db::pool(&cfg.database.url, 2)?;
-            let sender = ops::TestSender::from_config(cfg, None)?;
-            let r = ops::send_test(&pool, &sender, &webhook).await?;
-            output(json, &r, || print_test(&r));
-            if !r.success {
-                return Err(Failure::Reported(anyhow::anyhow!(
-                    "the test delivery failed ({})",
-                    serde_json::to_value(r.cause)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("")
-                )));
-            }
+        headers.insert(k, v);
+    }
+    let triggers = a
+        .triggers
+        .iter()
+        .map(|t| {
+            Ok(ops::NewTrigger {
+                trigger_type: validate::trigger_type(t)?,
+                threshold: None,
+                window_secs: None,
+                cooldown_secs: None,
+                goal: None,
+            })
+        })
+        .collect::<Result<Vec<_>, validate::Invalid>>()?;
+    let new = ops::NewWebhook {
+        site: a.site,
+        name: a.name,
+        url: a.url,
+        secret: a.secret.map(secret_arg).transpose()?,
+        headers,
+        retry_schedule_secs: a.retry_schedule.as_deref().map(schedule_arg).transpose()?,
+        rate_limit_per_sec: a.rate_limit,
+        max_concurrency: a.max_concurrency,
+        triggers,
+    };
+    let c = ops::create(client, &guard(cfg)?, new).await?;
+    if json {
+        print_json(&c);
+    } else {
+        print_webhook(&c.webhook);
+        if !c.triggers.is_empty() {
+            println!();
+            print_triggers(&c.triggers);
         }
-        AdminCommand::Triggers(TriggersCommand::Add {
+        println!();
+        println!("secret: {}", c.secret);
+        println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
+    }
+    Ok(())
+}
+
+async fn list(
+    client: &Client,
+    site: Option<String>,
+    deleted: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let v = ops::list(
+        client,
+        &ops::ListFilter {
+            site,
+            include_deleted: deleted,
+            site_ids: None,
+        },
+    )
+    .await?;
+    if json {
+        print_json(&v);
+    } else if v.is_empty() {
+        println!("no webhooks; `create --help` shows how to add one");
+    } else {
+        print!(
+            "{}",
+            table(
+                &["ID", "SITE", "NAME", "STATUS", "TRIGGERS", "URL"],
+                v.iter()
+                    .map(|w| vec![
+                        w.id.to_string(),
+                        w.site.clone(),
+                        w.name.clone(),
+                        w.status_text(),
+                        w.triggers.to_string(),
+                        w.url.clone(),
+                    ])
+                    .collect()
+            )
+        );
+    }
+    Ok(())
+}
+
+async fn show(client: &Client, webhook: &str, json: bool) -> Result<(), Failure> {
+    let w = ops::show(client, webhook).await?;
+    let t = ops::list_triggers(client, &w.id.to_string()).await?;
+    if json {
+        print_json(&serde_json::json!({"webhook": w, "triggers": t}));
+    } else {
+        print_webhook(&w);
+        println!();
+        print_triggers(&t);
+    }
+    Ok(())
+}
+
+async fn update(client: &Client, cfg: &Config, a: UpdateArgs, json: bool) -> Result<(), Failure> {
+    let mut set = BTreeMap::new();
+    for h in &a.headers {
+        let (k, v) = validate::header_arg(h)?;
+        set.insert(k, v);
+    }
+    let changes = ops::WebhookChanges {
+        name: a.name,
+        url: a.url,
+        set_headers: set,
+        remove_headers: a.remove_headers,
+        clear_headers: a.clear_headers,
+        retry_schedule_secs: match a.retry_schedule.as_deref() {
+            None => None,
+            Some(s) if s.trim() == "default" => Some(None),
+            Some(s) => Some(Some(schedule_arg(s)?)),
+        },
+        rate_limit_per_sec: optional_number("rate_limit_per_sec", a.rate_limit)?,
+        max_concurrency: optional_number("max_concurrency", a.max_concurrency)?,
+    };
+    let w = ops::update(client, &guard(cfg)?, &a.webhook, &changes).await?;
+    output(json, &w, || print_webhook(&w));
+    Ok(())
+}
+
+async fn enable(client: &Client, webhook: &str, json: bool) -> Result<(), Failure> {
+    let w = ops::enable(client, webhook).await?;
+    output(json, &w, || {
+        println!("webhook {} is {}", w.id, w.status_text())
+    });
+    Ok(())
+}
+
+async fn disable(
+    client: &Client,
+    webhook: &str,
+    reason: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let w = ops::disable(client, webhook, reason).await?;
+    output(json, &w, || {
+        println!("webhook {} is {}", w.id, w.status_text())
+    });
+    Ok(())
+}
+
+async fn delete(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
+    let d = ops::delete(client, webhook, cfg.retention.days).await?;
+    output(json, &d, || {
+        println!(
+            "webhook {} deleted; `restore {}` brings it back until {}, when it is purged with its deliveries",
+            d.webhook.id,
+            d.webhook.id,
+            rfc3339_seconds(d.purge_after)
+        )
+    });
+    Ok(())
+}
+
+async fn restore(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
+    let w = ops::restore(client, webhook, cfg.retention.days).await?;
+    output(json, &w, || {
+        println!("webhook {} restored: {}", w.id, w.status_text())
+    });
+    Ok(())
+}
+
+async fn rotate_secret(
+    client: &Client,
+    webhook: &str,
+    secret: Option<String>,
+    grace: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let grace = validate::duration_secs("grace", grace)?;
+    let secret = secret.map(secret_arg).transpose()?;
+    let r = ops::rotate_secret(client, webhook, secret.as_deref(), grace).await?;
+    output(json, &r, || {
+        println!("new secret: {}", r.secret);
+        match r.previous_secret_expires_at {
+            Some(t) => println!(
+                "the old secret keeps signing beside it until {} (two v1, signatures in webhook-signature); update the receiver before then",
+                rfc3339_seconds(t)
+            ),
+            None => println!("the old secret no longer signs"),
+        }
+    });
+    Ok(())
+}
+
+/// Exits non-zero unless the receiver answered 2xx; the answer is printed either way.
+async fn test(cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
+    let pool = db::pool(&cfg.database.url, 2)?;
+    let sender = ops::TestSender::from_config(cfg, None)?;
+    let r = ops::send_test(&pool, &sender, webhook).await?;
+    output(json, &r, || print_test(&r));
+    if !r.success {
+        return Err(Failure::Reported(anyhow::anyhow!(
+            "the test delivery failed ({})",
+            serde_json::to_value(r.cause)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+// Triggers.
+
+async fn triggers(client: &Client, cmd: TriggersCommand, json: bool) -> Result<(), Failure> {
+    match cmd {
+        TriggersCommand::Add {
             webhook,
             trigger_type,
             threshold,
             window,
             cooldown,
             goal,
-        }) => {
+        } => {
             let t = ops::NewTrigger {
                 trigger_type: validate::trigger_type(&trigger_type)?,
                 threshold,
@@ -513,24 +587,37 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                     .transpose()?,
                 goal,
             };
-            let v = ops::add_trigger(&client, &webhook, &t).await?;
+            let v = ops::add_trigger(client, &webhook, &t).await?;
             output(json, &v, || print_triggers(std::slice::from_ref(&v)));
         }
-        AdminCommand::Triggers(TriggersCommand::List { webhook }) => {
-            let v = ops::list_triggers(&client, &webhook).await?;
+        TriggersCommand::List { webhook } => {
+            let v = ops::list_triggers(client, &webhook).await?;
             output(json, &v, || print_triggers(&v));
         }
-        AdminCommand::Triggers(TriggersCommand::Remove { trigger }) => {
-            let v = ops::remove_trigger(&client, &trigger).await?;
+        TriggersCommand::Remove { trigger } => {
+            let v = ops::remove_trigger(client, &trigger).await?;
             output(json, &v, || println!("trigger {} removed", v.id));
         }
-        AdminCommand::Deliveries(DeliveriesCommand::List {
+    }
+    Ok(())
+}
+
+// Deliveries.
+
+async fn deliveries(
+    client: &Client,
+    cmd: DeliveriesCommand,
+    now: OffsetDateTime,
+    json: bool,
+) -> Result<(), Failure> {
+    match cmd {
+        DeliveriesCommand::List {
             webhook,
             status,
             event,
             since,
             limit,
-        }) => {
+        } => {
             let f = ops::DeliveryFilter {
                 webhook,
                 status,
@@ -541,55 +628,58 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                 limit: Some(limit),
                 after: None,
             };
-            let v = ops::list_deliveries(&client, &f).await?;
+            let v = ops::list_deliveries(client, &f).await?;
             output(json, &v, || print_deliveries(&v));
         }
-        AdminCommand::Deliveries(DeliveriesCommand::Show { delivery }) => {
-            let d = ops::show_delivery(&client, &delivery).await?;
+        DeliveriesCommand::Show { delivery } => {
+            let d = ops::show_delivery(client, &delivery).await?;
             output(json, &d, || print_delivery(&d));
         }
-        AdminCommand::Retry { delivery, force } => {
-            let d = ops::retry(&client, &delivery, force).await?;
-            output(json, &d, || {
-                println!(
-                    "delivery {} is due now (attempt {} next); `deliveries show {}` follows it",
-                    d.id,
-                    d.attempts + 1,
-                    d.id
-                )
-            });
-        }
-        AdminCommand::Replay {
-            webhook,
-            since,
-            until,
-            event,
-            include_success,
-            dry_run,
-        } => {
-            let r = ops::Replay {
-                webhook,
-                since: validate::since("since", &since, now)?,
-                until: until
-                    .map(|u| validate::since("until", &u, now))
-                    .transpose()?,
-                event_type: event,
-                include_success,
-                dry_run,
-            };
-            let v = ops::replay(&client, &r).await?;
-            output(json, &v, || {
-                if v.dry_run {
-                    println!("{} deliveries would be sent again (dry run)", v.count)
-                } else {
-                    println!(
-                        "{} deliveries of webhook {} are due again (same delivery ids); `deliveries list --webhook {}` follows them",
-                        v.count, v.webhook_id, v.webhook_id
-                    )
-                }
-            });
-        }
     }
+    Ok(())
+}
+
+async fn retry(client: &Client, delivery: &str, force: bool, json: bool) -> Result<(), Failure> {
+    let d = ops::retry(client, delivery, force).await?;
+    output(json, &d, || {
+        println!(
+            "delivery {} is due now (attempt {} next); `deliveries show {}` follows it",
+            d.id,
+            d.attempts + 1,
+            d.id
+        )
+    });
+    Ok(())
+}
+
+async fn replay(
+    client: &Client,
+    a: ReplayArgs,
+    now: OffsetDateTime,
+    json: bool,
+) -> Result<(), Failure> {
+    let r = ops::Replay {
+        webhook: a.webhook,
+        since: validate::since("since", &a.since, now)?,
+        until: a
+            .until
+            .map(|u| validate::since("until", &u, now))
+            .transpose()?,
+        event_type: a.event,
+        include_success: a.include_success,
+        dry_run: a.dry_run,
+    };
+    let v = ops::replay(client, &r).await?;
+    output(json, &v, || {
+        if v.dry_run {
+            println!("{} deliveries would be sent again (dry run)", v.count)
+        } else {
+            println!(
+                "{} deliveries of webhook {} are due again (same delivery ids); `deliveries list --webhook {}` follows them",
+                v.count, v.webhook_id, v.webhook_id
+            )
+        }
+    });
     Ok(())
 }
 
