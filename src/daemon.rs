@@ -298,7 +298,7 @@ impl Daemon {
             Ok(r) if r.is_empty() => {}
             Ok(r) => tracing::warn!(released = r.pending, failed = r.failed, "released interrupted deliveries"),
             Err(e) => tracing::warn!(
-                reason = crate::logging::error_line(e.as_ref()),
+                error = crate::logging::error_line(e.as_ref()),
                 "could not release this instance's deliveries; their leases will expire and the rescuer will return them"
             ),
         }

@@ -3,9 +3,11 @@
 //! The house follows the data. Layers, bottom first; a module imports only
 //! from layers below its own (`tests/layers.rs` checks this on every run):
 //!
-//! 1. `metrics`, `logging`, `service`: the process-wide registry, log setup
-//!    and the periodic-service loop; they import nothing of the crate, so
-//!    every layer may record into them and build its services on the loop.
+//! 1. `metrics`, `logging`: the process-wide registry, log setup and how an
+//!    error is written in a log line; they import nothing of the crate, so
+//!    every layer may record into them.
+//!    `service`, above them: the periodic-service loop every layer's
+//!    services are built on.
 //! 2. `config`: the configuration file and environment, validated.
 //! 3. `db`: pool, migrations, settings, the LISTEN connection.
 //! 4. `queue`: the delivery job (`Claimed`, `WebhookInfo`, `Completion`) and

@@ -144,7 +144,7 @@ impl FailureLog {
         let first = !std::mem::replace(&mut self.failing, true);
         if first || self.warnings == Warnings::EachFailure {
             tracing::warn!(
-                reason = crate::logging::error_line(e.as_ref()),
+                error = crate::logging::error_line(e.as_ref()),
                 source = self.source.as_ref().map(tracing::field::display),
                 "{} failed; {}",
                 self.work,

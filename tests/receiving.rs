@@ -115,6 +115,14 @@ async fn the_documented_snippets_verify_real_deliveries_with_either_kind_of_secr
     daemon.shutdown().await.unwrap();
 
     for r in &reqs {
+        seeds_example_verifies(
+            r,
+            if r.path == "/standard" {
+                SECRET
+            } else {
+                PLAIN_SECRET
+            },
+        );
         let (secret, other) = if r.path == "/standard" {
             (SECRET, PLAIN_SECRET)
         } else {
@@ -139,6 +147,34 @@ async fn the_documented_snippets_verify_real_deliveries_with_either_kind_of_secr
             );
         }
     }
+}
+
+/// The seeds' own example (PRD-029 §9), which signs the re-serialized parsed
+/// body, matches `X-Webhook-Signature`: the body is what `JSON.stringify`
+/// writes, byte for byte.
+fn seeds_example_verifies(r: &Recorded, secret: &str) {
+    let script = "const crypto = require('crypto');\
+        const body = require('fs').readFileSync(0, 'utf8');\
+        const payload = JSON.parse(body);\
+        if (JSON.stringify(payload) !== body) { console.log('re-serialized differently'); process.exit(1); }\
+        const sig = crypto.createHmac('sha256', process.env.WEBHOOK_SECRET).update(JSON.stringify(payload)).digest('hex');\
+        console.log(('sha256=' + sig) === process.env.SIGNATURE ? 'verified' : 'refused');";
+    let mut child = Command::new("node")
+        .args(["-e", script])
+        .env("WEBHOOK_SECRET", secret)
+        .env("SIGNATURE", r.header("x-webhook-signature").unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node (apt-get install -y nodejs)");
+    child.stdin.take().unwrap().write_all(&r.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "verified",
+        "the seeds' JSON.stringify(JSON.parse(body)) example on {}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 /// The page shows each snippet's `--- verify` block exactly as the file that

@@ -175,7 +175,7 @@ pub async fn handle(
 async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &Bytes) -> ApiResult {
     let mut db = state.pool.get().await.map_err(|e| {
         tracing::warn!(
-            reason = crate::logging::error_line(&e),
+            error = crate::logging::error_line(&e),
             "admin API: no database connection"
         );
         ApiError::new(
@@ -199,7 +199,7 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
         }
         Err(e) => {
             tracing::warn!(
-                reason = crate::logging::error_line(e.as_ref()),
+                error = crate::logging::error_line(e.as_ref()),
                 "admin API: cannot check a token"
             );
             return Err(ApiError::new(

@@ -35,6 +35,14 @@ pub enum AdminCommand {
         #[arg(long)]
         deleted: bool,
     },
+    /// The queue per webhook: due, retrying, waiting, in flight, the last hour's
+    /// outcomes, how long the oldest due delivery has waited, and health.
+    ///
+    /// What every instance left in the database, without Prometheus.
+    Status {
+        #[arg(long, help = SITE_HELP)]
+        site: Option<String>,
+    },
     /// Show one webhook: settings, health and triggers (never its secret).
     Show {
         /// Webhook id, or a unique prefix of it (at least 4 characters).
@@ -338,6 +346,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
         AdminCommand::Triggers(c) => triggers(&client, c, json).await,
         AdminCommand::Deliveries(c) => deliveries(&client, c, now, json).await,
         AdminCommand::Retry { delivery, force } => retry(&client, &delivery, force, json).await,
+        AdminCommand::Status { site } => status(&client, site.as_deref(), json).await,
         AdminCommand::Replay(a) => replay(&client, a, now, json).await,
     }
 }
@@ -400,6 +409,58 @@ async fn create(
         println!("secret: {}", c.secret);
         println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
     }
+    Ok(())
+}
+
+async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), Failure> {
+    let v = ops::status(client, site).await?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    if v.is_empty() {
+        println!("no webhooks; `create --help` shows how to add one");
+        return Ok(());
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "WEBHOOK",
+                "SITE",
+                "NAME",
+                "HEALTH",
+                "DUE",
+                "RETRYING",
+                "WAITING",
+                "SENDING",
+                "OK 1H",
+                "FAILED 1H",
+                "OLDEST DUE",
+            ],
+            v.iter()
+                .map(|s| {
+                    vec![
+                        s.webhook_id.to_string()[..8].to_string(),
+                        s.site.clone(),
+                        s.name.clone(),
+                        match s.health.as_str() {
+                            "failing" => format!("failing ({} in a row)", s.consecutive_failures),
+                            h => h.to_string(),
+                        },
+                        s.due.to_string(),
+                        s.retrying.to_string(),
+                        s.waiting.to_string(),
+                        s.delivering.to_string(),
+                        s.delivered_last_hour.to_string(),
+                        s.failed_last_hour.to_string(),
+                        s.oldest_due_secs
+                            .map_or("-".into(), |a| format!("{}s", a.round() as i64)),
+                    ]
+                })
+                .collect(),
+        )
+    );
     Ok(())
 }
 

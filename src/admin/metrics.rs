@@ -52,7 +52,7 @@ pub async fn response(state: &AdminState) -> HttpResponse {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::debug!(
-                reason = crate::logging::error_line(e.as_ref()),
+                error = crate::logging::error_line(e.as_ref()),
                 "metrics: cannot sample the queue"
             );
             None

@@ -87,18 +87,18 @@ impl Listener {
                     match why {
                         None => break,
                         Some(e) => {
-                            tracing::warn!(part = "listener", reason = %e, "database connection lost; reconnecting (polling meanwhile)")
+                            tracing::warn!(part = "listener", error = %e, "database connection lost; reconnecting (polling meanwhile)")
                         }
                     }
                 }
                 // Said once per outage: the next tries fail the same way.
                 Err(e) if backoff == RECONNECT_MIN => tracing::warn!(
                     part = "listener",
-                    reason = crate::logging::error_line(e.as_ref()),
+                    error = crate::logging::error_line(e.as_ref()),
                     "cannot connect to the database; retrying with backoff (polling meanwhile)"
                 ),
                 Err(e) => tracing::debug!(
-                    reason = crate::logging::error_line(e.as_ref()),
+                    error = crate::logging::error_line(e.as_ref()),
                     retry_in_ms = backoff.as_millis() as u64,
                     "listener still cannot connect"
                 ),

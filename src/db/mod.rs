@@ -98,10 +98,10 @@ impl deadpool_postgres::Connect for WatchedConnect {
             let (part, lost) = (self.part, self.lost.clone());
             let task = tokio::spawn(async move {
                 let Err(e) = conn.await else { return };
-                let say = |reason: String| {
+                let say = |error: String| {
                     tracing::warn!(
                         part,
-                        reason,
+                        error,
                         "database connection lost; reconnecting (deliveries wait, none is lost)"
                     )
                 };

@@ -1,11 +1,16 @@
 //! The JSON body: the row's `payload` wrapped in the event envelope,
-//! deterministically, so every retry sends the same bytes.
+//! deterministically, so every retry sends the same bytes, and written as
+//! JavaScript's `JSON.stringify` writes JSON (`es_json`), so a receiver that
+//! re-serializes the parsed body still has the bytes that were signed.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// `{"id":…,"event":…,"site_id":<domain>,"timestamp":…,"data":<payload>}`.
-/// `data_json` is the payload as PostgreSQL renders jsonb (stable for a row).
+/// `data_json` is the payload as PostgreSQL renders jsonb (stable for a row);
+/// it is re-written compact by `es_json`. A payload `es_json` cannot read
+/// (nested deeper than 128 levels, which jsonb allows) goes as PostgreSQL
+/// wrote it: still JSON, still the same bytes on every retry.
 pub fn envelope(
     id: &Uuid,
     event: &str,
@@ -27,7 +32,10 @@ pub fn envelope(
     out.extend_from_slice(b",\"timestamp\":\"");
     out.extend_from_slice(rfc3339_seconds(at).as_bytes());
     out.extend_from_slice(b"\",\"data\":");
-    out.extend_from_slice(data_json.as_bytes());
+    match super::es_json::es_json(data_json) {
+        Ok(data) => out.extend_from_slice(data.as_bytes()),
+        Err(_) => out.extend_from_slice(data_json.as_bytes()),
+    }
     out.push(b'}');
     out
 }
@@ -67,6 +75,10 @@ mod tests {
         assert_eq!(v["site_id"], "ex\"ample.com");
         assert_eq!(v["timestamp"], "2026-02-25T12:00:00Z");
         assert_eq!(v["data"]["goal_id"], 7);
+        assert!(
+            body.ends_with(br#","data":{"goal_id":7}}"#),
+            "compact, as JSON.stringify writes it"
+        );
         assert_eq!(
             body,
             envelope(

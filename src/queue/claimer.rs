@@ -274,12 +274,12 @@ impl Claimer {
                     // Said once per outage; the retries fail the same way.
                     if backoff == ERROR_BACKOFF {
                         tracing::warn!(
-                            reason = crate::logging::error_line(e.as_ref()),
+                            error = crate::logging::error_line(e.as_ref()),
                             "claiming deliveries failed; retrying with backoff"
                         );
                     } else {
                         tracing::debug!(
-                            reason = crate::logging::error_line(e.as_ref()),
+                            error = crate::logging::error_line(e.as_ref()),
                             retry_in_ms = backoff.as_millis() as u64,
                             "claiming deliveries still fails"
                         );
@@ -401,7 +401,7 @@ impl Claimer {
         }
         if !unreadable.is_empty() {
             if let Err(e) = fail_unreadable(&client, &self.cfg.instance, &unreadable).await {
-                tracing::error!(reason = crate::logging::error_line(e.as_ref()), deliveries = unreadable.len(),
+                tracing::error!(error = crate::logging::error_line(e.as_ref()), deliveries = unreadable.len(),
                     "cannot fail the unreadable deliveries; their leases will expire and the rescuer returns them");
             }
         }

@@ -170,13 +170,13 @@ impl Completer {
                         // Said once per batch; the retries fail the same way.
                         if backoff == WRITE_BACKOFF_MIN {
                             tracing::warn!(
-                                reason = crate::logging::error_line(e.as_ref()),
+                                error = crate::logging::error_line(e.as_ref()),
                                 batch = batch.len(),
                                 "recording delivery outcomes failed; retrying with backoff (the deliveries wait, none is lost)"
                             );
                         } else {
                             tracing::debug!(
-                                reason = crate::logging::error_line(e.as_ref()),
+                                error = crate::logging::error_line(e.as_ref()),
                                 batch = batch.len(),
                                 "recording delivery outcomes still fails"
                             );
@@ -206,7 +206,7 @@ impl Completer {
         match self.write(batch).await {
             Err(e) if is_data_error(&e) => {
                 tracing::warn!(
-                    reason = crate::logging::error_line(e.as_ref()),
+                    error = crate::logging::error_line(e.as_ref()),
                     "a delivery outcome was refused; writing the batch row by row"
                 );
                 for c in batch {
@@ -229,7 +229,7 @@ impl Completer {
                                 }
                             }
                             if let Err(e) = self.write(std::slice::from_ref(&plain)).await {
-                                tracing::error!(delivery_id = %c.id, reason = crate::logging::error_line(e.as_ref()),
+                                tracing::error!(delivery_id = %c.id, error = crate::logging::error_line(e.as_ref()),
                                     "cannot record this delivery's outcome; its lease will expire and it will be sent again");
                             }
                         }

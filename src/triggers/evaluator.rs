@@ -422,7 +422,7 @@ impl Evaluator {
             // these triggers get no threshold today (recorded, retried in a day).
             Err(e) => {
                 tracing::warn!(
-                    reason = crate::logging::error_line(e.as_ref()),
+                    error = crate::logging::error_line(e.as_ref()),
                     triggers = history.len(),
                     "could not derive thresholds from traffic history; those triggers are skipped until tomorrow"
                 );

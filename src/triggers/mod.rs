@@ -330,7 +330,7 @@ async fn defer(pool: &Pool, ids: &[Uuid], next: OffsetDateTime) {
     .await;
     if let Err(e) = r {
         tracing::debug!(
-            reason = crate::logging::error_line(e.as_ref()),
+            error = crate::logging::error_line(e.as_ref()),
             "could not set failed triggers aside"
         );
     }
