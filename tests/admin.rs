@@ -1435,3 +1435,33 @@ async fn an_oversized_payload_refusal_is_a_validation_error() {
         .unwrap_err();
     assert!(payload_refusal(&other).is_none(), "{other}");
 }
+
+/// A secret without `whsec_` works, but Standard Webhooks libraries refuse it
+/// as given: create and rotate-secret say so (JSON `warnings`, text on
+/// stderr); a generated secret has no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_secret_is_set_with_a_warning_saying_how_receivers_use_it() {
+    let env = Env::new().await;
+    let plain = "a plain secret of forty characters, ok!!";
+    let c = create(&env, "https://hooks.example.net/a", &["--secret", plain]).await;
+    let warnings = c["warnings"]
+        .as_array()
+        .expect("warnings for a plain secret");
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains("secret.encode()"),
+        "{c}"
+    );
+    let generated = create(&env, "https://hooks.example.net/b", &[]).await;
+    assert!(generated.get("warnings").is_none(), "{generated}");
+
+    let o = pw(&env, &["rotate-secret", &id(&generated), "--secret", plain]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: this secret is not of the form whsec_"),
+        "{err}"
+    );
+    let o = pw(&env, &["rotate-secret", &id(&generated)]).await;
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+}

@@ -407,6 +407,9 @@ async fn create(
         }
         println!();
         println!("secret: {}", c.secret);
+        for w in &c.warnings {
+            eprintln!("warning: {w}");
+        }
         println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
     }
     Ok(())
@@ -596,6 +599,9 @@ async fn rotate_secret(
     let r = ops::rotate_secret(client, webhook, secret.as_deref(), grace).await?;
     output(json, &r, || {
         println!("new secret: {}", r.secret);
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
         match r.previous_secret_expires_at {
             Some(t) => println!(
                 "the old secret keeps signing beside it until {} (two v1, signatures in webhook-signature); update the receiver before then",

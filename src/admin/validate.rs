@@ -244,6 +244,19 @@ pub fn url(raw: &str, guard: &AddressGuard) -> Valid<String> {
 
 /// 32..=256 characters; a `whsec_` secret must be base64 after the prefix
 /// (Standard Webhooks libraries decode it, so anything else would never verify).
+/// What a receiver must know about a secret that is not `whsec_<base64>`:
+/// Standard Webhooks libraries base64-decode the secret they are given and
+/// refuse this one unless handed its bytes.
+pub fn secret_warning(secret: &str) -> Option<String> {
+    (!secret.starts_with(SECRET_PREFIX)).then(|| {
+        "this secret is not of the form whsec_<base64>: Standard Webhooks libraries refuse it as given \
+         (`Invalid base64-encoded string`); receivers must hand them its UTF-8 bytes (Python \
+         Webhook(secret.encode()), Node new Webhook(secret, {format: \"raw\"}), Go NewWebhookRaw([]byte(secret))), \
+         or leave --secret out to get a generated whsec_ one; docs/receiving.md shows both kinds"
+            .to_string()
+    })
+}
+
 pub fn secret(raw: &str) -> Valid<String> {
     let n = raw.chars().count();
     if n < SECRET_MIN_CHARS {

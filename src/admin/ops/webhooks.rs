@@ -235,6 +235,9 @@ pub struct Created {
     pub webhook: WebhookView,
     pub secret: String,
     pub secret_generated: bool,
+    /// What the operator should know about what was set (a plain secret).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub triggers: Vec<TriggerView>,
 }
 
@@ -284,6 +287,7 @@ pub async fn create(db_: &mut Client, guard: &AddressGuard, n: NewWebhook) -> Op
     db(tx.commit().await, "committing the new webhook")?;
     Ok(Created {
         webhook: show(db_, &id.to_string()).await?,
+        warnings: validate::secret_warning(&secret).into_iter().collect(),
         secret,
         secret_generated: generated,
         triggers,
@@ -508,6 +512,9 @@ pub struct Rotated {
     /// Until then the old secret signs too (a second `v1,` signature).
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_secret_expires_at: Option<OffsetDateTime>,
+    /// What the operator should know about the new secret (a plain one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A new secret; the current one keeps signing beside it for `grace_secs`
@@ -545,6 +552,7 @@ pub async fn rotate_secret(
     )?;
     Ok(Rotated {
         webhook_id: w.id,
+        warnings: validate::secret_warning(&secret).into_iter().collect(),
         secret,
         previous_secret_expires_at: row.get(0),
     })
