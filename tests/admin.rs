@@ -884,6 +884,13 @@ async fn rotated_secret_signs_beside_the_old_one_until_the_grace_ends() {
         &r1.body,
         r1.header("x-webhook-signature").unwrap()
     ));
+    // The legacy header gets the same grace, in a header of its own.
+    assert!(verify_legacy(
+        common::SECRET,
+        &r1.body,
+        r1.header("x-webhook-signature-previous")
+            .expect("x-webhook-signature-previous during the grace")
+    ));
     assert_eq!(r1.header("x-keep"), Some("1"));
 
     // After it: one signature, the new secret's.
@@ -905,6 +912,7 @@ async fn rotated_secret_signs_beside_the_old_one_until_the_grace_ends() {
         r2.header("webhook-timestamp").unwrap().parse().unwrap(),
     );
     assert_eq!(sig.split(' ').count(), 1, "{sig}");
+    assert!(r2.header("x-webhook-signature-previous").is_none());
     assert!(verify_standard(&new, id2, ts2, &r2.body, sig));
     assert!(!verify_standard(common::SECRET, id2, ts2, &r2.body, sig));
     assert!(json(&env, &["show", &wh]).await["webhook"]["previous_secret_expires_at"].is_null());

@@ -16,6 +16,10 @@ use super::signing::{legacy_signature, standard_signature, SecretKeys};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+/// During a secret rotation, the legacy signature made with the previous
+/// secret: the same grace `webhook-signature` gives with its second `v1,`.
+static X_WEBHOOK_SIGNATURE_PREVIOUS: HeaderName =
+    HeaderName::from_static("x-webhook-signature-previous");
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
@@ -78,6 +82,12 @@ impl Worker {
             X_WEBHOOK_SIGNATURE.clone(),
             header(legacy_signature(&keys[0], &body)),
         );
+        if let Some(previous) = keys.get(1) {
+            headers.insert(
+                X_WEBHOOK_SIGNATURE_PREVIOUS.clone(),
+                header(legacy_signature(previous, &body)),
+            );
+        }
         headers.insert(WEBHOOK_ID.clone(), header(id.clone()));
         headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
         headers.insert(
