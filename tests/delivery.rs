@@ -386,3 +386,42 @@ async fn a_hostile_response_body_cannot_poison_the_log() {
         1
     );
 }
+
+/// A receiver certificate that is its own CA (`openssl req -x509`, CA:TRUE)
+/// fails even when it is in `extra_ca_file`: the error says why and how to
+/// make a CA and a leaf, and the attempt is a TLS failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_on_the_receiver_is_refused_saying_how_to_make_a_leaf() {
+    use plausible_webhooks::testkit::receiver::{Receiver, TestTls};
+    let env = Env::new().await;
+    let tls = TestTls::self_signed_ca_as_leaf().unwrap();
+    let rx = Receiver::start(&tls, always(200)).await.unwrap();
+    let wh = env.webhook(&rx.url("/")).await;
+    let mut cfg = env.config();
+    cfg.delivery.extra_ca_file = Some(tls.ca_file.clone());
+    cfg.delivery.retry_schedule_secs = vec![];
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(wh, 1).await;
+    env.wait_until(
+        "SELECT count(*) = 1 FROM webhook_deliveries WHERE status = 'failed'",
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(rx.count(), 0);
+    let row = env
+        .db
+        .query_one(
+            "SELECT a.error, a.error_kind FROM webhook_delivery_attempts a",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (error, kind): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(kind.as_deref(), Some("tls"));
+    assert!(
+        error.contains("presents a CA certificate as its own")
+            && error.contains("docs/operating.md#a-receiver-with-a-private-ca"),
+        "{error}"
+    );
+}

@@ -275,7 +275,20 @@ fn classify(e: hyper_util::client::legacy::Error) -> SendError {
     if let Some(refused) = found.refused {
         return SendError::new(FailureKind::RefusedAddress, refused);
     }
-    SendError::new(found.kind(e.is_connect()), error_line(&e))
+    let line = crate::logging::error_line(&e);
+    if found.ca_as_leaf {
+        return SendError::new(
+            FailureKind::Tls,
+            format!(
+                "{line}: the receiver presents a CA certificate as its own (basicConstraints CA:TRUE, \
+                 what a plain `openssl req -x509` makes), which is refused even when it is in \
+                 delivery.extra_ca_file; make a CA and a certificate it signs for the receiver \
+                 (docs/operating.md#a-receiver-with-a-private-ca), put the CA in delivery.extra_ca_file \
+                 and the signed certificate on the receiver"
+            ),
+        );
+    }
+    SendError::new(found.kind(e.is_connect()), line)
 }
 
 /// What the error chain of one failed request holds.
@@ -284,6 +297,8 @@ struct Found {
     refused: Option<String>,
     dns: bool,
     tls: bool,
+    /// The peer's certificate is a CA's (webpki's CaUsedAsEndEntity).
+    ca_as_leaf: bool,
     closed: bool,
     io: Vec<std::io::ErrorKind>,
 }
@@ -306,7 +321,15 @@ impl Found {
             self.refused.get_or_insert_with(|| r.to_string());
         }
         self.dns |= e.is::<DnsFailure>();
-        self.tls |= e.is::<rustls::Error>();
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            self.tls = true;
+            if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = t {
+                self.ca_as_leaf |= matches!(
+                    o.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                );
+            }
+        }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             self.closed |= h.is_incomplete_message() || h.is_canceled() || h.is_closed();
         }
@@ -340,21 +363,6 @@ impl Found {
             FailureKind::Connection
         }
     }
-}
-
-/// An error and its sources as one line, each message once (hyper's words
-/// for a refused connection, DNS, TLS, ...).
-pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

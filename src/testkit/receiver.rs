@@ -79,6 +79,40 @@ impl TestTls {
             _dir: dir,
         })
     }
+
+    /// A receiver certificate made the quick way (`openssl req -x509
+    /// -addext subjectAltName=IP:127.0.0.1`): self-signed, CA:TRUE, its own
+    /// issuer. `ca_file` and `cert_file` are the same certificate.
+    pub fn self_signed_ca_as_leaf() -> Result<TestTls> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key)?;
+        let dir = tempfile::tempdir()?;
+        let cert_file = dir.path().join("self-signed.pem");
+        std::fs::write(&cert_file, cert.pem())?;
+        let key_file = dir.path().join("self-signed-key.pem");
+        std::fs::write(&key_file, key.serialize_pem())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TestTls {
+            ca_pem: cert.pem(),
+            ca_file: cert_file.clone(),
+            cert_file,
+            key_file,
+            server: Arc::new(server),
+            _dir: dir,
+        })
+    }
 }
 
 /// One request as it arrived.

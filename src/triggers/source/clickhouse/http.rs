@@ -25,7 +25,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::sql::excerpt;
-use crate::delivery::client::{error_line, USER_AGENT_VALUE};
+use crate::delivery::client::USER_AGENT_VALUE;
+use crate::logging::error_line;
 use crate::triggers::source::Unavailable;
 
 /// After a query timed out, a trivial query must be answered within this for
