@@ -1188,6 +1188,19 @@ async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_un
         (dry["count"].as_u64(), dry["dry_run"].as_bool()),
         (Some(2), Some(true))
     );
+    // It lists what it would send: the two failed deliveries, by id.
+    let listed: Vec<&str> = dry["deliveries"]
+        .as_array()
+        .expect("a dry run lists the deliveries")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["failed", "failed"], "{dry}");
+    let shown = text(&pw(&env, &["replay", &wh, "--since", "1h", "--dry-run"]).await);
+    assert!(
+        shown.contains("failed") && shown.contains("2 deliveries would be sent again (dry run)"),
+        "{shown}"
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
             .await,

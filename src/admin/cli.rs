@@ -739,7 +739,20 @@ async fn replay(
     let v = ops::replay(client, &r).await?;
     output(json, &v, || {
         if v.dry_run {
-            println!("{} deliveries would be sent again (dry run)", v.count)
+            let listed = v.deliveries.as_deref().unwrap_or_default();
+            if !listed.is_empty() {
+                print_deliveries(listed);
+                println!();
+            }
+            if (listed.len() as u64) < v.count {
+                println!(
+                    "{} deliveries would be sent again (dry run; the first {} listed)",
+                    v.count,
+                    listed.len()
+                )
+            } else {
+                println!("{} deliveries would be sent again (dry run)", v.count)
+            }
         } else {
             println!(
                 "{} deliveries of webhook {} are due again (same delivery ids); `deliveries list --webhook {}` follows them",

@@ -335,7 +335,13 @@ pub struct Replayed {
     /// Deliveries made due again (or, on a dry run, that would be).
     pub count: u64,
     pub dry_run: bool,
+    /// On a dry run: the first `REPLAY_DRY_RUN_LIST` of them, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<DeliveryView>>,
 }
+
+/// How many deliveries a dry run lists (it counts them all).
+pub const REPLAY_DRY_RUN_LIST: i64 = 100;
 
 const REPLAY_WHERE: &str = "
     d.webhook_id = $1 AND d.inserted_at >= $2 AND d.inserted_at < coalesce($3::timestamptz, 'infinity')
@@ -376,10 +382,21 @@ pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
             "counting deliveries to replay",
         )?
         .get(0);
+        let rows = db(
+            db_.query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} WHERE {REPLAY_WHERE} ORDER BY d.inserted_at, d.id LIMIT {REPLAY_DRY_RUN_LIST}"
+                ),
+                &params,
+            )
+            .await,
+            "listing deliveries to replay",
+        )?;
         return Ok(Replayed {
             webhook_id: w.id,
             count: n as u64,
             dry_run: true,
+            deliveries: Some(rows.iter().map(delivery_view).collect()),
         });
     }
     let sql = format!(
@@ -404,5 +421,6 @@ pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
         webhook_id: w.id,
         count: total,
         dry_run: false,
+        deliveries: None,
     })
 }
