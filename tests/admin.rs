@@ -1486,3 +1486,55 @@ async fn a_plain_secret_is_set_with_a_warning_saying_how_receivers_use_it() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
 }
+
+/// `deliveries list --follow` prints each delivery as it is created and as it
+/// finishes, until interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_list_follow_shows_new_and_finished_deliveries() {
+    use tokio::io::AsyncBufReadExt as _;
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env.daemon_env() {
+        cmd.env(k, v);
+    }
+    let mut follow = cmd
+        .args([
+            "--json",
+            "deliveries",
+            "list",
+            "--follow",
+            "--webhook",
+            &wh.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let daemon = env.daemon(env.config()).await;
+    let ids = env.enqueue(wh, 2).await;
+    let mut succeeded = std::collections::HashSet::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while succeeded.len() < 2 {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("follow ended early");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["status"] == "success" {
+                succeeded.insert(v["id"].as_str().unwrap().to_string());
+            }
+        }
+    })
+    .await
+    .expect("both deliveries were followed to success");
+    let want: std::collections::HashSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(succeeded, want);
+    daemon.shutdown().await.unwrap();
+    follow.kill().await.unwrap();
+}

@@ -250,6 +250,11 @@ pub enum DeliveriesCommand {
         /// At most this many (1–10,000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Then keep watching: a line for each delivery created or finished
+        /// from now on (once a second; with --json one object per line), until
+        /// interrupted. Only --webhook filters what is followed.
+        #[arg(long)]
+        follow: bool,
     },
     /// One delivery with every attempt: time, status code, duration, error, response.
     Show {
@@ -684,7 +689,12 @@ async fn deliveries(
             event,
             since,
             limit,
+            follow,
         } => {
+            let webhook_id = match (&webhook, follow) {
+                (Some(w), true) => Some(ops::webhook_id(client, w).await?),
+                _ => None,
+            };
             let f = ops::DeliveryFilter {
                 webhook,
                 status,
@@ -695,8 +705,24 @@ async fn deliveries(
                 limit: Some(limit),
                 after: None,
             };
+            let started: OffsetDateTime = client
+                .query_one("SELECT clock_timestamp()", &[])
+                .await
+                .context("reading the database's time")?
+                .get(0);
             let v = ops::list_deliveries(client, &f).await?;
-            output(json, &v, || print_deliveries(&v));
+            if follow && json {
+                // One object per line, oldest first, so a script can read
+                // the listing and what follows the same way.
+                for d in v.iter().rev() {
+                    println!("{}", serde_json::to_string(d).expect("serializable"));
+                }
+            } else {
+                output(json, &v, || print_deliveries(&v));
+            }
+            if follow {
+                follow_deliveries(client, webhook_id, started, json).await?;
+            }
         }
         DeliveriesCommand::Show { delivery } => {
             let d = ops::show_delivery(client, &delivery).await?;
@@ -704,6 +730,47 @@ async fn deliveries(
         }
     }
     Ok(())
+}
+
+/// Prints each delivery created or finished after `after`, once a second,
+/// until Ctrl-C (exit 0).
+async fn follow_deliveries(
+    client: &Client,
+    webhook: Option<uuid::Uuid>,
+    mut after: OffsetDateTime,
+    json: bool,
+) -> Result<(), Failure> {
+    use std::io::Write as _;
+    if !json {
+        println!("\nfollowing (Ctrl-C to stop):");
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let (changed, now) = ops::deliveries_changed(client, webhook, after).await?;
+        after = now;
+        for d in &changed {
+            if json {
+                println!("{}", serde_json::to_string(d).expect("serializable"));
+            } else {
+                println!(
+                    "{}  {}  {}  {:<16} {:<9} attempts {:<2} {:>4}  {}",
+                    rfc3339_seconds(d.finished_at.unwrap_or(d.inserted_at)),
+                    d.id,
+                    &d.webhook_id.to_string()[..8],
+                    d.event_type,
+                    d.status,
+                    d.attempts,
+                    d.last_response_code.map_or("-".into(), |c| c.to_string()),
+                    clip(d.last_error.as_deref().unwrap_or(""), 60)
+                );
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
 }
 
 async fn retry(client: &Client, delivery: &str, force: bool, json: bool) -> Result<(), Failure> {

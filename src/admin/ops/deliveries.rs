@@ -136,6 +136,38 @@ pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<D
     Ok(rows.iter().map(delivery_view).collect())
 }
 
+/// Deliveries created or finished after `after` (the database's clock), the
+/// earliest first, and the database's time of this read (the next `after`).
+/// What `deliveries list --follow` polls; it reads the webhook's rows (or
+/// the whole log) once per call, so it is for a person watching, not a script.
+pub async fn deliveries_changed(
+    db_: &Client,
+    webhook: Option<Uuid>,
+    after: OffsetDateTime,
+) -> OpResult<(Vec<DeliveryView>, OffsetDateTime)> {
+    let now: OffsetDateTime = db(
+        db_.query_one("SELECT clock_timestamp()", &[]).await,
+        "reading the time",
+    )?
+    .get(0);
+    let rows = db(
+        db_.query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS}
+                 WHERE ($1::uuid IS NULL OR d.webhook_id = $1)
+                   AND ((d.inserted_at > $2 AND d.inserted_at <= $3)
+                        OR (d.finished_at > $2 AND d.finished_at <= $3))
+                 ORDER BY coalesce(d.finished_at, d.inserted_at), d.id
+                 LIMIT {DELIVERIES_LIMIT_MAX}"
+            ),
+            &[&webhook, &after, &now],
+        )
+        .await,
+        "following deliveries",
+    )?;
+    Ok((rows.iter().map(delivery_view).collect(), now))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub attempt: i32,
