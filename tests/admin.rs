@@ -1538,3 +1538,28 @@ async fn deliveries_list_follow_shows_new_and_finished_deliveries() {
     daemon.shutdown().await.unwrap();
     follow.kill().await.unwrap();
 }
+
+/// Small wording: an update with nothing to change is refused, `show` names
+/// the defaults in force, a window out of range says its unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_names_the_defaults_in_force_and_an_empty_update_is_refused() {
+    let env = Env::new().await;
+    let c = create(&env, "https://hooks.example.net/a", &["--trigger", "spike"]).await;
+    let w = id(&c);
+    refused(&env, &["update", &w], "update", "required").await;
+    let shown = text(&pw(&env, &["show", &w]).await);
+    // The test environment's schedule (PLAUSIBLE_WEBHOOKS__DELIVERY__RETRY_SCHEDULE_SECS).
+    assert!(
+        shown.contains("1s, 1s, 1s (the default, delivery.retry_schedule_secs)")
+            && shown.contains("unlimited (the default, delivery.default_rate_limit_per_sec)")
+            && !shown.contains("daemon default"),
+        "{shown}"
+    );
+    let o = pw(&env, &["triggers", "add", &w, "spike", "--window", "30s"]).await;
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("must be between 60 s and 604800 s, got 30 s"),
+        "{}",
+        text(&o)
+    );
+}

@@ -334,7 +334,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
     match cmd {
         AdminCommand::Create(a) => create(&mut client, cfg, a, json).await,
         AdminCommand::List { site, deleted } => list(&client, site, deleted, json).await,
-        AdminCommand::Show { webhook } => show(&client, &webhook, json).await,
+        AdminCommand::Show { webhook } => show(&client, cfg, &webhook, json).await,
         AdminCommand::Update(a) => update(&client, cfg, a, json).await,
         AdminCommand::Enable { webhook } => enable(&client, &webhook, json).await,
         AdminCommand::Disable { webhook, reason } => {
@@ -405,7 +405,7 @@ async fn create(
     if json {
         print_json(&c);
     } else {
-        print_webhook(&c.webhook);
+        print_webhook(&c.webhook, cfg);
         if !c.triggers.is_empty() {
             println!();
             print_triggers(&c.triggers);
@@ -512,13 +512,13 @@ async fn list(
     Ok(())
 }
 
-async fn show(client: &Client, webhook: &str, json: bool) -> Result<(), Failure> {
+async fn show(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
     let w = ops::show(client, webhook).await?;
     let t = ops::list_triggers(client, &w.id.to_string()).await?;
     if json {
         print_json(&serde_json::json!({"webhook": w, "triggers": t}));
     } else {
-        print_webhook(&w);
+        print_webhook(&w, cfg);
         println!();
         print_triggers(&t);
     }
@@ -545,8 +545,17 @@ async fn update(client: &Client, cfg: &Config, a: UpdateArgs, json: bool) -> Res
         rate_limit_per_sec: optional_number("rate_limit_per_sec", a.rate_limit)?,
         max_concurrency: optional_number("max_concurrency", a.max_concurrency)?,
     };
+    if changes.is_empty() {
+        return Err(validate::Invalid::new(
+            "update",
+            validate::Rule::Required,
+            "nothing to change: give at least one of --name, --url, --header, --remove-header, \
+             --clear-headers, --retry-schedule, --rate-limit, --max-concurrency",
+        )
+        .into());
+    }
     let w = ops::update(client, &guard(cfg)?, &a.webhook, &changes).await?;
-    output(json, &w, || print_webhook(&w));
+    output(json, &w, || print_webhook(&w, cfg));
     Ok(())
 }
 
@@ -891,15 +900,27 @@ fn time(t: Option<OffsetDateTime>) -> String {
     t.map(rfc3339_seconds).unwrap_or_else(|| "-".into())
 }
 
-fn print_webhook(w: &ops::WebhookView) {
+/// `60s, 300s, 1800s`, or `no retries`.
+fn schedule_text<T: std::fmt::Display>(s: &[T]) -> String {
+    if s.is_empty() {
+        return "no retries".into();
+    }
+    s.iter()
+        .map(|v| format!("{v}s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A webhook's settings, a default shown as the value in force here (this
+/// config's), so an operator need not look it up.
+fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
+    let d = &cfg.delivery;
     let schedule = match &w.retry_schedule_secs {
-        None => "daemon default".to_string(),
-        Some(s) if s.is_empty() => "no retries".to_string(),
-        Some(s) => s
-            .iter()
-            .map(|v| format!("{v}s"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        None => format!(
+            "{} (the default, delivery.retry_schedule_secs)",
+            schedule_text(&d.retry_schedule_secs)
+        ),
+        Some(s) => schedule_text(s),
     };
     let rows: Vec<(&str, String)> = vec![
         ("id", w.id.to_string()),
@@ -911,9 +932,14 @@ fn print_webhook(w: &ops::WebhookView) {
             "failing since",
             match w.failing_since {
                 Some(t) => format!(
-                    "{} ({} failed deliveries in a row)",
+                    "{} ({} failed {} in a row)",
                     rfc3339_seconds(t),
-                    w.consecutive_failures
+                    w.consecutive_failures,
+                    if w.consecutive_failures == 1 {
+                        "delivery"
+                    } else {
+                        "deliveries"
+                    }
                 ),
                 None => "-".into(),
             },
@@ -932,13 +958,19 @@ fn print_webhook(w: &ops::WebhookView) {
             "rate limit",
             w.rate_limit_per_sec
                 .map(|v| format!("{v}/s"))
-                .unwrap_or_else(|| "daemon default".into()),
+                .unwrap_or_else(|| match d.default_rate_limit_per_sec {
+                    0 => "unlimited (the default, delivery.default_rate_limit_per_sec)".into(),
+                    r => format!("{r}/s (the default, delivery.default_rate_limit_per_sec)"),
+                }),
         ),
         (
             "max concurrency",
-            w.max_concurrency
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "daemon default".into()),
+            w.max_concurrency.map(|v| v.to_string()).unwrap_or_else(|| {
+                format!(
+                    "{} (the default, delivery.default_max_concurrency)",
+                    d.default_max_concurrency
+                )
+            }),
         ),
         ("old secret signs until", time(w.previous_secret_expires_at)),
         ("deleted at", time(w.deleted_at)),

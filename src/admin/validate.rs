@@ -403,17 +403,24 @@ pub fn threshold(v: i64) -> Valid<i32> {
 
 /// 1 min ..= 7 days.
 pub fn window_secs(v: i64) -> Valid<i32> {
-    range(
-        "window",
-        v,
-        i64::from(WINDOW_MIN_SECS),
-        i64::from(WINDOW_MAX_SECS),
-    )
+    seconds_range("window", v, WINDOW_MIN_SECS, WINDOW_MAX_SECS)
+}
+
+/// `range` for a duration: the bounds and the value in seconds, said so.
+fn seconds_range(field: &str, v: i64, lo: i32, hi: i32) -> Valid<i32> {
+    if v < i64::from(lo) || v > i64::from(hi) {
+        return Err(Invalid::new(
+            field,
+            Rule::OutOfRange,
+            format!("must be between {lo} s and {hi} s, got {v} s"),
+        ));
+    }
+    Ok(v as i32)
 }
 
 /// 0 ..= 7 days.
 pub fn cooldown_secs(v: i64) -> Valid<i32> {
-    range("cooldown", v, 0, i64::from(COOLDOWN_MAX_SECS))
+    seconds_range("cooldown", v, 0, COOLDOWN_MAX_SECS)
 }
 
 fn range(field: &str, v: i64, lo: i64, hi: i64) -> Valid<i32> {

@@ -310,6 +310,20 @@ pub struct WebhookChanges {
     pub max_concurrency: Option<Option<i64>>,
 }
 
+impl WebhookChanges {
+    /// Nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.url.is_none()
+            && self.set_headers.is_empty()
+            && self.remove_headers.is_empty()
+            && !self.clear_headers
+            && self.retry_schedule_secs.is_none()
+            && self.rate_limit_per_sec.is_none()
+            && self.max_concurrency.is_none()
+    }
+}
+
 pub async fn update(
     db_: &Client,
     guard: &AddressGuard,
