@@ -224,7 +224,7 @@ async fn setup(db: &tokio_postgres::Client, n: i64, store: Option<&ChServer>) ->
     db.batch_execute(
         "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, cooldown_secs, next_evaluation_at)
          SELECT w.id, CASE WHEN k <= 5 THEN 'visitor_spike' ELSE 'traffic_drop' END,
-                CASE WHEN k <= 5 THEN 1 + k ELSE 50 * (k - 5) END, 0, '-infinity'
+                CASE WHEN k <= 5 THEN 1 + k ELSE 50 * (k - 5) END, 0, now() - interval '1 day'
          FROM webhooks w, generate_series(1, 10) k;
          ANALYZE webhook_triggers;",
     )

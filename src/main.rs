@@ -15,7 +15,8 @@ struct Cli {
     /// DATABASE_URL sets database.url.
     #[arg(long, short, global = true, env = "PLAUSIBLE_WEBHOOKS_CONFIG")]
     config: Option<PathBuf>,
-    /// Management commands: print JSON instead of tables (for scripts).
+    /// `check` and the management commands: print JSON instead of text (for
+    /// scripts). `run`, `migrate` and `demo` refuse it.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -49,13 +50,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.json {
+        let name = match cli.command {
+            Command::Run => Some("run"),
+            Command::Migrate => Some("migrate"),
+            Command::Demo => Some("demo"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            eprintln!(
+                "error: --json has no meaning for `{name}` (it logs; set log.format = \"json\" for JSON lines); \
+                 it applies to `check` and the management commands"
+            );
+            return ExitCode::from(2);
+        }
+    }
     if let Command::Demo = cli.command {
         return demo(&rt);
     }
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            if cli.json && matches!(cli.command, Command::Check) {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "checks": [
+                        {"check": "config", "ok": false, "error": e.to_string(), "key": e.key()}
+                    ]})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
             return ExitCode::from(EX_CONFIG as u8);
         }
     };
@@ -82,6 +107,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Check if cli.json => check_json(&cfg).await,
             Command::Check => check(&cfg).await,
             Command::Admin(cmd) => plausible_webhooks::admin::cli::run(*cmd, &cfg, cli.json).await,
             Command::Demo => unreachable!(),
@@ -105,6 +131,71 @@ fn demo(_: &tokio::runtime::Runtime) -> ExitCode {
         "error: this plausible-webhooks was built without the demo; run it from the repository with `cargo run --features demo -- demo`"
     );
     ExitCode::FAILURE
+}
+
+/// `check --json`: every check as `{"check", "ok", "detail" | "error"}`, in
+/// the order `check` runs them; a check that needs one that failed is
+/// `skipped`. Exit 1 unless all are ok.
+async fn check_json(cfg: &Config) -> anyhow::Result<()> {
+    use serde_json::json;
+    let mut checks = vec![json!({"check": "config", "ok": true})];
+    let fail = |name: &str, e: &anyhow::Error| json!({"check": name, "ok": false, "error": logging::error_line(e.as_ref())});
+    let client = match async {
+        let client = db::connect(&cfg.database.url).await?;
+        db::migrate::ensure_current(&client).await?;
+        anyhow::Ok(client)
+    }
+    .await
+    {
+        Ok(c) => {
+            checks.push(json!({"check": "database", "ok": true,
+                "detail": format!("schema version {}", db::migrate::latest_version())}));
+            Some(c)
+        }
+        Err(e) => {
+            checks.push(fail("database", &e));
+            None
+        }
+    };
+    let https = plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)
+        .and_then(plausible_webhooks::delivery::client::HttpClient::new);
+    checks.push(match https {
+        Ok(_) => json!({"check": "https_client", "ok": true}),
+        Err(e) => fail("https_client", &e),
+    });
+    if cfg.triggers.enabled {
+        let analytics = async {
+            let source = plausible_webhooks::triggers::source::AnalyticsSource::from_config(cfg)?;
+            let checked = source.check().await?;
+            anyhow::Ok(format!(
+                "{}, server version {}, {} statements answered",
+                source.describe(),
+                checked.version,
+                checked.statements
+            ))
+        }
+        .await;
+        checks.push(match analytics {
+            Ok(d) => json!({"check": "analytics", "ok": true, "detail": d}),
+            Err(e) => fail("analytics", &e),
+        });
+    } else {
+        checks.push(json!({"check": "analytics", "ok": true, "detail": "triggers are off"}));
+    }
+    checks.push(match &client {
+        Some(c) => match plausible_webhooks::admin::http::check(cfg, c).await {
+            Ok(d) => json!({"check": "admin", "ok": true, "detail": d}),
+            Err(e) => fail("admin", &e),
+        },
+        None => json!({"check": "admin", "ok": false, "skipped": "the database check failed"}),
+    });
+    let ok = checks.iter().all(|c| c["ok"] == true);
+    println!("{}", json!({"ok": ok, "checks": checks}));
+    anyhow::ensure!(
+        ok,
+        "check failed: the JSON report on stdout says which check and why"
+    );
+    Ok(())
 }
 
 async fn check(cfg: &Config) -> anyhow::Result<()> {

@@ -270,3 +270,74 @@ async fn one_log_line_per_attempt_without_secrets_or_timestamps_under_journald()
         "no timestamps of our own under journald:\n{log}"
     );
 }
+
+/// `check --json` is a machine-readable report (one entry per check, the
+/// failed one named with its error); `run`, `migrate` and `demo` refuse
+/// `--json` instead of ignoring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_json_reports_each_check_and_json_is_refused_where_it_means_nothing() {
+    let env = Env::new().await;
+    let o = bin()
+        .args(["--json", "check"])
+        .env("DATABASE_URL", &env.url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["config", "database", "https_client", "analytics", "admin"]
+    );
+
+    env.incompatible_view().await;
+    let o = bin()
+        .args(["check", "--json"])
+        .env("DATABASE_URL", &env.url)
+        .env("PLAUSIBLE_WEBHOOKS__ANALYTICS__TABLE", "compat.events_v2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let analytics = &v["checks"][3];
+    assert_eq!(analytics["check"], "analytics");
+    assert_eq!(analytics["ok"], false);
+    assert!(
+        analytics["error"]
+            .as_str()
+            .unwrap()
+            .contains("the goal completions query (event goal with custom props) failed"),
+        "{v}"
+    );
+    assert_eq!(
+        v["checks"][1]["ok"], true,
+        "the database check still passed"
+    );
+
+    let o = bin()
+        .args(["--json", "check"])
+        .env("DATABASE_URL", &env.url)
+        .env("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["checks"][0]["key"], "delivery.max_in_flight", "{v}");
+
+    for cmd in ["run", "migrate", "demo"] {
+        let o = bin()
+            .args(["--json", cmd])
+            .env("DATABASE_URL", &env.url)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        assert!(text(&o).contains("--json has no meaning"), "{}", text(&o));
+    }
+}

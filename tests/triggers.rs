@@ -1622,3 +1622,51 @@ async fn a_trigger_payload_over_the_limit_is_recorded_failed_and_stops_no_other(
     let r = scanner.round(t + Duration::seconds(1)).await.unwrap();
     assert_eq!((r.completions, r.enqueued), (2, 0));
 }
+
+/// The `test` event's samples carry exactly the keys real events carry, so
+/// a receiver written against `test` does not break on a real event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_events_samples_have_exactly_the_keys_of_real_events() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger("visitor_spike", Some(1), None, None, 0, t).await;
+    k.trigger("traffic_drop", Some(100), None, None, 0, t).await;
+    k.goal(Some("Signup"), None, -1, serde_json::json!({}))
+        .await;
+    k.trigger(
+        "goal_completion",
+        None,
+        None,
+        None,
+        0,
+        t - Duration::seconds(30),
+    )
+    .await;
+    k.visitors(t - Duration::minutes(1), 1, 3).await;
+    k.events(&[ev(t - Duration::seconds(10), "Signup", "/register")])
+        .await;
+    let r = k
+        .evaluator("https://plausible.example.com", None)
+        .round(t)
+        .await
+        .unwrap();
+    assert_eq!(r.fired, 2, "{r:?}");
+    k.scanner(60, None).round(t).await.unwrap();
+    let real: HashMap<String, Value> = k.deliveries().await.into_iter().collect();
+    let sample = plausible_webhooks::admin::ops::test_payload(&[]);
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for event in ["visitor_spike", "traffic_drop", "goal_completion"] {
+        let real = real
+            .get(event)
+            .unwrap_or_else(|| panic!("no real {event}: {real:?}"));
+        assert_eq!(
+            keys(&sample["samples"][event]),
+            keys(real),
+            "the test sample of {event} and a real one"
+        );
+    }
+}

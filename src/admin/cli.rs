@@ -844,11 +844,53 @@ fn secret_arg(s: String) -> Result<String, Failure> {
     if s != "-" {
         return Ok(s);
     }
+    use std::io::IsTerminal as _;
     let mut buf = String::new();
-    std::io::stdin()
-        .read_to_string(&mut buf)
-        .context("reading the secret from stdin")?;
+    if std::io::stdin().is_terminal() {
+        // Typed at a terminal: one line, not echoed (as passwd reads one).
+        eprint!("secret (not shown): ");
+        let echo = Echo::off();
+        let read = std::io::stdin().read_line(&mut buf);
+        drop(echo);
+        eprintln!();
+        read.context("reading the secret from the terminal")?;
+    } else {
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading the secret from stdin")?;
+    }
     Ok(buf.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// The terminal's echo, turned off until dropped.
+struct Echo(Option<libc::termios>);
+
+impl Echo {
+    fn off() -> Echo {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a termios they fill in;
+        // on failure nothing was changed and nothing is restored.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return Echo(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return Echo(None);
+            }
+            Echo(Some(saved))
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: restores the settings tcgetattr read.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
+        }
+    }
 }
 
 fn schedule_arg(s: &str) -> Result<Vec<i64>, validate::Invalid> {

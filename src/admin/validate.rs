@@ -223,7 +223,12 @@ pub fn url(raw: &str, guard: &AddressGuard) -> Valid<String> {
     };
     if let Some(ip) = host_ip {
         if let Err(why) = guard.check(ip) {
-            return err(Rule::NonPublicHost, format!("host is not public: {why}"));
+            let said = match u.host() {
+                // Always loopback, whatever DNS says: name what it resolves to.
+                Some(url::Host::Domain(d)) => format!("host {d} resolves to 127.0.0.1: {why}"),
+                _ => format!("host is not public: {why}"),
+            };
+            return err(Rule::NonPublicHost, said);
         }
     }
     let normal = u.to_string();

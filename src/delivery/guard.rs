@@ -197,9 +197,11 @@ pub fn validate_url(raw: &str, guard: &AddressGuard) -> Result<url::Url, UrlErro
             .map_err(|why| UrlError(why.to_string()))?,
         Some(url::Host::Domain(d)) => {
             if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") {
-                guard
-                    .check(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                    .map_err(|e| UrlError(format!("host {d} is loopback: {e}")))?;
+                guard.check(IpAddr::V4(Ipv4Addr::LOCALHOST)).map_err(|e| {
+                    UrlError(format!(
+                        "host {d} always resolves to 127.0.0.1 (or ::1): {e}"
+                    ))
+                })?;
             }
         }
     }

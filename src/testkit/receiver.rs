@@ -57,6 +57,18 @@ impl TestTls {
         let dir = tempfile::tempdir()?;
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem())?;
+        Self::serving(dir, ca_file, ca_cert.pem(), &cert, &key)
+    }
+
+    /// Writes the server certificate and key into `dir` and builds the
+    /// receiver's TLS config (h2 and http/1.1 by ALPN).
+    fn serving(
+        dir: tempfile::TempDir,
+        ca_file: PathBuf,
+        ca_pem: String,
+        cert: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+    ) -> Result<TestTls> {
         let cert_file = dir.path().join("server-cert.pem");
         std::fs::write(&cert_file, cert.pem())?;
         let key_file = dir.path().join("server-key.pem");
@@ -71,7 +83,7 @@ impl TestTls {
             )?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TestTls {
-            ca_pem: ca_cert.pem(),
+            ca_pem,
             ca_file,
             cert_file,
             key_file,
@@ -91,27 +103,9 @@ impl TestTls {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key)?;
         let dir = tempfile::tempdir()?;
-        let cert_file = dir.path().join("self-signed.pem");
-        std::fs::write(&cert_file, cert.pem())?;
-        let key_file = dir.path().join("self-signed-key.pem");
-        std::fs::write(&key_file, key.serialize_pem())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )?;
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TestTls {
-            ca_pem: cert.pem(),
-            ca_file: cert_file.clone(),
-            cert_file,
-            key_file,
-            server: Arc::new(server),
-            _dir: dir,
-        })
+        // Its own CA: the file a receiver's operator would put in extra_ca_file.
+        let ca_file = dir.path().join("server-cert.pem");
+        Self::serving(dir, ca_file, cert.pem(), &cert, &key)
     }
 }
 

@@ -703,6 +703,52 @@ fn firing_payload(
     data
 }
 
+/// A spike's or drop's `data` as a real firing has it, made by
+/// `firing_payload` itself from a made-up trigger and counts: the `test`
+/// event's sample, so a receiver written against `test` gets every key real
+/// events carry.
+pub fn sample_payload(kind: ThresholdKind, base_url: &str) -> serde_json::Value {
+    let now = time::macros::datetime!(2026-01-01 12:00:00 UTC);
+    let (threshold, visitors, baseline_day) = match kind {
+        ThresholdKind::Spike => (100, 120, 40),
+        ThresholdKind::Drop => (10, 3, 25),
+    };
+    let trigger = Trigger {
+        id: Uuid::nil(),
+        webhook_id: Uuid::nil(),
+        kind,
+        threshold: Some(threshold),
+        window: Duration::seconds(kind.default_window_secs()),
+        cooldown: Duration::hours(1),
+        state: State {
+            armed: true,
+            last_fired_at: None,
+        },
+        derived: None,
+        derived_at: None,
+        site_id: 1,
+        domain: "example.com".into(),
+        live: true,
+        paused: false,
+        timezone: "UTC".into(),
+    };
+    let mut c = Candidate::new(trigger);
+    c.settle_threshold(None);
+    if let Some(w) = c.window(now) {
+        c.decide(w, i64::from(visitors), now);
+    }
+    let top = (kind == ThresholdKind::Spike).then(|| {
+        let ranked = |name: &str, visitors| {
+            vec![Ranked {
+                name: name.into(),
+                visitors,
+            }]
+        };
+        (ranked("Google", 60), ranked("/", 80))
+    });
+    firing_payload(&c, &[baseline_day; BASELINE_DAYS as usize], top, base_url)
+}
+
 /// A claimed trigger; None for an unknown type (skipped); Err for a row
 /// that cannot be read (its id, and which column and why).
 fn parse_trigger(r: &tokio_postgres::Row) -> Result<Option<Trigger>, (Uuid, Unreadable)> {

@@ -392,6 +392,22 @@ impl PeriodicService for GoalScanner {
     }
 }
 
+/// A goal completion's `data` as a real one has it, made by `payload`
+/// itself from a made-up event goal: the `test` event's sample.
+pub fn sample_payload() -> serde_json::Value {
+    let goal = Goal {
+        id: 1,
+        site_id: 1,
+        display_name: "Signup".into(),
+        kind: GoalKind::Event {
+            event_name: "Signup".into(),
+        },
+        custom_props: Default::default(),
+    };
+    // 2026-01-01T12:00:00Z in microseconds.
+    payload(Uuid::nil(), &goal, 1_767_268_800_000_000, "/register")
+}
+
 /// goal_completion data (SPEC §4): aggregate only, no visitor or session id.
 fn payload(trigger_id: Uuid, g: &Goal, timestamp_us: i64, pathname: &str) -> serde_json::Value {
     let occurred = OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_us) * 1000)

@@ -293,10 +293,9 @@ fn sendable(w: &WebhookView) -> OpResult<()> {
     }
     if !w.enabled {
         return Err(OpError::Conflict(format!(
-            "webhook {} is {}; enable it first (`enable {}`), then retry",
+            "webhook {} is {}; enable it first (CLI `enable`, API PATCH with \"enabled\": true), then retry",
             w.id,
-            w.status_text(),
-            w.id
+            w.status_text()
         )));
     }
     Ok(())
@@ -319,7 +318,7 @@ pub async fn retry(db_: &Client, id: &str, force: bool) -> OpResult<DeliveryView
         }
         "success" if !force => {
             return Err(OpError::Conflict(format!(
-                "delivery {} already succeeded; pass --force to send it again (same webhook-id)",
+                "delivery {} already succeeded; to send it again (same webhook-id) ask with force (CLI --force, API \"force\": true)",
                 d.id
             )))
         }

@@ -158,7 +158,13 @@ fn explain(outcome: &Outcome) -> (TestCause, Option<&'static str>) {
 
 /// Sample `data` of each event type the webhook subscribes to (every type
 /// when it has no triggers yet), in the shapes real events have.
-fn test_payload(types: &[String]) -> Value {
+/// The samples' Plausible address: real spikes and drops carry a
+/// `dashboard_url` when `plausible.base_url` is set, so the samples show it.
+const SAMPLE_PLAUSIBLE_URL: &str = "https://plausible.example.com";
+
+/// The `test` event's payload: a message and, for each trigger type the
+/// webhook has (all when none), a sample `data` made as real events are.
+pub fn test_payload(types: &[String]) -> Value {
     let all = ["goal_completion", "visitor_spike", "traffic_drop"];
     let types: Vec<&str> = if types.is_empty() {
         all.to_vec()
@@ -170,22 +176,17 @@ fn test_payload(types: &[String]) -> Value {
     };
     let mut samples = serde_json::Map::new();
     for t in types {
+        // Made by the code that makes the real events, so the keys agree.
         let sample = match t {
-            "goal_completion" => json!({
-                "goal_id": 1, "goal_name": "Signup", "goal_type": "event",
-                "event_name": "Signup", "pathname": "/register",
-                "occurred_at": "2026-01-01T12:00:00Z", "visitor_count": 1
-            }),
-            "visitor_spike" => json!({
-                "visitors": 120, "threshold": 100, "window_secs": 300,
-                "baseline_visitors": 40.0, "change_percent": 200.0,
-                "top_sources": [{"source": "Google", "visitors": 60}],
-                "top_pages": [{"page": "/", "visitors": 80}]
-            }),
-            _ => json!({
-                "visitors": 3, "threshold": 10, "window_secs": 43200,
-                "baseline_visitors": 25.0, "change_percent": -88.0
-            }),
+            "goal_completion" => crate::triggers::goal_scanner::sample_payload(),
+            "visitor_spike" => crate::triggers::evaluator::sample_payload(
+                crate::triggers::ThresholdKind::Spike,
+                SAMPLE_PLAUSIBLE_URL,
+            ),
+            _ => crate::triggers::evaluator::sample_payload(
+                crate::triggers::ThresholdKind::Drop,
+                SAMPLE_PLAUSIBLE_URL,
+            ),
         };
         samples.insert(t.to_string(), sample);
     }

@@ -167,7 +167,7 @@ pub(super) async fn live(db_: &Client, id: &str) -> OpResult<WebhookView> {
     let w = show(db_, id).await?;
     if w.deleted_at.is_some() {
         return Err(OpError::Conflict(format!(
-            "webhook {} is deleted; `restore {}` brings it back",
+            "webhook {} is deleted; restoring it brings it back (CLI `restore`, API POST /api/webhooks/{}/restore)",
             w.id, w.id
         )));
     }
