@@ -411,11 +411,17 @@ async fn create(
             print_triggers(&c.triggers);
         }
         println!();
-        println!("secret: {}", c.secret);
+        // A secret the operator gave is not printed back (it may have been
+        // typed, unseen, at `--secret -`); a generated one is shown this once.
+        if c.secret_generated {
+            println!("secret: {}", c.secret);
+            println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
+        } else {
+            println!("secret: the one given (not shown)");
+        }
         for w in &c.warnings {
             eprintln!("warning: {w}");
         }
-        println!("(shown only now: give it to the receiver to verify signatures; `rotate-secret` makes a new one)");
     }
     Ok(())
 }
@@ -612,7 +618,11 @@ async fn rotate_secret(
     let secret = secret.map(secret_arg).transpose()?;
     let r = ops::rotate_secret(client, webhook, secret.as_deref(), grace).await?;
     output(json, &r, || {
-        println!("new secret: {}", r.secret);
+        if secret.is_some() {
+            println!("new secret: the one given (not shown)");
+        } else {
+            println!("new secret: {}", r.secret);
+        }
         for w in &r.warnings {
             eprintln!("warning: {w}");
         }
