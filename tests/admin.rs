@@ -1482,6 +1482,11 @@ async fn a_plain_secret_is_set_with_a_warning_saying_how_receivers_use_it() {
         err.contains("warning: this secret is not of the form whsec_"),
         "{err}"
     );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(plain),
+        "a secret the operator gave is not printed back: {}",
+        text(&o)
+    );
     let o = pw(&env, &["rotate-secret", &id(&generated)]).await;
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
