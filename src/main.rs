@@ -233,7 +233,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", logging::error_line(e.as_ref()));
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(EX_CONFIG as u8)
             } else {
