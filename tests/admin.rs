@@ -165,7 +165,13 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains(&"s".repeat(40)), "{}", text(&o));
+    // A secret the operator gave is not printed back (issue 15 point 8).
+    assert!(
+        !text(&o).contains(&"s".repeat(40))
+            && text(&o).contains("secret: the one given (not shown)"),
+        "{}",
+        text(&o)
+    );
     let o = pw(&env, &["show", &wh[..8]]).await;
     assert!(o.status.success(), "{}", text(&o));
     assert!(

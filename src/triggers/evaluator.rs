@@ -713,26 +713,7 @@ pub fn sample_payload(kind: ThresholdKind, base_url: &str) -> serde_json::Value 
         ThresholdKind::Spike => (100, 120, 40),
         ThresholdKind::Drop => (10, 3, 25),
     };
-    let trigger = Trigger {
-        id: Uuid::nil(),
-        webhook_id: Uuid::nil(),
-        kind,
-        threshold: Some(threshold),
-        window: Duration::seconds(kind.default_window_secs()),
-        cooldown: Duration::hours(1),
-        state: State {
-            armed: true,
-            last_fired_at: None,
-        },
-        derived: None,
-        derived_at: None,
-        site_id: 1,
-        domain: "example.com".into(),
-        live: true,
-        paused: false,
-        timezone: "UTC".into(),
-    };
-    let mut c = Candidate::new(trigger);
+    let mut c = Candidate::new(made_up_trigger(kind, Some(threshold), "example.com"));
     c.settle_threshold(None);
     if let Some(w) = c.window(now) {
         c.decide(w, i64::from(visitors), now);
@@ -747,6 +728,30 @@ pub fn sample_payload(kind: ThresholdKind, base_url: &str) -> serde_json::Value 
         (ranked("Google", 60), ranked("/", 80))
     });
     firing_payload(&c, &[baseline_day; BASELINE_DAYS as usize], top, base_url)
+}
+
+/// A live, armed trigger of site 1 with the kind's default window and a
+/// 1 h cooldown: the sample's (and the unit tests').
+fn made_up_trigger(kind: ThresholdKind, threshold: Option<i32>, domain: &str) -> Trigger {
+    Trigger {
+        id: Uuid::nil(),
+        webhook_id: Uuid::nil(),
+        kind,
+        threshold,
+        window: Duration::seconds(kind.default_window_secs()),
+        cooldown: Duration::hours(1),
+        state: State {
+            armed: true,
+            last_fired_at: None,
+        },
+        derived: None,
+        derived_at: None,
+        site_id: 1,
+        domain: domain.into(),
+        live: true,
+        paused: false,
+        timezone: "UTC".into(),
+    }
 }
 
 /// A claimed trigger; None for an unknown type (skipped); Err for a row
@@ -849,25 +854,7 @@ mod tests {
 
     /// A live, armed trigger that never fired.
     fn trigger(kind: ThresholdKind, threshold: Option<i32>) -> Trigger {
-        Trigger {
-            id: Uuid::nil(),
-            webhook_id: Uuid::nil(),
-            kind,
-            threshold,
-            window: Duration::seconds(kind.default_window_secs()),
-            cooldown: Duration::hours(1),
-            state: State {
-                armed: true,
-                last_fired_at: None,
-            },
-            derived: None,
-            derived_at: None,
-            site_id: 1,
-            domain: "shop.example".into(),
-            live: true,
-            paused: false,
-            timezone: "UTC".into(),
-        }
+        made_up_trigger(kind, threshold, "shop.example")
     }
 
     /// Steps 2 to 4 for one trigger: `history` as step 2 reads it (when
