@@ -133,62 +133,94 @@ fn demo(_: &tokio::runtime::Runtime) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `check --json`: every check as `{"check", "ok", "detail" | "error"}`, in
-/// the order `check` runs them; a check that needs one that failed is
-/// `skipped`. Exit 1 unless all are ok.
-async fn check_json(cfg: &Config) -> anyhow::Result<()> {
-    use serde_json::json;
-    let mut checks = vec![json!({"check": "config", "ok": true})];
-    let fail = |name: &str, e: &anyhow::Error| json!({"check": name, "ok": false, "error": logging::error_line(e.as_ref())});
-    let client = match async {
+/// One of `check`'s checks: its name in `--json`, and what it found.
+struct Checked {
+    name: &'static str,
+    /// Ok: the line `check` prints; Err: why it failed; None: skipped
+    /// because a check it needs failed.
+    result: Option<anyhow::Result<String>>,
+}
+
+/// Every check `check` makes, in order; each runs even when an earlier one
+/// failed, unless it needs that one (the admin check needs the database).
+async fn run_checks(cfg: &Config) -> Vec<Checked> {
+    let mut out = vec![Checked {
+        name: "config",
+        result: Some(Ok("config: ok".into())),
+    }];
+    let client = async {
         let client = db::connect(&cfg.database.url).await?;
         db::migrate::ensure_current(&client).await?;
         anyhow::Ok(client)
     }
-    .await
-    {
-        Ok(c) => {
-            checks.push(json!({"check": "database", "ok": true,
-                "detail": format!("schema version {}", db::migrate::latest_version())}));
-            Some(c)
-        }
-        Err(e) => {
-            checks.push(fail("database", &e));
-            None
-        }
+    .await;
+    let (client, database) = match client {
+        Ok(c) => (
+            Some(c),
+            Ok(format!(
+                "database: ok (schema version {})",
+                db::migrate::latest_version()
+            )),
+        ),
+        Err(e) => (None, Err(e)),
     };
-    let https = plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)
-        .and_then(plausible_webhooks::delivery::client::HttpClient::new);
-    checks.push(match https {
-        Ok(_) => json!({"check": "https_client", "ok": true}),
-        Err(e) => fail("https_client", &e),
+    out.push(Checked {
+        name: "database",
+        result: Some(database),
     });
-    if cfg.triggers.enabled {
-        let analytics = async {
+    let https = plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)
+        .and_then(plausible_webhooks::delivery::client::HttpClient::new)
+        .map(|_| "https client: ok".to_string());
+    out.push(Checked {
+        name: "https_client",
+        result: Some(https),
+    });
+    let analytics = if cfg.triggers.enabled {
+        async {
             let source = plausible_webhooks::triggers::source::AnalyticsSource::from_config(cfg)?;
+            // Every statement triggers send, over an empty window: a refused
+            // one fails here, named, with the server's text.
             let checked = source.check().await?;
             anyhow::Ok(format!(
-                "{}, server version {}, {} statements answered",
+                "analytics: ok ({}, server version {}, {} statements answered)",
                 source.describe(),
                 checked.version,
                 checked.statements
             ))
         }
-        .await;
-        checks.push(match analytics {
-            Ok(d) => json!({"check": "analytics", "ok": true, "detail": d}),
-            Err(e) => fail("analytics", &e),
-        });
+        .await
     } else {
-        checks.push(json!({"check": "analytics", "ok": true, "detail": "triggers are off"}));
-    }
-    checks.push(match &client {
-        Some(c) => match plausible_webhooks::admin::http::check(cfg, c).await {
-            Ok(d) => json!({"check": "admin", "ok": true, "detail": d}),
-            Err(e) => fail("admin", &e),
-        },
-        None => json!({"check": "admin", "ok": false, "skipped": "the database check failed"}),
+        Ok("analytics: off (triggers are off)".to_string())
+    };
+    out.push(Checked {
+        name: "analytics",
+        result: Some(analytics),
     });
+    let admin = match &client {
+        Some(c) => Some(plausible_webhooks::admin::http::check(cfg, c).await),
+        None => None,
+    };
+    out.push(Checked {
+        name: "admin",
+        result: admin,
+    });
+    out
+}
+
+/// `check --json`: every check as `{"check", "ok", "detail" | "error" |
+/// "skipped"}`, in the order `check` runs them. Exit 1 unless all are ok.
+async fn check_json(cfg: &Config) -> anyhow::Result<()> {
+    use serde_json::json;
+    let checks: Vec<serde_json::Value> = run_checks(cfg)
+        .await
+        .into_iter()
+        .map(|c| match c.result {
+            Some(Ok(detail)) => json!({"check": c.name, "ok": true, "detail": detail}),
+            Some(Err(e)) => json!({"check": c.name, "ok": false,
+                "error": logging::error_line(e.as_ref())}),
+            None => json!({"check": c.name, "ok": false, "skipped": "a check it needs failed"}),
+        })
+        .collect();
     let ok = checks.iter().all(|c| c["ok"] == true);
     println!("{}", json!({"ok": ok, "checks": checks}));
     anyhow::ensure!(
@@ -198,34 +230,16 @@ async fn check_json(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `check`: a line per check up to the first that fails, which is the error.
 async fn check(cfg: &Config) -> anyhow::Result<()> {
-    println!("config: ok");
-    let client = db::connect(&cfg.database.url).await?;
-    db::migrate::ensure_current(&client).await?;
-    println!(
-        "database: ok (schema version {})",
-        db::migrate::latest_version()
-    );
-    plausible_webhooks::delivery::client::HttpClient::new(
-        plausible_webhooks::delivery::client::ClientConfig::from_config(cfg)?,
-    )?;
-    println!("https client: ok");
-    if cfg.triggers.enabled {
-        let source = plausible_webhooks::triggers::source::AnalyticsSource::from_config(cfg)?;
-        // Every statement triggers send, over an empty window: a refused one
-        // fails here, named, with the server's text.
-        let checked = source.check().await?;
-        println!(
-            "analytics: ok ({}, server version {}, {} statements answered)",
-            source.describe(),
-            checked.version,
-            checked.statements
-        );
+    for c in run_checks(cfg).await {
+        match c.result {
+            Some(Ok(line)) => println!("{line}"),
+            Some(Err(e)) => return Err(e),
+            // Only after a failure, which returned above.
+            None => {}
+        }
     }
-    println!(
-        "{}",
-        plausible_webhooks::admin::http::check(cfg, &client).await?
-    );
     Ok(())
 }
 
