@@ -8,11 +8,9 @@
 //! HTTP header can carry, a `whsec_` secret must decode): what the database
 //! would accept but the daemon could not send as meant is refused here too.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
 use base64::Engine as _;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::config::{check_retry_schedule, RetryScheduleError};
@@ -213,22 +211,13 @@ pub fn url(raw: &str, guard: &AddressGuard) -> Valid<String> {
             "must not contain a user name or password; put credentials in a custom header (--header 'Authorization=Bearer …')".into(),
         );
     }
-    let host_ip = match u.host() {
+    match u.host() {
         None => return err(Rule::Syntax, "has no host".into()),
-        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-        Some(url::Host::Domain(d)) => (d.eq_ignore_ascii_case("localhost")
-            || d.to_ascii_lowercase().ends_with(".localhost"))
-        .then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-    };
-    if let Some(ip) = host_ip {
-        if let Err(why) = guard.check(ip) {
-            let said = match u.host() {
-                // Always loopback, whatever DNS says: name what it resolves to.
-                Some(url::Host::Domain(d)) => format!("host {d} resolves to 127.0.0.1: {why}"),
-                _ => format!("host is not public: {why}"),
-            };
-            return err(Rule::NonPublicHost, said);
+        // The guard's rule (IPs, and `localhost` as the loopback it always is).
+        Some(host) => {
+            if let Err(why) = guard.check_host(&host) {
+                return err(Rule::NonPublicHost, format!("host is not public: {why}"));
+            }
         }
     }
     let normal = u.to_string();
@@ -608,6 +597,17 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(2100));
         assert_eq!(rule(url(&long, &g)).1, Rule::TooLong);
+        // The guard's one rule: localhost is the loopback it always resolves to.
+        let e = url("https://localhost:8443/", &g).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("host is not public: localhost always resolves to 127.0.0.1: 127.0.0.1 is a loopback address"),
+            "{e}"
+        );
+        assert_eq!(
+            rule(url("https://[::ffff:192.168.0.1]/", &g)).1,
+            Rule::NonPublicHost
+        );
         let g = AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
         assert!(url("https://localhost:8443/x", &g).is_ok());
     }

@@ -157,55 +157,34 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
-/// Why a webhook URL is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlError(pub String);
-
-impl std::fmt::Display for UrlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "url: {}", self.0)
-    }
+/// A name that stands for loopback whatever DNS answers: `localhost` and
+/// every name under `.localhost` (RFC 6761 §6.3; resolvers answer them
+/// locally, so a DNS check at send time would not see them differently).
+pub fn is_loopback_name(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
 }
-impl std::error::Error for UrlError {}
 
-/// The rules a webhook URL must meet before it is stored: https only, at most
-/// 2048 characters, no userinfo, and a host that is a name or a public IP
-/// (per `guard`). A name's DNS answers are checked at send time.
-pub fn validate_url(raw: &str, guard: &AddressGuard) -> Result<url::Url, UrlError> {
-    if raw.len() > MAX_URL_LEN {
-        return Err(UrlError(format!("longer than {MAX_URL_LEN} characters")));
-    }
-    let url = url::Url::parse(raw).map_err(|e| UrlError(format!("not a valid URL ({e})")))?;
-    if url.scheme() != "https" {
-        return Err(UrlError(format!(
-            "scheme must be https, not {}",
-            url.scheme()
-        )));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(UrlError(
-            "must not contain a user name or password; use custom headers for credentials".into(),
-        ));
-    }
-    match url.host() {
-        None => return Err(UrlError("has no host".into())),
-        Some(url::Host::Ipv4(ip)) => guard
-            .check(IpAddr::V4(ip))
-            .map_err(|why| UrlError(why.to_string()))?,
-        Some(url::Host::Ipv6(ip)) => guard
-            .check(IpAddr::V6(ip))
-            .map_err(|why| UrlError(why.to_string()))?,
-        Some(url::Host::Domain(d)) => {
-            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") {
-                guard.check(IpAddr::V4(Ipv4Addr::LOCALHOST)).map_err(|e| {
-                    UrlError(format!(
-                        "host {d} always resolves to 127.0.0.1 (or ::1): {e}"
+impl AddressGuard {
+    /// The one rule for a URL's host before a webhook is stored: an IP must
+    /// be one `check` allows; a loopback name (`localhost`) is judged as
+    /// 127.0.0.1, the address it always resolves to; any other name is
+    /// judged at send time, after DNS (`GuardedResolver`).
+    pub fn check_host<S: AsRef<str>>(&self, host: &url::Host<S>) -> Result<(), Refusal> {
+        match host {
+            url::Host::Ipv4(ip) => self.check(IpAddr::V4(*ip)),
+            url::Host::Ipv6(ip) => self.check(IpAddr::V6(*ip)),
+            url::Host::Domain(d) if is_loopback_name(d.as_ref()) => {
+                self.check(IpAddr::V4(Ipv4Addr::LOCALHOST)).map_err(|why| {
+                    Refusal(format!(
+                        "{} always resolves to 127.0.0.1: {why}",
+                        d.as_ref()
                     ))
-                })?;
+                })
             }
+            url::Host::Domain(_) => Ok(()),
         }
     }
-    Ok(url)
 }
 
 /// Turns a host name into addresses. The system resolver in production; tests
@@ -359,21 +338,32 @@ mod tests {
     }
 
     #[test]
-    fn url_rules() {
+    fn hosts_before_a_webhook_is_stored() {
         let g = AddressGuard::default();
-        assert!(validate_url("https://example.com/hook", &g).is_ok());
-        for (u, part) in [
-            ("http://example.com/", "https"),
-            ("https://user:pw@example.com/", "user name"),
-            ("https://10.0.0.1/", "private"),
-            ("https://[::ffff:192.168.0.1]/", "private"),
-            ("https://localhost/", "loopback"),
-            ("not a url", "valid URL"),
+        let host = |h: &str| url::Host::parse(h).unwrap();
+        for ok in [
+            "example.com",
+            "1.1.1.1",
+            "[2606:4700::1111]",
+            "localhost.example.com",
         ] {
-            let e = validate_url(u, &g).unwrap_err();
-            assert!(e.0.contains(part), "{u}: {e}");
+            assert!(g.check_host(&host(ok)).is_ok(), "{ok}");
         }
-        let long = format!("https://example.com/{}", "a".repeat(2100));
-        assert!(validate_url(&long, &g).unwrap_err().0.contains("2048"));
+        for (h, words) in [
+            ("10.0.0.1", "private"),
+            ("[::ffff:192.168.0.1]", "private"),
+            ("[::1]", "loopback"),
+            (
+                "localhost",
+                "localhost always resolves to 127.0.0.1: 127.0.0.1 is a loopback",
+            ),
+            ("api.LOCALHOST", "always resolves to 127.0.0.1"),
+        ] {
+            let e = g.check_host(&host(h)).unwrap_err().to_string();
+            assert!(e.contains(words), "{h}: {e}");
+        }
+        let allowed = AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(allowed.check_host(&host("localhost")).is_ok());
+        assert!(is_loopback_name("Localhost.") && !is_loopback_name("notlocalhost"));
     }
 }
