@@ -4,8 +4,8 @@
 //!
 //! | method | path | access |
 //! | --- | --- | --- |
-//! | GET | /api/webhooks[?site=&include_deleted=] | read (lists the sites the caller can read) |
-//! | POST | /api/webhooks | manage on the body's `site` |
+//! | GET | /api/webhooks[?site_id=&include_deleted=] | read (lists the sites the caller can read) |
+//! | POST | /api/webhooks | manage on the body's `site_id` |
 //! | GET | /api/webhooks/:id | read |
 //! | PUT, PATCH | /api/webhooks/:id | manage |
 //! | DELETE | /api/webhooks/:id | manage (soft delete; `restore` undoes it) |
@@ -16,7 +16,11 @@
 //! | GET | /api/webhooks/:id/deliveries/:delivery_id | read |
 //! | POST | /api/webhooks/:id/deliveries/:delivery_id/retry[?force=true] | manage |
 //!
-//! Errors: `{"error": {"code", "message", "field"?}}` with 400 (not JSON),
+//! Bodies are the ops' own (`ops::WebhookList`, ...), which the CLI's `--json`
+//! prints too; `site_id` is a site's domain (docs/api.md#names).
+//!
+//! Errors: `{"error": {"code", "message", "field"?}}` (`ops::ErrorBody`, the
+//! CLI's `--json` refusals alike) with 400 (not JSON),
 //! 401 (no or unknown token; `invalid_api_key`: a team-less key on a set-up
 //! team's site), 402 (`site_locked`: the site or its team is locked), 403
 //! (role too low), 404 (missing, or on a site the caller has no role on: not
@@ -29,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -66,11 +70,11 @@ impl ApiError {
     }
 
     fn response(&self) -> HttpResponse {
-        let mut e = json!({"code": self.code, "message": self.message});
-        if let Some(f) = &self.field {
-            e["field"] = json!(f);
-        }
-        let mut r = json_response(self.status, &json!({ "error": e }));
+        let body = ops::ErrorBody::new(&self.code, &self.message, self.field.as_deref());
+        let mut r = json_response(
+            self.status,
+            &serde_json::to_value(&body).expect("an error body serializes"),
+        );
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
@@ -81,40 +85,41 @@ impl ApiError {
     }
 }
 
-/// The shared validation names fields as the CLI spells them; the API's
-/// JSON fields carry their unit.
-fn api_field(field: String) -> String {
-    match field.as_str() {
-        "retry_schedule" => "retry_schedule_secs".into(),
-        "window" => "window_secs".into(),
-        "cooldown" => "cooldown_secs".into(),
-        "grace" => "grace_secs".into(),
-        _ => field,
+impl From<Invalid> for ApiError {
+    fn from(i: Invalid) -> ApiError {
+        OpError::Invalid(i).into()
     }
 }
 
-impl From<Invalid> for ApiError {
-    fn from(i: Invalid) -> ApiError {
+/// The refusal's body is the one the CLI prints (`OpError::body`); the
+/// status says its kind.
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> ApiError {
+        let status = match &e {
+            OpError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpError::Conflict(_) => StatusCode::CONFLICT,
+            OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let ops::ErrorDetail {
+            code,
+            message,
+            field,
+        } = e.body(INTERNAL_MESSAGE).error;
+        if let OpError::Internal(cause) = e {
+            log_internal(&cause);
+        }
         ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: i.rule.code().to_string(),
-            message: i.message,
-            field: Some(api_field(i.field)),
+            status,
+            code,
+            message,
+            field,
             retry_after: None,
         }
     }
 }
 
-impl From<OpError> for ApiError {
-    fn from(e: OpError) -> ApiError {
-        match e {
-            OpError::Invalid(i) => i.into(),
-            OpError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            OpError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            OpError::Internal(e) => internal(e),
-        }
-    }
-}
+const INTERNAL_MESSAGE: &str = "the operation failed on the server; the daemon's log has the cause";
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
@@ -122,10 +127,14 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// Logged; the client gets no internals. A database error is logged by
-/// code, constraint and message only: its DETAIL can quote a whole row,
-/// secrets included.
+/// Logged; the client gets no internals.
 fn internal(e: anyhow::Error) -> ApiError {
+    OpError::Internal(e).into()
+}
+
+/// A database error is logged by code, constraint and message only: its
+/// DETAIL can quote a whole row, secrets included.
+fn log_internal(e: &anyhow::Error) {
     let text = e
         .chain()
         .map(|c| match c.downcast_ref::<tokio_postgres::Error>() {
@@ -145,11 +154,6 @@ fn internal(e: anyhow::Error) -> ApiError {
         .collect::<Vec<_>>()
         .join(": ");
     tracing::error!(error = text, "admin API: internal error");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the operation failed on the server; the daemon's log has the cause",
-    )
 }
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -250,14 +254,20 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
                 drop(db);
                 // Refused at once beyond a bound: waiting would queue behind
                 // tests that may hang until their timeout.
-                let _slot = state.test_slots.try_acquire(&who, w.site_id).map_err(|b| {
-                    let mut e =
-                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_tests", b.message());
-                    // A slot frees when a test in flight answers: within its timeout.
-                    e.retry_after =
-                        Some(state.test_sender.timeout().as_secs_f64().ceil().max(1.0) as u64);
-                    e
-                })?;
+                let _slot = state
+                    .test_slots
+                    .try_acquire(&who, w.plausible_site_id)
+                    .map_err(|b| {
+                        let mut e = ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too_many_tests",
+                            b.message(),
+                        );
+                        // A slot frees when a test in flight answers: within its timeout.
+                        e.retry_after =
+                            Some(state.test_sender.timeout().as_secs_f64().ceil().max(1.0) as u64);
+                        e
+                    })?;
                 let r = ops::send_test(&state.pool, &state.test_sender, &w.id.to_string()).await?;
                 ok(StatusCode::OK, &r)
             }
@@ -265,7 +275,7 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
             (&Method::GET, "triggers") => {
                 let w = webhook_for(c, &who, id, Access::Read).await?;
                 let t = ops::list_triggers(c, &w.id.to_string()).await?;
-                ok(StatusCode::OK, &json!({ "triggers": t }))
+                ok(StatusCode::OK, &t)
             }
             (&Method::POST, "triggers") => {
                 let w = webhook_for(c, &who, id, Access::Manage).await?;
@@ -286,7 +296,7 @@ async fn route(state: &AdminState, parts: &hyper::http::request::Parts, body: &B
                 let w = webhook_for(c, &who, id, Access::Manage).await?;
                 let t = Uuid::parse_str(trigger).map_err(|_| trigger_not_found(trigger))?;
                 let ours = ops::list_triggers(c, &w.id.to_string()).await?;
-                if !ours.iter().any(|x| x.id == t) {
+                if !ours.triggers.iter().any(|x| x.id == t) {
                     return Err(trigger_not_found(trigger));
                 }
                 let v = ops::remove_trigger(c, &t.to_string()).await?;
@@ -375,15 +385,15 @@ async fn webhook_for(
         Err(OpError::NotFound(_)) => return Err(webhook_not_found(id)),
         r => r?,
     };
-    let access = auth::site_access(db, who, w.site_id).await?;
+    let access = auth::site_access(db, who, w.plausible_site_id).await?;
     if access == Access::None {
         return Err(webhook_not_found(id));
     }
-    if let Some(r) = auth::site_refusal(db, who, w.site_id).await? {
+    if let Some(r) = auth::site_refusal(db, who, w.plausible_site_id).await? {
         return Err(refused(r));
     }
     if access < need {
-        return Err(forbidden(&w.site, need));
+        return Err(forbidden(&w.site_id, need));
     }
     Ok(w)
 }
@@ -449,9 +459,34 @@ async fn delivery_of(
     Ok(d)
 }
 
+/// `site`, the name `site_id` had before one vocabulary (docs/api.md#names),
+/// is still read, this release only, with a `Warning` header saying so.
+const SITE_DEPRECATED: &str =
+    "`site` is deprecated and read this release only: name the site by `site_id` (its domain or numeric id)";
+
+fn with_deprecation(mut r: HttpResponse, deprecated: bool) -> HttpResponse {
+    if deprecated {
+        let v = format!("299 plausible-webhooks \"{SITE_DEPRECATED}\"");
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+            r.headers_mut().insert(hyper::header::WARNING, v);
+        }
+    }
+    r
+}
+
 async fn list_webhooks(db: &Client, who: &Principal, q: &HashMap<String, String>) -> ApiResult {
     let include_deleted = flag(q, "include_deleted")?;
-    let site = match q.get("site") {
+    let known = ["site_id", "site", "include_deleted"];
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Invalid::new(
+            k,
+            Rule::NotApplicable,
+            "unknown query parameter; use site_id, include_deleted",
+        )
+        .into());
+    }
+    let deprecated = q.contains_key("site") && !q.contains_key("site_id");
+    let site = match q.get("site_id").or(q.get("site")) {
         Some(s) => Some(site_for(db, who, s, Access::Read).await?),
         None => None,
     };
@@ -465,15 +500,14 @@ async fn list_webhooks(db: &Client, who: &Principal, q: &HashMap<String, String>
         },
     )
     .await?;
-    ok(StatusCode::OK, &json!({ "webhooks": list }))
+    Ok(with_deprecation(ok(StatusCode::OK, &list)?, deprecated))
 }
 
 async fn get_webhook(db: &Client, who: &Principal, id: &str) -> ApiResult {
     let w = webhook_for(db, who, id, Access::Read).await?;
-    let triggers = ops::list_triggers(db, &w.id.to_string()).await?;
     ok(
         StatusCode::OK,
-        &json!({ "webhook": w, "triggers": triggers }),
+        &ops::show_detail(db, &w.id.to_string()).await?,
     )
 }
 
@@ -484,7 +518,7 @@ async fn create_webhook(
     body: &Bytes,
 ) -> ApiResult {
     let mut f = Fields::parse(body)?;
-    let site = f.site()?;
+    let (site, deprecated) = f.site()?;
     let new = ops::NewWebhook {
         site: site.clone(),
         name: f.required_str("name")?,
@@ -502,8 +536,14 @@ async fn create_webhook(
         site: s.id.to_string(),
         ..new
     };
-    let created = ops::create(db, &state.guard, new).await?;
-    ok(StatusCode::CREATED, &created)
+    let mut created = ops::create(db, &state.guard, new).await?;
+    if deprecated {
+        created.warnings.push(SITE_DEPRECATED.into());
+    }
+    Ok(with_deprecation(
+        ok(StatusCode::CREATED, &created)?,
+        deprecated,
+    ))
 }
 
 async fn update_webhook(
@@ -594,25 +634,6 @@ async fn replay(db: &Client, who: &Principal, id: &str, body: &Bytes) -> ApiResu
     ok(StatusCode::OK, &v)
 }
 
-/// The page cursor: the last delivery's (inserted_at, id), opaque to clients.
-fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
-    format!("{}_{}", at.unix_timestamp_nanos(), id.simple())
-}
-
-fn decode_cursor(s: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
-    let bad = || {
-        ApiError::from(Invalid::new(
-            "cursor",
-            Rule::Syntax,
-            "not a cursor from this API; pass `next_cursor` of the previous page as it is",
-        ))
-    };
-    let (t, id) = s.split_once('_').ok_or_else(bad)?;
-    let t = OffsetDateTime::from_unix_timestamp_nanos(t.parse().map_err(|_| bad())?)
-        .map_err(|_| bad())?;
-    Ok((t, Uuid::parse_str(id).map_err(|_| bad())?))
-}
-
 async fn list_deliveries(
     db: &Client,
     who: &Principal,
@@ -646,30 +667,20 @@ async fn list_deliveries(
         .get("since")
         .map(|s| validate::since("since", s, OffsetDateTime::now_utc()))
         .transpose()?;
-    let after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
     let w = webhook_for(db, who, id, Access::Read).await?;
-    let mut page = ops::list_deliveries(
+    let page = ops::list_deliveries(
         db,
         &ops::DeliveryFilter {
             webhook: Some(w.id.to_string()),
             status: q.get("status").cloned(),
             event_type: q.get("event").cloned(),
             since,
-            // One more than the page: tells whether another page follows.
-            limit: Some(limit + 1),
-            after,
+            limit: Some(limit),
+            cursor: q.get("cursor").cloned(),
         },
     )
     .await?;
-    let more = page.len() as i64 > limit;
-    page.truncate(limit as usize);
-    let next = more
-        .then(|| page.last().map(|d| encode_cursor(d.inserted_at, d.id)))
-        .flatten();
-    ok(
-        StatusCode::OK,
-        &json!({ "deliveries": page, "next_cursor": next }),
-    )
+    ok(StatusCode::OK, &page)
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
@@ -799,18 +810,32 @@ impl Fields {
         }
     }
 
-    /// `site`: Plausible's domain (its `site_id` in Plausible's API) or the numeric id.
-    fn site(&mut self) -> Result<String, ApiError> {
-        match self.0.remove("site") {
-            Some(Value::String(s)) => Ok(s),
-            Some(Value::Number(n)) if n.is_i64() => Ok(n.to_string()),
-            None | Some(Value::Null) => Err(Invalid::new(
-                "site",
+    /// `site_id`: the site's domain (its `site_id` in Plausible's API and in
+    /// the envelope) or its numeric id; and whether it came as the
+    /// deprecated `site`.
+    fn site(&mut self) -> Result<(String, bool), ApiError> {
+        let (field, v, deprecated) = match (self.0.remove("site_id"), self.0.remove("site")) {
+            (Some(_), Some(_)) => {
+                return Err(Invalid::new(
+                    "site",
+                    Rule::Duplicate,
+                    "give `site_id` only (`site` is its deprecated name)",
+                )
+                .into())
+            }
+            (None, Some(v)) => ("site", v, true),
+            (v, None) => ("site_id", v.unwrap_or(Value::Null), false),
+        };
+        match v {
+            Value::String(s) => Ok((s, deprecated)),
+            Value::Number(n) if n.is_i64() => Ok((n.to_string(), deprecated)),
+            Value::Null => Err(Invalid::new(
+                field,
                 Rule::Required,
                 "is required: the site's domain as in Plausible, or its numeric id",
             )
             .into()),
-            Some(_) => Err(wrong_type("site", "a domain or a numeric site id")),
+            _ => Err(wrong_type(field, "a domain or a numeric site id")),
         }
     }
 
@@ -855,16 +880,6 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_refuses_junk() {
-        let at = OffsetDateTime::from_unix_timestamp_nanos(1_763_900_000_123_456_000).unwrap();
-        let id = Uuid::new_v4();
-        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
-        for junk in ["", "x", "1_y", "abc_0b0e7b3c9a4a4e3f8d6f0d1c2b3a4f5e"] {
-            assert_eq!(decode_cursor(junk).unwrap_err().code, "syntax", "{junk}");
-        }
-    }
 
     #[test]
     fn unknown_fields_and_wrong_types_name_the_field() {

@@ -1,6 +1,11 @@
 //! The management commands: parse (clap), call [`super::ops`], print a table
 //! for people or JSON for scripts (`--json`). Every refusal names the field
 //! and the rule, exits non-zero, and changes nothing.
+//!
+//! `--json` prints what the ops return, the very bodies the HTTP API sends
+//! (`{"webhooks": [...]}`, `{"webhook": ..., "triggers": [...]}`, ...), and a
+//! refusal as the API's `{"error": {"code", "message", "field"?}}`
+//! (`ops::ErrorBody`).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -250,6 +255,9 @@ pub enum DeliveriesCommand {
         /// At most this many (1–10,000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// The next page: the `next_cursor` the previous one ended with.
+        #[arg(long)]
+        cursor: Option<String>,
         /// Then keep watching: a line for each delivery created or finished
         /// from now on (once a second; with --json one object per line), until
         /// interrupted. Only --webhook filters what is followed.
@@ -269,15 +277,28 @@ pub async fn run(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<()> {
         Ok(()) => Ok(()),
         Err(Failure::Op(e)) => {
             if json {
-                print_json(&error_json(&e));
+                // The operator reads the cause here (the API only logs it).
+                let cause = match &e {
+                    OpError::Internal(c) => format!("{c:#}"),
+                    _ => String::new(),
+                };
+                print_json(&e.body(&cause));
             }
             Err(anyhow::Error::new(e))
         }
         Err(Failure::Other(e)) => {
             if json {
-                print_json(
-                    &serde_json::json!({"error": {"kind": "internal", "message": format!("{e:#}")}}),
-                );
+                print_json(&ops::ErrorBody::new("internal", &format!("{e:#}"), None));
+            }
+            Err(e)
+        }
+        Err(Failure::Unavailable(e)) => {
+            if json {
+                print_json(&ops::ErrorBody::new(
+                    "database_unavailable",
+                    &format!("{e:#}"),
+                    None,
+                ));
             }
             Err(e)
         }
@@ -289,6 +310,8 @@ pub async fn run(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<()> {
 enum Failure {
     Op(OpError),
     Other(anyhow::Error),
+    /// The database cannot be reached (the API's 503 `database_unavailable`).
+    Unavailable(anyhow::Error),
     Reported(anyhow::Error),
 }
 
@@ -308,18 +331,6 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn error_json(e: &OpError) -> serde_json::Value {
-    match e {
-        OpError::Invalid(i) => serde_json::json!({"error": {
-            "kind": "invalid", "field": i.field, "rule": i.rule.code(), "message": i.message}}),
-        OpError::NotFound(m) => serde_json::json!({"error": {"kind": "not_found", "message": m}}),
-        OpError::Conflict(m) => serde_json::json!({"error": {"kind": "conflict", "message": m}}),
-        OpError::Internal(e) => {
-            serde_json::json!({"error": {"kind": "internal", "message": format!("{e:#}")}})
-        }
-    }
-}
-
 fn guard(cfg: &Config) -> Result<AddressGuard> {
     AddressGuard::from_config(cfg)
 }
@@ -327,7 +338,9 @@ fn guard(cfg: &Config) -> Result<AddressGuard> {
 /// Connects, refuses a database whose schema is not current, and hands the
 /// command to its function; each prints its own result.
 async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Failure> {
-    let mut client = db::connect(&cfg.database.url).await?;
+    let mut client = db::connect(&cfg.database.url)
+        .await
+        .map_err(Failure::Unavailable)?;
     db::migrate::ensure_current(&client).await?;
     // One `now` for every relative time (`--since 2h`) the command parses.
     let now = OffsetDateTime::now_utc();
@@ -427,11 +440,12 @@ async fn create(
 }
 
 async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), Failure> {
-    let v = ops::status(client, site).await?;
+    let list = ops::status(client, site).await?;
     if json {
-        print_json(&v);
+        print_json(&list);
         return Ok(());
     }
+    let v = &list.status;
     if v.is_empty() {
         println!("no webhooks; `create --help` shows how to add one");
         return Ok(());
@@ -456,7 +470,7 @@ async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), F
                 .map(|s| {
                     vec![
                         s.webhook_id.to_string()[..8].to_string(),
-                        s.site.clone(),
+                        s.site_id.clone(),
                         s.name.clone(),
                         match s.health.as_str() {
                             "failing" => format!("failing ({} in a row)", s.consecutive_failures),
@@ -484,7 +498,7 @@ async fn list(
     deleted: bool,
     json: bool,
 ) -> Result<(), Failure> {
-    let v = ops::list(
+    let list = ops::list(
         client,
         &ops::ListFilter {
             site,
@@ -493,8 +507,9 @@ async fn list(
         },
     )
     .await?;
+    let v = &list.webhooks;
     if json {
-        print_json(&v);
+        print_json(&list);
     } else if v.is_empty() {
         println!("no webhooks; `create --help` shows how to add one");
     } else {
@@ -505,7 +520,7 @@ async fn list(
                 v.iter()
                     .map(|w| vec![
                         w.id.to_string(),
-                        w.site.clone(),
+                        w.site_id.clone(),
                         w.name.clone(),
                         w.status_text(),
                         w.triggers.to_string(),
@@ -519,14 +534,13 @@ async fn list(
 }
 
 async fn show(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
-    let w = ops::show(client, webhook).await?;
-    let t = ops::list_triggers(client, &w.id.to_string()).await?;
+    let d = ops::show_detail(client, webhook).await?;
     if json {
-        print_json(&serde_json::json!({"webhook": w, "triggers": t}));
+        print_json(&d);
     } else {
-        print_webhook(&w, cfg);
+        print_webhook(&d.webhook, cfg);
         println!();
-        print_triggers(&t);
+        print_triggers(&d.triggers);
     }
     Ok(())
 }
@@ -614,7 +628,7 @@ async fn rotate_secret(
     grace: &str,
     json: bool,
 ) -> Result<(), Failure> {
-    let grace = validate::duration_secs("grace", grace)?;
+    let grace = validate::duration_secs("grace_secs", grace)?;
     let secret = secret.map(secret_arg).transpose()?;
     let r = ops::rotate_secret(client, webhook, secret.as_deref(), grace).await?;
     output(json, &r, || {
@@ -671,10 +685,10 @@ async fn triggers(client: &Client, cmd: TriggersCommand, json: bool) -> Result<(
                 trigger_type: validate::trigger_type(&trigger_type)?,
                 threshold,
                 window_secs: window
-                    .map(|w| validate::duration_secs("window", &w))
+                    .map(|w| validate::duration_secs("window_secs", &w))
                     .transpose()?,
                 cooldown_secs: cooldown
-                    .map(|c| validate::duration_secs("cooldown", &c))
+                    .map(|c| validate::duration_secs("cooldown_secs", &c))
                     .transpose()?,
                 goal,
             };
@@ -683,7 +697,7 @@ async fn triggers(client: &Client, cmd: TriggersCommand, json: bool) -> Result<(
         }
         TriggersCommand::List { webhook } => {
             let v = ops::list_triggers(client, &webhook).await?;
-            output(json, &v, || print_triggers(&v));
+            output(json, &v, || print_triggers(&v.triggers));
         }
         TriggersCommand::Remove { trigger } => {
             let v = ops::remove_trigger(client, &trigger).await?;
@@ -708,6 +722,7 @@ async fn deliveries(
             event,
             since,
             limit,
+            cursor,
             follow,
         } => {
             let webhook_id = match (&webhook, follow) {
@@ -722,22 +737,27 @@ async fn deliveries(
                     .map(|s| validate::since("since", &s, now))
                     .transpose()?,
                 limit: Some(limit),
-                after: None,
+                cursor,
             };
             let started: OffsetDateTime = client
                 .query_one("SELECT clock_timestamp()", &[])
                 .await
                 .context("reading the database's time")?
                 .get(0);
-            let v = ops::list_deliveries(client, &f).await?;
+            let page = ops::list_deliveries(client, &f).await?;
             if follow && json {
                 // One object per line, oldest first, so a script can read
                 // the listing and what follows the same way.
-                for d in v.iter().rev() {
+                for d in page.deliveries.iter().rev() {
                     println!("{}", serde_json::to_string(d).expect("serializable"));
                 }
             } else {
-                output(json, &v, || print_deliveries(&v));
+                output(json, &page, || {
+                    print_deliveries(&page.deliveries);
+                    if let Some(c) = &page.next_cursor {
+                        println!("more follow: the same command with --cursor {c}");
+                    }
+                });
             }
             if follow {
                 follow_deliveries(client, webhook_id, started, json).await?;
@@ -976,7 +996,10 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
     };
     let rows: Vec<(&str, String)> = vec![
         ("id", w.id.to_string()),
-        ("site", format!("{} (id {})", w.site, w.site_id)),
+        (
+            "site",
+            format!("{} (id {})", w.site_id, w.plausible_site_id),
+        ),
         ("name", w.name.clone()),
         ("url", w.url.clone()),
         ("status", w.status_text()),

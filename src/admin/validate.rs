@@ -52,7 +52,10 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "expect",
 ];
 
-/// Which rule a value broke. The `code` is stable (API clients match on it).
+/// Which rule a value broke. The `code` is stable (API clients and scripts
+/// reading the CLI's `--json` match on it). A refusal's `field` is the
+/// field's JSON name (`window_secs`, `site_id`: docs/api.md#names), for the
+/// CLI's flags as for the API's bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
@@ -369,7 +372,7 @@ pub fn retry_schedule(secs: &[i64]) -> Valid<Vec<i32>> {
             RetryScheduleError::TooMany { .. } => Rule::TooMany,
             RetryScheduleError::DelayOutOfRange { .. } => Rule::OutOfRange,
         };
-        Invalid::new("retry_schedule", rule, e.to_string())
+        Invalid::new("retry_schedule_secs", rule, e.to_string())
     })?;
     // In range: each fits an i32.
     Ok(secs.iter().map(|&s| s as i32).collect())
@@ -397,7 +400,7 @@ pub fn threshold(v: i64) -> Valid<i32> {
 
 /// 1 min ..= 7 days.
 pub fn window_secs(v: i64) -> Valid<i32> {
-    seconds_range("window", v, WINDOW_MIN_SECS, WINDOW_MAX_SECS)
+    seconds_range("window_secs", v, WINDOW_MIN_SECS, WINDOW_MAX_SECS)
 }
 
 /// `range` for a duration: the bounds and the value in seconds, said so.
@@ -414,7 +417,7 @@ fn seconds_range(field: &str, v: i64, lo: i32, hi: i32) -> Valid<i32> {
 
 /// 0 ..= 7 days.
 pub fn cooldown_secs(v: i64) -> Valid<i32> {
-    seconds_range("cooldown", v, 0, COOLDOWN_MAX_SECS)
+    seconds_range("cooldown_secs", v, 0, COOLDOWN_MAX_SECS)
 }
 
 fn range(field: &str, v: i64, lo: i64, hi: i64) -> Valid<i32> {
@@ -460,8 +463,8 @@ pub fn trigger(t: TriggerType, i: &TriggerInput) -> Valid<TriggerValues> {
     if t == TriggerType::GoalCompletion {
         for (set, field) in [
             (i.threshold.is_some(), "threshold"),
-            (i.window_secs.is_some(), "window"),
-            (i.cooldown_secs.is_some(), "cooldown"),
+            (i.window_secs.is_some(), "window_secs"),
+            (i.cooldown_secs.is_some(), "cooldown_secs"),
         ] {
             if set {
                 return Err(Invalid::new(
@@ -537,7 +540,7 @@ pub fn retry_schedule_arg(raw: &str) -> Valid<Vec<i32>> {
     }
     let secs = raw
         .split(',')
-        .map(|p| duration_secs("retry_schedule", p))
+        .map(|p| duration_secs("retry_schedule_secs", p))
         .collect::<Valid<Vec<_>>>()?;
     retry_schedule(&secs)
 }

@@ -68,15 +68,42 @@ pub struct DeliveryFilter {
     pub status: Option<String>,
     pub event_type: Option<String>,
     pub since: Option<OffsetDateTime>,
-    /// Default 50, at most 10,000.
+    /// The page's size: default 50, at most 10,000 (the API allows 1,000).
     pub limit: Option<i64>,
-    /// Keyset pagination: only deliveries after this one in the listing's
-    /// order (`inserted_at` descending, then id), given as its (inserted_at, id).
-    pub after: Option<(OffsetDateTime, Uuid)>,
+    /// The previous page's `next_cursor`: this page starts after it.
+    pub cursor: Option<String>,
 }
 
-/// The newest deliveries first.
-pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<DeliveryView>> {
+/// `{"deliveries": [...], "next_cursor": ...}`: one page of the log, newest
+/// first, as `GET /api/webhooks/:id/deliveries` and `deliveries list --json`
+/// print it. `next_cursor` (null on the last page) fetches the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The page cursor: the last delivery's (inserted_at, id), opaque to clients.
+fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
+    format!("{}_{}", at.unix_timestamp_nanos(), id.simple())
+}
+
+fn decode_cursor(s: &str) -> Result<(OffsetDateTime, Uuid), Invalid> {
+    let bad = || {
+        Invalid::new(
+            "cursor",
+            Rule::Syntax,
+            "not a cursor of this log; pass `next_cursor` of the previous page as it is",
+        )
+    };
+    let (t, id) = s.trim().split_once('_').ok_or_else(bad)?;
+    let t = OffsetDateTime::from_unix_timestamp_nanos(t.parse().map_err(|_| bad())?)
+        .map_err(|_| bad())?;
+    Ok((t, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+/// One page of deliveries, the newest first.
+pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<DeliveryPage> {
     if let Some(s) = &f.status {
         if !DELIVERY_STATUSES.contains(&s.as_str()) {
             return Err(OpError::Invalid(Invalid::new(
@@ -100,6 +127,7 @@ pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<D
             format!("must be between 1 and {DELIVERIES_LIMIT_MAX}"),
         )));
     }
+    let after = f.cursor.as_deref().map(decode_cursor).transpose()?;
     let webhook = match &f.webhook {
         Some(w) => Some(webhook_id(db_, w).await?),
         None => None,
@@ -125,15 +153,29 @@ pub async fn list_deliveries(db_: &Client, f: &DeliveryFilter) -> OpResult<Vec<D
                 &f.status,
                 &f.event_type,
                 &f.since,
-                &limit,
-                &f.after.map(|a| a.0),
-                &f.after.map(|a| a.1),
+                // One more than the page: tells whether another page follows.
+                &(limit + 1),
+                &after.map(|a| a.0),
+                &after.map(|a| a.1),
             ],
         )
         .await,
         "listing deliveries",
     )?;
-    Ok(rows.iter().map(delivery_view).collect())
+    let mut deliveries: Vec<DeliveryView> = rows.iter().map(delivery_view).collect();
+    let more = deliveries.len() as i64 > limit;
+    deliveries.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            deliveries
+                .last()
+                .map(|d| encode_cursor(d.inserted_at, d.id))
+        })
+        .flatten();
+    Ok(DeliveryPage {
+        deliveries,
+        next_cursor,
+    })
 }
 
 /// Deliveries created or finished after `after` (the database's clock), the
@@ -454,4 +496,24 @@ pub async fn replay(db_: &Client, r: &Replay) -> OpResult<Replayed> {
         dry_run: false,
         deliveries: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_junk() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_763_900_000_123_456_000).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        for junk in ["", "x", "1_y", "abc_0b0e7b3c9a4a4e3f8d6f0d1c2b3a4f5e"] {
+            let e = decode_cursor(junk).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.rule),
+                ("cursor", Rule::Syntax),
+                "{junk}"
+            );
+        }
+    }
 }

@@ -9,6 +9,12 @@
 //! A site is named by its domain or its numeric id; a webhook by its id or a
 //! unique prefix of it (at least 4 characters); a delivery by its full id.
 //!
+//! One vocabulary (docs/api.md#names): what an operation returns is the
+//! body both the API and the CLI's `--json` send, a list under its
+//! resource's name (`{"webhooks": [...]}`), a refusal as [`OpError::body`];
+//! `site_id` is a site's domain, as receivers and Plausible's own API call
+//! it, `plausible_site_id` its numeric id.
+//!
 //! One file per subject: `webhooks`, `triggers`, `deliveries`, `status`, `test_send`;
 //! what they share (the error type, sites) is here.
 
@@ -78,6 +84,57 @@ impl From<tokio_postgres::Error> for OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+impl OpError {
+    /// The stable `code`: the rule broken, or what kind of refusal it is.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::Invalid(i) => i.rule.code(),
+            OpError::NotFound(_) => "not_found",
+            OpError::Conflict(_) => "conflict",
+            OpError::Internal(_) => "internal",
+        }
+    }
+
+    /// The refusal as the API sends it and the CLI's `--json` prints it.
+    /// An internal error's cause is told only where the operator reads it:
+    /// the CLI prints it, the API logs it and sends `internal_message`.
+    pub fn body(&self, internal_message: &str) -> ErrorBody {
+        match self {
+            OpError::Invalid(i) => ErrorBody::new(self.code(), &i.message, Some(&i.field)),
+            OpError::NotFound(m) | OpError::Conflict(m) => ErrorBody::new(self.code(), m, None),
+            OpError::Internal(_) => ErrorBody::new(self.code(), internal_message, None),
+        }
+    }
+}
+
+/// Every refusal, from the API and from the CLI's `--json`:
+/// `{"error": {"code": "https_required", "message": "…", "field": "url"}}`
+/// (`field` only when one field is to blame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: &str, field: Option<&str>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: message.to_string(),
+                field: field.map(str::to_string),
+            },
+        }
+    }
+}
+
 /// A database error as an [`OpError`]: a payload the database refuses for
 /// its size is the caller's input (422, exit 1), anything else internal.
 pub(super) fn db<T>(r: Result<T, tokio_postgres::Error>, what: &str) -> OpResult<T> {
@@ -100,7 +157,7 @@ pub struct Site {
 /// finds it) or its numeric id.
 pub async fn site(db_: &Client, site: &str) -> OpResult<Site> {
     let site = site.trim();
-    validate::no_nul("site", site)?;
+    validate::no_nul("site_id", site)?;
     let row = match site.parse::<i64>() {
         Ok(id) => {
             db_.query_opt("SELECT id, domain FROM sites WHERE id = $1", &[&id])

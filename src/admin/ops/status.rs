@@ -12,8 +12,9 @@ use super::*;
 pub struct WebhookStatus {
     pub webhook_id: Uuid,
     pub name: String,
-    /// The site's domain.
-    pub site: String,
+    /// The site's domain (as in every output: docs/api.md#names).
+    pub site_id: String,
+    pub plausible_site_id: i64,
     /// `ok`, `failing` (its last deliveries failed), `disabled` or `deleted`.
     pub health: String,
     pub consecutive_failures: i32,
@@ -35,7 +36,7 @@ pub struct WebhookStatus {
 /// or in flight). Pending rows are counted over the claim's index; the
 /// last hour's outcomes over the webhook's rows, which retention bounds.
 const STATUS_SQL: &str = "
-SELECT w.id, w.name, s.domain,
+SELECT w.id, w.name, s.domain, s.id,
        CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
             WHEN NOT w.enabled THEN 'disabled'
             WHEN w.consecutive_failures > 0 THEN 'failing'
@@ -62,8 +63,15 @@ WHERE ($1::int8 IS NULL OR w.site_id = $1)
   AND (w.deleted_at IS NULL OR p.due + p.waiting + l.delivering > 0)
 ORDER BY s.domain, w.name, w.id";
 
+/// `{"status": [...]}`: what `status --json` prints, a list under its name
+/// as every list is.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusList {
+    pub status: Vec<WebhookStatus>,
+}
+
 /// The queue per webhook, of one site or all.
-pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<Vec<WebhookStatus>> {
+pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<StatusList> {
     let site_id = match site_filter {
         Some(s) => Some(site(db_, s).await?.id),
         None => None,
@@ -72,21 +80,24 @@ pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<Vec<Web
         db_.query(STATUS_SQL, &[&site_id]).await,
         "reading the queue",
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| WebhookStatus {
-            webhook_id: r.get(0),
-            name: r.get(1),
-            site: r.get(2),
-            health: r.get(3),
-            consecutive_failures: r.get(4),
-            due: r.get(5),
-            retrying: r.get(6),
-            waiting: r.get(7),
-            delivering: r.get(8),
-            delivered_last_hour: r.get(9),
-            failed_last_hour: r.get(10),
-            oldest_due_secs: r.get(11),
-        })
-        .collect())
+    Ok(StatusList {
+        status: rows
+            .iter()
+            .map(|r| WebhookStatus {
+                webhook_id: r.get(0),
+                name: r.get(1),
+                site_id: r.get(2),
+                plausible_site_id: r.get(3),
+                health: r.get(4),
+                consecutive_failures: r.get(5),
+                due: r.get(6),
+                retrying: r.get(7),
+                waiting: r.get(8),
+                delivering: r.get(9),
+                delivered_last_hour: r.get(10),
+                failed_last_hour: r.get(11),
+                oldest_due_secs: r.get(12),
+            })
+            .collect(),
+    })
 }

@@ -153,10 +153,24 @@ pub(super) async fn insert_trigger(
 pub async fn add_trigger(db_: &Client, webhook: &str, t: &NewTrigger) -> OpResult<TriggerView> {
     validate::trigger(t.trigger_type, &trigger_input(t))?;
     let w = live(db_, webhook).await?;
-    insert_trigger(db_, w.id, w.site_id, t).await
+    insert_trigger(db_, w.id, w.plausible_site_id, t).await
 }
 
-pub async fn list_triggers(db_: &Client, webhook: &str) -> OpResult<Vec<TriggerView>> {
+/// `{"triggers": [...]}`: `GET /api/webhooks/:id/triggers` and `triggers list --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerList {
+    pub triggers: Vec<TriggerView>,
+}
+
+impl IntoIterator for TriggerList {
+    type Item = TriggerView;
+    type IntoIter = std::vec::IntoIter<TriggerView>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.triggers.into_iter()
+    }
+}
+
+pub async fn list_triggers(db_: &Client, webhook: &str) -> OpResult<TriggerList> {
     let id = webhook_id(db_, webhook).await?;
     let rows = db(
         db_.query(
@@ -166,7 +180,9 @@ pub async fn list_triggers(db_: &Client, webhook: &str) -> OpResult<Vec<TriggerV
         .await,
         "listing triggers",
     )?;
-    Ok(rows.iter().map(trigger_view).collect())
+    Ok(TriggerList {
+        triggers: rows.iter().map(trigger_view).collect(),
+    })
 }
 
 /// Removes a trigger by its id (or a unique prefix of it).

@@ -20,8 +20,10 @@ use super::*;
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookView {
     pub id: Uuid,
-    pub site_id: i64,
-    pub site: String,
+    /// The site's domain, as the envelope's `site_id` and Plausible's API name it.
+    pub site_id: String,
+    /// The site's numeric id in Plausible's database (`sites.id`).
+    pub plausible_site_id: i64,
     pub name: String,
     pub url: String,
     /// active | failing | disabled | deleted
@@ -87,8 +89,8 @@ fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
     };
     WebhookView {
         id: r.get(0),
-        site_id: r.get(1),
-        site: r.get(2),
+        plausible_site_id: r.get(1),
+        site_id: r.get(2),
         name: r.get(3),
         url: r.get(4),
         status: status.into(),
@@ -182,7 +184,27 @@ pub struct ListFilter {
     pub site_ids: Option<Vec<i64>>,
 }
 
-pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<Vec<WebhookView>> {
+/// `{"webhooks": [...]}`: what `GET /api/webhooks` and `list --json` print.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// `{"webhook": {...}, "triggers": [...]}`: `GET /api/webhooks/:id` and `show --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookDetail {
+    pub webhook: WebhookView,
+    pub triggers: Vec<TriggerView>,
+}
+
+/// One webhook with its triggers.
+pub async fn show_detail(db_: &Client, id: &str) -> OpResult<WebhookDetail> {
+    let webhook = show(db_, id).await?;
+    let triggers = list_triggers(db_, &webhook.id.to_string()).await?.triggers;
+    Ok(WebhookDetail { webhook, triggers })
+}
+
+pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<WebhookList> {
     let site_id = match &f.site {
         Some(s) => Some(site(db_, s).await?.id),
         None => None,
@@ -200,7 +222,9 @@ pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<Vec<WebhookView>> {
         .await,
         "listing webhooks",
     )?;
-    Ok(rows.iter().map(webhook_view).collect())
+    Ok(WebhookList {
+        webhooks: rows.iter().map(webhook_view).collect(),
+    })
 }
 
 /// A trigger to create with a webhook, or on its own.
@@ -435,14 +459,14 @@ pub async fn disable(db_: &Client, id: &str, reason: Option<&str>) -> OpResult<W
     let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) if r.chars().count() > 255 => {
             return Err(OpError::Invalid(Invalid::new(
-                "reason",
+                "disabled_reason",
                 Rule::TooLong,
                 "a disable reason is at most 255 characters",
             )))
         }
         Some(r) if r.chars().any(char::is_control) => {
             return Err(OpError::Invalid(Invalid::new(
-                "reason",
+                "disabled_reason",
                 Rule::Encoding,
                 "a disable reason is one line of text without control characters",
             )))
@@ -541,7 +565,7 @@ pub async fn rotate_secret(
 ) -> OpResult<Rotated> {
     if !(0..=MAX_ROTATION_GRACE_SECS).contains(&grace_secs) {
         return Err(OpError::Invalid(Invalid::new(
-            "grace",
+            "grace_secs",
             Rule::OutOfRange,
             format!("must be between 0 and {MAX_ROTATION_GRACE_SECS} seconds (30 days)"),
         )));
