@@ -54,7 +54,7 @@ async fn json(env: &Env, args: &[&str]) -> Value {
 }
 
 /// Asserts a refusal: non-zero exit, the field and rule named, and as JSON
-/// `{"error": {"kind": "invalid", "field": …, "rule": …}}`.
+/// `{"error": {"code": <the rule>, "field": …, "message": …}}`, the API's shape.
 async fn refused(env: &Env, args: &[&str], field: &str, rule: &str) {
     let o = pw(env, args).await;
     assert!(!o.status.success(), "{args:?} was accepted: {}", text(&o));
@@ -69,9 +69,13 @@ async fn refused(env: &Env, args: &[&str], field: &str, rule: &str) {
     assert!(!o.status.success());
     let v: Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
-    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(v["error"]["code"], rule, "{v}");
     assert_eq!(v["error"]["field"], field, "{v}");
-    assert_eq!(v["error"]["rule"], rule, "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert!(
+        v["error"].get("kind").is_none() && v["error"].get("rule").is_none(),
+        "{v}"
+    );
 }
 
 async fn create(env: &Env, url: &str, extra: &[&str]) -> Value {
@@ -132,7 +136,9 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         32
     );
     assert_eq!(c["webhook"]["status"], "active");
-    assert_eq!(c["webhook"]["site"], "example.com");
+    assert_eq!(c["webhook"]["site_id"], "example.com");
+    assert_eq!(c["webhook"]["plausible_site_id"], env.site_id);
+    assert!(c["webhook"].get("site").is_none(), "{c}");
     assert_eq!(
         c["webhook"]["retry_schedule_secs"],
         serde_json::json!([10, 60])
@@ -257,7 +263,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
                 "--retry-schedule",
                 "1m,2d",
             ],
-            "retry_schedule",
+            "retry_schedule_secs",
             "out_of_range",
         ),
         (
@@ -267,7 +273,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
                 "--retry-schedule",
                 &"1s,".repeat(11)[..32],
             ],
-            "retry_schedule",
+            "retry_schedule_secs",
             "too_many",
         ),
         (
@@ -328,7 +334,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
 
     // List (table and JSON), filtered by site.
     let l = json(&env, &["list", "--site", "example.com"]).await;
-    assert_eq!(l.as_array().unwrap().len(), 2);
+    assert_eq!(l["webhooks"].as_array().unwrap().len(), 2);
     let o = pw(&env, &["list"]).await;
     assert!(
         text(&o).contains("Receiver") && text(&o).contains("STATUS"),
@@ -337,7 +343,7 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     );
     assert_eq!(
         json(&env, &["list", "--site", "other.example"]).await,
-        serde_json::json!([])
+        serde_json::json!({"webhooks": []})
     );
 
     // Update keeps what it is not told to change.
@@ -470,14 +476,14 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     refused(
         &env,
         &["triggers", "add", &wh, "drop", "--window", "30s"],
-        "window",
+        "window_secs",
         "out_of_range",
     )
     .await;
     refused(
         &env,
         &["triggers", "add", &wh, "drop", "--cooldown", "8d"],
-        "cooldown",
+        "cooldown_secs",
         "out_of_range",
     )
     .await;
@@ -490,12 +496,11 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     )
     .await;
     let list = json(&env, &["triggers", "list", &wh]).await;
-    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(list["triggers"].as_array().unwrap().len(), 4);
     let removed = json(&env, &["triggers", "remove", t["id"].as_str().unwrap()]).await;
     assert_eq!(removed["id"], t["id"]);
     assert_eq!(
-        json(&env, &["triggers", "list", &wh])
-            .await
+        json(&env, &["triggers", "list", &wh]).await["triggers"]
             .as_array()
             .unwrap()
             .len(),
@@ -521,16 +526,14 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     assert_eq!(del["webhook"]["status"], "deleted");
     assert!(del["purge_after"].as_str().is_some());
     assert_eq!(
-        json(&env, &["list", "--site", "example.com"])
-            .await
+        json(&env, &["list", "--site", "example.com"]).await["webhooks"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        json(&env, &["list", "--deleted"])
-            .await
+        json(&env, &["list", "--deleted"]).await["webhooks"]
             .as_array()
             .unwrap()
             .len(),
@@ -754,7 +757,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
         &["deliveries", "list", "--webhook", &wh, "--event", "test"],
     )
     .await;
-    let all = all.as_array().unwrap();
+    let all = all["deliveries"].as_array().unwrap();
     assert_eq!(all.len(), 8);
     assert!(
         all.iter()
@@ -766,10 +769,10 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
             &env,
             &["deliveries", "list", "--webhook", &wh, "--status", "failed"]
         )
-        .await
-        .as_array()
-        .unwrap()
-        .len(),
+        .await["deliveries"]
+            .as_array()
+            .unwrap()
+            .len(),
         6
     );
 
@@ -851,7 +854,7 @@ async fn rotated_secret_signs_beside_the_old_one_until_the_grace_ends() {
     refused(
         &env,
         &["rotate-secret", &wh, "--grace", "31d"],
-        "grace",
+        "grace_secs",
         "out_of_range",
     )
     .await;
@@ -1033,7 +1036,7 @@ async fn failing_then_disabled_with_a_reason_and_enable_resets_health() {
         &["deliveries", "list", "--webhook", &wh, "--status", "failed"],
     )
     .await;
-    let one = failed[0]["id"].as_str().unwrap().to_string();
+    let one = failed["deliveries"][0]["id"].as_str().unwrap().to_string();
     let o = pw(&env, &["retry", &one]).await;
     assert!(
         !o.status.success() && text(&o).contains("enable it first"),
@@ -1145,7 +1148,7 @@ async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_un
         ],
     )
     .await;
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed["deliveries"].as_array().unwrap().len(), 2);
     let o = pw(&env, &["deliveries", "list", "--webhook", &wh]).await;
     assert!(
         text(&o).contains("HTTP 500") && text(&o).contains("failed"),

@@ -211,7 +211,7 @@ async fn plausible_roles_decide_what_each_key_may_do() {
         .op(
             "POST",
             "/api/webhooks",
-            Some(json!({"site": "example.com", "name": "ops", "url": rx.url("/hook")})),
+            Some(json!({"site_id": "example.com", "name": "ops", "url": rx.url("/hook")})),
         )
         .await;
     expect(&created, 201, None);
@@ -282,7 +282,7 @@ async fn plausible_roles_decide_what_each_key_may_do() {
                 "POST",
                 "/api/webhooks",
                 Some(&keys[who]),
-                Some(json!({"site": "example.com", "name": who, "url": rx.url("/x")})),
+                Some(json!({"site_id": "example.com", "name": who, "url": rx.url("/x")})),
             )
             .await;
         assert_eq!(a.status, status, "create as {who}: {}", a.text);
@@ -293,7 +293,7 @@ async fn plausible_roles_decide_what_each_key_may_do() {
             "POST",
             "/api/webhooks",
             Some(&keys["other_team_owner"]),
-            Some(json!({"site": other_site, "name": "mine", "url": rx.url("/b")})),
+            Some(json!({"site_id": other_site, "name": "mine", "url": rx.url("/b")})),
         )
         .await;
     expect(&own, 201, None);
@@ -310,7 +310,7 @@ async fn plausible_roles_decide_what_each_key_may_do() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| w["site"].clone())
+        .map(|w| w["site_id"].clone())
         .collect();
     assert_eq!(sites, vec![json!("other.example")]);
     let listed = api
@@ -325,7 +325,7 @@ async fn plausible_roles_decide_what_each_key_may_do() {
     let a = api
         .call(
             "GET",
-            "/api/webhooks?site=other.example",
+            "/api/webhooks?site_id=other.example",
             Some(&keys["viewer"]),
             None,
         )
@@ -363,42 +363,42 @@ async fn the_whole_surface_with_its_refusals() {
     // Create: refusals name the field and the rule.
     for (body, status, code) in [
         (
-            json!({"site": "example.com", "name": "x", "url": "http://plain.example/"}),
+            json!({"site_id": "example.com", "name": "x", "url": "http://plain.example/"}),
             422,
             "https_required",
         ),
         (
-            json!({"site": "example.com", "url": rx.url("/")}),
+            json!({"site_id": "example.com", "url": rx.url("/")}),
             422,
             "required",
         ),
         (
-            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "headers": {"Content-Type": "text/plain"}}),
+            json!({"site_id": "example.com", "name": "x", "url": rx.url("/"), "headers": {"Content-Type": "text/plain"}}),
             422,
             "reserved",
         ),
         (
-            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "secret": "short"}),
+            json!({"site_id": "example.com", "name": "x", "url": rx.url("/"), "secret": "short"}),
             422,
             "too_short",
         ),
         (
-            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "nmae": "typo"}),
+            json!({"site_id": "example.com", "name": "x", "url": rx.url("/"), "nmae": "typo"}),
             422,
             "unknown_field",
         ),
         (
-            json!({"site": "example.com", "name": 7, "url": rx.url("/")}),
+            json!({"site_id": "example.com", "name": 7, "url": rx.url("/")}),
             422,
             "wrong_type",
         ),
         (
-            json!({"site": "example.com", "name": "x", "url": rx.url("/"), "triggers": [{"type": "visitor_spike", "threshold": 0}]}),
+            json!({"site_id": "example.com", "name": "x", "url": rx.url("/"), "triggers": [{"type": "visitor_spike", "threshold": 0}]}),
             422,
             "out_of_range",
         ),
         (
-            json!({"site": "nosuch.example", "name": "x", "url": rx.url("/")}),
+            json!({"site_id": "nosuch.example", "name": "x", "url": rx.url("/")}),
             404,
             "not_found",
         ),
@@ -416,7 +416,7 @@ async fn the_whole_surface_with_its_refusals() {
         .op(
             "POST",
             "/api/webhooks",
-            Some(json!({"site": "example.com", "name": "x", "url": "http://p.example/"})),
+            Some(json!({"site_id": "example.com", "name": "x", "url": "http://p.example/"})),
         )
         .await;
     assert_eq!(a.json()["error"]["field"], "url");
@@ -429,7 +429,7 @@ async fn the_whole_surface_with_its_refusals() {
     .await
     .unwrap();
     expect(&a, 400, Some("bad_json"));
-    let huge = json!({"site": "example.com", "name": "x".repeat(1_100_000), "url": rx.url("/")});
+    let huge = json!({"site_id": "example.com", "name": "x".repeat(1_100_000), "url": rx.url("/")});
     let a = api.op("POST", "/api/webhooks", Some(huge)).await;
     assert_eq!((a.status, a.code().as_str()), (413, "body_too_large"));
     assert_eq!(
@@ -443,7 +443,7 @@ async fn the_whole_surface_with_its_refusals() {
             "POST",
             "/api/webhooks",
             Some(json!({
-                "site": "example.com", "name": "orders", "url": rx.url("/hook"),
+                "site_id": "example.com", "name": "orders", "url": rx.url("/hook"),
                 "headers": {"X-Env": "test"},
                 "triggers": [{"type": "goal_completion"}]
             })),
@@ -635,7 +635,7 @@ async fn the_whole_surface_with_its_refusals() {
         }))
         .await;
     let w2 = api
-        .op("POST", "/api/webhooks", Some(json!({"site": "example.com", "name": "flaky", "url": flaky.url("/"), "retry_schedule_secs": []})))
+        .op("POST", "/api/webhooks", Some(json!({"site_id": "example.com", "name": "flaky", "url": flaky.url("/"), "retry_schedule_secs": []})))
         .await;
     expect(&w2, 201, None);
     let w2id = w2.json()["webhook"]["id"].as_str().unwrap().to_string();
@@ -818,7 +818,7 @@ async fn owned_webhook(api: &Api, bound: bool) -> (String, String, i64) {
         .op(
             "POST",
             "/api/webhooks",
-            Some(json!({"site": "example.com", "name": "ops", "url": rx.url("/hook")})),
+            Some(json!({"site_id": "example.com", "name": "ops", "url": rx.url("/hook")})),
         )
         .await;
     expect(&created, 201, None);
@@ -953,15 +953,20 @@ async fn a_site_is_found_by_its_domain_or_its_former_domain() {
                 "POST",
                 "/api/webhooks",
                 Some(&key),
-                Some(json!({"site": site, "name": site, "url": rx.url("/hook")})),
+                Some(json!({"site_id": site, "name": site, "url": rx.url("/hook")})),
             )
             .await;
         expect(&a, 201, None);
-        assert_eq!(a.json()["webhook"]["site"], "new.example.com", "{}", a.text);
+        assert_eq!(
+            a.json()["webhook"]["site_id"],
+            "new.example.com",
+            "{}",
+            a.text
+        );
         let a = api
             .call(
                 "GET",
-                &format!("/api/webhooks?site={site}"),
+                &format!("/api/webhooks?site_id={site}"),
                 Some(&key),
                 None,
             )
@@ -977,7 +982,7 @@ async fn webhook_at(api: &Api, site: &str, url: &str) -> String {
         .op(
             "POST",
             "/api/webhooks",
-            Some(json!({"site": site, "name": "t", "url": url})),
+            Some(json!({"site_id": site, "name": "t", "url": url})),
         )
         .await;
     expect(&created, 201, None);
@@ -1068,4 +1073,233 @@ async fn one_users_hanging_tests_do_not_delay_anothers() {
             d.text
         );
     }
+}
+
+/// `plausible-webhooks --json <args>` against the API's database: its exit
+/// status and stdout parsed.
+async fn cli_json(api: &Api, args: &[&str]) -> (bool, Value) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG")
+        .envs(api.env.daemon_env())
+        .arg("--json")
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    let o = cmd.output().await.expect("running the binary");
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.success(), v)
+}
+
+/// One vocabulary (issue 15 point 10): for the same data the CLI's `--json`
+/// prints exactly the API's body — lists under their resource's name, one
+/// webhook with its triggers, a page of deliveries with its cursor, and a
+/// refusal as `{"error": {"code", "message", "field"}}`; a site is `site_id`
+/// (its domain, as in the envelope) and `plausible_site_id` (its number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_json_and_the_api_print_the_same_bodies() {
+    let api = Api::start().await;
+    let c = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site_id": "example.com", "name": "same", "url": "https://hooks.example.net/same",
+                        "headers": {"X-Env": "prod"}, "triggers": [{"type": "goal_completion"}]})),
+        )
+        .await;
+    expect(&c, 201, None);
+    let w = c.json()["webhook"].clone();
+    assert_eq!(
+        (w["site_id"].as_str(), w["plausible_site_id"].as_i64()),
+        (Some("example.com"), Some(api.env.site_id)),
+        "{w}"
+    );
+    assert!(w.get("site").is_none(), "{w}");
+    let id = w["id"].as_str().unwrap().to_string();
+    // Finished deliveries: nothing the running daemon changes meanwhile.
+    api.env
+        .db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, finished_at, last_error, inserted_at)
+             SELECT $1::text::uuid, 'goal_completion', jsonb_build_object('n', i), 'failed', 1, now(), 'HTTP 503',
+                    now() - make_interval(secs => i)
+             FROM generate_series(1, 3) i",
+            &[&id],
+        )
+        .await
+        .unwrap();
+
+    let same = |cli: Value, api_body: Value, what: &str| {
+        assert_eq!(
+            cli, api_body,
+            "{what}: the CLI's --json differs from the API's body"
+        );
+    };
+    let api_list = api.op("GET", "/api/webhooks", None).await.json();
+    assert_eq!(
+        api_list["webhooks"].as_array().unwrap().len(),
+        1,
+        "{api_list}"
+    );
+    same(cli_json(&api, &["list"]).await.1, api_list, "list");
+    same(
+        cli_json(&api, &["list", "--site", "example.com"]).await.1,
+        api.op("GET", "/api/webhooks?site_id=example.com", None)
+            .await
+            .json(),
+        "list of a site",
+    );
+    same(
+        cli_json(&api, &["show", &id]).await.1,
+        api.op("GET", &format!("/api/webhooks/{id}"), None)
+            .await
+            .json(),
+        "show",
+    );
+    let api_triggers = api
+        .op("GET", &format!("/api/webhooks/{id}/triggers"), None)
+        .await
+        .json();
+    assert_eq!(api_triggers["triggers"].as_array().unwrap().len(), 1);
+    same(
+        cli_json(&api, &["triggers", "list", &id]).await.1,
+        api_triggers,
+        "triggers list",
+    );
+    let api_page = api
+        .op(
+            "GET",
+            &format!("/api/webhooks/{id}/deliveries?limit=2"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        api_page["deliveries"].as_array().unwrap().len(),
+        2,
+        "{api_page}"
+    );
+    let cursor = api_page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    same(
+        cli_json(
+            &api,
+            &["deliveries", "list", "--webhook", &id, "--limit", "2"],
+        )
+        .await
+        .1,
+        api_page,
+        "deliveries list",
+    );
+    let api_last = api
+        .op(
+            "GET",
+            &format!("/api/webhooks/{id}/deliveries?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(api_last["deliveries"].as_array().unwrap().len(), 1);
+    assert!(api_last["next_cursor"].is_null(), "{api_last}");
+    same(
+        cli_json(
+            &api,
+            &[
+                "deliveries",
+                "list",
+                "--webhook",
+                &id,
+                "--limit",
+                "2",
+                "--cursor",
+                &cursor,
+            ],
+        )
+        .await
+        .1,
+        api_last,
+        "deliveries list, next page",
+    );
+
+    // Refusals: one body, the rule as `code`, the field by its JSON name.
+    let a = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site_id": "example.com", "name": "x", "url": "http://plain.example/"})),
+        )
+        .await;
+    expect(&a, 422, Some("https_required"));
+    let (ok, cli) = cli_json(
+        &api,
+        &[
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            "x",
+            "--url",
+            "http://plain.example/",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    same(cli, a.json(), "an invalid url");
+    let a = api
+        .op(
+            "POST",
+            &format!("/api/webhooks/{id}/triggers"),
+            Some(json!({"type": "traffic_drop", "window_secs": 30})),
+        )
+        .await;
+    expect(&a, 422, Some("out_of_range"));
+    assert_eq!(a.json()["error"]["field"], "window_secs");
+    let (ok, cli) = cli_json(&api, &["triggers", "add", &id, "drop", "--window", "30s"]).await;
+    assert!(!ok);
+    same(cli, a.json(), "a window out of range");
+    let (ok, cli) = cli_json(&api, &["show", "00000000-0000-0000-0000-000000000000"]).await;
+    assert!(!ok);
+    assert_eq!(cli["error"]["code"], "not_found", "{cli}");
+
+    // The old input name still works this release, and says so.
+    let old = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": "example.com", "name": "old", "url": "https://hooks.example.net/old"})),
+        )
+        .await;
+    expect(&old, 201, None);
+    assert_eq!(old.json()["webhook"]["site_id"], "example.com");
+    assert!(
+        old.json()["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("`site` is deprecated")),
+        "{}",
+        old.text
+    );
+    let both = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site": "example.com", "site_id": "example.com", "name": "x", "url": "https://hooks.example.net/x"})),
+        )
+        .await;
+    expect(&both, 422, Some("duplicate"));
+    assert_eq!(
+        api.op("GET", "/api/webhooks?site=example.com", None)
+            .await
+            .json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
