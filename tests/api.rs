@@ -1228,6 +1228,26 @@ async fn the_cli_json_and_the_api_print_the_same_bodies() {
         "deliveries list, next page",
     );
 
+    // `status`, the CLI's own list, is a list under its name too, in the same names.
+    let (ok, st) = cli_json(&api, &["status"]).await;
+    assert!(ok, "{st}");
+    let row = &st["status"][0];
+    assert_eq!(
+        (
+            row["webhook_id"].as_str(),
+            row["site_id"].as_str(),
+            row["plausible_site_id"].as_i64(),
+            row["status"].as_str(),
+        ),
+        (
+            Some(id.as_str()),
+            Some("example.com"),
+            Some(api.env.site_id),
+            Some("active")
+        ),
+        "{st}"
+    );
+
     // Refusals: one body, the rule as `code`, the field by its JSON name.
     let a = api
         .op(

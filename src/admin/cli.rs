@@ -41,7 +41,7 @@ pub enum AdminCommand {
         deleted: bool,
     },
     /// The queue per webhook: due, retrying, waiting, in flight, the last hour's
-    /// outcomes, how long the oldest due delivery has waited, and health.
+    /// outcomes, how long the oldest due delivery has waited, and its status.
     ///
     /// What every instance left in the database, without Prometheus.
     Status {
@@ -457,7 +457,7 @@ async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), F
                 "WEBHOOK",
                 "SITE",
                 "NAME",
-                "HEALTH",
+                "STATUS",
                 "DUE",
                 "RETRYING",
                 "WAITING",
@@ -472,7 +472,7 @@ async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), F
                         s.webhook_id.to_string()[..8].to_string(),
                         s.site_id.clone(),
                         s.name.clone(),
-                        match s.health.as_str() {
+                        match s.status.as_str() {
                             "failing" => format!("failing ({} in a row)", s.consecutive_failures),
                             h => h.to_string(),
                         },

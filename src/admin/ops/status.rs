@@ -15,8 +15,9 @@ pub struct WebhookStatus {
     /// The site's domain (as in every output: docs/api.md#names).
     pub site_id: String,
     pub plausible_site_id: i64,
-    /// `ok`, `failing` (its last deliveries failed), `disabled` or `deleted`.
-    pub health: String,
+    /// The webhook's `status`, as a webhook object has it: `active`,
+    /// `failing` (its last deliveries failed), `disabled` or `deleted`.
+    pub status: String,
     pub consecutive_failures: i32,
     /// Pending and due now (first tries and retries).
     pub due: i64,
@@ -40,7 +41,7 @@ SELECT w.id, w.name, s.domain, s.id,
        CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
             WHEN NOT w.enabled THEN 'disabled'
             WHEN w.consecutive_failures > 0 THEN 'failing'
-            ELSE 'ok' END,
+            ELSE 'active' END,
        w.consecutive_failures,
        p.due, p.retrying, p.waiting, l.delivering, h.delivered, h.failed, p.oldest
 FROM webhooks w
@@ -88,7 +89,7 @@ pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<StatusL
                 name: r.get(1),
                 site_id: r.get(2),
                 plausible_site_id: r.get(3),
-                health: r.get(4),
+                status: r.get(4),
                 consecutive_failures: r.get(5),
                 due: r.get(6),
                 retrying: r.get(7),
