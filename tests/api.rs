@@ -1313,6 +1313,14 @@ async fn the_cli_json_and_the_api_print_the_same_bodies() {
         )
         .await;
     expect(&both, 422, Some("duplicate"));
+    // A refusal blames the site by the name the client wrote.
+    for (q, field) in [("site_id", "site_id"), ("site", "site")] {
+        let a = api
+            .op("GET", &format!("/api/webhooks?{q}=exa%00mple.com"), None)
+            .await;
+        expect(&a, 422, Some("encoding"));
+        assert_eq!(a.json()["error"]["field"], field, "{}", a.text);
+    }
     assert_eq!(
         api.op("GET", "/api/webhooks?site=example.com", None)
             .await

@@ -464,6 +464,15 @@ async fn delivery_of(
 const SITE_DEPRECATED: &str =
     "`site` is deprecated and read this release only: name the site by `site_id` (its domain or numeric id)";
 
+/// A refusal of a site given as the deprecated `site` blames `site`, the
+/// name the client wrote.
+fn as_given(mut e: ApiError, deprecated: bool) -> ApiError {
+    if deprecated && e.field.as_deref() == Some("site_id") {
+        e.field = Some("site".into());
+    }
+    e
+}
+
 fn with_deprecation(mut r: HttpResponse, deprecated: bool) -> HttpResponse {
     if deprecated {
         let v = format!("299 plausible-webhooks \"{SITE_DEPRECATED}\"");
@@ -487,7 +496,11 @@ async fn list_webhooks(db: &Client, who: &Principal, q: &HashMap<String, String>
     }
     let deprecated = q.contains_key("site") && !q.contains_key("site_id");
     let site = match q.get("site_id").or(q.get("site")) {
-        Some(s) => Some(site_for(db, who, s, Access::Read).await?),
+        Some(s) => Some(
+            site_for(db, who, s, Access::Read)
+                .await
+                .map_err(|e| as_given(e, deprecated))?,
+        ),
         None => None,
     };
     // A Plausible key lists only the sites it may read, filtered in SQL.
@@ -531,7 +544,9 @@ async fn create_webhook(
         triggers: f.triggers()?,
     };
     f.finish()?;
-    let s = site_for(db, who, &site, Access::Manage).await?;
+    let s = site_for(db, who, &site, Access::Manage)
+        .await
+        .map_err(|e| as_given(e, deprecated))?;
     let new = ops::NewWebhook {
         site: s.id.to_string(),
         ..new
