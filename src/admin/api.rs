@@ -897,6 +897,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deprecated_site_is_answered_with_a_warning_header() {
+        let r = || json_response(StatusCode::OK, &serde_json::json!({}));
+        assert!(with_deprecation(r(), false)
+            .headers()
+            .get(hyper::header::WARNING)
+            .is_none());
+        let w = with_deprecation(r(), true);
+        let w = w
+            .headers()
+            .get(hyper::header::WARNING)
+            .expect("a Warning header");
+        let w = w.to_str().unwrap();
+        assert!(
+            w.starts_with("299 plausible-webhooks \"`site` is deprecated") && w.ends_with('"'),
+            "{w}"
+        );
+    }
+
+    #[test]
     fn unknown_fields_and_wrong_types_name_the_field() {
         let mut f = Fields::parse(&Bytes::from(r#"{"name": 3, "nmae": "x"}"#)).unwrap();
         let e = f.str("name").unwrap_err();
