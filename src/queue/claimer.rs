@@ -438,7 +438,7 @@ impl Claimer {
             Err(e) => {
                 tracing::warn!(
                     error = crate::logging::error_line(e.as_ref()),
-                    "claiming deliveries failed; retrying with backoff"
+                    "claiming deliveries failed; the limited webhooks' rows claimed before go out, the rest at the next claim"
                 );
                 return Ok(out);
             }
