@@ -180,6 +180,8 @@ async fn three_instances_hold_a_webhooks_concurrency_and_rate_together() {
         T,
     )
     .await;
+    let xacts = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+    let (xacts_before, started) = (env.count(xacts).await, Instant::now());
     env.enqueue(a, 90).await;
     env.enqueue(b, 200).await;
     env.wait_until(
@@ -188,6 +190,9 @@ async fn three_instances_hold_a_webhooks_concurrency_and_rate_together() {
     )
     .await;
 
+    // What the waits cost: transactions per instance per second, for the log.
+    let xacts_per_sec =
+        (env.count(xacts).await - xacts_before) as f64 / started.elapsed().as_secs_f64() / 3.0;
     let (max_live, a_ids) = rx.with("/slow", |s| (s.max_live, s.per_id.clone()));
     assert!(max_live >= 2, "A's requests overlapped at all ({max_live})");
     assert!(
@@ -217,15 +222,17 @@ async fn three_instances_hold_a_webhooks_concurrency_and_rate_together() {
         "20/s over 3 instances: {steady_per_sec} requests within one second after the burst"
     );
     let span = *arrivals.iter().max().unwrap() - *arrivals.iter().min().unwrap();
-    // 200 at 20/s after a burst of 20: at least 9 s.
+    // 200 at 20/s after a burst of 20: 9 s at claim time, the first
+    // arrivals lagging theirs by up to a few hundred ms (per-instance limits:
+    // about 3 s).
     assert!(
-        span >= Duration::from_millis(8_500),
+        span >= Duration::from_millis(8_000),
         "200 requests at 20/s over 3 instances took {span:?} ({:.1}/s)",
         200.0 / span.as_secs_f64()
     );
     eprintln!(
         "measured: A max concurrent {max_live}; B max/1s {per_sec}, after the burst {steady_per_sec}, \
-         200 in {span:?} ({:.1}/s)",
+         200 in {span:?} ({:.1}/s); {xacts_per_sec:.0} transactions/s per instance",
         200.0 / span.as_secs_f64()
     );
     for (name, ids, n) in [("A", &a_ids, 90), ("B", &b_ids, 200)] {
