@@ -225,9 +225,11 @@ pub struct DeliveryConfig {
     pub response_read_max_bytes: usize,
     /// At most this much of a response body is stored in the attempt log.
     pub response_log_max_bytes: usize,
-    /// Per-webhook rate limit when the webhook sets none; 0 = unlimited.
+    /// Per-webhook rate limit when the webhook sets none (over all
+    /// instances together: see queue::admission); 0 = unlimited.
     pub default_rate_limit_per_sec: u32,
-    /// Per-webhook concurrent requests (per instance) when the webhook sets none.
+    /// Per-webhook concurrent requests (per instance) when the webhook sets
+    /// none; a webhook's own max_concurrency holds over all instances.
     pub default_max_concurrency: u32,
     /// PEM file of extra CA certificates trusted besides the webpki roots.
     pub extra_ca_file: Option<PathBuf>,

@@ -145,10 +145,10 @@ pub struct CreateArgs {
     /// Default: the daemon's delivery.retry_schedule_secs.
     #[arg(long)]
     retry_schedule: Option<String>,
-    /// Requests per second to this receiver (per instance). Default: delivery.default_rate_limit_per_sec.
+    /// Requests per second to this receiver (over all instances together). Default: delivery.default_rate_limit_per_sec.
     #[arg(long)]
     rate_limit: Option<i64>,
-    /// Concurrent requests to this receiver (per instance, 1–1000). Default: delivery.default_max_concurrency.
+    /// Concurrent requests to this receiver (over all instances together, 1–1000). Default: delivery.default_max_concurrency.
     #[arg(long)]
     max_concurrency: Option<i64>,
 }

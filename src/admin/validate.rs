@@ -383,7 +383,7 @@ pub fn rate_limit(v: i64) -> Valid<i32> {
     range("rate_limit_per_sec", v, 1, i64::from(i32::MAX))
 }
 
-/// Concurrent requests per webhook (per instance), 1..=1000.
+/// Concurrent requests per webhook (over all instances together), 1..=1000.
 pub fn max_concurrency(v: i64) -> Valid<i32> {
     range("max_concurrency", v, 1, i64::from(MAX_CONCURRENCY_MAX))
 }

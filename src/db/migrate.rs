@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "attempt_error_kind",
         include_str!("../../sql/0007_attempt_error_kind.sql"),
     ),
+    (
+        8,
+        "global_limits",
+        include_str!("../../sql/0008_global_limits.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

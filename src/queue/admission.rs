@@ -25,8 +25,28 @@
 //! a claim takes rows only while their payloads fit what is left, and one
 //! row whatever its size when nothing is in flight.
 //!
-//! The counts are this instance's: with N instances a receiver may see up to
-//! N × its limits (the README says so).
+//! Deployment-wide and per-instance limits. A webhook's own
+//! `max_concurrency` and its rate limit (its own `rate_limit_per_sec`, or a
+//! non-zero `default_rate_limit_per_sec`) hold for the whole deployment,
+//! however many instances run: such a webhook is *limited*, and its rows are
+//! claimed apart (`limits`), under a lock on its state row, counting every
+//! instance's live leases and spending the rate tokens kept in that row.
+//! What protects an instance's own slots stays per instance, counted here:
+//! `max_in_flight`, the fair shares, the bytes in flight and the default
+//! `max_concurrency` (a webhook without its own concurrency may hold that
+//! many per instance). A webhook with none of its own limits and no default
+//! rate is claimed as before, in one statement that touches nothing of the
+//! limited path.
+//!
+//! Waiting. A limited webhook blocked at a claim is not looked at again
+//! before it may take something (a hold-off, see [`Blocked`]): until its
+//! next token (the database's clock, reported by the claim); at its
+//! concurrency, until one of this instance's deliveries of it ends (which
+//! wakes the claimer) or, since another instance's deliveries ending is not
+//! signalled, after a poll of [`CAP_POLL_MIN`] doubling to [`CAP_POLL_MAX`]
+//! while it stays full; while another instance holds its lock (claiming it
+//! now), after [`LOCKED_POLL`]. Its rows stay `pending` and untouched all
+//! the while.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +61,22 @@ pub const LIGHT_SHARE_DIVISOR: usize = 64;
 /// reserve = max_in_flight / RESERVE_DIVISOR.
 pub const RESERVE_DIVISOR: usize = 8;
 
+/// The first look again at a limited webhook held at its concurrency by
+/// other instances' deliveries (their ending is not signalled here).
+pub const CAP_POLL_MIN: Duration = Duration::from_millis(25);
+/// The longest: a receiver that hangs costs each instance a few claims a
+/// second, not forty.
+pub const CAP_POLL_MAX: Duration = Duration::from_millis(400);
+/// The look again at a limited webhook whose lock another instance held:
+/// that instance was claiming it, and is done within milliseconds.
+pub const LOCKED_POLL: Duration = Duration::from_millis(25);
+
 /// A webhook's limits in force (the webhook's own, else the configured defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_concurrency: u32,
     /// Requests per second; 0 = unlimited. The burst is one second's worth.
+    /// Counted deployment-wide by the limited claim (`limits`), not here.
     pub rate_per_sec: u32,
 }
 
@@ -86,73 +117,53 @@ impl AdmissionConfig {
     }
 }
 
+/// Why a limited claim left a webhook's due rows where they are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Blocked {
+    /// At its own max_concurrency, counted over every instance.
+    Cap,
+    /// Out of rate tokens; the next one comes after this long.
+    Rate(Duration),
+    /// Another instance held its state row's lock (it was claiming it).
+    Locked,
+}
+
 struct Webhook {
     limits: Limits,
     /// Deliveries of this webhook in flight here (claimed, outcome not yet written).
     held: usize,
-    /// Rate tokens (meaningful when `limits.rate_per_sec > 0`); may go below
-    /// zero when a claim took more than was foreseen.
-    tokens: f64,
-    refilled: Instant,
 }
 
-impl Webhook {
-    fn new(limits: Limits, now: Instant) -> Self {
-        Self {
-            limits,
-            held: 0,
-            tokens: f64::from(limits.rate_per_sec),
-            refilled: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let rate = f64::from(self.limits.rate_per_sec);
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate)
-            .min(rate.max(0.0));
-        self.refilled = now;
-    }
-
-    /// Whole tokens now (i32::MAX when unlimited).
-    fn whole_tokens(&self) -> i32 {
-        if self.limits.rate_per_sec == 0 {
-            i32::MAX
-        } else {
-            self.tokens.floor().max(0.0) as i32
-        }
-    }
-
-    /// When the next whole token arrives (None: one is there, or no rate limit).
-    fn next_token_in(&self) -> Option<Duration> {
-        let rate = f64::from(self.limits.rate_per_sec);
-        if rate == 0.0 || self.tokens >= 1.0 {
-            return None;
-        }
-        Some(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-    }
-
-    fn idle(&self) -> bool {
-        self.held == 0
-            && (self.limits.rate_per_sec == 0 || self.tokens >= f64::from(self.limits.rate_per_sec))
-    }
+/// A limited webhook not to be claimed before `until`.
+struct HoldOff {
+    until: Instant,
+    /// Lifted early when one of this instance's deliveries of it ends.
+    at_cap: bool,
+    /// Claims in a row that found it at its concurrency with nothing taken.
+    streak: u32,
 }
 
 /// What the claim may take, per webhook this instance is tracking (webhooks
-/// absent here have nothing in flight and full rate buckets).
+/// absent here have nothing in flight here).
 #[derive(Debug, Default)]
 pub struct Quotas {
     pub webhook_ids: Vec<Uuid>,
     pub held: Vec<i32>,
-    /// Whole rate tokens available now (i32::MAX: no rate limit).
-    pub tokens: Vec<i32>,
     /// Webhooks that may take nothing now, whatever they have due.
     pub blocked: Vec<Uuid>,
-    /// The earliest time a rate-blocked webhook gets a token back.
+    /// The earliest time a blocked limited webhook is looked at again.
     pub next_token_in: Option<Duration>,
     /// Payload bytes a claim may still take (<= 0: none, unless `idle`).
     pub bytes_room: i64,
     /// Nothing in flight: one row goes whatever its size.
     pub idle: bool,
+}
+
+impl Quotas {
+    /// Whether a limited webhook is held off now (not worth a limited claim).
+    pub fn is_blocked(&self, webhook: &Uuid) -> bool {
+        self.blocked.contains(webhook)
+    }
 }
 
 /// What is in flight here, under one lock.
@@ -161,6 +172,29 @@ struct InFlight {
     webhooks: HashMap<Uuid, Webhook>,
     /// Payload bytes.
     bytes: usize,
+    hold_offs: HashMap<Uuid, HoldOff>,
+    /// Deliveries released so far: a limited claim that found a webhook at
+    /// its concurrency holds it off only if none ended meanwhile (that one
+    /// may have been the release that would have lifted the hold-off).
+    releases: u64,
+}
+
+impl InFlight {
+    /// Adds the hold-offs in force to `q`. An expired one is kept a little
+    /// (not blocking), so a webhook that stays full keeps its growing poll.
+    fn apply_hold_offs(&mut self, now: Instant, q: &mut Quotas) {
+        self.hold_offs
+            .retain(|_, h| h.until + CAP_POLL_MAX * 4 > now);
+        for (id, h) in &self.hold_offs {
+            if h.until > now {
+                if !q.blocked.contains(id) {
+                    q.blocked.push(*id);
+                }
+                let left = h.until - now;
+                q.next_token_in = Some(q.next_token_in.map_or(left, |t| t.min(left)));
+            }
+        }
+    }
 }
 
 /// The per-webhook counts, shared by the claimer (which admits rows) and the
@@ -209,29 +243,23 @@ impl Admission {
         let mut waits_for_slots = false;
         let mut state = self.in_flight.lock().expect("admission lock");
         state.webhooks.retain(|id, w| {
-            w.refill(now);
-            if w.idle() {
+            if w.held == 0 {
                 return false;
             }
-            let tokens = w.whole_tokens();
+            // This instance's count: a webhook's own max_concurrency is
+            // counted over every instance by the limited claim, but one
+            // already reached here is reached everywhere.
             let at_cap = w.held >= w.limits.max_concurrency as usize;
-            let no_token = tokens == 0;
             let no_share = !may_grow(w.held);
-            if at_cap || no_token || no_share {
+            if at_cap || no_share {
                 q.blocked.push(*id);
             }
             waits_for_slots |= at_cap || no_share;
-            if no_token && !at_cap {
-                q.next_token_in = match (q.next_token_in, w.next_token_in()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
             q.webhook_ids.push(*id);
             q.held.push(w.held.min(i32::MAX as usize) as i32);
-            q.tokens.push(tokens);
             true
         });
+        state.apply_hold_offs(now, &mut q);
         q.bytes_room = self.cfg.max_bytes_in_flight as i64 - state.bytes as i64;
         q.idle = state.bytes == 0 && free == self.cfg.max_in_flight;
         self.wake_on_free.store(
@@ -242,27 +270,87 @@ impl Admission {
         q
     }
 
-    /// Counts one claimed row of `webhook` as in flight and takes its rate token.
+    /// Deliveries released so far (see [`Admission::limited_outcome`]).
+    pub fn releases(&self) -> u64 {
+        self.in_flight.lock().expect("admission lock").releases
+    }
+
+    /// Records what a limited claim found for `webhook`: `claimed` rows taken,
+    /// and why it may take no more now (None: it may; a hold-off goes). A
+    /// `Blocked::Cap` with `releases` (read before the claim) behind the
+    /// count now is not held off: a delivery ended since, maybe of it.
+    pub fn limited_outcome(
+        &self,
+        webhook: Uuid,
+        claimed: usize,
+        blocked: Option<Blocked>,
+        releases: u64,
+    ) {
+        let now = Instant::now();
+        let mut state = self.in_flight.lock().expect("admission lock");
+        let released_since = state.releases != releases;
+        let Some(blocked) = blocked else {
+            state.hold_offs.remove(&webhook);
+            return;
+        };
+        let h = state.hold_offs.entry(webhook).or_insert(HoldOff {
+            until: now,
+            at_cap: false,
+            streak: 0,
+        });
+        match blocked {
+            Blocked::Rate(wait) => {
+                *h = HoldOff {
+                    until: now + wait,
+                    at_cap: false,
+                    streak: 0,
+                }
+            }
+            Blocked::Locked => {
+                h.until = now + LOCKED_POLL;
+                h.at_cap = false;
+            }
+            Blocked::Cap if released_since => {
+                h.until = now;
+                h.at_cap = false;
+                h.streak = 0;
+            }
+            Blocked::Cap => {
+                h.streak = if claimed > 0 {
+                    0
+                } else {
+                    h.streak.saturating_add(1)
+                };
+                let wait = CAP_POLL_MIN
+                    .saturating_mul(1u32 << h.streak.min(16))
+                    .min(CAP_POLL_MAX);
+                h.until = now + wait;
+                h.at_cap = true;
+            }
+        }
+    }
+
+    /// Adds the hold-offs recorded since `q` was made to it.
+    pub fn apply_hold_offs(&self, q: &mut Quotas) {
+        let now = Instant::now();
+        self.in_flight
+            .lock()
+            .expect("admission lock")
+            .apply_hold_offs(now, q);
+    }
+
+    /// Counts one claimed row of `webhook` as in flight.
     /// `bytes`: the row's payload as claimed.
     pub fn admit(self: &Arc<Self>, webhook: Uuid, limits: Limits, bytes: usize) -> WebhookSlot {
-        let now = Instant::now();
         let mut state = self.in_flight.lock().expect("admission lock");
         state.bytes += bytes;
         let w = state
             .webhooks
             .entry(webhook)
-            .or_insert_with(|| Webhook::new(limits, now));
-        if w.limits != limits {
-            // Changed settings start a fresh bucket (as a new webhook would).
-            let held = w.held;
-            *w = Webhook::new(limits, now);
-            w.held = held;
-        }
-        w.refill(now);
+            .or_insert(Webhook { limits, held: 0 });
+        // Changed settings apply from this claim on.
+        w.limits = limits;
         w.held += 1;
-        if limits.rate_per_sec > 0 {
-            w.tokens -= 1.0;
-        }
         WebhookSlot {
             admission: self.clone(),
             webhook,
@@ -273,10 +361,19 @@ impl Admission {
     fn release(&self, webhook: Uuid, bytes: usize) {
         let mut state = self.in_flight.lock().expect("admission lock");
         state.bytes = state.bytes.saturating_sub(bytes);
+        state.releases += 1;
         if let Some(w) = state.webhooks.get_mut(&webhook) {
             w.held = w.held.saturating_sub(1);
         }
-        let wake = self.wake_on_free.swap(false, Ordering::AcqRel);
+        // A webhook held off at its concurrency may take this one's place.
+        let lifted = state
+            .hold_offs
+            .get(&webhook)
+            .is_some_and(|h| h.at_cap && h.until > Instant::now());
+        if lifted {
+            state.hold_offs.remove(&webhook);
+        }
+        let wake = self.wake_on_free.swap(false, Ordering::AcqRel) || lifted;
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -353,17 +450,49 @@ mod tests {
     }
 
     #[test]
-    fn rate_tokens_are_taken_at_admission_and_a_spent_bucket_blocks() {
+    fn a_rate_blocked_webhook_is_held_off_until_its_next_token() {
         let a = admission(16, UNLIMITED);
         let id = Uuid::new_v4();
-        let lim = a.limits(None, Some(5));
-        let slots: Vec<_> = (0..5).map(|_| a.admit(id, lim, 100)).collect();
-        drop(slots);
+        a.limited_outcome(id, 3, Some(Blocked::Rate(Duration::from_millis(300))), 0);
         let q = a.quotas(16);
-        assert_eq!(q.tokens, vec![0]);
         assert_eq!(q.blocked, vec![id]);
-        let next = q.next_token_in.expect("a token time");
-        assert!(next <= Duration::from_millis(200), "{next:?}");
+        let next = q.next_token_in.expect("a wake time");
+        assert!(next <= Duration::from_millis(300), "{next:?}");
+        // A delivery of it ending gives no token back.
+        let s = a.admit(id, a.limits(None, Some(5)), 1);
+        drop(s);
+        assert_eq!(a.quotas(16).blocked, vec![id]);
+        // A claim that may take again lifts it.
+        a.limited_outcome(id, 1, None, a.releases());
+        assert!(a.quotas(16).blocked.is_empty());
+    }
+
+    #[test]
+    fn a_webhook_full_elsewhere_is_polled_ever_less_often_and_freed_by_a_release_here() {
+        let a = admission(16, UNLIMITED);
+        let id = Uuid::new_v4();
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            a.limited_outcome(id, 0, Some(Blocked::Cap), a.releases());
+            waits.push(a.quotas(16).next_token_in.expect("a poll time"));
+        }
+        assert!(waits[0] <= CAP_POLL_MIN * 2, "{waits:?}");
+        assert!(waits[1] > CAP_POLL_MIN * 2, "the poll doubles: {waits:?}");
+        assert!(
+            waits[5] <= CAP_POLL_MAX && waits[5] > CAP_POLL_MAX / 2,
+            "{waits:?}"
+        );
+        // One of its deliveries here ending lifts the hold-off at once.
+        let s = a.admit(id, a.limits(Some(2), None), 1);
+        a.limited_outcome(id, 0, Some(Blocked::Cap), a.releases());
+        assert_eq!(a.quotas(15).blocked, vec![id]);
+        drop(s);
+        assert!(a.quotas(16).blocked.is_empty());
+        // A release between the claim's start and its outcome: no hold-off.
+        let mark = a.releases();
+        drop(a.admit(Uuid::new_v4(), UNLIMITED, 1));
+        a.limited_outcome(id, 0, Some(Blocked::Cap), mark);
+        assert!(a.quotas(16).blocked.is_empty());
     }
 
     #[test]

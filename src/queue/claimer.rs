@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::admission::{Admission, Quotas};
-use super::{Claimed, Slot, WebhookInfo};
+use super::{limits, Claimed, Slot, WebhookInfo};
 use crate::db::Timestamp;
 
 /// Poll at least this often while the LISTEN connection is down.
@@ -51,42 +51,25 @@ LEFT JOIN sites s ON s.id = w.site_id"
 }
 pub(crate) use claimed_row_sql;
 
-/// The claim, fair by construction (see `admission`): each webhook offers at
-/// most what its quota allows (its concurrency left, its rate tokens); the
-/// offers are taken least-held first, and a row that would take its webhook
-/// beyond its light share is taken only while the reserve stays free after
-/// it. Webhooks are walked from `webhooks` over the (webhook_id,
-/// next_attempt_at) index, so a backlog a limit holds back is never read. Candidates are chosen without locks; the lock re-checks
-/// `pending` (another instance may have taken a row meanwhile) and skips
-/// rows already locked.
-///
-/// $1 rows to claim at most · $2 instance · $3 lease (s) · $4/$5/$6 tracked
-/// webhooks: id, held, whole tokens · $7 default max_concurrency ·
-/// $8 max_in_flight · $9 default rate · $10 free slots · $11 light share ·
-/// $12 reserve · $13 payload bytes left · $14 nothing in flight.
+/// The claim's second half, shared with the limited claim
+/// (`limits::LIMITED_CLAIM_SQL`): from `quota` (webhook_id, held, n: what
+/// each webhook may take) to `claimed`, the rows taken. Each webhook offers
+/// at most its `n` due rows; the offers are taken least-held first, and a
+/// row that would take its webhook beyond its light share is taken only
+/// while the reserve stays free after it. Candidates are read over the
+/// (webhook_id, next_attempt_at) index, so a backlog a limit holds back is
+/// never read; they are chosen without locks; the lock re-checks `pending`
+/// (another instance may have taken a row meanwhile) and skips rows already
+/// locked.
 ///
 /// A row's payload is budgeted at the size the payload trigger measured
 /// (`payload_bytes`, kept over 4096 bytes) or its stored size, whichever is
 /// larger; rows are taken while the running sum fits $13 (the first one
-/// always when nothing is in flight).
-pub const CLAIM_SQL: &str = concat!(
-    "
-WITH tracked AS (
-    SELECT * FROM unnest($4::uuid[], $5::int4[], $6::int4[]) AS t(webhook_id, held, tokens)
-), quota AS (
-    -- A disabled or deleted webhook's rows end unsent at once: its limits,
-    -- which pace requests, do not apply to them.
-    SELECT w.id AS webhook_id, coalesce(t.held, 0) AS held,
-           CASE WHEN NOT w.enabled OR w.deleted_at IS NOT NULL THEN $1::int8 ELSE
-           LEAST(LEAST(coalesce(w.max_concurrency, $7::int4), $8::int4) - coalesce(t.held, 0),
-                 CASE WHEN coalesce(w.rate_limit_per_sec, $9::int4) = 0 THEN $1::int8
-                      ELSE LEAST(coalesce(t.tokens, 2147483647), coalesce(w.rate_limit_per_sec, $9::int4)) END,
-                 -- No more than its light share and the room beyond the reserve
-                 -- could give it: a webhook the share holds back is not read.
-                 GREATEST($11::int8 - coalesce(t.held, 0), 0) + GREATEST($10::int8 - $12::int8, 0),
-                 $1::int8) END AS n
-    FROM webhooks w LEFT JOIN tracked t ON t.webhook_id = w.id
-), cand AS (
+/// always when nothing is in flight, $14).
+macro_rules! claim_rows_sql {
+    () => {
+        "
+cand AS (
     SELECT x.id, x.next_attempt_at, x.bytes,
            q.held + row_number() OVER (PARTITION BY q.webhook_id ORDER BY x.next_attempt_at) AS holds
     FROM quota q
@@ -115,7 +98,7 @@ WITH tracked AS (
     -- claimed it, or claimed, failed and rescheduled it, since the snapshot.
     WHERE id IN (SELECT id FROM pick) AND status = 'pending' AND next_attempt_at <= now()
     FOR UPDATE SKIP LOCKED
-), d AS (
+), claimed AS (
     UPDATE webhook_deliveries d
     SET status = 'delivering',
         -- At most the CHECK's 1000 (sql/0003): a claim never overflows.
@@ -125,6 +108,55 @@ WITH tracked AS (
     FROM c
     WHERE d.id = c.id
     RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
+)"
+    };
+}
+pub(crate) use claim_rows_sql;
+
+/// The claim of every webhook without limits of its own (see `admission`),
+/// fair by construction ([`claim_rows_sql`]): each webhook may take what
+/// its concurrency (the default, per instance) and its fair share leave.
+/// Webhooks are walked from `webhooks`. A limited webhook (its own
+/// max_concurrency, or a rate limit) takes nothing here: it is claimed apart
+/// (`limits`), and one with a row due comes back as a marker row (id NULL,
+/// its webhook_id), unless it is held off ($6). So a deployment without
+/// limited webhooks pays for them one filter over `webhooks`, nothing more.
+///
+/// $1 rows to claim at most · $2 instance · $3 lease (s) · $4/$5 tracked
+/// webhooks: id, held here · $6 limited webhooks held off · $7 default
+/// max_concurrency · $8 max_in_flight · $9 default rate · $10 free slots ·
+/// $11 light share · $12 reserve · $13 payload bytes left · $14 nothing in
+/// flight.
+pub const CLAIM_SQL: &str = concat!(
+    "
+WITH tracked AS (
+    SELECT * FROM unnest($4::uuid[], $5::int4[]) AS t(webhook_id, held)
+), quota AS (
+    -- A disabled or deleted webhook's rows end unsent at once: its limits,
+    -- which pace requests, do not apply to them.
+    SELECT w.id AS webhook_id, coalesce(t.held, 0) AS held,
+           CASE WHEN NOT w.enabled OR w.deleted_at IS NOT NULL THEN $1::int8
+                WHEN w.max_concurrency IS NOT NULL OR coalesce(w.rate_limit_per_sec, $9::int4) > 0
+                THEN 0 ELSE
+           LEAST(LEAST($7::int4, $8::int4) - coalesce(t.held, 0),
+                 -- No more than its light share and the room beyond the reserve
+                 -- could give it: a webhook the share holds back is not read.
+                 GREATEST($11::int8 - coalesce(t.held, 0), 0) + GREATEST($10::int8 - $12::int8, 0),
+                 $1::int8) END AS n
+    FROM webhooks w LEFT JOIN tracked t ON t.webhook_id = w.id
+),",
+    claim_rows_sql!(),
+    ", limited_due AS (
+    SELECT w.id FROM webhooks w
+    WHERE w.enabled AND w.deleted_at IS NULL
+      AND (w.max_concurrency IS NOT NULL OR coalesce(w.rate_limit_per_sec, $9::int4) > 0)
+      AND w.id <> ALL($6::uuid[])
+      AND EXISTS (SELECT 1 FROM webhook_deliveries p
+                  WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now())
+), d AS (
+    SELECT * FROM claimed
+    UNION ALL
+    SELECT NULL, id, NULL, NULL, NULL, NULL, NULL FROM limited_due
 )",
     claimed_row_sql!()
 );
@@ -174,6 +206,8 @@ pub struct Claimer {
     listener_up: watch::Receiver<bool>,
     dispatch: Dispatch,
     cache: HashMap<Uuid, (Timestamp, bool, Arc<WebhookInfo>)>,
+    /// Limited webhooks the last claim found due but had no room for.
+    limited_due: Vec<Uuid>,
 }
 
 impl Claimer {
@@ -199,6 +233,7 @@ impl Claimer {
             listener_up,
             dispatch,
             cache: HashMap::new(),
+            limited_due: Vec::new(),
         })
     }
 
@@ -237,8 +272,8 @@ impl Claimer {
             }
             let free = self.slots.available_permits();
             let n = free.min(self.cfg.batch_max);
-            let quotas = self.admission.quotas(free);
-            match self.claim(n, free, &quotas).await {
+            let mut quotas = self.admission.quotas(free);
+            match self.claim(n, free, &mut quotas).await {
                 Ok(rows) => {
                     backoff = ERROR_BACKOFF;
                     // Full: as many as the slots beyond the reserve allowed
@@ -336,8 +371,12 @@ impl Claimer {
         }
     }
 
-    async fn claim(&mut self, n: usize, free: usize, q: &Quotas) -> Result<Vec<Claimed>> {
-        let client = self
+    /// Claims up to `n` rows with `free` slots free: the other claim
+    /// ([`CLAIM_SQL`]) and, for limited webhooks it found due, the limited
+    /// one (`limits`); records what the latter found in admission and adds
+    /// its hold-offs to `q` (for the wait).
+    async fn claim(&mut self, n: usize, free: usize, q: &mut Quotas) -> Result<Vec<Claimed>> {
+        let mut client = self
             .pool
             .get()
             .await
@@ -345,43 +384,179 @@ impl Claimer {
         // Measured on our own clock from before the claim, so the lease left is
         // never overestimated, whatever the skew between us and the database.
         let lease_deadline = Instant::now() + self.cfg.lease;
+        let mut out = Vec::new();
+        // Limited webhooks found due when the other claim left no room go
+        // first now: a busy backlog of other webhooks cannot keep them
+        // waiting batch after batch.
+        let first: Vec<Uuid> = std::mem::take(&mut self.limited_due)
+            .into_iter()
+            .filter(|id| !q.is_blocked(id))
+            .collect();
+        if !first.is_empty() {
+            self.claim_limited(&mut client, &first, n, free, q, lease_deadline, &mut out)
+                .await;
+        }
+        if out.len() >= n {
+            return Ok(out);
+        }
         let cfg = self.admission.config();
         let defaults = cfg.defaults;
-        let stmt = client
-            .prepare_cached(CLAIM_SQL)
+        let taken: i64 = out.iter().map(|c| c.payload.len() as i64).sum();
+        let claimed = async {
+            let stmt = client
+                .prepare_cached(CLAIM_SQL)
+                .await
+                .context("preparing the claim")?;
+            client
+                .query(
+                    &stmt,
+                    &[
+                        &((n - out.len()) as i64),
+                        &self.cfg.instance,
+                        &self.cfg.lease.as_secs_f64(),
+                        &q.webhook_ids,
+                        &q.held,
+                        &q.blocked,
+                        &(defaults.max_concurrency.min(i32::MAX as u32) as i32),
+                        &(self.cfg.max_in_flight.min(i32::MAX as usize) as i32),
+                        &(defaults.rate_per_sec.min(i32::MAX as u32) as i32),
+                        &(free.saturating_sub(out.len()) as i64),
+                        &(cfg.light() as i64),
+                        &(cfg.reserve() as i64),
+                        &(q.bytes_room - taken),
+                        &(q.idle && out.is_empty()),
+                    ],
+                )
+                .await
+                .context("claiming due deliveries")
+        }
+        .await;
+        let rows = match claimed {
+            Ok(rows) => rows,
+            Err(e) if out.is_empty() => return Err(e),
+            // The limited claim's rows are ours: they go out.
+            Err(e) => {
+                tracing::warn!(
+                    error = crate::logging::error_line(e.as_ref()),
+                    "claiming deliveries failed; the limited webhooks' rows claimed before go out, the rest at the next claim"
+                );
+                return Ok(out);
+            }
+        };
+        // Marker rows (no id) name the limited webhooks with rows due.
+        let mut due_limited = Vec::new();
+        let mut rows_claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            match r.try_get::<_, Option<Uuid>>("id") {
+                Ok(None) => match r.try_get::<_, Uuid>("webhook_id") {
+                    Ok(w) if !first.contains(&w) => due_limited.push(w),
+                    _ => {}
+                },
+                _ => rows_claimed.push(r),
+            }
+        }
+        self.read_rows(&client, &rows_claimed, lease_deadline, &mut out)
+            .await?;
+        if !due_limited.is_empty() {
+            if out.len() < n && out.len() < free {
+                self.claim_limited(
+                    &mut client,
+                    &due_limited,
+                    n,
+                    free,
+                    q,
+                    lease_deadline,
+                    &mut out,
+                )
+                .await;
+            } else {
+                self.limited_due = due_limited;
+            }
+        }
+        if self.cache.len() > 10_000 {
+            self.cache.clear();
+        }
+        Ok(out)
+    }
+
+    /// The limited claim of `webhooks` with the room `out` leaves of `n`
+    /// rows and `free` slots. A failure is logged, not returned: rows the
+    /// other claim took are ours and go out; these webhooks are tried again
+    /// at the next claim.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_limited(
+        &mut self,
+        client: &mut deadpool_postgres::Client,
+        webhooks: &[Uuid],
+        n: usize,
+        free: usize,
+        q: &mut Quotas,
+        lease_deadline: Instant,
+        out: &mut Vec<Claimed>,
+    ) {
+        let cfg = self.admission.config();
+        let defaults = cfg.defaults;
+        let releases = self.admission.releases();
+        let taken: i64 = out.iter().map(|c| c.payload.len() as i64).sum();
+        let args = limits::ClaimArgs {
+            n: n.saturating_sub(out.len()) as i64,
+            instance: &self.cfg.instance,
+            lease_secs: self.cfg.lease.as_secs_f64(),
+            tracked_ids: &q.webhook_ids,
+            tracked_held: &q.held,
+            default_max_concurrency: defaults.max_concurrency.min(i32::MAX as u32) as i32,
+            max_in_flight: self.cfg.max_in_flight.min(i32::MAX as usize) as i32,
+            default_rate: defaults.rate_per_sec.min(i32::MAX as u32) as i32,
+            free: free.saturating_sub(out.len()) as i64,
+            light: cfg.light() as i64,
+            reserve: cfg.reserve() as i64,
+            bytes_room: q.bytes_room - taken,
+            idle: q.idle && out.is_empty(),
+        };
+        let limited = match limits::claim(client, webhooks, &args).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    error = crate::logging::error_line(e.as_ref()),
+                    webhooks = webhooks.len(),
+                    "claiming the deliveries of rate- or concurrency-limited webhooks failed; trying again at the next claim"
+                );
+                return;
+            }
+        };
+        let before = out.len();
+        if let Err(e) = self
+            .read_rows(client, &limited.rows, lease_deadline, out)
             .await
-            .context("preparing the claim")?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &(n as i64),
-                    &self.cfg.instance,
-                    &self.cfg.lease.as_secs_f64(),
-                    &q.webhook_ids,
-                    &q.held,
-                    &q.tokens,
-                    &(defaults.max_concurrency.min(i32::MAX as u32) as i32),
-                    &(self.cfg.max_in_flight.min(i32::MAX as usize) as i32),
-                    &(defaults.rate_per_sec.min(i32::MAX as u32) as i32),
-                    &(free as i64),
-                    &(cfg.light() as i64),
-                    &(cfg.reserve() as i64),
-                    &q.bytes_room,
-                    &q.idle,
-                ],
-            )
-            .await
-            .context("claiming due deliveries")?;
-        let mut out = Vec::with_capacity(rows.len());
+        {
+            tracing::error!(
+                error = crate::logging::error_line(e.as_ref()),
+                "reading limited claimed rows"
+            );
+        }
+        for (id, blocked) in limited.outcomes {
+            let claimed = out[before..].iter().filter(|c| c.webhook.id == id).count();
+            self.admission
+                .limited_outcome(id, claimed, blocked, releases);
+        }
+        self.admission.apply_hold_offs(q);
+    }
+
+    /// Decodes claimed rows into `out`. A row that cannot be read ends alone
+    /// (failed, saying why); the others go out as claimed.
+    async fn read_rows(
+        &mut self,
+        client: &deadpool_postgres::Client,
+        rows: &[tokio_postgres::Row],
+        lease_deadline: Instant,
+        out: &mut Vec<Claimed>,
+    ) -> Result<()> {
         let Some(first) = rows.first() else {
-            return Ok(out);
+            return Ok(());
         };
         // Every row of one statement has its columns: found by name once.
         let cols = ClaimedColumns::find(first.columns())
             .context("reading the claimed rows (a bug: CLAIM_SQL lacks a column)")?;
-        // A row that cannot be read ends alone (failed, saying why); the
-        // others of the batch go out as claimed.
         let mut unreadable: Vec<(Uuid, String)> = Vec::new();
         for r in rows.iter() {
             match self.decode(&cols, r, lease_deadline) {
@@ -400,15 +575,12 @@ impl Claimer {
             }
         }
         if !unreadable.is_empty() {
-            if let Err(e) = fail_unreadable(&client, &self.cfg.instance, &unreadable).await {
+            if let Err(e) = fail_unreadable(client, &self.cfg.instance, &unreadable).await {
                 tracing::error!(error = crate::logging::error_line(e.as_ref()), deliveries = unreadable.len(),
                     "cannot fail the unreadable deliveries; their leases will expire and the rescuer returns them");
             }
         }
-        if self.cache.len() > 10_000 {
-            self.cache.clear();
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// One claimed row, every column read without panicking; the webhook

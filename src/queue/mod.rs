@@ -1,5 +1,6 @@
 //! The queue in `webhook_deliveries`: claiming due rows under a lease
-//! (`claimer`), writing outcomes in batches fenced by the lease holder
+//! (`claimer`; `limits` for webhooks whose limits hold deployment-wide,
+//! `admission` for what each claim may take), writing outcomes in batches fenced by the lease holder
 //! (`completer`), returning expired leases (`rescuer`) and pruning old rows
 //! (`cleaner`). Each service is one loop with the same start/stop shape.
 
@@ -7,6 +8,7 @@ pub mod admission;
 pub mod claimer;
 pub mod cleaner;
 pub mod completer;
+pub mod limits;
 pub mod rescuer;
 
 use std::sync::Arc;
