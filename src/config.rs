@@ -192,6 +192,12 @@ pub struct DatabaseConfig {
     /// connection: PgBouncer in transaction mode breaks LISTEN.
     pub url: String,
     pub pool_size: usize,
+    /// false: the daemon's own bookkeeping commits without waiting for the
+    /// WAL flush (PostgreSQL's `synchronous_commit = off`, for its sessions
+    /// only). Faster; after a PostgreSQL crash (not a daemon crash) the last
+    /// fraction of a second of outcomes is redone: deliveries may be sent
+    /// again, with the same `webhook-id`. See db::engine_pool.
+    pub synchronous_commit: bool,
 }
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
@@ -200,6 +206,7 @@ impl Default for DatabaseConfig {
         Self {
             url: String::new(),
             pool_size: DEFAULT_POOL_SIZE,
+            synchronous_commit: true,
         }
     }
 }
@@ -321,6 +328,8 @@ pub struct QueueConfig {
     pub claim_batch_max: usize,
     /// Most completions written in one statement.
     pub complete_batch_max: usize,
+    /// Completion statements in flight at once (on as many connections).
+    pub complete_in_flight: usize,
     /// How often expired leases are looked for.
     pub rescue_interval_ms: u64,
     /// How often the LISTEN connection is checked with a cheap query.
@@ -329,6 +338,9 @@ pub struct QueueConfig {
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_CLAIM_BATCH_MAX: usize = 1_000;
 pub const DEFAULT_COMPLETE_BATCH_MAX: usize = 2_000;
+/// Two: one statement at a time left PostgreSQL's second core idle while the
+/// completer waited on each round trip and commit (docs/benchmarks.md).
+pub const DEFAULT_COMPLETE_IN_FLIGHT: usize = 2;
 pub const DEFAULT_RESCUE_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_LISTENER_CHECK_INTERVAL_MS: u64 = 15_000;
 
@@ -338,6 +350,7 @@ impl Default for QueueConfig {
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             claim_batch_max: DEFAULT_CLAIM_BATCH_MAX,
             complete_batch_max: DEFAULT_COMPLETE_BATCH_MAX,
+            complete_in_flight: DEFAULT_COMPLETE_IN_FLIGHT,
             rescue_interval_ms: DEFAULT_RESCUE_INTERVAL_MS,
             listener_check_interval_ms: DEFAULT_LISTENER_CHECK_INTERVAL_MS,
         }
@@ -840,6 +853,17 @@ impl Config {
             return Err(bad(
                 "queue.claim_batch_max",
                 "batch sizes must be at least 1",
+            ));
+        }
+        // Each write in flight holds a connection; the claimer, the rescuer
+        // and the trigger services need theirs.
+        if q.complete_in_flight == 0 || q.complete_in_flight + 1 >= self.database.pool_size {
+            return Err(bad(
+                "queue.complete_in_flight",
+                format!(
+                    "must be at least 1 and below database.pool_size - 1 ({}); raise database.pool_size for more",
+                    self.database.pool_size.saturating_sub(1)
+                ),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

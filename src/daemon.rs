@@ -77,7 +77,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(cfg: Config, opts: StartOptions) -> Result<Daemon> {
-        let pool = db::pool(&cfg.database.url, cfg.database.pool_size)?;
+        let pool = db::engine_pool(&cfg.database)?;
         {
             let client = pool.get().await.with_context(|| {
                 "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"

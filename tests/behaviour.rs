@@ -665,6 +665,7 @@ async fn complete(env: &Env, batch: Vec<plausible_webhooks::queue::Completion>) 
         CompleterConfig {
             instance: "me".into(),
             batch_max: 10,
+            in_flight: 2,
             disable_after_failures: 0,
             disable_after: Duration::from_secs(1),
         },

@@ -40,9 +40,44 @@ pub fn pool(url: &str, size: usize) -> Result<Pool> {
     pool_for("the delivery engine", url, size)
 }
 
+/// The delivery engine's pool (claims, completions, rescues, trigger rounds).
+/// With `database.synchronous_commit = false` its sessions commit without
+/// waiting for the WAL flush: a PostgreSQL crash may then forget the last
+/// fraction of a second of the daemon's bookkeeping, never Plausible's own
+/// writes (the setting is this pool's sessions'), and every forgotten step
+/// is redone: a forgotten claim leaves the row due, a forgotten completion
+/// leaves it leased until the rescuer returns it. Deliveries stay
+/// at-least-once with a stable `webhook-id`; the attempt log may then lack
+/// the attempts of that fraction of a second. (docs/operating.md)
+pub fn engine_pool(db: &crate::config::DatabaseConfig) -> Result<Pool> {
+    let mut cfg = pg_config(&db.url)?;
+    if !db.synchronous_commit {
+        add_option(&mut cfg, "-c synchronous_commit=off");
+    }
+    pool_from("the delivery engine", cfg, db.pool_size)
+}
+
+/// Appends a server option to the session's (after any the URL gives).
+fn add_option(cfg: &mut tokio_postgres::Config, option: &str) {
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {option}"),
+        _ => option.to_owned(),
+    };
+    cfg.options(&options);
+}
+
 /// `pool`, its lost connections reported as `part`'s (see `WatchedConnect`).
 pub fn pool_for(part: &'static str, url: &str, size: usize) -> Result<Pool> {
-    let cfg = pg_config(url)?;
+    pool_from(part, pg_config(url)?, size)
+}
+
+fn pool_from(part: &'static str, mut cfg: tokio_postgres::Config, size: usize) -> Result<Pool> {
+    // The pools run short statements on the queue. PostgreSQL's JIT (on by
+    // default where it is built in) compiled the claim whenever the planner's
+    // estimate crossed jit_above_cost, which an unanalyzed `webhooks` table
+    // makes it do: 120-250 ms of compiling per claim of ~450 rows, a claim
+    // that otherwise takes ~50 ms (docs/benchmarks.md).
+    add_option(&mut cfg, "-c jit=off");
     let mgr = Manager::from_connect(
         cfg,
         WatchedConnect {

@@ -61,6 +61,7 @@ impl Pipeline {
             completer: CompleterConfig {
                 instance: instance.clone(),
                 batch_max: cfg.queue.complete_batch_max,
+                in_flight: cfg.queue.complete_in_flight,
                 disable_after_failures: cfg.health.disable_after_failures.min(i32::MAX as u32)
                     as i32,
                 disable_after: Duration::from_secs(cfg.health.disable_after_secs),

@@ -96,7 +96,11 @@ cand AS (
     SELECT id FROM webhook_deliveries
     -- Re-checked on the row's latest version: another instance may have
     -- claimed it, or claimed, failed and rescheduled it, since the snapshot.
-    WHERE id IN (SELECT id FROM pick) AND status = 'pending' AND next_attempt_at <= now()
+    -- By the primary key, whatever the estimates: as `IN (SELECT ...)` the
+    -- planner, once ANALYZE had seen a large backlog and with `webhooks`
+    -- unanalyzed (a few webhooks never reach autovacuum's threshold), hashed
+    -- the picks and read the whole table: 280 ms a claim instead of 60.
+    WHERE id = ANY(ARRAY(SELECT id FROM pick)) AND status = 'pending' AND next_attempt_at <= now()
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE webhook_deliveries d

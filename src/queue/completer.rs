@@ -74,6 +74,12 @@ WITH r AS (
                                    w0.consecutive_failures + x.failed,
                                    coalesce(w0.failing_since, now()))) AS reason
     FROM x JOIN webhooks w0 ON w0.id = x.webhook_id
+    WHERE x.failed > 0 OR x.gone IS NOT NULL OR w0.consecutive_failures > 0
+    -- Two completions may run at once (`in_flight`): each locks the
+    -- webhooks it updates in one order, so they never deadlock; a batch of
+    -- successes of healthy webhooks locks none.
+    ORDER BY w0.id
+    FOR UPDATE OF w0
 ), h AS (
     -- Health: a success resets the streak (within one batch, a success wins);
     -- N failed deliveries spanning the configured time disable the webhook.
@@ -84,7 +90,7 @@ WITH r AS (
         disabled_reason = CASE WHEN y.disable THEN y.reason ELSE w.disabled_reason END,
         disabled_at = CASE WHEN y.disable THEN now() ELSE w.disabled_at END
     FROM y
-    WHERE w.id = y.webhook_id AND (y.failed > 0 OR y.gone IS NOT NULL OR w.consecutive_failures > 0)
+    WHERE w.id = y.webhook_id
     RETURNING w.id, w.site_id, w.enabled, y.disable AS just_disabled, w.disabled_reason, w.name
 )
 SELECT 'done', d.id, NULL::bigint, NULL::text, NULL::text, NULL::text FROM d
@@ -96,6 +102,9 @@ FROM h WHERE NOT h.enabled AND h.just_disabled";
 pub struct CompleterConfig {
     pub instance: String,
     pub batch_max: usize,
+    /// Statements in flight at once. Two batches never hold the same delivery
+    /// (a row is claimed once), so the order they commit in does not matter.
+    pub in_flight: usize,
     /// 0 disables auto-disable.
     pub disable_after_failures: i32,
     pub disable_after: Duration,
@@ -127,6 +136,7 @@ impl Completer {
         wake: Arc<Notify>,
     ) -> Result<Self> {
         anyhow::ensure!(cfg.batch_max > 0, "completer: batch_max must be > 0");
+        anyhow::ensure!(cfg.in_flight > 0, "completer: in_flight must be > 0");
         Ok(Self {
             cfg,
             pool,
@@ -142,14 +152,34 @@ impl Completer {
         tokio::spawn(self.run(stop_retrying))
     }
 
-    async fn run(mut self, stop_retrying: CancellationToken) {
-        let mut batch = Vec::with_capacity(self.cfg.batch_max);
-        let mut slots = Vec::with_capacity(self.cfg.batch_max);
-        while let Some((first, slot)) = self.rx.recv().await {
+    async fn run(self, stop_retrying: CancellationToken) {
+        let Completer {
+            cfg,
+            pool,
+            mut rx,
+            wake,
+        } = self;
+        let (batch_max, in_flight) = (cfg.batch_max, cfg.in_flight);
+        let writer = Arc::new(Writer { cfg, pool, wake });
+        let mut writes = tokio::task::JoinSet::new();
+        loop {
+            // At most `in_flight` statements at once: the outcomes that
+            // arrive meanwhile gather into the next batch.
+            while writes.len() >= in_flight {
+                reaped(writes.join_next().await);
+            }
+            while let Some(done) = writes.try_join_next() {
+                reaped(Some(done));
+            }
+            let Some((first, slot)) = rx.recv().await else {
+                break;
+            };
+            let mut batch = Vec::with_capacity(batch_max);
+            let mut slots = Vec::with_capacity(batch_max);
             batch.push(first);
             slots.push(slot);
-            while batch.len() < self.cfg.batch_max {
-                match self.rx.try_recv() {
+            while batch.len() < batch_max {
+                match rx.try_recv() {
                     Ok((c, slot)) => {
                         batch.push(c);
                         slots.push(slot);
@@ -157,45 +187,73 @@ impl Completer {
                     Err(_) => break,
                 }
             }
-            let mut backoff = WRITE_BACKOFF_MIN;
-            loop {
-                match self.write_isolating_bad_rows(&batch).await {
-                    Ok(()) => {
-                        if batch.iter().any(|c| c.outcome.requeues()) {
-                            self.wake.notify_one();
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        // Said once per batch; the retries fail the same way.
-                        if backoff == WRITE_BACKOFF_MIN {
-                            tracing::warn!(
-                                error = crate::logging::error_line(e.as_ref()),
-                                batch = batch.len(),
-                                "recording delivery outcomes failed; retrying with backoff (the deliveries wait, none is lost)"
-                            );
-                        } else {
-                            tracing::debug!(
-                                error = crate::logging::error_line(e.as_ref()),
-                                batch = batch.len(),
-                                "recording delivery outcomes still fails"
-                            );
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = stop_retrying.cancelled() => {
-                                tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; these deliveries are returned to the queue and sent again");
-                                break;
-                            }
-                        }
-                        backoff = (backoff * 2).min(WRITE_BACKOFF_MAX);
-                    }
-                }
-            }
-            batch.clear();
-            slots.clear(); // the delivery slots free only now: claims follow what is recorded
+            let writer = writer.clone();
+            let stop_retrying = stop_retrying.clone();
+            writes.spawn(async move {
+                writer.write_until_done(&batch, &stop_retrying).await;
+                drop(slots); // the delivery slots free only now: claims follow what is recorded
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            reaped(Some(done));
         }
         tracing::debug!("completer stopped");
+    }
+}
+
+/// A finished write task (a panic is a bug: said, and the rows' leases
+/// expire, so the rescuer returns them).
+fn reaped(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        tracing::error!(error = %e, "a completion write task failed; its deliveries' leases will expire and they are sent again");
+    }
+}
+
+/// What a write needs, shared by the writes in flight.
+struct Writer {
+    cfg: CompleterConfig,
+    pool: Pool,
+    wake: Arc<Notify>,
+}
+
+impl Writer {
+    /// Writes `batch`, retrying with backoff while the database is unreachable.
+    async fn write_until_done(&self, batch: &[Completion], stop_retrying: &CancellationToken) {
+        let mut backoff = WRITE_BACKOFF_MIN;
+        loop {
+            match self.write_isolating_bad_rows(batch).await {
+                Ok(()) => {
+                    if batch.iter().any(|c| c.outcome.requeues()) {
+                        self.wake.notify_one();
+                    }
+                    return;
+                }
+                Err(e) => {
+                    // Said once per batch; the retries fail the same way.
+                    if backoff == WRITE_BACKOFF_MIN {
+                        tracing::warn!(
+                            error = crate::logging::error_line(e.as_ref()),
+                            batch = batch.len(),
+                            "recording delivery outcomes failed; retrying with backoff (the deliveries wait, none is lost)"
+                        );
+                    } else {
+                        tracing::debug!(
+                            error = crate::logging::error_line(e.as_ref()),
+                            batch = batch.len(),
+                            "recording delivery outcomes still fails"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop_retrying.cancelled() => {
+                            tracing::warn!(batch = batch.len(), "shutting down with outcomes unrecorded; these deliveries are returned to the queue and sent again");
+                            return;
+                        }
+                    }
+                    backoff = (backoff * 2).min(WRITE_BACKOFF_MAX);
+                }
+            }
+        }
     }
 
     /// Writes the batch. A data error (one row the database refuses, not a
