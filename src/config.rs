@@ -338,9 +338,10 @@ pub struct QueueConfig {
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_CLAIM_BATCH_MAX: usize = 1_000;
 pub const DEFAULT_COMPLETE_BATCH_MAX: usize = 2_000;
-/// Two: one statement at a time left PostgreSQL's second core idle while the
-/// completer waited on each round trip and commit (docs/benchmarks.md).
-pub const DEFAULT_COMPLETE_IN_FLIGHT: usize = 2;
+/// One: two at once measured no faster on a 2-core machine, where the
+/// daemon, PostgreSQL and the receiver share the cores (docs/benchmarks.md);
+/// more may help where PostgreSQL has cores to spare.
+pub const DEFAULT_COMPLETE_IN_FLIGHT: usize = 1;
 pub const DEFAULT_RESCUE_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_LISTENER_CHECK_INTERVAL_MS: u64 = 15_000;
 
@@ -1166,6 +1167,36 @@ mod tests {
         assert_eq!(c.delivery.max_payload_bytes, 262_144);
         let e = Config::from_parts("", &env(&[])).unwrap_err();
         assert!(e.to_string().contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn completion_writes_in_flight_leave_connections_for_the_rest() {
+        let url = ("DATABASE_URL", "postgres://u@h/db");
+        let c = Config::from_parts("", &env(&[url])).unwrap();
+        assert_eq!(c.queue.complete_in_flight, DEFAULT_COMPLETE_IN_FLIGHT);
+        assert!(c.database.synchronous_commit, "durable by default");
+        for bad_value in ["0", "7", "8"] {
+            let e = Config::from_parts(
+                "",
+                &env(&[
+                    url,
+                    ("PLAUSIBLE_WEBHOOKS__QUEUE__COMPLETE_IN_FLIGHT", bad_value),
+                ]),
+            )
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("queue.complete_in_flight") && text.contains("database.pool_size"),
+                "{bad_value}: {text}"
+            );
+        }
+        let c = Config::from_parts(
+            "[database]\npool_size = 12\nsynchronous_commit = false\n[queue]\ncomplete_in_flight = 8\n",
+            &env(&[url]),
+        )
+        .unwrap();
+        assert_eq!(c.queue.complete_in_flight, 8);
+        assert!(!c.database.synchronous_commit);
     }
 
     #[test]

@@ -11,6 +11,109 @@ use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(30);
 
+/// The claim's parameters for `n` rows with nothing in flight and the
+/// default shares of 512 slots (the order of CLAIM_SQL's doc comment).
+async fn explain_claim(db: &deadpool_postgres::Object, n: i64) -> String {
+    let none: Vec<Uuid> = Vec::new();
+    let held: Vec<i32> = Vec::new();
+    let sql = format!("EXPLAIN {}", plausible_webhooks::queue::claimer::CLAIM_SQL);
+    let rows = db
+        .query(
+            &sql,
+            &[
+                &n,
+                &"test:explain",
+                &30f64,
+                &none,
+                &held,
+                &none,
+                &64i32,
+                &512i32,
+                &0i32,
+                &512i64,
+                &8i64,
+                &64i64,
+                &(32i64 << 20),
+                &true,
+            ],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// With a large backlog analyzed and `webhooks` never analyzed (a handful of
+/// webhooks never reaches autovacuum's threshold, so it never is), the claim
+/// as `id IN (SELECT ...)` was planned as a hash of the picks against a scan
+/// of the whole queue, twice: 280 ms a claim instead of 60 in the benchmark,
+/// and PostgreSQL's JIT compiling it on top. It must read its rows by key,
+/// and the daemon's sessions must not JIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_reads_rows_by_key_whatever_the_statistics_say() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://127.0.0.1:9/").await;
+    env.enqueue(wh, 5_000).await;
+    env.db
+        .batch_execute("ANALYZE webhook_deliveries")
+        .await
+        .unwrap();
+    let never_analyzed: f32 = env
+        .db
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'webhooks'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        never_analyzed, -1.0,
+        "the case under test: webhooks without statistics"
+    );
+
+    let mut cfg = env.config();
+    let pool = plausible_webhooks::db::engine_pool(&cfg.database).unwrap();
+    let db = pool.get().await.unwrap();
+    let plan = explain_claim(&db, 512).await;
+    assert!(
+        !plan.contains("Seq Scan on webhook_deliveries"),
+        "the claim scans the queue:\n{plan}"
+    );
+    // Settings and who set them: the test cluster itself runs with
+    // synchronous_commit off, so what counts is whether the session asked.
+    async fn setting(db: &tokio_postgres::Client, name: &str) -> (String, String) {
+        let r = db
+            .query_one(
+                "SELECT setting, source FROM pg_settings WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+    assert_eq!(setting(&db, "jit").await, ("off".into(), "client".into()));
+    assert_ne!(
+        setting(&db, "synchronous_commit").await.1,
+        "client",
+        "durable unless configured: the session leaves the server's setting"
+    );
+
+    // The opt-in: the engine's sessions only (the admin's pool stays durable).
+    cfg.database.synchronous_commit = false;
+    let fast = plausible_webhooks::db::engine_pool(&cfg.database).unwrap();
+    assert_eq!(
+        setting(&fast.get().await.unwrap(), "synchronous_commit").await,
+        ("off".into(), "client".into())
+    );
+    let admin = plausible_webhooks::db::pool(&cfg.database.url, 2).unwrap();
+    let admin = admin.get().await.unwrap();
+    assert_ne!(setting(&admin, "synchronous_commit").await.1, "client");
+    assert_eq!(setting(&admin, "jit").await.0, "off");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserted_rows_are_delivered_once_signed_and_logged() {
     let env = Env::new().await;

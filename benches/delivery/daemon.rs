@@ -41,6 +41,11 @@ impl DaemonProc {
                 r#"["127.0.0.0/8"]"#,
             )
             .env("PLAUSIBLE_WEBHOOKS__DELIVERY__EXTRA_CA_FILE", ca_file)
+            // The bench's webhook has no limits of its own (setup.rs).
+            .env(
+                "PLAUSIBLE_WEBHOOKS__DELIVERY__DEFAULT_MAX_CONCURRENCY",
+                "1000",
+            )
             .env("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "warn");
         // Tuning experiments: BENCH_PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY> is
         // passed to the daemon as PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>.

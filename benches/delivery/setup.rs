@@ -72,11 +72,18 @@ impl Bench {
         println!("[setup] receiver: {} at {}", sink.describe(), sink.url());
 
         let site_id = plausible_webhooks::testkit::create_site(&db, "bench.example.com").await?;
+        // Unlimited by default: the daemon's default concurrency (1000, see
+        // daemon.rs) lets it take every slot, and the claim stays on the
+        // single-statement path. BENCH_LIMITED=1 gives the webhook its own
+        // max_concurrency of 1000 instead: a limit that holds across
+        // instances, claimed through src/queue/limits.rs.
+        let limited = std::env::var_os("BENCH_LIMITED").is_some();
+        let own_limit: Option<i32> = limited.then_some(1000);
         let webhook: Uuid = db
             .query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, max_concurrency)
-                 VALUES ($1, 'bench', $2, $3, 1000) RETURNING id",
-                &[&site_id, &sink.url(), &SECRET],
+                 VALUES ($1, 'bench', $2, $3, $4) RETURNING id",
+                &[&site_id, &sink.url(), &SECRET, &own_limit],
             )
             .await?
             .get(0);
@@ -85,7 +92,14 @@ impl Bench {
             &[&webhook],
         )
         .await?;
-        println!("[setup] webhook {webhook}: max_concurrency 1000, no rate limit");
+        println!(
+            "[setup] webhook {webhook}: {}, no rate limit",
+            if limited {
+                "its own max_concurrency 1000 (BENCH_LIMITED: the deployment-wide limited claim)"
+            } else {
+                "no limits of its own (the daemon's default max_concurrency 1000: the unlimited claim)"
+            }
+        );
         Ok(Bench {
             nproc,
             cluster,

@@ -152,11 +152,17 @@ WITH tracked AS (
     claim_rows_sql!(),
     ", limited_due AS (
     SELECT w.id FROM webhooks w
+    -- The earliest due row, in the order of the (webhook_id, next_attempt_at)
+    -- index, so the probe is one index descent per webhook whatever the
+    -- estimates: as EXISTS, an unanalyzed `webhooks` got it planned as a hash
+    -- over a scan of the whole queue.
+    CROSS JOIN LATERAL (SELECT 1 FROM webhook_deliveries p
+                        WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now()
+                        ORDER BY p.next_attempt_at
+                        LIMIT 1) due
     WHERE w.enabled AND w.deleted_at IS NULL
       AND (w.max_concurrency IS NOT NULL OR coalesce(w.rate_limit_per_sec, $9::int4) > 0)
       AND w.id <> ALL($6::uuid[])
-      AND EXISTS (SELECT 1 FROM webhook_deliveries p
-                  WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now())
 ), d AS (
     SELECT * FROM claimed
     UNION ALL
