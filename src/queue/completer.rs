@@ -378,8 +378,9 @@ impl Writer {
                 tracing::warn!(
                     webhook_id = %id,
                     webhook_name = name.as_deref().unwrap_or(""),
-                    site = site.as_deref().unwrap_or(""),
-                    site_id = site_id.unwrap_or_default(),
+                    // The names of docs/api.md#names: site_id is the domain.
+                    site_id = site.as_deref().unwrap_or(""),
+                    plausible_site_id = site_id.unwrap_or_default(),
                     reason = reason.as_deref().unwrap_or(""),
                     "webhook disabled; re-enable it once the receiver is fixed"
                 );
