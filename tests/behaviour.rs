@@ -746,17 +746,7 @@ async fn a_rate_limited_backlog_costs_two_row_updates_per_delivery_sent() {
     let env = Env::new().await;
     let rx = env.receiver(always(200)).await;
     let wh = env.webhook(&rx.url("/")).await;
-    env.db
-        .batch_execute(
-            "CREATE TABLE row_updates (n bigint NOT NULL);
-             INSERT INTO row_updates VALUES (0);
-             CREATE FUNCTION count_row_updates() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN UPDATE row_updates SET n = n + (SELECT count(*) FROM changed); RETURN NULL; END $$;
-             CREATE TRIGGER count_row_updates AFTER UPDATE ON webhook_deliveries
-               REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION count_row_updates();",
-        )
-        .await
-        .unwrap();
+    env.count_row_updates().await;
     env.db
         .execute(
             "UPDATE webhooks SET rate_limit_per_sec = 2 WHERE id = $1",

@@ -155,17 +155,7 @@ async fn three_instances_hold_a_webhooks_concurrency_and_rate_together() {
         )
         .await
         .unwrap();
-    env.db
-        .batch_execute(
-            "CREATE TABLE row_updates (n bigint NOT NULL);
-             INSERT INTO row_updates VALUES (0);
-             CREATE FUNCTION count_row_updates() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN UPDATE row_updates SET n = n + (SELECT count(*) FROM changed); RETURN NULL; END $$;
-             CREATE TRIGGER count_row_updates AFTER UPDATE ON webhook_deliveries
-               REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION count_row_updates();",
-        )
-        .await
-        .unwrap();
+    env.count_row_updates().await;
     // Generous timings: a resend after a timeout on a loaded machine is
     // not what this test is about.
     let slow_ok = [

@@ -201,6 +201,23 @@ impl Env {
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.unwrap().get(0)
     }
+
+    /// From now on, every row version an UPDATE of webhook_deliveries writes
+    /// is counted in `SELECT n FROM row_updates` (what a claim or a
+    /// completion costs the table, and what churn would cost it).
+    pub async fn count_row_updates(&self) {
+        self.db
+            .batch_execute(
+                "CREATE TABLE row_updates (n bigint NOT NULL);
+                 INSERT INTO row_updates VALUES (0);
+                 CREATE FUNCTION count_row_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN UPDATE row_updates SET n = n + (SELECT count(*) FROM changed); RETURN NULL; END $$;
+                 CREATE TRIGGER count_row_updates AFTER UPDATE ON webhook_deliveries
+                   REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION count_row_updates();",
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// One analytics row: the events_v2 columns triggers read.
