@@ -8,7 +8,8 @@ use crate::burn_down::{BurnDown, BurnDownA};
 use crate::latency::Latency;
 use crate::usage::Usage;
 use crate::{
-    BACKLOG_ROWS, IDLE_WITH_BACKLOG, LATENCY_RATE, TARGET_P99_MS, TARGET_RATE, TARGET_RSS_MIB,
+    BACKLOG_ROWS, IDLE_WITH_BACKLOG, LATENCY_RATE, TARGET_IDLE_RSS_MIB, TARGET_P99_MS, TARGET_RATE,
+    TARGET_RSS_MIB,
 };
 
 pub fn summary(
@@ -136,7 +137,7 @@ pub fn summary(
     println!("    {}", per_delivery(&c.burn.cpu, c.burn.rows));
     println!("    busiest statement: {}", busiest(&c.burn.cpu));
     println!(
-        "targets: burn-down ≥ {TARGET_RATE:.0} deliveries/s; p99 ≤ {TARGET_P99_MS} ms at {LATENCY_RATE}/s; RSS ≤ {TARGET_RSS_MIB} MiB at 1M backlog"
+        "targets: burn-down ≥ {TARGET_RATE:.0} deliveries/s; INSERT returned → arrival p99 ≤ {TARGET_P99_MS} ms at {LATENCY_RATE}/s; RSS ≤ {TARGET_RSS_MIB} MiB after (a)+(b), ≤ {TARGET_IDLE_RSS_MIB} MiB idle at the 1M backlog"
     );
     if !pg_problems.is_empty() {
         println!(
