@@ -456,9 +456,18 @@ impl Claimer {
         // Marker rows (no id) name the limited webhooks with rows due.
         let mut due_limited = Vec::new();
         let mut rows_claimed = Vec::with_capacity(rows.len());
+        // The marker rows share the claimed rows' columns: found by name once.
+        let cols = match rows.first() {
+            Some(first) => Some(
+                ClaimedColumns::find(first.columns())
+                    .context("reading the claimed rows (a bug: CLAIM_SQL lacks a column)")?,
+            ),
+            None => None,
+        };
         for r in rows {
-            match r.try_get::<_, Option<Uuid>>("id") {
-                Ok(None) => match r.try_get::<_, Uuid>("webhook_id") {
+            let Some(cols) = &cols else { break };
+            match r.try_get::<_, Option<Uuid>>(cols.id) {
+                Ok(None) => match r.try_get::<_, Uuid>(cols.webhook_id) {
                     Ok(w) if !first.contains(&w) => due_limited.push(w),
                     _ => {}
                 },
