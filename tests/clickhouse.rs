@@ -1297,3 +1297,22 @@ async fn a_slow_query_fails_alone_but_a_hung_server_is_unavailable() {
     server.resume();
     assert!(is_unavailable(&e), "{e:#}");
 }
+
+/// Two test processes can be handed the same free port; the server that
+/// loses the bind exits, but before it does the winner answers on that
+/// port with the same users. The kit must not take the winner for its own
+/// server (a test would then pause its dead child and talk to another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_port_another_holds_fails_to_start() {
+    let first = server(ChEngine::Server).await;
+    let e = match ChServer::start_on_port(first.http_port()).await {
+        Ok(_) => panic!("a second server started on the first one's port"),
+        Err(e) => e,
+    };
+    assert!(
+        format!("{e:#}").contains(&first.http_port().to_string()),
+        "{e:#}"
+    );
+    // The first one is untouched.
+    assert_eq!(first.exec("SELECT 1").await.unwrap().trim(), "1");
+}

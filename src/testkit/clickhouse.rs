@@ -231,10 +231,6 @@ impl ChServer {
         };
         let mut last = None;
         for _ in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("plausible-webhooks-ch-")
-                .tempdir()
-                .context("creating a temp dir for ClickHouse")?;
             // The chDB front binds a free port itself and reports it.
             let http_port = match engine {
                 ChEngine::Server => free_port()?,
@@ -245,30 +241,56 @@ impl ChServer {
             } else {
                 None
             };
-            match engine {
-                ChEngine::Server => write_config(dir.path(), http_port, https_port, tls.as_ref())?,
-                ChEngine::Chdb => {
-                    std::fs::write(dir.path().join("chdb_front.py"), CHDB_FRONT)?;
-                    std::fs::create_dir_all(dir.path().join("data"))?;
-                }
-            }
-            let admin = admin_client(http_port)?;
-            let mut s = ChServer {
-                engine,
-                dir,
-                binary: binary.clone(),
-                http_port,
-                https_port,
-                child: None,
-                admin,
-            };
-            match s.start_again().await {
-                Ok(()) => return Ok(s),
+            match Self::start_on(engine, &binary, tls.as_ref(), http_port, https_port).await {
+                Ok(s) => return Ok(s),
                 // Most likely a port taken since it was found free: try others.
                 Err(e) => last = Some(e),
             }
         }
         Err(last.expect("tried at least once"))
+    }
+
+    /// Starts clickhouse-server on `http_port` (no retry on other ports):
+    /// for the test kit's own tests.
+    pub async fn start_on_port(http_port: u16) -> Result<ChServer> {
+        let binary = Self::binary().context("clickhouse-server is not installed")?;
+        Self::start_on(ChEngine::Server, &binary, None, http_port, None).await
+    }
+
+    async fn start_on(
+        engine: ChEngine,
+        binary: &Path,
+        tls: Option<&ChTls<'_>>,
+        http_port: u16,
+        https_port: Option<u16>,
+    ) -> Result<ChServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("plausible-webhooks-ch-")
+            .tempdir()
+            .context("creating a temp dir for ClickHouse")?;
+        match engine {
+            ChEngine::Server => write_config(dir.path(), http_port, https_port, tls)?,
+            ChEngine::Chdb => {
+                std::fs::write(dir.path().join("chdb_front.py"), CHDB_FRONT)?;
+                std::fs::create_dir_all(dir.path().join("data"))?;
+            }
+        }
+        let admin = admin_client(http_port)?;
+        let mut s = ChServer {
+            engine,
+            dir,
+            binary: binary.to_path_buf(),
+            http_port,
+            https_port,
+            child: None,
+            admin,
+        };
+        s.start_again().await?;
+        Ok(s)
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
     }
 
     pub fn engine(&self) -> ChEngine {
@@ -338,8 +360,32 @@ impl ChServer {
                     self.admin = admin_client(self.http_port)?;
                 }
             }
-            if self.http_port != 0 && self.exec("SELECT 1").await.is_ok() {
-                return Ok(());
+            if self.http_port != 0 {
+                match self.engine {
+                    ChEngine::Chdb => {
+                        if self.exec("SELECT 1").await.is_ok() {
+                            return Ok(());
+                        }
+                    }
+                    // Another test process may have been handed the same
+                    // free port: its server answers there with the same
+                    // users while ours is still starting (and will exit,
+                    // failing the bind). Only our own answer will do.
+                    ChEngine::Server => {
+                        let me = instance_name(d);
+                        if let Ok(answer) = self.exec(INSTANCE_SQL).await {
+                            if answer.trim() == me {
+                                return Ok(());
+                            }
+                            self.kill();
+                            bail!(
+                                "port {} is held by another ClickHouse server (it answers as {:?}, not {me:?})",
+                                self.http_port,
+                                answer.trim()
+                            );
+                        }
+                    }
+                }
             }
             if std::time::Instant::now() > deadline {
                 bail!("{} did not answer within 60 s", self.engine.name());
@@ -468,6 +514,17 @@ fn admin_client(port: u16) -> Result<ChHttp> {
     })
 }
 
+/// Which server answers on a port: each one's config names it after its
+/// temp dir (unique while it exists).
+const INSTANCE_SQL: &str =
+    "SELECT substitution FROM system.macros WHERE macro = 'testkit_instance'";
+
+fn instance_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn write_config(
     dir: &Path,
     http_port: u16,
@@ -508,8 +565,10 @@ fn write_config(
   <mark_cache_size>67108864</mark_cache_size>
   <uncompressed_cache_size>67108864</uncompressed_cache_size>
   <max_concurrent_queries>50</max_concurrent_queries>
+  <macros><testkit_instance>{instance}</testkit_instance></macros>
 </yandex>
-"#
+"#,
+        instance = instance_name(dir)
     );
     // The same lowercase hex SHA-256 as an operator token's.
     let reader_sha = crate::admin::auth::operator_token_hash(READER_PASSWORD);
