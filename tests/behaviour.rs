@@ -221,6 +221,71 @@ async fn a_scheduled_row_and_a_soft_deleted_webhook() {
     assert_eq!(rx.count(), 1);
 }
 
+/// The attempt log goes with its delivery however the delivery goes: by
+/// row, with its webhook, and when the table is truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliverys_attempts_are_deleted_with_it() {
+    let env = Env::new().await;
+    let add = |wh: uuid::Uuid| {
+        let db = &env.db;
+        async move {
+            let id: uuid::Uuid = db
+                .query_one(
+                    "WITH d AS (INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts)
+                                VALUES ($1, 'goal_completion', 'failed', 2) RETURNING id),
+                          a AS (INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code)
+                                SELECT id, g, 500 FROM d, generate_series(1, 2) g)
+                     SELECT id FROM d",
+                    &[&wh],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            id
+        }
+    };
+    let attempts = |id: uuid::Uuid| {
+        let db = &env.db;
+        async move {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM webhook_delivery_attempts WHERE delivery_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n
+        }
+    };
+    let w1 = env.webhook("https://example.com/one").await;
+    let w2 = env.webhook("https://example.com/two").await;
+    let (d1, d2, d3) = (add(w1).await, add(w1).await, add(w2).await);
+    assert_eq!((attempts(d1).await, attempts(d2).await), (2, 2));
+
+    env.db
+        .execute("DELETE FROM webhook_deliveries WHERE id = $1", &[&d1])
+        .await
+        .unwrap();
+    assert_eq!((attempts(d1).await, attempts(d2).await), (0, 2));
+
+    env.db
+        .execute("DELETE FROM webhooks WHERE id = $1", &[&w1])
+        .await
+        .unwrap();
+    assert_eq!((attempts(d2).await, attempts(d3).await), (0, 2));
+
+    env.db
+        .batch_execute("TRUNCATE webhook_deliveries")
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts")
+            .await,
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_deletes_old_finished_rows_in_batches_and_keeps_the_rest() {
     let env = Env::new().await;

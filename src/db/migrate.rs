@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "global_limits",
         include_str!("../../sql/0008_global_limits.sql"),
     ),
+    (
+        9,
+        "lean_hot_path",
+        include_str!("../../sql/0009_lean_hot_path.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
