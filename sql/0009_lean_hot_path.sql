@@ -25,7 +25,13 @@ CREATE FUNCTION plausible_webhooks_delete_attempts() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    TRUNCATE webhook_delivery_attempts;
+    BEGIN
+      TRUNCATE webhook_delivery_attempts;
+    EXCEPTION WHEN object_in_use THEN
+      -- Truncated by this very statement too (TRUNCATE webhook_delivery_attempts,
+      -- webhook_deliveries), or open in a cursor: emptied row by row instead.
+      DELETE FROM webhook_delivery_attempts;
+    END;
   ELSE
     DELETE FROM webhook_delivery_attempts a USING gone g WHERE a.delivery_id = g.id;
   END IF;

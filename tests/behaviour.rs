@@ -284,6 +284,17 @@ async fn a_deliverys_attempts_are_deleted_with_it() {
             .await,
         0
     );
+    // Both tables in one statement (the attempts already being truncated).
+    add(w2).await;
+    env.db
+        .batch_execute("TRUNCATE webhook_delivery_attempts, webhook_deliveries")
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
