@@ -42,7 +42,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -113,6 +116,39 @@ fn main() -> ExitCode {
             Command::Demo => unreachable!(),
         }
     }))
+}
+
+/// A command line clap refuses: its text, or under `--json` the error body
+/// every refusal prints (docs/cli.md), code `usage`; exit 2 either way.
+/// Help and version are not refusals: clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    let help = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || help {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&plausible_webhooks::admin::ops::ErrorBody::new(
+            "usage", message, None
+        ))
+        .expect("serializable output")
+    );
+    ExitCode::from(2)
 }
 
 #[cfg(feature = "demo")]

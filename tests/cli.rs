@@ -341,3 +341,36 @@ async fn check_json_reports_each_check_and_json_is_refused_where_it_means_nothin
         assert!(text(&o).contains("--json has no meaning"), "{}", text(&o));
     }
 }
+
+/// Under `--json` a command line clap refuses prints the same error body as
+/// every other refusal (code `usage`), still exiting 2; help stays text.
+#[test]
+fn a_usage_error_under_json_is_an_error_body() {
+    let o = bin()
+        .args(["--json", "deliveries", "show"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["error"]["code"], "usage", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("<ID>") || message.contains("required"),
+        "{v}"
+    );
+    assert!(!message.contains("\u{1b}["), "{v}");
+
+    let o = bin().args(["--json", "no-such-command"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "usage", "{v}");
+
+    // Without --json, clap's own text; --help is help, not an error.
+    let o = bin().args(["deliveries", "show"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty() && !o.stderr.is_empty(), "{}", text(&o));
+    let o = bin().args(["--json", "list", "--help"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_err());
+}
