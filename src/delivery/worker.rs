@@ -2,6 +2,7 @@
 //! be sent now, build and sign the body, POST it, decide what the answer means,
 //! log one line, and hand the outcome to the completer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{HttpClient, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
-use super::signing::{legacy_signature, standard_signature, SecretKeys};
+use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
@@ -28,6 +29,8 @@ pub struct Worker {
     pub client: HttpClient,
     pub policy: RetryPolicy,
     pub response_log_max: usize,
+    /// The signing keys of the webhooks' secrets.
+    pub keys: KeyCache,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stopping: CancellationToken,
 }
@@ -76,7 +79,7 @@ impl Worker {
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
-        let keys: Vec<SecretKeys> = wh.secrets.iter().map(|s| SecretKeys::new(s)).collect();
+        let keys: Vec<Arc<SecretKeys>> = wh.secrets.iter().map(|s| self.keys.get(s)).collect();
         let mut headers = custom_headers.clone();
         headers.insert(
             X_WEBHOOK_SIGNATURE.clone(),
@@ -92,7 +95,12 @@ impl Worker {
         headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
         headers.insert(
             WEBHOOK_SIGNATURE.clone(),
-            header(standard_signature(&keys, &id, ts, &body)),
+            header(standard_signature(
+                keys.iter().map(|k| &**k),
+                &id,
+                ts,
+                &body,
+            )),
         );
 
         let started = Instant::now();
