@@ -73,12 +73,26 @@ impl<'de> Visitor<'de> for Key<'_> {
         string(self.0, v);
         Ok(array_index(v))
     }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Option<u32>, E> {
+        unescaped(self.0, v);
+        Ok(array_index(v))
+    }
 }
 
 /// `v` as a JSON string, escaped as `JSON.stringify` escapes (serde_json's
 /// escaping).
 fn string(out: &mut Vec<u8>, v: &str) {
     serde_json::to_writer(out, v).expect("writing to a Vec cannot fail");
+}
+
+/// A string serde_json lent from the input as it stands, which it does only
+/// when the input had no escape in it; the parser refuses raw control
+/// characters, so nothing in it needs escaping either: written as it is,
+/// without escaping's scan of every byte (the payloads' long strings).
+fn unescaped(out: &mut Vec<u8>, v: &str) {
+    out.push(b'"');
+    out.extend_from_slice(v.as_bytes());
+    out.push(b'"');
 }
 
 fn number(out: &mut Vec<u8>, v: f64) {
@@ -132,6 +146,10 @@ impl<'de> Visitor<'de> for Es<'_> {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         string(self.0, v);
+        Ok(())
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        unescaped(self.0, v);
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
