@@ -26,7 +26,8 @@ impl DaemonProc {
         std::fs::write(&config, "")?;
         let stdout = dir.join(format!("daemon-{n}.stdout"));
         let stderr = dir.join(format!("daemon-{n}.stderr"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+        let bin = daemon_binary();
+        let mut cmd = Command::new(&bin);
         cmd.arg("run");
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().into_owned();
@@ -64,7 +65,7 @@ impl DaemonProc {
         println!(
             "[daemon #{n}] started pid {} ({} run)",
             child.id(),
-            env!("CARGO_BIN_EXE_plausible-webhooks")
+            bin.display()
         );
         Ok(DaemonProc {
             n,
@@ -147,6 +148,15 @@ impl Drop for DaemonProc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The daemon binary: this build's, or `BENCH_DAEMON_BIN` (a copy of
+/// another commit's release binary), so two commits can be measured
+/// alternately with the same bench.
+fn daemon_binary() -> PathBuf {
+    std::env::var_os("BENCH_DAEMON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plausible-webhooks")))
 }
 
 pub async fn wait_child(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {

@@ -77,6 +77,7 @@ impl Pipeline {
             client: HttpClient::new(self.client.clone())?,
             policy: self.policy.clone(),
             response_log_max: self.response_log_max,
+            keys: Default::default(),
             stopping,
         })
     }
