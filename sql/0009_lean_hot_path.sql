@@ -14,7 +14,8 @@ ALTER TABLE webhook_deliveries SET (fillfactor = 60);
 
 -- An attempt row was checked against its delivery by a foreign key: one
 -- lookup and one row lock per attempt, about 15% of PostgreSQL's time per
--- delivery. Attempt rows are written only by the daemon, in the statement
+-- delivery in a pgbench of the bare statements (benches/hot_path_sql; less
+-- in the daemon's benchmark, within its spread). Attempt rows are written only by the daemon, in the statement
 -- that updates their delivery row (completion, rescue), so they never name a
 -- delivery that is not there. What the key also did, deleting a delivery's
 -- attempts with it, a trigger per statement now does: by row, by the
