@@ -1,7 +1,6 @@
 -- Seeds the queue for measure.sh: :n due rows of ~1.1 KB (the delivery
 -- benchmark's payload) and 500 rows in flight at its head (a slow receiver's
 -- share), as leased rows (:inflight_status delivering) or lease rows (b).
--- one site, one webhook; :n due rows of ~1.1 KB and 500 rows in flight before them
 TRUNCATE webhook_delivery_attempts, webhook_deliveries CASCADE;
 DROP TABLE IF EXISTS webhook_leases;
 CREATE TABLE webhook_leases (
