@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::http::AdminServer;
-use crate::admin::ops::TestSender;
 use crate::admin::state::{AdminState, Handed, ADMIN_POOL_SIZE};
+use crate::admin::test_sender::TestSender;
 use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};

@@ -790,8 +790,11 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
 /// operation is called with a stub resolver that answers NXDOMAIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_event_names_a_dns_failure() {
+    use plausible_webhooks::admin::access::Principal;
+    use plausible_webhooks::admin::core::Admin;
     use plausible_webhooks::admin::ops;
-    use plausible_webhooks::delivery::guard::Resolve;
+    use plausible_webhooks::admin::test_sender::TestSender;
+    use plausible_webhooks::delivery::guard::{AddressGuard, Resolve};
     struct NoSuchHost;
     impl Resolve for NoSuchHost {
         fn resolve(
@@ -809,9 +812,15 @@ async fn test_event_names_a_dns_failure() {
     }
     let env = Env::new().await;
     let c = create(&env, "https://no-such-host.example.test/", &[]).await;
+    let cfg = env.config();
     let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
-    let sender = ops::TestSender::from_config(&env.config(), Some(Arc::new(NoSuchHost))).unwrap();
-    let r = ops::send_test(&pool, &sender, &id(&c)).await.unwrap();
+    let sender = TestSender::from_config(&cfg, Some(Arc::new(NoSuchHost))).unwrap();
+    let guard = Arc::new(AddressGuard::from_config(&cfg).unwrap());
+    let admin = Admin::new(pool, guard, sender, &cfg).unwrap();
+    let r = admin
+        .send_test(&Principal::Operator, id(&c).parse().unwrap())
+        .await
+        .unwrap();
     assert!(!r.success);
     assert_eq!(r.cause, ops::TestCause::Dns, "{r:?}");
     assert!(r.error.unwrap().contains("no-such-host.example.test"));

@@ -1343,7 +1343,10 @@ async fn a_reenabled_goal_trigger_starts_afresh() {
 
 /// The reason `triggers list` and the API show for each of the webhook's triggers.
 async fn paused_reasons(k: &Kit) -> Vec<Option<String>> {
-    plausible_webhooks::admin::ops::list_triggers(&k.env.db, &k.webhook.to_string())
+    use plausible_webhooks::admin::{access::Principal, core::Admin};
+    Admin::from_config(&k.env.config())
+        .unwrap()
+        .list_triggers(&Principal::Operator, k.webhook)
         .await
         .unwrap()
         .into_iter()
