@@ -21,13 +21,19 @@ const LAYERS: &[&[&str]] = &[
     &["demo"],
 ];
 
-/// The admin's files, bottom first (`http` → `api` → `state` → `ops`...).
+/// The admin's files, bottom first: the core (rules, outcomes, inputs,
+/// access, the operations), then the faces (the CLI, the API, the listener).
 const ADMIN_LAYERS: &[&[&str]] = &[
-    &["validate", "auth"],
-    &["test_slots"],
+    &["validate", "body"],
+    &["error"],
+    &["inputs"],
+    &["access"],
+    &["auth", "test_slots", "test_sender"],
+    &["core"],
     &["ops"],
     &["state"],
     &["api", "metrics", "cli"],
+    &["health"],
     &["http"],
 ];
 

@@ -1,6 +1,6 @@
 //! The admin's one core: what every operation needs, built once and shared
 //! by the three faces (the CLI, the REST API, the web page). The operations
-//! themselves are `Admin`'s methods, one file per subject in `super::ops`;
+//! themselves are `Admin`'s methods, one file per subject in ops/;
 //! each takes the caller ([`super::access::Principal`]), decides access
 //! through `super::access`, validates its typed input (`super::inputs`) and
 //! answers with a serializable value or an [`OpError`]. Nothing here prints

@@ -16,7 +16,7 @@ use crate::queue::completer::CompleterConfig;
 /// The longest a test send waits for the receiver, whatever
 /// `delivery.request_timeout_ms` says: a person (or a script) waits on the
 /// answer, and a test in flight holds one of the caller's test slots
-/// (`super::test_slots`). Real deliveries keep the configured timeout.
+/// (see test_slots.rs). Real deliveries keep the configured timeout.
 pub const TEST_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15);
 
 /// What it takes to send a test event: the daemon's own pipeline (guard,
