@@ -275,55 +275,43 @@ pub async fn webhook(db_: &Client, who: &Principal, id: Uuid, need: Access) -> O
     admit(db_, who, row.get(0), row.get(1), need, missing).await
 }
 
-/// The site of webhook `webhook`, when it has trigger `trigger` and `who`
-/// may do `need` there.
-pub async fn trigger(
-    db_: &Client,
-    who: &Principal,
-    webhook_id: Uuid,
-    trigger: Uuid,
-    need: Access,
-) -> OpResult<Site> {
-    let site = webhook(db_, who, webhook_id, need).await?;
-    let ours = db(
-        db_.query_opt(
-            "SELECT 1 FROM webhook_triggers WHERE id = $1 AND webhook_id = $2",
-            &[&trigger, &webhook_id],
-        )
-        .await,
-        "looking up the trigger",
-    )?;
-    match ours {
-        Some(_) => Ok(site),
-        None => Err(OpError::NotFound(format!(
-            "webhook {webhook_id} has no trigger {trigger}"
-        ))),
-    }
+/// What a webhook owns, reached only through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    Trigger(Uuid),
+    Delivery(Uuid),
 }
 
-/// The site of webhook `webhook`, when it has delivery `delivery` and
-/// `who` may do `need` there.
-pub async fn delivery(
+/// The site of webhook `webhook_id`, when `owned` is its own and `who`
+/// may do `need` there. Another webhook's trigger or delivery is not found.
+pub async fn owned(
     db_: &Client,
     who: &Principal,
     webhook_id: Uuid,
-    delivery: Uuid,
+    owned: Owned,
     need: Access,
 ) -> OpResult<Site> {
     let site = webhook(db_, who, webhook_id, need).await?;
-    let ours = db(
-        db_.query_opt(
+    let (sql, id, missing) = match owned {
+        Owned::Trigger(id) => (
+            "SELECT 1 FROM webhook_triggers WHERE id = $1 AND webhook_id = $2",
+            id,
+            format!("webhook {webhook_id} has no trigger {id}"),
+        ),
+        Owned::Delivery(id) => (
             "SELECT 1 FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2",
-            &[&delivery, &webhook_id],
-        )
-        .await,
-        "looking up the delivery",
-    )?;
-    match ours {
+            id,
+            format!(
+                "webhook {webhook_id} has no delivery {id} (deliveries are pruned after retention.days)"
+            ),
+        ),
+    };
+    match db(
+        db_.query_opt(sql, &[&id, &webhook_id]).await,
+        "looking it up",
+    )? {
         Some(_) => Ok(site),
-        None => Err(OpError::NotFound(format!(
-            "webhook {webhook_id} has no delivery {delivery} (deliveries are pruned after retention.days)"
-        ))),
+        None => Err(OpError::NotFound(missing)),
     }
 }
 

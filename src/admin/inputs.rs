@@ -132,6 +132,42 @@ pub fn given(s: &Option<String>) -> Option<&str> {
 
 // ------------------------------------------------------------ values
 
+/// `FromStr` (text kept as given) and `Deserialize` (a JSON number, or
+/// text) for an enum of `Number(i64)` and `Text(String)`: a value a person
+/// types in more than one way, read by validation.
+macro_rules! number_or_text {
+    ($t:ident, $expecting:literal) => {
+        impl FromStr for $t {
+            type Err = std::convert::Infallible;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Ok($t::Text(s.to_string()))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$t, E> {
+                        Ok($t::Text(s.to_string()))
+                    }
+                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<$t, E> {
+                        Ok($t::Number(n))
+                    }
+                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<$t, E> {
+                        Ok($t::Number(i64::try_from(n).unwrap_or(i64::MAX)))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
 /// A site as callers name it: its domain as in Plausible (`example.com`,
 /// also the envelope's `site_id`) or its numeric id; a JSON number or string.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -200,34 +236,7 @@ impl Secs {
     }
 }
 
-impl FromStr for Secs {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secs::Text(s.to_string()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Secs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Secs;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("seconds, or a duration like 5m")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Secs, E> {
-                Ok(Secs::Text(s.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Secs, E> {
-                Ok(Secs::Number(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Secs, E> {
-                Ok(Secs::Number(i64::try_from(n).unwrap_or(i64::MAX)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+number_or_text!(Secs, "seconds, or a duration like 5m");
 
 /// A retry schedule as given: a list of delays (`[60, "5m"]`) or one text
 /// of them (`1m,5m,30m`; `none` or empty: no retries).
@@ -308,34 +317,7 @@ impl Num {
     }
 }
 
-impl FromStr for Num {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Num::Text(s.to_string()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a whole number")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Num, E> {
-                Ok(Num::Text(s.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Num, E> {
-                Ok(Num::Number(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Num, E> {
-                Ok(Num::Number(i64::try_from(n).unwrap_or(i64::MAX)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+number_or_text!(Num, "a whole number");
 
 /// `Setting<T>` from JSON or a form: null or `"default"`, else a `T`
 /// read from the same value.

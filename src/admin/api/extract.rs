@@ -64,15 +64,22 @@ async fn body_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
+/// The body as the input `T`: a JSON object, or (`empty_ok`) nothing.
+async fn parsed<T: DeserializeOwned>(req: Request, empty_ok: bool) -> Result<T, ApiError> {
+    let bytes = body_bytes(req).await?;
+    Ok(match empty_ok {
+        true => from_json_or_empty(&bytes)?,
+        false => from_json(&bytes)?,
+    })
+}
+
 /// A JSON object body as the input `T`.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
-
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req).await?;
-        Ok(Json(from_json(&bytes)?))
+        parsed(req, false).await.map(Json)
     }
 }
 
@@ -81,10 +88,8 @@ pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
-
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = body_bytes(req).await?;
-        Ok(OptionalJson(from_json_or_empty(&bytes)?))
+        parsed(req, true).await.map(OptionalJson)
     }
 }
 

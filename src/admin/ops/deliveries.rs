@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::webhook_view::{view, WebhookView};
-use crate::admin::access::{self, Access, Principal};
+use crate::admin::access::{self, Access, Owned, Principal};
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
 use crate::admin::inputs::{given, DeliveryQuery, ReplayInput, RetryInput};
@@ -183,6 +183,17 @@ fn sendable(w: &WebhookView) -> OpResult<()> {
     Ok(())
 }
 
+/// The sites to read the log of: none more when one webhook is named
+/// (its access checked), else every site `who` may read.
+async fn scope(db_: &Client, who: &Principal, webhook: Option<Uuid>) -> OpResult<Option<Vec<i64>>> {
+    match webhook {
+        Some(w) => access::webhook(db_, who, w, Access::Read)
+            .await
+            .map(|_| None),
+        None => access::readable_sites(db_, who).await,
+    }
+}
+
 /// A filter's time: RFC 3339, or a duration ago.
 fn time_of(
     c: &mut Checks,
@@ -336,13 +347,7 @@ impl Admin {
             after.expect("checked"),
         );
         let db_ = self.db().await?;
-        let sites = match webhook {
-            Some(w) => {
-                access::webhook(&db_, who, w, Access::Read).await?;
-                None
-            }
-            None => access::readable_sites(&db_, who).await?,
-        };
+        let sites = scope(&db_, who, webhook).await?;
         let rows = db(
             db_.query(
                 &format!(
@@ -414,13 +419,7 @@ impl Admin {
         after: OffsetDateTime,
     ) -> OpResult<(Vec<DeliveryView>, OffsetDateTime)> {
         let db_ = self.db().await?;
-        let sites = match webhook {
-            Some(w) => {
-                access::webhook(&db_, who, w, Access::Read).await?;
-                None
-            }
-            None => access::readable_sites(&db_, who).await?,
-        };
+        let sites = scope(&db_, who, webhook).await?;
         let now: OffsetDateTime = db(
             db_.query_one("SELECT clock_timestamp()", &[]).await,
             "reading the time",
@@ -449,7 +448,7 @@ impl Admin {
     /// A delivery with every attempt.
     pub async fn show_delivery(&self, who: &Principal, d: DeliveryRef) -> OpResult<DeliveryDetail> {
         let db_ = self.db().await?;
-        access::delivery(&db_, who, d.webhook, d.id, Access::Read).await?;
+        access::owned(&db_, who, d.webhook, Owned::Delivery(d.id), Access::Read).await?;
         detail(&db_, d.id).await
     }
 
@@ -465,7 +464,7 @@ impl Admin {
     ) -> OpResult<DeliveryView> {
         let force = input.force;
         let db_ = self.db().await?;
-        access::delivery(&db_, who, r.webhook, r.id, Access::Manage).await?;
+        access::owned(&db_, who, r.webhook, Owned::Delivery(r.id), Access::Manage).await?;
         let d = detail(&db_, r.id).await?.delivery;
         sendable(&view(&**db_, r.webhook).await?)?;
         match d.status.as_str() {

@@ -7,7 +7,7 @@ use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::admin::access::{self, Access, Principal};
+use crate::admin::access::{self, Access, Owned, Principal};
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
 use crate::admin::inputs::NewTrigger;
@@ -247,7 +247,7 @@ impl Admin {
 
     pub async fn remove_trigger(&self, who: &Principal, t: TriggerRef) -> OpResult<TriggerView> {
         let db_ = self.db().await?;
-        access::trigger(&db_, who, t.webhook, t.id, Access::Manage).await?;
+        access::owned(&db_, who, t.webhook, Owned::Trigger(t.id), Access::Manage).await?;
         let row = db(
             db_.query_opt(
                 &format!("SELECT {TRIGGER_COLUMNS} WHERE t.id = $1"),
