@@ -365,19 +365,24 @@ async fn created(api: &Api, body: Value) -> (Value, String) {
     (c, path)
 }
 
-/// The webhook most tests below start from: "orders", to `rx`'s /hook, with
-/// a header and a goal trigger. Returns the create answer's JSON and the
+/// What most tests below start from: a running daemon, a receiver answering
+/// 200, and the webhook "orders" to its /hook, with a header and a goal
+/// trigger. Returns the daemon, the receiver (keep it bound, as `_rx` when
+/// unread: dropped, it stops answering), the create answer's JSON and the
 /// webhook's API path.
-async fn orders_webhook(api: &Api, rx: &Receiver) -> (Value, String) {
-    created(
-        api,
+async fn orders() -> (Api, Receiver, Value, String) {
+    let api = Api::start().await;
+    let rx = api.env.receiver(always(200)).await;
+    let (created, path) = created(
+        &api,
         json!({
             "site_id": "example.com", "name": "orders", "url": rx.url("/hook"),
             "headers": {"X-Env": "test"},
             "triggers": [{"type": "goal_completion"}]
         }),
     )
-    .await
+    .await;
+    (api, rx, created, path)
 }
 
 /// Enqueues `n` deliveries for the webhook at `path` and waits until the
@@ -497,9 +502,7 @@ async fn every_create_refusal_names_the_rule_and_writes_nothing() {
 /// Create answers with the secret once; get and list never show it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_returns_the_secret_once_and_get_and_list_never_show_it() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (c, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, c, path) = orders().await;
     assert!(c["secret"].as_str().unwrap().starts_with("whsec_"));
     assert_eq!(c["triggers"].as_array().unwrap().len(), 1);
     let got = api.op("GET", &path, None).await;
@@ -537,9 +540,7 @@ async fn unknown_webhooks_paths_and_methods_are_refused_by_name() {
 /// Update (PUT and PATCH alike), with the same validation as create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_by_put_or_patch_validates_as_create_does() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     let a = api
         .op(
             "PUT",
@@ -587,9 +588,7 @@ async fn update_by_put_or_patch_validates_as_create_does() {
 /// event with the webhook's headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_send_answers_with_what_the_receiver_said() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, rx, _, path) = orders().await;
     let t = send_test(&api, &path).await;
     assert_eq!(
         (t.json()["success"].clone(), t.json()["status_code"].clone()),
@@ -604,9 +603,7 @@ async fn a_test_send_answers_with_what_the_receiver_said() {
 /// pages by cursor, newest first, each once; filtered by event and status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_page_by_cursor_each_once_and_filter_by_event_and_status() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     send_test(&api, &path).await;
     delivered(&api, &path, 4, 5).await;
     let mut ids = Vec::new();
@@ -646,9 +643,7 @@ async fn deliveries_page_by_cursor_each_once_and_filter_by_event_and_status() {
 /// A deliveries query with a bad or unknown parameter is refused by rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_deliveries_query_refusal_names_the_rule() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     for (q, code) in [
         ("status=bogus", "syntax"),
         ("limit=0", "out_of_range"),
@@ -667,9 +662,7 @@ async fn every_deliveries_query_refusal_names_the_rule() {
 /// One delivery shows its attempt log; an unknown one is not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_shows_its_attempt_log_and_an_unknown_one_is_not_found() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     let one = delivered(&api, &path, 1, 1).await[0];
     let d = api
         .op("GET", &format!("{path}/deliveries/{one}"), None)
@@ -691,9 +684,7 @@ async fn a_delivery_shows_its_attempt_log_and_an_unknown_one_is_not_found() {
 /// Retry: a success only with force, then sent again under the same webhook-id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_resends_a_success_only_with_force_under_the_same_webhook_id() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, rx, _, path) = orders().await;
     let one = delivered(&api, &path, 1, 1).await[0].to_string();
     let retry = format!("{path}/deliveries/{one}/retry");
     expect(&api.op("POST", &retry, None).await, 409, Some("conflict"));
@@ -775,9 +766,7 @@ async fn replay_resends_a_failing_receivers_deliveries_and_names_its_refusals() 
 /// through their own webhook only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_are_added_listed_and_removed_through_their_own_webhook_only() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, rx, _, path) = orders().await;
     let other = webhook_at(&api, "example.com", &rx.url("/other")).await;
     let tr = api
         .op(
@@ -815,9 +804,7 @@ async fn triggers_are_added_listed_and_removed_through_their_own_webhook_only() 
 /// rule (and field).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trigger_refusal_names_the_rule() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     expect(
         &api.op(
             "POST",
@@ -842,9 +829,7 @@ async fn every_trigger_refusal_names_the_rule() {
 /// Secret rotation: a new secret, the old one signing beside it for the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_secret_answers_a_new_secret_and_when_the_old_one_expires() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (c, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, c, path) = orders().await;
     let rot = api
         .op(
             "POST",
@@ -861,9 +846,7 @@ async fn rotate_secret_answers_a_new_secret_and_when_the_old_one_expires() {
 /// with force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_webhook_refuses_a_forced_retry_until_enabled() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, _rx, _, path) = orders().await;
     let one = delivered(&api, &path, 1, 1).await[0];
     let off = api
         .op(
@@ -894,9 +877,7 @@ async fn a_disabled_webhook_refuses_a_forced_retry_until_enabled() {
 /// Delete (soft): listed apart, refused for changes, restored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_webhook_is_listed_apart_refuses_changes_and_is_restored_once() {
-    let api = Api::start().await;
-    let rx = api.env.receiver(always(200)).await;
-    let (_, path) = orders_webhook(&api, &rx).await;
+    let (api, rx, _, path) = orders().await;
     webhook_at(&api, "example.com", &rx.url("/other")).await;
     let del = api.op("DELETE", &path, None).await;
     expect(&del, 200, None);
