@@ -26,6 +26,7 @@ pub mod http;
 pub mod inputs;
 pub mod metrics;
 pub mod ops;
+pub mod plausible_session;
 pub mod state;
 pub mod test_sender;
 pub mod test_slots;
