@@ -32,8 +32,23 @@ use super::validate;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
     None,
+    /// A viewer: webhooks without secrets, deliveries, attempts.
     Read,
+    /// An editor: create, change, test, retry, replay.
     Manage,
+    /// An owner or admin: also hand out portal links to the site.
+    Administer,
+}
+
+impl Access {
+    /// The role a portal link grants, by name.
+    pub fn of_link_role(role: &str) -> Option<Access> {
+        match role {
+            "viewer" => Some(Access::Read),
+            "editor" => Some(Access::Manage),
+            _ => None,
+        }
+    }
 }
 
 /// How a Plausible user proved who they are.
@@ -41,13 +56,25 @@ pub enum Access {
 pub enum Via {
     /// One of their API keys; `team_id` when the key is bound to a team.
     ApiKey { team_id: Option<i64> },
+    /// Their Plausible browser session (the web page on Plausible's host).
+    Session,
 }
 
 /// The caller of an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Operator,
-    User { user_id: i64, via: Via },
+    User {
+        user_id: i64,
+        via: Via,
+    },
+    /// Whoever holds a portal link to one site, with the role it grants
+    /// (the web page on another host). Refused like a user on a locked site.
+    Link {
+        link_id: uuid::Uuid,
+        site_id: i64,
+        access: Access,
+    },
 }
 
 impl Principal {
@@ -61,6 +88,14 @@ impl Principal {
         }
     }
 
+    /// A user by their Plausible browser session.
+    pub fn session(user_id: i64) -> Principal {
+        Principal::User {
+            user_id,
+            via: Via::Session,
+        }
+    }
+
     /// The team an API key is bound to: such a key reaches that team's sites only.
     fn key_team(&self) -> Option<i64> {
         match self {
@@ -68,7 +103,7 @@ impl Principal {
                 via: Via::ApiKey { team_id },
                 ..
             } => *team_id,
-            Principal::Operator => None,
+            _ => None,
         }
     }
 
@@ -87,7 +122,8 @@ impl Principal {
 /// Access of a role name as Plausible stores it.
 pub fn access_of_role(role: &str) -> Access {
     match role {
-        "owner" | "admin" | "editor" => Access::Manage,
+        "owner" | "admin" => Access::Administer,
+        "editor" => Access::Manage,
         "viewer" => Access::Read,
         _ => Access::None,
     }
@@ -137,14 +173,43 @@ const SITE_ROLES_SQL: &str = concat!(
     WHERE s.id = $2 AND ($3::bigint IS NULL OR s.team_id = $3)"
 );
 
+/// Whether site `site_id` is locked, itself or by its team.
+async fn locked(db_: &Client, site_id: i64) -> OpResult<bool> {
+    let row = db(
+        db_.query_opt(
+            concat!(
+                "SELECT ",
+                site_locked_sql!(),
+                " FROM sites s LEFT JOIN teams t ON t.id = s.team_id WHERE s.id = $1"
+            ),
+            &[&site_id],
+        )
+        .await,
+        "reading whether the site is locked",
+    )?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
 /// What `who` may do on site `site_id`, or why they are refused there.
 async fn decide(
     db_: &Client,
     who: &Principal,
     site_id: i64,
 ) -> OpResult<(Access, Option<Refusal>)> {
-    let Principal::User { user_id, .. } = who else {
-        return Ok((Access::Manage, None));
+    let user_id = match who {
+        Principal::Operator => return Ok((Access::Administer, None)),
+        Principal::Link {
+            site_id: linked,
+            access,
+            ..
+        } => {
+            if *linked != site_id {
+                return Ok((Access::None, None));
+            }
+            let refusal = locked(db_, site_id).await?.then_some(Refusal::SiteLocked);
+            return Ok((*access, refusal));
+        }
+        Principal::User { user_id, .. } => user_id,
     };
     let rows = db(
         db_.query(SITE_ROLES_SQL, &[user_id, &site_id, &who.key_team()])
@@ -191,6 +256,7 @@ fn no_site(site: &str) -> OpError {
 
 fn forbidden(domain: &str, need: Access) -> OpError {
     let what = match need {
+        Access::Administer => "hand out links to its webhooks (owner or admin may)",
         Access::Manage => "change its webhooks (owner, admin or editor may)",
         _ => "read its webhooks (owner, admin, editor or viewer may)",
     };
@@ -318,8 +384,13 @@ pub async fn owned(
 /// The sites `who` may at least read and is not refused on; None: every
 /// site (an operator). Lists are filtered by it in SQL.
 pub async fn readable_sites(db_: &Client, who: &Principal) -> OpResult<Option<Vec<i64>>> {
-    let Principal::User { user_id, .. } = who else {
-        return Ok(None);
+    let user_id = match who {
+        Principal::Operator => return Ok(None),
+        Principal::Link { site_id, .. } => {
+            let open = !locked(db_, *site_id).await?;
+            return Ok(Some(if open { vec![*site_id] } else { Vec::new() }));
+        }
+        Principal::User { user_id, .. } => user_id,
     };
     let rows = db(
         db_.query(
@@ -357,8 +428,8 @@ mod tests {
 
     #[test]
     fn roles_map_to_access() {
-        assert_eq!(access_of_role("owner"), Access::Manage);
-        assert_eq!(access_of_role("admin"), Access::Manage);
+        assert_eq!(access_of_role("owner"), Access::Administer);
+        assert_eq!(access_of_role("admin"), Access::Administer);
         assert_eq!(access_of_role("editor"), Access::Manage);
         assert_eq!(access_of_role("viewer"), Access::Read);
         assert_eq!(access_of_role("billing"), Access::None);

@@ -73,6 +73,7 @@ impl Busy {
 enum User {
     Operator,
     Id(i64),
+    Link(uuid::Uuid),
 }
 
 #[derive(Default)]
@@ -118,6 +119,8 @@ impl TestSlots {
         let user = match who {
             Principal::Operator => User::Operator,
             Principal::User { user_id, .. } => User::Id(*user_id),
+            // Whoever holds a link counts as one user per link.
+            Principal::Link { link_id, .. } => User::Link(*link_id),
         };
         let mut c = self.counts.lock().expect("test slot counts");
         let busy = |scope, limit| Err(Busy { scope, limit });
