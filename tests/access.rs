@@ -495,3 +495,72 @@ async fn an_empty_update_is_refused_and_a_change_with_a_disable_commits_once() {
     let v = k.admin.update_webhook(&OP, w, c).await.unwrap();
     assert_eq!((v.name.as_str(), v.enabled), ("again", true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_lists_their_sites_with_their_role_goals_and_outcomes() {
+    let k = Kit::new().await;
+    let w = k.webhook("example.com").await;
+    k.site("other.example").await;
+    let u = k.user("viewer@example.com").await;
+    k.member(u, k.team, "viewer").await;
+    let sites = k.admin.list_sites(&key(u, k.team)).await.unwrap().sites;
+    assert_eq!(sites.len(), 1, "{sites:?}");
+    assert_eq!(
+        (
+            sites[0].site_id.as_str(),
+            sites[0].access.as_str(),
+            sites[0].webhooks
+        ),
+        ("example.com", "read", 1)
+    );
+    let all = k.admin.list_sites(&OP).await.unwrap().sites;
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|s| s.access == "administer"));
+    k.env
+        .db
+        .execute(
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props, inserted_at, updated_at)
+             VALUES ($1, 'Signup', 'Signup', '{\"plan\": \"pro\"}', now(), now())",
+            &[&k.env.site_id],
+        )
+        .await
+        .unwrap();
+    let goals = k
+        .admin
+        .list_goals(&key(u, k.team), &SiteRef::new("example.com"))
+        .await
+        .unwrap();
+    assert_eq!(goals.goals.len(), 1);
+    assert_eq!(
+        (
+            goals.goals[0].kind.as_str(),
+            goals.goals[0].custom_props["plan"].as_str()
+        ),
+        ("event", Some("pro"))
+    );
+    let e = k
+        .admin
+        .list_goals(&key(u, k.team), &SiteRef::new("other.example"))
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "not_found");
+    k.env
+        .db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, status, attempts, finished_at)
+             VALUES ($1, 'test', 'success', 1, now()), ($1, 'test', 'failed', 1, now()), ($1, 'test', 'failed', 1, now() - interval '3 hours')",
+            &[&w],
+        )
+        .await
+        .unwrap();
+    let stats = k
+        .admin
+        .delivery_stats(&key(u, k.team), w)
+        .await
+        .unwrap()
+        .hours;
+    assert_eq!(stats.len(), 24);
+    let last = stats.last().unwrap();
+    assert_eq!((last.success, last.failed), (1, 1));
+    assert_eq!(stats.iter().map(|h| h.failed).sum::<i64>(), 2);
+}

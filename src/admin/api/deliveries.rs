@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::{Caller, DeliveryPath, OptionalJson, Query, WebhookId};
 use super::reply::json;
 use crate::admin::inputs::{DeliveryQuery, RetryInput};
-use crate::admin::ops::{DeliveryDetail, DeliveryPage, DeliveryView};
+use crate::admin::ops::{DeliveryDetail, DeliveryPage, DeliveryStats, DeliveryView};
 use crate::admin::state::Shared;
 
 type Reply = Result<Response, ApiError>;
@@ -20,6 +20,19 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(list))
         .routes(routes!(show))
         .routes(routes!(retry))
+        .routes(routes!(stats))
+}
+
+/// The webhook's deliveries that ended in each of the last 24 hours, by outcome.
+#[utoipa::path(get, path = "/api/webhooks/{id}/stats", tag = "deliveries",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    responses((status = 200, body = DeliveryStats), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn stats(State(s): State<Shared>, Caller(who): Caller, WebhookId(id): WebhookId) -> Reply {
+    Ok(json(
+        StatusCode::OK,
+        &s.admin.delivery_stats(&who, id).await?,
+    ))
 }
 
 /// A page of the webhook's deliveries, the newest first; `next_cursor` fetches the next.

@@ -20,6 +20,7 @@ pub mod deliveries;
 pub mod error;
 pub mod extract;
 pub mod reply;
+pub mod sites;
 pub mod triggers;
 pub mod webhooks;
 
@@ -42,6 +43,7 @@ use crate::admin::state::Shared;
     ),
     modifiers(&Bearer),
     tags(
+        (name = "sites", description = "The caller's sites and their goals"),
         (name = "webhooks", description = "A site's webhooks"),
         (name = "triggers", description = "What makes events for a webhook"),
         (name = "deliveries", description = "The delivery log, retries and replays"),
@@ -73,6 +75,7 @@ impl Modify for Bearer {
 /// Every route of the REST API, with the document describing them.
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
+        .merge(sites::routes())
         .merge(webhooks::routes())
         .merge(triggers::routes())
         .merge(deliveries::routes())

@@ -129,6 +129,11 @@ pub struct DeliveryDetail {
     pub payload: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_note: Option<String>,
+    /// The headers an attempt is sent with, signatures left out, custom
+    /// header values hidden (they often carry credentials); custom header
+    /// names as the webhook has them now, `webhook-timestamp` each
+    /// attempt's own (the seconds of its time).
+    pub request_headers: Vec<(String, String)>,
     pub attempt_log: Vec<AttemptView>,
 }
 
@@ -204,6 +209,30 @@ fn time_of(
     c.optional(raw, |r| validate::since(field, r, now))
 }
 
+/// The headers a delivery is sent with, as shown: the daemon's own
+/// (`delivery::worker` sets them; signatures left out), then the custom
+/// ones by name.
+fn request_headers(d: &DeliveryView, custom: &Value) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        (
+            "User-Agent".to_string(),
+            crate::delivery::client::USER_AGENT_VALUE.to_string(),
+        ),
+        ("webhook-id".to_string(), d.id.to_string()),
+        (
+            "webhook-timestamp".to_string(),
+            "each attempt's time, in Unix seconds".to_string(),
+        ),
+    ];
+    if let Some(o) = custom.as_object() {
+        for k in o.keys() {
+            out.push((k.clone(), "(value not shown)".to_string()));
+        }
+    }
+    out
+}
+
 /// A delivery and its attempts, read as they stand.
 async fn detail(db_: &Client, id: Uuid) -> OpResult<DeliveryDetail> {
     let row = db(
@@ -232,8 +261,19 @@ async fn detail(db_: &Client, id: Uuid) -> OpResult<DeliveryDetail> {
         "reading the attempts",
     )?;
     let (payload, payload_note) = shown_payload(row.get(12));
+    let delivery = delivery_view(&row);
+    let custom: Value = db(
+        db_.query_one(
+            "SELECT headers FROM webhooks WHERE id = $1",
+            &[&delivery.webhook_id],
+        )
+        .await,
+        "reading the webhook's headers",
+    )?
+    .get(0);
     Ok(DeliveryDetail {
-        delivery: delivery_view(&row),
+        request_headers: request_headers(&delivery, &custom),
+        delivery,
         payload,
         payload_note,
         attempt_log: attempts
@@ -258,7 +298,58 @@ const REPLAY_WHERE: &str = "
     AND ($5::text IS NULL OR d.event_type = $5)
     AND coalesce(d.finished_at, '-infinity') <= $6::timestamptz";
 
+/// Deliveries of one hour that ended, by outcome.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HourCount {
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub success: i64,
+    pub failed: i64,
+}
+
+/// `{"hours": [...]}`: the last 24 hours of a webhook's outcomes, the
+/// oldest first, every hour present.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryStats {
+    pub hours: Vec<HourCount>,
+}
+
+/// How many hours `delivery_stats` covers.
+pub const STATS_HOURS: i32 = 24;
+
 impl Admin {
+    /// The webhook's deliveries that ended in each of the last 24 hours, by
+    /// outcome (over the webhook's rows, which retention bounds).
+    pub async fn delivery_stats(&self, who: &Principal, webhook: Uuid) -> OpResult<DeliveryStats> {
+        let db_ = self.db().await?;
+        access::webhook(&db_, who, webhook, Access::Read).await?;
+        let rows = db(
+            db_.query(
+                "SELECT h.hour,
+                        count(d.id) FILTER (WHERE d.status = 'success'),
+                        count(d.id) FILTER (WHERE d.status = 'failed')
+                 FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $2 - 1),
+                                      date_trunc('hour', now()), interval '1 hour') h(hour)
+                 LEFT JOIN webhook_deliveries d
+                   ON d.webhook_id = $1 AND d.finished_at >= h.hour AND d.finished_at < h.hour + interval '1 hour'
+                 GROUP BY h.hour ORDER BY h.hour",
+                &[&webhook, &STATS_HOURS],
+            )
+            .await,
+            "counting the webhook's outcomes",
+        )?;
+        Ok(DeliveryStats {
+            hours: rows
+                .iter()
+                .map(|r| HourCount {
+                    hour: r.get(0),
+                    success: r.get(1),
+                    failed: r.get(2),
+                })
+                .collect(),
+        })
+    }
+
     /// The delivery `given` (its full id), among those `who` may read.
     pub async fn resolve_delivery(&self, who: &Principal, given: &str) -> OpResult<DeliveryRef> {
         let id = Uuid::parse_str(given.trim()).map_err(|_| {

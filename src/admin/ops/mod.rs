@@ -1,4 +1,4 @@
-//! The operations, one file per subject: `webhooks`, `triggers`,
+//! The operations, one file per subject: `sites`, `webhooks`, `triggers`,
 //! `deliveries`, `status`, `test_send`. Each is a method of
 //! [`crate::admin::core::Admin`] taking the caller and a typed input, and
 //! answers with the body both the API and the CLI's `--json` send (a list
@@ -11,6 +11,7 @@
 //! (`webhook_view` at the bottom, `webhooks` over `triggers`), never this one.
 
 mod deliveries;
+mod sites;
 mod status;
 mod test_send;
 mod triggers;
@@ -18,6 +19,7 @@ mod webhook_view;
 mod webhooks;
 
 pub use deliveries::*;
+pub use sites::*;
 pub use status::*;
 pub use test_send::*;
 pub use triggers::*;

@@ -34,8 +34,17 @@ pub struct TriggerView {
     pub window_secs: Option<i32>,
     pub cooldown_secs: i32,
     pub enabled: bool,
+    /// Spike/drop: true while it may fire (the count went back across the
+    /// threshold since it last fired), false while it has fired and waits.
+    pub armed: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_fired_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_evaluated_at: Option<OffsetDateTime>,
+    /// When an instance evaluates it next (as PostgreSQL holds it: a
+    /// writer may have put `infinity` there).
+    #[schema(value_type = String)]
+    pub next_evaluation_at: crate::db::Timestamp,
     /// Why the daemon does not evaluate it now although it is enabled, as
     /// Plausible's own notifier skips such sites: "team locked", "team past
     /// accept_traffic_until (YYYY-MM-DD)", "site has no team". None: not paused.
@@ -68,7 +77,7 @@ const TRIGGER_COLUMNS: &str = concat!(
     t.id, t.webhook_id, t.trigger_type, t.threshold, t.goal_id, g.display_name,
     t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value, ",
     crate::triggers::paused_reason_sql!(),
-    "
+    ", t.armed, t.last_evaluated_at, t.next_evaluation_at
 FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id
 JOIN webhooks pw ON pw.id = t.webhook_id
 JOIN sites ps ON ps.id = pw.site_id
@@ -90,6 +99,9 @@ fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
         derived_threshold: r.get(10),
         last_value: r.get(11),
         paused_reason: r.get(12),
+        armed: r.get(13),
+        last_evaluated_at: r.get(14),
+        next_evaluation_at: r.get(15),
     }
 }
 
