@@ -183,6 +183,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub triggers: TriggersConfig,
     pub plausible: PlausibleConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -674,7 +675,115 @@ pub struct PlausibleConfig {
     pub base_url: String,
 }
 
+/// Where the web page is served under the admin listener (what a reverse
+/// proxy beside Plausible forwards: `https://plausible.example.com/webhooks/`).
+pub const DEFAULT_WEB_BASE_PATH: &str = "/webhooks";
+/// How long the page's own sign-ins (an API key, a portal link) last.
+pub const DEFAULT_WEB_SESSION_HOURS: u32 = 12;
+pub const MAX_WEB_SESSION_HOURS: u32 = 720;
+
+/// The web page for site owners (docs/web.md): served by the admin listener
+/// under `base_path`, signed in with the Plausible session the browser
+/// already has (when the page is on Plausible's host), a Plausible API key,
+/// or a portal link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    pub enabled: bool,
+    /// The path the page is served under, e.g. "/webhooks" (no trailing slash).
+    pub base_path: String,
+    /// The page's public address up to the host (`https://plausible.example.com`),
+    /// for links to it (portal links, emails); empty: `plausible.base_url`.
+    pub public_url: String,
+    /// Plausible's session cookie: its name and signing salt (Plausible CE's by default).
+    pub session_cookie: String,
+    pub signing_salt: String,
+    /// How long a sign-in with an API key or a portal link lasts.
+    pub session_hours: u32,
+    /// Offer sign-in with a Plausible API key (for a page not on Plausible's host).
+    pub api_key_sign_in: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: false,
+            base_path: DEFAULT_WEB_BASE_PATH.into(),
+            public_url: String::new(),
+            session_cookie: crate::admin_defaults::PLAUSIBLE_SESSION_COOKIE.into(),
+            signing_salt: crate::admin_defaults::PLAUSIBLE_SIGNING_SALT.into(),
+            session_hours: DEFAULT_WEB_SESSION_HOURS,
+            api_key_sign_in: true,
+        }
+    }
+}
+
 impl Config {
+    /// Where the web page is, as links to it are written: `web.public_url`
+    /// (or `plausible.base_url`) and `web.base_path`; the path alone when
+    /// neither is set.
+    pub fn web_url(&self) -> String {
+        let origin = if self.web.public_url.trim().is_empty() {
+            self.plausible.base_url.trim()
+        } else {
+            self.web.public_url.trim()
+        };
+        format!("{}{}", origin.trim_end_matches('/'), self.web.base_path)
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let w = &self.web;
+        let p = &w.base_path;
+        let path_ok = p.starts_with('/')
+            && !p.ends_with('/')
+            && p.len() > 1
+            && p.len() <= 100
+            && p[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)));
+        if !path_ok {
+            return Err(bad(
+                "web.base_path",
+                format!("`{p}` is not a path like /webhooks (a leading slash, no trailing one, letters, digits, - _ . ~)"),
+            ));
+        }
+        if p == "/api" || p.starts_with("/api/") || ["/healthz", "/readyz", "/metrics"].contains(&p.as_str()) {
+            return Err(bad("web.base_path", format!("`{p}` is the admin listener's own; choose another, e.g. /webhooks")));
+        }
+        if !w.public_url.trim().is_empty() {
+            let ok = url::Url::parse(w.public_url.trim())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(bad("web.public_url", "must be an http(s) URL like https://plausible.example.com"));
+            }
+        }
+        if !(1..=MAX_WEB_SESSION_HOURS).contains(&w.session_hours) {
+            return Err(bad("web.session_hours", format!("must be between 1 and {MAX_WEB_SESSION_HOURS}")));
+        }
+        if w.session_cookie.is_empty()
+            || !w.session_cookie.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(bad("web.session_cookie", "must be a cookie name (letters, digits, _ - .)"));
+        }
+        if !w.enabled {
+            return Ok(());
+        }
+        if self.admin.listen.trim().is_empty() {
+            return Err(bad("web.enabled", "the page is served by the admin listener: set admin.listen too"));
+        }
+        match &self.admin.secret_key_base {
+            None => Err(bad(
+                "web.enabled",
+                "the page needs Plausible's SECRET_KEY_BASE (its session cookies, API keys and the page's own signatures): set SECRET_KEY_BASE or admin.secret_key_base_file",
+            )),
+            Some(Redacted(k)) if k.len() < 64 => Err(bad(
+                "web.enabled",
+                format!("SECRET_KEY_BASE is {} bytes; Plausible's session cookies need it at least 64 (as Plug requires)", k.len()),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Loads the file (if given, or the default path when it exists), applies
     /// environment overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -884,6 +993,7 @@ impl Config {
         }
 
         self.validate_triggers()?;
+        self.validate_web()?;
         if self.retention.days == 0 || self.retention.prune_batch <= 0 {
             return Err(bad(
                 "retention.days",

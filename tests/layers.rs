@@ -28,7 +28,7 @@ const ADMIN_LAYERS: &[&[&str]] = &[
     &["error"],
     &["inputs"],
     &["access"],
-    &["auth", "test_slots", "test_sender"],
+    &["auth", "test_slots", "test_sender", "plausible_session", "portal"],
     &["core"],
     &["ops"],
     &["state"],

@@ -141,6 +141,33 @@ impl Authenticator {
             None => Err(AuthError::Unknown),
         })
     }
+
+    /// The `api_keys.id` of a Plausible API key (for the web page's
+    /// sign-in), None when it is no current key or keys are off.
+    pub async fn api_key_id(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        key: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let (Some(skb), key) = (&self.secret_key_base, key.trim()) else {
+            return Ok(None);
+        };
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let db = pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to check an API key: {e}"))?;
+        let row = db
+            .query_opt(
+                "SELECT id FROM api_keys WHERE key_hash = $1",
+                &[&plausible_key_hash(&skb.0, key)],
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
 }
 
 #[cfg(test)]

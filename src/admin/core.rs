@@ -29,6 +29,7 @@ pub struct Admin {
     pool: Pool,
     guard: Arc<AddressGuard>,
     retention_days: u32,
+    web_url: String,
     pub(crate) tests: TestSender,
     pub(crate) test_slots: TestSlots,
 }
@@ -46,6 +47,7 @@ impl Admin {
             pool,
             guard,
             retention_days: cfg.retention.days,
+            web_url: cfg.web_url(),
             tests,
             test_slots: TestSlots::new(TestSlotsConfig::default())?,
         })
@@ -77,6 +79,11 @@ impl Admin {
     /// How long a deleted webhook can be restored (`retention.days`).
     pub fn retention_days(&self) -> u32 {
         self.retention_days
+    }
+
+    /// Where the web page is, as links to it are written.
+    pub fn web_url(&self) -> &str {
+        &self.web_url
     }
 
     /// How long a test waits for the receiver at most.

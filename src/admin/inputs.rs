@@ -817,6 +817,23 @@ pub struct WebhookQuery {
     pub include_deleted: bool,
 }
 
+/// A portal link to hand out: a sign-in to one site's webhooks for someone
+/// without a Plausible account on this host (docs/web.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, ToSchema)]
+#[group(skip)]
+pub struct NewPortalLink {
+    /// viewer (reads) or editor (manages); default viewer.
+    #[arg(long)]
+    #[serde(default)]
+    pub role: Option<String>,
+    /// How long the link may wait to be opened (it signs in once): 10m, 1h, 7d
+    /// (default 1h, at most 7d).
+    #[arg(long = "ttl")]
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    pub ttl_secs: Option<Secs>,
+}
+
 /// `site_id`, or the deprecated `site` (true: it came as `site`).
 pub fn site_of(
     site_id: &Option<SiteRef>,

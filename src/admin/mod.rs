@@ -27,6 +27,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod ops;
 pub mod plausible_session;
+pub mod portal;
 pub mod state;
 pub mod test_sender;
 pub mod test_slots;

@@ -11,6 +11,7 @@
 //! (`webhook_view` at the bottom, `webhooks` over `triggers`), never this one.
 
 mod deliveries;
+mod portal;
 mod sites;
 mod status;
 mod test_send;
@@ -19,6 +20,7 @@ mod webhook_view;
 mod webhooks;
 
 pub use deliveries::*;
+pub use portal::*;
 pub use sites::*;
 pub use status::*;
 pub use test_send::*;
