@@ -54,10 +54,7 @@ const KNOWN_ADMIN_CYCLES: &[&[&str]] = &[&[
 const KNOWN_CYCLES: &[&[&str]] = &[&[
     "triggers/evaluator.rs",
     "triggers/mod.rs",
-    "triggers/source/clickhouse/http.rs",
-    "triggers/source/clickhouse/mod.rs",
     "triggers/source/mod.rs",
-    "triggers/source/postgres.rs",
     "triggers/threshold.rs",
 ]];
 

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioExecutor;
 use super::sql::excerpt;
 use crate::delivery::client::USER_AGENT_VALUE;
 use crate::logging::error_line;
-use crate::triggers::source::Unavailable;
+use crate::triggers::source::types::Unavailable;
 
 /// After a query timed out, a trivial query must be answered within this for
 /// the server to count as up.
