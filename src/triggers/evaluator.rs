@@ -31,7 +31,7 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
+use super::source::{is_unavailable, AnalyticsSource, Ranked, Window, TOP_N};
 use super::{
     decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
     Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
@@ -45,8 +45,6 @@ use crate::service::{PeriodicService, Warnings};
 /// change it is 23 or 25 hours back, as the site owner's dashboard counts
 /// days), averaged.
 pub const BASELINE_DAYS: i64 = 7;
-/// Sources and pages listed in a spike payload (as Plausible's spike email).
-pub const TOP_N: i64 = 3;
 /// Thresholds derived per round at most (each reads 7 days of a site's
 /// events); the rest keep their last derived value, or wait a round or two
 /// when they have none yet.

@@ -20,6 +20,11 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::triggers::goals::Goal;
 
+/// Sources and pages listed in a spike payload (as Plausible's spike email):
+/// what the evaluator asks `top_sources` and `top_pages` for, and so what
+/// `check` asks too.
+pub const TOP_N: i64 = 3;
+
 /// The store answers, but refused one of the statements the daemon sends
 /// (a column of another type, a function the server lacks, a user without
 /// the right grant): triggers cannot work until the source is fixed, so the
@@ -241,14 +246,13 @@ impl AnalyticsSource {
             "bucketed visitors query (derived thresholds)",
             each!(self, s => s.bucketed_visitors(&buckets).await),
         )?;
-        let n = crate::triggers::evaluator::TOP_N;
         refused(
             "top sources query",
-            each!(self, s => s.top_sources(&[w], n).await),
+            each!(self, s => s.top_sources(&[w], TOP_N).await),
         )?;
         refused(
             "top pages query",
-            each!(self, s => s.top_pages(&[w], n).await),
+            each!(self, s => s.top_pages(&[w], TOP_N).await),
         )?;
         statements += 4;
         let goals = probe_goals();
