@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::triggers::goals::Goal;
+use crate::triggers::windows::{DEFAULT_DROP_WINDOW_SECS, DEFAULT_SPIKE_WINDOW_SECS};
 
 /// Sources and pages listed in a spike payload (as Plausible's spike email):
 /// what the evaluator asks `top_sources` and `top_pages` for, and so what
@@ -239,8 +240,8 @@ impl AnalyticsSource {
         // As the evaluator derives spike and drop thresholds: 5-minute and
         // 12-hour buckets, in one statement.
         let buckets = [
-            (w, crate::triggers::DEFAULT_SPIKE_WINDOW_SECS),
-            (w, crate::triggers::DEFAULT_DROP_WINDOW_SECS),
+            (w, DEFAULT_SPIKE_WINDOW_SECS),
+            (w, DEFAULT_DROP_WINDOW_SECS),
         ];
         refused(
             "bucketed visitors query (derived thresholds)",
