@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -21,6 +20,7 @@ use super::claim_sql::claim_rows_sql;
 // Also the test send's path to it (admin::ops::test_send).
 pub(crate) use super::claim_sql::claimed_row_sql;
 use super::{limits, Claimed, Slot, WebhookInfo};
+use crate::db::row::{col, position, Unreadable};
 use crate::db::Timestamp;
 
 /// Poll at least this often while the LISTEN connection is down.
@@ -575,12 +575,7 @@ impl ClaimedColumns {
     /// The columns of a statement ending in [`claimed_row_sql`]; Err names
     /// the one missing.
     pub fn find(columns: &[tokio_postgres::Column]) -> Result<Self> {
-        let at = |name: &str| {
-            columns
-                .iter()
-                .position(|c| c.name() == name)
-                .with_context(|| format!("no column {name}"))
-        };
+        let at = |name: &str| position(columns, name);
         Ok(Self {
             id: at("id")?,
             webhook_id: at("webhook_id")?,
@@ -658,42 +653,6 @@ impl ClaimedColumns {
             site_domain: col(r, self.site_domain)?,
         })
     }
-}
-
-/// A column of a claimed row that cannot be read.
-#[derive(Debug)]
-pub struct Unreadable {
-    pub column: String,
-    pub cause: String,
-    pub is_time: bool,
-}
-
-impl std::fmt::Display for Unreadable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "column {} cannot be read ({})", self.column, self.cause)?;
-        if self.is_time {
-            f.write_str(": it must be a time between the years 1 and 9999, not infinity")?;
-        }
-        Ok(())
-    }
-}
-impl std::error::Error for Unreadable {}
-
-/// Column `i` of `r`, or which column could not be read and why.
-pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
-    r: &'a tokio_postgres::Row,
-    i: usize,
-) -> Result<T, Unreadable> {
-    r.try_get(i).map_err(|e| {
-        let c = &r.columns()[i];
-        Unreadable {
-            column: c.name().to_string(),
-            cause: std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string()),
-            is_time: matches!(*c.type_(), Type::TIMESTAMPTZ | Type::TIMESTAMP),
-        }
-    })
 }
 
 /// Ends claimed rows that cannot be read: `failed` with the reason, and the

@@ -36,8 +36,8 @@ use super::{
     decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
     Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
+use crate::db::row::{col, Unreadable};
 use crate::delivery::envelope::rfc3339_seconds;
-use crate::queue::claimer::{col, Unreadable};
 use crate::service::{PeriodicService, Warnings};
 
 /// The baseline: the same window at the same time of day on each of the

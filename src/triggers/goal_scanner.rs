@@ -35,8 +35,8 @@ use super::source::{AnalyticsSource, GoalScan};
 use super::{
     in_batches, set_aside_unreadable, Batched, BeforeCommit, Enqueue, TriggerType, PAUSED_RECHECK,
 };
+use crate::db::row::{col, Unreadable};
 use crate::delivery::envelope::rfc3339_seconds;
-use crate::queue::claimer::{col, Unreadable};
 use crate::service::{PeriodicService, Warnings};
 
 /// After a failed round.
