@@ -20,7 +20,7 @@ use super::ops::{self, OpError};
 use super::validate;
 use crate::config::Config;
 use crate::db;
-use crate::delivery::envelope::rfc3339_seconds;
+use crate::db::timestamp::rfc3339_seconds;
 use crate::delivery::guard::AddressGuard;
 
 /// How a site is named on the command line.

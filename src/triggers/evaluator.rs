@@ -37,7 +37,7 @@ use super::{
     Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
 use crate::db::row::{col, Unreadable};
-use crate::delivery::envelope::rfc3339_seconds;
+use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
 
 /// The baseline: the same window at the same time of day on each of the

@@ -36,7 +36,7 @@ use super::{
     in_batches, set_aside_unreadable, Batched, BeforeCommit, Enqueue, TriggerType, PAUSED_RECHECK,
 };
 use crate::db::row::{col, Unreadable};
-use crate::delivery::envelope::rfc3339_seconds;
+use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
 
 /// After a failed round.
