@@ -3,9 +3,10 @@
 //! The house follows the data. Layers, bottom first; a module imports only
 //! from layers below its own (`tests/layers.rs` checks this on every run):
 //!
-//! 1. `metrics`, `logging`: the process-wide registry, log setup and how an
-//!    error is written in a log line; they import nothing of the crate, so
-//!    every layer may record into them.
+//! 1. `metrics`, `logging`, `https`: the process-wide registry, log setup
+//!    and how an error is written in a log line, and what the HTTPS clients
+//!    share (trusted certificates, User-Agent); they import nothing of the
+//!    crate, so every layer may use them.
 //!    `service`, above them: the periodic-service loop every layer's
 //!    services are built on.
 //! 2. `config`: the configuration file and environment, validated.
@@ -31,6 +32,7 @@ pub mod db;
 pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod https;
 pub mod logging;
 pub mod metrics;
 pub mod queue;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Bottom first. Modules on one line are one layer and may not import each
 /// other. Must match the order `src/lib.rs` documents.
 const LAYERS: &[&[&str]] = &[
-    &["metrics", "logging"],
+    &["metrics", "logging", "https"],
     &["service"],
     &["config"],
     &["db"],
