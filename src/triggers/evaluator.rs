@@ -36,6 +36,7 @@ use super::{
     decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
     Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
+use crate::config::Config;
 use crate::db::row::{col, position, Unreadable};
 use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
@@ -103,6 +104,17 @@ pub struct EvaluatorConfig {
     /// Plausible's public URL, for dashboard links (empty: none).
     pub base_url: String,
     pub before_commit: Option<BeforeCommit>,
+}
+
+impl EvaluatorConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            interval: StdDuration::from_secs(cfg.triggers.evaluation_interval_secs),
+            batch: cfg.triggers.evaluation_batch,
+            base_url: cfg.plausible.base_url.clone(),
+            before_commit: None,
+        }
+    }
 }
 
 /// What a round did.

@@ -35,6 +35,7 @@ use super::source::{AnalyticsSource, GoalCompletion, GoalScan};
 use super::{
     in_batches, set_aside_unreadable, Batched, BeforeCommit, Enqueue, TriggerType, PAUSED_RECHECK,
 };
+use crate::config::Config;
 use crate::db::row::{col, position, Unreadable};
 use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
@@ -85,6 +86,19 @@ pub struct GoalScannerConfig {
     pub lateness: Duration,
     pub max_catchup: Duration,
     pub before_commit: Option<BeforeCommit>,
+}
+
+impl GoalScannerConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        let t = &cfg.triggers;
+        Self {
+            interval: StdDuration::from_millis(t.goal_scan_interval_ms),
+            batch: t.evaluation_batch,
+            lateness: Duration::seconds(t.goal_lateness_secs as i64),
+            max_catchup: Duration::seconds(t.goal_max_catchup_secs as i64),
+            before_commit: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
