@@ -752,7 +752,20 @@ impl Config {
         Ok(cfg)
     }
 
+    /// One check per section; the first error found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_database()?;
+        self.check_delivery()?;
+        self.check_queue()?;
+        self.check_log()?;
+        self.check_admin()?;
+        self.check_analytics()?;
+        self.check_triggers()?;
+        self.check_plausible()?;
+        self.check_retention()
+    }
+
+    fn check_database(&self) -> Result<(), ConfigError> {
         if self.database.url.trim().is_empty() {
             return Err(bad(
                 "database.url",
@@ -766,6 +779,10 @@ impl Config {
         if self.database.pool_size < 2 {
             return Err(bad("database.pool_size", "must be at least 2"));
         }
+        Ok(())
+    }
+
+    fn check_delivery(&self) -> Result<(), ConfigError> {
         let d = &self.delivery;
         if d.max_in_flight == 0 {
             return Err(bad("delivery.max_in_flight", "must be at least 1"));
@@ -837,6 +854,10 @@ impl Config {
             }
         }
         self.allow_nets()?;
+        Ok(())
+    }
+
+    fn check_queue(&self) -> Result<(), ConfigError> {
         let q = &self.queue;
         for (key, v) in [
             ("queue.poll_interval_ms", q.poll_interval_ms),
@@ -867,11 +888,19 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn check_log(&self) -> Result<(), ConfigError> {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format", "must be \"text\" or \"json\""));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", format!("is not a valid filter ({e})")))?;
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
         self.admin.listen_addr()?;
         for h in &self.admin.operator_token_sha256 {
             if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -882,18 +911,10 @@ impl Config {
                 ));
             }
         }
-
-        self.validate_triggers()?;
-        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
-            return Err(bad(
-                "retention.days",
-                "retention days and prune_batch must be positive",
-            ));
-        }
         Ok(())
     }
 
-    fn validate_triggers(&self) -> Result<(), ConfigError> {
+    fn check_analytics(&self) -> Result<(), ConfigError> {
         let a = &self.analytics;
         if a.source != "postgres" && a.source != "clickhouse" {
             return Err(bad(
@@ -949,6 +970,10 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_triggers(&self) -> Result<(), ConfigError> {
         let t = &self.triggers;
         if !(1..=86_400).contains(&t.evaluation_interval_secs) {
             return Err(bad(
@@ -988,6 +1013,10 @@ impl Config {
                 "plus triggers.goal_lateness_secs must stay below retention.days",
             ));
         }
+        Ok(())
+    }
+
+    fn check_plausible(&self) -> Result<(), ConfigError> {
         let b = self.plausible.base_url.trim();
         if !b.is_empty() {
             match url::Url::parse(b) {
@@ -999,6 +1028,16 @@ impl Config {
                     ))
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
+            return Err(bad(
+                "retention.days",
+                "retention days and prune_batch must be positive",
+            ));
         }
         Ok(())
     }
