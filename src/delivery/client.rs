@@ -396,4 +396,63 @@ mod tests {
             "{words}"
         );
     }
+
+    /// The CA-as-leaf refusal reaches us untyped (rustls wraps webpki's
+    /// `CaUsedAsEndEntity` in `CertificateError::Other`) and is found by
+    /// downcasting to webpki's own error type, which matches only while the
+    /// rustls-webpki this crate names is the one rustls uses. A real
+    /// handshake with a receiver presenting its CA certificate as its own
+    /// must be named for what it is: were the versions to drift apart, the
+    /// downcast would find nothing and this would fail.
+    #[tokio::test]
+    async fn a_ca_certificate_presented_as_the_receivers_own_is_named() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // The client refuses the certificate: the handshake fails here too.
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let client = HttpClient::new(ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            read_max_bytes: 1024,
+            extra_ca_file: Some(ca),
+            guard: Arc::new(AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()])),
+            resolver: Arc::new(SystemResolver),
+            max_idle_per_host: 1,
+        })
+        .unwrap();
+        let uri: Uri = format!("https://127.0.0.1:{port}/").parse().unwrap();
+        let err = client
+            .post(&uri, HeaderMap::new(), Bytes::new())
+            .await
+            .expect_err("a CA certificate as the receiver's own is refused");
+        assert_eq!(err.kind, FailureKind::Tls);
+        assert!(
+            err.to_string()
+                .contains("presents a CA certificate as its own"),
+            "{err}"
+        );
+    }
 }
