@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::db::timestamp::write_rfc3339_seconds;
-// Its old home: callers written against this path still find it.
+// Its home was here until db::timestamp; still reachable at this path for
+// code written against it (the admin and its tests, rewritten apart).
 pub use crate::db::timestamp::rfc3339_seconds;
 
 /// `{"id":…,"event":…,"site_id":<domain>,"timestamp":…,"data":<payload>}`.
