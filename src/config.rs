@@ -678,6 +678,12 @@ pub struct PlausibleConfig {
 /// Where the web page is served under the admin listener (what a reverse
 /// proxy beside Plausible forwards: `https://plausible.example.com/webhooks/`).
 pub const DEFAULT_WEB_BASE_PATH: &str = "/webhooks";
+/// Plausible CE's session cookie (since 2.1.3; 2.1.0–2.1.2 named it `_plausible_prod`).
+pub const PLAUSIBLE_SESSION_COOKIE: &str = "_plausible_key";
+/// Plausible's endpoint signing salt (since 2.1.0; a literal in its
+/// `lib/plausible_web/endpoint.ex`, not configurable there).
+pub const PLAUSIBLE_SIGNING_SALT: &str =
+    "I45i0SKHEku2f3tJh6y4v8gztrb/eG5KGCOe/o/AwFb7VHeuvDOn7AAq6KsdmOFM";
 /// How long the page's own sign-ins (an API key, a portal link) last.
 pub const DEFAULT_WEB_SESSION_HOURS: u32 = 12;
 pub const MAX_WEB_SESSION_HOURS: u32 = 720;
@@ -710,8 +716,8 @@ impl Default for WebConfig {
             enabled: false,
             base_path: DEFAULT_WEB_BASE_PATH.into(),
             public_url: String::new(),
-            session_cookie: crate::admin_defaults::PLAUSIBLE_SESSION_COOKIE.into(),
-            signing_salt: crate::admin_defaults::PLAUSIBLE_SIGNING_SALT.into(),
+            session_cookie: PLAUSIBLE_SESSION_COOKIE.into(),
+            signing_salt: PLAUSIBLE_SIGNING_SALT.into(),
             session_hours: DEFAULT_WEB_SESSION_HOURS,
             api_key_sign_in: true,
         }
@@ -731,45 +737,69 @@ impl Config {
         format!("{}{}", origin.trim_end_matches('/'), self.web.base_path)
     }
 
-    fn validate_web(&self) -> Result<(), ConfigError> {
+    fn check_web(&self) -> Result<(), ConfigError> {
         let w = &self.web;
         let p = &w.base_path;
         let path_ok = p.starts_with('/')
             && !p.ends_with('/')
             && p.len() > 1
             && p.len() <= 100
-            && p[1..]
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)));
+            && p[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+            });
         if !path_ok {
             return Err(bad(
                 "web.base_path",
                 format!("`{p}` is not a path like /webhooks (a leading slash, no trailing one, letters, digits, - _ . ~)"),
             ));
         }
-        if p == "/api" || p.starts_with("/api/") || ["/healthz", "/readyz", "/metrics"].contains(&p.as_str()) {
-            return Err(bad("web.base_path", format!("`{p}` is the admin listener's own; choose another, e.g. /webhooks")));
+        if p == "/api"
+            || p.starts_with("/api/")
+            || ["/healthz", "/readyz", "/metrics"].contains(&p.as_str())
+        {
+            return Err(bad(
+                "web.base_path",
+                format!("`{p}` is the admin listener's own; choose another, e.g. /webhooks"),
+            ));
         }
         if !w.public_url.trim().is_empty() {
             let ok = url::Url::parse(w.public_url.trim())
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
             if !ok {
-                return Err(bad("web.public_url", "must be an http(s) URL like https://plausible.example.com"));
+                return Err(bad(
+                    "web.public_url",
+                    "must be an http(s) URL like https://plausible.example.com",
+                ));
             }
         }
         if !(1..=MAX_WEB_SESSION_HOURS).contains(&w.session_hours) {
-            return Err(bad("web.session_hours", format!("must be between 1 and {MAX_WEB_SESSION_HOURS}")));
+            return Err(bad(
+                "web.session_hours",
+                format!("must be between 1 and {MAX_WEB_SESSION_HOURS}"),
+            ));
         }
         if w.session_cookie.is_empty()
-            || !w.session_cookie.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            || !w
+                .session_cookie
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
         {
-            return Err(bad("web.session_cookie", "must be a cookie name (letters, digits, _ - .)"));
+            return Err(bad(
+                "web.session_cookie",
+                "must be a cookie name (letters, digits, _ - .)",
+            ));
         }
         if !w.enabled {
             return Ok(());
         }
         if self.admin.listen.trim().is_empty() {
-            return Err(bad("web.enabled", "the page is served by the admin listener: set admin.listen too"));
+            return Err(bad(
+                "web.enabled",
+                "the page is served by the admin listener: set admin.listen too",
+            ));
         }
         match &self.admin.secret_key_base {
             None => Err(bad(
@@ -861,7 +891,21 @@ impl Config {
         Ok(cfg)
     }
 
+    /// One check per section; the first error found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_database()?;
+        self.check_delivery()?;
+        self.check_queue()?;
+        self.check_log()?;
+        self.check_admin()?;
+        self.check_analytics()?;
+        self.check_triggers()?;
+        self.check_plausible()?;
+        self.check_retention()?;
+        self.check_web()
+    }
+
+    fn check_database(&self) -> Result<(), ConfigError> {
         if self.database.url.trim().is_empty() {
             return Err(bad(
                 "database.url",
@@ -875,6 +919,10 @@ impl Config {
         if self.database.pool_size < 2 {
             return Err(bad("database.pool_size", "must be at least 2"));
         }
+        Ok(())
+    }
+
+    fn check_delivery(&self) -> Result<(), ConfigError> {
         let d = &self.delivery;
         if d.max_in_flight == 0 {
             return Err(bad("delivery.max_in_flight", "must be at least 1"));
@@ -946,6 +994,10 @@ impl Config {
             }
         }
         self.allow_nets()?;
+        Ok(())
+    }
+
+    fn check_queue(&self) -> Result<(), ConfigError> {
         let q = &self.queue;
         for (key, v) in [
             ("queue.poll_interval_ms", q.poll_interval_ms),
@@ -976,11 +1028,19 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn check_log(&self) -> Result<(), ConfigError> {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format", "must be \"text\" or \"json\""));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", format!("is not a valid filter ({e})")))?;
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
         self.admin.listen_addr()?;
         for h in &self.admin.operator_token_sha256 {
             if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -991,19 +1051,10 @@ impl Config {
                 ));
             }
         }
-
-        self.validate_triggers()?;
-        self.validate_web()?;
-        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
-            return Err(bad(
-                "retention.days",
-                "retention days and prune_batch must be positive",
-            ));
-        }
         Ok(())
     }
 
-    fn validate_triggers(&self) -> Result<(), ConfigError> {
+    fn check_analytics(&self) -> Result<(), ConfigError> {
         let a = &self.analytics;
         if a.source != "postgres" && a.source != "clickhouse" {
             return Err(bad(
@@ -1059,6 +1110,10 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_triggers(&self) -> Result<(), ConfigError> {
         let t = &self.triggers;
         if !(1..=86_400).contains(&t.evaluation_interval_secs) {
             return Err(bad(
@@ -1098,6 +1153,10 @@ impl Config {
                 "plus triggers.goal_lateness_secs must stay below retention.days",
             ));
         }
+        Ok(())
+    }
+
+    fn check_plausible(&self) -> Result<(), ConfigError> {
         let b = self.plausible.base_url.trim();
         if !b.is_empty() {
             match url::Url::parse(b) {
@@ -1109,6 +1168,16 @@ impl Config {
                     ))
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
+            return Err(bad(
+                "retention.days",
+                "retention days and prune_batch must be positive",
+            ));
         }
         Ok(())
     }

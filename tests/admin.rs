@@ -1289,7 +1289,7 @@ async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_un
         "a dry run changes nothing"
     );
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let since = plausible_webhooks::delivery::envelope::rfc3339_seconds(since);
+    let since = plausible_webhooks::db::timestamp::rfc3339_seconds(since);
     let rep = json(&env, &["replay", &wh, "--since", &since]).await;
     assert_eq!(rep["count"], 2);
     env.wait_until(

@@ -399,7 +399,7 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     );
     assert_eq!(
         p["window_end"],
-        plausible_webhooks::delivery::envelope::rfc3339_seconds(t)
+        plausible_webhooks::db::timestamp::rfc3339_seconds(t)
     );
 }
 
@@ -680,7 +680,7 @@ async fn every_goal_kind_with_hostile_paths_and_custom_props() {
     );
     assert_eq!(
         p["occurred_at"],
-        plausible_webhooks::delivery::envelope::rfc3339_seconds(at)
+        plausible_webhooks::db::timestamp::rfc3339_seconds(at)
     );
 }
 

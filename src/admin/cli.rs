@@ -29,7 +29,7 @@ use super::inputs::{
 };
 use super::ops;
 use crate::config::Config;
-use crate::delivery::envelope::rfc3339_seconds;
+use crate::db::timestamp::rfc3339_seconds;
 
 /// The CLI acts for whoever runs it with the database's credentials: an operator.
 const WHO: Principal = Principal::Operator;

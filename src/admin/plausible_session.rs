@@ -36,11 +36,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::{hmac, pbkdf2};
 
-/// Plausible CE's session cookie (since 2.1.3).
-pub const DEFAULT_COOKIE_NAME: &str = "_plausible_key";
-/// Plausible's endpoint signing salt (since 2.1.0; a literal in its code).
-pub const DEFAULT_SIGNING_SALT: &str =
-    "I45i0SKHEku2f3tJh6y4v8gztrb/eG5KGCOe/o/AwFb7VHeuvDOn7AAq6KsdmOFM";
+pub use crate::config::{
+    PLAUSIBLE_SESSION_COOKIE as DEFAULT_COOKIE_NAME, PLAUSIBLE_SIGNING_SALT as DEFAULT_SIGNING_SALT,
+};
 /// Plug's key derivation: PBKDF2 iterations and key length.
 const KEY_ITERATIONS: u32 = 1000;
 const KEY_LEN: usize = 32;

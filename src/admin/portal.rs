@@ -111,7 +111,10 @@ pub async fn session(db_: &Client, token: &Token) -> OpResult<Option<Signed>> {
         let email: Option<String> = r.get(2);
         return Ok(Some(Signed {
             who: Principal::api_key(user_id, r.get(1)),
-            label: format!("{} (API key)", email.unwrap_or_else(|| format!("user {user_id}"))),
+            label: format!(
+                "{} (API key)",
+                email.unwrap_or_else(|| format!("user {user_id}"))
+            ),
         }));
     }
     let (Some(link_id), Some(site_id), Some(role)) = (

@@ -217,7 +217,7 @@ fn request_headers(d: &DeliveryView, custom: &Value) -> Vec<(String, String)> {
         ("Content-Type".to_string(), "application/json".to_string()),
         (
             "User-Agent".to_string(),
-            crate::delivery::client::USER_AGENT_VALUE.to_string(),
+            crate::https::USER_AGENT_VALUE.to_string(),
         ),
         ("webhook-id".to_string(), d.id.to_string()),
         (

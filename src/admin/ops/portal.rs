@@ -49,7 +49,10 @@ impl Admin {
             c.refuse(Invalid::new(
                 "role",
                 Rule::Syntax,
-                format!("`{}` is not a link's role; use viewer or editor", access::quote(&role)),
+                format!(
+                    "`{}` is not a link's role; use viewer or editor",
+                    access::quote(&role)
+                ),
             ));
         }
         let ttl = match &l.ttl_secs {
@@ -61,7 +64,9 @@ impl Admin {
                     Err(Invalid::new(
                         "ttl_secs",
                         Rule::OutOfRange,
-                        format!("must be between 60 s and {LINK_TTL_MAX_SECS} s (7 days), got {s} s"),
+                        format!(
+                            "must be between 60 s and {LINK_TTL_MAX_SECS} s (7 days), got {s} s"
+                        ),
                     ))
                 }
             })),

@@ -144,7 +144,7 @@ WITH d AS (
     VALUES ($1, 'test', $2, 'delivering', 1, $3, now() + make_interval(secs => $4))
     RETURNING id, webhook_id, event_type, payload, attempts, inserted_at, locked_until
 )",
-    crate::queue::claimer::claimed_row_sql!()
+    crate::queue::claim_sql::claimed_row_sql!()
 );
 
 impl Admin {
