@@ -22,9 +22,11 @@ CREATE INDEX webhook_portal_links_site_id_idx ON webhook_portal_links (site_id);
 CREATE TABLE webhook_portal_sessions (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   token_sha256 bytea NOT NULL UNIQUE,
-  -- Signed in with this Plausible API key: its user's roles, checked anew
-  -- on every request; the key deleted in Plausible, the session goes with it.
-  api_key_id bigint REFERENCES api_keys (id) ON DELETE CASCADE,
+  -- Signed in with this Plausible API key (`api_keys.id`): its user's roles,
+  -- checked anew on every request; the key deleted in Plausible, the session
+  -- finds no key and signs nobody in. No foreign key: Plausible's own
+  -- migrations must stay free to change its table.
+  api_key_id bigint,
   -- Signed in with this portal link: its site and role.
   link_id uuid REFERENCES webhook_portal_links (id) ON DELETE CASCADE,
   inserted_at timestamptz NOT NULL DEFAULT now(),

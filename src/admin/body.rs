@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::header::CONTENT_LENGTH;
 use hyper::HeaderMap;
 
 /// Largest request body read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How much of a body over the limit is read and thrown away before the
+/// refusal is sent: a connection closed with unread bytes is reset, and the
+/// reset can destroy the refusal before the client reads it.
+pub const MAX_DISCARD_BYTES: usize = 8 * MAX_BODY_BYTES;
 /// The longest a client may take to send its whole body.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,18 +62,38 @@ pub async fn read(headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        discard(body, deadline).await;
         return Err(BodyError::TooLarge);
     }
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    {
-        Err(_) => Err(BodyError::TooSlow),
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Ok(Err(_)) => Err(BodyError::Broken),
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY_BYTES {
+                discard(body, deadline).await;
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Reads and drops what is left of `body`, up to [`MAX_DISCARD_BYTES`] and
+/// until `deadline`, so the refusal that follows reaches the client.
+async fn discard(mut body: Body, deadline: tokio::time::Instant) {
+    let mut seen = 0usize;
+    while seen <= MAX_DISCARD_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! the browser (or the link) holds; the database keeps its SHA-256 only.
 //!
 //! Each request reads the session anew: an API key deleted in Plausible
-//! ends its sessions (the foreign key cascades), and the key's user's roles
+//! ends its sessions (they find no key), and the key's user's roles
 //! are the ones in force now; a link's session grants its site and role
 //! until it expires. Signing out deletes the session.
 
