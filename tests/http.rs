@@ -167,6 +167,7 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
         ("/api/webhooks/{id}/stats", "get"),
         ("/api/sites", "get"),
         ("/api/sites/{site}/goals", "get"),
+        ("/api/sites/{site}/portal-links", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -176,7 +177,7 @@ async fn the_openapi_document_and_the_router_name_the_same_routes() {
             "{m} {p} is not documented"
         );
     }
-    assert_eq!(documented.len(), 22, "{documented:?}");
+    assert_eq!(documented.len(), 23, "{documented:?}");
     for (path, item) in paths {
         for m in methods {
             // Fresh ids each time: a DELETE must not hide a later call.

@@ -381,45 +381,68 @@ pub async fn owned(
     }
 }
 
-/// The sites `who` may at least read and is not refused on; None: every
-/// site (an operator). Lists are filtered by it in SQL.
-pub async fn readable_sites(db_: &Client, who: &Principal) -> OpResult<Option<Vec<i64>>> {
+/// What `who` may do on each site they may at least read and are not
+/// refused on (the rule of [`decide`], for every site at once); None: every
+/// site, all of it (an operator). Lists are filtered by it in SQL.
+pub async fn site_accesses(
+    db_: &Client,
+    who: &Principal,
+) -> OpResult<Option<std::collections::HashMap<i64, Access>>> {
     let user_id = match who {
         Principal::Operator => return Ok(None),
-        Principal::Link { site_id, .. } => {
+        Principal::Link {
+            site_id, access, ..
+        } => {
             let open = !locked(db_, *site_id).await?;
-            return Ok(Some(if open { vec![*site_id] } else { Vec::new() }));
+            return Ok(Some(
+                open.then_some((*site_id, *access)).into_iter().collect(),
+            ));
         }
         Principal::User { user_id, .. } => user_id,
     };
     let rows = db(
         db_.query(
             concat!(
-                "SELECT s.id FROM sites s
-             JOIN team_memberships tm ON tm.team_id = s.team_id
-             WHERE tm.user_id = $1 AND tm.role::text IN ('owner', 'admin', 'editor', 'viewer')
-               AND ($2::bigint IS NULL OR s.team_id = $2)
-             UNION
-             SELECT s.id FROM guest_memberships gm
-             JOIN team_memberships tm ON tm.id = gm.team_membership_id
-             JOIN sites s ON s.id = gm.site_id
-             WHERE tm.user_id = $1 AND gm.role::text IN ('owner', 'admin', 'editor', 'viewer')
-               AND ($2::bigint IS NULL OR s.team_id = $2)
-             EXCEPT
-             -- What `decide` refuses.
-             SELECT s.id FROM sites s LEFT JOIN teams t ON t.id = s.team_id
-             WHERE ",
+                "WITH r AS (
+                    SELECT s.id, tm.role::text AS role FROM sites s
+                    JOIN team_memberships tm ON tm.team_id = s.team_id
+                    WHERE tm.user_id = $1 AND tm.role::text <> 'guest'
+                      AND ($2::bigint IS NULL OR s.team_id = $2)
+                    UNION ALL
+                    SELECT s.id, gm.role::text FROM guest_memberships gm
+                    JOIN team_memberships tm ON tm.id = gm.team_membership_id
+                    JOIN sites s ON s.id = gm.site_id
+                    WHERE tm.user_id = $1 AND ($2::bigint IS NULL OR s.team_id = $2))
+                 SELECT r.id, r.role FROM r JOIN sites s ON s.id = r.id LEFT JOIN teams t ON t.id = s.team_id
+                 -- What `decide` refuses.
+                 WHERE NOT (",
                 site_locked_sql!(),
                 " OR ($3 AND ",
                 team_set_up_sql!(),
-                ")"
+                "))"
             ),
             &[user_id, &who.key_team(), &who.legacy_key()],
         )
         .await,
         "reading the user's sites",
     )?;
-    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        let a = access_of_role(r.get(1));
+        if a > Access::None {
+            let e = out.entry(r.get::<_, i64>(0)).or_insert(a);
+            *e = (*e).max(a);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The sites `who` may at least read and is not refused on; None: every
+/// site (an operator).
+pub async fn readable_sites(db_: &Client, who: &Principal) -> OpResult<Option<Vec<i64>>> {
+    Ok(site_accesses(db_, who)
+        .await?
+        .map(|m| m.into_keys().collect()))
 }
 
 #[cfg(test)]

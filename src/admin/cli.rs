@@ -24,8 +24,8 @@ use super::access::Principal;
 use super::core::Admin;
 use super::error::OpError;
 use super::inputs::{
-    DeliveryQuery, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateSecret, SiteRef,
-    WebhookChanges, WebhookQuery,
+    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateSecret,
+    SiteRef, WebhookChanges, WebhookQuery,
 };
 use super::ops;
 use crate::config::Config;
@@ -115,6 +115,17 @@ pub enum AdminCommand {
         delivery: String,
         #[command(flatten)]
         retry: RetryInput,
+    },
+    /// Hand out a link that signs its holder in to one site's webhooks on the
+    /// web page, once (for someone without a Plausible account on this host).
+    ///
+    /// Example: portal-link --site example.com --role editor --ttl 1d
+    PortalLink {
+        /// The site: its domain as in Plausible (example.com) or its numeric id.
+        #[arg(long)]
+        site: SiteRef,
+        #[command(flatten)]
+        link: NewPortalLink,
     },
     /// Send a webhook's failed deliveries since a time again (same delivery ids).
     ///
@@ -291,6 +302,24 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
         }
         AdminCommand::Status { site } => status(a, site.as_ref(), json).await,
         AdminCommand::Replay { webhook, replay: r } => replay(a, &webhook, r, json).await,
+        AdminCommand::PortalLink { site, link } => {
+            let k = a.mint_portal_link(&WHO, &site, link).await?;
+            output(json, &k, || {
+                println!("{}", k.url);
+                println!(
+                    "({} of {}; it signs in once and must be opened by {}; shown only now)",
+                    k.role,
+                    k.site_id,
+                    rfc3339_seconds(k.expires_at)
+                );
+                if !k.url.starts_with("http") {
+                    eprintln!(
+                        "warning: set web.public_url (or plausible.base_url) so the link names the page's host"
+                    );
+                }
+            });
+            Ok(())
+        }
     }
 }
 

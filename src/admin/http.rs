@@ -19,15 +19,16 @@ use axum::Router;
 use hyper::header::ALLOW;
 use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::api::error::ApiError;
 use super::api::reply::json;
-use super::state::{AdminState, Shared};
+use super::state::{AdminState, Peer, Shared};
+use super::web::setup::Chrome;
 use crate::config::Config;
 
 /// A client must send its request head within this (slow clients hold a connection).
@@ -40,8 +41,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 
-/// Every route the listener serves, with the OpenAPI document of them.
-pub fn router() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+/// Every route the listener serves, with the OpenAPI document of them (the
+/// web page's routes, under its base path, are not part of the API's
+/// document).
+pub fn router(web: Option<&Chrome>) -> (Router<Shared>, utoipa::openapi::OpenApi) {
     let (routes, doc) = OpenApiRouter::with_openapi(super::api::ApiDoc::openapi())
         .merge(super::health::routes())
         .merge(super::api::routes())
@@ -61,6 +64,16 @@ pub fn router() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         )
         .fallback(not_found)
         .layer(axum::middleware::map_response(method_not_allowed));
+    let router = match web {
+        Some(chrome) => {
+            let chrome = Arc::new(chrome.clone());
+            let page = super::web::routes(&chrome.base).layer(axum::middleware::map_response(
+                move |r: Response| super::web::error::render(chrome.clone(), r),
+            ));
+            router.merge(page)
+        }
+        None => router,
+    };
     (router, doc)
 }
 
@@ -124,7 +137,11 @@ impl AdminServer {
             );
         }
         let state = Arc::new(state);
-        let app = router().0.with_state(state.clone());
+        let chrome = state.web.as_ref().map(|w| w.chrome());
+        if let Some(c) = &chrome {
+            tracing::info!(path = %c.base, "web page served");
+        }
+        let app = router(chrome.as_ref()).0.with_state(state.clone());
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(listener, app, stop.clone()));
         tracing::info!(%addr, "admin listener started");
@@ -156,9 +173,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stop: Cancellatio
             s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
             _ = stop.cancelled() => return,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "admin listener: accept failed");
@@ -168,7 +185,15 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stop: Cancellatio
             },
             _ = stop.cancelled() => return,
         };
-        let svc = TowerToHyperService::new(app.clone());
+        // Each request knows its connection's peer (the web page bounds
+        // failed sign-ins per address).
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                let mut app = app.clone();
+                async move { app.call(req).await }
+            });
         let stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;

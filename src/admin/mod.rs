@@ -7,9 +7,12 @@
 //!   `auth` (a bearer token to a caller), `test_slots` and `test_sender`
 //!   (test sends: their bounds, their client), `core` (what the operations
 //!   share) and `ops` (the operations, `core::Admin`'s methods).
+//! - Who is calling, beside `auth`: `plausible_session` (Plausible's own
+//!   browser session, verified as Plausible does) and `portal` (the web
+//!   page's own sessions and the links that start them).
 //! - The faces, which only parse, call and render: `cli`; the HTTP listener
-//!   (`http`) with `health`, `metrics`, the REST `api` and the request
-//!   bounds every HTTP face reads bodies within (`body`).
+//!   (`http`) with `health`, `metrics`, the REST `api`, the `web` page, and
+//!   the request bounds every HTTP face reads bodies within (`body`).
 //!
 //! Handlers share `state`, which the daemon fills with what it hands over.
 //! Imports run from the faces down to `validate`, never back (tests/layers.rs).
@@ -32,3 +35,4 @@ pub mod state;
 pub mod test_sender;
 pub mod test_slots;
 pub mod validate;
+pub mod web;

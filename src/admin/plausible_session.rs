@@ -174,26 +174,41 @@ fn user_token(term: &[u8]) -> Option<Token> {
     token
 }
 
-/// The user of the first of `tokens` that names a session Plausible still
-/// holds (`timeout_at` ahead of now, in UTC as Plausible stores it), with
-/// the user's existence checked as Plausible's session query joins it.
-pub async fn signed_in_user(
+/// A browser's Plausible session: the user, their email, and the token
+/// that named the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub user_id: i64,
+    pub email: String,
+    pub token: Token,
+}
+
+/// The session of the first of `tokens` Plausible still holds (`timeout_at`
+/// ahead of now, in UTC as Plausible stores it), its user's existence
+/// checked as Plausible's session query joins it.
+pub async fn signed_in(
     db: &tokio_postgres::Client,
     tokens: &[Token],
-) -> Result<Option<i64>, tokio_postgres::Error> {
+) -> Result<Option<SignedIn>, tokio_postgres::Error> {
     if tokens.is_empty() {
         return Ok(None);
     }
-    let tokens: Vec<&[u8]> = tokens.iter().map(|t| t.as_slice()).collect();
+    let list: Vec<&[u8]> = tokens.iter().map(|t| t.as_slice()).collect();
     let row = db
         .query_opt(
-            "SELECT us.user_id FROM user_sessions us JOIN users u ON u.id = us.user_id
+            "SELECT us.user_id, u.email::text, us.token FROM user_sessions us JOIN users u ON u.id = us.user_id
              WHERE us.token = ANY($1) AND us.timeout_at > (now() AT TIME ZONE 'utc')
              ORDER BY us.timeout_at DESC LIMIT 1",
-            &[&tokens],
+            &[&list],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.and_then(|r| {
+        Some(SignedIn {
+            user_id: r.get(0),
+            email: r.get(1),
+            token: Token::try_from(r.get::<_, &[u8]>(2)).ok()?,
+        })
+    }))
 }
 
 #[cfg(test)]

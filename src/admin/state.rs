@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::auth::Authenticator;
 use super::core::Admin;
 use super::test_sender::TestSender;
+use super::web::setup::Web;
 use crate::config::Config;
 use crate::delivery::guard::AddressGuard;
 use crate::triggers::source::SourceStatus;
@@ -47,6 +48,8 @@ pub struct AdminState {
     pub analytics: Option<watch::Receiver<SourceStatus>>,
     /// Set when the daemon starts draining: `/readyz` then answers 503.
     pub stopping: AtomicBool,
+    /// The web page, when `web.enabled`.
+    pub web: Option<Web>,
 }
 
 impl AdminState {
@@ -57,6 +60,7 @@ impl AdminState {
             listener_up: handed.listener_up,
             analytics: handed.analytics,
             stopping: AtomicBool::new(false),
+            web: Web::from_config(cfg)?,
         })
     }
 
@@ -68,3 +72,8 @@ impl AdminState {
 
 /// What routes are given.
 pub type Shared = Arc<AdminState>;
+
+/// The address a request's connection came from (behind a proxy, the
+/// proxy's): the listener puts it in each request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);

@@ -8,10 +8,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{Caller, OptionalJson};
 use super::reply::json;
-use crate::admin::inputs::SiteRef;
-use crate::admin::ops::{GoalList, SiteList};
+use crate::admin::inputs::{NewPortalLink, SiteRef};
+use crate::admin::ops::{GoalList, PortalLink, SiteList};
 use crate::admin::state::Shared;
 
 type Reply = Result<Response, ApiError>;
@@ -20,6 +20,26 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(goals))
+        .routes(routes!(portal_link))
+}
+
+/// A one-use link that signs its holder in to the site's webhooks on the
+/// web page (owners, admins and operators hand them out).
+#[utoipa::path(post, path = "/api/sites/{site}/portal-links", tag = "sites",
+    params(("site" = String, Path, description = "The site's domain or numeric id")),
+    request_body(content = NewPortalLink, description = "Optional: every field may be left out"),
+    responses((status = 201, body = PortalLink), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn portal_link(
+    State(s): State<Shared>,
+    Caller(who): Caller,
+    SitePath(site): SitePath,
+    OptionalJson(l): OptionalJson<NewPortalLink>,
+) -> Reply {
+    Ok(json(
+        StatusCode::CREATED,
+        &s.admin.mint_portal_link(&who, &site, l).await?,
+    ))
 }
 
 /// The site of the path (`{site}`: its domain or numeric id).

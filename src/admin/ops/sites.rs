@@ -65,7 +65,8 @@ impl Admin {
     /// webhooks' health.
     pub async fn list_sites(&self, who: &Principal) -> OpResult<SiteList> {
         let db_ = self.db().await?;
-        let readable = access::readable_sites(&db_, who).await?;
+        let accesses = access::site_accesses(&db_, who).await?;
+        let readable: Option<Vec<i64>> = accesses.as_ref().map(|m| m.keys().copied().collect());
         let rows = db(
             db_.query(
                 "SELECT s.id, s.domain,
@@ -82,14 +83,10 @@ impl Admin {
         )?;
         let mut sites = Vec::with_capacity(rows.len());
         for r in rows {
-            // The caller's role per site, by the rule every operation uses
-            // (an operator administers every site: no need to ask per site).
-            let access = match readable {
+            // The caller's role per site, by the rule every operation uses.
+            let access = match &accesses {
                 None => Access::Administer,
-                Some(_) => {
-                    let site = SiteRef::new(&r.get::<_, i64>(0).to_string());
-                    access::site(&db_, who, &site, Access::Read).await?.access
-                }
+                Some(m) => m.get(&r.get::<_, i64>(0)).copied().unwrap_or(Access::None),
             };
             sites.push(SiteView {
                 site_id: r.get(1),
@@ -101,6 +98,31 @@ impl Admin {
             });
         }
         Ok(SiteList { sites })
+    }
+
+    /// One site `who` may read, with what they may do there.
+    pub async fn show_site(&self, who: &Principal, site: &SiteRef) -> OpResult<SiteView> {
+        let db_ = self.db().await?;
+        let s = access::site(&db_, who, site, Access::Read).await?;
+        let r = db(
+            db_.query_one(
+                "SELECT count(*) FILTER (WHERE deleted_at IS NULL),
+                        count(*) FILTER (WHERE deleted_at IS NULL AND enabled AND consecutive_failures > 0),
+                        count(*) FILTER (WHERE deleted_at IS NULL AND NOT enabled)
+                 FROM webhooks WHERE site_id = $1",
+                &[&s.id],
+            )
+            .await,
+            "counting the site's webhooks",
+        )?;
+        Ok(SiteView {
+            site_id: s.domain,
+            plausible_site_id: s.id,
+            access: access_name(s.access).into(),
+            webhooks: r.get(0),
+            failing: r.get(1),
+            disabled: r.get(2),
+        })
     }
 
     /// The goals of a site `who` may read, for a goal trigger to pick.

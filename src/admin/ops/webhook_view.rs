@@ -50,7 +50,30 @@ pub struct WebhookView {
     pub triggers: i64,
 }
 
+/// A receiver URL as someone who may only read sees it: its scheme, host
+/// and port. Chat and automation services put their credential in the
+/// path or the query (`hooks.slack.com/services/T…/B…/secret`).
+pub fn host_only(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}/…", u.scheme()),
+            (Some(h), None) => format!("{}://{h}/…", u.scheme()),
+            _ => "(hidden)".into(),
+        },
+        Err(_) => "(hidden)".into(),
+    }
+}
+
 impl WebhookView {
+    /// As a caller with `access` on its site sees it: a reader gets the
+    /// URL's host only; who may manage it sees the whole URL.
+    pub fn seen_with(mut self, access: crate::admin::access::Access) -> Self {
+        if access < crate::admin::access::Access::Manage {
+            self.url = host_only(&self.url);
+        }
+        self
+    }
+
     /// `disabled (reason)` as the CLI prints it.
     pub fn status_text(&self) -> String {
         match (&*self.status, &self.disabled_reason) {

@@ -198,7 +198,8 @@ impl Admin {
             Some((s, _)) => Some(access::site(&db_, who, &s, Access::Read).await?.id),
             None => None,
         };
-        let readable = access::readable_sites(&db_, who).await?;
+        let accesses = access::site_accesses(&db_, who).await?;
+        let readable: Option<Vec<i64>> = accesses.as_ref().map(|m| m.keys().copied().collect());
         let rows = db(
             db_.query(
                 &format!(
@@ -212,17 +213,24 @@ impl Admin {
             .await,
             "listing webhooks",
         )?;
+        let seen = |w: WebhookView| match &accesses {
+            None => w,
+            Some(m) => {
+                let a = m.get(&w.plausible_site_id).copied().unwrap_or(Access::None);
+                w.seen_with(a)
+            }
+        };
         Ok(WebhookList {
-            webhooks: rows.iter().map(webhook_view).collect(),
+            webhooks: rows.iter().map(webhook_view).map(seen).collect(),
         })
     }
 
     /// One webhook with its triggers.
     pub async fn show_webhook(&self, who: &Principal, id: Uuid) -> OpResult<WebhookDetail> {
         let db_ = self.db().await?;
-        access::webhook(&db_, who, id, Access::Read).await?;
+        let site = access::webhook(&db_, who, id, Access::Read).await?;
         Ok(WebhookDetail {
-            webhook: view(&**db_, id).await?,
+            webhook: view(&**db_, id).await?.seen_with(site.access),
             triggers: list_of(&**db_, id).await?,
         })
     }
@@ -401,6 +409,10 @@ impl Admin {
         }
         let mut client = self.db().await?;
         access::webhook(&client, who, id, Access::Manage).await?;
+        let by = match c.enabled {
+            Some(false) => disabled_by(&client, who).await?,
+            _ => String::new(),
+        };
         let tx = db(client.transaction().await, "starting a transaction")?;
         // Locked: a concurrent delete or change waits for this commit.
         db(
@@ -489,7 +501,10 @@ impl Admin {
                     tx.execute(
                         "UPDATE webhooks SET enabled = false, disabled_reason = $2, disabled_at = now()
                          WHERE id = $1 AND enabled",
-                        &[&id, &reason.expect("checked with enabled: false")],
+                        &[&id, &match reason.expect("checked with enabled: false") {
+                            Some(r) => format!("{by}: {r}"),
+                            None => by.clone(),
+                        }],
                     )
                     .await,
                     "disabling the webhook",
@@ -670,8 +685,26 @@ fn setting(
     }
 }
 
-/// How a disable reason is stored: who disabled it, and why.
-fn disable_reason(reason: Option<&str>) -> Result<String, Invalid> {
+/// Who turned a webhook off, as its `disabled_reason` begins: an operator,
+/// the user by their email, or a portal link.
+async fn disabled_by(db_: &tokio_postgres::Client, who: &Principal) -> OpResult<String> {
+    Ok(match who {
+        Principal::Operator => OPERATOR_DISABLED.to_string(),
+        Principal::Link { .. } => "by someone with a portal link".to_string(),
+        Principal::User { user_id, .. } => {
+            let email: Option<String> = db(
+                db_.query_opt("SELECT email::text FROM users WHERE id = $1", &[user_id])
+                    .await,
+                "reading the user's email",
+            )?
+            .map(|r| r.get(0));
+            format!("by {}", email.unwrap_or_else(|| format!("user {user_id}")))
+        }
+    })
+}
+
+/// A disable reason as given, checked (who disabled it is added when stored).
+fn disable_reason(reason: Option<&str>) -> Result<Option<String>, Invalid> {
     match reason {
         Some(r) if r.chars().count() > 255 => Err(Invalid::new(
             "disabled_reason",
@@ -683,7 +716,7 @@ fn disable_reason(reason: Option<&str>) -> Result<String, Invalid> {
             Rule::Encoding,
             "a disable reason is one line of text without control characters",
         )),
-        Some(r) => Ok(format!("{OPERATOR_DISABLED}: {r}")),
-        None => Ok(OPERATOR_DISABLED.to_string()),
+        Some(r) => Ok(Some(r.to_string())),
+        None => Ok(None),
     }
 }
