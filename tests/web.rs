@@ -150,8 +150,12 @@ impl Kit {
 
     /// A browser signed in as `user` by Plausible's cookie.
     async fn browser_as(&self, user: i64) -> Browser {
+        self.signed_in(user, Browser::start().await).await
+    }
+
+    /// `b`, signed in as `user` by Plausible's cookie.
+    async fn signed_in(&self, user: i64, b: Browser) -> Browser {
         let (cookie, _) = self.session(user).await;
-        let b = Browser::start().await;
         b.goto(&format!("{}/", self.base)).await;
         b.set_cookie("_plausible_key", &cookie).await;
         b.goto(&format!("{}/", self.base)).await;
@@ -240,7 +244,10 @@ async fn signed_in_by_plausible_an_owner_creates_a_webhook_tests_it_and_reads_wh
     b.click("#send-test").await;
     let t = b.text().await;
     assert!(t.contains("The receiver answered 503"), "{t}");
-    assert!(t.contains("Cause: http_status"), "{t}");
+    assert!(
+        t.contains("Cause: the receiver answered, but not with a 2xx status"),
+        "{t}"
+    );
     assert!(t.contains("upstream database unavailable"), "{t}");
     assert!(t.contains("What to do:"), "{t}");
     screens(&b, "webhook-test-failed").await;
@@ -637,8 +644,9 @@ async fn the_pages_have_no_serious_accessibility_findings() {
         .await
         .unwrap()
         .get(0);
-    let b = k.browser_as(owner).await;
-    for (name, path) in [
+    let light = k.browser_as(owner).await;
+    let dark = k.signed_in(owner, Browser::start_dark().await).await;
+    let pages = [
         ("a11y-home", "/".to_string()),
         ("a11y-site", "/sites/example.com".to_string()),
         ("a11y-new", "/sites/example.com/new".to_string()),
@@ -649,21 +657,61 @@ async fn the_pages_have_no_serious_accessibility_findings() {
             "a11y-delivery",
             format!("/webhooks/{id}/deliveries/{delivery}"),
         ),
-    ] {
-        b.goto(&format!("{}{path}", k.base)).await;
-        let findings = b.accessibility_findings().await;
-        assert!(findings.is_empty(), "{path}: {findings:#?}");
-        b.screenshot(&format!("{name}-phone"), PHONE_WIDTH).await;
-        // Nothing wider than a phone's screen.
-        let wide: serde_json::Value =
-            b.c.execute(
-                "return document.documentElement.scrollWidth <= window.innerWidth + 1",
-                vec![],
-            )
-            .await
-            .unwrap();
-        assert_eq!(wide, true, "{path} scrolls sideways at phone width");
+    ];
+    for (b, scheme) in [(&light, ""), (&dark, "-dark")] {
+        for (name, path) in &pages {
+            b.goto(&format!("{}{path}", k.base)).await;
+            // Contrast and the rest, in the light and the dark scheme.
+            let findings = b.accessibility_findings().await;
+            assert!(findings.is_empty(), "{name}{scheme} {path}: {findings:#?}");
+            b.screenshot(&format!("{name}{scheme}-phone"), PHONE_WIDTH)
+                .await;
+            b.set_width(PHONE_WIDTH).await;
+            // Nothing wider than a phone's screen.
+            let wide: serde_json::Value =
+                b.c.execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(wide, true, "{path} scrolls sideways at phone width");
+            b.set_width(1280).await;
+        }
     }
+    // The dark scheme is the page's own, not the light one inverted.
+    dark.goto(&format!("{}/", k.base)).await;
+    let bg: serde_json::Value = dark
+        .c
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bg, "rgb(17, 24, 39)", "the dark background");
+    dark.goto(&format!("{}/webhooks/{id}", k.base)).await;
+    dark.screenshot("webhook-dark", 1280).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_bounded_per_client() {
+    let k = Kit::start().await;
+    for n in 0..10 {
+        let s = post_form(&k, "/signin", "", &format!("api_key=wrong-{n}"), None).await;
+        assert_eq!(s, 401, "attempt {n}");
+    }
+    // The next one is refused before the key is looked at, right or wrong.
+    assert_eq!(
+        post_form(&k, "/signin", "", "api_key=wrong", None).await,
+        429
+    );
+    // A sign-in form posted from another site is refused.
+    let k2 = Kit::start().await;
+    assert_eq!(
+        post_form(&k2, "/signin", "", "api_key=x", Some("http://evil.example")).await,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

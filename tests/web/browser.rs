@@ -32,6 +32,15 @@ pub const PHONE_WIDTH: u32 = 375;
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// A browser whose system is dark (`prefers-color-scheme: dark`).
+    pub async fn start_dark() -> Browser {
+        Browser::start_with(&["--force-dark-mode"]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Browser {
         let chromium = need("/usr/bin/chromium", "apt-get install -y chromium");
         let chromedriver = need(
             "/usr/bin/chromedriver",
@@ -49,19 +58,28 @@ impl Browser {
             .spawn()
             .expect("starting chromedriver");
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--window-size=1280,1000",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-extensions",
-                    "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
-            }),
+            json!({ "binary": chromium, "args": args }),
         );
         // chromedriver answers once it listens: retry the session until then.
         let mut last = None;
@@ -165,6 +183,10 @@ impl Browser {
 
     pub async fn clear_cookies(&self) {
         self.c.delete_all_cookies().await.unwrap();
+    }
+
+    pub async fn set_width(&self, width: u32) {
+        self.c.set_window_size(width, 1000).await.unwrap();
     }
 
     /// Saves a screenshot of the page, at `width` CSS pixels wide, as

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::admin::ops::{
     AttemptView, DeliveryDetail, DeliveryView, GoalView, HourCount, PortalLink, SiteView,
-    TestResult, TriggerView, WebhookView,
+    TestCause, TestResult, TriggerView, WebhookView,
 };
 use crate::db::timestamp::rfc3339_seconds;
 use crate::triggers::TriggerType;
@@ -465,12 +465,28 @@ pub struct TestShown {
     pub delivery_id: String,
 }
 
+/// A test's cause, in words.
+fn cause_words(c: TestCause) -> &'static str {
+    match c {
+        TestCause::Ok => "delivered",
+        TestCause::HttpStatus => "the receiver answered, but not with a 2xx status",
+        TestCause::Dns => "the receiver's host name does not resolve (DNS)",
+        TestCause::RefusedAddress => {
+            "the receiver's address is not a public one, so the daemon refused it"
+        }
+        TestCause::Tls => "the TLS handshake with the receiver failed",
+        TestCause::Timeout => "the receiver did not answer in time",
+        TestCause::ConnectionRefused => {
+            "the receiver refused the connection (nothing listens there)"
+        }
+        TestCause::Connection => "the connection to the receiver failed",
+        TestCause::NotSent => "the webhook cannot be sent to as it stands",
+    }
+}
+
 impl From<&TestResult> for TestShown {
     fn from(r: &TestResult) -> Self {
-        let cause = serde_json::to_value(r.cause)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let cause = cause_words(r.cause).to_string();
         TestShown {
             success: r.success,
             headline: match (r.success, r.status_code) {
@@ -479,7 +495,7 @@ impl From<&TestResult> for TestShown {
                     "The receiver answered {c} in {} ms: not a success.",
                     r.duration_ms
                 ),
-                (_, None) => format!("No answer: the test failed ({}).", cause.replace('_', " ")),
+                (_, None) => "No answer: the test failed.".to_string(),
             },
             cause,
             answer: r.response_body.clone().filter(|b| !b.is_empty()),
