@@ -236,8 +236,25 @@ pub async fn check(cfg: &Config, db: &tokio_postgres::Client) -> Result<String> 
     } else {
         "off (no SECRET_KEY_BASE)"
     };
+    let web = if cfg.web.enabled {
+        db.batch_execute(
+            "SELECT 1 FROM user_sessions LIMIT 0; SELECT 1 FROM users LIMIT 0;
+             SELECT 1 FROM webhook_portal_sessions LIMIT 0",
+        )
+        .await
+        .context(
+            "the web page is on (web.enabled) but Plausible's user_sessions or users cannot be read: \
+             grant this role SELECT on them (its sign-in reads Plausible's sessions)",
+        )?;
+        format!(
+            "web page: on at {} (Plausible sessions by cookie {})",
+            cfg.web.base_path, cfg.web.session_cookie
+        )
+    } else {
+        "web page: off (web.enabled)".to_string()
+    };
     Ok(format!(
-        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys})",
+        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys}); {web}",
         cfg.admin.operator_token_sha256.len()
     ))
 }
