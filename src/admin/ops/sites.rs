@@ -18,6 +18,8 @@ pub struct SiteView {
     pub plausible_site_id: i64,
     /// What the caller may do there: read, manage, administer.
     pub access: String,
+    #[serde(skip)]
+    level: Access,
     /// Webhooks, deleted ones left out.
     pub webhooks: i64,
     pub failing: i64,
@@ -49,6 +51,17 @@ pub struct GoalView {
 pub struct GoalList {
     pub site_id: String,
     pub goals: Vec<GoalView>,
+}
+
+impl SiteView {
+    /// The caller may change the site's webhooks (editor and above).
+    pub fn can_manage(&self) -> bool {
+        self.level >= Access::Manage
+    }
+    /// The caller may hand out portal links to it (owner, admin).
+    pub fn can_administer(&self) -> bool {
+        self.level >= Access::Administer
+    }
 }
 
 pub fn access_name(a: Access) -> &'static str {
@@ -92,6 +105,7 @@ impl Admin {
                 site_id: r.get(1),
                 plausible_site_id: r.get(0),
                 access: access_name(access).into(),
+                level: access,
                 webhooks: r.get(2),
                 failing: r.get(3),
                 disabled: r.get(4),
@@ -100,10 +114,15 @@ impl Admin {
         Ok(SiteList { sites })
     }
 
-    /// One site `who` may read, with what they may do there.
-    pub async fn show_site(&self, who: &Principal, site: &SiteRef) -> OpResult<SiteView> {
+    /// One site, when `who` may do `need` there, with what they may do.
+    pub async fn show_site(
+        &self,
+        who: &Principal,
+        site: &SiteRef,
+        need: Access,
+    ) -> OpResult<SiteView> {
         let db_ = self.db().await?;
-        let s = access::site(&db_, who, site, Access::Read).await?;
+        let s = access::site(&db_, who, site, need).await?;
         let r = db(
             db_.query_one(
                 "SELECT count(*) FILTER (WHERE deleted_at IS NULL),
@@ -119,6 +138,7 @@ impl Admin {
             site_id: s.domain,
             plausible_site_id: s.id,
             access: access_name(s.access).into(),
+            level: s.access,
             webhooks: r.get(0),
             failing: r.get(1),
             disabled: r.get(2),

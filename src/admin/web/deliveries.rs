@@ -70,15 +70,7 @@ pub async fn log(
     let id = id_of(&id)?;
     let q: DeliveryQuery = query(raw)?;
     let w = s.admin.show_webhook(&v.who, id).await?.webhook;
-    let can_manage = s
-        .admin
-        .show_site(
-            &v.who,
-            &crate::admin::inputs::SiteRef::new(&w.plausible_site_id.to_string()),
-        )
-        .await?
-        .access
-        != "read";
+    let can_manage = v.manages(&s, w.plausible_site_id).await?;
     let page = s.admin.list_deliveries(&v.who, Some(id), &q).await?;
     let status = q.status.clone().unwrap_or_default();
     let event = q.event.clone().unwrap_or_default();
@@ -112,15 +104,7 @@ async fn delivery_page(s: &Shared, v: &Visitor, d: DeliveryRef, notice: Option<S
     let web = web(s)?;
     let detail = s.admin.show_delivery(&v.who, d).await?;
     let w = s.admin.show_webhook(&v.who, d.webhook).await?.webhook;
-    let can_manage = s
-        .admin
-        .show_site(
-            &v.who,
-            &crate::admin::inputs::SiteRef::new(&w.plausible_site_id.to_string()),
-        )
-        .await?
-        .access
-        != "read";
+    let can_manage = v.manages(s, w.plausible_site_id).await?;
     Ok(html(
         StatusCode::OK,
         DeliveryPage {

@@ -9,6 +9,7 @@ use hyper::StatusCode;
 use super::error::WebError;
 use super::view::{html, HomePage, LinkShown, SitePage, WebhookRow};
 use super::visitor::{web, Posted, Visitor};
+use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{NewPortalLink, SiteRef, WebhookQuery};
 use crate::admin::state::Shared;
@@ -37,7 +38,7 @@ async fn site_page(
     link: Result<Option<LinkShown>, String>,
 ) -> Page {
     let web = web(s)?;
-    let shown = s.admin.show_site(&v.who, site).await?;
+    let shown = s.admin.show_site(&v.who, site, Access::Read).await?;
     let q = WebhookQuery {
         site_id: Some(SiteRef::new(&shown.plausible_site_id.to_string())),
         include_deleted: true,
@@ -53,8 +54,8 @@ async fn site_page(
         StatusCode::OK,
         SitePage {
             l: v.layout(web, &shown.site_id),
-            can_manage: matches!(shown.access.as_str(), "manage" | "administer"),
-            can_administer: shown.access == "administer",
+            can_manage: shown.can_manage(),
+            can_administer: shown.can_administer(),
             access: shown.access.clone(),
             site: shown.site_id,
             webhooks: live.into_iter().map(WebhookRow::from).collect(),

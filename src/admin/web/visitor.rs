@@ -46,6 +46,17 @@ pub struct Visitor {
 }
 
 impl Visitor {
+    /// Whether the core lets this visitor change the webhooks of site
+    /// `site_id` (what the page offers; the core decides again on a POST).
+    pub async fn manages(&self, state: &Shared, site_id: i64) -> Result<bool, WebError> {
+        let site = crate::admin::inputs::SiteRef::new(&site_id.to_string());
+        Ok(state
+            .admin
+            .show_site(&self.who, &site, crate::admin::access::Access::Read)
+            .await?
+            .can_manage())
+    }
+
     /// A page's frame for this visitor.
     pub fn layout(&self, web: &Web, title: &str) -> Layout {
         Layout {
