@@ -564,3 +564,85 @@ async fn a_caller_lists_their_sites_with_their_role_goals_and_outcomes() {
     assert_eq!((last.success, last.failed), (1, 1));
     assert_eq!(stats.iter().map(|h| h.failed).sum::<i64>(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_admins_hand_out_portal_links_that_reach_one_site_with_their_role() {
+    use plausible_webhooks::admin::inputs::NewPortalLink;
+    use plausible_webhooks::admin::portal;
+    let k = Kit::new().await;
+    let w = k.webhook("example.com").await;
+    k.site("other.example").await;
+    let other = k.webhook("other.example").await;
+    let editor = k.user("editor@example.com").await;
+    k.member(editor, k.team, "editor").await;
+    let site = SiteRef::new("example.com");
+    let e = k
+        .admin
+        .mint_portal_link(&key(editor, k.team), &site, NewPortalLink::default())
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "forbidden", "{e}");
+    let admin = k.user("admin@example.com").await;
+    k.member(admin, k.team, "admin").await;
+    let bad = NewPortalLink {
+        role: Some("owner".into()),
+        ..Default::default()
+    };
+    let e = k
+        .admin
+        .mint_portal_link(&key(admin, k.team), &site, bad)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string().contains("viewer or editor")),
+        ("syntax", true)
+    );
+    let link = k
+        .admin
+        .mint_portal_link(&key(admin, k.team), &site, NewPortalLink::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (link.role.as_str(), link.site_id.as_str()),
+        ("viewer", "example.com")
+    );
+    let token = portal::decode(link.url.rsplit('/').next().unwrap()).unwrap();
+    let db = &k.env.db;
+    let ttl = std::time::Duration::from_secs(3600);
+    let session = portal::redeem(db, &token, ttl)
+        .await
+        .unwrap()
+        .expect("redeemed");
+    assert_eq!(
+        portal::redeem(db, &token, ttl).await.unwrap(),
+        None,
+        "once only"
+    );
+    let who = portal::session(db, &session).await.unwrap().unwrap().who;
+    assert_eq!(
+        k.admin
+            .list_webhooks(&who, &list_query(None))
+            .await
+            .unwrap()
+            .webhooks
+            .len(),
+        1
+    );
+    assert!(k.admin.show_webhook(&who, w).await.is_ok());
+    assert_eq!(
+        kind(&k.admin.show_webhook(&who, other).await.unwrap_err()),
+        "not_found"
+    );
+    assert_eq!(
+        kind(
+            &k.admin
+                .update_webhook(&who, w, rename("x"))
+                .await
+                .unwrap_err()
+        ),
+        "forbidden",
+        "a viewer's link reads only"
+    );
+    portal::end(db, &session).await.unwrap();
+    assert_eq!(portal::session(db, &session).await.unwrap(), None);
+}

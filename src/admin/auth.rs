@@ -56,6 +56,41 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// A Plausible API key as its row has it.
+struct ApiKey {
+    id: i64,
+    user_id: i64,
+    /// The key's team, when it is bound to one (newer Plausible).
+    team_id: Option<i64>,
+}
+
+/// The current key `key` in Plausible's `api_keys` (by its hash), if any.
+async fn lookup(
+    pool: &deadpool_postgres::Pool,
+    secret_key_base: &str,
+    key: &str,
+) -> anyhow::Result<Option<ApiKey>> {
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to check an API key: {e}"))?;
+    // `team_id` exists only in newer Plausible schemas: read it through
+    // to_jsonb so the query works on both.
+    let row = db
+        .query_opt(
+            "SELECT k.id, k.user_id, (to_jsonb(k) ->> 'team_id')::bigint
+             FROM api_keys k WHERE k.key_hash = $1",
+            &[&plausible_key_hash(secret_key_base, key)],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
+    Ok(row.map(|r| ApiKey {
+        id: r.get(0),
+        user_id: r.get(1),
+        team_id: r.get(2),
+    }))
+}
+
 /// Plausible's `api_keys.key_hash` of `key`.
 pub fn plausible_key_hash(secret_key_base: &str, key: &str) -> String {
     hex::encode(sha256(&[secret_key_base.as_bytes(), key.as_bytes()]))
@@ -121,23 +156,8 @@ impl Authenticator {
         let Some(skb) = &self.secret_key_base else {
             return Ok(Err(AuthError::Unknown));
         };
-        let hash = plausible_key_hash(&skb.0, token);
-        let db = pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("connecting to check an API key: {e}"))?;
-        // `team_id` exists only in newer Plausible schemas: read it through
-        // to_jsonb so the query works on both.
-        let row = db
-            .query_opt(
-                "SELECT k.user_id, (to_jsonb(k) ->> 'team_id')::bigint
-                 FROM api_keys k WHERE k.key_hash = $1",
-                &[&hash],
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
-        Ok(match row {
-            Some(r) => Ok(Principal::api_key(r.get(0), r.get(1))),
+        Ok(match lookup(pool, &skb.0, token).await? {
+            Some(k) => Ok(Principal::api_key(k.user_id, k.team_id)),
             None => Err(AuthError::Unknown),
         })
     }
@@ -155,18 +175,7 @@ impl Authenticator {
         if key.is_empty() {
             return Ok(None);
         }
-        let db = pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("connecting to check an API key: {e}"))?;
-        let row = db
-            .query_opt(
-                "SELECT id FROM api_keys WHERE key_hash = $1",
-                &[&plausible_key_hash(&skb.0, key)],
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(lookup(pool, &skb.0, key).await?.map(|k| k.id))
     }
 }
 

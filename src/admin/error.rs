@@ -145,6 +145,24 @@ pub fn pool_error(e: deadpool_postgres::PoolError) -> OpError {
 }
 
 impl OpError {
+    /// The HTTP status of each kind of refusal, for both HTTP faces (the
+    /// API and the web page). As Plausible answers: 401 for a key not valid
+    /// on the site, 402 for a locked site.
+    pub fn http_status(&self) -> hyper::StatusCode {
+        use hyper::StatusCode as S;
+        match self {
+            OpError::Invalid(_) => S::UNPROCESSABLE_ENTITY,
+            OpError::NotFound(_) => S::NOT_FOUND,
+            OpError::Forbidden(_) => S::FORBIDDEN,
+            OpError::Refused(Refusal::LegacyKeyOnTeamSite) => S::UNAUTHORIZED,
+            OpError::Refused(Refusal::SiteLocked) => S::PAYMENT_REQUIRED,
+            OpError::Conflict(_) => S::CONFLICT,
+            OpError::Busy { .. } => S::TOO_MANY_REQUESTS,
+            OpError::Unavailable(_) => S::SERVICE_UNAVAILABLE,
+            OpError::Internal(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// The stable `code`: the rule broken, or what kind of refusal it is.
     pub fn code(&self) -> &'static str {
         match self {

@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::StatusCode;
 
 use super::reply::json;
-use crate::admin::error::{ErrorBody, OpError, Refusal};
+use crate::admin::error::{ErrorBody, OpError};
 use crate::admin::inputs::InputError;
 
 /// An answer that is not a success.
@@ -53,21 +53,10 @@ impl ApiError {
     }
 }
 
-/// The status of each kind of refusal, decided here once.
+/// The refusal with its status (`OpError::http_status`, shared with the page).
 impl From<OpError> for ApiError {
     fn from(e: OpError) -> ApiError {
-        let status = match &e {
-            OpError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            OpError::NotFound(_) => StatusCode::NOT_FOUND,
-            OpError::Forbidden(_) => StatusCode::FORBIDDEN,
-            // As Plausible answers: 401 for a key not valid on the site, 402 for a locked site.
-            OpError::Refused(Refusal::LegacyKeyOnTeamSite) => StatusCode::UNAUTHORIZED,
-            OpError::Refused(Refusal::SiteLocked) => StatusCode::PAYMENT_REQUIRED,
-            OpError::Conflict(_) => StatusCode::CONFLICT,
-            OpError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = e.http_status();
         let retry_after = match &e {
             OpError::Busy { retry_after, .. } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)

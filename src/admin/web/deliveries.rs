@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::WebError;
 use super::view::{html, options, AttemptRow, DeliveryPage, DeliveryRow, LogPage, ReplayPage};
-use super::visitor::{web, Posted, Visitor};
+use super::visitor::{id_of, web, Action, Visitor};
 use super::webhooks::see_other;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{from_query, DeliveryQuery, InputError, ReplayInput, RetryInput};
@@ -17,10 +17,6 @@ use crate::admin::ops::DeliveryRef;
 use crate::admin::state::Shared;
 
 type Page = Result<Response, WebError>;
-
-fn id_of(raw: &str) -> Result<Uuid, WebError> {
-    Uuid::parse_str(raw).map_err(|_| WebError::Op(crate::admin::access::no_webhook(raw)))
-}
 
 fn delivery_of(webhook: Uuid, raw: &str) -> Result<DeliveryRef, WebError> {
     let id = Uuid::parse_str(raw).map_err(|_| {
@@ -134,12 +130,9 @@ pub async fn show(
 
 pub async fn retry(
     State(s): State<Shared>,
-    v: Visitor,
     Path((id, delivery)): Path<(String, String)>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
-    let web = web(&s)?;
-    posted.checked(web, &v)?;
     let d = delivery_of(id_of(&id)?, &delivery)?;
     let input: RetryInput = posted.parse(&[], &[])?;
     let r = s.admin.retry_delivery(&v.who, d, input).await?;
@@ -194,12 +187,10 @@ pub async fn replay_preview(
 
 pub async fn replay(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let mut r: ReplayInput = posted.parse(&[], &[])?;
     r.dry_run = false;

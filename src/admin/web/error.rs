@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::StatusCode;
 
 use super::view::{html, Chrome, ErrorPage, Layout, SignedOutPage};
-use crate::admin::error::{OpError, Refusal};
+use crate::admin::error::OpError;
 
 #[derive(Debug)]
 pub enum WebError {
@@ -56,17 +56,7 @@ impl WebError {
             WebError::Forged => StatusCode::FORBIDDEN,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            WebError::Op(e) => match e {
-                OpError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                OpError::NotFound(_) => StatusCode::NOT_FOUND,
-                OpError::Forbidden(_) => StatusCode::FORBIDDEN,
-                OpError::Refused(Refusal::LegacyKeyOnTeamSite) => StatusCode::UNAUTHORIZED,
-                OpError::Refused(Refusal::SiteLocked) => StatusCode::PAYMENT_REQUIRED,
-                OpError::Conflict(_) => StatusCode::CONFLICT,
-                OpError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-                OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            WebError::Op(e) => e.http_status(),
         }
     }
 

@@ -12,7 +12,7 @@ use hyper::{HeaderMap, StatusCode};
 use super::error::WebError;
 use super::setup::{Web, SESSION_COOKIE};
 use super::view::{html, Layout, LinkPage, SignedOutPage};
-use super::visitor::{client_addr, page_session, web, Posted, Visitor};
+use super::visitor::{client_addr, page_session, web, Action, Posted};
 use super::webhooks::see_other;
 use crate::admin::portal;
 use crate::admin::state::Shared;
@@ -103,9 +103,8 @@ pub async fn with_key(State(s): State<Shared>, parts: Parts, posted: Posted) -> 
 }
 
 /// Ends the page's own session (a Plausible session ends in Plausible).
-pub async fn sign_out(State(s): State<Shared>, v: Visitor, parts: Parts, posted: Posted) -> Page {
+pub async fn sign_out(State(s): State<Shared>, parts: Parts, _: Action) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     if let Some(token) = page_session(&parts.headers) {
         let db = s
             .admin

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 
 use super::error::WebError;
 use super::view::{html, HomePage, LinkShown, SitePage, WebhookRow};
-use super::visitor::{web, Posted, Visitor};
+use super::visitor::{web, Action, Visitor};
 use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{NewPortalLink, SiteRef, WebhookQuery};
@@ -74,12 +74,9 @@ pub async fn site(State(s): State<Shared>, v: Visitor, Path(site): Path<String>)
 /// Hands out a portal link to the site; the page shows it once.
 pub async fn mint_link(
     State(s): State<Shared>,
-    v: Visitor,
     Path(site): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
-    let web = web(&s)?;
-    posted.checked(web, &v)?;
     let site = SiteRef::new(&site);
     let input: NewPortalLink = posted.parse(&[], &[])?;
     let link = match s.admin.mint_portal_link(&v.who, &site, input).await {

@@ -515,7 +515,9 @@ pub struct WebhookPage {
     pub triggers: Vec<TriggerRow>,
     pub goals: Vec<GoalOption>,
     pub chart: Chart,
-    pub recent: Vec<DeliveryRow>,
+    /// The recent deliveries.
+    pub rows: Vec<DeliveryRow>,
+    pub webhook_id: String,
     pub test: Option<TestShown>,
     pub notice: Option<String>,
     pub trigger_errors: Vec<(String, String)>,

@@ -133,6 +133,30 @@ impl FromRequestParts<Shared> for Visitor {
     }
 }
 
+/// A form a signed-in visitor posted from the page: its CSRF token and
+/// origin checked before the handler sees it.
+pub struct Action {
+    pub v: Visitor,
+    pub form: Posted,
+}
+
+impl FromRequest<Shared> for Action {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, state: &Shared) -> Result<Self, WebError> {
+        let (mut parts, body) = req.into_parts();
+        let v = Visitor::from_request_parts(&mut parts, state).await?;
+        let form = Posted::from_request(Request::from_parts(parts, body), state).await?;
+        form.checked(web(state)?, &v)?;
+        Ok(Action { v, form })
+    }
+}
+
+/// A webhook id from the path: one that is not an id is not found.
+pub fn id_of(raw: &str) -> Result<uuid::Uuid, WebError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| WebError::Op(crate::admin::access::no_webhook(raw)))
+}
+
 /// The client's address (the listener's peer: behind a proxy, the proxy).
 pub fn client_addr(parts: &Parts) -> IpAddr {
     parts

@@ -17,7 +17,7 @@ use super::view::{
     goal_options, html, secs, when, when_opt, Chart, DeliveryRow, FormPage, FormValues, SecretPage,
     TestShown, TriggerRow, WebhookPage,
 };
-use super::visitor::{web, Posted, Visitor};
+use super::visitor::{id_of, web, Action, Posted, Visitor};
 use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{
@@ -27,11 +27,6 @@ use crate::admin::ops::{TestResult, WebhookView};
 use crate::admin::state::Shared;
 
 type Page = Result<Response, WebError>;
-
-/// A webhook id from the path: one that is not an id is not found.
-fn id_of(raw: &str) -> Result<Uuid, WebError> {
-    Uuid::parse_str(raw).map_err(|_| WebError::Op(crate::admin::access::no_webhook(raw)))
-}
 
 /// 303 to `to`: after a change, the page is loaded anew (a reload does not
 /// post again).
@@ -121,7 +116,8 @@ async fn webhook_page(
             triggers: detail.triggers.iter().map(TriggerRow::from).collect(),
             goals: goal_options(&goals, ""),
             chart: Chart::new(&stats.hours),
-            recent: recent.deliveries.iter().map(DeliveryRow::from).collect(),
+            rows: recent.deliveries.iter().map(DeliveryRow::from).collect(),
+            webhook_id: w.id.to_string(),
             test: test.as_ref().map(TestShown::from),
             notice: done.and_then(notice).map(str::to_string),
             trigger_errors,
@@ -272,12 +268,10 @@ pub async fn new_form(State(s): State<Shared>, v: Visitor, Path(site): Path<Stri
 
 pub async fn create(
     State(s): State<Shared>,
-    v: Visitor,
     Path(site): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let site = SiteRef::new(&site);
     let mut n: NewWebhook = posted.parse(TRIGGER_FIELDS, &[])?;
     n.site_id = Some(site.clone());
@@ -369,12 +363,10 @@ const DEFAULTABLE: &[&str] = &[
 
 pub async fn update(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let c: WebhookChanges = posted.parse(&[], DEFAULTABLE)?;
     match s.admin.update_webhook(&v.who, id, c).await {
@@ -406,12 +398,9 @@ pub async fn update(
 /// Sends a test event now; the page shows what came of it.
 pub async fn test(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, .. }: Action,
 ) -> Page {
-    let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let r = s.admin.send_test(&v.who, id).await?;
     webhook_page(&s, &v, id, Some(r), None, Vec::new()).await
@@ -420,12 +409,10 @@ pub async fn test(
 /// Enable, disable, delete or restore.
 pub async fn state(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let who = &v.who;
     let done = match posted.get("to").unwrap_or("") {
@@ -452,12 +439,10 @@ pub async fn state(
 
 pub async fn rotate(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let r: RotateSecret = posted.parse(&[], &[])?;
     let name = s.admin.show_webhook(&v.who, id).await?.webhook.name;
@@ -479,12 +464,10 @@ pub async fn rotate(
 
 pub async fn add_trigger(
     State(s): State<Shared>,
-    v: Visitor,
     Path(id): Path<String>,
-    posted: Posted,
+    Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let id = id_of(&id)?;
     let t: NewTrigger = posted.parse(&[], &[])?;
     match s.admin.add_trigger(&v.who, id, t).await {
@@ -501,12 +484,10 @@ pub async fn add_trigger(
 
 pub async fn remove_trigger(
     State(s): State<Shared>,
-    v: Visitor,
     Path((id, trigger)): Path<(String, String)>,
-    posted: Posted,
+    Action { v, .. }: Action,
 ) -> Page {
     let web = web(&s)?;
-    posted.checked(web, &v)?;
     let webhook = id_of(&id)?;
     let t = Uuid::parse_str(&trigger).map_err(|_| {
         WebError::Op(OpError::NotFound(format!(
