@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::WebError;
 use super::view::{html, options, AttemptRow, DeliveryPage, DeliveryRow, LogPage, ReplayPage};
-use super::visitor::{id_of, web, Action, Visitor};
+use super::visitor::{id_of, web, Action, Visitor, WebhookPath};
 use super::webhooks::see_other;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{from_query, DeliveryQuery, InputError, ReplayInput, RetryInput};
@@ -59,11 +59,10 @@ const SINCE: &[(&str, &str)] = &[
 pub async fn log(
     State(s): State<Shared>,
     v: Visitor,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     RawQuery(raw): RawQuery,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let q: DeliveryQuery = query(raw)?;
     let w = s.admin.show_webhook(&v.who, id).await?.webhook;
     let can_manage = v.manages(&s, w.plausible_site_id).await?;
@@ -152,11 +151,10 @@ pub async fn retry(
 pub async fn replay_preview(
     State(s): State<Shared>,
     v: Visitor,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     RawQuery(raw): RawQuery,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let mut r: ReplayInput = query(raw)?;
     r.dry_run = true;
     let since = r.since.clone().unwrap_or_default();
@@ -187,11 +185,10 @@ pub async fn replay_preview(
 
 pub async fn replay(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let mut r: ReplayInput = posted.parse(&[], &[])?;
     r.dry_run = false;
     s.admin.replay(&v.who, id, r).await?;

@@ -43,6 +43,23 @@ fn session_cookie(web: &Web, h: &HeaderMap, token: Option<&portal::Token>) -> He
     HeaderValue::from_str(&c).expect("a cookie of token characters")
 }
 
+/// A database connection, or the page saying the database is away.
+async fn conn(s: &Shared) -> Result<deadpool_postgres::Object, WebError> {
+    s.admin
+        .pool()
+        .get()
+        .await
+        .map_err(|_| WebError::Unavailable)
+}
+
+/// To the page's home, setting (or, with None, clearing) its session cookie.
+fn home_with_cookie(web: &Web, h: &HeaderMap, token: Option<&portal::Token>) -> Response {
+    let mut r = see_other(&format!("{}/", web.base));
+    r.headers_mut()
+        .insert(SET_COOKIE, session_cookie(web, h, token));
+    r
+}
+
 fn signed_out(web: &Web, status: StatusCode, error: Option<String>) -> Response {
     let chrome = web.chrome();
     html(
@@ -87,37 +104,17 @@ pub async fn with_key(State(s): State<Shared>, parts: Parts, posted: Posted) -> 
             Some("That is not a current Plausible API key. Copy it again from Plausible's account settings (API keys).".into()),
         ));
     };
-    let db = s
-        .admin
-        .pool()
-        .get()
-        .await
-        .map_err(|_| WebError::Unavailable)?;
-    let token = portal::start_with_key(&db, id, web.session_ttl).await?;
-    let mut r = see_other(&format!("{}/", web.base));
-    r.headers_mut().insert(
-        SET_COOKIE,
-        session_cookie(web, &parts.headers, Some(&token)),
-    );
-    Ok(r)
+    let token = portal::start_with_key(&**conn(&s).await?, id, web.session_ttl).await?;
+    Ok(home_with_cookie(web, &parts.headers, Some(&token)))
 }
 
 /// Ends the page's own session (a Plausible session ends in Plausible).
 pub async fn sign_out(State(s): State<Shared>, parts: Parts, _: Action) -> Page {
     let web = web(&s)?;
     if let Some(token) = page_session(&parts.headers) {
-        let db = s
-            .admin
-            .pool()
-            .get()
-            .await
-            .map_err(|_| WebError::Unavailable)?;
-        portal::end(&db, &token).await?;
+        portal::end(&**conn(&s).await?, &token).await?;
     }
-    let mut r = see_other(&format!("{}/", web.base));
-    r.headers_mut()
-        .insert(SET_COOKIE, session_cookie(web, &parts.headers, None));
-    Ok(r)
+    Ok(home_with_cookie(web, &parts.headers, None))
 }
 
 /// A portal link, opened: it signs in once. The page that follows is

@@ -157,6 +157,25 @@ pub fn id_of(raw: &str) -> Result<uuid::Uuid, WebError> {
     uuid::Uuid::parse_str(raw).map_err(|_| WebError::Op(crate::admin::access::no_webhook(raw)))
 }
 
+/// The webhook of the path (`{id}`).
+pub struct WebhookPath(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for WebhookPath {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, WebError> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, s)
+            .await
+            .map_err(|_| WebError::BadRequest("no webhook in the path".into()))?;
+        let raw = params
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        id_of(&raw).map(WebhookPath)
+    }
+}
+
 /// The client's address (the listener's peer: behind a proxy, the proxy).
 pub fn client_addr(parts: &Parts) -> IpAddr {
     parts

@@ -17,7 +17,7 @@ use super::view::{
     goal_options, html, secs, when, when_opt, Chart, DeliveryRow, FormPage, FormValues, SecretPage,
     TestShown, TriggerRow, WebhookPage,
 };
-use super::visitor::{id_of, web, Action, Posted, Visitor};
+use super::visitor::{id_of, web, Action, Posted, Visitor, WebhookPath};
 use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{
@@ -137,11 +137,11 @@ async fn webhook_page(
 pub async fn show(
     State(s): State<Shared>,
     v: Visitor,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     RawQuery(raw): RawQuery,
 ) -> Page {
     let done = done_of(raw);
-    webhook_page(&s, &v, id_of(&id)?, None, done.as_deref(), Vec::new()).await
+    webhook_page(&s, &v, id, None, done.as_deref(), Vec::new()).await
 }
 
 /// The form's refusals, field by field.
@@ -337,21 +337,28 @@ fn values_from(w: &WebhookView) -> FormValues {
     }
 }
 
-pub async fn edit_form(State(s): State<Shared>, v: Visitor, Path(id): Path<String>) -> Page {
-    let web = web(&s)?;
-    let w = s.admin.show_webhook(&v.who, id_of(&id)?).await?.webhook;
+/// The edit form of webhook `id`, showing `values` (its own when None)
+/// and `errors`.
+async fn edit_page(
+    s: &Shared,
+    v: &Visitor,
+    id: Uuid,
+    values: Option<FormValues>,
+    errors: Vec<(String, String)>,
+) -> Page {
+    let web = web(s)?;
+    let w = s.admin.show_webhook(&v.who, id).await?.webhook;
     let site = SiteRef::new(&w.plausible_site_id.to_string());
-    form_page(
-        &s,
-        web,
-        &v,
-        &site,
-        Some(&w),
-        values_from(&w),
-        Vec::new(),
-        StatusCode::OK,
-    )
-    .await
+    let status = match errors.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let values = values.unwrap_or_else(|| values_from(&w));
+    form_page(s, web, v, &site, Some(&w), values, errors, status).await
+}
+
+pub async fn edit_form(State(s): State<Shared>, v: Visitor, WebhookPath(id): WebhookPath) -> Page {
+    edit_page(&s, &v, id, None, Vec::new()).await
 }
 
 /// Settings a blank field puts back to the daemon's default.
@@ -363,11 +370,10 @@ const DEFAULTABLE: &[&str] = &[
 
 pub async fn update(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let c: WebhookChanges = posted.parse(&[], DEFAULTABLE)?;
     match s.admin.update_webhook(&v.who, id, c).await {
         Ok(w) => Ok(see_other(&format!(
@@ -375,21 +381,7 @@ pub async fn update(
             web.base, w.id
         ))),
         Err(e) => match field_errors(&e) {
-            Some(errors) => {
-                let w = s.admin.show_webhook(&v.who, id).await?.webhook;
-                let site = SiteRef::new(&w.plausible_site_id.to_string());
-                form_page(
-                    &s,
-                    web,
-                    &v,
-                    &site,
-                    Some(&w),
-                    values_of(&posted),
-                    errors,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                )
-                .await
-            }
+            Some(errors) => edit_page(&s, &v, id, Some(values_of(&posted)), errors).await,
             None => Err(e.into()),
         },
     }
@@ -398,10 +390,9 @@ pub async fn update(
 /// Sends a test event now; the page shows what came of it.
 pub async fn test(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, .. }: Action,
 ) -> Page {
-    let id = id_of(&id)?;
     let r = s.admin.send_test(&v.who, id).await?;
     webhook_page(&s, &v, id, Some(r), None, Vec::new()).await
 }
@@ -409,11 +400,10 @@ pub async fn test(
 /// Enable, disable, delete or restore.
 pub async fn state(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let who = &v.who;
     let done = match posted.get("to").unwrap_or("") {
         "enable" => s.admin.enable_webhook(who, id).await.map(|_| "enabled"),
@@ -439,11 +429,10 @@ pub async fn state(
 
 pub async fn rotate(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let r: RotateSecret = posted.parse(&[], &[])?;
     let name = s.admin.show_webhook(&v.who, id).await?.webhook.name;
     let r = s.admin.rotate_secret(&v.who, id, r).await?;
@@ -464,11 +453,10 @@ pub async fn rotate(
 
 pub async fn add_trigger(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    WebhookPath(id): WebhookPath,
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let id = id_of(&id)?;
     let t: NewTrigger = posted.parse(&[], &[])?;
     match s.admin.add_trigger(&v.who, id, t).await {
         Ok(_) => Ok(see_other(&format!(
