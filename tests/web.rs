@@ -784,3 +784,72 @@ async fn an_api_key_or_a_portal_link_signs_in_where_plausibles_session_is_not() 
         .unwrap();
     assert_eq!(a.status, 200);
 }
+
+/// The `Set-Cookie` a sign-in with an API key answers with, sent as if
+/// through a proxy that says the browser came `over` this scheme.
+async fn sign_in_cookie(k: &Kit, key: &str, over: &str) -> String {
+    use http_body_util::Full;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let req = hyper::Request::post(format!("{}/signin", k.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-proto", over)
+        .body(Full::new(bytes::Bytes::from(format!("api_key={key}"))))
+        .unwrap();
+    let r = client.request(req).await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    r.headers()["set-cookie"].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_own_session_cookie_is_http_only_strict_on_its_path_and_secure_over_tls() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+    k.env
+        .db
+        .execute(
+            "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+             VALUES ($1, $2, 'k', 'key-', $3, '{stats:read:*}', now(), now())",
+            &[&owner, &k.team, &plausible_key_hash(SKB, &key)],
+        )
+        .await
+        .unwrap();
+    let plain = sign_in_cookie(&k, &key, "http").await;
+    let tls = sign_in_cookie(&k, &key, "https").await;
+    for c in [&plain, &tls] {
+        assert!(c.starts_with("plausible_webhooks_session="), "{c}");
+        for attr in [
+            "Path=/webhooks",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=43200",
+        ] {
+            assert!(c.contains(attr), "{attr} in {c}");
+        }
+    }
+    assert!(!plain.contains("Secure"), "{plain}");
+    assert!(tls.ends_with("; Secure"), "{tls}");
+    // The database keeps the session's hash, never the cookie's value.
+    let token = plain
+        .split(';')
+        .next()
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let stored: i64 = k
+        .one(
+            "SELECT count(*) FROM webhook_portal_sessions WHERE position($1::bytea IN token_sha256) > 0",
+            &[&token.as_bytes()],
+        )
+        .await;
+    assert_eq!(stored, 0);
+    assert_eq!(
+        k.env
+            .count("SELECT count(*) FROM webhook_portal_sessions")
+            .await,
+        2
+    );
+}
