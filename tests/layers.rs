@@ -38,10 +38,10 @@ const ADMIN_LAYERS: &[&[&str]] = &[
         "plausible_session",
         "portal",
     ],
-    &["core"],
+    &["core", "web_setup"],
     &["ops"],
     &["state"],
-    &["api", "metrics", "cli"],
+    &["api", "metrics", "cli", "web"],
     &["health"],
     &["http"],
 ];

@@ -28,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::error::ApiError;
 use super::api::reply::json;
 use super::state::{AdminState, Peer, Shared};
-use super::web::setup::Chrome;
+use super::web_setup::Chrome;
 use crate::config::Config;
 
 /// A client must send its request head within this (slow clients hold a connection).

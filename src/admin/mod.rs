@@ -9,7 +9,8 @@
 //!   share) and `ops` (the operations, `core::Admin`'s methods).
 //! - Who is calling, beside `auth`: `plausible_session` (Plausible's own
 //!   browser session, verified as Plausible does) and `portal` (the web
-//!   page's own sessions and the links that start them).
+//!   page's own sessions and the links that start them); `web_setup`, what
+//!   the web page is given from the configuration.
 //! - The faces, which only parse, call and render: `cli`; the HTTP listener
 //!   (`http`) with `health`, `metrics`, the REST `api`, the `web` page, and
 //!   the request bounds every HTTP face reads bodies within (`body`).
@@ -36,3 +37,4 @@ pub mod test_sender;
 pub mod test_slots;
 pub mod validate;
 pub mod web;
+pub mod web_setup;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::auth::Authenticator;
 use super::core::Admin;
 use super::test_sender::TestSender;
-use super::web::setup::Web;
+use super::web_setup::Web;
 use crate::config::Config;
 use crate::delivery::guard::AddressGuard;
 use crate::triggers::source::SourceStatus;

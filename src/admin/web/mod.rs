@@ -20,7 +20,6 @@
 pub mod assets;
 pub mod deliveries;
 pub mod error;
-pub mod setup;
 pub mod signin;
 pub mod sites;
 pub mod view;

@@ -10,12 +10,12 @@ use hyper::http::request::Parts;
 use hyper::{HeaderMap, StatusCode};
 
 use super::error::WebError;
-use super::setup::{Web, SESSION_COOKIE};
 use super::view::{html, Layout, LinkPage, SignedOutPage};
 use super::visitor::{client_addr, page_session, web, Action, Posted};
 use super::webhooks::see_other;
 use crate::admin::portal;
 use crate::admin::state::Shared;
+use crate::admin::web_setup::{Web, SESSION_COOKIE};
 
 type Page = Result<Response, WebError>;
 

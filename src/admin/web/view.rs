@@ -17,7 +17,7 @@ use crate::admin::ops::{
 use crate::db::timestamp::rfc3339_seconds;
 use crate::triggers::TriggerType;
 
-pub use super::setup::Chrome;
+pub use crate::admin::web_setup::Chrome;
 
 /// The frame of a page: its title, who is signed in, their CSRF token.
 #[derive(Debug, Clone)]

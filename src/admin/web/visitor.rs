@@ -14,13 +14,13 @@ use hyper::HeaderMap;
 use serde::de::DeserializeOwned;
 
 use super::error::WebError;
-use super::setup::{Web, SESSION_COOKIE};
 use super::view::Layout;
 use crate::admin::access::Principal;
 use crate::admin::body;
 use crate::admin::inputs::{from_form, InputError};
 use crate::admin::state::{Peer, Shared};
 use crate::admin::validate::Rule;
+use crate::admin::web_setup::{Web, SESSION_COOKIE};
 use crate::admin::{plausible_session, portal};
 
 /// How the visitor signed in.

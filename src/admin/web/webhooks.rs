@@ -12,7 +12,6 @@ use hyper::StatusCode;
 use uuid::Uuid;
 
 use super::error::WebError;
-use super::setup::Web;
 use super::view::{
     goal_options, html, secs, when, when_opt, Chart, DeliveryRow, FormPage, FormValues, SecretPage,
     TestShown, TriggerRow, WebhookPage,
@@ -25,6 +24,7 @@ use crate::admin::inputs::{
 };
 use crate::admin::ops::{TestResult, WebhookView};
 use crate::admin::state::Shared;
+use crate::admin::web_setup::Web;
 
 type Page = Result<Response, WebError>;
 

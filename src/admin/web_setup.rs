@@ -1,4 +1,5 @@
-//! What the page needs beyond the core, built from the configuration: its
+//! What the web page (`super::web`) needs beyond the core, built from the
+//! configuration (and held by the listener's state, below the page): its
 //! base path, Plausible's cookie verifier, the key of its CSRF tokens, how
 //! long its own sign-ins last, and the bound on failed sign-ins.
 
