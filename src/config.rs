@@ -183,6 +183,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub triggers: TriggersConfig,
     pub plausible: PlausibleConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -674,7 +675,145 @@ pub struct PlausibleConfig {
     pub base_url: String,
 }
 
+/// Where the web page is served under the admin listener (what a reverse
+/// proxy beside Plausible forwards: `https://plausible.example.com/webhooks/`).
+pub const DEFAULT_WEB_BASE_PATH: &str = "/webhooks";
+/// Plausible CE's session cookie (since 2.1.3; 2.1.0–2.1.2 named it `_plausible_prod`).
+pub const PLAUSIBLE_SESSION_COOKIE: &str = "_plausible_key";
+/// Plausible's endpoint signing salt (since 2.1.0; a literal in its
+/// `lib/plausible_web/endpoint.ex`, not configurable there).
+pub const PLAUSIBLE_SIGNING_SALT: &str =
+    "I45i0SKHEku2f3tJh6y4v8gztrb/eG5KGCOe/o/AwFb7VHeuvDOn7AAq6KsdmOFM";
+/// How long the page's own sign-ins (an API key, a portal link) last.
+pub const DEFAULT_WEB_SESSION_HOURS: u32 = 12;
+pub const MAX_WEB_SESSION_HOURS: u32 = 720;
+
+/// The web page for site owners (docs/web.md): served by the admin listener
+/// under `base_path`, signed in with the Plausible session the browser
+/// already has (when the page is on Plausible's host), a Plausible API key,
+/// or a portal link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    pub enabled: bool,
+    /// The path the page is served under, e.g. "/webhooks" (no trailing slash).
+    pub base_path: String,
+    /// The page's public address up to the host (`https://plausible.example.com`),
+    /// for links to it (portal links, emails); empty: `plausible.base_url`.
+    pub public_url: String,
+    /// Plausible's session cookie: its name and signing salt (Plausible CE's by default).
+    pub session_cookie: String,
+    pub signing_salt: String,
+    /// How long a sign-in with an API key or a portal link lasts.
+    pub session_hours: u32,
+    /// Offer sign-in with a Plausible API key (for a page not on Plausible's host).
+    pub api_key_sign_in: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: false,
+            base_path: DEFAULT_WEB_BASE_PATH.into(),
+            public_url: String::new(),
+            session_cookie: PLAUSIBLE_SESSION_COOKIE.into(),
+            signing_salt: PLAUSIBLE_SIGNING_SALT.into(),
+            session_hours: DEFAULT_WEB_SESSION_HOURS,
+            api_key_sign_in: true,
+        }
+    }
+}
+
 impl Config {
+    /// Where the web page is, as links to it are written: `web.public_url`
+    /// (or `plausible.base_url`) and `web.base_path`; the path alone when
+    /// neither is set.
+    pub fn web_url(&self) -> String {
+        let origin = if self.web.public_url.trim().is_empty() {
+            self.plausible.base_url.trim()
+        } else {
+            self.web.public_url.trim()
+        };
+        format!("{}{}", origin.trim_end_matches('/'), self.web.base_path)
+    }
+
+    fn check_web(&self) -> Result<(), ConfigError> {
+        let w = &self.web;
+        let p = &w.base_path;
+        let path_ok = p.starts_with('/')
+            && !p.ends_with('/')
+            && p.len() > 1
+            && p.len() <= 100
+            && p[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+            });
+        if !path_ok {
+            return Err(bad(
+                "web.base_path",
+                format!("`{p}` is not a path like /webhooks (a leading slash, no trailing one, letters, digits, - _ . ~)"),
+            ));
+        }
+        if p == "/api"
+            || p.starts_with("/api/")
+            || ["/healthz", "/readyz", "/metrics"].contains(&p.as_str())
+        {
+            return Err(bad(
+                "web.base_path",
+                format!("`{p}` is the admin listener's own; choose another, e.g. /webhooks"),
+            ));
+        }
+        if !w.public_url.trim().is_empty() {
+            let ok = url::Url::parse(w.public_url.trim())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(bad(
+                    "web.public_url",
+                    "must be an http(s) URL like https://plausible.example.com",
+                ));
+            }
+        }
+        if !(1..=MAX_WEB_SESSION_HOURS).contains(&w.session_hours) {
+            return Err(bad(
+                "web.session_hours",
+                format!("must be between 1 and {MAX_WEB_SESSION_HOURS}"),
+            ));
+        }
+        if w.session_cookie.is_empty()
+            || !w
+                .session_cookie
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(bad(
+                "web.session_cookie",
+                "must be a cookie name (letters, digits, _ - .)",
+            ));
+        }
+        if !w.enabled {
+            return Ok(());
+        }
+        if self.admin.listen.trim().is_empty() {
+            return Err(bad(
+                "web.enabled",
+                "the page is served by the admin listener: set admin.listen too",
+            ));
+        }
+        match &self.admin.secret_key_base {
+            None => Err(bad(
+                "web.enabled",
+                "the page needs Plausible's SECRET_KEY_BASE (its session cookies, API keys and the page's own signatures): set SECRET_KEY_BASE or admin.secret_key_base_file",
+            )),
+            Some(Redacted(k)) if k.len() < 64 => Err(bad(
+                "web.enabled",
+                format!("SECRET_KEY_BASE is {} bytes; Plausible's session cookies need it at least 64 (as Plug requires)", k.len()),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Loads the file (if given, or the default path when it exists), applies
     /// environment overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -752,7 +891,21 @@ impl Config {
         Ok(cfg)
     }
 
+    /// One check per section; the first error found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_database()?;
+        self.check_delivery()?;
+        self.check_queue()?;
+        self.check_log()?;
+        self.check_admin()?;
+        self.check_analytics()?;
+        self.check_triggers()?;
+        self.check_plausible()?;
+        self.check_retention()?;
+        self.check_web()
+    }
+
+    fn check_database(&self) -> Result<(), ConfigError> {
         if self.database.url.trim().is_empty() {
             return Err(bad(
                 "database.url",
@@ -766,6 +919,10 @@ impl Config {
         if self.database.pool_size < 2 {
             return Err(bad("database.pool_size", "must be at least 2"));
         }
+        Ok(())
+    }
+
+    fn check_delivery(&self) -> Result<(), ConfigError> {
         let d = &self.delivery;
         if d.max_in_flight == 0 {
             return Err(bad("delivery.max_in_flight", "must be at least 1"));
@@ -837,6 +994,10 @@ impl Config {
             }
         }
         self.allow_nets()?;
+        Ok(())
+    }
+
+    fn check_queue(&self) -> Result<(), ConfigError> {
         let q = &self.queue;
         for (key, v) in [
             ("queue.poll_interval_ms", q.poll_interval_ms),
@@ -867,11 +1028,19 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn check_log(&self) -> Result<(), ConfigError> {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(bad("log.format", "must be \"text\" or \"json\""));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| bad("log.level", format!("is not a valid filter ({e})")))?;
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
         self.admin.listen_addr()?;
         for h in &self.admin.operator_token_sha256 {
             if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -882,18 +1051,10 @@ impl Config {
                 ));
             }
         }
-
-        self.validate_triggers()?;
-        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
-            return Err(bad(
-                "retention.days",
-                "retention days and prune_batch must be positive",
-            ));
-        }
         Ok(())
     }
 
-    fn validate_triggers(&self) -> Result<(), ConfigError> {
+    fn check_analytics(&self) -> Result<(), ConfigError> {
         let a = &self.analytics;
         if a.source != "postgres" && a.source != "clickhouse" {
             return Err(bad(
@@ -949,6 +1110,10 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check_triggers(&self) -> Result<(), ConfigError> {
         let t = &self.triggers;
         if !(1..=86_400).contains(&t.evaluation_interval_secs) {
             return Err(bad(
@@ -988,6 +1153,10 @@ impl Config {
                 "plus triggers.goal_lateness_secs must stay below retention.days",
             ));
         }
+        Ok(())
+    }
+
+    fn check_plausible(&self) -> Result<(), ConfigError> {
         let b = self.plausible.base_url.trim();
         if !b.is_empty() {
             match url::Url::parse(b) {
@@ -999,6 +1168,16 @@ impl Config {
                     ))
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn check_retention(&self) -> Result<(), ConfigError> {
+        if self.retention.days == 0 || self.retention.prune_batch <= 0 {
+            return Err(bad(
+                "retention.days",
+                "retention days and prune_batch must be positive",
+            ));
         }
         Ok(())
     }

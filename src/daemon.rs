@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::http::AdminServer;
-use crate::admin::ops::TestSender;
 use crate::admin::state::{AdminState, Handed, ADMIN_POOL_SIZE};
+use crate::admin::test_sender::TestSender;
 use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
 use crate::delivery::guard::{AddressGuard, Resolve};
 use crate::delivery::pipeline::Pipeline;
+use crate::delivery::worker::Worker;
 use crate::queue::admission::Admission;
 use crate::queue::claimer::{Claimer, Dispatch};
 use crate::queue::cleaner::{Cleaner, CleanerConfig};
@@ -76,15 +77,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Every service, built from `cfg` and started; the triggers' only when
+    /// they are enabled, after a first check of the analytics source.
     pub async fn start(cfg: Config, opts: StartOptions) -> Result<Daemon> {
-        let pool = db::engine_pool(&cfg.database)?;
-        {
-            let client = pool.get().await.with_context(|| {
-                "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
-            })?;
-            db::migrate::ensure_current(&client).await?;
-            db::settings::apply(&client, &cfg.delivery).await?;
-        }
+        let pool = open_database(&cfg).await?;
         let instance = opts
             .instance
             .clone()
@@ -98,87 +94,33 @@ impl Daemon {
             instance.clone(),
             Arc::new(AddressGuard::from_config(&cfg)?),
         );
-
-        let wake = Arc::new(Notify::new());
-        let listener = Listener::new(
-            ListenerConfig {
-                url: cfg.database.url.clone(),
-                check_interval: Duration::from_millis(cfg.queue.listener_check_interval_ms),
-            },
-            wake.clone(),
-        )?;
-        let listener_up = listener.connected();
-
-        let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
-        let completer = Completer::new(pipeline.completer.clone(), pool.clone(), rx, wake.clone())?;
-
         if let Some(r) = &opts.resolver {
             pipeline.client.resolver = r.clone();
         }
-        let worker = Arc::new(pipeline.worker(stop_services.clone())?);
 
-        let dispatch: Dispatch = {
-            let tracker = tracker.clone();
-            let abort_requests = abort_requests.clone();
-            Arc::new(move |job, permit| {
-                let worker = worker.clone();
-                let tx = tx.clone();
-                let abort = abort_requests.clone();
-                tracker.spawn(async move {
-                    tokio::select! {
-                        c = worker.deliver(&job) => {
-                            let (outcome, attempt) = c.metric();
-                            crate::metrics::delivery_completed(&job.event_type, outcome, attempt);
-                            let _ = tx.send((c, Some(permit))).await;
-                        }
-                        _ = abort.cancelled() => {}
-                    }
-                });
-            })
-        };
-        let admission = Admission::new(pipeline.admission.clone(), wake.clone())?;
+        let wake = Arc::new(Notify::new());
+        let listener = Listener::new(ListenerConfig::from_config(&cfg), wake.clone())?;
+        let listener_up = listener.connected();
+        let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
+        let completer = Completer::new(pipeline.completer.clone(), pool.clone(), rx, wake.clone())?;
+        let worker = Arc::new(pipeline.worker(stop_services.clone())?);
         let claimer = Claimer::new(
             pipeline.claimer.clone(),
             pool.clone(),
-            admission,
+            Admission::new(pipeline.admission.clone(), wake.clone())?,
             wake.clone(),
             listener_up.clone(),
-            dispatch,
+            dispatch(worker, tx, tracker.clone(), abort_requests.clone()),
         )?;
-        let rescuer = Rescuer::new(
-            RescuerConfig {
-                interval: Duration::from_millis(cfg.queue.rescue_interval_ms),
-                default_retries: cfg.delivery.retry_schedule_secs.len() as i32,
-            },
-            pool.clone(),
-            wake,
-        )?;
-        let cleaner = Cleaner::new(
-            CleanerConfig {
-                retention_days: cfg.retention.days as i32,
-                interval: Duration::from_secs(cfg.retention.prune_interval_secs),
-                batch: cfg.retention.prune_batch,
-            },
-            pool.clone(),
-        )?;
+        let rescuer = Rescuer::new(RescuerConfig::from_config(&cfg), pool.clone(), wake)?;
+        let cleaner = Cleaner::new(CleanerConfig::from_config(&cfg), pool.clone())?;
 
         let failed = CancellationToken::new();
+        let supervised = |name, task| supervise(name, task, failed.clone());
         let mut handles = vec![
-            supervise(
-                "listener",
-                listener.start(stop_services.clone()),
-                failed.clone(),
-            ),
-            supervise(
-                "rescuer",
-                rescuer.start(stop_services.clone()),
-                failed.clone(),
-            ),
-            supervise(
-                "cleaner",
-                cleaner.start(stop_services.clone()),
-                failed.clone(),
-            ),
+            supervised("listener", listener.start(stop_services.clone())),
+            supervised("rescuer", rescuer.start(stop_services.clone())),
+            supervised("cleaner", cleaner.start(stop_services.clone())),
         ];
         let mut analytics = None;
         if cfg.triggers.enabled {
@@ -188,32 +130,14 @@ impl Daemon {
             // /readyz, and the daemon runs on.
             let (checker, status) = SourceChecker::first(source).await;
             analytics = Some(status);
-            handles.push(supervise(
-                "source_checker",
-                checker.start(stop_services.clone()),
-                failed.clone(),
-            ));
-            handles.push(supervise(
-                "evaluator",
-                evaluator.start(stop_services.clone()),
-                failed.clone(),
-            ));
-            handles.push(supervise(
-                "goal_scanner",
-                scanner.start(stop_services.clone()),
-                failed.clone(),
-            ));
+            handles.extend([
+                supervised("source_checker", checker.start(stop_services.clone())),
+                supervised("evaluator", evaluator.start(stop_services.clone())),
+                supervised("goal_scanner", scanner.start(stop_services.clone())),
+            ]);
         }
-        let completer = supervise(
-            "completer",
-            completer.start(stop_completer_retries.clone()),
-            failed.clone(),
-        );
-        let claimer = supervise(
-            "claimer",
-            claimer.start(stop_services.clone()),
-            failed.clone(),
-        );
+        let completer = supervised("completer", completer.start(stop_completer_retries.clone()));
+        let claimer = supervised("claimer", claimer.start(stop_services.clone()));
         tracing::info!(instance = %instance, "plausible-webhooks started");
         Ok(Daemon {
             instance,
@@ -290,7 +214,7 @@ impl Daemon {
         match rescuer::release(
             &self.pool,
             Some(&self.instance),
-            self.cfg.delivery.retry_schedule_secs.len() as i32,
+            rescuer::default_retries(&self.cfg),
             rescuer::RELEASED_AT_SHUTDOWN,
         )
         .await
@@ -310,31 +234,57 @@ impl Daemon {
     }
 }
 
+/// The pool, once the schema is current and the database's settings are
+/// applied: no service starts against an older schema.
+async fn open_database(cfg: &Config) -> Result<Pool> {
+    let pool = db::engine_pool(&cfg.database)?;
+    let client = pool.get().await.with_context(|| {
+        "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
+    })?;
+    db::migrate::ensure_current(&client).await?;
+    db::settings::apply(&client, &cfg.delivery).await?;
+    Ok(pool)
+}
+
+/// Runs each claimed delivery in a task of its own (tracked, so shutdown
+/// waits for it) and sends its completion, with the slot it holds, to the
+/// completer; `abort` drops one still in flight after the grace period.
+fn dispatch(
+    worker: Arc<Worker>,
+    tx: tokio::sync::mpsc::Sender<completer::Done>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+) -> Dispatch {
+    Arc::new(move |job, permit| {
+        let worker = worker.clone();
+        let tx = tx.clone();
+        let abort = abort.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                c = worker.deliver(&job) => {
+                    let (outcome, attempt) = c.metric();
+                    crate::metrics::delivery_completed(&job.event_type, outcome, attempt);
+                    let _ = tx.send((c, Some(permit))).await;
+                }
+                _ = abort.cancelled() => {}
+            }
+        });
+    })
+}
+
 /// The spike/drop evaluator and the goal scanner, sharing one analytics source.
 pub fn trigger_services(
     cfg: &Config,
     pool: &Pool,
 ) -> Result<(Evaluator, GoalScanner, Arc<AnalyticsSource>)> {
-    let t = &cfg.triggers;
     let source = Arc::new(AnalyticsSource::from_config(cfg)?);
     let evaluator = Evaluator::new(
-        EvaluatorConfig {
-            interval: Duration::from_secs(t.evaluation_interval_secs),
-            batch: t.evaluation_batch,
-            base_url: cfg.plausible.base_url.clone(),
-            before_commit: None,
-        },
+        EvaluatorConfig::from_config(cfg),
         pool.clone(),
         source.clone(),
     )?;
     let scanner = GoalScanner::new(
-        GoalScannerConfig {
-            interval: Duration::from_millis(t.goal_scan_interval_ms),
-            batch: t.evaluation_batch,
-            lateness: time::Duration::seconds(t.goal_lateness_secs as i64),
-            max_catchup: time::Duration::seconds(t.goal_max_catchup_secs as i64),
-            before_commit: None,
-        },
+        GoalScannerConfig::from_config(cfg),
         pool.clone(),
         source.clone(),
     )?;

@@ -1,15 +1,18 @@
 //! plausible-webhooks: webhooks for Plausible Analytics.
 //!
 //! The house follows the data. Layers, bottom first; a module imports only
-//! from layers below its own (`tests/layers.rs` checks this on every run):
+//! from layers below its own, and no file imports, through any chain of
+//! files, one that imports it (`tests/layers.rs` checks both on every run):
 //!
-//! 1. `metrics`, `logging`: the process-wide registry, log setup and how an
-//!    error is written in a log line; they import nothing of the crate, so
-//!    every layer may record into them.
+//! 1. `metrics`, `logging`, `https`: the process-wide registry, log setup
+//!    and how an error is written in a log line, and what the HTTPS clients
+//!    share (trusted certificates, User-Agent); they import nothing of the
+//!    crate, so every layer may use them.
 //!    `service`, above them: the periodic-service loop every layer's
 //!    services are built on.
 //! 2. `config`: the configuration file and environment, validated.
-//! 3. `db`: pool, migrations, settings, the LISTEN connection.
+//! 3. `db`: pool, migrations, settings, the LISTEN connection; reading rows
+//!    (columns by name, `Unreadable`) and timestamps (`rfc3339_seconds`).
 //! 4. `queue`: the delivery job (`Claimed`, `WebhookInfo`, `Completion`) and
 //!    the services over `webhook_deliveries`: admission, claim, complete,
 //!    rescue, prune; the lease holder's name.
@@ -31,6 +34,7 @@ pub mod db;
 pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod https;
 pub mod logging;
 pub mod metrics;
 pub mod queue;

@@ -143,7 +143,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     println!(
         "{}",
-        serde_json::to_string_pretty(&plausible_webhooks::admin::ops::ErrorBody::new(
+        serde_json::to_string_pretty(&plausible_webhooks::admin::error::ErrorBody::new(
             "usage", message, None
         ))
         .expect("serializable output")
@@ -290,5 +290,17 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of every command (names, groups, positionals),
+    /// which it otherwise makes only when a command is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -150,6 +150,17 @@ impl FailureLog {
                 self.work,
                 self.then
             );
+        } else {
+            // Each later failed run of an outage, at debug: as the claimer's
+            // "still fails", it shows the service goes on trying, and it is
+            // the event a test waits for to know that runs went by without a
+            // second warn line (tests/clickhouse.rs).
+            tracing::debug!(
+                error = crate::logging::error_line(e.as_ref()),
+                source = self.source.as_ref().map(tracing::field::display),
+                "{} still fails",
+                self.work
+            );
         }
     }
 

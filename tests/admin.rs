@@ -91,32 +91,19 @@ fn id(v: &Value) -> String {
     v["webhook"]["id"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manage_webhooks_and_triggers_with_every_refusal_named() {
-    let env = Env::new().await;
-    let other_site = plausible_webhooks::testkit::create_site(&env.db, "other.example")
-        .await
-        .unwrap();
-    let goal: i64 = env
-        .db
-        .query_one(
-            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Signup', 'Signup', now(), now()) RETURNING id",
-            &[&env.site_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    env.db
-        .execute(
-            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Other', 'Other', now(), now())",
-            &[&other_site],
-        )
-        .await
-        .unwrap();
+/// `refused` for each case: `prefix`, then the case's own arguments.
+async fn refused_each(env: &Env, prefix: &[&str], cases: &[(&[&str], &str, &str)]) {
+    for (extra, field, rule) in cases {
+        refused(env, &[prefix, extra].concat(), field, rule).await;
+    }
+}
 
-    // Create: a generated whsec_ secret, printed once; triggers in the same step.
+/// The webhook most tests below start from: on example.com, named
+/// "Receiver", with a header, a goal trigger and a retry schedule of its
+/// own. Returns `create`'s JSON and the webhook's id.
+async fn receiver_webhook(env: &Env) -> (Value, String) {
     let c = create(
-        &env,
+        env,
         "https://hooks.example.net/a?token=1",
         &[
             "--header",
@@ -129,6 +116,67 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     )
     .await;
     let wh = id(&c);
+    (c, wh)
+}
+
+/// A second webhook on example.com, "Second", without triggers.
+async fn second_webhook(env: &Env) -> String {
+    id(&create(env, "https://hooks.example.net/b", &["--name", "Second"]).await)
+}
+
+/// The secret stored for webhook `wh`.
+async fn stored_secret(env: &Env, wh: &str) -> String {
+    env.db
+        .query_one(
+            "SELECT secret FROM webhooks WHERE id = $1::text::uuid",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// How many webhooks `list <args>` shows.
+async fn listed(env: &Env, args: &[&str]) -> usize {
+    json(env, &[&["list"][..], args].concat()).await["webhooks"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// The goal "Signup" of example.com; returns its id.
+async fn signup_goal(env: &Env) -> i64 {
+    env.db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Signup', 'Signup', now(), now()) RETURNING id",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Another site, other.example, with a goal "Other" of its own.
+async fn other_site(env: &Env) {
+    let other_site = plausible_webhooks::testkit::create_site(&env.db, "other.example")
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Other', 'Other', now(), now())",
+            &[&other_site],
+        )
+        .await
+        .unwrap();
+}
+
+/// Create: a generated whsec_ secret, printed once and stored; triggers and
+/// settings in the same step; `show` names a header but never its value,
+/// nor the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_generates_a_secret_printed_once_and_sets_triggers_in_the_same_step() {
+    let env = Env::new().await;
+    let (c, wh) = receiver_webhook(&env).await;
     let secret = c["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_") && c["secret_generated"] == true);
     assert_eq!(
@@ -144,17 +192,25 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         serde_json::json!([10, 60])
     );
     assert_eq!(c["triggers"][0]["trigger_type"], "goal_completion");
-    let stored: String = env
-        .db
-        .query_one(
-            "SELECT secret FROM webhooks WHERE id = $1::text::uuid",
-            &[&wh],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, secret);
-    // The human output shows the secret once, and never the header's value.
+    assert_eq!(stored_secret(&env, &wh).await, secret);
+    let o = pw(&env, &["show", &wh[..8]]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Authorization") && !text(&o).contains("t0ken"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains(secret),
+        "show must never print the secret"
+    );
+}
+
+/// A secret the operator gave is not printed back (issue 15 point 8); a
+/// site may be named by its number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_operator_gives_is_not_printed_back() {
+    let env = Env::new().await;
     let o = pw(
         &env,
         &[
@@ -171,131 +227,121 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));
-    // A secret the operator gave is not printed back (issue 15 point 8).
     assert!(
         !text(&o).contains(&"s".repeat(40))
             && text(&o).contains("secret: the one given (not shown)"),
         "{}",
         text(&o)
     );
-    let o = pw(&env, &["show", &wh[..8]]).await;
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("Authorization") && !text(&o).contains("t0ken"),
-        "{}",
-        text(&o)
-    );
-    assert!(
-        !text(&o).contains(secret),
-        "show must never print the secret"
-    );
+}
 
-    // Every refusal names the field and the rule, and creates nothing.
+/// Every refusal names the field and the rule, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_create_refusal_names_the_field_and_the_rule_and_creates_nothing() {
+    let env = Env::new().await;
     let before = env.count("SELECT count(*) FROM webhooks").await;
     let base = ["create", "--site", "example.com", "--name", "x"];
-    for (extra, field, rule) in [
-        (
-            vec!["--url", "http://hooks.example.net/"],
-            "url",
-            "https_required",
-        ),
-        (
-            vec!["--url", "https://u:p@hooks.example.net/"],
-            "url",
-            "userinfo",
-        ),
-        (vec!["--url", "https://10.0.0.1/"], "url", "non_public_host"),
-        (
-            vec!["--url", "https://[fd00::1]/"],
-            "url",
-            "non_public_host",
-        ),
-        (vec!["--url", "not a url"], "url", "syntax"),
-        (
-            vec!["--url", "https://h.example.net/", "--secret", "short"],
-            "secret",
-            "too_short",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--header",
-                "Content-Type=text/plain",
-            ],
-            "headers.Content-Type",
-            "reserved",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--header",
-                "webhook-signature=x",
-            ],
-            "headers.webhook-signature",
-            "reserved",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--header",
-                "X-Bad Name=1",
-            ],
-            "headers.X-Bad Name",
-            "syntax",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--header",
-                "X-Ok=caf\u{e9}",
-            ],
-            "headers.X-Ok",
-            "encoding",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--retry-schedule",
-                "1m,2d",
-            ],
-            "retry_schedule_secs",
-            "out_of_range",
-        ),
-        (
-            vec![
-                "--url",
-                "https://h.example.net/",
-                "--retry-schedule",
-                &"1s,".repeat(11)[..32],
-            ],
-            "retry_schedule_secs",
-            "too_many",
-        ),
-        (
-            vec!["--url", "https://h.example.net/", "--max-concurrency", "0"],
-            "max_concurrency",
-            "out_of_range",
-        ),
-        (
-            vec!["--url", "https://h.example.net/", "--rate-limit", "0"],
-            "rate_limit_per_sec",
-            "out_of_range",
-        ),
-        (
-            vec!["--url", "https://h.example.net/", "--trigger", "sometimes"],
-            "type",
-            "syntax",
-        ),
-    ] {
-        let mut a = base.to_vec();
-        a.extend(extra.iter().copied());
-        refused(&env, &a, field, rule).await;
-    }
+    let retries = "1s,".repeat(11);
+    refused_each(
+        &env,
+        &base,
+        &[
+            (
+                &["--url", "http://hooks.example.net/"],
+                "url",
+                "https_required",
+            ),
+            (
+                &["--url", "https://u:p@hooks.example.net/"],
+                "url",
+                "userinfo",
+            ),
+            (&["--url", "https://10.0.0.1/"], "url", "non_public_host"),
+            (&["--url", "https://[fd00::1]/"], "url", "non_public_host"),
+            (&["--url", "not a url"], "url", "syntax"),
+            (
+                &["--url", "https://h.example.net/", "--secret", "short"],
+                "secret",
+                "too_short",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--header",
+                    "Content-Type=text/plain",
+                ],
+                "headers.Content-Type",
+                "reserved",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--header",
+                    "webhook-signature=x",
+                ],
+                "headers.webhook-signature",
+                "reserved",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--header",
+                    "X-Bad Name=1",
+                ],
+                "headers.X-Bad Name",
+                "syntax",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--header",
+                    "X-Ok=caf\u{e9}",
+                ],
+                "headers.X-Ok",
+                "encoding",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--retry-schedule",
+                    "1m,2d",
+                ],
+                "retry_schedule_secs",
+                "out_of_range",
+            ),
+            (
+                &[
+                    "--url",
+                    "https://h.example.net/",
+                    "--retry-schedule",
+                    &retries[..32],
+                ],
+                "retry_schedule_secs",
+                "too_many",
+            ),
+            (
+                &["--url", "https://h.example.net/", "--max-concurrency", "0"],
+                "max_concurrency",
+                "out_of_range",
+            ),
+            (
+                &["--url", "https://h.example.net/", "--rate-limit", "0"],
+                "rate_limit_per_sec",
+                "out_of_range",
+            ),
+            (
+                &["--url", "https://h.example.net/", "--trigger", "sometimes"],
+                "type",
+                "syntax",
+            ),
+        ],
+    )
+    .await;
     let long_name = "n".repeat(256);
     refused(
         &env,
@@ -331,10 +377,16 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         text(&o)
     );
     assert_eq!(env.count("SELECT count(*) FROM webhooks").await, before);
+}
 
-    // List (table and JSON), filtered by site.
-    let l = json(&env, &["list", "--site", "example.com"]).await;
-    assert_eq!(l["webhooks"].as_array().unwrap().len(), 2);
+/// List (table and JSON), filtered by site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_a_sites_webhooks_as_a_table_or_as_json() {
+    let env = Env::new().await;
+    other_site(&env).await;
+    receiver_webhook(&env).await;
+    second_webhook(&env).await;
+    assert_eq!(listed(&env, &["--site", "example.com"]).await, 2);
     let o = pw(&env, &["list"]).await;
     assert!(
         text(&o).contains("Receiver") && text(&o).contains("STATUS"),
@@ -345,8 +397,14 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         json(&env, &["list", "--site", "other.example"]).await,
         serde_json::json!({"webhooks": []})
     );
+}
 
-    // Update keeps what it is not told to change.
+/// Update keeps what it is not told to change (the secret too), and
+/// `default` resets a setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_keeps_what_it_is_not_told_to_change_and_resets_to_defaults() {
+    let env = Env::new().await;
+    let (c, wh) = receiver_webhook(&env).await;
     let u = json(
         &env,
         &[
@@ -387,32 +445,36 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         "{u}"
     );
     assert_eq!(u["max_concurrency"], 3);
-    refused(
-        &env,
-        &["update", &wh, "--url", "https://192.168.1.1/"],
-        "url",
-        "non_public_host",
-    )
-    .await;
-    refused(
-        &env,
-        &["update", &wh, "--header", "Host=evil"],
-        "headers.Host",
-        "reserved",
-    )
-    .await;
-    let stored: String = env
-        .db
-        .query_one(
-            "SELECT secret FROM webhooks WHERE id = $1::text::uuid",
-            &[&wh],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, secret, "update keeps the secret");
+    assert_eq!(
+        stored_secret(&env, &wh).await,
+        c["secret"].as_str().unwrap(),
+        "update keeps the secret"
+    );
+}
 
-    // Triggers: spike with settings, a goal by name, refusals.
+/// Update validates as create does: each refusal names the field and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_update_refusal_names_the_field_and_the_rule() {
+    let env = Env::new().await;
+    let (_, wh) = receiver_webhook(&env).await;
+    refused_each(
+        &env,
+        &["update", &wh],
+        &[
+            (&["--url", "https://192.168.1.1/"], "url", "non_public_host"),
+            (&["--header", "Host=evil"], "headers.Host", "reserved"),
+        ],
+    )
+    .await;
+}
+
+/// Triggers: a spike with settings, a goal by name, a drop deriving its
+/// threshold; listed beside the one made with the webhook; removed by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_are_added_with_settings_or_a_goal_by_name_listed_and_removed() {
+    let env = Env::new().await;
+    let goal = signup_goal(&env).await;
+    let (_, wh) = receiver_webhook(&env).await;
     let t = json(
         &env,
         &[
@@ -445,56 +507,6 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         d["threshold"].is_null(),
         "a drop without threshold derives one: {d}"
     );
-    refused(
-        &env,
-        &["triggers", "add", &wh, "goal", "--threshold", "5"],
-        "threshold",
-        "not_applicable",
-    )
-    .await;
-    refused(
-        &env,
-        &["triggers", "add", &wh, "spike", "--goal", "Signup"],
-        "goal",
-        "not_applicable",
-    )
-    .await;
-    refused(
-        &env,
-        &["triggers", "add", &wh, "spike", "--threshold", "0"],
-        "threshold",
-        "out_of_range",
-    )
-    .await;
-    refused(
-        &env,
-        &["triggers", "add", &wh, "spike", "--threshold", "10000001"],
-        "threshold",
-        "out_of_range",
-    )
-    .await;
-    refused(
-        &env,
-        &["triggers", "add", &wh, "drop", "--window", "30s"],
-        "window_secs",
-        "out_of_range",
-    )
-    .await;
-    refused(
-        &env,
-        &["triggers", "add", &wh, "drop", "--cooldown", "8d"],
-        "cooldown_secs",
-        "out_of_range",
-    )
-    .await;
-    // A goal of another site is not this webhook's.
-    refused(
-        &env,
-        &["triggers", "add", &wh, "goal", "--goal", "Other"],
-        "goal",
-        "syntax",
-    )
-    .await;
     let list = json(&env, &["triggers", "list", &wh]).await;
     assert_eq!(list["triggers"].as_array().unwrap().len(), 4);
     let removed = json(&env, &["triggers", "remove", t["id"].as_str().unwrap()]).await;
@@ -506,8 +518,46 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
             .len(),
         3
     );
+}
 
-    // Disable, enable.
+/// Each refusal of `triggers add` names the field and the rule; a goal of
+/// another site is not this webhook's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trigger_refusal_names_the_field_and_the_rule() {
+    let env = Env::new().await;
+    signup_goal(&env).await;
+    other_site(&env).await;
+    let (_, wh) = receiver_webhook(&env).await;
+    refused_each(
+        &env,
+        &["triggers", "add", &wh],
+        &[
+            (&["goal", "--threshold", "5"], "threshold", "not_applicable"),
+            (&["spike", "--goal", "Signup"], "goal", "not_applicable"),
+            (&["spike", "--threshold", "0"], "threshold", "out_of_range"),
+            (
+                &["spike", "--threshold", "10000001"],
+                "threshold",
+                "out_of_range",
+            ),
+            (&["drop", "--window", "30s"], "window_secs", "out_of_range"),
+            (
+                &["drop", "--cooldown", "8d"],
+                "cooldown_secs",
+                "out_of_range",
+            ),
+            // A goal of another site is not this webhook's.
+            (&["goal", "--goal", "Other"], "goal", "syntax"),
+        ],
+    )
+    .await;
+}
+
+/// Disable with a reason (shown by `show`), enable clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_with_a_reason_shows_it_and_enable_clears_it() {
+    let env = Env::new().await;
+    let (_, wh) = receiver_webhook(&env).await;
     let w = json(&env, &["disable", &wh, "--reason", "receiver migration"]).await;
     assert_eq!(w["status"], "disabled");
     assert_eq!(w["disabled_reason"], "by an operator: receiver migration");
@@ -520,45 +570,54 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
     let w = json(&env, &["enable", &wh]).await;
     assert_eq!(w["status"], "active");
     assert!(w["disabled_reason"].is_null());
+}
 
-    // Soft delete: gone from the list, refused for changes, restorable; nothing enqueued for it.
+/// Enqueues a goal completion of example.com, as Plausible's side does;
+/// returns how many deliveries it made.
+async fn goal_completion_enqueues(env: &Env) -> i64 {
+    env.count(&format!(
+        "SELECT count(*) FROM webhook_enqueue({}, 'goal_completion', '{{}}')",
+        env.site_id
+    ))
+    .await
+}
+
+/// Soft delete: gone from the list, refused for changes, restorable as it
+/// was; nothing enqueued for it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhook_is_listed_apart_refuses_changes_gets_no_events_and_restores() {
+    let env = Env::new().await;
+    let (_, wh) = receiver_webhook(&env).await;
+    second_webhook(&env).await;
+    json(&env, &["update", &wh, "--name", "Renamed"]).await;
+    // Until deleted, it is the one webhook with a goal trigger.
+    assert_eq!(goal_completion_enqueues(&env).await, 1);
     let del = json(&env, &["delete", &wh]).await;
     assert_eq!(del["webhook"]["status"], "deleted");
     assert!(del["purge_after"].as_str().is_some());
-    assert_eq!(
-        json(&env, &["list", "--site", "example.com"]).await["webhooks"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        json(&env, &["list", "--deleted"]).await["webhooks"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(listed(&env, &["--site", "example.com"]).await, 1);
+    assert_eq!(listed(&env, &["--deleted"]).await, 2);
     let o = pw(&env, &["update", &wh, "--name", "x"]).await;
     assert!(
         !o.status.success() && text(&o).contains("restore"),
         "{}",
         text(&o)
     );
-    let enq: i64 = env
-        .db
-        .query_one(
-            "SELECT count(*) FROM webhook_enqueue($1, 'goal_completion', '{}')",
-            &[&env.site_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(enq, 0, "a deleted webhook gets no events");
+    assert_eq!(
+        goal_completion_enqueues(&env).await,
+        0,
+        "a deleted webhook gets no events"
+    );
     let r = json(&env, &["restore", &wh]).await;
     assert_eq!(r["status"], "active");
     assert_eq!(r["name"], "Renamed");
-    // Past retention, restore is refused (the cleaner purges it).
+}
+
+/// Past retention, restore is refused (the cleaner purges it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_is_refused_past_the_retention() {
+    let env = Env::new().await;
+    let (_, wh) = receiver_webhook(&env).await;
     json(&env, &["delete", &wh]).await;
     env.db
         .execute(
@@ -573,8 +632,12 @@ async fn manage_webhooks_and_triggers_with_every_refusal_named() {
         "{}",
         text(&o)
     );
+}
 
-    // Unknown and ambiguous names.
+/// Unknown and ambiguous names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_or_malformed_webhook_name_is_refused() {
+    let env = Env::new().await;
     let o = pw(&env, &["show", "00000000-0000-0000-0000-000000000000"]).await;
     assert!(
         !o.status.success() && text(&o).contains("no webhook"),
@@ -790,8 +853,11 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
 /// operation is called with a stub resolver that answers NXDOMAIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_event_names_a_dns_failure() {
+    use plausible_webhooks::admin::access::Principal;
+    use plausible_webhooks::admin::core::Admin;
     use plausible_webhooks::admin::ops;
-    use plausible_webhooks::delivery::guard::Resolve;
+    use plausible_webhooks::admin::test_sender::TestSender;
+    use plausible_webhooks::delivery::guard::{AddressGuard, Resolve};
     struct NoSuchHost;
     impl Resolve for NoSuchHost {
         fn resolve(
@@ -809,9 +875,15 @@ async fn test_event_names_a_dns_failure() {
     }
     let env = Env::new().await;
     let c = create(&env, "https://no-such-host.example.test/", &[]).await;
+    let cfg = env.config();
     let pool = plausible_webhooks::db::pool(&env.url, 2).unwrap();
-    let sender = ops::TestSender::from_config(&env.config(), Some(Arc::new(NoSuchHost))).unwrap();
-    let r = ops::send_test(&pool, &sender, &id(&c)).await.unwrap();
+    let sender = TestSender::from_config(&cfg, Some(Arc::new(NoSuchHost))).unwrap();
+    let guard = Arc::new(AddressGuard::from_config(&cfg).unwrap());
+    let admin = Admin::new(pool, guard, sender, &cfg).unwrap();
+    let r = admin
+        .send_test(&Principal::Operator, id(&c).parse().unwrap())
+        .await
+        .unwrap();
     assert!(!r.success);
     assert_eq!(r.cause, ops::TestCause::Dns, "{r:?}");
     assert!(r.error.unwrap().contains("no-such-host.example.test"));
@@ -1217,7 +1289,7 @@ async fn retry_and_replay_resend_on_the_same_id_and_never_duplicate_a_success_un
         "a dry run changes nothing"
     );
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let since = plausible_webhooks::delivery::envelope::rfc3339_seconds(since);
+    let since = plausible_webhooks::db::timestamp::rfc3339_seconds(since);
     let rep = json(&env, &["replay", &wh, "--since", &since]).await;
     assert_eq!(rep["count"], 2);
     env.wait_until(

@@ -1123,7 +1123,12 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
             ),
             ("PLAUSIBLE_WEBHOOKS__TRIGGERS__GOAL_SCAN_INTERVAL_MS", "200"),
             ("PLAUSIBLE_WEBHOOKS__LOG__FORMAT", "json"),
-            ("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "info"),
+            // The services' "still fails" lines (debug) tell when a failing
+            // round went by without a warn line.
+            (
+                "PLAUSIBLE_WEBHOOKS__LOG__LEVEL",
+                "info,plausible_webhooks::service=debug",
+            ),
         ],
         Some(&log),
     );
@@ -1159,14 +1164,20 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
     env.wait_until(&completed("/before"), long).await;
 
     // Three outages, each spanning several failing rounds of both services
-    // (each retries after 5 s); during each, deliveries enqueued by SQL flow.
+    // (the evaluator retries after 5 s, the goal scanner after 2 s); during
+    // each, deliveries enqueued by SQL flow.
     let failed = "failed; ";
     let recovered = "works again";
+    let still = [
+        "spike/drop evaluation still fails",
+        "goal scanning still fails",
+    ];
     for (n, cause) in [
         (1, "did not answer within 1000 ms"),
         (2, "cannot reach"),
         (3, "doesn't exist"),
     ] {
+        let retried_before = still.map(|s| log_lines(&log, "DEBUG", s).len());
         match n {
             1 => server.pause(),
             2 => server.kill(),
@@ -1188,7 +1199,16 @@ async fn a_hung_down_or_failing_clickhouse_skips_rounds_with_one_warning_while_d
             long,
         )
         .await;
-        tokio::time::sleep(StdDuration::from_secs(6)).await;
+        // Each service has failed again in this outage (a round after the
+        // one that warned): had a later failure warned, it would be in the log.
+        for (s, before) in still.iter().zip(retried_before) {
+            wait_log(&log, "DEBUG", s, before + 1).await;
+        }
+        assert_eq!(
+            log_lines(&log, "WARN", failed).len(),
+            2 * n,
+            "outage {n}: a later failing round warned again"
+        );
         for w in &warns[2 * (n - 1)..] {
             let error = w["error"].as_str().unwrap_or_default();
             assert!(error.contains(cause), "outage {n}: {w}");

@@ -49,6 +49,7 @@ const CONFIG_SECTIONS: &[&str] = &[
     "analytics",
     "triggers",
     "plausible",
+    "web",
 ];
 
 fn root() -> PathBuf {
@@ -223,10 +224,16 @@ fn every_relative_link_resolves() {
 /// The environment the config blocks are loaded with. `CLICKHOUSE_PASSWORD`
 /// because the ClickHouse example names a password file that exists only on a
 /// server; the variable is the documented alternative and is read first.
+/// `SECRET_KEY_BASE` as the env file the docs set it in holds it (the web
+/// page's example needs it).
 fn config_env() -> BTreeMap<String, String> {
     [
         ("DATABASE_URL", "postgres://u@h/db"),
         ("CLICKHOUSE_PASSWORD", "from-the-environment"),
+        (
+            "SECRET_KEY_BASE",
+            "docs-example-secret-key-base-0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

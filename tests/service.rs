@@ -373,6 +373,33 @@ async fn check_reports_the_admin_listener_and_plausibles_tables() {
         ),
         "{out}"
     );
+    assert!(out.contains("web page: off"), "{out}");
+    let skb = "s".repeat(64);
+    let web = [
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", "127.0.0.1:8787"),
+        ("SECRET_KEY_BASE", skb.as_str()),
+        ("PLAUSIBLE_WEBHOOKS__WEB__ENABLED", "true"),
+    ];
+    let (code, out) = check(&web);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("web page: on at /webhooks (Plausible sessions by cookie _plausible_key)"),
+        "{out}"
+    );
+    // A SECRET_KEY_BASE Plausible's cookies cannot be signed with is bad config.
+    let (code, out) = check(&[web[0], ("SECRET_KEY_BASE", "short"), web[2]]);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(
+        out.contains("web.enabled") && out.contains("at least 64"),
+        "{out}"
+    );
+    env.db
+        .batch_execute("DROP TABLE user_sessions")
+        .await
+        .unwrap();
+    let (code, out) = check(&web);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("user_sessions"), "{out}");
     env.db.batch_execute("DROP TABLE api_keys").await.unwrap();
     let (code, out) = check(&on);
     assert_eq!(code, Some(1), "{out}");

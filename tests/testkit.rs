@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plausible_webhooks::testkit::pg::PgCluster;
+use plausible_webhooks::testkit::pg::{reaper_checks, PgCluster};
 
 const IDLE_SECS: u64 = 5;
 
@@ -54,10 +54,24 @@ fn the_shared_cluster_stops_after_its_last_user() {
     }
     assert!(running(&dir));
 
-    // While a user holds it, it runs on past several idle periods.
+    // While a user holds it, it runs on past several idle periods: the
+    // reaper checks it three times (each check comes an idle period after
+    // the one before, and would stop an idle cluster), finding it in use.
     let held = Instant::now();
-    while held.elapsed() < Duration::from_secs(3 * IDLE_SECS) {
+    loop {
+        let checks = reaper_checks(&dir);
         assert!(running(&dir), "stopped while a test process held it");
+        if let Some((n, idle)) = checks {
+            assert_eq!(idle, 0, "check {n} found no user while one held it");
+            if n >= 3 {
+                break;
+            }
+        }
+        assert!(
+            held.elapsed() < Duration::from_secs(60),
+            "waited {:?} for the reaper's third check; its last: {checks:?}",
+            held.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -74,6 +88,12 @@ fn the_shared_cluster_stops_after_its_last_user() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The reaper stopped it, having found no user for an idle period.
+    let last = reaper_checks(&dir);
+    assert!(
+        last.is_some_and(|(_, idle)| idle >= IDLE_SECS as u32),
+        "stopped, but not by the reaper: its last check {last:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     for ext in ["lock", "users"] {
         let _ = std::fs::remove_file(dir.with_extension(ext));

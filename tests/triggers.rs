@@ -399,7 +399,7 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     );
     assert_eq!(
         p["window_end"],
-        plausible_webhooks::delivery::envelope::rfc3339_seconds(t)
+        plausible_webhooks::db::timestamp::rfc3339_seconds(t)
     );
 }
 
@@ -680,7 +680,7 @@ async fn every_goal_kind_with_hostile_paths_and_custom_props() {
     );
     assert_eq!(
         p["occurred_at"],
-        plausible_webhooks::delivery::envelope::rfc3339_seconds(at)
+        plausible_webhooks::db::timestamp::rfc3339_seconds(at)
     );
 }
 
@@ -1343,7 +1343,10 @@ async fn a_reenabled_goal_trigger_starts_afresh() {
 
 /// The reason `triggers list` and the API show for each of the webhook's triggers.
 async fn paused_reasons(k: &Kit) -> Vec<Option<String>> {
-    plausible_webhooks::admin::ops::list_triggers(&k.env.db, &k.webhook.to_string())
+    use plausible_webhooks::admin::{access::Principal, core::Admin};
+    Admin::from_config(&k.env.config())
+        .unwrap()
+        .list_triggers(&Principal::Operator, k.webhook)
         .await
         .unwrap()
         .into_iter()

@@ -1,54 +1,23 @@
-//! Who is calling the admin API, and what may they do on a site (FR-014).
+//! Who is calling: an `Authorization: Bearer` token turned into a
+//! [`Principal`] (what that caller may do is `super::access`'s to decide).
 //!
-//! Two kinds of bearer token:
-//! - operator tokens, configured as SHA-256 hashes (`admin.operator_token_sha256`);
-//!   an operator may do everything on every site;
+//! Two kinds of token:
+//! - operator tokens, configured as SHA-256 hashes (`admin.operator_token_sha256`),
+//!   compared in constant time;
 //! - Plausible API keys: looked up in Plausible's own `api_keys` by
 //!   `key_hash` = lowercase hex SHA-256(SECRET_KEY_BASE ++ key), exactly as
-//!   Plausible stores them. The key acts for its user with the user's role on
-//!   the site: a `team_memberships` role on the site's team, or, for a guest,
-//!   the `guest_memberships` role on that one site. A key bound to a team
-//!   (`api_keys.team_id`, newer Plausible) reaches only that team's sites.
-//!
-//! Roles: owner, admin and editor may manage a site's webhooks; viewer may
-//! read them (webhooks without secrets, deliveries, attempts); billing and a
-//! guest without a guest membership on the site have no access. Deleting a key
-//! in Plausible revokes it here at once (no cache).
-//!
-//! Beyond roles, as Plausible's `AuthorizePublicAPI` (a key's user with a role
-//! on the site, then `site_refusal`): a legacy key (no team) is refused on a
-//! site whose team is set up (`teams.setup_complete`: a real team, whose
-//! members must use a key of that team); a locked site, or a site of a locked
-//! team, is refused (Plausible: "This Plausible site is locked"). Operators
-//! are exempt, as Plausible's super admins. Scopes (`api_keys.scopes`) are not
-//! read: Plausible gives every key `stats:read:*` and `sites:read:*`
-//! implicitly, and no Plausible scope covers webhooks; what a key may do here
-//! is its user's role.
+//!   Plausible stores them. The key acts for its user; a key bound to a team
+//!   (`api_keys.team_id`, newer Plausible) is bound to it here too. Deleting
+//!   a key in Plausible revokes it here at once (no cache). Scopes
+//!   (`api_keys.scopes`) are not read: Plausible gives every key
+//!   `stats:read:*` and `sites:read:*` implicitly, and no Plausible scope
+//!   covers webhooks; what a key may do here is its user's role.
 
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 
+use super::access::Principal;
 use crate::config::{AdminConfig, Redacted};
-
-/// What a request may do on a site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
-    None,
-    Read,
-    Manage,
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Operator,
-    /// A Plausible user through one of their API keys.
-    User {
-        user_id: i64,
-        /// The key's team, when the key is bound to one.
-        key_team_id: Option<i64>,
-    },
-}
 
 /// Why a request was not authenticated (each is a 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,18 +56,57 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A Plausible API key as its row has it.
+struct ApiKey {
+    id: i64,
+    user_id: i64,
+    /// The key's team, when it is bound to one (newer Plausible).
+    team_id: Option<i64>,
+}
+
+/// The current key `key` in Plausible's `api_keys` (by its hash), if any.
+async fn lookup(
+    pool: &deadpool_postgres::Pool,
+    secret_key_base: &str,
+    key: &str,
+) -> anyhow::Result<Option<ApiKey>> {
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to check an API key: {e}"))?;
+    // `team_id` exists only in newer Plausible schemas: read it through
+    // to_jsonb so the query works on both.
+    let row = db
+        .query_opt(
+            "SELECT k.id, k.user_id, (to_jsonb(k) ->> 'team_id')::bigint
+             FROM api_keys k WHERE k.key_hash = $1",
+            &[&plausible_key_hash(secret_key_base, key)],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
+    Ok(row.map(|r| ApiKey {
+        id: r.get(0),
+        user_id: r.get(1),
+        team_id: r.get(2),
+    }))
 }
 
 /// Plausible's `api_keys.key_hash` of `key`.
 pub fn plausible_key_hash(secret_key_base: &str, key: &str) -> String {
-    hex(&sha256(&[secret_key_base.as_bytes(), key.as_bytes()]))
+    hex::encode(sha256(&[secret_key_base.as_bytes(), key.as_bytes()]))
 }
 
 /// What an operator puts in `admin.operator_token_sha256` for `token`.
 pub fn operator_token_hash(token: &str) -> String {
-    hex(digest(&SHA256, token.as_bytes()).as_ref())
+    hex::encode(digest(&SHA256, token.as_bytes()))
+}
+
+/// The token of an `Authorization` value of the `Bearer` scheme, whose
+/// name is case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl Authenticator {
@@ -106,13 +114,10 @@ impl Authenticator {
         let operator_hashes = cfg
             .operator_token_sha256
             .iter()
+            // Validated by the config: 64 lowercase hex characters.
             .filter_map(|h| {
-                // Validated by the config: 64 lowercase hex characters.
                 let mut out = [0u8; 32];
-                for (i, b) in out.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-                }
-                Some(out)
+                hex::decode_to_slice(h, &mut out).ok().map(|()| out)
             })
             .collect();
         Authenticator {
@@ -126,21 +131,17 @@ impl Authenticator {
         self.operator_hashes.is_empty() && self.secret_key_base.is_none()
     }
 
-    /// Authenticates an `Authorization` header value.
+    /// Authenticates an `Authorization` header value; the database is asked
+    /// (through `pool`) only for a Plausible API key.
     pub async fn authenticate(
         &self,
-        db: &tokio_postgres::Client,
+        pool: &deadpool_postgres::Pool,
         authorization: Option<&str>,
     ) -> anyhow::Result<Result<Principal, AuthError>> {
         let Some(value) = authorization else {
             return Ok(Err(AuthError::Missing));
         };
-        let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        else {
+        let Some(token) = bearer(value) else {
             return Ok(Err(AuthError::Malformed));
         };
         // Compared as hashes, in constant time, against every configured one.
@@ -155,189 +156,27 @@ impl Authenticator {
         let Some(skb) = &self.secret_key_base else {
             return Ok(Err(AuthError::Unknown));
         };
-        let hash = plausible_key_hash(&skb.0, token);
-        // `team_id` exists only in newer Plausible schemas: read it through
-        // to_jsonb so the query works on both.
-        let row = db
-            .query_opt(
-                "SELECT k.user_id, (to_jsonb(k) ->> 'team_id')::bigint
-                 FROM api_keys k WHERE k.key_hash = $1",
-                &[&hash],
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("looking up the API key in Plausible's api_keys: {e}"))?;
-        Ok(match row {
-            Some(r) => Ok(Principal::User {
-                user_id: r.get(0),
-                key_team_id: r.get(1),
-            }),
+        Ok(match lookup(pool, &skb.0, token).await? {
+            Some(k) => Ok(Principal::api_key(k.user_id, k.team_id)),
             None => Err(AuthError::Unknown),
         })
     }
-}
 
-/// Over `sites s LEFT JOIN teams t`: the site is locked, itself or by its
-/// team (Plausible refuses API access to it). One home for `site_refusal`
-/// and `readable_sites`.
-macro_rules! site_locked_sql {
-    () => {
-        "(s.locked OR coalesce(t.locked, false))"
-    };
-}
-/// Over the same join: the site's team is set up (a team-less key is refused).
-macro_rules! team_set_up_sql {
-    () => {
-        "coalesce(t.setup_complete, false)"
-    };
-}
-
-/// Why a key that has a role on a site is refused there anyway (typed: the
-/// API answers each differently).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A key bound to no team, on a site of a set-up team.
-    LegacyKeyOnTeamSite,
-    /// `sites.locked`, or the site's team is locked.
-    SiteLocked,
-}
-
-impl Refusal {
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::LegacyKeyOnTeamSite => {
-                "Invalid API key for this site: the key belongs to no team and the site's team is set up. \
-                 Create an API key in that team's settings in Plausible."
-            }
-            Refusal::SiteLocked => {
-                "This Plausible site is locked (its team's subscription is not active): \
-                 its webhooks cannot be read or changed through the API until the site owner subscribes."
-            }
+    /// The `api_keys.id` of a Plausible API key (for the web page's
+    /// sign-in), None when it is no current key or keys are off.
+    pub async fn api_key_id(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        key: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let (Some(skb), key) = (&self.secret_key_base, key.trim()) else {
+            return Ok(None);
+        };
+        if key.is_empty() {
+            return Ok(None);
         }
+        Ok(lookup(pool, &skb.0, key).await?.map(|k| k.id))
     }
-}
-
-/// Why `who`, holding a role on `site_id`, is refused there anyway; None: not refused.
-pub async fn site_refusal(
-    db: &tokio_postgres::Client,
-    who: &Principal,
-    site_id: i64,
-) -> anyhow::Result<Option<Refusal>> {
-    let key_team_id = match who {
-        Principal::Operator => return Ok(None),
-        Principal::User { key_team_id, .. } => *key_team_id,
-    };
-    let row = db
-        .query_opt(
-            concat!(
-                "SELECT ",
-                site_locked_sql!(),
-                ", ",
-                team_set_up_sql!(),
-                " FROM sites s LEFT JOIN teams t ON t.id = s.team_id WHERE s.id = $1"
-            ),
-            &[&site_id],
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("reading whether site {site_id} is locked: {e}"))?;
-    let Some(row) = row else { return Ok(None) };
-    let (locked, set_up): (bool, bool) = (row.get(0), row.get(1));
-    Ok(if key_team_id.is_none() && set_up {
-        Some(Refusal::LegacyKeyOnTeamSite)
-    } else if locked {
-        Some(Refusal::SiteLocked)
-    } else {
-        None
-    })
-}
-
-/// Access of a role name as Plausible stores it.
-pub fn access_of_role(role: &str) -> Access {
-    match role {
-        "owner" | "admin" | "editor" => Access::Manage,
-        "viewer" => Access::Read,
-        _ => Access::None,
-    }
-}
-
-/// The roles a user holds on a site: their team role when the site belongs to
-/// their team (not `guest`), and their guest role on that site. Both limited
-/// to the key's team when it has one.
-const SITE_ROLES_SQL: &str = "
-    SELECT tm.role::text FROM sites s
-    JOIN team_memberships tm ON tm.team_id = s.team_id
-    WHERE s.id = $2 AND tm.user_id = $1 AND tm.role::text <> 'guest'
-      AND ($3::bigint IS NULL OR s.team_id = $3)
-    UNION ALL
-    SELECT gm.role::text FROM guest_memberships gm
-    JOIN team_memberships tm ON tm.id = gm.team_membership_id
-    JOIN sites s ON s.id = gm.site_id
-    WHERE gm.site_id = $2 AND tm.user_id = $1
-      AND ($3::bigint IS NULL OR s.team_id = $3)";
-
-/// What `who` may do on `site_id`.
-pub async fn site_access(
-    db: &tokio_postgres::Client,
-    who: &Principal,
-    site_id: i64,
-) -> anyhow::Result<Access> {
-    let (user_id, key_team_id) = match who {
-        Principal::Operator => return Ok(Access::Manage),
-        Principal::User {
-            user_id,
-            key_team_id,
-        } => (*user_id, *key_team_id),
-    };
-    let rows = db
-        .query(SITE_ROLES_SQL, &[&user_id, &site_id, &key_team_id])
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the user's roles on site {site_id}: {e}"))?;
-    Ok(rows
-        .iter()
-        .map(|r| access_of_role(r.get::<_, &str>(0)))
-        .max()
-        .unwrap_or(Access::None))
-}
-
-/// The sites `who` may at least read and is not refused (`site_refusal`):
-/// None means every site (an operator).
-pub async fn readable_sites(
-    db: &tokio_postgres::Client,
-    who: &Principal,
-) -> anyhow::Result<Option<Vec<i64>>> {
-    let (user_id, key_team_id) = match who {
-        Principal::Operator => return Ok(None),
-        Principal::User {
-            user_id,
-            key_team_id,
-        } => (*user_id, *key_team_id),
-    };
-    let rows = db
-        .query(
-            concat!(
-                "SELECT s.id FROM sites s
-             JOIN team_memberships tm ON tm.team_id = s.team_id
-             WHERE tm.user_id = $1 AND tm.role::text IN ('owner', 'admin', 'editor', 'viewer')
-               AND ($2::bigint IS NULL OR s.team_id = $2)
-             UNION
-             SELECT s.id FROM guest_memberships gm
-             JOIN team_memberships tm ON tm.id = gm.team_membership_id
-             JOIN sites s ON s.id = gm.site_id
-             WHERE tm.user_id = $1 AND gm.role::text IN ('owner', 'admin', 'editor', 'viewer')
-               AND ($2::bigint IS NULL OR s.team_id = $2)
-             EXCEPT
-             -- What `site_refusal` refuses.
-             SELECT s.id FROM sites s LEFT JOIN teams t ON t.id = s.team_id
-             WHERE ",
-                site_locked_sql!(),
-                " OR ($2::bigint IS NULL AND ",
-                team_set_up_sql!(),
-                ")"
-            ),
-            &[&user_id, &key_team_id],
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the user's sites: {e}"))?;
-    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
 }
 
 #[cfg(test)]
@@ -358,12 +197,12 @@ mod tests {
     }
 
     #[test]
-    fn roles_map_to_access() {
-        assert_eq!(access_of_role("owner"), Access::Manage);
-        assert_eq!(access_of_role("admin"), Access::Manage);
-        assert_eq!(access_of_role("editor"), Access::Manage);
-        assert_eq!(access_of_role("viewer"), Access::Read);
-        assert_eq!(access_of_role("billing"), Access::None);
-        assert_eq!(access_of_role("guest"), Access::None);
+    fn the_scheme_is_read_in_any_case() {
+        for h in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR   tok "] {
+            assert_eq!(bearer(h), Some("tok"), "{h}");
+        }
+        for h in ["Basic tok", "Bearer", "Bearer ", "Bearertok", "tok"] {
+            assert_eq!(bearer(h), None, "{h}");
+        }
     }
 }

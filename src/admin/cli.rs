@@ -1,52 +1,55 @@
-//! The management commands: parse (clap), call [`super::ops`], print a table
-//! for people or JSON for scripts (`--json`). Every refusal names the field
-//! and the rule, exits non-zero, and changes nothing.
+//! The management commands: parse (clap, into the core's own input types),
+//! call the core ([`Admin`], as an operator), print a table for people or
+//! JSON for scripts (`--json`). Every refusal names the field and the rule,
+//! exits non-zero, and changes nothing.
 //!
-//! `--json` prints what the ops return, the very bodies the HTTP API sends
+//! `--json` prints what the core returns, the very bodies the HTTP API sends
 //! (`{"webhooks": [...]}`, `{"webhook": ..., "triggers": [...]}`, ...), and a
 //! refusal as the API's `{"error": {"code", "message", "field"?}}`
-//! (`ops::ErrorBody`).
+//! (`super::error::ErrorBody`).
+//!
+//! A webhook is named by its id or a unique prefix of it (at least 4
+//! characters), a trigger likewise, a delivery by its full id: the CLI
+//! resolves each once, and the operations take the id.
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
+use uuid::Uuid;
 
-use super::ops::{self, OpError};
-use super::validate;
+use super::access::Principal;
+use super::core::Admin;
+use super::error::OpError;
+use super::inputs::{
+    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateSecret,
+    SiteRef, WebhookChanges, WebhookQuery,
+};
+use super::ops;
 use crate::config::Config;
-use crate::db;
-use crate::delivery::envelope::rfc3339_seconds;
-use crate::delivery::guard::AddressGuard;
+use crate::db::timestamp::rfc3339_seconds;
 
-/// How a site is named on the command line.
-const SITE_HELP: &str = "The site: its domain as in Plausible (example.com) or its numeric id";
+/// The CLI acts for whoever runs it with the database's credentials: an operator.
+const WHO: Principal = Principal::Operator;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Create a webhook for a site; prints its signing secret once.
     ///
     /// Example: create --site example.com --name Slack --url https://hooks.example.net/abc --trigger goal
-    Create(CreateArgs),
+    Create(NewWebhook),
     /// List webhooks with their status (active, failing, disabled, deleted).
-    List {
-        #[arg(long, help = SITE_HELP)]
-        site: Option<String>,
-        /// Include soft-deleted webhooks (restorable until purged).
-        #[arg(long)]
-        deleted: bool,
-    },
+    List(WebhookQuery),
     /// The queue per webhook: due, retrying, waiting, in flight, the last hour's
     /// outcomes, how long the oldest due delivery has waited, and its status.
     ///
     /// What every instance left in the database, without Prometheus.
     Status {
-        #[arg(long, help = SITE_HELP)]
-        site: Option<String>,
+        /// The site: its domain as in Plausible (example.com) or its numeric id.
+        #[arg(long)]
+        site: Option<SiteRef>,
     },
     /// Show one webhook: settings, health and triggers (never its secret).
     Show {
@@ -54,7 +57,12 @@ pub enum AdminCommand {
         webhook: String,
     },
     /// Change a webhook's name, URL, headers, retry schedule or limits; the rest is kept.
-    Update(UpdateArgs),
+    Update {
+        /// Webhook id or unique prefix.
+        webhook: String,
+        #[command(flatten)]
+        changes: WebhookChanges,
+    },
     /// Turn a webhook back on; its failure count and disable reason are reset.
     Enable {
         /// Webhook id or unique prefix.
@@ -82,12 +90,8 @@ pub enum AdminCommand {
     RotateSecret {
         /// Webhook id or unique prefix.
         webhook: String,
-        /// The new secret (32–256 characters; `-` reads it from stdin). Default: generated.
-        #[arg(long)]
-        secret: Option<String>,
-        /// How long the old secret still signs (both `v1,` signatures are sent): 24h, 90m, 0 …
-        #[arg(long, default_value = "24h")]
-        grace: String,
+        #[command(flatten)]
+        rotate: RotateSecret,
     },
     /// Send a `test` event now and print the receiver's answer (or why it failed).
     ///
@@ -109,97 +113,29 @@ pub enum AdminCommand {
     Retry {
         /// The delivery's full id.
         delivery: String,
-        /// Send it even though it succeeded (the receiver sees the same webhook-id twice).
+        #[command(flatten)]
+        retry: RetryInput,
+    },
+    /// Hand out a link that signs its holder in to one site's webhooks on the
+    /// web page, once (for someone without a Plausible account on this host).
+    ///
+    /// Example: portal-link --site example.com --role editor --ttl 1d
+    PortalLink {
+        /// The site: its domain as in Plausible (example.com) or its numeric id.
         #[arg(long)]
-        force: bool,
+        site: SiteRef,
+        #[command(flatten)]
+        link: NewPortalLink,
     },
     /// Send a webhook's failed deliveries since a time again (same delivery ids).
     ///
     /// Example: replay 6f1c --since 2h   or   --since 2026-11-23T10:00:00Z
-    Replay(ReplayArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct CreateArgs {
-    #[arg(long, help = SITE_HELP)]
-    site: String,
-    /// A name people will recognise (1–255 characters).
-    #[arg(long)]
-    name: String,
-    /// The receiver: https, no user:password, a public host (at most 2048 characters).
-    #[arg(long)]
-    url: String,
-    /// The signing secret (32–256 characters; `-` reads it from stdin). Default: generated
-    /// as whsec_ + base64 of 32 random bytes.
-    #[arg(long)]
-    secret: Option<String>,
-    /// A custom header sent with every delivery, NAME=VALUE (repeatable). Content-Type,
-    /// User-Agent and the signature headers cannot be set.
-    #[arg(long = "header", value_name = "NAME=VALUE")]
-    headers: Vec<String>,
-    /// Subscribe to an event: goal (every goal of the site), spike or drop (threshold
-    /// derived from recent traffic); repeatable. `triggers add` sets the details.
-    #[arg(long = "trigger", value_name = "TYPE")]
-    triggers: Vec<String>,
-    /// Delays between retries, e.g. 1m,5m,30m (at most 10, each ≤ 24h; `none`: no retries).
-    /// Default: the daemon's delivery.retry_schedule_secs.
-    #[arg(long)]
-    retry_schedule: Option<String>,
-    /// Requests per second to this receiver (over all instances together). Default: delivery.default_rate_limit_per_sec.
-    #[arg(long)]
-    rate_limit: Option<i64>,
-    /// Concurrent requests to this receiver (over all instances together, 1–1000). Default: delivery.default_max_concurrency.
-    #[arg(long)]
-    max_concurrency: Option<i64>,
-}
-
-#[derive(Args, Debug)]
-pub struct UpdateArgs {
-    /// Webhook id or unique prefix.
-    webhook: String,
-    #[arg(long)]
-    name: Option<String>,
-    #[arg(long)]
-    url: Option<String>,
-    /// Set a header, NAME=VALUE (repeatable; replaces one of the same name).
-    #[arg(long = "header", value_name = "NAME=VALUE")]
-    headers: Vec<String>,
-    /// Remove a header by name (repeatable).
-    #[arg(long = "remove-header", value_name = "NAME")]
-    remove_headers: Vec<String>,
-    /// Remove every custom header (before --header ones are set).
-    #[arg(long)]
-    clear_headers: bool,
-    /// e.g. 1m,5m,30m; `none` for no retries; `default` for the daemon's schedule.
-    #[arg(long)]
-    retry_schedule: Option<String>,
-    /// Requests per second, or `default`.
-    #[arg(long)]
-    rate_limit: Option<String>,
-    /// Concurrent requests (1–1000), or `default`.
-    #[arg(long)]
-    max_concurrency: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ReplayArgs {
-    /// Webhook id or unique prefix.
-    webhook: String,
-    /// Deliveries created at or after this: an RFC 3339 time, or a duration ago (2h, 1d).
-    #[arg(long)]
-    since: String,
-    /// …and before this (same forms).
-    #[arg(long)]
-    until: Option<String>,
-    /// Only this event type (goal_completion, visitor_spike, traffic_drop, test).
-    #[arg(long)]
-    event: Option<String>,
-    /// Send deliveries that succeeded again too.
-    #[arg(long)]
-    include_success: bool,
-    /// Count what would be replayed; change nothing.
-    #[arg(long)]
-    dry_run: bool,
+    Replay {
+        /// Webhook id or unique prefix.
+        webhook: String,
+        #[command(flatten)]
+        replay: ReplayInput,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,21 +147,8 @@ pub enum TriggersCommand {
     Add {
         /// Webhook id or unique prefix.
         webhook: String,
-        /// spike (visitor_spike), drop (traffic_drop) or goal (goal_completion).
-        #[arg(value_name = "TYPE")]
-        trigger_type: String,
-        /// spike/drop: unique visitors, 1–10,000,000. Default: derived from the site's last 7 days.
-        #[arg(long)]
-        threshold: Option<i64>,
-        /// spike/drop: the window counted, 1m–7d (default spike 5m, drop 12h).
-        #[arg(long)]
-        window: Option<String>,
-        /// spike/drop: the least time between two firings, 0–7d (default 1h).
-        #[arg(long)]
-        cooldown: Option<String>,
-        /// goal: one goal of the site, by id or display name. Default: every goal of the site.
-        #[arg(long)]
-        goal: Option<String>,
+        #[command(flatten)]
+        trigger: NewTrigger,
     },
     /// List a webhook's triggers.
     List {
@@ -243,21 +166,8 @@ pub enum DeliveriesCommand {
         /// Webhook id or unique prefix.
         #[arg(long)]
         webhook: Option<String>,
-        /// pending, retrying, delivering, success or failed.
-        #[arg(long)]
-        status: Option<String>,
-        /// Event type (goal_completion, visitor_spike, traffic_drop, test).
-        #[arg(long)]
-        event: Option<String>,
-        /// Created at or after: an RFC 3339 time or a duration ago (2h, 1d).
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many (1–10,000).
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-        /// The next page: the `next_cursor` the previous one ended with.
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        query: DeliveryQuery,
         /// Then keep watching: a line for each delivery created or finished
         /// from now on (once a second; with --json one object per line), until
         /// interrupted. Only --webhook filters what is followed.
@@ -286,22 +196,6 @@ pub async fn run(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<()> {
             }
             Err(anyhow::Error::new(e))
         }
-        Err(Failure::Other(e)) => {
-            if json {
-                print_json(&ops::ErrorBody::new("internal", &format!("{e:#}"), None));
-            }
-            Err(e)
-        }
-        Err(Failure::Unavailable(e)) => {
-            if json {
-                print_json(&ops::ErrorBody::new(
-                    "database_unavailable",
-                    &format!("{e:#}"),
-                    None,
-                ));
-            }
-            Err(e)
-        }
         // The result is printed already (a failed test): only the exit status is left.
         Err(Failure::Reported(e)) => Err(e),
     }
@@ -309,112 +203,135 @@ pub async fn run(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<()> {
 
 enum Failure {
     Op(OpError),
-    Other(anyhow::Error),
-    /// The database cannot be reached (the API's 503 `database_unavailable`).
-    Unavailable(anyhow::Error),
     Reported(anyhow::Error),
 }
 
-impl From<OpError> for Failure {
-    fn from(e: OpError) -> Self {
-        Failure::Op(e)
-    }
-}
-impl From<validate::Invalid> for Failure {
-    fn from(e: validate::Invalid) -> Self {
-        Failure::Op(OpError::Invalid(e))
-    }
-}
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Other(e)
+impl<E: Into<OpError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Op(e.into())
     }
 }
 
-fn guard(cfg: &Config) -> Result<AddressGuard> {
-    AddressGuard::from_config(cfg)
-}
-
-/// Connects, refuses a database whose schema is not current, and hands the
-/// command to its function; each prints its own result.
+/// Builds the core, refuses a database whose schema is not current, and
+/// hands the command to its function; each prints its own result.
 async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Failure> {
-    let mut client = db::connect(&cfg.database.url)
-        .await
-        .map_err(Failure::Unavailable)?;
-    db::migrate::ensure_current(&client).await?;
-    // One `now` for every relative time (`--since 2h`) the command parses.
-    let now = OffsetDateTime::now_utc();
-    match cmd {
-        AdminCommand::Create(a) => create(&mut client, cfg, a, json).await,
-        AdminCommand::List { site, deleted } => list(&client, site, deleted, json).await,
-        AdminCommand::Show { webhook } => show(&client, cfg, &webhook, json).await,
-        AdminCommand::Update(a) => update(&client, cfg, a, json).await,
-        AdminCommand::Enable { webhook } => enable(&client, &webhook, json).await,
-        AdminCommand::Disable { webhook, reason } => {
-            disable(&client, &webhook, reason.as_deref(), json).await
-        }
-        AdminCommand::Delete { webhook } => delete(&client, cfg, &webhook, json).await,
-        AdminCommand::Restore { webhook } => restore(&client, cfg, &webhook, json).await,
-        AdminCommand::RotateSecret {
-            webhook,
-            secret,
-            grace,
-        } => rotate_secret(&client, &webhook, secret, &grace, json).await,
-        AdminCommand::Test { webhook } => test(cfg, &webhook, json).await,
-        AdminCommand::Triggers(c) => triggers(&client, c, json).await,
-        AdminCommand::Deliveries(c) => deliveries(&client, c, now, json).await,
-        AdminCommand::Retry { delivery, force } => retry(&client, &delivery, force, json).await,
-        AdminCommand::Status { site } => status(&client, site.as_deref(), json).await,
-        AdminCommand::Replay(a) => replay(&client, a, now, json).await,
+    let admin = Admin::from_config(cfg)?;
+    {
+        let client = admin.db().await?;
+        crate::db::migrate::ensure_current(&client).await?;
     }
+    let a = &admin;
+    match cmd {
+        AdminCommand::Create(n) => create(a, cfg, n, json).await,
+        AdminCommand::List(q) => list(a, &q, json).await,
+        AdminCommand::Show { webhook } => {
+            let d = a.show_webhook(&WHO, webhook_id(a, &webhook).await?).await?;
+            output(json, &d, || {
+                print_webhook(&d.webhook, cfg);
+                println!();
+                print_triggers(&d.triggers);
+            });
+            Ok(())
+        }
+        AdminCommand::Update { webhook, changes } => {
+            let w = a
+                .update_webhook(&WHO, webhook_id(a, &webhook).await?, changes)
+                .await?;
+            output(json, &w, || print_webhook(&w, cfg));
+            Ok(())
+        }
+        AdminCommand::Enable { webhook } => {
+            let w = a
+                .enable_webhook(&WHO, webhook_id(a, &webhook).await?)
+                .await?;
+            output(json, &w, || {
+                println!("webhook {} is {}", w.id, w.status_text())
+            });
+            Ok(())
+        }
+        AdminCommand::Disable { webhook, reason } => {
+            let w = a
+                .disable_webhook(&WHO, webhook_id(a, &webhook).await?, reason)
+                .await?;
+            output(json, &w, || {
+                println!("webhook {} is {}", w.id, w.status_text())
+            });
+            Ok(())
+        }
+        AdminCommand::Delete { webhook } => {
+            let d = a
+                .delete_webhook(&WHO, webhook_id(a, &webhook).await?)
+                .await?;
+            output(json, &d, || {
+                println!(
+                    "webhook {} deleted; `restore {}` brings it back until {}, when it is purged with its deliveries",
+                    d.webhook.id,
+                    d.webhook.id,
+                    rfc3339_seconds(d.purge_after)
+                )
+            });
+            Ok(())
+        }
+        AdminCommand::Restore { webhook } => {
+            let w = a
+                .restore_webhook(&WHO, webhook_id(a, &webhook).await?)
+                .await?;
+            output(json, &w, || {
+                println!("webhook {} restored: {}", w.id, w.status_text())
+            });
+            Ok(())
+        }
+        AdminCommand::RotateSecret { webhook, rotate } => {
+            rotate_secret(a, &webhook, rotate, json).await
+        }
+        AdminCommand::Test { webhook } => test(a, &webhook, json).await,
+        AdminCommand::Triggers(c) => triggers(a, c, json).await,
+        AdminCommand::Deliveries(c) => deliveries(a, c, json).await,
+        AdminCommand::Retry { delivery, retry } => {
+            let r = a.resolve_delivery(&WHO, &delivery).await?;
+            let d = a.retry_delivery(&WHO, r, retry).await?;
+            output(json, &d, || {
+                println!(
+                    "delivery {} is due now (attempt {} next); `deliveries show {}` follows it",
+                    d.id,
+                    d.attempts + 1,
+                    d.id
+                )
+            });
+            Ok(())
+        }
+        AdminCommand::Status { site } => status(a, site.as_ref(), json).await,
+        AdminCommand::Replay { webhook, replay: r } => replay(a, &webhook, r, json).await,
+        AdminCommand::PortalLink { site, link } => {
+            let k = a.mint_portal_link(&WHO, &site, link).await?;
+            output(json, &k, || {
+                println!("{}", k.url);
+                println!(
+                    "({} of {}; it signs in once and must be opened by {}; shown only now)",
+                    k.role,
+                    k.site_id,
+                    rfc3339_seconds(k.expires_at)
+                );
+                if !k.url.starts_with("http") {
+                    eprintln!(
+                        "warning: set web.public_url (or plausible.base_url) so the link names the page's host"
+                    );
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn webhook_id(a: &Admin, given: &str) -> Result<Uuid, Failure> {
+    Ok(a.resolve_webhook(&WHO, given).await?)
 }
 
 // Webhooks.
 
-async fn create(
-    client: &mut Client,
-    cfg: &Config,
-    a: CreateArgs,
-    json: bool,
-) -> Result<(), Failure> {
-    let mut headers = BTreeMap::new();
-    for h in &a.headers {
-        let (k, v) = validate::header_arg(h)?;
-        if headers.keys().any(|e: &String| e.eq_ignore_ascii_case(&k)) {
-            return Err(validate::Invalid::new(
-                &format!("headers.{k}"),
-                validate::Rule::Duplicate,
-                "given twice (header names are case-insensitive)",
-            )
-            .into());
-        }
-        headers.insert(k, v);
-    }
-    let triggers = a
-        .triggers
-        .iter()
-        .map(|t| {
-            Ok(ops::NewTrigger {
-                trigger_type: validate::trigger_type(t)?,
-                threshold: None,
-                window_secs: None,
-                cooldown_secs: None,
-                goal: None,
-            })
-        })
-        .collect::<Result<Vec<_>, validate::Invalid>>()?;
-    let new = ops::NewWebhook {
-        site: a.site,
-        name: a.name,
-        url: a.url,
-        secret: a.secret.map(secret_arg).transpose()?,
-        headers,
-        retry_schedule_secs: a.retry_schedule.as_deref().map(schedule_arg).transpose()?,
-        rate_limit_per_sec: a.rate_limit,
-        max_concurrency: a.max_concurrency,
-        triggers,
-    };
-    let c = ops::create(client, &guard(cfg)?, new).await?;
+async fn create(a: &Admin, cfg: &Config, mut n: NewWebhook, json: bool) -> Result<(), Failure> {
+    n.secret = n.secret.map(secret_arg).transpose()?;
+    let c = a.create_webhook(&WHO, n).await?;
     if json {
         print_json(&c);
     } else {
@@ -438,9 +355,8 @@ async fn create(
     }
     Ok(())
 }
-
-async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), Failure> {
-    let list = ops::status(client, site).await?;
+async fn status(a: &Admin, site: Option<&SiteRef>, json: bool) -> Result<(), Failure> {
+    let list = a.status(&WHO, site).await?;
     if json {
         print_json(&list);
         return Ok(());
@@ -492,21 +408,8 @@ async fn status(client: &Client, site: Option<&str>, json: bool) -> Result<(), F
     Ok(())
 }
 
-async fn list(
-    client: &Client,
-    site: Option<String>,
-    deleted: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    let list = ops::list(
-        client,
-        &ops::ListFilter {
-            site,
-            include_deleted: deleted,
-            site_ids: None,
-        },
-    )
-    .await?;
+async fn list(a: &Admin, q: &WebhookQuery, json: bool) -> Result<(), Failure> {
+    let list = a.list_webhooks(&WHO, q).await?;
     let v = &list.webhooks;
     if json {
         print_json(&list);
@@ -533,106 +436,19 @@ async fn list(
     Ok(())
 }
 
-async fn show(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
-    let d = ops::show_detail(client, webhook).await?;
-    if json {
-        print_json(&d);
-    } else {
-        print_webhook(&d.webhook, cfg);
-        println!();
-        print_triggers(&d.triggers);
-    }
-    Ok(())
-}
-
-async fn update(client: &Client, cfg: &Config, a: UpdateArgs, json: bool) -> Result<(), Failure> {
-    let mut set = BTreeMap::new();
-    for h in &a.headers {
-        let (k, v) = validate::header_arg(h)?;
-        set.insert(k, v);
-    }
-    let changes = ops::WebhookChanges {
-        name: a.name,
-        url: a.url,
-        set_headers: set,
-        remove_headers: a.remove_headers,
-        clear_headers: a.clear_headers,
-        retry_schedule_secs: match a.retry_schedule.as_deref() {
-            None => None,
-            Some(s) if s.trim() == "default" => Some(None),
-            Some(s) => Some(Some(schedule_arg(s)?)),
-        },
-        rate_limit_per_sec: optional_number("rate_limit_per_sec", a.rate_limit)?,
-        max_concurrency: optional_number("max_concurrency", a.max_concurrency)?,
-    };
-    if changes.is_empty() {
-        return Err(validate::Invalid::new(
-            "update",
-            validate::Rule::Required,
-            "nothing to change: give at least one of --name, --url, --header, --remove-header, \
-             --clear-headers, --retry-schedule, --rate-limit, --max-concurrency",
-        )
-        .into());
-    }
-    let w = ops::update(client, &guard(cfg)?, &a.webhook, &changes).await?;
-    output(json, &w, || print_webhook(&w, cfg));
-    Ok(())
-}
-
-async fn enable(client: &Client, webhook: &str, json: bool) -> Result<(), Failure> {
-    let w = ops::enable(client, webhook).await?;
-    output(json, &w, || {
-        println!("webhook {} is {}", w.id, w.status_text())
-    });
-    Ok(())
-}
-
-async fn disable(
-    client: &Client,
-    webhook: &str,
-    reason: Option<&str>,
-    json: bool,
-) -> Result<(), Failure> {
-    let w = ops::disable(client, webhook, reason).await?;
-    output(json, &w, || {
-        println!("webhook {} is {}", w.id, w.status_text())
-    });
-    Ok(())
-}
-
-async fn delete(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
-    let d = ops::delete(client, webhook, cfg.retention.days).await?;
-    output(json, &d, || {
-        println!(
-            "webhook {} deleted; `restore {}` brings it back until {}, when it is purged with its deliveries",
-            d.webhook.id,
-            d.webhook.id,
-            rfc3339_seconds(d.purge_after)
-        )
-    });
-    Ok(())
-}
-
-async fn restore(client: &Client, cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
-    let w = ops::restore(client, webhook, cfg.retention.days).await?;
-    output(json, &w, || {
-        println!("webhook {} restored: {}", w.id, w.status_text())
-    });
-    Ok(())
-}
-
 async fn rotate_secret(
-    client: &Client,
+    a: &Admin,
     webhook: &str,
-    secret: Option<String>,
-    grace: &str,
+    mut rotate: RotateSecret,
     json: bool,
 ) -> Result<(), Failure> {
-    let grace = validate::duration_secs("grace_secs", grace)?;
-    let secret = secret.map(secret_arg).transpose()?;
-    let r = ops::rotate_secret(client, webhook, secret.as_deref(), grace).await?;
+    rotate.secret = rotate.secret.map(secret_arg).transpose()?;
+    let given = rotate.secret.is_some();
+    let r = a
+        .rotate_secret(&WHO, webhook_id(a, webhook).await?, rotate)
+        .await?;
     output(json, &r, || {
-        if secret.is_some() {
+        if given {
             println!("new secret: the one given (not shown)");
         } else {
             println!("new secret: {}", r.secret);
@@ -652,10 +468,8 @@ async fn rotate_secret(
 }
 
 /// Exits non-zero unless the receiver answered 2xx; the answer is printed either way.
-async fn test(cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
-    let pool = db::pool(&cfg.database.url, 2)?;
-    let sender = ops::TestSender::from_config(cfg, None)?;
-    let r = ops::send_test(&pool, &sender, webhook).await?;
+async fn test(a: &Admin, webhook: &str, json: bool) -> Result<(), Failure> {
+    let r = a.send_test(&WHO, webhook_id(a, webhook).await?).await?;
     output(json, &r, || print_test(&r));
     if !r.success {
         return Err(Failure::Reported(anyhow::anyhow!(
@@ -671,36 +485,23 @@ async fn test(cfg: &Config, webhook: &str, json: bool) -> Result<(), Failure> {
 
 // Triggers.
 
-async fn triggers(client: &Client, cmd: TriggersCommand, json: bool) -> Result<(), Failure> {
+async fn triggers(a: &Admin, cmd: TriggersCommand, json: bool) -> Result<(), Failure> {
     match cmd {
-        TriggersCommand::Add {
-            webhook,
-            trigger_type,
-            threshold,
-            window,
-            cooldown,
-            goal,
-        } => {
-            let t = ops::NewTrigger {
-                trigger_type: validate::trigger_type(&trigger_type)?,
-                threshold,
-                window_secs: window
-                    .map(|w| validate::duration_secs("window_secs", &w))
-                    .transpose()?,
-                cooldown_secs: cooldown
-                    .map(|c| validate::duration_secs("cooldown_secs", &c))
-                    .transpose()?,
-                goal,
-            };
-            let v = ops::add_trigger(client, &webhook, &t).await?;
+        TriggersCommand::Add { webhook, trigger } => {
+            let v = a
+                .add_trigger(&WHO, webhook_id(a, &webhook).await?, trigger)
+                .await?;
             output(json, &v, || print_triggers(std::slice::from_ref(&v)));
         }
         TriggersCommand::List { webhook } => {
-            let v = ops::list_triggers(client, &webhook).await?;
+            let v = a
+                .list_triggers(&WHO, webhook_id(a, &webhook).await?)
+                .await?;
             output(json, &v, || print_triggers(&v.triggers));
         }
         TriggersCommand::Remove { trigger } => {
-            let v = ops::remove_trigger(client, &trigger).await?;
+            let t = a.resolve_trigger(&WHO, &trigger).await?;
+            let v = a.remove_trigger(&WHO, t).await?;
             output(json, &v, || println!("trigger {} removed", v.id));
         }
     }
@@ -709,42 +510,19 @@ async fn triggers(client: &Client, cmd: TriggersCommand, json: bool) -> Result<(
 
 // Deliveries.
 
-async fn deliveries(
-    client: &Client,
-    cmd: DeliveriesCommand,
-    now: OffsetDateTime,
-    json: bool,
-) -> Result<(), Failure> {
+async fn deliveries(a: &Admin, cmd: DeliveriesCommand, json: bool) -> Result<(), Failure> {
     match cmd {
         DeliveriesCommand::List {
             webhook,
-            status,
-            event,
-            since,
-            limit,
-            cursor,
+            query,
             follow,
         } => {
-            let webhook_id = match (&webhook, follow) {
-                (Some(w), true) => Some(ops::webhook_id(client, w).await?),
-                _ => None,
+            let webhook = match &webhook {
+                Some(w) => Some(webhook_id(a, w).await?),
+                None => None,
             };
-            let f = ops::DeliveryFilter {
-                webhook,
-                status,
-                event_type: event,
-                since: since
-                    .map(|s| validate::since("since", &s, now))
-                    .transpose()?,
-                limit: Some(limit),
-                cursor,
-            };
-            let started: OffsetDateTime = client
-                .query_one("SELECT clock_timestamp()", &[])
-                .await
-                .context("reading the database's time")?
-                .get(0);
-            let page = ops::list_deliveries(client, &f).await?;
+            let started = a.log_clock().await?;
+            let page = a.list_deliveries(&WHO, webhook, &query).await?;
             if follow && json {
                 // One object per line, oldest first, so a script can read
                 // the listing and what follows the same way.
@@ -760,11 +538,12 @@ async fn deliveries(
                 });
             }
             if follow {
-                follow_deliveries(client, webhook_id, started, json).await?;
+                follow_deliveries(a, webhook, started, json).await?;
             }
         }
         DeliveriesCommand::Show { delivery } => {
-            let d = ops::show_delivery(client, &delivery).await?;
+            let r = a.resolve_delivery(&WHO, &delivery).await?;
+            let d = a.show_delivery(&WHO, r).await?;
             output(json, &d, || print_delivery(&d));
         }
     }
@@ -774,8 +553,8 @@ async fn deliveries(
 /// Prints each delivery created or finished after `after`, once a second,
 /// until Ctrl-C (exit 0).
 async fn follow_deliveries(
-    client: &Client,
-    webhook: Option<uuid::Uuid>,
+    a: &Admin,
+    webhook: Option<Uuid>,
     mut after: OffsetDateTime,
     json: bool,
 ) -> Result<(), Failure> {
@@ -789,7 +568,7 @@ async fn follow_deliveries(
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
-        let (changed, now) = ops::deliveries_changed(client, webhook, after).await?;
+        let (changed, now) = a.deliveries_changed(&WHO, webhook, after).await?;
         after = now;
         for d in &changed {
             if json {
@@ -812,37 +591,8 @@ async fn follow_deliveries(
     }
 }
 
-async fn retry(client: &Client, delivery: &str, force: bool, json: bool) -> Result<(), Failure> {
-    let d = ops::retry(client, delivery, force).await?;
-    output(json, &d, || {
-        println!(
-            "delivery {} is due now (attempt {} next); `deliveries show {}` follows it",
-            d.id,
-            d.attempts + 1,
-            d.id
-        )
-    });
-    Ok(())
-}
-
-async fn replay(
-    client: &Client,
-    a: ReplayArgs,
-    now: OffsetDateTime,
-    json: bool,
-) -> Result<(), Failure> {
-    let r = ops::Replay {
-        webhook: a.webhook,
-        since: validate::since("since", &a.since, now)?,
-        until: a
-            .until
-            .map(|u| validate::since("until", &u, now))
-            .transpose()?,
-        event_type: a.event,
-        include_success: a.include_success,
-        dry_run: a.dry_run,
-    };
-    let v = ops::replay(client, &r).await?;
+async fn replay(a: &Admin, webhook: &str, r: ReplayInput, json: bool) -> Result<(), Failure> {
+    let v = a.replay(&WHO, webhook_id(a, webhook).await?, r).await?;
     output(json, &v, || {
         if v.dry_run {
             let listed = v.deliveries.as_deref().unwrap_or_default();
@@ -869,81 +619,25 @@ async fn replay(
     Ok(())
 }
 
-/// `-` reads the secret from stdin (so it stays out of `ps` and shell history).
+/// `-` reads the secret from stdin (so it stays out of `ps` and shell
+/// history); typed at a terminal, it is not echoed (rpassword).
 fn secret_arg(s: String) -> Result<String, Failure> {
     if s != "-" {
         return Ok(s);
     }
     use std::io::IsTerminal as _;
-    let mut buf = String::new();
-    if std::io::stdin().is_terminal() {
-        // Typed at a terminal: one line, not echoed (as passwd reads one).
-        eprint!("secret (not shown): ");
-        let echo = Echo::off();
-        let read = std::io::stdin().read_line(&mut buf);
-        drop(echo);
-        eprintln!();
-        read.context("reading the secret from the terminal")?;
+    let read = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("secret (not shown): ")
+            .context("reading the secret from the terminal")
     } else {
+        let mut buf = String::new();
         std::io::stdin()
             .read_to_string(&mut buf)
-            .context("reading the secret from stdin")?;
-    }
+            .context("reading the secret from stdin")
+            .map(|_| buf)
+    };
+    let buf = read.map_err(OpError::Internal)?;
     Ok(buf.trim_end_matches(['\r', '\n']).to_string())
-}
-
-/// The terminal's echo, turned off until dropped.
-struct Echo(Option<libc::termios>);
-
-impl Echo {
-    fn off() -> Echo {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a termios they fill in;
-        // on failure nothing was changed and nothing is restored.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return Echo(None);
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return Echo(None);
-            }
-            Echo(Some(saved))
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            // SAFETY: restores the settings tcgetattr read.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
-        }
-    }
-}
-
-fn schedule_arg(s: &str) -> Result<Vec<i64>, validate::Invalid> {
-    Ok(validate::retry_schedule_arg(s)?
-        .into_iter()
-        .map(i64::from)
-        .collect())
-}
-
-/// A number, `default` (back to the daemon's), or absent (unchanged).
-fn optional_number(field: &str, v: Option<String>) -> Result<Option<Option<i64>>, Failure> {
-    match v.as_deref().map(str::trim) {
-        None => Ok(None),
-        Some("default") => Ok(Some(None)),
-        Some(n) => n.parse::<i64>().map(|n| Some(Some(n))).map_err(|_| {
-            validate::Invalid::new(
-                field,
-                validate::Rule::Syntax,
-                format!("`{n}` is not a number (or `default`)"),
-            )
-            .into()
-        }),
-    }
 }
 
 fn output<T: Serialize>(json: bool, v: &T, human: impl FnOnce()) {

@@ -1,40 +1,129 @@
-//! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics` and the REST API
-//! under `/api/`. Off unless `admin.listen` is set; plain HTTP/1.1, meant for
-//! loopback (or behind a TLS proxy).
+//! The admin HTTP listener: one router (axum) for `/healthz`, `/readyz`,
+//! `/metrics`, the REST API under `/api/` and its OpenAPI document, served
+//! by an accept loop of our own so its protections hold whatever the routes
+//! do: a cap on connections open at once, a time limit on a request's head,
+//! bodies read only after authentication, bounded in size and time
+//! (`super::body`). Off unless `admin.listen` is set; plain HTTP/1.1, meant
+//! for loopback (or behind a TLS proxy).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deadpool_postgres::Pool;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use axum::body::Body;
+use axum::extract::OriginalUri;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::header::ALLOW;
+use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
-use super::state::{error_response, json_response, AdminState, HttpResponse, DB_CHECK_TIMEOUT};
+use super::api::error::ApiError;
+use super::api::reply::json;
+use super::state::{AdminState, Peer, Shared};
+use super::web_setup::Chrome;
 use crate::config::Config;
-use crate::triggers::source::SourceStatus;
 
-/// Largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A client must send its request head within this (slow clients hold a connection).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the kernel's backlog. Bounds the
+/// descriptors the admin can take from deliveries and the database.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long connections get to finish when the daemon stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+
+/// Every route the listener serves, with the OpenAPI document of them (the
+/// web page's routes, under its base path, are not part of the API's
+/// document).
+pub fn router(web: Option<&Chrome>) -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    let (routes, doc) = OpenApiRouter::with_openapi(super::api::ApiDoc::openapi())
+        .merge(super::health::routes())
+        .merge(super::api::routes())
+        .split_for_parts();
+    let served = doc.to_json().expect("the OpenAPI document serializes");
+    let router = routes
+        .route(
+            OPENAPI_PATH,
+            axum::routing::get(move || async move {
+                let mut r = Response::new(Body::from(served.clone()));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(method_not_allowed));
+    let router = match web {
+        Some(chrome) => {
+            let chrome = Arc::new(chrome.clone());
+            let page = super::web::routes(&chrome.base).layer(axum::middleware::map_response(
+                move |r: Response| super::web::error::render(chrome.clone(), r),
+            ));
+            router.merge(page)
+        }
+        None => router,
+    };
+    (router, doc)
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
+    if uri.path() == "/api" || uri.path().starts_with("/api/") {
+        return ApiError::no_endpoint().into_response();
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /healthz, /readyz, /metrics and /api/webhooks",
+    )
+    .into_response()
+}
+
+/// Axum answers a method a path does not take with a bare 405 and `Allow`:
+/// give it the JSON body every refusal has.
+async fn method_not_allowed(r: Response) -> Response {
+    if r.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return r;
+    }
+    let allow = r
+        .headers()
+        .get(ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut out = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &crate::admin::error::ErrorBody::new(
+            "method_not_allowed",
+            &format!("this endpoint allows {allow}"),
+            None,
+        ),
+    );
+    if let Some(v) = r.headers().get(ALLOW) {
+        out.headers_mut().insert(ALLOW, v.clone());
+    }
+    out
+}
 
 pub struct AdminServer {
     pub addr: SocketAddr,
-    pub state: Arc<AdminState>,
+    pub state: Shared,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves until `stop`.
+    /// Binds `addr` and serves until `shutdown`.
     pub async fn start(addr: SocketAddr, state: AdminState) -> Result<AdminServer> {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
@@ -48,8 +137,13 @@ impl AdminServer {
             );
         }
         let state = Arc::new(state);
+        let chrome = state.web.as_ref().map(|w| w.chrome());
+        if let Some(c) = &chrome {
+            tracing::info!(path = %c.base, "web page served");
+        }
+        let app = router(chrome.as_ref()).0.with_state(state.clone());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, state.clone(), stop.clone()));
+        let task = tokio::spawn(serve(listener, app, stop.clone()));
         tracing::info!(%addr, "admin listener started");
         Ok(AdminServer {
             addr,
@@ -70,11 +164,18 @@ impl AdminServer {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = tokio::select! {
+        // A slot first: beyond the cap, clients wait in the backlog instead
+        // of taking descriptors.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "admin listener: accept failed");
@@ -84,13 +185,18 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, stop: 
             },
             _ = stop.cancelled() => return,
         };
-        let state = state.clone();
+        // Each request knows its connection's peer (the web page bounds
+        // failed sign-ins per address).
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                let mut app = app.clone();
+                async move { app.call(req).await }
+            });
         let stop = stop.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
+            let _slot = slot;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -100,123 +206,11 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, stop: 
                 _ = conn.as_mut() => {}
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
                 }
             }
         });
     }
-}
-
-async fn handle(state: &AdminState, req: Request<Incoming>) -> HttpResponse {
-    let path = req.uri().path().to_string();
-    match path.as_str() {
-        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => readyz(state).await,
-        "/metrics" => super::metrics::response(state).await,
-        p if p == "/api" || p.starts_with("/api/") => {
-            let (parts, body) = req.into_parts();
-            let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        &format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-                    )
-                }
-            };
-            super::api::handle(state, parts, body).await
-        }
-        _ => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint; see /healthz, /readyz, /metrics and /api/webhooks",
-        ),
-    }
-}
-
-/// Ready = the database answers, the schema is current, LISTEN is up, the
-/// analytics source is not incompatible, and the daemon is not draining.
-/// Each check is reported by name.
-///
-/// `analytics` is the daemon's last source check (it runs at start, soon
-/// after a trigger query fails, and periodically). A source that refuses a
-/// statement triggers send (`incompatible`) makes the daemon not ready: its
-/// triggers cannot work until an operator fixes the source. One that merely
-/// cannot be asked (`unavailable`: down, slow, refusing credentials) is
-/// reported with `"ok": false` but does not: deliveries flow without
-/// analytics and triggers resume by themselves once it answers, so taking
-/// the instance out of service would stop deliveries and fix nothing.
-async fn readyz(state: &AdminState) -> HttpResponse {
-    let listener = *state.listener_up.borrow();
-    let stopping = state.stopping.load(Ordering::Relaxed);
-    let (database, migrations) = match tokio::time::timeout(
-        DB_CHECK_TIMEOUT,
-        schema_version(&state.pool),
-    )
-    .await
-    {
-        Ok(Ok(v)) => {
-            let want = crate::db::migrate::latest_version();
-            let m = if v >= want {
-                Ok(format!("current (version {v})"))
-            } else {
-                Err(format!("database at version {v}, this build needs {want}: run `plausible-webhooks migrate`"))
-            };
-            (Ok("reachable".to_string()), m)
-        }
-        Ok(Err(e)) => (
-            Err(format!("{e:#}")),
-            Err("unknown (database unreachable)".into()),
-        ),
-        Err(_) => (
-            Err(format!("no answer within {}s", DB_CHECK_TIMEOUT.as_secs())),
-            Err("unknown (database unreachable)".into()),
-        ),
-    };
-    let analytics = state.analytics.as_ref().map(|rx| rx.borrow().clone());
-    let analytics_ready = analytics.as_ref().is_none_or(SourceStatus::ready);
-    let ready = database.is_ok() && migrations.is_ok() && listener && analytics_ready && !stopping;
-    let show = |r: &Result<String, String>| match r {
-        Ok(s) => json!({"ok": true, "detail": s}),
-        Err(s) => json!({"ok": false, "detail": s}),
-    };
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "database": show(&database),
-            "migrations": show(&migrations),
-            "listener": if listener { json!({"ok": true, "detail": "LISTEN connected"}) }
-                        else { json!({"ok": false, "detail": "LISTEN connection down (reconnecting; polling meanwhile)"}) },
-            "analytics": match &analytics {
-                None => json!({"ok": true, "state": "off", "detail": "triggers are off"}),
-                Some(SourceStatus::Compatible { version }) => json!({
-                    "ok": true, "state": "compatible", "version": version,
-                    "detail": format!("every statement answered (server version {version})"),
-                }),
-                Some(SourceStatus::Unavailable(e)) => json!({
-                    "ok": false, "state": "unavailable", "blocks_readiness": false, "detail": e,
-                }),
-                Some(SourceStatus::Incompatible(e)) => json!({
-                    "ok": false, "state": "incompatible", "blocks_readiness": true, "detail": e,
-                }),
-            },
-            "draining": stopping,
-        }
-    });
-    json_response(
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        &body,
-    )
-}
-
-async fn schema_version(pool: &Pool) -> Result<i32> {
-    let client = pool.get().await.context("connecting to PostgreSQL")?;
-    crate::db::migrate::current_version(&client).await
 }
 
 /// For `check`: what the admin listener will serve, and, when Plausible API
@@ -242,8 +236,25 @@ pub async fn check(cfg: &Config, db: &tokio_postgres::Client) -> Result<String> 
     } else {
         "off (no SECRET_KEY_BASE)"
     };
+    let web = if cfg.web.enabled {
+        db.batch_execute(
+            "SELECT 1 FROM user_sessions LIMIT 0; SELECT 1 FROM users LIMIT 0;
+             SELECT 1 FROM webhook_portal_sessions LIMIT 0",
+        )
+        .await
+        .context(
+            "the web page is on (web.enabled) but Plausible's user_sessions or users cannot be read: \
+             grant this role SELECT on them (its sign-in reads Plausible's sessions)",
+        )?;
+        format!(
+            "web page: on at {} (Plausible sessions by cookie {})",
+            cfg.web.base_path, cfg.web.session_cookie
+        )
+    } else {
+        "web page: off (web.enabled)".to_string()
+    };
     Ok(format!(
-        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys})",
+        "admin listener: http://{addr} (operator tokens: {}, Plausible API keys: {keys}); {web}",
         cfg.admin.operator_token_sha256.len()
     ))
 }

@@ -3,12 +3,11 @@
 //! the process-wide registry (`crate::metrics`) and encodes it.
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http_body_util::Full;
+use axum::body::Body;
+use axum::response::Response;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
 
-use super::state::{AdminState, HttpResponse, DB_CHECK_TIMEOUT};
+use super::state::{AdminState, DB_CHECK_TIMEOUT};
 use crate::metrics::{self, QueueSample};
 
 /// Counts rows by status and the oldest due row's age. The pending and
@@ -42,9 +41,13 @@ pub async fn sample_queue(db: &tokio_postgres::Client) -> Result<QueueSample> {
     })
 }
 
-pub async fn response(state: &AdminState) -> HttpResponse {
+pub async fn response(state: &AdminState) -> Response {
     let sample = tokio::time::timeout(DB_CHECK_TIMEOUT, async {
-        let client = state.pool.get().await.context("connecting to PostgreSQL")?;
+        let client = state
+            .pool()
+            .get()
+            .await
+            .context("connecting to PostgreSQL")?;
         sample_queue(&client).await
     })
     .await;
@@ -60,7 +63,7 @@ pub async fn response(state: &AdminState) -> HttpResponse {
         Err(_) => None,
     };
     metrics::record_sample(sample.as_ref(), *state.listener_up.borrow());
-    let mut resp = Response::new(Full::new(Bytes::from(metrics::encode())));
+    let mut resp = Response::new(Body::from(metrics::encode()));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -1,4 +1,5 @@
-//! How many test sends (`POST /api/webhooks/:id/test`) may run at once: per
+//! How many test sends (the CLI's `test`, the API's `POST
+//! /api/webhooks/:id/test`, the page's button) may run at once: per
 //! user, per site and in all. A test waits for the receiver's answer, up to
 //! the test's request timeout, so a receiver that hangs holds its slot that
 //! long. One slot for everyone (as before) let one user's hanging tests delay
@@ -11,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::auth::Principal;
+use super::access::Principal;
 
 /// Tests one user (all their API keys together) may run at once.
 pub const DEFAULT_PER_USER: usize = 2;
@@ -72,6 +73,7 @@ impl Busy {
 enum User {
     Operator,
     Id(i64),
+    Link(uuid::Uuid),
 }
 
 #[derive(Default)]
@@ -117,6 +119,8 @@ impl TestSlots {
         let user = match who {
             Principal::Operator => User::Operator,
             Principal::User { user_id, .. } => User::Id(*user_id),
+            // Whoever holds a link counts as one user per link.
+            Principal::Link { link_id, .. } => User::Link(*link_id),
         };
         let mut c = self.counts.lock().expect("test slot counts");
         let busy = |scope, limit| Err(Busy { scope, limit });
@@ -165,10 +169,7 @@ mod tests {
     use super::*;
 
     fn user(id: i64) -> Principal {
-        Principal::User {
-            user_id: id,
-            key_team_id: None,
-        }
+        Principal::api_key(id, None)
     }
 
     #[test]

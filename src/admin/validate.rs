@@ -74,6 +74,10 @@ pub enum Rule {
     NotApplicable,
     /// Over a size limit in bytes (a payload over `delivery.max_payload_bytes`).
     TooLarge,
+    /// A key the input does not have (a typo would otherwise be ignored).
+    UnknownField,
+    /// A value of the wrong JSON type (a number where text belongs, ...).
+    WrongType,
 }
 
 impl Rule {
@@ -93,6 +97,8 @@ impl Rule {
             Rule::Encoding => "encoding",
             Rule::NotApplicable => "not_applicable",
             Rule::TooLarge => "too_large",
+            Rule::UnknownField => "unknown_field",
+            Rule::WrongType => "wrong_type",
         }
     }
 }
@@ -123,6 +129,107 @@ impl std::fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 pub type Valid<T> = Result<T, Invalid>;
+
+/// Every rule an input broke, in the order its fields are checked (never
+/// empty): a form shows them all at once, the API and the CLI the first
+/// with the rest beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalids(Vec<Invalid>);
+
+impl Invalids {
+    pub fn first(&self) -> &Invalid {
+        &self.0[0]
+    }
+    pub fn all(&self) -> &[Invalid] {
+        &self.0
+    }
+    /// The refusal of `field`, if it broke a rule.
+    pub fn of(&self, field: &str) -> Option<&Invalid> {
+        self.0.iter().find(|i| i.field == field)
+    }
+    pub fn push(&mut self, i: Invalid) {
+        self.0.push(i);
+    }
+    /// Blames `to` for what was blamed on `from` (a field read under another name).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for i in &mut self.0 {
+            if i.field == from {
+                i.field = to.to_string();
+            }
+        }
+    }
+}
+
+impl From<Invalid> for Invalids {
+    fn from(i: Invalid) -> Self {
+        Invalids(vec![i])
+    }
+}
+
+impl std::fmt::Display for Invalids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, i) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{i}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for Invalids {}
+
+/// Collects the refusals of an input's fields, checking on after the first.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<Invalid>);
+
+impl Checks {
+    /// The value when `r` is valid; otherwise the refusal is kept and None returned.
+    pub fn check<T>(&mut self, r: Valid<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(i) => {
+                self.0.push(i);
+                None
+            }
+        }
+    }
+
+    /// `check` of an optional value: Some(None) when absent.
+    pub fn optional<T, U>(
+        &mut self,
+        v: Option<T>,
+        f: impl FnOnce(T) -> Valid<U>,
+    ) -> Option<Option<U>> {
+        match v {
+            None => Some(None),
+            Some(v) => self.check(f(v)).map(Some),
+        }
+    }
+
+    pub fn refuse(&mut self, i: Invalid) {
+        self.0.push(i);
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ok when nothing was refused.
+    pub fn done(self) -> Result<(), Invalids> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalids(self.0))
+        }
+    }
+
+    /// `done`, then the value the checked fields make (their `check`s all
+    /// returned Some, so `make` may unwrap them).
+    pub fn finish<T>(self, make: impl FnOnce() -> T) -> Result<T, Invalids> {
+        self.done().map(|()| make())
+    }
+}
 
 /// The name under which the database refuses a payload over
 /// `delivery.max_payload_bytes` (sql/0005_payload_size.sql).
@@ -488,8 +595,8 @@ pub fn trigger(t: TriggerType, i: &TriggerInput) -> Valid<TriggerValues> {
     })
 }
 
-/// A duration: seconds as a number, or with a unit: `90s`, `5m`, `12h`, `7d`
-/// (several parts add up: `1h30m`).
+/// A duration: seconds as a number, or with units as `humantime` reads
+/// them: `90s`, `5m`, `12h`, `7d`, several parts adding up (`1h30m`).
 pub fn duration_secs(field: &str, raw: &str) -> Valid<i64> {
     let s = raw.trim();
     let bad = || {
@@ -499,37 +606,16 @@ pub fn duration_secs(field: &str, raw: &str) -> Valid<i64> {
             format!("`{raw}` is not a duration like 90s, 5m, 12h or 7d"),
         )
     };
-    if s.is_empty() {
-        return Err(bad());
-    }
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
-    let mut total: i64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: i64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !num.is_empty() {
+    // humantime reads `m` as minutes and `M` as months: only the units this
+    // tool documents are let through, so `1M` is not a month by accident.
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit() || "smhd ".contains(c)) {
         return Err(bad());
     }
-    Ok(total)
+    let d = humantime::parse_duration(s).map_err(|_| bad())?;
+    i64::try_from(d.as_secs()).map_err(|_| bad())
 }
 
 /// `1m,5m,30m` (empty or `none`: no retries).

@@ -27,6 +27,15 @@ pub struct ListenerConfig {
     pub check_interval: Duration,
 }
 
+impl ListenerConfig {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            url: cfg.database.url.clone(),
+            check_interval: Duration::from_millis(cfg.queue.listener_check_interval_ms),
+        }
+    }
+}
+
 pub struct Listener {
     cfg: ListenerConfig,
     pg: tokio_postgres::Config,

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lean_hot_path",
         include_str!("../../sql/0009_lean_hot_path.sql"),
     ),
+    (10, "portal", include_str!("../../sql/0010_portal.sql")),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -1,9 +1,12 @@
 //! Database access: the connection pool, the embedded migrations, the
-//! settings the database enforces (`settings`) and the LISTEN connection. The daemon needs a direct or session-pooled connection: PgBouncer
-//! in transaction mode breaks LISTEN/NOTIFY.
+//! settings the database enforces (`settings`), the LISTEN connection, and
+//! reading what rows hold (`row`, `timestamp`). The daemon needs a direct or
+//! session-pooled connection: PgBouncer in transaction mode breaks
+//! LISTEN/NOTIFY.
 
 pub mod listener;
 pub mod migrate;
+pub mod row;
 pub mod settings;
 pub mod timestamp;
 

@@ -6,6 +6,7 @@
 //! the daemon's other times are kept in range by checks (sql/0004).
 
 use std::fmt;
+use std::io::Write as _;
 
 use time::OffsetDateTime;
 use tokio_postgres::types::{FromSql, Type};
@@ -99,6 +100,30 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+/// `2026-02-25T12:00:00Z` (UTC, whole seconds): the envelope's
+/// `timestamp`, and the times in payloads and CLI output.
+pub fn rfc3339_seconds(at: OffsetDateTime) -> String {
+    let mut out = Vec::with_capacity(20);
+    write_rfc3339_seconds(&mut out, at);
+    String::from_utf8(out).expect("digits and ASCII")
+}
+
+/// [`rfc3339_seconds`] appended to `out`, allocating nothing of its own:
+/// the envelope writes it into the body's buffer.
+pub fn write_rfc3339_seconds(out: &mut Vec<u8>, at: OffsetDateTime) {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+}
+
 /// (year, month, day) of a day count since 1970-01-01, for any count
 /// (Howard Hinnant's `civil_from_days`; year 0 is 1 BC, as in ISO 8601).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -117,6 +142,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_seconds_is_utc_cut_to_the_second() {
+        let at = time::macros::datetime!(2026-02-25 13:00:00.789 +01:00);
+        assert_eq!(rfc3339_seconds(at), "2026-02-25T12:00:00Z");
+        let mut buf = b"at ".to_vec();
+        write_rfc3339_seconds(&mut buf, at);
+        assert_eq!(buf, b"at 2026-02-25T12:00:00Z");
+    }
 
     #[test]
     fn every_value_postgres_holds_reads_and_prints() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
@@ -19,13 +19,12 @@ use super::guard::{
     AddressGuard, DnsFailure, GuardedResolver, RefusedAddress, Resolve, SystemResolver,
 };
 use super::retry::parse_retry_after;
+use crate::https::{tls_config, USER_AGENT_VALUE};
 use crate::queue::FailureKind;
 
 /// Past the request deadline, the outer timeout waits this much longer so a
 /// response whose status arrived in time is still reported with its status.
 const BODY_GRACE: Duration = Duration::from_millis(50);
-
-pub const USER_AGENT_VALUE: &str = concat!("plausible-webhooks/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -206,44 +205,6 @@ impl HttpClient {
             Err(_) => Err(SendError::timeout(timeout)),
         }
     }
-}
-
-/// rustls with the webpki roots plus the CAs in `extra_ca_file` (named by
-/// its config `key` in errors).
-pub fn tls_config(
-    extra_ca_file: Option<&std::path::Path>,
-    key: &str,
-) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca_file {
-        use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("reading {key} {}", path.display()))?;
-        let mut found = 0;
-        for cert in certs {
-            let cert =
-                cert.with_context(|| format!("parsing a certificate in {}", path.display()))?;
-            roots
-                .add(cert)
-                .with_context(|| format!("adding a CA from {}", path.display()))?;
-            found += 1;
-        }
-        // An empty set would pass silently and trust nothing extra (a key
-        // file put here by mistake printed "https client: ok").
-        anyhow::ensure!(
-            found > 0,
-            "{key} {}: no certificate in it (no PEM `-----BEGIN CERTIFICATE-----` block); put the receiver's CA certificate there, not its key",
-            path.display()
-        );
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("configuring TLS versions")?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 /// Reads at most `max` bytes; a longer body is cut (its connection is dropped,
@@ -436,24 +397,62 @@ mod tests {
         );
     }
 
-    /// A file with no certificate in it (a private key, say) is refused,
-    /// saying what the file must hold, rather than trusted as "no extra CA".
-    #[test]
-    fn an_extra_ca_file_without_a_certificate_is_refused() {
+    /// The CA-as-leaf refusal reaches us untyped (rustls wraps webpki's
+    /// `CaUsedAsEndEntity` in `CertificateError::Other`) and is found by
+    /// downcasting to webpki's own error type, which matches only while the
+    /// rustls-webpki this crate names is the one rustls uses. A real
+    /// handshake with a receiver presenting its CA certificate as its own
+    /// must be named for what it is: were the versions to drift apart, the
+    /// downcast would find nothing and this would fail.
+    #[tokio::test]
+    async fn a_ca_certificate_presented_as_the_receivers_own_is_named() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        let pair = rcgen::KeyPair::generate().unwrap();
-        std::fs::write(&key, pair.serialize_pem()).unwrap();
-        let err =
-            tls_config(Some(&key), "delivery.extra_ca_file").expect_err("a key file is not a CA");
-        let msg = format!("{err:#}");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // The client refuses the certificate: the handshake fails here too.
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let client = HttpClient::new(ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            read_max_bytes: 1024,
+            extra_ca_file: Some(ca),
+            guard: Arc::new(AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()])),
+            resolver: Arc::new(SystemResolver),
+            max_idle_per_host: 1,
+        })
+        .unwrap();
+        let uri: Uri = format!("https://127.0.0.1:{port}/").parse().unwrap();
+        let err = client
+            .post(&uri, HeaderMap::new(), Bytes::new())
+            .await
+            .expect_err("a CA certificate as the receiver's own is refused");
+        assert_eq!(err.kind, FailureKind::Tls);
         assert!(
-            msg.contains("delivery.extra_ca_file") && msg.contains("no certificate"),
-            "{msg}"
+            err.to_string()
+                .contains("presents a CA certificate as its own"),
+            "{err}"
         );
-        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let pem = dir.path().join("ca.pem");
-        std::fs::write(&pem, ca.cert.pem()).unwrap();
-        assert!(tls_config(Some(&pem), "delivery.extra_ca_file").is_ok());
     }
 }

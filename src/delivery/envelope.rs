@@ -3,10 +3,10 @@
 //! JavaScript's `JSON.stringify` writes JSON (`es_json`), so a receiver that
 //! re-serializes the parsed body still has the bytes that were signed.
 
-use std::io::Write as _;
-
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::db::timestamp::write_rfc3339_seconds;
 
 /// `{"id":…,"event":…,"site_id":<domain>,"timestamp":…,"data":<payload>}`.
 /// `data_json` is the payload as PostgreSQL renders jsonb (stable for a row);
@@ -42,28 +42,6 @@ pub fn envelope(
     }
     out.push(b'}');
     out
-}
-
-/// `2026-02-25T12:00:00Z` (UTC, whole seconds).
-pub fn rfc3339_seconds(at: OffsetDateTime) -> String {
-    let mut out = Vec::with_capacity(20);
-    write_rfc3339_seconds(&mut out, at);
-    String::from_utf8(out).expect("digits and ASCII")
-}
-
-/// [`rfc3339_seconds`] appended to `out` (the envelope's buffer).
-fn write_rfc3339_seconds(out: &mut Vec<u8>, at: OffsetDateTime) {
-    let t = at.to_offset(time::UtcOffset::UTC);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
-//! The delivery of one claimed message, top to bottom: may it be sent, may it
-//! be sent now, build and sign the body, POST it, decide what the answer means,
-//! log one line, and hand the outcome to the completer.
+//! The delivery of one claimed message, top to bottom: the gate (may it be
+//! sent, may it be sent now), the signed request, the POST, what the answer
+//! means (`classify`) and what the retry policy makes of it, one log line,
+//! and the outcome for the completer. Everything it needs came with the
+//! claim: no database here, so a delivery waits on nothing but its receiver.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::Uri;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{HttpClient, SendError};
+use super::client::{HttpClient, HttpResponse, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
@@ -35,40 +38,119 @@ pub struct Worker {
     pub stopping: CancellationToken,
 }
 
+/// Why a claimed delivery goes no further than the gate.
+enum Held {
+    /// Not sent, and never will be as the webhook stands: final, no attempt
+    /// counted.
+    NotSent(String),
+    /// Shutdown came first: back to the queue, due now.
+    Deferred,
+}
+
+/// What the gate lets through: the parts of the webhook a request is made of.
+struct Sendable<'a> {
+    uri: &'a Uri,
+    custom_headers: &'a HeaderMap,
+}
+
+/// The request as it goes out: the signed bytes are exactly the bytes sent.
+struct Signed {
+    headers: HeaderMap,
+    body: Bytes,
+    /// The instant the signatures carry (`webhook-timestamp`).
+    attempted_at: OffsetDateTime,
+}
+
+/// What the answer, or its absence, means: for the retry policy, the log
+/// line and the attempt log.
+struct Classified {
+    result: AttemptResult,
+    status_code: Option<i32>,
+    error: Option<String>,
+    error_kind: Option<FailureKind>,
+    response_body: Option<String>,
+}
+
 impl Worker {
     pub async fn deliver(&self, job: &Claimed) -> Completion {
+        let ready = match self.gate(job) {
+            Ok(ready) => ready,
+            Err(Held::NotSent(why)) => return not_sent(job, why),
+            Err(Held::Deferred) => return Completion::deferred(job),
+        };
+        let signed = self.sign(job, ready.custom_headers);
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(ready.uri, signed.headers, signed.body)
+            .await;
+        let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        let answer = self.classify(&sent);
+        let verdict = self.policy.decide(
+            job.attempt,
+            job.webhook.retry_schedule.as_deref(),
+            &answer.result,
+        );
+        log_attempt(
+            job,
+            answer.status_code,
+            duration_ms,
+            &verdict,
+            answer.error.as_deref(),
+            &sent,
+        );
+        let attempt = Attempt {
+            status_code: answer.status_code,
+            error: answer.error,
+            error_kind: answer.error_kind,
+            response_body: answer.response_body,
+            duration_ms,
+            attempted_at: signed.attempted_at,
+        };
+        match verdict {
+            Verdict::Success => Completion::delivered(job, attempt),
+            Verdict::Retry(after) => Completion::retry(job, attempt, after),
+            Verdict::Fail => Completion::failed(job, attempt),
+            Verdict::FailAndDisable(why) => Completion::gone(job, attempt, why),
+        }
+    }
+
+    /// May it be sent, and may it be sent now.
+    fn gate<'a>(&self, job: &'a Claimed) -> Result<Sendable<'a>, Held> {
         let wh = &job.webhook;
         if wh.deleted {
-            return not_sent(job, "webhook deleted: not sent".into());
+            return Err(Held::NotSent("webhook deleted: not sent".into()));
         }
         if !wh.enabled {
-            return not_sent(
-                job,
-                format!(
-                    "webhook disabled ({}): not sent; enable the webhook and replay to send",
-                    wh.disabled_reason.as_deref().unwrap_or("by an operator")
-                ),
-            );
+            return Err(Held::NotSent(format!(
+                "webhook disabled ({}): not sent; enable the webhook and replay to send",
+                wh.disabled_reason.as_deref().unwrap_or("by an operator")
+            )));
         }
         let Some(uri) = &wh.uri else {
-            return not_sent(
-                job,
+            return Err(Held::NotSent(
                 // Not the URL itself: paths often carry tokens (Slack-style hooks).
                 "the webhook URL cannot be parsed: not sent; fix the URL and replay".into(),
-            );
+            ));
         };
         let custom_headers = match &wh.headers {
             Ok(h) => h,
-            Err(why) => return not_sent(job, why.clone()),
+            Err(why) => return Err(Held::NotSent(why.clone())),
         };
-
         // The webhook's limits were applied when the row was claimed
         // (queue::admission): what is claimed may go now.
         if self.stopping.is_cancelled() {
-            return Completion::deferred(job);
+            return Err(Held::Deferred);
         }
+        Ok(Sendable {
+            uri,
+            custom_headers,
+        })
+    }
 
-        // The body and its signatures: the signed bytes are exactly the bytes sent.
+    /// The body and its signatures, with the webhook's own headers.
+    fn sign(&self, job: &Claimed, custom_headers: &HeaderMap) -> Signed {
+        let wh = &job.webhook;
         let id = job.id.to_string();
         let body = Bytes::from(envelope(
             &job.id,
@@ -107,12 +189,16 @@ impl Worker {
                 &body,
             )),
         );
+        Signed {
+            headers,
+            body,
+            attempted_at,
+        }
+    }
 
-        let started = Instant::now();
-        let sent = self.client.post(uri, headers, body).await;
-        let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-
-        let (result, code, error, response_body, error_kind) = match &sent {
+    /// The receiver's answer, or why none came, in the attempt log's terms.
+    fn classify(&self, sent: &Result<HttpResponse, SendError>) -> Classified {
+        match sent {
             Ok(r) => {
                 let text = log_text(&String::from_utf8_lossy(
                     &r.body[..r.body.len().min(self.response_log_max)],
@@ -125,43 +211,24 @@ impl Worker {
                     )),
                     s => Some(format!("HTTP {s}")),
                 };
-                let kind = error.is_some().then_some(FailureKind::HttpStatus);
-                (
-                    AttemptResult::Response {
+                Classified {
+                    result: AttemptResult::Response {
                         status: r.status,
                         retry_after: r.retry_after,
                     },
-                    Some(i32::from(r.status)),
+                    status_code: Some(i32::from(r.status)),
+                    error_kind: error.is_some().then_some(FailureKind::HttpStatus),
                     error,
-                    Some(text),
-                    kind,
-                )
+                    response_body: Some(text),
+                }
             }
-            Err(e) => (
-                AttemptResult::Transport,
-                None,
-                Some(log_text(&e.to_string())),
-                None,
-                Some(e.kind),
-            ),
-        };
-        let verdict = self
-            .policy
-            .decide(job.attempt, wh.retry_schedule.as_deref(), &result);
-        log_attempt(job, code, duration_ms, &verdict, error.as_deref(), &sent);
-        let attempt = Attempt {
-            status_code: code,
-            error,
-            error_kind,
-            response_body,
-            duration_ms,
-            attempted_at,
-        };
-        match verdict {
-            Verdict::Success => Completion::delivered(job, attempt),
-            Verdict::Retry(after) => Completion::retry(job, attempt, after),
-            Verdict::Fail => Completion::failed(job, attempt),
-            Verdict::FailAndDisable(why) => Completion::gone(job, attempt, why),
+            Err(e) => Classified {
+                result: AttemptResult::Transport,
+                status_code: None,
+                error: Some(log_text(&e.to_string())),
+                error_kind: Some(e.kind),
+                response_body: None,
+            },
         }
     }
 }
@@ -194,7 +261,7 @@ fn log_attempt(
     duration_ms: i32,
     verdict: &Verdict,
     error: Option<&str>,
-    sent: &Result<super::client::HttpResponse, SendError>,
+    sent: &Result<HttpResponse, SendError>,
 ) {
     let status = code.unwrap_or(0);
     match verdict {

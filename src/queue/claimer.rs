@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::admission::{Admission, Quotas};
+use super::claim_sql::claim_rows_sql;
+use super::claim_sql::claimed_row_sql;
 use super::{limits, Claimed, Slot, WebhookInfo};
+use crate::db::row::position;
+use crate::db::row::{col, Unreadable};
 use crate::db::Timestamp;
 
 /// Poll at least this often while the LISTEN connection is down.
@@ -31,91 +34,6 @@ pub const MIN_WAIT: Duration = Duration::from_millis(25);
 /// to ERROR_BACKOFF_MAX while failures go on.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// The row a claimed delivery is read from (`d` holds the claimed rows):
-/// shared by the claim and by the test send, which decode it alike, by
-/// column name ([`ClaimedColumns`]).
-macro_rules! claimed_row_sql {
-    () => {
-        "
-SELECT d.id, d.webhook_id, d.event_type, d.payload::text AS payload, d.attempts, d.inserted_at,
-       w.url, w.secret,
-       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
-       w.headers, w.enabled, w.deleted_at IS NOT NULL AS deleted, w.disabled_reason,
-       w.retry_schedule_secs, w.rate_limit_per_sec, w.max_concurrency,
-       coalesce(s.domain, '') AS site_domain, w.updated_at AS webhook_updated_at, d.locked_until
-FROM d
-JOIN webhooks w ON w.id = d.webhook_id
-LEFT JOIN sites s ON s.id = w.site_id"
-    };
-}
-pub(crate) use claimed_row_sql;
-
-/// The claim's second half, shared with the limited claim
-/// (`limits::LIMITED_CLAIM_SQL`): from `quota` (webhook_id, held, n: what
-/// each webhook may take) to `claimed`, the rows taken. Each webhook offers
-/// at most its `n` due rows; the offers are taken least-held first, and a
-/// row that would take its webhook beyond its light share is taken only
-/// while the reserve stays free after it. Candidates are read over the
-/// (webhook_id, next_attempt_at) index, so a backlog a limit holds back is
-/// never read; they are chosen without locks; the lock re-checks `pending`
-/// (another instance may have taken a row meanwhile) and skips rows already
-/// locked.
-///
-/// A row's payload is budgeted at the size the payload trigger measured
-/// (`payload_bytes`, kept over 4096 bytes) or its stored size, whichever is
-/// larger; rows are taken while the running sum fits $13 (the first one
-/// always when nothing is in flight, $14).
-macro_rules! claim_rows_sql {
-    () => {
-        "
-cand AS (
-    SELECT x.id, x.next_attempt_at, x.bytes,
-           q.held + row_number() OVER (PARTITION BY q.webhook_id ORDER BY x.next_attempt_at) AS holds
-    FROM quota q
-    CROSS JOIN LATERAL (
-        SELECT p.id, p.next_attempt_at,
-               GREATEST(coalesce(p.payload_bytes, 0), pg_column_size(p.payload)) AS bytes
-        FROM webhook_deliveries p
-        WHERE p.webhook_id = q.webhook_id AND p.status = 'pending' AND p.next_attempt_at <= now()
-        ORDER BY p.next_attempt_at
-        LIMIT GREATEST(q.n, 0)
-    ) x
-    WHERE q.n > 0
-), pick AS (
-    SELECT id FROM (
-        SELECT id, holds,
-               row_number() OVER o AS pos,
-               sum(bytes) OVER o AS bytes_sum
-        FROM cand
-        WINDOW o AS (ORDER BY holds, next_attempt_at ROWS UNBOUNDED PRECEDING)
-    ) r
-    WHERE pos <= $1 AND (holds <= $11::int8 OR $10::int8 - pos >= $12::int8)
-      AND (bytes_sum <= $13::int8 OR (pos = 1 AND $14::bool))
-), c AS (
-    SELECT id FROM webhook_deliveries
-    -- Re-checked on the row's latest version: another instance may have
-    -- claimed it, or claimed, failed and rescheduled it, since the snapshot.
-    -- By the primary key, whatever the estimates: as `IN (SELECT ...)` the
-    -- planner, once ANALYZE had seen a large backlog and with `webhooks`
-    -- unanalyzed (a few webhooks never reach autovacuum's threshold), hashed
-    -- the picks and read the whole table: 280 ms a claim instead of 60.
-    WHERE id = ANY(ARRAY(SELECT id FROM pick)) AND status = 'pending' AND next_attempt_at <= now()
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE webhook_deliveries d
-    SET status = 'delivering',
-        -- At most the CHECK's 1000 (sql/0003): a claim never overflows.
-        attempts = LEAST(d.attempts + 1, 1000),
-        locked_by = $2,
-        locked_until = now() + make_interval(secs => $3)
-    FROM c
-    WHERE d.id = c.id
-    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
-)"
-    };
-}
-pub(crate) use claim_rows_sql;
 
 /// The claim of every webhook without limits of its own (see `admission`),
 /// fair by construction ([`claim_rows_sql`]): each webhook may take what
@@ -657,12 +575,7 @@ impl ClaimedColumns {
     /// The columns of a statement ending in [`claimed_row_sql`]; Err names
     /// the one missing.
     pub fn find(columns: &[tokio_postgres::Column]) -> Result<Self> {
-        let at = |name: &str| {
-            columns
-                .iter()
-                .position(|c| c.name() == name)
-                .with_context(|| format!("no column {name}"))
-        };
+        let at = |name: &str| position(columns, name);
         Ok(Self {
             id: at("id")?,
             webhook_id: at("webhook_id")?,
@@ -740,42 +653,6 @@ impl ClaimedColumns {
             site_domain: col(r, self.site_domain)?,
         })
     }
-}
-
-/// A column of a claimed row that cannot be read.
-#[derive(Debug)]
-pub struct Unreadable {
-    pub column: String,
-    pub cause: String,
-    pub is_time: bool,
-}
-
-impl std::fmt::Display for Unreadable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "column {} cannot be read ({})", self.column, self.cause)?;
-        if self.is_time {
-            f.write_str(": it must be a time between the years 1 and 9999, not infinity")?;
-        }
-        Ok(())
-    }
-}
-impl std::error::Error for Unreadable {}
-
-/// Column `i` of `r`, or which column could not be read and why.
-pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
-    r: &'a tokio_postgres::Row,
-    i: usize,
-) -> Result<T, Unreadable> {
-    r.try_get(i).map_err(|e| {
-        let c = &r.columns()[i];
-        Unreadable {
-            column: c.name().to_string(),
-            cause: std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string()),
-            is_time: matches!(*c.type_(), Type::TIMESTAMPTZ | Type::TIMESTAMP),
-        }
-    })
 }
 
 /// Ends claimed rows that cannot be read: `failed` with the reason, and the

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::service::PeriodicService;
 
 const PRUNE_SQL: &str = "
@@ -45,6 +46,16 @@ pub struct CleanerConfig {
     pub retention_days: i32,
     pub interval: Duration,
     pub batch: i64,
+}
+
+impl CleanerConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            retention_days: cfg.retention.days as i32,
+            interval: Duration::from_secs(cfg.retention.prune_interval_secs),
+            batch: cfg.retention.prune_batch,
+        }
+    }
 }
 
 pub struct Cleaner {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::admission::Blocked;
-use super::claimer::{claim_rows_sql, claimed_row_sql};
+use super::claim_sql::{claim_rows_sql, claimed_row_sql};
 
 /// Locks the state rows of the webhooks in $1 that no other instance holds,
 /// making those missing (a webhook's first limited claim). A row made here is

@@ -1,10 +1,12 @@
 //! The queue in `webhook_deliveries`: claiming due rows under a lease
 //! (`claimer`; `limits` for webhooks whose limits hold deployment-wide,
-//! `admission` for what each claim may take), writing outcomes in batches fenced by the lease holder
+//! `admission` for what each claim may take, `claim_sql` for the SQL both
+//! claims share), writing outcomes in batches fenced by the lease holder
 //! (`completer`), returning expired leases (`rescuer`) and pruning old rows
 //! (`cleaner`). Each service is one loop with the same start/stop shape.
 
 pub mod admission;
+pub mod claim_sql;
 pub mod claimer;
 pub mod cleaner;
 pub mod completer;

@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::service::{FirstRun, PeriodicService};
 
 /// Most rows returned per statement; the loop repeats while batches come back full.
@@ -58,6 +59,21 @@ pub struct RescuerConfig {
     pub interval: Duration,
     /// Retries in the global schedule (for webhooks without their own).
     pub default_retries: i32,
+}
+
+impl RescuerConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            interval: Duration::from_millis(cfg.queue.rescue_interval_ms),
+            default_retries: default_retries(cfg),
+        }
+    }
+}
+
+/// Retries in the configured schedule: the rescuer's, and the release of
+/// this instance's claims at shutdown.
+pub fn default_retries(cfg: &Config) -> i32 {
+    cfg.delivery.retry_schedule_secs.len() as i32
 }
 
 pub struct Rescuer {

@@ -319,15 +319,31 @@ fn hold_users_lock(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The reaper's last check of a shared cluster in `root` (`shared_dir`):
+/// how many checks it has made, and for how many seconds it has found no
+/// user. None before its first check.
+///
+/// The reaper writes it after each check so that a test can wait for checks
+/// to go by (tests/testkit.rs: the cluster runs on while a user holds it)
+/// instead of sleeping for as long as it guesses they take.
+pub fn reaper_checks(root: &Path) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(root.join("reaper")).ok()?;
+    let (checks, idle) = text.trim().split_once(' ')?;
+    Some((checks.parse().ok()?, idle.parse().ok()?))
+}
+
 /// Starts a detached reaper that stops the cluster at `data` once no test
 /// process has held the users lock for `SHARED_IDLE_STOP_SECS`, and ends
 /// when the cluster is gone. A shell loop over flock(1): it must outlive the
 /// test process that started it, whatever the test runner does to its group.
+/// After each check it writes `reaper_checks`' file (renamed into place, so
+/// it is never read half written).
 fn spawn_reaper(root: &Path, data: &Path) -> Result<()> {
-    const SCRIPT: &str = r#"users=$1; pid=$2/postmaster.pid; limit=$3; shift 3; idle=0
+    const SCRIPT: &str = r#"users=$1; pid=$2/postmaster.pid; limit=$3; state=$4; shift 4; idle=0; n=0
 while [ -e "$pid" ]; do
   sleep 5
   if flock -n -x "$users" true; then idle=$((idle + 5)); else idle=0; fi
+  n=$((n + 1)); echo "$n $idle" > "$state.new" && mv "$state.new" "$state"
   if [ "$idle" -ge "$limit" ]; then exec flock -n -x "$users" "$@"; fi
 done"#;
     let pg_ctl = bin_dir()?.join("pg_ctl");
@@ -341,7 +357,8 @@ done"#;
                 .and_then(|s| s.parse::<u32>().ok())
                 .unwrap_or(SHARED_IDLE_STOP_SECS)
                 .to_string(),
-        );
+        )
+        .arg(root.join("reaper"));
     if is_root() {
         c.args(["runuser", "-u", "postgres", "--"]);
     }

@@ -31,13 +31,14 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::source::{is_unavailable, AnalyticsSource, Ranked, Window};
+use super::source::{is_unavailable, AnalyticsSource, Ranked, Window, TOP_N};
 use super::{
     decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
     Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
-use crate::delivery::envelope::rfc3339_seconds;
-use crate::queue::claimer::{col, Unreadable};
+use crate::config::Config;
+use crate::db::row::{col, position, Unreadable};
+use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
 
 /// The baseline: the same window at the same time of day on each of the
@@ -45,8 +46,6 @@ use crate::service::{PeriodicService, Warnings};
 /// change it is 23 or 25 hours back, as the site owner's dashboard counts
 /// days), averaged.
 pub const BASELINE_DAYS: i64 = 7;
-/// Sources and pages listed in a spike payload (as Plausible's spike email).
-pub const TOP_N: i64 = 3;
 /// Thresholds derived per round at most (each reads 7 days of a site's
 /// events); the rest keep their last derived value, or wait a round or two
 /// when they have none yet.
@@ -71,9 +70,9 @@ WITH due AS (
 )
 SELECT t.id, t.webhook_id, t.trigger_type, t.threshold, t.window_secs, t.cooldown_secs,
        t.armed, t.last_fired_at, t.derived_threshold, t.threshold_derived_at,
-       w.site_id, ps.domain, (w.enabled AND w.deleted_at IS NULL), ",
+       w.site_id, ps.domain, (w.enabled AND w.deleted_at IS NULL) AS webhook_live, ",
     paused_reason_sql!(),
-    ", ps.timezone::text
+    " AS paused_reason, ps.timezone::text AS timezone
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id
@@ -105,6 +104,17 @@ pub struct EvaluatorConfig {
     /// Plausible's public URL, for dashboard links (empty: none).
     pub base_url: String,
     pub before_commit: Option<BeforeCommit>,
+}
+
+impl EvaluatorConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            interval: StdDuration::from_secs(cfg.triggers.evaluation_interval_secs),
+            batch: cfg.triggers.evaluation_batch,
+            base_url: cfg.plausible.base_url.clone(),
+            before_commit: None,
+        }
+    }
 }
 
 /// What a round did.
@@ -371,10 +381,14 @@ impl Evaluator {
             .await
             .context("claiming due spike/drop triggers")?;
         report.queries += 1;
+        let Some(first) = rows.first() else {
+            return Ok((Vec::new(), 0));
+        };
+        let cols = ClaimColumns::find(first.columns())?;
         let mut batch = Vec::with_capacity(rows.len());
         let mut unreadable: Vec<Uuid> = Vec::new();
         for r in &rows {
-            match parse_trigger(r) {
+            match cols.trigger(r) {
                 Ok(Some(t)) => batch.push(Candidate::new(t)),
                 Ok(None) => {}
                 Err((id, u)) => {
@@ -754,40 +768,85 @@ fn made_up_trigger(kind: ThresholdKind, threshold: Option<i32>, domain: &str) ->
     }
 }
 
-/// A claimed trigger; None for an unknown type (skipped); Err for a row
-/// that cannot be read (its id, and which column and why).
-fn parse_trigger(r: &tokio_postgres::Row) -> Result<Option<Trigger>, (Uuid, Unreadable)> {
-    let id: Uuid = r.get(0);
-    let Some(kind) = TriggerType::from_schema(r.get(2)).and_then(TriggerType::threshold_kind)
-    else {
-        tracing::warn!(trigger_id = %id, "unknown trigger type; skipped");
-        return Ok(None);
-    };
-    let read = || -> Result<Trigger, Unreadable> {
-        let window: Option<i32> = col(r, 4)?;
-        let cooldown: i32 = col(r, 5)?;
-        let paused: Option<String> = col(r, 13)?;
-        Ok(Trigger {
-            id,
-            webhook_id: col(r, 1)?,
-            kind,
-            threshold: col(r, 3)?,
-            window: Duration::seconds(window.map(i64::from).unwrap_or(kind.default_window_secs())),
-            cooldown: Duration::seconds(i64::from(cooldown)),
-            state: State {
-                armed: col(r, 6)?,
-                last_fired_at: col(r, 7)?,
-            },
-            derived: col(r, 8)?,
-            derived_at: col(r, 9)?,
-            site_id: col(r, 10)?,
-            domain: col(r, 11)?,
-            live: col::<bool>(r, 12)? && paused.is_none(),
-            paused: paused.is_some(),
-            timezone: col::<Option<String>>(r, 14)?.unwrap_or_default(),
+/// Where `CLAIM_SQL`'s columns are, found by name once per batch.
+struct ClaimColumns {
+    id: usize,
+    webhook_id: usize,
+    trigger_type: usize,
+    threshold: usize,
+    window_secs: usize,
+    cooldown_secs: usize,
+    armed: usize,
+    last_fired_at: usize,
+    derived_threshold: usize,
+    threshold_derived_at: usize,
+    site_id: usize,
+    domain: usize,
+    webhook_live: usize,
+    paused_reason: usize,
+    timezone: usize,
+}
+
+impl ClaimColumns {
+    fn find(columns: &[tokio_postgres::Column]) -> Result<Self> {
+        let at = |name: &str| position(columns, name);
+        Ok(Self {
+            id: at("id")?,
+            webhook_id: at("webhook_id")?,
+            trigger_type: at("trigger_type")?,
+            threshold: at("threshold")?,
+            window_secs: at("window_secs")?,
+            cooldown_secs: at("cooldown_secs")?,
+            armed: at("armed")?,
+            last_fired_at: at("last_fired_at")?,
+            derived_threshold: at("derived_threshold")?,
+            threshold_derived_at: at("threshold_derived_at")?,
+            site_id: at("site_id")?,
+            domain: at("domain")?,
+            webhook_live: at("webhook_live")?,
+            paused_reason: at("paused_reason")?,
+            timezone: at("timezone")?,
         })
-    };
-    read().map(Some).map_err(|u| (id, u))
+    }
+
+    /// A claimed trigger; None for an unknown type (skipped); Err for a row
+    /// that cannot be read (its id, and which column and why).
+    fn trigger(&self, r: &tokio_postgres::Row) -> Result<Option<Trigger>, (Uuid, Unreadable)> {
+        let id: Uuid = r.get(self.id);
+        let Some(kind) = TriggerType::from_schema(r.get(self.trigger_type))
+            .and_then(TriggerType::threshold_kind)
+        else {
+            tracing::warn!(trigger_id = %id, "unknown trigger type; skipped");
+            return Ok(None);
+        };
+        let read = || -> Result<Trigger, Unreadable> {
+            let window: Option<i32> = col(r, self.window_secs)?;
+            let cooldown: i32 = col(r, self.cooldown_secs)?;
+            let paused: Option<String> = col(r, self.paused_reason)?;
+            Ok(Trigger {
+                id,
+                webhook_id: col(r, self.webhook_id)?,
+                kind,
+                threshold: col(r, self.threshold)?,
+                window: Duration::seconds(
+                    window.map(i64::from).unwrap_or(kind.default_window_secs()),
+                ),
+                cooldown: Duration::seconds(i64::from(cooldown)),
+                state: State {
+                    armed: col(r, self.armed)?,
+                    last_fired_at: col(r, self.last_fired_at)?,
+                },
+                derived: col(r, self.derived_threshold)?,
+                derived_at: col(r, self.threshold_derived_at)?,
+                site_id: col(r, self.site_id)?,
+                domain: col(r, self.domain)?,
+                live: col::<bool>(r, self.webhook_live)? && paused.is_none(),
+                paused: paused.is_some(),
+                timezone: col::<Option<String>>(r, self.timezone)?.unwrap_or_default(),
+            })
+        };
+        read().map(Some).map_err(|u| (id, u))
+    }
 }
 
 /// Each firing's window on each of the previous `BASELINE_DAYS` days of

@@ -31,12 +31,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
-use super::source::{AnalyticsSource, GoalScan};
+use super::source::{AnalyticsSource, GoalCompletion, GoalScan};
 use super::{
     in_batches, set_aside_unreadable, Batched, BeforeCommit, Enqueue, TriggerType, PAUSED_RECHECK,
 };
-use crate::delivery::envelope::rfc3339_seconds;
-use crate::queue::claimer::{col, Unreadable};
+use crate::config::Config;
+use crate::db::row::{col, position, Unreadable};
+use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
 
 /// After a failed round.
@@ -56,9 +57,10 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 SELECT t.id, t.webhook_id, t.goal_id, t.goal_cursor,
-       greatest(t.inserted_at, t.goal_floor), w.site_id, (w.enabled AND w.deleted_at IS NULL), ",
+       greatest(t.inserted_at, t.goal_floor) AS scan_floor, w.site_id,
+       (w.enabled AND w.deleted_at IS NULL) AS webhook_live, ",
     paused_reason_sql!(),
-    "
+    " AS paused_reason
 FROM due
 JOIN webhook_triggers t ON t.id = due.id
 JOIN webhooks w ON w.id = t.webhook_id
@@ -86,6 +88,19 @@ pub struct GoalScannerConfig {
     pub before_commit: Option<BeforeCommit>,
 }
 
+impl GoalScannerConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        let t = &cfg.triggers;
+        Self {
+            interval: StdDuration::from_millis(t.goal_scan_interval_ms),
+            batch: t.evaluation_batch,
+            lateness: Duration::seconds(t.goal_lateness_secs as i64),
+            max_catchup: Duration::seconds(t.goal_max_catchup_secs as i64),
+            before_commit: None,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     pub claimed: usize,
@@ -104,6 +119,7 @@ pub struct GoalScanner {
     source: Arc<AnalyticsSource>,
 }
 
+/// A claimed goal trigger, as its row reads.
 struct GoalTrigger {
     id: Uuid,
     webhook_id: Uuid,
@@ -115,6 +131,64 @@ struct GoalTrigger {
     /// Webhook enabled and not deleted, and the trigger not paused.
     live: bool,
     paused: bool,
+}
+
+/// Where `CLAIM_SQL`'s columns are, found by name once per batch.
+struct ClaimColumns {
+    id: usize,
+    webhook_id: usize,
+    goal_id: usize,
+    cursor: usize,
+    floor: usize,
+    site_id: usize,
+    live: usize,
+    paused_reason: usize,
+}
+
+impl ClaimColumns {
+    fn find(columns: &[tokio_postgres::Column]) -> Result<Self> {
+        let at = |name: &str| position(columns, name);
+        Ok(Self {
+            id: at("id")?,
+            webhook_id: at("webhook_id")?,
+            goal_id: at("goal_id")?,
+            cursor: at("goal_cursor")?,
+            floor: at("scan_floor")?,
+            site_id: at("site_id")?,
+            live: at("webhook_live")?,
+            paused_reason: at("paused_reason")?,
+        })
+    }
+
+    /// A claimed row's trigger; Err: which column cannot be read and why.
+    fn trigger(&self, r: &tokio_postgres::Row, id: Uuid) -> Result<GoalTrigger, Unreadable> {
+        let paused = col::<Option<String>>(r, self.paused_reason)?.is_some();
+        Ok(GoalTrigger {
+            id,
+            webhook_id: col(r, self.webhook_id)?,
+            goal_id: col(r, self.goal_id)?,
+            cursor: col(r, self.cursor)?,
+            floor: col(r, self.floor)?,
+            site_id: col(r, self.site_id)?,
+            live: col::<bool>(r, self.live)? && !paused,
+            paused,
+        })
+    }
+}
+
+/// The batch's scans: one per (live trigger, goal of its site it covers).
+struct Scans<'g> {
+    scans: Vec<GoalScan<'g>>,
+    /// The trigger (index into the claimed) of each scan.
+    owner: Vec<usize>,
+}
+
+/// A completion found, under the key that makes it idempotent.
+struct Found {
+    /// Index into the completions.
+    completion: usize,
+    webhook: Uuid,
+    key: String,
 }
 
 impl GoalScanner {
@@ -189,11 +263,210 @@ impl GoalScanner {
         }
         wanted
     }
+
+    /// Step 1: the batch's due triggers, and how many rows were claimed
+    /// (those that cannot be read included: they are set aside here).
+    async fn claim(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        now: OffsetDateTime,
+        report: &mut ScanReport,
+    ) -> Result<(Vec<GoalTrigger>, usize)> {
+        let rows = tx
+            .query(CLAIM_SQL, &[&now, &self.cfg.batch])
+            .await
+            .context("claiming due goal triggers")?;
+        report.queries += 1;
+        let Some(first) = rows.first() else {
+            return Ok((Vec::new(), 0));
+        };
+        let cols = ClaimColumns::find(first.columns())?;
+        let mut claimed: Vec<GoalTrigger> = Vec::with_capacity(rows.len());
+        let mut unreadable: Vec<Uuid> = Vec::new();
+        for r in &rows {
+            let id: Uuid = r.get(cols.id);
+            match cols.trigger(r, id) {
+                Ok(c) => claimed.push(c),
+                Err(u) => {
+                    tracing::warn!(trigger_id = %id, error = %u,
+                        "a goal trigger cannot be read; set aside (not scanned) until the row is corrected");
+                    unreadable.push(id);
+                }
+            }
+        }
+        set_aside_unreadable(tx, &unreadable, now).await?;
+        Ok((claimed, rows.len()))
+    }
+
+    /// Step 2: the goals of the live triggers' sites, in one statement.
+    async fn goals(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        claimed: &[GoalTrigger],
+        report: &mut ScanReport,
+    ) -> Result<Vec<Goal>> {
+        let mut sites: Vec<i64> = claimed
+            .iter()
+            .filter(|c| c.live)
+            .map(|c| c.site_id)
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        if sites.is_empty() {
+            return Ok(Vec::new());
+        }
+        report.queries += 1;
+        goals::load_for_sites(&**tx, &sites).await
+    }
+
+    /// Step 3: what each live trigger scans, from its scan start to `now`;
+    /// a trigger without a goal of its own covers every goal of its site.
+    fn scans<'g>(
+        &self,
+        claimed: &[GoalTrigger],
+        site_goals: &'g [Goal],
+        now: OffsetDateTime,
+    ) -> Scans<'g> {
+        let mut out = Scans {
+            scans: Vec::new(),
+            owner: Vec::new(),
+        };
+        for (ci, c) in claimed.iter().enumerate().filter(|(_, c)| c.live) {
+            let from = self.scan_start(c, now);
+            for g in site_goals
+                .iter()
+                .filter(|g| g.site_id == c.site_id && c.goal_id.is_none_or(|id| id == g.id))
+            {
+                out.scans.push(GoalScan {
+                    goal: g,
+                    from,
+                    to: now,
+                });
+                out.owner.push(ci);
+            }
+        }
+        out
+    }
+
+    /// Step 7: every claimed trigger's cursor moves to `now`; paused ones
+    /// are looked at again after `PAUSED_RECHECK`.
+    async fn advance(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        claimed: &[GoalTrigger],
+        now: OffsetDateTime,
+        report: &mut ScanReport,
+    ) -> Result<()> {
+        let next = now + self.interval_time();
+        let paused_next = now + self.interval_time().max(PAUSED_RECHECK);
+        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+        let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
+        tx.execute(UPDATE_SQL, &[&now, &next, &ids, &paused, &paused_next])
+            .await
+            .context("moving goal trigger cursors")?;
+        report.queries += 1;
+        Ok(())
+    }
+}
+
+/// Step 4: each completion under its idempotency key, once per (webhook,
+/// key). A scroll goal completes once per visit of a page: Plausible sends
+/// an engagement event each time a page is left or hidden, carrying the
+/// depth reached so far, so its events are not counted one by one.
+fn identify(
+    claimed: &[GoalTrigger],
+    scans: &Scans<'_>,
+    completions: &[GoalCompletion],
+) -> Vec<Found> {
+    let mut found: Vec<Found> = Vec::new();
+    let mut seen: HashSet<(Uuid, String)> = HashSet::new();
+    for (n, comp) in completions.iter().enumerate() {
+        let g = scans.scans[comp.scan].goal;
+        let webhook = claimed[scans.owner[comp.scan]].webhook_id;
+        let per_visit = matches!(g.kind, GoalKind::Scroll { .. });
+        let count = if per_visit {
+            1
+        } else {
+            comp.count.max(0) as u64
+        };
+        for ordinal in 1..=count {
+            let key = CompletionIdentity {
+                goal_id: g.id,
+                site_id: g.site_id,
+                timestamp_us: if per_visit { 0 } else { comp.timestamp_us },
+                name: &comp.name,
+                pathname: &comp.pathname,
+                user_id: &comp.user_id,
+                session_id: &comp.session_id,
+                ordinal,
+            }
+            .key();
+            if seen.insert((webhook, key.clone())) {
+                found.push(Found {
+                    completion: n,
+                    webhook,
+                    key,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Step 5: of the completions found, those not in the queue yet. The
+/// lateness overlap finds mostly completions an earlier scan enqueued: only
+/// new ones get a payload and an INSERT.
+async fn not_enqueued(
+    tx: &deadpool_postgres::Transaction<'_>,
+    found: Vec<Found>,
+    report: &mut ScanReport,
+) -> Result<Vec<Found>> {
+    if found.is_empty() {
+        return Ok(found);
+    }
+    let webhooks: Vec<Uuid> = found.iter().map(|f| f.webhook).collect();
+    let keys: Vec<&str> = found.iter().map(|f| f.key.as_str()).collect();
+    report.queries += 1;
+    let known: HashSet<(Uuid, String)> = tx
+        .query(KNOWN_KEYS_SQL, &[&webhooks, &keys])
+        .await
+        .context("looking up completions already enqueued")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(found
+        .into_iter()
+        .filter(|f| !known.contains(&(f.webhook, f.key.clone())))
+        .collect())
+}
+
+/// Step 6: the new completions' deliveries.
+fn deliveries(
+    claimed: &[GoalTrigger],
+    scans: &Scans<'_>,
+    completions: &[GoalCompletion],
+    new: Vec<Found>,
+) -> Enqueue {
+    let mut deliveries = Enqueue::default();
+    for f in new {
+        let comp = &completions[f.completion];
+        let c = &claimed[scans.owner[comp.scan]];
+        let g = scans.scans[comp.scan].goal;
+        deliveries.push(
+            f.webhook,
+            c.id,
+            TriggerType::GoalCompletion.event_type(),
+            payload(c.id, g, comp.timestamp_us, &comp.pathname),
+            f.key,
+        );
+    }
+    deliveries
 }
 
 impl Batched for GoalScanner {
     type Report = ScanReport;
 
+    /// Steps 1 to 7, in one transaction.
     async fn batch(
         &self,
         now: OffsetDateTime,
@@ -206,165 +479,34 @@ impl Batched for GoalScanner {
             .await
             .context("getting a database connection")?;
         let tx = client.transaction().await?;
-        let rows = tx
-            .query(CLAIM_SQL, &[&now, &self.cfg.batch])
-            .await
-            .context("claiming due goal triggers")?;
-        report.queries += 1;
-        if rows.is_empty() {
+        let (claimed, rows) = self.claim(&tx, now, report).await?;
+        if rows == 0 {
             tx.commit().await?;
             return Ok(0);
         }
-        let mut claimed: Vec<GoalTrigger> = Vec::with_capacity(rows.len());
-        let mut unreadable: Vec<Uuid> = Vec::new();
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            let read = || -> Result<GoalTrigger, Unreadable> {
-                let paused = col::<Option<String>>(r, 7)?.is_some();
-                Ok(GoalTrigger {
-                    id,
-                    webhook_id: col(r, 1)?,
-                    goal_id: col(r, 2)?,
-                    cursor: col(r, 3)?,
-                    floor: col(r, 4)?,
-                    site_id: col(r, 5)?,
-                    live: col::<bool>(r, 6)? && !paused,
-                    paused,
-                })
-            };
-            match read() {
-                Ok(c) => claimed.push(c),
-                Err(u) => {
-                    tracing::warn!(trigger_id = %id, error = %u,
-                        "a goal trigger cannot be read; set aside (not scanned) until the row is corrected");
-                    unreadable.push(id);
-                }
-            }
-        }
-        set_aside_unreadable(&tx, &unreadable, now).await?;
         claimed_ids.extend(claimed.iter().map(|c| c.id));
         report.claimed += claimed.len();
         report.paused += claimed.iter().filter(|c| c.paused).count();
-
-        let mut sites: Vec<i64> = claimed
-            .iter()
-            .filter(|c| c.live)
-            .map(|c| c.site_id)
-            .collect();
-        sites.sort_unstable();
-        sites.dedup();
-        let site_goals: Vec<Goal> = if sites.is_empty() {
-            Vec::new()
-        } else {
-            report.queries += 1;
-            goals::load_for_sites(&*tx, &sites).await?
-        };
-
-        // One scan per (trigger, goal); `owner[i]` is the trigger of scan i.
-        let mut scans: Vec<GoalScan<'_>> = Vec::new();
-        let mut owner: Vec<usize> = Vec::new();
-        for (ci, c) in claimed.iter().enumerate().filter(|(_, c)| c.live) {
-            let from = self.scan_start(c, now);
-            for g in site_goals
-                .iter()
-                .filter(|g| g.site_id == c.site_id && c.goal_id.is_none_or(|id| id == g.id))
-            {
-                scans.push(GoalScan {
-                    goal: g,
-                    from,
-                    to: now,
-                });
-                owner.push(ci);
-            }
-        }
-        let completions = self.source.goal_completions(&scans).await?;
-        if !scans.is_empty() {
+        let site_goals = self.goals(&tx, &claimed, report).await?;
+        let scans = self.scans(&claimed, &site_goals, now);
+        let completions = self.source.goal_completions(&scans.scans).await?;
+        if !scans.scans.is_empty() {
             report.queries += 1;
         }
-
-        // Keys first: the lateness overlap finds mostly completions already
-        // enqueued by an earlier scan; only new ones get a payload and an INSERT.
-        // (completion index, webhook, key)
-        let mut found: Vec<(usize, Uuid, String)> = Vec::new();
-        let mut seen: HashSet<(Uuid, String)> = HashSet::new();
-        for (n, comp) in completions.iter().enumerate() {
-            let g = scans[comp.scan].goal;
-            let webhook = claimed[owner[comp.scan]].webhook_id;
-            // Plausible sends an engagement event each time a page is left or
-            // hidden, carrying the depth reached so far: a scroll goal
-            // completes once per visit of a page (session and path), not
-            // once per such event.
-            let per_visit = matches!(g.kind, GoalKind::Scroll { .. });
-            let count = if per_visit {
-                1
-            } else {
-                comp.count.max(0) as u64
-            };
-            for ordinal in 1..=count {
-                let key = CompletionIdentity {
-                    goal_id: g.id,
-                    site_id: g.site_id,
-                    timestamp_us: if per_visit { 0 } else { comp.timestamp_us },
-                    name: &comp.name,
-                    pathname: &comp.pathname,
-                    user_id: &comp.user_id,
-                    session_id: &comp.session_id,
-                    ordinal,
-                }
-                .key();
-                if seen.insert((webhook, key.clone())) {
-                    found.push((n, webhook, key));
-                }
-            }
-        }
+        let found = identify(&claimed, &scans, &completions);
         report.completions += found.len();
-        let known: HashSet<(Uuid, String)> = if found.is_empty() {
-            HashSet::new()
-        } else {
-            let webhooks: Vec<Uuid> = found.iter().map(|f| f.1).collect();
-            let keys: Vec<&str> = found.iter().map(|f| f.2.as_str()).collect();
-            report.queries += 1;
-            tx.query(KNOWN_KEYS_SQL, &[&webhooks, &keys])
-                .await
-                .context("looking up completions already enqueued")?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect()
-        };
-        let mut deliveries = Enqueue::default();
-        for (n, webhook, key) in found {
-            if known.contains(&(webhook, key.clone())) {
-                continue;
-            }
-            let comp = &completions[n];
-            let c = &claimed[owner[comp.scan]];
-            let g = scans[comp.scan].goal;
-            deliveries.push(
-                webhook,
-                c.id,
-                TriggerType::GoalCompletion.event_type(),
-                payload(c.id, g, comp.timestamp_us, &comp.pathname),
-                key,
-            );
-        }
+        let new = not_enqueued(&tx, found, report).await?;
+        let deliveries = deliveries(&claimed, &scans, &completions, new);
         if !deliveries.is_empty() {
             report.enqueued += deliveries.execute(&tx).await?;
             report.queries += 1;
         }
-
-        let next = now + self.interval_time();
-        let paused_next = now + self.interval_time().max(PAUSED_RECHECK);
-        let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
-        let paused: Vec<Uuid> = claimed.iter().filter(|c| c.paused).map(|c| c.id).collect();
-        tx.execute(UPDATE_SQL, &[&now, &next, &ids, &paused, &paused_next])
-            .await
-            .context("moving goal trigger cursors")?;
-        report.queries += 1;
+        self.advance(&tx, &claimed, now, report).await?;
         if let Some(hook) = &self.cfg.before_commit {
             hook().await;
         }
         tx.commit().await.context("committing a goal scan")?;
-        Ok(rows.len())
+        Ok(rows)
     }
 }
 

@@ -40,6 +40,9 @@ pub mod goal_scanner;
 pub mod goals;
 pub mod source;
 pub mod threshold;
+pub mod windows;
+
+pub use windows::{DEFAULT_DROP_WINDOW_SECS, DEFAULT_SPIKE_WINDOW_SECS};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,11 +52,6 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-
-/// Spike: 5 minutes, as Plausible's spike notification.
-pub const DEFAULT_SPIKE_WINDOW_SECS: i64 = 300;
-/// Drop: 12 hours, as Plausible's drop notification.
-pub const DEFAULT_DROP_WINDOW_SECS: i64 = 43_200;
 
 /// The trigger types: the values of `webhook_triggers.trigger_type` (the
 /// CHECK in sql/0001 lists the same three), each sending the event of its

@@ -2,10 +2,12 @@
 //! (`plausible-webhooks status`).
 
 use serde::Serialize;
-use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::*;
+use crate::admin::access::{self, Access, Principal};
+use crate::admin::core::Admin;
+use crate::admin::error::{db, OpResult};
+use crate::admin::inputs::SiteRef;
 
 /// One webhook's part of the queue, as every instance left it.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,7 @@ CROSS JOIN LATERAL (
     FROM webhook_deliveries d
     WHERE d.webhook_id = w.id AND d.finished_at > now() - interval '1 hour') h
 WHERE ($1::int8 IS NULL OR w.site_id = $1)
+  AND ($2::int8[] IS NULL OR w.site_id = ANY($2))
   AND (w.deleted_at IS NULL OR p.due + p.waiting + l.delivering > 0)
 ORDER BY s.domain, w.name, w.id";
 
@@ -71,34 +74,38 @@ pub struct StatusList {
     pub status: Vec<WebhookStatus>,
 }
 
-/// The queue per webhook, of one site or all.
-pub async fn status(db_: &Client, site_filter: Option<&str>) -> OpResult<StatusList> {
-    let site_id = match site_filter {
-        Some(s) => Some(site(db_, s).await?.id),
-        None => None,
-    };
-    let rows = db(
-        db_.query(STATUS_SQL, &[&site_id]).await,
-        "reading the queue",
-    )?;
-    Ok(StatusList {
-        status: rows
-            .iter()
-            .map(|r| WebhookStatus {
-                webhook_id: r.get(0),
-                name: r.get(1),
-                site_id: r.get(2),
-                plausible_site_id: r.get(3),
-                status: r.get(4),
-                consecutive_failures: r.get(5),
-                due: r.get(6),
-                retrying: r.get(7),
-                waiting: r.get(8),
-                delivering: r.get(9),
-                delivered_last_hour: r.get(10),
-                failed_last_hour: r.get(11),
-                oldest_due_secs: r.get(12),
-            })
-            .collect(),
-    })
+impl Admin {
+    /// The queue per webhook, of one site or of every site `who` may read.
+    pub async fn status(&self, who: &Principal, site: Option<&SiteRef>) -> OpResult<StatusList> {
+        let db_ = self.db().await?;
+        let site_id = match site {
+            Some(s) => Some(access::site(&db_, who, s, Access::Read).await?.id),
+            None => None,
+        };
+        let sites = access::readable_sites(&db_, who).await?;
+        let rows = db(
+            db_.query(STATUS_SQL, &[&site_id, &sites]).await,
+            "reading the queue",
+        )?;
+        Ok(StatusList {
+            status: rows
+                .iter()
+                .map(|r| WebhookStatus {
+                    webhook_id: r.get(0),
+                    name: r.get(1),
+                    site_id: r.get(2),
+                    plausible_site_id: r.get(3),
+                    status: r.get(4),
+                    consecutive_failures: r.get(5),
+                    due: r.get(6),
+                    retrying: r.get(7),
+                    waiting: r.get(8),
+                    delivering: r.get(9),
+                    delivered_last_hour: r.get(10),
+                    failed_last_hour: r.get(11),
+                    oldest_due_secs: r.get(12),
+                })
+                .collect(),
+        })
+    }
 }

@@ -1,89 +1,27 @@
 //! The test event: one delivery sent at once through the daemon's own
-//! client, address guard and signing, recorded like any other.
+//! client, address guard and signing (`crate::admin::test_sender`),
+//! recorded like any other; bounded per user, per site and in all
+//! (`crate::admin::test_slots`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::delivery::guard::{AddressGuard, Resolve};
-use crate::delivery::pipeline::Pipeline;
-use crate::delivery::retry::RetryPolicy;
-use crate::delivery::worker::Worker;
+use super::webhook_view::view;
+use crate::admin::access::{self, Access, Principal};
+use crate::admin::core::Admin;
+use crate::admin::error::{db, OpError, OpResult};
 use crate::queue::claimer::ClaimedColumns;
-use crate::queue::completer::{self, Completer, CompleterConfig};
+use crate::queue::completer::{self, Completer};
 use crate::queue::{FailureKind, Outcome};
 
-use super::*;
-
-/// The longest a test send waits for the receiver, whatever
-/// `delivery.request_timeout_ms` says: a person (or a script) waits on the
-/// answer, and a test in flight holds one of the caller's test slots
-/// (`super::test_slots`). Real deliveries keep the configured timeout.
-pub const TEST_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(15);
-
-/// What it takes to send a test event: the daemon's own pipeline (guard,
-/// TLS, timeouts, signing, the completer's rules) with one attempt and no
-/// retry, the request timeout capped at [`TEST_REQUEST_TIMEOUT_MAX`].
-pub struct TestSender {
-    worker: Worker,
-    completer: CompleterConfig,
-    lease: Duration,
-}
-
-impl TestSender {
-    /// The test sender of a process that runs no daemon (the CLI), with its
-    /// own guard. `resolver` replaces the system DNS resolver (tests only).
-    pub fn from_config(cfg: &Config, resolver: Option<Arc<dyn Resolve>>) -> anyhow::Result<Self> {
-        let instance = format!("test:{}", crate::queue::instance_name());
-        let mut pipeline =
-            Pipeline::from_config(cfg, instance, Arc::new(AddressGuard::from_config(cfg)?));
-        if let Some(r) = resolver {
-            pipeline.client.resolver = r;
-        }
-        Self::build(pipeline)
-    }
-
-    /// The test sender beside a running pipeline: the same client settings
-    /// and guard, under a lease holder's name of its own.
-    pub fn new(pipeline: &Pipeline) -> anyhow::Result<Self> {
-        let mut pipeline = pipeline.clone();
-        pipeline.completer.instance = format!("test:{}", pipeline.instance);
-        Self::build(pipeline)
-    }
-
-    fn build(mut p: Pipeline) -> anyhow::Result<Self> {
-        let cc = &mut p.client;
-        cc.request_timeout = cc.request_timeout.min(TEST_REQUEST_TIMEOUT_MAX);
-        cc.connect_timeout = cc.connect_timeout.min(cc.request_timeout);
-        // One attempt: the operator sees the result now.
-        p.policy = RetryPolicy {
-            schedule: Vec::new(),
-            jitter: 0.0,
-            retry_after_cap: Duration::ZERO,
-        };
-        p.completer.batch_max = 1;
-        Ok(Self {
-            // Never stopped: a test is sent once it is claimed.
-            worker: p.worker(tokio_util::sync::CancellationToken::new())?,
-            completer: p.completer,
-            lease: p.lease,
-        })
-    }
-
-    /// How long a test waits for the receiver at most.
-    pub fn timeout(&self) -> Duration {
-        self.worker.client.request_timeout()
-    }
-}
-
 /// Why a test did not succeed, for the operator (and the API's clients).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TestCause {
     Ok,
@@ -97,7 +35,7 @@ pub enum TestCause {
     NotSent,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TestResult {
     pub delivery_id: Uuid,
     pub webhook_id: Uuid,
@@ -206,110 +144,125 @@ WITH d AS (
     VALUES ($1, 'test', $2, 'delivering', 1, $3, now() + make_interval(secs => $4))
     RETURNING id, webhook_id, event_type, payload, attempts, inserted_at, locked_until
 )",
-    crate::queue::claimer::claimed_row_sql!()
+    crate::queue::claim_sql::claimed_row_sql!()
 );
 
-/// Sends a `test` event to the webhook now, through the daemon's own client,
-/// address guard and signing, and records it in the delivery log like any
-/// delivery (one attempt, no retries). A disabled webhook is tested too, so a
-/// fix can be checked before re-enabling it; a deleted one is not.
-pub async fn send_test(pool: &Pool, sender: &TestSender, webhook: &str) -> OpResult<TestResult> {
-    // No connection is held while the receiver is waited on: a hanging
-    // receiver must not take the admin API's few connections from everyone.
-    let client = pool.get().await.context("getting a database connection")?;
-    let w = show(&client, webhook).await?;
-    if w.deleted_at.is_some() {
-        return Err(OpError::Conflict(format!(
-            "webhook {} is deleted; restore it first",
-            w.id
-        )));
-    }
-    let types: Vec<String> = db(
-        client
-            .query(
-                "SELECT DISTINCT trigger_type FROM webhook_triggers WHERE webhook_id = $1 AND enabled",
-                &[&w.id],
-            )
-            .await,
-        "reading the webhook's triggers",
-    )?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
-    let lease_deadline = Instant::now() + sender.lease;
-    let row = db(
-        client
-            .query_one(
-                TEST_CLAIM_SQL,
-                &[
-                    &w.id,
-                    &test_payload(&types),
-                    &sender.completer.instance,
-                    &sender.lease.as_secs_f64(),
-                ],
-            )
-            .await,
-        "recording the test delivery",
-    )?;
-    let read = "reading the webhook for the test delivery";
-    let cols = ClaimedColumns::find(row.columns()).context(read)?;
-    let mut info = cols.webhook(&row).context(read)?;
-    info.enabled = true; // tested on purpose, even while disabled
-    info.retry_schedule = Some(Vec::new()); // one attempt: the operator sees the result now
-    let job = cols
-        .claimed(&row, Arc::new(info), lease_deadline)
-        .context(read)?;
-    drop(client);
-    let outcome = sender.worker.deliver(&job).await;
+impl Admin {
+    /// Sends a `test` event to the webhook now, through the daemon's own
+    /// client, address guard and signing, and records it in the delivery log
+    /// like any delivery (one attempt, no retries). A disabled webhook is
+    /// tested too, so a fix can be checked before re-enabling it; a deleted
+    /// one is not. Beyond a bound on tests in flight (per user, per site, in
+    /// all) it is refused at once: waiting would queue behind tests that may
+    /// hang until their timeout.
+    pub async fn send_test(&self, who: &Principal, webhook: Uuid) -> OpResult<TestResult> {
+        let sender = &self.tests;
+        // No connection is held while the receiver is waited on: a hanging
+        // receiver must not take the admin's few connections from everyone.
+        let client = self.db().await?;
+        let site = access::webhook(&client, who, webhook, Access::Manage).await?;
+        let w = view(&**client, webhook).await?;
+        if w.deleted_at.is_some() {
+            return Err(OpError::Conflict(format!(
+                "webhook {} is deleted; restore it first",
+                w.id
+            )));
+        }
+        let _slot = self
+            .test_slots
+            .try_acquire(who, site.id)
+            .map_err(|b| OpError::Busy {
+                message: b.message(),
+                // A slot frees when a test in flight answers: within its timeout.
+                retry_after: sender.timeout(),
+            })?;
+        let types: Vec<String> = db(
+            client
+                .query(
+                    "SELECT DISTINCT trigger_type FROM webhook_triggers WHERE webhook_id = $1 AND enabled",
+                    &[&w.id],
+                )
+                .await,
+            "reading the webhook's triggers",
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        let lease_deadline = Instant::now() + sender.lease;
+        let row = db(
+            client
+                .query_one(
+                    TEST_CLAIM_SQL,
+                    &[
+                        &w.id,
+                        &test_payload(&types),
+                        &sender.completer.instance,
+                        &sender.lease.as_secs_f64(),
+                    ],
+                )
+                .await,
+            "recording the test delivery",
+        )?;
+        let read = "reading the webhook for the test delivery";
+        let cols = ClaimedColumns::find(row.columns()).context(read)?;
+        let mut info = cols.webhook(&row).context(read)?;
+        info.enabled = true; // tested on purpose, even while disabled
+        info.retry_schedule = Some(Vec::new()); // one attempt: the result is seen now
+        let job = cols
+            .claimed(&row, Arc::new(info), lease_deadline)
+            .context(read)?;
+        drop(client);
+        let outcome = sender.worker.deliver(&job).await;
 
-    // Recorded by the completer, as the daemon records outcomes (attempt log, health).
-    let (tx, rx) = completer::channel(1);
-    let done = Completer::new(
-        sender.completer.clone(),
-        pool.clone(),
-        rx,
-        Arc::new(tokio::sync::Notify::new()),
-    )?
-    .start(tokio_util::sync::CancellationToken::new());
-    let _ = tx.send((outcome.clone(), None)).await;
-    drop(tx);
-    let _ = done.await;
+        // Recorded by the completer, as the daemon records outcomes (attempt log, health).
+        let (tx, rx) = completer::channel(1);
+        let done = Completer::new(
+            sender.completer.clone(),
+            self.pool().clone(),
+            rx,
+            Arc::new(tokio::sync::Notify::new()),
+        )?
+        .start(tokio_util::sync::CancellationToken::new());
+        let _ = tx.send((outcome.clone(), None)).await;
+        drop(tx);
+        let _ = done.await;
 
-    let client = pool.get().await.context("getting a database connection")?;
-    let recorded: Option<String> = db(
-        client
-            .query_opt(
-                "SELECT status FROM webhook_deliveries WHERE id = $1 AND status IN ('success', 'failed')",
-                &[&job.id],
-            )
-            .await,
-        "reading the test outcome",
-    )?
-    .map(|r| r.get(0));
-    if recorded.is_none() {
-        return Err(OpError::Internal(anyhow::anyhow!(
-            "the test was sent but its outcome could not be recorded (delivery {}); the daemon will send it again",
-            job.id
-        )));
+        let client = self.db().await?;
+        let recorded: Option<String> = db(
+            client
+                .query_opt(
+                    "SELECT status FROM webhook_deliveries WHERE id = $1 AND status IN ('success', 'failed')",
+                    &[&job.id],
+                )
+                .await,
+            "reading the test outcome",
+        )?
+        .map(|r| r.get(0));
+        if recorded.is_none() {
+            return Err(OpError::Internal(anyhow::anyhow!(
+                "the test was sent but its outcome could not be recorded (delivery {}); the daemon will send it again",
+                job.id
+            )));
+        }
+        let (cause, hint) = explain(&outcome.outcome);
+        let attempt = outcome.outcome.attempt();
+        let error = match &outcome.outcome {
+            Outcome::NotSent { why } => Some(why.clone()),
+            _ => attempt.and_then(|a| a.error.clone()),
+        };
+        Ok(TestResult {
+            delivery_id: job.id,
+            webhook_id: w.id,
+            url: w.url,
+            success: cause == TestCause::Ok,
+            cause,
+            status_code: attempt.and_then(|a| a.status_code),
+            duration_ms: attempt.map_or(0, |a| a.duration_ms),
+            error,
+            response_body: attempt.and_then(|a| a.response_body.clone()),
+            hint: hint.map(str::to_string),
+        })
     }
-    let (cause, hint) = explain(&outcome.outcome);
-    let attempt = outcome.outcome.attempt();
-    let error = match &outcome.outcome {
-        Outcome::NotSent { why } => Some(why.clone()),
-        _ => attempt.and_then(|a| a.error.clone()),
-    };
-    Ok(TestResult {
-        delivery_id: job.id,
-        webhook_id: w.id,
-        url: w.url,
-        success: cause == TestCause::Ok,
-        cause,
-        status_code: attempt.and_then(|a| a.status_code),
-        duration_ms: attempt.map_or(0, |a| a.duration_ms),
-        error,
-        response_body: attempt.and_then(|a| a.response_body.clone()),
-        hint: hint.map(str::to_string),
-    })
 }
 
 #[cfg(test)]
@@ -324,23 +277,6 @@ mod tests {
         assert!(
             2 * compact < crate::config::MIN_MAX_PAYLOAD_BYTES,
             "{compact} bytes"
-        );
-    }
-
-    #[test]
-    fn a_test_waits_at_most_its_own_bound() {
-        let env: std::collections::BTreeMap<String, String> =
-            [("DATABASE_URL".to_string(), "postgres://u@h/db".to_string())].into();
-        let cfg = |toml: &str| Config::from_parts(toml, &env).unwrap();
-        let long = cfg("[delivery]\nrequest_timeout_ms = 120000\nlease_secs = 180\n");
-        assert_eq!(
-            TestSender::from_config(&long, None).unwrap().timeout(),
-            TEST_REQUEST_TIMEOUT_MAX
-        );
-        let short = cfg("[delivery]\nrequest_timeout_ms = 3000\nconnect_timeout_ms = 1000\n");
-        assert_eq!(
-            TestSender::from_config(&short, None).unwrap().timeout(),
-            Duration::from_secs(3)
         );
     }
 

@@ -1,493 +1,56 @@
-//! Webhooks: create, list, show, update, enable, disable, delete, restore,
-//! rotate the secret.
+//! Webhooks: create, list, show, update (enable and disable among it),
+//! delete, restore, rotate the secret; and a webhook named by an id prefix,
+//! as the CLI takes it.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::admin::validate::{self, Invalid, Rule};
-use crate::delivery::guard::AddressGuard;
+use super::triggers::{check_trigger, insert_trigger, list_of, TriggerView};
+use super::webhook_view::{deleted, view, webhook_view, WebhookView, WEBHOOK_COLUMNS};
+use crate::admin::access::{self, Access, Principal};
+use crate::admin::core::Admin;
+use crate::admin::error::{db, OpError, OpResult};
+use crate::admin::inputs::{
+    given, site_of, HeaderArg, NewWebhook, RotateSecret, Schedule, Setting, WebhookChanges,
+    WebhookQuery,
+};
+use crate::admin::validate::{self, Checks, Invalid, Rule};
 use crate::delivery::signing::generate_secret;
-use crate::triggers::TriggerType;
 
-use super::*;
-
-/// A webhook as operators see it. The secret is never part of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WebhookView {
-    pub id: Uuid,
-    /// The site's domain, as the envelope's `site_id` and Plausible's API name it.
-    pub site_id: String,
-    /// The site's numeric id in Plausible's database (`sites.id`).
-    pub plausible_site_id: i64,
-    pub name: String,
-    pub url: String,
-    /// active | failing | disabled | deleted
-    pub status: String,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub disabled_at: Option<OffsetDateTime>,
-    pub consecutive_failures: i32,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub failing_since: Option<OffsetDateTime>,
-    /// Names only: values often carry credentials.
-    pub header_names: Vec<String>,
-    /// None: the daemon's configured schedule.
-    pub retry_schedule_secs: Option<Vec<i32>>,
-    pub rate_limit_per_sec: Option<i32>,
-    pub max_concurrency: Option<i32>,
-    /// Set while a rotated-out secret still signs beside the current one.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub previous_secret_expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub deleted_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub inserted_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    pub triggers: i64,
-}
-
-impl WebhookView {
-    /// `disabled (reason)` as the CLI prints it.
-    pub fn status_text(&self) -> String {
-        match (&*self.status, &self.disabled_reason) {
-            ("disabled", Some(r)) => format!("disabled ({r})"),
-            ("failing", _) => format!("failing ({} failed in a row)", self.consecutive_failures),
-            (s, _) => s.to_string(),
-        }
-    }
-}
-
-const WEBHOOK_COLUMNS: &str = "
-    w.id, w.site_id, s.domain, w.name, w.url, w.enabled, w.disabled_reason, w.disabled_at,
-    w.consecutive_failures, w.failing_since, w.headers, w.retry_schedule_secs,
-    w.rate_limit_per_sec, w.max_concurrency,
-    CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
-    w.deleted_at, w.inserted_at, w.updated_at,
-    (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id)
-FROM webhooks w JOIN sites s ON s.id = w.site_id";
-
-fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
-    let enabled: bool = r.get(5);
-    let failures: i32 = r.get(8);
-    let deleted_at: Option<OffsetDateTime> = r.get(15);
-    let headers: Value = r.get(10);
-    let status = if deleted_at.is_some() {
-        "deleted"
-    } else if !enabled {
-        "disabled"
-    } else if failures > 0 {
-        "failing"
-    } else {
-        "active"
-    };
-    WebhookView {
-        id: r.get(0),
-        plausible_site_id: r.get(1),
-        site_id: r.get(2),
-        name: r.get(3),
-        url: r.get(4),
-        status: status.into(),
-        enabled,
-        disabled_reason: r.get(6),
-        disabled_at: r.get(7),
-        consecutive_failures: failures,
-        failing_since: r.get(9),
-        header_names: headers
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default(),
-        retry_schedule_secs: r.get(11),
-        rate_limit_per_sec: r.get(12),
-        max_concurrency: r.get(13),
-        previous_secret_expires_at: r.get(14),
-        deleted_at,
-        inserted_at: r.get(16),
-        updated_at: r.get(17),
-        triggers: r.get(18),
-    }
-}
-
-/// The id of the webhook named by `id` (a full id or a unique prefix).
-pub async fn webhook_id(db_: &Client, id: &str) -> OpResult<Uuid> {
-    let id = id.trim().to_ascii_lowercase();
-    if let Ok(u) = Uuid::parse_str(&id) {
-        let found = db(
-            db_.query_opt("SELECT id FROM webhooks WHERE id = $1", &[&u])
-                .await,
-            "looking up the webhook",
-        )?;
-        return found
-            .map(|r| r.get(0))
-            .ok_or_else(|| OpError::NotFound(format!("no webhook {u}; `list` shows them")));
-    }
-    if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(OpError::Invalid(Invalid::new(
-            "webhook",
-            Rule::Syntax,
-            format!("`{id}` is not a webhook id (or a prefix of one, at least 4 characters)"),
-        )));
-    }
-    let rows = db(
-        db_.query(
-            "SELECT id FROM webhooks WHERE id::text LIKE $1 || '%' LIMIT 2",
-            &[&id],
-        )
-        .await,
-        "looking up the webhook",
-    )?;
-    match rows.len() {
-        0 => Err(OpError::NotFound(format!(
-            "no webhook id starts with {id}; `list` shows them"
-        ))),
-        1 => Ok(rows[0].get(0)),
-        _ => Err(OpError::Conflict(format!(
-            "more than one webhook id starts with {id}; give more characters"
-        ))),
-    }
-}
-
-/// One webhook, deleted or not.
-pub async fn show(db_: &Client, id: &str) -> OpResult<WebhookView> {
-    let id = webhook_id(db_, id).await?;
-    let row = db(
-        db_.query_one(&format!("SELECT {WEBHOOK_COLUMNS} WHERE w.id = $1"), &[&id])
-            .await,
-        "reading the webhook",
-    )?;
-    Ok(webhook_view(&row))
-}
-
-/// A webhook that may be changed: it exists and is not deleted.
-pub(super) async fn live(db_: &Client, id: &str) -> OpResult<WebhookView> {
-    let w = show(db_, id).await?;
-    if w.deleted_at.is_some() {
-        return Err(OpError::Conflict(format!(
-            "webhook {} is deleted; restoring it brings it back (CLI `restore`, API POST /api/webhooks/{}/restore)",
-            w.id, w.id
-        )));
-    }
-    Ok(w)
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub site: Option<String>,
-    pub include_deleted: bool,
-    /// Only these sites (a Plausible key's readable sites); None: all.
-    pub site_ids: Option<Vec<i64>>,
-}
+/// The longest grace period a rotated-out secret may keep signing.
+pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 86_400;
+pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 86_400;
 
 /// `{"webhooks": [...]}`: what `GET /api/webhooks` and `list --json` print.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
 /// `{"webhook": {...}, "triggers": [...]}`: `GET /api/webhooks/:id` and `show --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WebhookDetail {
     pub webhook: WebhookView,
     pub triggers: Vec<TriggerView>,
 }
 
-/// One webhook with its triggers.
-pub async fn show_detail(db_: &Client, id: &str) -> OpResult<WebhookDetail> {
-    let webhook = show(db_, id).await?;
-    let triggers = list_triggers(db_, &webhook.id.to_string()).await?.triggers;
-    Ok(WebhookDetail { webhook, triggers })
-}
-
-pub async fn list(db_: &Client, f: &ListFilter) -> OpResult<WebhookList> {
-    let site_id = match &f.site {
-        Some(s) => Some(site(db_, s).await?.id),
-        None => None,
-    };
-    let rows = db(
-        db_.query(
-            &format!(
-                "SELECT {WEBHOOK_COLUMNS}
-                 WHERE ($1::bigint IS NULL OR w.site_id = $1) AND ($2 OR w.deleted_at IS NULL)
-                   AND ($3::bigint[] IS NULL OR w.site_id = ANY($3))
-                 ORDER BY s.domain, w.inserted_at"
-            ),
-            &[&site_id, &f.include_deleted, &f.site_ids],
-        )
-        .await,
-        "listing webhooks",
-    )?;
-    Ok(WebhookList {
-        webhooks: rows.iter().map(webhook_view).collect(),
-    })
-}
-
-/// A trigger to create with a webhook, or on its own.
-#[derive(Debug, Clone)]
-pub struct NewTrigger {
-    pub trigger_type: TriggerType,
-    pub threshold: Option<i64>,
-    pub window_secs: Option<i64>,
-    pub cooldown_secs: Option<i64>,
-    /// A goal of the webhook's site, by id or display name (goal triggers only;
-    /// none: every goal of the site).
-    pub goal: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewWebhook {
-    pub site: String,
-    pub name: String,
-    pub url: String,
-    /// None: generated (`whsec_` + base64 of 32 random bytes).
-    pub secret: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    pub retry_schedule_secs: Option<Vec<i64>>,
-    pub rate_limit_per_sec: Option<i64>,
-    pub max_concurrency: Option<i64>,
-    pub triggers: Vec<NewTrigger>,
-}
-
 /// A new webhook with its secret: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Created {
     pub webhook: WebhookView,
     pub secret: String,
     pub secret_generated: bool,
-    /// What the operator should know about what was set (a plain secret).
+    /// What the caller should know about what was set (a plain secret, a deprecated name).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub triggers: Vec<TriggerView>,
 }
 
-/// Creates a webhook and its triggers in one transaction.
-pub async fn create(db_: &mut Client, guard: &AddressGuard, n: NewWebhook) -> OpResult<Created> {
-    let name = validate::name(&n.name)?;
-    let url = validate::url(&n.url, guard)?;
-    let (secret, generated) = match &n.secret {
-        Some(s) => (validate::secret(s)?, false),
-        None => (generate_secret(), true),
-    };
-    validate::headers(&n.headers)?;
-    let schedule = n
-        .retry_schedule_secs
-        .as_deref()
-        .map(validate::retry_schedule)
-        .transpose()?;
-    let rate = n.rate_limit_per_sec.map(validate::rate_limit).transpose()?;
-    let conc = n
-        .max_concurrency
-        .map(validate::max_concurrency)
-        .transpose()?;
-    for t in &n.triggers {
-        validate::trigger(t.trigger_type, &trigger_input(t))?;
-    }
-    let site = site(db_, &n.site).await?;
-    let headers = serde_json::to_value(&n.headers).expect("a map of strings");
-
-    let tx = db(db_.transaction().await, "starting a transaction")?;
-    let id: Uuid = db(
-        tx.query_one(
-            "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                   rate_limit_per_sec, max_concurrency)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            &[
-                &site.id, &name, &url, &secret, &headers, &schedule, &rate, &conc,
-            ],
-        )
-        .await,
-        "creating the webhook",
-    )?
-    .get(0);
-    let mut triggers = Vec::new();
-    for t in &n.triggers {
-        triggers.push(insert_trigger(&tx, id, site.id, t).await?);
-    }
-    db(tx.commit().await, "committing the new webhook")?;
-    Ok(Created {
-        webhook: show(db_, &id.to_string()).await?,
-        warnings: validate::secret_warning(&secret).into_iter().collect(),
-        secret,
-        secret_generated: generated,
-        triggers,
-    })
-}
-
-/// What `update` changes; `None` leaves a setting as it is.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookChanges {
-    pub name: Option<String>,
-    pub url: Option<String>,
-    /// Set (or replace) these headers.
-    pub set_headers: BTreeMap<String, String>,
-    /// Remove these headers (case-insensitive).
-    pub remove_headers: Vec<String>,
-    pub clear_headers: bool,
-    /// Some(None): back to the daemon's schedule.
-    pub retry_schedule_secs: Option<Option<Vec<i64>>>,
-    pub rate_limit_per_sec: Option<Option<i64>>,
-    pub max_concurrency: Option<Option<i64>>,
-}
-
-impl WebhookChanges {
-    /// Nothing would change.
-    pub fn is_empty(&self) -> bool {
-        self.name.is_none()
-            && self.url.is_none()
-            && self.set_headers.is_empty()
-            && self.remove_headers.is_empty()
-            && !self.clear_headers
-            && self.retry_schedule_secs.is_none()
-            && self.rate_limit_per_sec.is_none()
-            && self.max_concurrency.is_none()
-    }
-}
-
-pub async fn update(
-    db_: &Client,
-    guard: &AddressGuard,
-    id: &str,
-    c: &WebhookChanges,
-) -> OpResult<WebhookView> {
-    let name = c.name.as_deref().map(validate::name).transpose()?;
-    let url = c
-        .url
-        .as_deref()
-        .map(|u| validate::url(u, guard))
-        .transpose()?;
-    validate::headers(&c.set_headers)?;
-    let schedule = match &c.retry_schedule_secs {
-        Some(Some(s)) => Some(Some(validate::retry_schedule(s)?)),
-        Some(None) => Some(None),
-        None => None,
-    };
-    let rate = c
-        .rate_limit_per_sec
-        .map(|v| v.map(validate::rate_limit).transpose())
-        .transpose()?;
-    let conc = c
-        .max_concurrency
-        .map(|v| v.map(validate::max_concurrency).transpose())
-        .transpose()?;
-    let w = live(db_, id).await?;
-    // Header names are case-insensitive: a header set anew replaces any spelling of it.
-    let mut drop: Vec<String> = c
-        .remove_headers
-        .iter()
-        .chain(c.set_headers.keys())
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    drop.sort();
-    drop.dedup();
-    let set = serde_json::to_value(&c.set_headers).expect("a map of strings");
-    let updated = db(
-        db_.execute(
-            "WITH h AS (
-                SELECT (SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb)
-                        FROM jsonb_each(CASE WHEN $4 THEN '{}'::jsonb ELSE w.headers END) e(k, v)
-                        WHERE lower(k) <> ALL ($5::text[])) || $6::jsonb AS headers
-                FROM webhooks w WHERE w.id = $1)
-             UPDATE webhooks w SET
-                name = coalesce($2, w.name),
-                url = coalesce($3, w.url),
-                headers = h.headers,
-                retry_schedule_secs = CASE WHEN $7 THEN $8::int[] ELSE w.retry_schedule_secs END,
-                rate_limit_per_sec = CASE WHEN $9 THEN $10::int ELSE w.rate_limit_per_sec END,
-                max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END
-             FROM h
-             WHERE w.id = $1 AND (SELECT count(*) FROM jsonb_object_keys(h.headers)) <= $13",
-            &[
-                &w.id,
-                &name,
-                &url,
-                &c.clear_headers,
-                &drop,
-                &set,
-                &schedule.is_some(),
-                &schedule.clone().flatten(),
-                &rate.is_some(),
-                &rate.flatten(),
-                &conc.is_some(),
-                &conc.flatten(),
-                &(validate::HEADERS_MAX as i64),
-            ],
-        )
-        .await,
-        "updating the webhook",
-    )?;
-    if updated == 0 {
-        return Err(OpError::Invalid(Invalid::new(
-            "headers",
-            Rule::TooMany,
-            format!(
-                "at most {} custom headers in all; remove some first",
-                validate::HEADERS_MAX
-            ),
-        )));
-    }
-    show(db_, &w.id.to_string()).await
-}
-
-/// Turns a webhook back on; its health starts afresh (a trigger in sql/0001
-/// resets the failure streak and the disable reason).
-pub async fn enable(db_: &Client, id: &str) -> OpResult<WebhookView> {
-    let w = live(db_, id).await?;
-    db(
-        db_.execute(
-            // Also for a webhook still enabled but failing: enable resets its health.
-            "UPDATE webhooks SET enabled = true, consecutive_failures = 0, failing_since = NULL,
-                                 disabled_reason = NULL, disabled_at = NULL
-             WHERE id = $1",
-            &[&w.id],
-        )
-        .await,
-        "enabling the webhook",
-    )?;
-    show(db_, &w.id.to_string()).await
-}
-
-pub const OPERATOR_DISABLED: &str = "by an operator";
-
-/// Stops deliveries to a webhook: those still queued end `failed` with the
-/// reason, unsent, and nothing new is enqueued for it.
-pub async fn disable(db_: &Client, id: &str, reason: Option<&str>) -> OpResult<WebhookView> {
-    let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
-        Some(r) if r.chars().count() > 255 => {
-            return Err(OpError::Invalid(Invalid::new(
-                "disabled_reason",
-                Rule::TooLong,
-                "a disable reason is at most 255 characters",
-            )))
-        }
-        Some(r) if r.chars().any(char::is_control) => {
-            return Err(OpError::Invalid(Invalid::new(
-                "disabled_reason",
-                Rule::Encoding,
-                "a disable reason is one line of text without control characters",
-            )))
-        }
-        Some(r) => format!("{OPERATOR_DISABLED}: {r}"),
-        None => OPERATOR_DISABLED.to_string(),
-    };
-    let w = live(db_, id).await?;
-    db(
-        db_.execute(
-            "UPDATE webhooks SET enabled = false, disabled_reason = $2, disabled_at = now()
-             WHERE id = $1 AND enabled",
-            &[&w.id, &reason],
-        )
-        .await,
-        "disabling the webhook",
-    )?;
-    show(db_, &w.id.to_string()).await
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Deleted {
     pub webhook: WebhookView,
     /// After this the cleaner purges it with its triggers and deliveries.
@@ -495,54 +58,7 @@ pub struct Deleted {
     pub purge_after: OffsetDateTime,
 }
 
-/// Soft delete: nothing is sent or enqueued for it any more; `restore` undoes
-/// it within `retention_days`, after which the cleaner purges it.
-pub async fn delete(db_: &Client, id: &str, retention_days: u32) -> OpResult<Deleted> {
-    let w = live(db_, id).await?;
-    db(
-        db_.execute(
-            "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
-            &[&w.id],
-        )
-        .await,
-        "deleting the webhook",
-    )?;
-    let webhook = show(db_, &w.id.to_string()).await?;
-    let purge_after = webhook.deleted_at.unwrap_or_else(OffsetDateTime::now_utc)
-        + time::Duration::days(i64::from(retention_days));
-    Ok(Deleted {
-        webhook,
-        purge_after,
-    })
-}
-
-pub async fn restore(db_: &Client, id: &str, retention_days: u32) -> OpResult<WebhookView> {
-    let w = show(db_, id).await?;
-    if w.deleted_at.is_none() {
-        return Err(OpError::Conflict(format!(
-            "webhook {} is not deleted",
-            w.id
-        )));
-    }
-    let n = db(
-        db_.execute(
-            "UPDATE webhooks SET deleted_at = NULL
-             WHERE id = $1 AND deleted_at > now() - make_interval(days => $2)",
-            &[&w.id, &(retention_days as i32)],
-        )
-        .await,
-        "restoring the webhook",
-    )?;
-    if n == 0 {
-        return Err(OpError::Conflict(format!(
-            "webhook {} was deleted more than {retention_days} days ago (retention.days) and is due to be purged; create it anew",
-            w.id
-        )));
-    }
-    show(db_, &w.id.to_string()).await
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Rotated {
     pub webhook_id: Uuid,
     /// The new secret: shown this once.
@@ -550,48 +66,657 @@ pub struct Rotated {
     /// Until then the old secret signs too (a second `v1,` signature).
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_secret_expires_at: Option<OffsetDateTime>,
-    /// What the operator should know about the new secret (a plain one).
+    /// What the caller should know about the new secret (a plain one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
-/// A new secret; the current one keeps signing beside it for `grace_secs`
-/// (0: at once only the new one). Every other setting is kept.
-pub async fn rotate_secret(
-    db_: &Client,
-    id: &str,
-    new_secret: Option<&str>,
-    grace_secs: i64,
-) -> OpResult<Rotated> {
-    if !(0..=MAX_ROTATION_GRACE_SECS).contains(&grace_secs) {
-        return Err(OpError::Invalid(Invalid::new(
+/// `site`, the name `site_id` had before one vocabulary (docs/api.md#names),
+/// is still read, this release only.
+pub const SITE_DEPRECATED: &str =
+    "`site` is deprecated and read this release only: name the site by `site_id` (its domain or numeric id)";
+
+/// Who turned a webhook off by hand, as its `disabled_reason` begins.
+pub const OPERATOR_DISABLED: &str = "by an operator";
+
+/// Custom headers as given, checked one by one (every refusal kept), the
+/// names case-insensitive: a name given twice is refused.
+fn check_headers(checks: &mut Checks, given: &[HeaderArg]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for h in given {
+        match h {
+            HeaderArg::Malformed(s) => checks.refuse(Invalid::new(
+                "headers",
+                Rule::Syntax,
+                format!("`{}` is not NAME=VALUE", access::quote(s)),
+            )),
+            HeaderArg::Pair(k, v) => {
+                if checks.check(validate::header(k, v)).is_none() {
+                    continue;
+                }
+                if !seen.insert(k.to_ascii_lowercase()) {
+                    checks.refuse(Invalid::new(
+                        &format!("headers.{k}"),
+                        Rule::Duplicate,
+                        "given twice (header names are case-insensitive)",
+                    ));
+                    continue;
+                }
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if out.len() > validate::HEADERS_MAX {
+        checks.refuse(Invalid::new(
+            "headers",
+            Rule::TooMany,
+            format!("at most {} custom headers", validate::HEADERS_MAX),
+        ));
+    }
+    out
+}
+
+/// A retry schedule as given, in seconds, checked.
+pub(crate) fn schedule_secs(s: &Schedule) -> Result<Vec<i32>, Invalid> {
+    const FIELD: &str = "retry_schedule_secs";
+    match s {
+        Schedule::Text(t) => validate::retry_schedule_arg(t),
+        Schedule::Items(items) => {
+            let secs = items
+                .iter()
+                .map(|i| i.seconds(FIELD))
+                .collect::<Result<Vec<_>, _>>()?;
+            validate::retry_schedule(&secs)
+        }
+    }
+}
+
+/// A new webhook's settings, every one checked.
+struct ValidNew {
+    name: String,
+    url: String,
+    secret: String,
+    generated: bool,
+    headers: BTreeMap<String, String>,
+    schedule: Option<Vec<i32>>,
+    rate: Option<i32>,
+    conc: Option<i32>,
+}
+
+fn required(field: &str) -> Invalid {
+    Invalid::new(field, Rule::Required, "is required")
+}
+
+impl Admin {
+    /// The webhook named by `given`: its full id, or a unique prefix of it
+    /// (at least 4 characters) among those `who` may read. How the CLI
+    /// names a webhook; the operations then take the id.
+    pub async fn resolve_webhook(&self, who: &Principal, given: &str) -> OpResult<Uuid> {
+        let id = given.trim().to_ascii_lowercase();
+        let db_ = self.db().await?;
+        if let Ok(u) = Uuid::parse_str(&id) {
+            access::webhook(&db_, who, u, Access::Read).await?;
+            return Ok(u);
+        }
+        if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(Invalid::new(
+                "webhook",
+                Rule::Syntax,
+                format!(
+                    "`{}` is not a webhook id (or a prefix of one, at least 4 characters)",
+                    access::quote(&id)
+                ),
+            )
+            .into());
+        }
+        let sites = access::readable_sites(&db_, who).await?;
+        let rows = db(
+            db_.query(
+                "SELECT id FROM webhooks WHERE id::text LIKE $1 || '%'
+                   AND ($2::bigint[] IS NULL OR site_id = ANY($2)) LIMIT 2",
+                &[&id, &sites],
+            )
+            .await,
+            "looking up the webhook",
+        )?;
+        match rows.len() {
+            0 => Err(OpError::NotFound(format!(
+                "no webhook id starts with {id}; `list` shows them"
+            ))),
+            1 => Ok(rows[0].get(0)),
+            _ => Err(OpError::Conflict(format!(
+                "more than one webhook id starts with {id}; give more characters"
+            ))),
+        }
+    }
+
+    /// The webhooks `who` may read, of one site or all.
+    pub async fn list_webhooks(&self, who: &Principal, q: &WebhookQuery) -> OpResult<WebhookList> {
+        let db_ = self.db().await?;
+        let site = match site_of(&q.site_id, &q.site)? {
+            Some((s, _)) => Some(access::site(&db_, who, &s, Access::Read).await?.id),
+            None => None,
+        };
+        let accesses = access::site_accesses(&db_, who).await?;
+        let readable: Option<Vec<i64>> = accesses.as_ref().map(|m| m.keys().copied().collect());
+        let rows = db(
+            db_.query(
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS}
+                     WHERE ($1::bigint IS NULL OR w.site_id = $1) AND ($2 OR w.deleted_at IS NULL)
+                       AND ($3::bigint[] IS NULL OR w.site_id = ANY($3))
+                     ORDER BY s.domain, w.inserted_at"
+                ),
+                &[&site, &q.include_deleted, &readable],
+            )
+            .await,
+            "listing webhooks",
+        )?;
+        let seen = |w: WebhookView| match &accesses {
+            None => w,
+            Some(m) => {
+                let a = m.get(&w.plausible_site_id).copied().unwrap_or(Access::None);
+                w.seen_with(a)
+            }
+        };
+        Ok(WebhookList {
+            webhooks: rows.iter().map(webhook_view).map(seen).collect(),
+        })
+    }
+
+    /// One webhook with its triggers.
+    pub async fn show_webhook(&self, who: &Principal, id: Uuid) -> OpResult<WebhookDetail> {
+        let db_ = self.db().await?;
+        let site = access::webhook(&db_, who, id, Access::Read).await?;
+        Ok(WebhookDetail {
+            webhook: view(&**db_, id).await?.seen_with(site.access),
+            triggers: list_of(&**db_, id).await?,
+        })
+    }
+
+    /// A new webhook's fields, checked into `c`; the settings once `c` is clean.
+    fn check_new(&self, c: &mut Checks, n: &NewWebhook) -> impl FnOnce() -> ValidNew {
+        let name = match &n.name {
+            Some(v) => c.check(validate::name(v)),
+            None => c.check(Err(required("name"))),
+        };
+        let url = match &n.url {
+            Some(v) => c.check(validate::url(v, self.guard())),
+            None => c.check(Err(required("url"))),
+        };
+        let secret = match given(&n.secret) {
+            Some(s) => c.check(validate::secret(s)).map(|s| (s, false)),
+            None => Some((generate_secret(), true)),
+        };
+        let headers = check_headers(c, &n.headers);
+        let schedule = c.optional(n.retry_schedule_secs.as_ref(), schedule_secs);
+        let rate = c.optional(n.rate_limit_per_sec, validate::rate_limit);
+        let conc = c.optional(n.max_concurrency, validate::max_concurrency);
+        for t in &n.triggers {
+            c.check(check_trigger(t));
+        }
+        move || {
+            let (secret, generated) = secret.expect("checked");
+            ValidNew {
+                name: name.expect("checked"),
+                url: url.expect("checked"),
+                secret,
+                generated,
+                headers,
+                schedule: schedule.expect("checked"),
+                rate: rate.expect("checked"),
+                conc: conc.expect("checked"),
+            }
+        }
+    }
+
+    /// A webhook and its triggers, in one transaction, on a site `who` manages.
+    pub async fn create_webhook(&self, who: &Principal, n: NewWebhook) -> OpResult<Created> {
+        let mut c = Checks::default();
+        let site = match c.check(site_of(&n.site_id, &n.site)) {
+            Some(None) => {
+                c.refuse(Invalid::new(
+                    "site_id",
+                    Rule::Required,
+                    "is required: the site's domain as in Plausible, or its numeric id",
+                ));
+                None
+            }
+            s => s.flatten(),
+        };
+        let make = self.check_new(&mut c, &n);
+        let v = c.finish(make)?;
+        let (site, deprecated) = site.expect("checked");
+        let mut client = self.db().await?;
+        let site = access::site(&client, who, &site, Access::Manage)
+            .await
+            .map_err(|e| blame_site(e, deprecated))?;
+        let headers = serde_json::to_value(&v.headers).expect("a map of strings");
+        let tx = db(client.transaction().await, "starting a transaction")?;
+        let id: Uuid = db(
+            tx.query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
+                                       rate_limit_per_sec, max_concurrency)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                &[
+                    &site.id,
+                    &v.name,
+                    &v.url,
+                    &v.secret,
+                    &headers,
+                    &v.schedule,
+                    &v.rate,
+                    &v.conc,
+                ],
+            )
+            .await,
+            "creating the webhook",
+        )?
+        .get(0);
+        let mut triggers = Vec::new();
+        for t in &n.triggers {
+            triggers.push(insert_trigger(&*tx, id, site.id, t).await?);
+        }
+        let webhook = view(&*tx, id).await?;
+        db(tx.commit().await, "committing the new webhook")?;
+        let mut warnings: Vec<String> = validate::secret_warning(&v.secret).into_iter().collect();
+        if deprecated {
+            warnings.push(SITE_DEPRECATED.into());
+        }
+        Ok(Created {
+            webhook,
+            warnings,
+            secret: v.secret,
+            secret_generated: v.generated,
+            triggers,
+        })
+    }
+
+    /// Changes a webhook's settings and, with `enabled`, its state, in one
+    /// commit. Enabling resets its health (the failure streak and the
+    /// disable reason); disabling ends what is queued for it `failed`,
+    /// unsent. Nothing to change is refused.
+    pub async fn update_webhook(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        c: WebhookChanges,
+    ) -> OpResult<WebhookView> {
+        let mut checks = Checks::default();
+        let name = checks.optional(c.name.as_deref(), validate::name);
+        let url = checks.optional(c.url.as_deref(), |u| validate::url(u, self.guard()));
+        // `headers` replaces the whole set; `set_headers` adds to it.
+        let mut set = check_headers(&mut checks, &c.set_headers);
+        let replace = c.headers.is_some();
+        if let Some(all) = &c.headers {
+            set.extend(check_headers(&mut checks, all));
+        }
+        let schedule: Option<Option<Option<Vec<i32>>>> = match &c.retry_schedule_secs {
+            None => Some(None),
+            Some(Setting::Default) => Some(Some(None)),
+            Some(Setting::Value(s)) => checks.check(schedule_secs(s)).map(|v| Some(Some(v))),
+        };
+        let rate = setting(
+            &mut checks,
+            &c.rate_limit_per_sec,
+            "rate_limit_per_sec",
+            validate::rate_limit,
+        );
+        let conc = setting(
+            &mut checks,
+            &c.max_concurrency,
+            "max_concurrency",
+            validate::max_concurrency,
+        );
+        let reason = match (c.enabled, given(&c.disabled_reason)) {
+            (Some(false), r) => checks.check(disable_reason(r)),
+            (_, Some(_)) => {
+                checks.refuse(Invalid::new(
+                    "disabled_reason",
+                    Rule::NotApplicable,
+                    "applies only with \"enabled\": false (disabling the webhook)",
+                ));
+                None
+            }
+            (_, None) => None,
+        };
+        checks.done()?;
+        let (name, url, schedule, rate, conc) = (
+            name.expect("checked"),
+            url.expect("checked"),
+            schedule.expect("checked"),
+            rate.expect("checked"),
+            conc.expect("checked"),
+        );
+        let changes_settings = name.is_some()
+            || url.is_some()
+            || !set.is_empty()
+            || !c.remove_headers.is_empty()
+            || c.clear_headers
+            || replace
+            || schedule.is_some()
+            || rate.is_some()
+            || conc.is_some();
+        if !changes_settings && c.enabled.is_none() {
+            return Err(Invalid::new(
+                "update",
+                Rule::Required,
+                "nothing to change: give at least one setting to change (name, url, headers, \
+                 retry schedule, rate limit, max concurrency) or enable or disable it",
+            )
+            .into());
+        }
+        let mut client = self.db().await?;
+        access::webhook(&client, who, id, Access::Manage).await?;
+        let by = match c.enabled {
+            Some(false) => disabled_by(&client, who).await?,
+            _ => String::new(),
+        };
+        let tx = db(client.transaction().await, "starting a transaction")?;
+        // Locked: a concurrent delete or change waits for this commit.
+        db(
+            tx.execute("SELECT 1 FROM webhooks WHERE id = $1 FOR UPDATE", &[&id])
+                .await,
+            "locking the webhook",
+        )?;
+        let w = view(&*tx, id).await?;
+        if w.deleted_at.is_some() {
+            return Err(deleted(&w));
+        }
+        if changes_settings {
+            // Header names are case-insensitive: a header set anew replaces any spelling of it.
+            let mut drop: Vec<String> = c
+                .remove_headers
+                .iter()
+                .chain(set.keys())
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
+            drop.sort();
+            drop.dedup();
+            let set = serde_json::to_value(&set).expect("a map of strings");
+            let updated = db(
+                tx.execute(
+                    "WITH h AS (
+                        SELECT (SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb)
+                                FROM jsonb_each(CASE WHEN $4 THEN '{}'::jsonb ELSE w.headers END) e(k, v)
+                                WHERE lower(k) <> ALL ($5::text[])) || $6::jsonb AS headers
+                        FROM webhooks w WHERE w.id = $1 FOR UPDATE)
+                     UPDATE webhooks w SET
+                        name = coalesce($2, w.name),
+                        url = coalesce($3, w.url),
+                        headers = h.headers,
+                        retry_schedule_secs = CASE WHEN $7 THEN $8::int[] ELSE w.retry_schedule_secs END,
+                        rate_limit_per_sec = CASE WHEN $9 THEN $10::int ELSE w.rate_limit_per_sec END,
+                        max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END
+                     FROM h
+                     WHERE w.id = $1 AND (SELECT count(*) FROM jsonb_object_keys(h.headers)) <= $13",
+                    &[
+                        &id,
+                        &name,
+                        &url,
+                        &(c.clear_headers || replace),
+                        &drop,
+                        &set,
+                        &schedule.is_some(),
+                        &schedule.clone().flatten(),
+                        &rate.is_some(),
+                        &rate.flatten(),
+                        &conc.is_some(),
+                        &conc.flatten(),
+                        &(validate::HEADERS_MAX as i64),
+                    ],
+                )
+                .await,
+                "updating the webhook",
+            )?;
+            if updated == 0 {
+                return Err(Invalid::new(
+                    "headers",
+                    Rule::TooMany,
+                    format!(
+                        "at most {} custom headers in all; remove some first",
+                        validate::HEADERS_MAX
+                    ),
+                )
+                .into());
+            }
+        }
+        match c.enabled {
+            Some(true) => {
+                db(
+                    tx.execute(
+                        // Also for a webhook still enabled but failing: enable resets its health.
+                        "UPDATE webhooks SET enabled = true, consecutive_failures = 0, failing_since = NULL,
+                                             disabled_reason = NULL, disabled_at = NULL
+                         WHERE id = $1",
+                        &[&id],
+                    )
+                    .await,
+                    "enabling the webhook",
+                )?;
+            }
+            Some(false) => {
+                db(
+                    tx.execute(
+                        "UPDATE webhooks SET enabled = false, disabled_reason = $2, disabled_at = now()
+                         WHERE id = $1 AND enabled",
+                        &[&id, &match reason.expect("checked with enabled: false") {
+                            Some(r) => format!("{by}: {r}"),
+                            None => by.clone(),
+                        }],
+                    )
+                    .await,
+                    "disabling the webhook",
+                )?;
+            }
+            None => {}
+        }
+        let w = view(&*tx, id).await?;
+        db(tx.commit().await, "committing the change")?;
+        Ok(w)
+    }
+
+    /// Turns a webhook back on; its health starts afresh.
+    pub async fn enable_webhook(&self, who: &Principal, id: Uuid) -> OpResult<WebhookView> {
+        let on = WebhookChanges {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        self.update_webhook(who, id, on).await
+    }
+
+    /// Stops deliveries to a webhook: those still queued end `failed` with
+    /// the reason, unsent, and nothing new is enqueued for it.
+    pub async fn disable_webhook(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> OpResult<WebhookView> {
+        let off = WebhookChanges {
+            enabled: Some(false),
+            disabled_reason: reason,
+            ..Default::default()
+        };
+        self.update_webhook(who, id, off).await
+    }
+
+    /// Soft delete: nothing is sent or enqueued for it any more; restoring
+    /// undoes it within `retention.days`, after which the cleaner purges it.
+    pub async fn delete_webhook(&self, who: &Principal, id: Uuid) -> OpResult<Deleted> {
+        let db_ = self.db().await?;
+        access::webhook(&db_, who, id, Access::Manage).await?;
+        let w = view(&**db_, id).await?;
+        if w.deleted_at.is_some() {
+            return Err(deleted(&w));
+        }
+        db(
+            db_.execute(
+                "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+                &[&id],
+            )
+            .await,
+            "deleting the webhook",
+        )?;
+        let webhook = view(&**db_, id).await?;
+        let purge_after = webhook.deleted_at.unwrap_or_else(OffsetDateTime::now_utc)
+            + time::Duration::days(i64::from(self.retention_days()));
+        Ok(Deleted {
+            webhook,
+            purge_after,
+        })
+    }
+
+    pub async fn restore_webhook(&self, who: &Principal, id: Uuid) -> OpResult<WebhookView> {
+        let db_ = self.db().await?;
+        access::webhook(&db_, who, id, Access::Manage).await?;
+        let w = view(&**db_, id).await?;
+        if w.deleted_at.is_none() {
+            return Err(OpError::Conflict(format!(
+                "webhook {} is not deleted",
+                w.id
+            )));
+        }
+        let days = self.retention_days();
+        let n = db(
+            db_.execute(
+                "UPDATE webhooks SET deleted_at = NULL
+                 WHERE id = $1 AND deleted_at > now() - make_interval(days => $2)",
+                &[&id, &(days as i32)],
+            )
+            .await,
+            "restoring the webhook",
+        )?;
+        if n == 0 {
+            return Err(OpError::Conflict(format!(
+                "webhook {} was deleted more than {days} days ago (retention.days) and is due to be purged; create it anew",
+                w.id
+            )));
+        }
+        view(&**db_, id).await
+    }
+
+    /// A new secret; the current one keeps signing beside it for the grace
+    /// period (0: at once only the new one). Every other setting is kept.
+    pub async fn rotate_secret(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        r: RotateSecret,
+    ) -> OpResult<Rotated> {
+        let mut c = Checks::default();
+        let grace = match &r.grace_secs {
+            None => Some(DEFAULT_ROTATION_GRACE_SECS),
+            Some(g) => c.check(g.seconds("grace_secs").and_then(grace_secs)),
+        };
+        let secret = match given(&r.secret) {
+            Some(s) => c.check(validate::secret(s)),
+            None => Some(generate_secret()),
+        };
+        c.done()?;
+        let (grace, secret) = (grace.expect("checked"), secret.expect("checked"));
+        let db_ = self.db().await?;
+        access::webhook(&db_, who, id, Access::Manage).await?;
+        let w = view(&**db_, id).await?;
+        if w.deleted_at.is_some() {
+            return Err(deleted(&w));
+        }
+        let row = db(
+            db_.query_one(
+                "UPDATE webhooks SET
+                    previous_secret = CASE WHEN $3::float8 > 0 THEN secret END,
+                    previous_secret_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END,
+                    secret = $2
+                 WHERE id = $1
+                 RETURNING previous_secret_expires_at",
+                &[&id, &secret, &(grace as f64)],
+            )
+            .await,
+            "rotating the secret",
+        )?;
+        Ok(Rotated {
+            webhook_id: id,
+            warnings: validate::secret_warning(&secret).into_iter().collect(),
+            secret,
+            previous_secret_expires_at: row.get(0),
+        })
+    }
+}
+
+/// A refusal of a site given by the deprecated `site` blames `site`, the
+/// name the caller wrote.
+fn blame_site(e: OpError, deprecated: bool) -> OpError {
+    match e {
+        OpError::Invalid(mut i) if deprecated => {
+            i.rename("site_id", "site");
+            OpError::Invalid(i)
+        }
+        e => e,
+    }
+}
+
+fn grace_secs(v: i64) -> Result<i64, Invalid> {
+    if !(0..=MAX_ROTATION_GRACE_SECS).contains(&v) {
+        return Err(Invalid::new(
             "grace_secs",
             Rule::OutOfRange,
             format!("must be between 0 and {MAX_ROTATION_GRACE_SECS} seconds (30 days)"),
-        )));
+        ));
     }
-    let secret = match new_secret {
-        Some(s) => validate::secret(s)?,
-        None => generate_secret(),
-    };
-    let w = live(db_, id).await?;
-    let row = db(
-        db_.query_one(
-            "UPDATE webhooks SET
-                previous_secret = CASE WHEN $3::float8 > 0 THEN secret END,
-                previous_secret_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END,
-                secret = $2
-             WHERE id = $1
-             RETURNING previous_secret_expires_at",
-            &[&w.id, &secret, &(grace_secs as f64)],
-        )
-        .await,
-        "rotating the secret",
-    )?;
-    Ok(Rotated {
-        webhook_id: w.id,
-        warnings: validate::secret_warning(&secret).into_iter().collect(),
-        secret,
-        previous_secret_expires_at: row.get(0),
+    Ok(v)
+}
+
+/// A limit that may go back to the default, as `update` reads it: None
+/// (refused, kept in `checks`), Some(None) (not given), Some(Some(None))
+/// (back to the default), Some(Some(Some(v))) (set).
+fn setting(
+    checks: &mut Checks,
+    s: &Option<Setting<crate::admin::inputs::Num>>,
+    field: &str,
+    rule: fn(i64) -> Result<i32, Invalid>,
+) -> Option<Option<Option<i32>>> {
+    match s {
+        None => Some(None),
+        Some(Setting::Default) => Some(Some(None)),
+        Some(Setting::Value(n)) => checks
+            .check(n.number(field).and_then(rule))
+            .map(|v| Some(Some(v))),
+    }
+}
+
+/// Who turned a webhook off, as its `disabled_reason` begins: an operator,
+/// the user by their email, or a portal link.
+async fn disabled_by(db_: &tokio_postgres::Client, who: &Principal) -> OpResult<String> {
+    Ok(match who {
+        Principal::Operator => OPERATOR_DISABLED.to_string(),
+        Principal::Link { .. } => "by someone with a portal link".to_string(),
+        Principal::User { user_id, .. } => {
+            let email: Option<String> = db(
+                db_.query_opt("SELECT email::text FROM users WHERE id = $1", &[user_id])
+                    .await,
+                "reading the user's email",
+            )?
+            .map(|r| r.get(0));
+            format!("by {}", email.unwrap_or_else(|| format!("user {user_id}")))
+        }
     })
+}
+
+/// A disable reason as given, checked (who disabled it is added when stored).
+fn disable_reason(reason: Option<&str>) -> Result<Option<String>, Invalid> {
+    match reason {
+        Some(r) if r.chars().count() > 255 => Err(Invalid::new(
+            "disabled_reason",
+            Rule::TooLong,
+            "a disable reason is at most 255 characters",
+        )),
+        Some(r) if r.chars().any(char::is_control) => Err(Invalid::new(
+            "disabled_reason",
+            Rule::Encoding,
+            "a disable reason is one line of text without control characters",
+        )),
+        Some(r) => Ok(Some(r.to_string())),
+        None => Ok(None),
+    }
 }

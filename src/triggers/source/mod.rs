@@ -9,6 +9,9 @@
 pub mod checker;
 pub mod clickhouse;
 pub mod postgres;
+pub mod types;
+
+pub use types::{is_unavailable, GoalCompletion, GoalScan, Ranked, Unavailable, Window};
 
 use anyhow::Result;
 use time::OffsetDateTime;
@@ -16,68 +19,12 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::triggers::goals::Goal;
+use crate::triggers::windows::{DEFAULT_DROP_WINDOW_SECS, DEFAULT_SPIKE_WINDOW_SECS};
 
-/// A site's visitors over `[from, to]` (unique visitors, top sources and
-/// pages): as Plausible's current-visitors query, `timestamp >= now - window`,
-/// bounded above by the round's `now` so a round's answer does not change
-/// with events stamped after it. The traffic history for derived thresholds
-/// reads `(from, to]` buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub site_id: i64,
-    pub from: OffsetDateTime,
-    pub to: OffsetDateTime,
-}
-
-/// A source or page with its unique visitors.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Ranked {
-    pub name: String,
-    pub visitors: i64,
-}
-
-/// Find the completions of one goal over `(from, to]`.
-#[derive(Debug, Clone)]
-pub struct GoalScan<'a> {
-    pub goal: &'a Goal,
-    pub from: OffsetDateTime,
-    pub to: OffsetDateTime,
-}
-
-/// Identical events matching a goal, `count` of them (ordinals 1..=count).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GoalCompletion {
-    /// Index into the scans asked for.
-    pub scan: usize,
-    /// Microseconds since the Unix epoch.
-    pub timestamp_us: i64,
-    pub name: String,
-    pub pathname: String,
-    /// Visitor and session ids as the store renders them in decimal; only
-    /// hashed into idempotency keys, never stored or sent.
-    pub user_id: String,
-    pub session_id: String,
-    pub count: i64,
-}
-
-/// The store cannot be asked at all (unreachable, not answering in time,
-/// refusing the credentials): a trigger round stops at the first such error
-/// instead of trying every batch, and is retried next round. Other errors
-/// belong to one query (one batch), which is set aside while the round goes on.
-#[derive(Debug)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "analytics source unavailable: {}", self.0)
-    }
-}
-impl std::error::Error for Unavailable {}
-
-/// Is `e` (or anything it wraps) an `Unavailable`?
-pub fn is_unavailable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Unavailable>().is_some())
-}
+/// Sources and pages listed in a spike payload (as Plausible's spike email):
+/// what the evaluator asks `top_sources` and `top_pages` for, and so what
+/// `check` asks too.
+pub const TOP_N: i64 = 3;
 
 /// The store answers, but refused one of the statements the daemon sends
 /// (a column of another type, a function the server lacks, a user without
@@ -293,21 +240,20 @@ impl AnalyticsSource {
         // As the evaluator derives spike and drop thresholds: 5-minute and
         // 12-hour buckets, in one statement.
         let buckets = [
-            (w, crate::triggers::DEFAULT_SPIKE_WINDOW_SECS),
-            (w, crate::triggers::DEFAULT_DROP_WINDOW_SECS),
+            (w, DEFAULT_SPIKE_WINDOW_SECS),
+            (w, DEFAULT_DROP_WINDOW_SECS),
         ];
         refused(
             "bucketed visitors query (derived thresholds)",
             each!(self, s => s.bucketed_visitors(&buckets).await),
         )?;
-        let n = crate::triggers::evaluator::TOP_N;
         refused(
             "top sources query",
-            each!(self, s => s.top_sources(&[w], n).await),
+            each!(self, s => s.top_sources(&[w], TOP_N).await),
         )?;
         refused(
             "top pages query",
-            each!(self, s => s.top_pages(&[w], n).await),
+            each!(self, s => s.top_pages(&[w], TOP_N).await),
         )?;
         statements += 4;
         let goals = probe_goals();

@@ -14,7 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 
-use super::{GoalCompletion, GoalScan, Ranked, Window};
+use super::types::{GoalCompletion, GoalScan, Ranked, Unavailable, Window};
 use crate::triggers::goals::{GoalKind, PathMatch};
 
 pub const POOL_SIZE: usize = 4;
@@ -66,7 +66,7 @@ impl PostgresSource {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            super::Unavailable(format!(
+            Unavailable(format!(
                 "cannot connect to the analytics database ({}): {e}",
                 self.described
             ))

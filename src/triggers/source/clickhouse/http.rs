@@ -25,9 +25,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::sql::excerpt;
-use crate::delivery::client::USER_AGENT_VALUE;
+use crate::https::{tls_config, USER_AGENT_VALUE};
 use crate::logging::error_line;
-use crate::triggers::source::Unavailable;
+use crate::triggers::source::types::Unavailable;
 
 /// After a query timed out, a trivial query must be answered within this for
 /// the server to count as up.
@@ -63,10 +63,7 @@ pub struct ChHttp {
 
 impl ChHttp {
     pub fn new(cfg: ChHttpConfig) -> Result<Self> {
-        let tls = crate::delivery::client::tls_config(
-            cfg.ca_file.as_deref(),
-            "analytics.clickhouse_ca_file",
-        )?;
+        let tls = tls_config(cfg.ca_file.as_deref(), "analytics.clickhouse_ca_file")?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::{GoalCompletion, GoalScan, Ranked, Window};
+use super::types::{is_unavailable, GoalCompletion, GoalScan, Ranked, Window};
 use crate::config::AnalyticsConfig;
 use crate::triggers::goals::{GoalKind, PathMatch};
 use http::{ChHttp, ChHttpConfig};
@@ -129,7 +129,7 @@ impl ClickhouseSource {
         );
         match self.http.query(q).await {
             Ok(_) => Ok(()),
-            Err(e) if super::is_unavailable(&e) => Err(e),
+            Err(e) if is_unavailable(&e) => Err(e),
             Err(e) => Err(anyhow::anyhow!(
                 "ClickHouse table {} is not usable ({e:#}): it needs Plausible's events_v2 columns \
                  (site_id, timestamp, name, pathname, user_id, session_id, referrer_source, meta.key, \
