@@ -1649,3 +1649,104 @@ async fn show_names_the_defaults_in_force_and_an_empty_update_is_refused() {
         text(&o)
     );
 }
+
+/// The CLI lists the event types and manages a webhook's subscriptions as
+/// the API does: `create --event`, `update --subscribe/--unsubscribe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_event_types_and_manages_subscriptions() {
+    let env = Env::new().await;
+    let o = pw(&env, &["event-types"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    for words in [
+        "goal_completion",
+        "visitor_spike",
+        "traffic_drop",
+        "webhook_enqueue",
+        "--subscribe",
+    ] {
+        assert!(text(&o).contains(words), "{words}: {}", text(&o));
+    }
+    let list = json(&env, &["event-types"]).await;
+    assert_eq!(list["event_types"].as_array().unwrap().len(), 4, "{list}");
+
+    let c = create(
+        &env,
+        "https://hooks.example.net/a",
+        &[
+            "--event",
+            "site.*,plausible.site_created",
+            "--event",
+            "*",
+            "--trigger",
+            "spike",
+        ],
+    )
+    .await;
+    // `*` already takes what the trigger makes: nothing is added for it.
+    assert_eq!(
+        c["webhook"]["events"],
+        serde_json::json!(["site.*", "plausible.site_created", "*"])
+    );
+    let wh = id(&c);
+    // Dropping `*` alone would leave the spike trigger unheard.
+    refused(
+        &env,
+        &["update", &wh, "--unsubscribe", "*"],
+        "events",
+        "required",
+    )
+    .await;
+    let w = json(
+        &env,
+        &[
+            "update",
+            &wh,
+            "--unsubscribe",
+            "*",
+            "--subscribe",
+            "visitor_spike",
+        ],
+    )
+    .await;
+    assert_eq!(
+        w["events"],
+        serde_json::json!(["site.*", "plausible.site_created", "visitor_spike"])
+    );
+    let o = pw(&env, &["show", &wh]).await;
+    assert!(
+        text(&o).contains("site.*, plausible.site_created, visitor_spike"),
+        "{}",
+        text(&o)
+    );
+    refused(
+        &env,
+        &["update", &wh, "--unsubscribe", "visitor_spike"],
+        "events",
+        "required",
+    )
+    .await;
+    refused(
+        &env,
+        &["update", &wh, "--subscribe", "Site.Created"],
+        "events",
+        "syntax",
+    )
+    .await;
+    refused(
+        &env,
+        &[
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            "c",
+            "--url",
+            "https://hooks.example.net/c",
+            "--event",
+            "a..b",
+        ],
+        "events",
+        "syntax",
+    )
+    .await;
+}

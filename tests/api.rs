@@ -1420,3 +1420,226 @@ async fn the_cli_json_and_the_api_print_the_same_bodies() {
         2
     );
 }
+
+/// Subscriptions by event type (issue 23): an event a host publishes with
+/// `webhook_enqueue` reaches exactly the enabled, undeleted webhooks of its
+/// site subscribed to its type (by name, `site.*` or `*`), once per
+/// idempotency key; triggers subscribe their webhook to what they make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_event_reaches_exactly_the_subscribed_webhooks() {
+    let api = Api::start().await;
+    let rx = api.env.receiver(always(200)).await;
+    let other_site = plausible_webhooks::testkit::create_site(&api.env.db, "other.example")
+        .await
+        .unwrap();
+    let mut paths = std::collections::HashMap::new();
+    for (name, site, body) in [
+        ("prefix", "example.com", json!({"events": ["site.*"]})),
+        ("all", "example.com", json!({"events": "*"})),
+        (
+            "exact",
+            "example.com",
+            json!({"events": "site.tracking_stopped, plausible.other"}),
+        ),
+        (
+            "goals",
+            "example.com",
+            json!({"triggers": [{"type": "goal_completion"}]}),
+        ),
+        ("disabled", "example.com", json!({"events": ["site.*"]})),
+        ("deleted", "example.com", json!({"events": ["*"]})),
+        ("elsewhere", "other.example", json!({"events": ["*"]})),
+    ] {
+        let mut b = body.clone();
+        b["site_id"] = json!(site);
+        b["name"] = json!(name);
+        b["url"] = json!(rx.url(&format!("/{name}")));
+        let (c, path) = created(&api, b).await;
+        paths.insert(
+            name,
+            (c["webhook"]["id"].as_str().unwrap().to_string(), path),
+        );
+    }
+    let goals = &paths["goals"];
+    let shown = api.op("GET", &goals.1, None).await.json();
+    assert_eq!(
+        shown["webhook"]["events"],
+        json!(["goal_completion"]),
+        "its trigger subscribed it"
+    );
+    let a = api
+        .op(
+            "PATCH",
+            &paths["disabled"].1,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    expect(&a, 200, None);
+    expect(
+        &api.op("DELETE", &paths["deleted"].1, None).await,
+        200,
+        None,
+    );
+
+    let publish = |ty: &'static str, key: Option<&'static str>, site: i64| {
+        let db = &api.env.db;
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM webhook_enqueue($1, $2, '{\"n\": 1}', $3)",
+                &[&site, &ty, &key],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    let site = api.env.site_id;
+    assert_eq!(
+        publish("site.created", Some("k1"), site).await,
+        2,
+        "prefix and all"
+    );
+    assert_eq!(
+        publish("site.created", Some("k1"), site).await,
+        0,
+        "the same key again: nothing"
+    );
+    assert_eq!(
+        publish("site.tracking_stopped", None, site).await,
+        3,
+        "prefix, all, exact"
+    );
+    assert_eq!(
+        publish("goal_completion", None, site).await,
+        2,
+        "all and goals"
+    );
+    assert_eq!(
+        publish("sites.created", None, site).await,
+        1,
+        "`site.*` is not a bare prefix"
+    );
+    assert_eq!(
+        publish("site.created", None, other_site).await,
+        1,
+        "only the other site's"
+    );
+    // A type outside the format is refused, saying what to do; nothing is queued.
+    let e = api
+        .env
+        .db
+        .query_one(
+            "SELECT count(*) FROM webhook_enqueue($1, 'Site..Created', '{}')",
+            &[&site],
+        )
+        .await
+        .unwrap_err();
+    let e = e.as_db_error().unwrap();
+    assert_eq!(e.code().code(), "22023");
+    assert!(
+        e.message().contains("'Site..Created' is not an event type"),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("dot-separated words"), "{e}");
+    let seen = rx.wait_for(9, T).await.unwrap();
+    api.env
+        .wait_until(
+            "SELECT count(*) = 9 FROM webhook_deliveries WHERE status = 'success'",
+            T,
+        )
+        .await;
+    let mut got: Vec<String> = seen
+        .iter()
+        .map(|r| format!("{} {}", r.path, r.json()["event"].as_str().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "/all goal_completion",
+            "/all site.created",
+            "/all site.tracking_stopped",
+            "/all sites.created",
+            "/elsewhere site.created",
+            "/exact site.tracking_stopped",
+            "/goals goal_completion",
+            "/prefix site.created",
+            "/prefix site.tracking_stopped",
+        ]
+    );
+    // The disabled and deleted webhooks were not even queued for.
+    for name in ["disabled", "deleted"] {
+        let n = api
+            .env
+            .count(&format!(
+                "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = '{}'",
+                paths[name].0
+            ))
+            .await;
+        assert_eq!(n, 0, "{name}");
+    }
+}
+
+/// Subscriptions are changed by adding, dropping or replacing them; what a
+/// webhook's triggers make stays, and a malformed one is refused by rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_change_by_rule_and_keep_what_triggers_make() {
+    let (api, _rx, _, path) = orders().await;
+    let patch = |body: Value| api.op("PATCH", &path, Some(body));
+    let a = patch(json!({"subscribe": ["site.*", "plausible.site_created"]})).await;
+    expect(&a, 200, None);
+    assert_eq!(
+        a.json()["events"],
+        json!(["goal_completion", "site.*", "plausible.site_created"])
+    );
+    let a = patch(json!({"unsubscribe": "site.*"})).await;
+    assert_eq!(
+        a.json()["events"],
+        json!(["goal_completion", "plausible.site_created"])
+    );
+    let a = patch(json!({"events": []})).await;
+    expect(&a, 422, Some("required"));
+    assert_eq!(a.json()["error"]["field"], "events", "{}", a.text);
+    assert!(a.text.contains("goal_completion"), "{}", a.text);
+    for bad in ["Site.Created", "site.*.x", "a..b", "site*"] {
+        let a = patch(json!({"subscribe": [bad]})).await;
+        expect(&a, 422, Some("syntax"));
+        assert_eq!(a.json()["error"]["field"], "events", "{}", a.text);
+    }
+    // Removing the trigger frees its type.
+    let t = api
+        .op("GET", &format!("{path}/triggers"), None)
+        .await
+        .json();
+    let tid = t["triggers"][0]["id"].as_str().unwrap().to_string();
+    expect(
+        &api.op("DELETE", &format!("{path}/triggers/{tid}"), None)
+            .await,
+        200,
+        None,
+    );
+    let a = patch(json!({"events": "plausible.site_created"})).await;
+    expect(&a, 200, None);
+    assert_eq!(a.json()["events"], json!(["plausible.site_created"]));
+
+    // The catalog, for any caller signed in.
+    let (_, key) = user_with_key(&api.env.db, "reader@example.com", None).await;
+    let c = api.call("GET", "/api/event-types", Some(&key), None).await;
+    expect(&c, 200, None);
+    let list = c.json();
+    let names: Vec<&str> = list["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for n in ["goal_completion", "visitor_spike", "traffic_drop", "test"] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
+    assert_eq!(list["event_types"][0]["schema"]["type"], "object");
+    expect(
+        &api.call("GET", "/api/event-types", None, None).await,
+        401,
+        None,
+    );
+}

@@ -526,3 +526,16 @@ fn readme_is_short_and_starts_with_the_two_commands() {
         "README.md's second command must run the tests (`cargo nextest run …`), not `{tests}`"
     );
 }
+
+/// docs/events.md lists every built-in event type the catalog has.
+#[test]
+fn the_event_catalog_page_names_every_built_in_type() {
+    let page = std::fs::read_to_string(root().join("docs/events.md")).unwrap();
+    for e in plausible_webhooks::admin::catalog::catalog() {
+        assert!(
+            page.contains(&format!("| `{}` |", e.name)),
+            "docs/events.md has no row for {}",
+            e.name
+        );
+    }
+}

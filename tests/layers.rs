@@ -28,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
 /// access, the operations), then the faces (the CLI, the API, the listener).
 const ADMIN_LAYERS: &[&[&str]] = &[
     &["validate", "body"],
+    &["catalog"],
     &["error"],
     &["inputs"],
     &["access"],

@@ -610,3 +610,120 @@ async fn the_cli_lists_and_shows_deliveries_due_never_and_payloads_too_deep_to_p
     let o = pw(&env, &["--json", "deliveries", "show", &deep.to_string()]).await;
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// Migration 11 keeps what `webhook_enqueue` sent each webhook before it:
+/// the types of its enabled triggers become its subscriptions, so an
+/// upgrade loses no event and adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_11_subscribes_each_webhook_to_what_it_received() {
+    use plausible_webhooks::db::migrate::{load_fixture, migrate, MIGRATIONS};
+    let cluster = tokio::task::spawn_blocking(plausible_webhooks::testkit::pg::PgCluster::shared)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = cluster
+        .create_database(&format!("m11_{}", Uuid::new_v4().simple()))
+        .await
+        .unwrap();
+    let mut db = plausible_webhooks::db::connect(&url).await.unwrap();
+    load_fixture(&db).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE plausible_webhooks_schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 <= 10) {
+        db.batch_execute(sql).await.unwrap();
+        db.execute(
+            "INSERT INTO plausible_webhooks_schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .unwrap();
+    }
+    let site = plausible_webhooks::testkit::create_site(&db, "example.com")
+        .await
+        .unwrap();
+    let mut hooks = Vec::new();
+    // (triggers: type and enabled) → the subscriptions expected.
+    type Case<'a> = (&'a [(&'a str, bool)], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            &[
+                ("goal_completion", true),
+                ("visitor_spike", true),
+                ("goal_completion", true),
+            ],
+            &["goal_completion", "visitor_spike"],
+        ),
+        (
+            &[("traffic_drop", false), ("visitor_spike", true)],
+            &["visitor_spike"],
+        ),
+        (&[("traffic_drop", false)], &[]),
+        (&[], &[]),
+    ];
+    for (triggers, _) in &cases {
+        let wh: Uuid = db
+            .query_one(
+                "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'w', 'https://example.com/', $2) RETURNING id",
+                &[&site, &common::SECRET],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        for (ty, enabled) in *triggers {
+            db.execute(
+                "INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, enabled) VALUES ($1, $2, 10, $3)",
+                &[&wh, ty, enabled],
+            )
+            .await
+            .unwrap();
+        }
+        hooks.push(wh);
+    }
+    let before: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_enqueue($1, 'visitor_spike', '{}')",
+            &[&site],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(migrate(&mut db).await.unwrap().first(), Some(&11));
+    for (wh, (_, expected)) in hooks.iter().zip(&cases) {
+        let events: Vec<String> = db
+            .query_one("SELECT events FROM webhooks WHERE id = $1", &[wh])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(events, *expected);
+    }
+    let after: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_enqueue($1, 'visitor_spike', '{}')",
+            &[&site],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (before, after),
+        (2, 2),
+        "the same webhooks before and after"
+    );
+    // From now on a trigger written by SQL subscribes its webhook too.
+    db.execute(
+        "UPDATE webhook_triggers SET enabled = true WHERE webhook_id = $1",
+        &[&hooks[2]],
+    )
+    .await
+    .unwrap();
+    let events: Vec<String> = db
+        .query_one("SELECT events FROM webhooks WHERE id = $1", &[&hooks[2]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, ["traffic_drop"]);
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use common::Env;
+use plausible_webhooks::admin::catalog::catalog;
 use plausible_webhooks::testkit::receiver::always;
 use plausible_webhooks::triggers::evaluator::{Evaluator, EvaluatorConfig};
 use plausible_webhooks::triggers::goal_scanner::{GoalScanner, GoalScannerConfig};
@@ -1656,7 +1657,7 @@ async fn the_test_events_samples_have_exactly_the_keys_of_real_events() {
     assert_eq!(r.fired, 2, "{r:?}");
     k.scanner(60, None).round(t).await.unwrap();
     let real: HashMap<String, Value> = k.deliveries().await.into_iter().collect();
-    let sample = plausible_webhooks::admin::ops::test_payload(&[]);
+    let sample = plausible_webhooks::admin::catalog::test_payload(&[]);
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
@@ -1670,6 +1671,27 @@ async fn the_test_events_samples_have_exactly_the_keys_of_real_events() {
             keys(&sample["samples"][event]),
             keys(real),
             "the test sample of {event} and a real one"
+        );
+        // The catalog's schema (GET /api/event-types) takes the real event.
+        let entry = catalog()
+            .into_iter()
+            .find(|e| e.name == event)
+            .unwrap_or_else(|| panic!("{event} is not in the catalog"));
+        let schema = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&entry.schema)
+            .unwrap();
+        let errors: Vec<String> = schema.iter_errors(real).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "a real {event} against its schema: {errors:?}\n{real}"
+        );
+        // And the schema is strict enough to notice a key it does not know.
+        let mut extra = real.clone();
+        extra["unheard_of"] = Value::from(1);
+        assert!(
+            !schema.is_valid(&extra),
+            "{event}'s schema takes unknown keys"
         );
     }
 }

@@ -236,6 +236,8 @@ async fn signed_in_by_plausible_an_owner_creates_a_webhook_tests_it_and_reads_wh
     assert!(t.contains("must be between 1 and 10000000"), "{t}");
     assert_eq!(k.env.count("SELECT count(*) FROM webhooks").await, 0);
     b.fill("#spike-threshold", "50").await;
+    b.fill("#event-types", "site.*, plausible.site_created")
+        .await;
     b.click("form button[type=submit]").await;
     let secret = b.el("#the-secret").await.text().await.unwrap();
     assert!(secret.starts_with("whsec_"), "{secret}");
@@ -263,6 +265,31 @@ async fn signed_in_by_plausible_an_owner_creates_a_webhook_tests_it_and_reads_wh
     assert!(tests.iter().all(|r| r.json()["event"] == "test"));
     let w = k.env.count("SELECT count(*) FROM webhook_triggers WHERE trigger_type = 'visitor_spike' AND threshold = 50").await;
     assert_eq!(w, 1);
+    // What it receives: the types typed in, and what its trigger makes.
+    let t = b.text().await;
+    assert!(
+        t.contains("site.*, plausible.site_created, goal_completion, visitor_spike"),
+        "{t}"
+    );
+    // Edited: dropping the trigger's type is refused beside the field; the rest is saved.
+    b.click("a[href$='/edit']").await;
+    b.fill("#event-types", "site.*").await;
+    b.click("form button[type=submit]").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("its triggers make goal_completion, visitor_spike"),
+        "{t}"
+    );
+    screens(&b, "edit-events-refused").await;
+    b.fill("#event-types", "site.*, goal_completion, visitor_spike")
+        .await;
+    b.click("form button[type=submit]").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("site.*, goal_completion, visitor_spike")
+            && !t.contains("plausible.site_created"),
+        "{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,12 @@ pub enum AdminCommand {
         /// Webhook id or unique prefix.
         webhook: String,
     },
+    /// List the built-in event types a webhook can subscribe to (`--json`: with
+    /// each one's JSON Schema and an example).
+    ///
+    /// Any other name in the same format is a type the site's host publishes
+    /// (docs/events.md); subscribe with `create --event` or `update --subscribe`.
+    EventTypes,
     /// Add, list or remove a webhook's triggers (what makes events for it).
     #[command(subcommand)]
     Triggers(TriggersCommand),
@@ -216,6 +222,10 @@ impl<E: Into<OpError>> From<E> for Failure {
 /// hands the command to its function; each prints its own result.
 async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Failure> {
     let admin = Admin::from_config(cfg)?;
+    if let AdminCommand::EventTypes = cmd {
+        // The catalog is the program's own: no database needed to read it.
+        return event_types(&admin, json).await;
+    }
     {
         let client = admin.db().await?;
         crate::db::migrate::ensure_current(&client).await?;
@@ -285,6 +295,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
             rotate_secret(a, &webhook, rotate, json).await
         }
         AdminCommand::Test { webhook } => test(a, &webhook, json).await,
+        AdminCommand::EventTypes => event_types(a, json).await,
         AdminCommand::Triggers(c) => triggers(a, c, json).await,
         AdminCommand::Deliveries(c) => deliveries(a, c, json).await,
         AdminCommand::Retry { delivery, retry } => {
@@ -722,6 +733,14 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
                 format!("{} (values not shown)", w.header_names.join(", "))
             },
         ),
+        (
+            "events",
+            if w.events.is_empty() {
+                "none: it receives nothing until subscribed (`update --subscribe TYPE`, or a trigger)".into()
+            } else {
+                w.events.join(", ")
+            },
+        ),
         ("retry schedule", schedule),
         (
             "rate limit",
@@ -759,6 +778,25 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
         }
         println!("{:<24}{v}", format!("{k}:"));
     }
+}
+
+async fn event_types(a: &Admin, json: bool) -> Result<(), Failure> {
+    let list = a.event_types(&WHO).await?;
+    output(json, &list, || {
+        let rows: Vec<Vec<String>> = list
+            .event_types
+            .iter()
+            .map(|e| vec![e.name.clone(), e.made_by.clone(), e.summary.clone()])
+            .collect();
+        print!("{}", table(&["TYPE", "MADE BY", "WHAT"], rows));
+        println!(
+            "\nAny other name (lowercase words joined by dots, e.g. site.created) is a type the \
+             site's host publishes with webhook_enqueue. Subscribe with `create --event TYPE` or \
+             `update WEBHOOK --subscribe TYPE` (`site.*` and `*` take many); `event-types --json` \
+             shows each type's schema and an example."
+        );
+    });
+    Ok(())
 }
 
 fn print_triggers(t: &[ops::TriggerView]) {

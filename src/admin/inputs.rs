@@ -22,7 +22,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visi
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::validate::{Invalid, Invalids, Rule};
+use super::validate::{split_patterns, Invalid, Invalids, Rule};
 
 // ------------------------------------------------------------ parsing
 
@@ -460,6 +460,40 @@ fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderArg>, D::Error> 
     d.deserialize_any(V)
 }
 
+/// Event types or subscriptions: a list, or text separated by commas,
+/// spaces or lines (a form's text area, the CLI's `--event a,b`); each list
+/// item is split the same way, and blanks are dropped.
+fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of event types, or a text of them")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(split_patterns(s))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                out.extend(split_patterns(&s));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn optional_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    patterns(d).map(Some)
+}
+
 fn optional_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<HeaderArg>>, D::Error> {
     headers(d).map(Some)
 }
@@ -636,11 +670,18 @@ pub struct NewWebhook {
     #[serde(default, deserialize_with = "headers")]
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub headers: Vec<HeaderArg>,
-    /// Subscribe to an event: goal (every goal of the site), spike or drop (threshold
-    /// derived from recent traffic); repeatable. `triggers add` sets the details.
+    /// Make events with a trigger: goal (every goal of the site), spike or drop
+    /// (threshold derived from recent traffic); repeatable. `triggers add` sets the
+    /// details. The webhook is subscribed to what its triggers make.
     #[arg(long = "trigger", value_name = "TYPE")]
     #[serde(default, deserialize_with = "triggers")]
     pub triggers: Vec<NewTrigger>,
+    /// Receive events of these types, as its site publishes them (`webhook_enqueue`):
+    /// a type (`site.tracking_stopped`), a prefix wildcard (`site.*`) or `*`;
+    /// repeatable, or several separated by commas. `event-types` lists the built-in ones.
+    #[arg(long = "event", value_name = "TYPE")]
+    #[serde(default, deserialize_with = "patterns")]
+    pub events: Vec<String>,
     /// Delays between retries, e.g. 1m,5m,30m (at most 10, each ≤ 24h; `none`: no retries).
     /// Default: the daemon's delivery.retry_schedule_secs.
     #[arg(long = "retry-schedule")]
@@ -704,6 +745,20 @@ pub struct WebhookChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     pub max_concurrency: Option<Setting<Num>>,
+    /// Replaces every subscription (event types, `site.*`, `*`); its triggers' types
+    /// must stay among them.
+    #[arg(skip)]
+    #[serde(default, deserialize_with = "optional_patterns")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub events: Option<Vec<String>>,
+    /// Subscribe to these too (repeatable).
+    #[arg(long = "subscribe", value_name = "TYPE")]
+    #[serde(default, deserialize_with = "patterns")]
+    pub subscribe: Vec<String>,
+    /// Drop these subscriptions (repeatable); a type its triggers make stays.
+    #[arg(long = "unsubscribe", value_name = "TYPE")]
+    #[serde(default, deserialize_with = "patterns")]
+    pub unsubscribe: Vec<String>,
     /// true: enable (its failure count and disable reason are reset); false: disable.
     #[arg(skip)]
     #[serde(default, deserialize_with = "optional_flag")]

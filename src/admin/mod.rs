@@ -22,6 +22,7 @@ pub mod access;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod catalog;
 pub mod cli;
 pub mod core;
 pub mod error;

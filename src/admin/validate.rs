@@ -538,6 +538,75 @@ fn range(field: &str, v: i64, lo: i64, hi: i64) -> Valid<i32> {
     Ok(v as i32)
 }
 
+/// Subscriptions a webhook may hold at most (`webhooks_events_format`).
+pub const EVENTS_MAX: usize = 64;
+/// The longest event type name.
+pub const EVENT_TYPE_MAX: usize = 64;
+
+/// An event type name (`plausible_webhooks_event_type_ok`): dot-separated
+/// words of lowercase letters, digits and underscores, each starting with a
+/// letter, at most 64 characters.
+pub fn event_type(field: &str, raw: &str) -> Valid<String> {
+    let t = raw.trim();
+    let word_ok = |w: &str| {
+        let mut c = w.chars();
+        c.next().is_some_and(|f| f.is_ascii_lowercase())
+            && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if t.len() > EVENT_TYPE_MAX || !t.split('.').all(word_ok) {
+        return Err(Invalid::new(
+            field,
+            Rule::Syntax,
+            format!(
+                "`{}` is not an event type: dot-separated words of a-z, 0-9 and _, each starting with a letter, at most {EVENT_TYPE_MAX} characters (site.tracking_stopped)",
+                t.chars().take(100).collect::<String>()
+            ),
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// A subscription (`plausible_webhooks_events_ok`): an event type, a prefix
+/// of one followed by `.*` (`site.*`), or `*` (every event).
+pub fn event_pattern(raw: &str) -> Valid<String> {
+    let p = raw.trim();
+    if p == "*" {
+        return Ok(p.to_string());
+    }
+    match p.strip_suffix(".*") {
+        Some(prefix) => event_type("events", prefix).map(|_| p.to_string()),
+        None => event_type("events", p),
+    }
+}
+
+/// `a, b c\nd` → `[a, b, c, d]`: subscriptions as a person lists them.
+pub fn split_patterns(s: &str) -> Vec<String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A set of subscriptions (each given one may list several, `a,b`): each
+/// valid, none twice, at most [`EVENTS_MAX`].
+pub fn event_patterns(given: &[String]) -> Valid<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for g in given.iter().flat_map(|g| split_patterns(g)) {
+        let p = event_pattern(&g)?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.len() > EVENTS_MAX {
+        return Err(Invalid::new(
+            "events",
+            Rule::TooMany,
+            format!("at most {EVENTS_MAX} subscriptions; a wildcard (site.*) covers many"),
+        ));
+    }
+    Ok(out)
+}
+
 /// A trigger type as an operator writes it (`TriggerType::parse`).
 pub fn trigger_type(s: &str) -> Valid<TriggerType> {
     TriggerType::parse(s).ok_or_else(|| {
@@ -726,6 +795,45 @@ mod tests {
         h.insert("X-A".to_string(), "1".to_string());
         h.insert("x-a".to_string(), "2".to_string());
         assert_eq!(rule(headers(&h)).1, Rule::Duplicate);
+    }
+
+    #[test]
+    fn event_types_and_subscriptions() {
+        for ok in [
+            "goal_completion",
+            "site.tracking_stopped",
+            "a.b_2.c",
+            "plausible.x9",
+        ] {
+            assert_eq!(event_type("event", ok).unwrap(), ok);
+        }
+        for bad in [
+            "",
+            "Goal",
+            "a..b",
+            ".a",
+            "a.",
+            "1a",
+            "a-b",
+            "a.*",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(rule(event_type("event", bad)).1, Rule::Syntax, "{bad}");
+        }
+        for ok in ["*", "site.*", "goal_completion"] {
+            assert_eq!(event_pattern(ok).unwrap(), ok);
+        }
+        for bad in ["**", "site*", "*.site", "site.*.*", ".*"] {
+            assert_eq!(
+                rule(event_pattern(bad)),
+                ("events".into(), Rule::Syntax),
+                "{bad}"
+            );
+        }
+        let given: Vec<String> = ["site.*", " site.* ", "test"].map(String::from).to_vec();
+        assert_eq!(event_patterns(&given).unwrap(), ["site.*", "test"]);
+        let many: Vec<String> = (0..65).map(|i| format!("e{i}")).collect();
+        assert_eq!(rule(event_patterns(&many)).1, Rule::TooMany);
     }
 
     #[test]

@@ -147,10 +147,24 @@ impl Browser {
         e.send_keys(value).await.unwrap();
     }
 
-    /// Clicks `css` and waits for the page it loads.
+    /// Clicks `css` and waits for the page it loads. The old page's
+    /// `readyState` is already "complete" until the new one replaces it, so
+    /// the wait is first for the old document to go (its root element turns
+    /// stale), then for the new one to load.
     pub async fn click(&self, css: &str) {
+        let old = self.el("html").await;
         self.el(css).await.click().await.unwrap();
-        self.loaded().await;
+        for _ in 0..400 {
+            match old.tag_name().await {
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    return self.loaded().await;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+        panic!("clicking {css} loaded no page: {}", self.url().await);
     }
 
     /// Waits until the document has loaded.

@@ -43,7 +43,7 @@ use crate::admin::state::Shared;
     ),
     modifiers(&Bearer),
     tags(
-        (name = "sites", description = "The caller's sites and their goals"),
+        (name = "sites", description = "The caller's sites, their goals, and the event types webhooks subscribe to"),
         (name = "webhooks", description = "A site's webhooks"),
         (name = "triggers", description = "What makes events for a webhook"),
         (name = "deliveries", description = "The delivery log, retries and replays"),

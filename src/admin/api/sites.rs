@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use super::error::ApiError;
 use super::extract::{Caller, OptionalJson};
 use super::reply::json;
+use crate::admin::catalog::EventTypeList;
 use crate::admin::inputs::{NewPortalLink, SiteRef};
 use crate::admin::ops::{GoalList, PortalLink, SiteList};
 use crate::admin::state::Shared;
@@ -21,6 +22,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(list))
         .routes(routes!(goals))
         .routes(routes!(portal_link))
+        .routes(routes!(event_types))
 }
 
 /// A one-use link that signs its holder in to the site's webhooks on the
@@ -80,4 +82,14 @@ async fn goals(State(s): State<Shared>, Caller(who): Caller, SitePath(site): Sit
         StatusCode::OK,
         &s.admin.list_goals(&who, &site).await?,
     ))
+}
+
+/// Every built-in event type a webhook can subscribe to, with a JSON Schema
+/// of its `data` and an example (docs/events.md); any other name in the
+/// same format is a type the host publishes.
+#[utoipa::path(get, path = "/api/event-types", tag = "sites",
+    responses((status = 200, body = EventTypeList), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn event_types(State(s): State<Shared>, Caller(who): Caller) -> Reply {
+    Ok(json(StatusCode::OK, &s.admin.event_types(&who).await?))
 }

@@ -1,5 +1,5 @@
 //! The operations, one file per subject: `sites`, `webhooks`, `triggers`,
-//! `deliveries`, `status`, `test_send`. Each is a method of
+//! `deliveries`, `status`, `test_send`, `event_types`. Each is a method of
 //! [`crate::admin::core::Admin`] taking the caller and a typed input, and
 //! answers with the body both the API and the CLI's `--json` send (a list
 //! under its resource's name, `{"webhooks": [...]}`; docs/api.md#names) or
@@ -11,6 +11,7 @@
 //! (`webhook_view` at the bottom, `webhooks` over `triggers`), never this one.
 
 mod deliveries;
+mod event_types;
 mod portal;
 mod sites;
 mod status;

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::webhook_view::view;
 use crate::admin::access::{self, Access, Principal};
+use crate::admin::catalog::test_payload;
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
 use crate::queue::claimer::ClaimedColumns;
@@ -94,47 +94,6 @@ fn explain(outcome: &Outcome) -> (TestCause, Option<&'static str>) {
     }
 }
 
-/// Sample `data` of each event type the webhook subscribes to (every type
-/// when it has no triggers yet), in the shapes real events have.
-/// The samples' Plausible address: real spikes and drops carry a
-/// `dashboard_url` when `plausible.base_url` is set, so the samples show it.
-const SAMPLE_PLAUSIBLE_URL: &str = "https://plausible.example.com";
-
-/// The `test` event's payload: a message and, for each trigger type the
-/// webhook has (all when none), a sample `data` made as real events are.
-pub fn test_payload(types: &[String]) -> Value {
-    let all = ["goal_completion", "visitor_spike", "traffic_drop"];
-    let types: Vec<&str> = if types.is_empty() {
-        all.to_vec()
-    } else {
-        all.iter()
-            .copied()
-            .filter(|t| types.iter().any(|s| s == t))
-            .collect()
-    };
-    let mut samples = serde_json::Map::new();
-    for t in types {
-        // Made by the code that makes the real events, so the keys agree.
-        let sample = match t {
-            "goal_completion" => crate::triggers::goal_scanner::sample_payload(),
-            "visitor_spike" => crate::triggers::evaluator::sample_payload(
-                crate::triggers::ThresholdKind::Spike,
-                SAMPLE_PLAUSIBLE_URL,
-            ),
-            _ => crate::triggers::evaluator::sample_payload(
-                crate::triggers::ThresholdKind::Drop,
-                SAMPLE_PLAUSIBLE_URL,
-            ),
-        };
-        samples.insert(t.to_string(), sample);
-    }
-    json!({
-        "test": true,
-        "message": "A test event from plausible-webhooks: if you can read this, the webhook works.",
-        "samples": samples
-    })
-}
-
 /// The test delivery, inserted already claimed by this process, returned in
 /// the claim's row shape (see `queue::claimer::CLAIM_SQL`).
 const TEST_CLAIM_SQL: &str = concat!(
@@ -176,18 +135,6 @@ impl Admin {
                 // A slot frees when a test in flight answers: within its timeout.
                 retry_after: sender.timeout(),
             })?;
-        let types: Vec<String> = db(
-            client
-                .query(
-                    "SELECT DISTINCT trigger_type FROM webhook_triggers WHERE webhook_id = $1 AND enabled",
-                    &[&w.id],
-                )
-                .await,
-            "reading the webhook's triggers",
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
         let lease_deadline = Instant::now() + sender.lease;
         let row = db(
             client
@@ -195,7 +142,7 @@ impl Admin {
                     TEST_CLAIM_SQL,
                     &[
                         &w.id,
-                        &test_payload(&types),
+                        &test_payload(&w.events),
                         &sender.completer.instance,
                         &sender.lease.as_secs_f64(),
                     ],

@@ -48,6 +48,8 @@ pub struct WebhookView {
     pub updated_at: OffsetDateTime,
     /// How many triggers it has.
     pub triggers: i64,
+    /// The event types it receives: names, prefix wildcards (`site.*`), or `*`.
+    pub events: Vec<String>,
 }
 
 /// A receiver URL as someone who may only read sees it: its scheme, host
@@ -90,7 +92,7 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "
     w.rate_limit_per_sec, w.max_concurrency,
     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
     w.deleted_at, w.inserted_at, w.updated_at,
-    (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id)
+    (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events
 FROM webhooks w JOIN sites s ON s.id = w.site_id";
 
 pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
@@ -131,6 +133,7 @@ pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
         inserted_at: r.get(16),
         updated_at: r.get(17),
         triggers: r.get(18),
+        events: r.get(19),
     }
 }
 

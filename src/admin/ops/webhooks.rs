@@ -20,6 +20,7 @@ use crate::admin::inputs::{
 };
 use crate::admin::validate::{self, Checks, Invalid, Rule};
 use crate::delivery::signing::generate_secret;
+use tokio_postgres::GenericClient;
 
 /// The longest grace period a rotated-out secret may keep signing.
 pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 86_400;
@@ -142,6 +143,7 @@ struct ValidNew {
     schedule: Option<Vec<i32>>,
     rate: Option<i32>,
     conc: Option<i32>,
+    events: Vec<String>,
 }
 
 fn required(field: &str) -> Invalid {
@@ -253,6 +255,8 @@ impl Admin {
         let schedule = c.optional(n.retry_schedule_secs.as_ref(), schedule_secs);
         let rate = c.optional(n.rate_limit_per_sec, validate::rate_limit);
         let conc = c.optional(n.max_concurrency, validate::max_concurrency);
+        // Its triggers subscribe it to what they make (migration 11).
+        let events = c.check(validate::event_patterns(&n.events));
         for t in &n.triggers {
             c.check(check_trigger(t));
         }
@@ -267,6 +271,7 @@ impl Admin {
                 schedule: schedule.expect("checked"),
                 rate: rate.expect("checked"),
                 conc: conc.expect("checked"),
+                events: events.expect("checked"),
             }
         }
     }
@@ -297,8 +302,8 @@ impl Admin {
         let id: Uuid = db(
             tx.query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                       rate_limit_per_sec, max_concurrency)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                                       rate_limit_per_sec, max_concurrency, events)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 &[
                     &site.id,
                     &v.name,
@@ -308,6 +313,7 @@ impl Admin {
                     &v.schedule,
                     &v.rate,
                     &v.conc,
+                    &v.events,
                 ],
             )
             .await,
@@ -369,6 +375,9 @@ impl Admin {
             "max_concurrency",
             validate::max_concurrency,
         );
+        let events = checks.optional(c.events.as_deref(), validate::event_patterns);
+        let subscribe = checks.check(validate::event_patterns(&c.subscribe));
+        let unsubscribe = checks.check(validate::event_patterns(&c.unsubscribe));
         let reason = match (c.enabled, given(&c.disabled_reason)) {
             (Some(false), r) => checks.check(disable_reason(r)),
             (_, Some(_)) => {
@@ -382,6 +391,12 @@ impl Admin {
             (_, None) => None,
         };
         checks.done()?;
+        let (events, subscribe, unsubscribe) = (
+            events.expect("checked"),
+            subscribe.expect("checked"),
+            unsubscribe.expect("checked"),
+        );
+        let changes_events = events.is_some() || !subscribe.is_empty() || !unsubscribe.is_empty();
         let (name, url, schedule, rate, conc) = (
             name.expect("checked"),
             url.expect("checked"),
@@ -398,12 +413,12 @@ impl Admin {
             || schedule.is_some()
             || rate.is_some()
             || conc.is_some();
-        if !changes_settings && c.enabled.is_none() {
+        if !changes_settings && !changes_events && c.enabled.is_none() {
             return Err(Invalid::new(
                 "update",
                 Rule::Required,
                 "nothing to change: give at least one setting to change (name, url, headers, \
-                 retry schedule, rate limit, max concurrency) or enable or disable it",
+                 retry schedule, rate limit, max concurrency, events) or enable or disable it",
             )
             .into());
         }
@@ -481,6 +496,9 @@ impl Admin {
                 )
                 .into());
             }
+        }
+        if changes_events {
+            set_events(&*tx, &w, events, &subscribe, &unsubscribe).await?;
         }
         match c.enabled {
             Some(true) => {
@@ -642,6 +660,60 @@ impl Admin {
             previous_secret_expires_at: row.get(0),
         })
     }
+}
+
+/// Sets webhook `w`'s subscriptions: `events` (all of them) or its own with
+/// `subscribe` added and `unsubscribe` dropped. What its enabled triggers
+/// make must stay among them: dropping it would silence them.
+async fn set_events(
+    tx: &impl GenericClient,
+    w: &WebhookView,
+    events: Option<Vec<String>>,
+    subscribe: &[String],
+    unsubscribe: &[String],
+) -> OpResult<()> {
+    let mut new = events.unwrap_or_else(|| w.events.clone());
+    new.retain(|e| !unsubscribe.contains(e));
+    for s in subscribe {
+        if !new.contains(s) {
+            new.push(s.clone());
+        }
+    }
+    let new = validate::event_patterns(&new)?;
+    let left_out: Vec<String> = db(
+        tx.query(
+            "SELECT DISTINCT trigger_type FROM webhook_triggers
+             WHERE webhook_id = $1 AND enabled AND NOT plausible_webhooks_subscribed($2, trigger_type)
+             ORDER BY 1",
+            &[&w.id, &new],
+        )
+        .await,
+        "checking the webhook's triggers against its subscriptions",
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    if !left_out.is_empty() {
+        return Err(Invalid::new(
+            "events",
+            Rule::Required,
+            format!(
+                "its triggers make {}: keep subscribed to {} (or remove those triggers first)",
+                left_out.join(", "),
+                if left_out.len() == 1 { "it" } else { "them" }
+            ),
+        )
+        .into());
+    }
+    db(
+        tx.execute(
+            "UPDATE webhooks SET events = $2 WHERE id = $1",
+            &[&w.id, &new],
+        )
+        .await,
+        "setting the webhook's subscriptions",
+    )?;
+    Ok(())
 }
 
 /// A refusal of a site given by the deprecated `site` blames `site`, the

@@ -205,6 +205,8 @@ pub struct FormValues {
     pub retry_schedule: String,
     pub rate_limit: String,
     pub max_concurrency: String,
+    /// Subscriptions, comma-separated.
+    pub events: String,
     pub goal_events: bool,
     pub goal: String,
     pub spike: bool,
@@ -224,6 +226,8 @@ pub struct FormPage {
     /// Custom headers it has (edit: values are never shown; each can be removed).
     pub header_names: Vec<String>,
     pub goals: Vec<GoalOption>,
+    /// The built-in event types one can subscribe to (the catalog's).
+    pub event_types: Vec<String>,
     pub errors: Vec<(String, String)>,
     pub cancel: String,
 }

@@ -158,13 +158,13 @@ fn field_errors(e: &OpError) -> Option<Vec<(String, String)>> {
 }
 
 /// The create form's trigger fields, turned into the core's triggers: the
-/// events ticked, a goal when one is picked, thresholds when given.
-const TRIGGER_FIELDS: &[&str] = &["events", "goal", "spike_threshold", "drop_threshold"];
+/// kinds ticked, a goal when one is picked, thresholds when given.
+const TRIGGER_FIELDS: &[&str] = &["trigger", "goal", "spike_threshold", "drop_threshold"];
 
 fn triggers_of(p: &Posted) -> Vec<NewTrigger> {
     let given = |k: &str| p.get(k).map(str::trim).filter(|v| !v.is_empty());
     let threshold = |k: &str| given(k).map(|t| t.parse::<i64>().unwrap_or(0));
-    p.all("events")
+    p.all("trigger")
         .into_iter()
         .filter_map(|e| {
             let mut t: NewTrigger = e.parse().expect("infallible");
@@ -181,7 +181,7 @@ fn triggers_of(p: &Posted) -> Vec<NewTrigger> {
 
 fn values_of(p: &Posted) -> FormValues {
     let get = |k: &str| p.get(k).unwrap_or("").to_string();
-    let events = p.all("events");
+    let made = p.all("trigger");
     FormValues {
         name: get("name"),
         url: get("url"),
@@ -193,11 +193,12 @@ fn values_of(p: &Posted) -> FormValues {
         retry_schedule: get("retry_schedule_secs"),
         rate_limit: get("rate_limit_per_sec"),
         max_concurrency: get("max_concurrency"),
-        goal_events: events.contains(&"goal"),
+        events: get("events"),
+        goal_events: made.contains(&"goal"),
         goal: get("goal"),
-        spike: events.contains(&"spike"),
+        spike: made.contains(&"spike"),
         spike_threshold: get("spike_threshold"),
-        drop: events.contains(&"drop"),
+        drop: made.contains(&"drop"),
         drop_threshold: get("drop_threshold"),
     }
 }
@@ -217,6 +218,7 @@ async fn form_page(
     // Refused by the core's own rule, in its words, for a visitor who may not change it.
     let shown = s.admin.show_site(&v.who, site, Access::Manage).await?;
     let goals = s.admin.list_goals(&v.who, site).await?.goals;
+    let event_types = s.admin.event_types(&v.who).await?.event_types;
     let base = &web.base;
     Ok(html(
         status,
@@ -238,6 +240,11 @@ async fn form_page(
             },
             is_new: webhook.is_none(),
             goals: goal_options(&goals, &values.goal),
+            event_types: event_types
+                .into_iter()
+                .filter(|e| e.subscribable)
+                .map(|e| e.name)
+                .collect(),
             header_names: webhook.map(|w| w.header_names.clone()).unwrap_or_default(),
             site: shown.site_id,
             v: values,
@@ -333,6 +340,7 @@ fn values_from(w: &WebhookView) -> FormValues {
             .map(|v| v.to_string())
             .unwrap_or_default(),
         max_concurrency: w.max_concurrency.map(|v| v.to_string()).unwrap_or_default(),
+        events: w.events.join(", "),
         ..Default::default()
     }
 }

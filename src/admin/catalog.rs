@@ -1,0 +1,264 @@
+//! The catalog of built-in event types (docs/events.md): each one's name,
+//! what makes it, a JSON Schema of its `data` and an example made by the
+//! code that makes the real events, so the example and the schema cannot
+//! drift from what receivers get (tests/events.rs validates real payloads
+//! against these schemas).
+//!
+//! Any other name in the event type format (`validate::event_type`) is a
+//! host event type: Plausible (or anything writing to the database)
+//! publishes it with `webhook_enqueue`, with no registration; its `data` is
+//! whatever the publisher writes.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::triggers::{evaluator, goal_scanner, ThresholdKind};
+
+/// One built-in event type.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventTypeView {
+    /// The name a subscription names (`goal_completion`).
+    pub name: String,
+    /// What it says, in a sentence.
+    pub summary: String,
+    /// What makes it: a trigger type, the daemon, or the test button.
+    pub made_by: String,
+    /// Whether a webhook subscribes to it (`test` is sent on request only).
+    pub subscribable: bool,
+    /// JSON Schema (2020-12) of the envelope's `data`.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// A `data` as real events have it.
+    #[schema(value_type = Object)]
+    pub example: Value,
+}
+
+/// `{"event_types": [...]}`: `GET /api/event-types` and `event-types --json`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventTypeList {
+    pub event_types: Vec<EventTypeView>,
+}
+
+/// The Plausible address examples and test samples link to: real spikes
+/// and drops carry a `dashboard_url` when `plausible.base_url` is set, so
+/// the samples show one.
+const EXAMPLE_PLAUSIBLE_URL: &str = "https://plausible.example.com";
+
+/// A JSON Schema object with `required` and `optional` properties; no others
+/// unless `open` (a host may add keys to what it publishes).
+fn object(required: &[(&str, Value)], optional: &[(&str, Value)]) -> Value {
+    let mut props = serde_json::Map::new();
+    for (k, v) in required.iter().chain(optional) {
+        props.insert((*k).to_string(), v.clone());
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": required.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        "properties": props,
+        "additionalProperties": false,
+    })
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+fn uuid() -> Value {
+    json!({"type": "string", "format": "uuid"})
+}
+fn integer() -> Value {
+    json!({"type": "integer"})
+}
+fn ranked(key: &str) -> Value {
+    json!({"type": "array", "maxItems": 3, "items": {
+        "type": "object", "required": [key, "visitors"], "additionalProperties": false,
+        "properties": {key: {"type": "string"}, "visitors": {"type": "integer"}}}})
+}
+
+/// The `data` of a spike or a drop.
+fn traffic_schema(spike: bool) -> Value {
+    let mut optional = vec![("dashboard_url", string())];
+    if spike {
+        optional.push(("top_sources", ranked("source")));
+        optional.push(("top_pages", ranked("page")));
+    }
+    object(
+        &[
+            ("trigger_id", uuid()),
+            ("visitors", integer()),
+            ("threshold", integer()),
+            (
+                "threshold_source",
+                json!({"enum": ["configured", "derived"]}),
+            ),
+            ("window_secs", integer()),
+            ("window_start", time()),
+            ("window_end", time()),
+            ("baseline_visitors", json!({"type": "number"})),
+            ("baseline_days", integer()),
+            ("change_percent", json!({"type": ["number", "null"]})),
+        ],
+        &optional,
+    )
+}
+
+/// Every built-in event type, with examples made by the engine.
+pub fn catalog() -> Vec<EventTypeView> {
+    let mut all = subscribable();
+    all.push(EventTypeView {
+        name: "test".into(),
+        summary: "A test event sent on request (the CLI's test, the API's POST …/test, the page's button), with a sample of each event type the webhook receives.".into(),
+        made_by: "a test send".into(),
+        subscribable: false,
+        schema: object(
+            &[
+                ("test", json!({"const": true})),
+                ("message", string()),
+                ("samples", json!({"type": "object"})),
+            ],
+            &[],
+        ),
+        example: test_payload(&["goal_completion".into()]),
+    });
+    all
+}
+
+/// The built-in types a webhook subscribes to.
+fn subscribable() -> Vec<EventTypeView> {
+    let entry =
+        |name: &str, summary: &str, made_by: &str, schema: Value, example: Value| EventTypeView {
+            name: name.into(),
+            summary: summary.into(),
+            made_by: made_by.into(),
+            subscribable: true,
+            schema,
+            example,
+        };
+    vec![
+        entry(
+            "goal_completion",
+            "A visitor completed one of the site's Plausible goals (one event per completion).",
+            "a goal_completion trigger",
+            object(
+                &[
+                    ("trigger_id", uuid()),
+                    ("goal_id", integer()),
+                    ("goal_name", string()),
+                    ("goal_type", json!({"enum": ["event", "page", "scroll"]})),
+                    ("matched", string()),
+                    ("pathname", string()),
+                    ("occurred_at", time()),
+                    ("visitor_count", json!({"const": 1})),
+                ],
+                &[
+                    ("custom_props", json!({"type": "object", "additionalProperties": {"type": "string"}})),
+                    ("scroll_threshold", integer()),
+                ],
+            ),
+            sample("goal_completion").expect("a built-in type"),
+        ),
+        entry(
+            "visitor_spike",
+            "Unique visitors over the window reached the threshold (it fires again once the count fell back below, and not within the cooldown).",
+            "a visitor_spike trigger",
+            traffic_schema(true),
+            sample("visitor_spike").expect("a built-in type"),
+        ),
+        entry(
+            "traffic_drop",
+            "Unique visitors over the window fell below the threshold.",
+            "a traffic_drop trigger",
+            traffic_schema(false),
+            sample("traffic_drop").expect("a built-in type"),
+        ),
+    ]
+}
+
+/// The built-in type names `patterns` take (`site.*` and `*` expanded).
+pub fn subscribed_types(patterns: &[String]) -> Vec<String> {
+    subscribable()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| {
+            patterns.iter().any(|p| {
+                p == "*"
+                    || p == n
+                    || p.strip_suffix('*')
+                        .is_some_and(|pre| pre.ends_with('.') && n.starts_with(pre))
+            })
+        })
+        .collect()
+}
+
+/// A sample `data` of a built-in type, made by the code that makes the real
+/// events (so the keys agree); `None` for a host type or `test`.
+pub fn sample(event_type: &str) -> Option<Value> {
+    Some(match event_type {
+        "goal_completion" => goal_scanner::sample_payload(),
+        "visitor_spike" => evaluator::sample_payload(ThresholdKind::Spike, EXAMPLE_PLAUSIBLE_URL),
+        "traffic_drop" => evaluator::sample_payload(ThresholdKind::Drop, EXAMPLE_PLAUSIBLE_URL),
+        _ => return None,
+    })
+}
+
+/// The `test` event's payload: a message and a sample `data` of each
+/// built-in type `subscriptions` take (of every one when they take none, so
+/// a webhook not yet subscribed still shows what it could receive).
+pub fn test_payload(subscriptions: &[String]) -> Value {
+    let mut types = subscribed_types(subscriptions);
+    if types.is_empty() {
+        types = subscribed_types(&["*".to_string()]);
+    }
+    let mut samples = serde_json::Map::new();
+    for t in types {
+        if let Some(s) = sample(&t) {
+            samples.insert(t, s);
+        }
+    }
+    json!({
+        "test": true,
+        "message": "A test event from plausible-webhooks: if you can read this, the webhook works.",
+        "samples": samples
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_example_fits_its_schema_and_names_are_event_types() {
+        for e in catalog() {
+            crate::admin::validate::event_type("name", &e.name).unwrap();
+            let schema = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&e.schema)
+                .unwrap_or_else(|err| panic!("{}'s schema: {err}", e.name));
+            let errors: Vec<String> = schema
+                .iter_errors(&e.example)
+                .map(|x| x.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", e.name);
+        }
+    }
+
+    #[test]
+    fn wildcards_take_the_built_in_types_they_name() {
+        let all: Vec<String> = vec!["*".into()];
+        assert_eq!(
+            subscribed_types(&all),
+            ["goal_completion", "visitor_spike", "traffic_drop"]
+        );
+        assert_eq!(subscribed_types(&["traffic_drop".into()]), ["traffic_drop"]);
+        assert!(subscribed_types(&["site.*".into(), "test".into()]).is_empty());
+        // A sample per subscribed type; every one when none is.
+        let t = test_payload(&["visitor_spike".into()]);
+        assert_eq!(t["samples"].as_object().unwrap().len(), 1);
+        let t = test_payload(&["site.*".into()]);
+        assert_eq!(t["samples"].as_object().unwrap().len(), 3);
+    }
+}
