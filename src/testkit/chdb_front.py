@@ -1,6 +1,6 @@
-"""A current ClickHouse engine for the tests: chDB (ClickHouse's own engine,
-in-process, PyPI `chdb-core`) behind the subset of ClickHouse's HTTP
-interface the daemon uses. The daemon's SQL runs unchanged (with
+"""ClickHouse engines for the tests: chDB (ClickHouse's own engine,
+in-process: PyPI `chdb-core` 26.9, or `chdb` 3.0.1 for ClickHouse 24.8) behind
+the subset of ClickHouse's HTTP interface the daemon uses. The daemon's SQL runs unchanged (with
 `--one-session`, a read of the reader user's gets `SETTINGS readonly = 1`
 appended, below).
 
