@@ -18,8 +18,8 @@
 //!
 //! `BENCH_SOURCE=clickhouse` runs the same phases with the events in a
 //! throwaway ClickHouse server (the installed `clickhouse-server`;
-//! `BENCH_SOURCE=chdb` for the current engine, chDB 26.x behind the test
-//! kit's HTTP front) read
+//! `BENCH_SOURCE=chdb` for the current engine, chDB 26.x, `BENCH_SOURCE=chdb24`
+//! for ClickHouse 24.8, chdb 3.0.1, each behind the test kit's HTTP front) read
 //! through the ClickHouse source by a read-only user; (b) then ingests one
 //! INSERT of 1,000 rows a second, as Plausible's ingest buffer batches its
 //! writes (ClickHouse wants few large inserts, not fifty small ones a second).
@@ -53,11 +53,13 @@ fn events() -> i64 {
 }
 
 /// The events live in ClickHouse (`BENCH_SOURCE=clickhouse`: the installed
-/// server; `BENCH_SOURCE=chdb`: the current engine) or PostgreSQL.
+/// server; `BENCH_SOURCE=chdb`: the current engine; `BENCH_SOURCE=chdb24`:
+/// ClickHouse 24.8) or PostgreSQL.
 fn clickhouse() -> Option<ChEngine> {
     match std::env::var("BENCH_SOURCE").as_deref() {
         Ok("clickhouse") => Some(ChEngine::Server),
         Ok("chdb") => Some(ChEngine::Chdb),
+        Ok("chdb24") => Some(ChEngine::Chdb24),
         _ => None,
     }
 }

@@ -1,7 +1,9 @@
-//! The ClickHouse analytics source against a real ClickHouse server (the
-//! installed `clickhouse-server`, Debian's 18.x here), started per test on a
-//! free loopback port with its own config and data dir, holding Plausible's
-//! events_v2 and read by a read-only user:
+//! The ClickHouse analytics source against a real ClickHouse, started per
+//! test on a free loopback port with its own data dir, holding Plausible's
+//! events_v2 and read by a read-only user. Most tests run on every engine
+//! (`on_every_engine!`): the installed `clickhouse-server` (Debian's 18.16),
+//! ClickHouse 24.8 (chdb 3.0.1) and 26.9 (chdb-core), the last two behind the
+//! test kit's HTTP front; the HTTP layer's tests (TLS, faults) on the server:
 //!
 //! - parity: one synthetic dataset loaded into the PostgreSQL source and into
 //!   ClickHouse gives the same decisions, trigger states and payloads for
@@ -43,14 +45,18 @@ async fn server(engine: ChEngine) -> ChServer {
 }
 
 /// Runs the test `$name(engine)` once per engine: the oldest supported
-/// server (Debian's clickhouse-server 18.16) and a current engine (chDB
-/// 26.x, the SQL of Plausible CE's 24.x and later).
-macro_rules! on_both_engines {
+/// server (Debian's clickhouse-server 18.16), the 24.x line Plausible CE runs
+/// (ClickHouse 24.8, chdb 3.0.1) and a current engine (chDB 26.9).
+macro_rules! on_every_engine {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clickhouse_18() {
                 super::$name(super::ChEngine::Server).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clickhouse_24() {
+                super::$name(super::ChEngine::Chdb24).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clickhouse_current() {
@@ -60,7 +66,7 @@ macro_rules! on_both_engines {
     )*};
 }
 
-on_both_engines!(
+on_every_engine!(
     parity_spikes_drops_and_every_goal_kind_with_hostile_values,
     bytes_postgres_cannot_hold_are_read_whole,
     credentials_and_a_bad_table_are_named,
@@ -943,16 +949,40 @@ async fn credentials_and_a_bad_table_are_named(engine: ChEngine) {
         .await
         .expect("the read-only user reads events_v2");
 
-    // The engine itself holds the reader to `readonly = 1`: no writes, no settings.
+    // The reader is held to `readonly = 1`: no writes, no settings (by the
+    // server's profile on 18.16, the engine's readonly session on 26.9, the
+    // front on the engine's parse on 24.8: src/testkit/clickhouse.rs).
     {
         let reader = reader_http(&server, StdDuration::from_secs(10));
         for sql in [
             "INSERT INTO plausible_events_db.events_v2 (site_id) VALUES (1)",
+            "INSERT INTO plausible_events_db.events_v2 (site_id) SELECT 1",
+            "DROP TABLE plausible_events_db.events_v2",
             "SET max_threads = 1",
+            "SELECT 1 SETTINGS max_threads = 1",
+            "SELECT count() FROM plausible_events_db.events_v2 SETTINGS max_threads = 1 FORMAT TabSeparated",
+            "SELECT * FROM file('events.tsv', 'TabSeparated', 'x String')",
         ] {
             let e = reader.query(sql.into()).await.unwrap_err();
             assert!(format!("{e:#}").contains("readonly"), "{sql}: {e:#}");
         }
+        // What it reads, it reads with `readonly = 1`.
+        let readonly = reader
+            .query(
+                "SELECT value FROM system.settings WHERE name = 'readonly' FORMAT TabSeparated"
+                    .into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(&readonly[..], b"1\n", "{}", engine.name());
+        assert_eq!(
+            server
+                .exec("SELECT count() FROM plausible_events_db.events_v2 FORMAT TabSeparated")
+                .await
+                .unwrap(),
+            "0\n",
+            "nothing written"
+        );
     }
 
     // A wrong password: refused, naming what to check, never showing it.
@@ -1025,6 +1055,14 @@ async fn check_runs_every_statement_and_names_the_one_refused(engine: ChEngine) 
         checked.version.chars().next().unwrap().is_ascii_digit(),
         "{checked:?}"
     );
+    // Each chDB engine is the version it stands for (the server is whichever
+    // clickhouse-server is installed).
+    let pinned = match engine {
+        ChEngine::Server => "",
+        ChEngine::Chdb24 => "24.8.",
+        ChEngine::Chdb => "26.9.",
+    };
+    assert!(checked.version.starts_with(pinned), "{checked:?}");
     assert_eq!(checked.statements, 11, "{checked:?}");
 
     // events_v2's columns, `meta.value` a String instead of an array: only

@@ -1,16 +1,29 @@
-"""A current ClickHouse engine for the tests: chDB (ClickHouse's own engine,
-in-process, PyPI `chdb-core`) behind the subset of ClickHouse's HTTP
-interface the daemon uses. The daemon's SQL runs unchanged.
+"""ClickHouse engines for the tests: chDB (ClickHouse's own engine,
+in-process: PyPI `chdb-core` 26.9, or `chdb` 3.0.1 for ClickHouse 24.8) behind
+the subset of ClickHouse's HTTP interface the daemon uses. The daemon's SQL runs unchanged (with
+`--one-session`, a read of the reader user's gets `SETTINGS readonly = 1`
+appended, below).
 
 - `POST /` with the query in the body (and/or `GET`/`POST` with `?query=`,
   which ClickHouse puts before the body); `?database=` selects the database;
   other URL parameters are settings, refused for a read-only user as
   ClickHouse refuses them.
 - Credentials by `Authorization: Basic`, `X-ClickHouse-User`/`X-ClickHouse-Key`
-  or `?user=`/`?password=`; `default` (no password) may write, the reader
-  user runs on a chDB connection opened with `readonly=1`, so the engine
-  itself refuses writes and setting changes, and it may read only its own
-  database.
+  or `?user=`/`?password=`; `default` (no password) may write; the reader
+  user may read only its own database, and is held to `readonly = 1`:
+  - on chDB 4.x / chdb-core (many sessions in one process) it runs on a
+    second session opened with `readonly=1`, so the engine itself refuses
+    its writes and setting changes;
+  - with `--one-session` (chdb before 4.x: one engine session per process,
+    opening a second closes the first) every user shares the one read-write
+    session, and the front holds the reader to `readonly = 1` itself: the
+    engine's own parser (`formatQuerySingleLine`, at the session's
+    `max_query_size`) must find exactly one statement; the front refuses a
+    statement that is not a read (SELECT, WITH, SHOW, DESCRIBE, EXISTS,
+    EXPLAIN), a SET, a SETTINGS clause and INTO OUTFILE with ClickHouse's
+    own READONLY errors; a read then runs with `SETTINGS readonly = 1`
+    appended, so the engine applies readonly to it (table functions refused,
+    `getSetting('readonly')` is 1). See `readonly_refusal`.
 - Errors as ClickHouse sends them: the engine's text plus the version, the
   HTTP status of ClickHouse's `exceptionCodeToHTTPStatus`, and the
   `X-ClickHouse-Exception-Code` header.
@@ -18,8 +31,9 @@ interface the daemon uses. The daemon's SQL runs unchanged.
   directory, it has the same tables.
 
 Usage: chdb_front.py --data DIR --port-file FILE --reader USER
---reader-password-sha256 HEX --reader-database DB. It binds a free loopback
-port and writes it to FILE once it answers.
+--reader-password-sha256 HEX --reader-database DB [--one-session]. It binds a
+free loopback port and writes it to FILE once it answers. It runs on chdb 3.x
+(ClickHouse 24.8, with `--one-session`) and chdb-core 26.x.
 """
 
 import argparse
@@ -82,10 +96,15 @@ def error_text(code, name, message):
 
 
 class Engine:
-    def __init__(self, data, reader, reader_sha, reader_db):
+    def __init__(self, data, reader, reader_sha, reader_db, one_session):
         self.lock = threading.Lock()
         self.admin = chdb.connect(data)
-        self.reader = chdb.connect(f"{data}?readonly=1")
+        self.one_session = one_session
+        # The reader's statement, read back by the engine's parser (a file,
+        # not a literal: the parse then has the statement's own size limit).
+        self.statement_file = os.path.join(os.path.dirname(os.path.abspath(data)),
+                                           "reader-statement.sql")
+        self.reader = self.admin if one_session else chdb.connect(f"{data}?readonly=1")
         self.reader_user = reader
         self.reader_sha = reader_sha
         self.reader_db = reader_db
@@ -124,17 +143,100 @@ class Engine:
         with self.lock:
             try:
                 conn.query(f"USE {quote_ident(database or 'default')}", "TabSeparated")
-                prefix = "".join(f"SET {quote_ident(k)} = {quote_str(v)};\n"
-                                 for k, v in settings.items())
-                if prefix:
-                    # Only `default` gets here; settings apply to its queries.
-                    for stmt in prefix.strip().split(";\n"):
-                        conn.query(stmt, "TabSeparated")
-                return conn.query(sql, "TabSeparated").bytes()
+                if only_db is not None and self.one_session:
+                    sql = self.as_reader(user, sql)
+                # Only `default` has settings here. On its own session they
+                # stay set; on the shared one they go back to their defaults
+                # afterwards, so that the reader never runs with them.
+                try:
+                    for k, v in settings.items():
+                        conn.query(f"SET {quote_ident(k)} = {quote_str(v)}", "TabSeparated")
+                    return conn.query(sql, "TabSeparated").bytes()
+                finally:
+                    if self.one_session:
+                        for k in settings:
+                            conn.query(f"SET {quote_ident(k)} = DEFAULT", "TabSeparated")
             except ChError:
                 raise
             except Exception as e:  # chdb raises its engine's exception text
                 raise from_engine(str(e), self.codes)
+
+    def rows(self, sql):
+        out = self.admin.query(sql + " FORMAT TabSeparatedRaw", "TabSeparated").bytes().decode()
+        return [line.split("\t") for line in out.splitlines()]
+
+    def as_reader(self, user, sql):
+        """On the shared session: the reader's `sql` as it may run under
+        `readonly = 1`, or a READONLY error as ClickHouse gives it."""
+        with open(self.statement_file, "w", encoding="utf-8") as f:
+            f.write(sql)
+        try:
+            [[canonical]] = self.rows(
+                f"SELECT formatQuerySingleLine(raw_blob) "
+                f"FROM file({quote_str(self.statement_file)}, 'RawBLOB')")
+        except Exception as e:
+            # The parse's own error, without the front's query around it.
+            err = from_engine(str(e), self.codes)
+            message = str(err).split(": while executing 'FUNCTION formatQuerySingleLine")[0]
+            raise ChError(err.code, err.name, message.rstrip().rstrip("."))
+        refusal = readonly_refusal(canonical)
+        if refusal == "write":
+            self.fail("READONLY", f"{user}: Cannot execute query in readonly mode")
+        if refusal is not None:
+            self.fail("READONLY", f"Cannot modify '{refusal}' setting in readonly mode")
+        # One read statement: trailing `;` and blanks go, so that the clause
+        # is the statement's own.
+        return sql.rstrip().rstrip(";").rstrip() + "\nSETTINGS readonly = 1"
+
+
+# What `readonly = 1` lets a user run, by the first keyword of the engine's
+# canonical text of the statement.
+READ_KINDS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
+
+
+def readonly_refusal(canonical):
+    """Why `readonly = 1` refuses the statement whose canonical text
+    (`formatQuerySingleLine`: one statement, no comments, keywords in
+    capitals) this is: "write", the name of a setting it changes, or None."""
+    words = tokens(canonical)
+    kind = next((w for w in words if w not in ("(", None)), "")
+    if kind == "SET":
+        return words[1] if len(words) > 1 and words[1] else "?"
+    if kind not in READ_KINDS:
+        return "write"
+    for i, w in enumerate(words):
+        # A SETTINGS clause: `SETTINGS name = value`.
+        if w == "SETTINGS" and i + 2 < len(words) and words[i + 1] and words[i + 2] == "=":
+            return words[i + 1]
+        # INTO OUTFILE writes a file (chDB is its own client).
+        if w == "INTO" and i + 1 < len(words) and words[i + 1] == "OUTFILE":
+            return "write"
+    return None
+
+
+def tokens(text):
+    """Words and punctuation outside quotes; a quoted string or identifier is None."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'`\"":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" else 1
+            out.append(None)
+            i = j + 1
+        elif c.isalnum() or c == "_":
+            j = i
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            out.append(text[i:j])
+            i = j
+        elif c.isspace():
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    return out
 
 
 def from_engine(text, codes):
@@ -245,9 +347,12 @@ def main():
     p.add_argument("--reader", required=True)
     p.add_argument("--reader-password-sha256", required=True)
     p.add_argument("--reader-database", required=True)
+    p.add_argument("--one-session", action="store_true",
+                   help="chdb before 4.x: serve every user from one engine session")
     a = p.parse_args()
     global ENGINE
-    ENGINE = Engine(a.data, a.reader, a.reader_password_sha256, a.reader_database)
+    ENGINE = Engine(a.data, a.reader, a.reader_password_sha256, a.reader_database,
+                    a.one_session)
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     server.daemon_threads = True
     tmp = a.port_file + ".tmp"

@@ -1,19 +1,31 @@
-//! A throwaway ClickHouse for the tests, in one of two engines:
+//! A throwaway ClickHouse for the tests, in one of three engines:
 //!
 //! - [`ChEngine::Server`]: the installed `clickhouse-server` (Debian's 18.16
 //!   here), the real HTTP layer, started on free loopback ports with its own
 //!   config, users and data in a temp dir;
-//! - [`ChEngine::Chdb`]: a current ClickHouse engine (chDB 26.x, ClickHouse's
-//!   own engine in-process, PyPI `chdb-core`) behind `chdb_front.py`, a small
-//!   HTTP front that speaks the part of ClickHouse's HTTP interface the daemon
-//!   uses and runs its SQL unchanged.
+//! - [`ChEngine::Chdb24`]: ClickHouse 24.8.4.1, the 24.x line Plausible CE
+//!   runs (PyPI `chdb==3.0.1`, ClickHouse's own engine in-process), and
+//! - [`ChEngine::Chdb`]: a current ClickHouse engine (chDB 26.9, PyPI
+//!   `chdb-core`), each behind `chdb_front.py`, a small HTTP front that speaks
+//!   the part of ClickHouse's HTTP interface the daemon uses and runs its SQL
+//!   unchanged.
 //!
-//! Either is killed on drop (and, through PR_SET_PDEATHSIG, when the test
+//! Each is killed on drop (and, through PR_SET_PDEATHSIG, when the test
 //! process dies). Two users: `default` (no password, loopback only) sets up
 //! tables and rows; `webhooks` is what the daemon uses, read-only
-//! (`readonly = 1`, enforced by the engine, so it may not even change a
-//! setting) and limited to the events database, as the README tells
-//! operators to set it up.
+//! (`readonly = 1`, so it may not even change a setting) and limited to the
+//! events database, as the README tells operators to set it up. Who holds
+//! the reader to `readonly = 1`:
+//!
+//! - 18.16: the server, by the user's profile (`users.xml` below);
+//! - 26.9: the engine, on the front's second session opened with `readonly=1`;
+//! - 24.8: chdb before 4.x has one engine session per process (opening a
+//!   second closes the first), so the front serves both users from one
+//!   read-write session and holds the reader to it itself, on the engine's
+//!   parse: exactly one statement; no write, `SET`, `SETTINGS` clause or
+//!   `INTO OUTFILE` (refused with ClickHouse's READONLY errors); a read runs
+//!   with `SETTINGS readonly = 1` appended, so the engine applies readonly
+//!   to it too (`chdb_front.py`, `as_reader`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,7 +87,7 @@ SAMPLE BY user_id
 SETTINGS index_granularity = 8192";
 
 /// Plausible's events_v2 as current Plausible creates it, with its column
-/// codecs, for the current engine.
+/// codecs, for the chDB engines (24.8 and 26.9).
 pub const EVENTS_V2_CURRENT: &str = "CREATE TABLE plausible_events_db.events_v2 (
     `timestamp` DateTime CODEC(Delta(4), LZ4),
     name LowCardinality(String),
@@ -138,9 +150,12 @@ pub enum ChEngine {
     /// The installed `clickhouse-server` (Debian's 18.16): the oldest version
     /// the daemon supports, and a real HTTP server (TLS, hangs, restarts).
     Server,
-    /// chDB's current engine (26.x) behind `chdb_front.py`: the SQL of the
-    /// versions Plausible CE ships (24.x and later: new analyzer, aliases
-    /// required on joined subqueries).
+    /// ClickHouse 24.8 (PyPI `chdb==3.0.1`) behind `chdb_front.py`, one
+    /// engine session for both users: the 24.x line Plausible CE runs (new
+    /// analyzer, aliases required on joined subqueries).
+    Chdb24,
+    /// chDB's current engine (26.9, PyPI `chdb-core`) behind `chdb_front.py`:
+    /// the versions after the ones Plausible CE ships.
     Chdb,
 }
 
@@ -148,7 +163,30 @@ impl ChEngine {
     pub fn name(self) -> &'static str {
         match self {
             ChEngine::Server => "clickhouse-server",
-            ChEngine::Chdb => "chdb",
+            ChEngine::Chdb24 => "chdb 3.0.1 (ClickHouse 24.8)",
+            ChEngine::Chdb => "chdb-core",
+        }
+    }
+
+    /// An engine behind `chdb_front.py`.
+    pub fn is_chdb(self) -> bool {
+        self != ChEngine::Server
+    }
+
+    /// Where `.ci/run` puts this chDB engine's Python environment, under
+    /// `$HOME`; the variable that overrides it; the package it holds.
+    fn chdb_env(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            ChEngine::Chdb24 => (
+                CHDB24_VENV,
+                "PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON",
+                "chdb==3.0.1",
+            ),
+            _ => (
+                CHDB_VENV,
+                "PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
+                "chdb-core==26.9.0",
+            ),
         }
     }
 }
@@ -159,6 +197,10 @@ const CHDB_FRONT: &str = include_str!("chdb_front.py");
 /// Where `.ci/run` puts the Python environment holding `chdb-core`; override
 /// with `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON` (an interpreter that imports chdb).
 pub const CHDB_VENV: &str = ".cache/plausible-webhooks/chdb-venv";
+
+/// Where `.ci/run` puts the Python environment holding `chdb==3.0.1`
+/// (ClickHouse 24.8); override with `PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON`.
+pub const CHDB24_VENV: &str = ".cache/plausible-webhooks/chdb24-venv";
 
 pub struct ChServer {
     engine: ChEngine,
@@ -190,21 +232,23 @@ impl ChServer {
         })
     }
 
-    /// The Python interpreter with `chdb-core`: `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON`,
+    /// The Python interpreter with `engine`'s chDB package: its variable
+    /// (`PLAUSIBLE_WEBHOOKS_CHDB_PYTHON`, `PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON`),
     /// else the environment `.ci/run` makes under `$HOME`.
-    pub fn chdb_python() -> Result<PathBuf> {
-        if let Some(p) = std::env::var_os("PLAUSIBLE_WEBHOOKS_CHDB_PYTHON") {
+    pub fn chdb_python(engine: ChEngine) -> Result<PathBuf> {
+        let (venv, var, package) = engine.chdb_env();
+        if let Some(p) = std::env::var_os(var) {
             return Ok(PathBuf::from(p));
         }
         let home = std::env::var_os("HOME").context("HOME is not set")?;
-        let p = PathBuf::from(home).join(CHDB_VENV).join("bin/python3");
+        let p = PathBuf::from(home).join(venv).join("bin/python3");
         if p.is_file() {
             Ok(p)
         } else {
             bail!(
-                "no Python with chdb-core at {}: run .ci/run (it makes it with \
-                 `python3 -m venv ~/{CHDB_VENV} && ~/{CHDB_VENV}/bin/pip install chdb-core`), \
-                 or set PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
+                "no Python with {package} at {}: run .ci/run (it makes it with \
+                 `python3 -m venv ~/{venv} && ~/{venv}/bin/pip install {package}`), \
+                 or set {var}",
                 p.display()
             )
         }
@@ -222,11 +266,11 @@ impl ChServer {
             ChEngine::Server => Self::binary().context(
                 "clickhouse-server is not installed; `apt-get install clickhouse-server` (.ci/run does)",
             )?,
-            ChEngine::Chdb => {
+            ChEngine::Chdb | ChEngine::Chdb24 => {
                 if tls.is_some() {
                     bail!("the chDB front speaks plain HTTP only; use ChEngine::Server for TLS");
                 }
-                Self::chdb_python()?
+                Self::chdb_python(engine)?
             }
         };
         let mut last = None;
@@ -234,7 +278,7 @@ impl ChServer {
             // The chDB front binds a free port itself and reports it.
             let http_port = match engine {
                 ChEngine::Server => free_port()?,
-                ChEngine::Chdb => 0,
+                ChEngine::Chdb | ChEngine::Chdb24 => 0,
             };
             let https_port = if tls.is_some() {
                 Some(free_port()?)
@@ -270,7 +314,7 @@ impl ChServer {
             .context("creating a temp dir for ClickHouse")?;
         match engine {
             ChEngine::Server => write_config(dir.path(), http_port, https_port, tls)?,
-            ChEngine::Chdb => {
+            ChEngine::Chdb | ChEngine::Chdb24 => {
                 std::fs::write(dir.path().join("chdb_front.py"), CHDB_FRONT)?;
                 std::fs::create_dir_all(dir.path().join("data"))?;
             }
@@ -306,7 +350,7 @@ impl ChServer {
             ChEngine::Server => {
                 cmd.arg(format!("--config-file={}", d.join("config.xml").display()));
             }
-            ChEngine::Chdb => {
+            ChEngine::Chdb | ChEngine::Chdb24 => {
                 let _ = std::fs::remove_file(&port_file);
                 let reader_sha = crate::admin::auth::operator_token_hash(READER_PASSWORD);
                 cmd.arg(d.join("chdb_front.py"))
@@ -319,6 +363,7 @@ impl ChServer {
                     .args(["--reader", READER_USER])
                     .args(["--reader-password-sha256", &reader_sha])
                     .args(["--reader-database", DATABASE])
+                    .args((self.engine == ChEngine::Chdb24).then_some("--one-session"))
                     // A non-UTC server timezone, as for clickhouse-server below.
                     .env("TZ", "Europe/Berlin")
                     .stderr(std::fs::File::create(d.join("err.log"))?);
@@ -354,7 +399,7 @@ impl ChServer {
                     );
                 }
             }
-            if self.engine == ChEngine::Chdb && self.http_port == 0 {
+            if self.engine.is_chdb() && self.http_port == 0 {
                 if let Ok(p) = std::fs::read_to_string(&port_file) {
                     self.http_port = p.trim().parse().context("the chDB front's port file")?;
                     self.admin = admin_client(self.http_port)?;
@@ -362,7 +407,7 @@ impl ChServer {
             }
             if self.http_port != 0 {
                 match self.engine {
-                    ChEngine::Chdb => {
+                    ChEngine::Chdb | ChEngine::Chdb24 => {
                         if self.exec("SELECT 1").await.is_ok() {
                             return Ok(());
                         }
@@ -442,7 +487,7 @@ impl ChServer {
             .await?;
         self.exec(match self.engine {
             ChEngine::Server => EVENTS_V2,
-            ChEngine::Chdb => EVENTS_V2_CURRENT,
+            ChEngine::Chdb | ChEngine::Chdb24 => EVENTS_V2_CURRENT,
         })
         .await?;
         Ok(())
