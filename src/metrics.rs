@@ -43,7 +43,15 @@ struct DeliveryLabels {
 /// Event types with a label of their own; any other name (whoever writes
 /// rows may enqueue any) counts as `other`, so rows cannot grow `/metrics`
 /// without bound (50,000 names made 50,000 series).
-pub const LABELLED_EVENTS: &[&str] = &["goal_completion", "visitor_spike", "traffic_drop", "test"];
+pub const LABELLED_EVENTS: &[&str] = &[
+    "goal_completion",
+    "visitor_spike",
+    "traffic_drop",
+    "custom_event",
+    "goal_completion_digest",
+    "custom_event_digest",
+    "test",
+];
 
 fn event_label(event: &str) -> &'static str {
     LABELLED_EVENTS

@@ -1667,7 +1667,7 @@ async fn the_cli_lists_event_types_and_manages_subscriptions() {
         assert!(text(&o).contains(words), "{words}: {}", text(&o));
     }
     let list = json(&env, &["event-types"]).await;
-    assert_eq!(list["event_types"].as_array().unwrap().len(), 4, "{list}");
+    assert_eq!(list["event_types"].as_array().unwrap().len(), 7, "{list}");
 
     let c = create(
         &env,
@@ -1748,5 +1748,60 @@ async fn the_cli_lists_event_types_and_manages_subscriptions() {
         "events",
         "syntax",
     )
+    .await; // A custom-event digest from the command line; the table shows it.
+    let o = pw(
+        &env,
+        &[
+            "triggers",
+            "add",
+            &wh,
+            "event",
+            "--event-name",
+            "Trial Started",
+            "--prop",
+            "plan=pro",
+            "--prop",
+            "via=ad",
+            "--mode",
+            "digest",
+            "--window",
+            "1h",
+        ],
+    )
     .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pw(&env, &["triggers", "list", &wh]).await;
+    let listed = text(&o);
+    assert!(
+        listed.contains("event “Trial Started” with plan=pro, via=ad")
+            && listed.contains("custom_event_digest")
+            && listed.contains("3600s"),
+        "{listed}"
+    );
+    refused(
+        &env,
+        &["triggers", "add", &wh, "event", "--prop", "plan=pro"],
+        "event_name",
+        "required",
+    )
+    .await;
+    let o = pw(
+        &env,
+        &[
+            "triggers",
+            "add",
+            &wh,
+            "event",
+            "--event-name",
+            "X",
+            "--prop",
+            "plan",
+        ],
+    )
+    .await;
+    assert!(
+        !o.status.success() && text(&o).contains("key=value"),
+        "{}",
+        text(&o)
+    );
 }

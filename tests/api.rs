@@ -1643,3 +1643,143 @@ async fn subscriptions_change_by_rule_and_keep_what_triggers_make() {
         None,
     );
 }
+
+/// A custom-event trigger by API: its name, props and mode are stored and
+/// shown as given, its webhook subscribes to what it makes, and every
+/// setting that does not fit its type is refused by field and rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_event_trigger_is_added_with_props_and_a_mode_and_refused_by_rule() {
+    let (api, _rx, _, path) = orders().await;
+    let add = |body: Value| {
+        let api = &api;
+        let path = path.clone();
+        async move {
+            api.op("POST", &format!("{path}/triggers"), Some(body))
+                .await
+        }
+    };
+    let a = add(
+        json!({"type": "custom_event", "event_name": "Trial Started", "props": {"plan": "pro"}}),
+    )
+    .await;
+    expect(&a, 201, None);
+    let t = a.json();
+    assert_eq!(t["trigger_type"], "custom_event");
+    assert_eq!(t["event_name"], "Trial Started");
+    assert_eq!(t["props"], json!({"plan": "pro"}));
+    assert_eq!(
+        (t["mode"].as_str(), t["event_type"].as_str()),
+        (Some("each"), Some("custom_event"))
+    );
+    // `event` for the name, props as key=value lines (a form's), a digest.
+    let a = add(json!({"type": "event", "event": "Download", "props": "kind=pdf\nlang = en", "mode": "digest", "window_secs": "15m"})).await;
+    expect(&a, 201, None);
+    let t = a.json();
+    assert_eq!(t["props"], json!({"kind": "pdf", "lang": "en"}));
+    assert_eq!(
+        (t["event_type"].as_str(), t["window_secs"].as_i64()),
+        (Some("custom_event_digest"), Some(900))
+    );
+    let goal_digest = add(json!({"type": "goal", "mode": "digest"})).await;
+    expect(&goal_digest, 201, None);
+    assert_eq!(goal_digest.json()["event_type"], "goal_completion_digest");
+    let w = api.op("GET", &path, None).await.json();
+    let events: Vec<&str> = w["webhook"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for e in [
+        "custom_event",
+        "custom_event_digest",
+        "goal_completion_digest",
+    ] {
+        assert!(events.contains(&e), "{e} in {events:?}");
+    }
+    // Refusals, each naming its field and rule; nothing written.
+    for (body, field, rule) in [
+        (json!({"type": "custom_event"}), "event_name", "required"),
+        (
+            json!({"type": "custom_event", "event_name": "  "}),
+            "event_name",
+            "required",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "pageview"}),
+            "event_name",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "x".repeat(121)}),
+            "event_name",
+            "syntax",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "a\u{7}b"}),
+            "event_name",
+            "syntax",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "threshold": 5}),
+            "threshold",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "window_secs": 300}),
+            "window_secs",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "mode": "sometimes"}),
+            "mode",
+            "syntax",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "goal": "Signup"}),
+            "goal",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "props": {"": "x"}}),
+            "props",
+            "syntax",
+        ),
+        (
+            json!({"type": "goal", "event_name": "Buy"}),
+            "event_name",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "goal", "props": {"plan": "pro"}}),
+            "props",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "spike", "mode": "digest"}),
+            "mode",
+            "not_applicable",
+        ),
+        (
+            json!({"type": "custom_event", "event_name": "Buy", "mode": "digest", "window_secs": 30}),
+            "window_secs",
+            "out_of_range",
+        ),
+    ] {
+        let a = add(body.clone()).await;
+        expect(&a, 422, Some(rule));
+        assert_eq!(a.json()["error"]["field"], field, "{body}: {}", a.text);
+    }
+    let a = add(json!({"type": "custom_event", "event_name": "Buy", "props": "plan"})).await;
+    assert_eq!(a.status, 422, "a prop without = : {}", a.text);
+    assert!(a.text.contains("key=value"), "{}", a.text);
+    let listed = api
+        .op("GET", &format!("{path}/triggers"), None)
+        .await
+        .json();
+    assert_eq!(
+        listed["triggers"].as_array().unwrap().len(),
+        4,
+        "the order's goal trigger and the three above"
+    );
+}

@@ -68,6 +68,7 @@ macro_rules! on_every_engine {
 
 on_every_engine!(
     parity_spikes_drops_and_every_goal_kind_with_hostile_values,
+    parity_custom_events_each_and_as_a_digest,
     bytes_postgres_cannot_hold_are_read_whole,
     credentials_and_a_bad_table_are_named,
     a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
@@ -1373,4 +1374,144 @@ async fn a_server_whose_port_another_holds_fails_to_start() {
     );
     // The first one is untouched.
     assert_eq!(first.exec("SELECT 1").await.unwrap().trim(), "1");
+}
+
+impl Twin {
+    /// A custom_event (or goal digest) trigger on both sides.
+    #[allow(clippy::too_many_arguments)]
+    async fn occurrence_trigger(
+        &self,
+        webhook: Uuid,
+        kind: &str,
+        event: Option<&str>,
+        props: Value,
+        mode: &str,
+        window: Option<i32>,
+        since: OffsetDateTime,
+    ) -> Uuid {
+        let id = Uuid::new_v4();
+        self.both(
+            "INSERT INTO webhook_triggers (id, webhook_id, trigger_type, event_name, event_props, delivery_mode, window_secs, next_evaluation_at, inserted_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
+            &[&id, &webhook, &kind, &event, &props, &mode, &window, &since],
+        )
+        .await;
+        id
+    }
+}
+
+/// Custom events, each and as digests (a custom one and a goal one), read
+/// alike from PostgreSQL and from this ClickHouse engine: the same
+/// deliveries under the same keys, the same trigger states.
+async fn parity_custom_events_each_and_as_a_digest(engine: ChEngine) {
+    let k = Twin::new(engine).await;
+    let now = t0();
+    // Whole minutes, ten of them back: digests of a minute.
+    let w0 = now - Duration::seconds(now.unix_timestamp().rem_euclid(60)) - Duration::minutes(10);
+    let (a, b) = (k.sites[0], k.sites[1]);
+    let wa = k.webhook(a).await;
+    let wb = k.webhook(b).await;
+    let since = w0 - Duration::minutes(1);
+    k.occurrence_trigger(
+        wa,
+        "custom_event",
+        Some("Trial Started"),
+        serde_json::json!({"plan": "pro"}),
+        "each",
+        None,
+        since,
+    )
+    .await;
+    k.occurrence_trigger(
+        wa,
+        "custom_event",
+        Some("Trial Started"),
+        serde_json::json!({}),
+        "digest",
+        Some(60),
+        since,
+    )
+    .await;
+    // A hostile name and prop value; on another site, not to be mixed up.
+    k.occurrence_trigger(
+        wb,
+        "custom_event",
+        Some("Ü'\\%_\"x"),
+        serde_json::json!({"k'": "v\\"}),
+        "each",
+        None,
+        since,
+    )
+    .await;
+    k.goal(a, Some("Trial Started"), None, -1, serde_json::json!({}))
+        .await;
+    k.occurrence_trigger(
+        wa,
+        "goal_completion",
+        None,
+        serde_json::json!({}),
+        "digest",
+        Some(60),
+        since,
+    )
+    .await;
+    let mut evs: Vec<Ev> = Vec::new();
+    for i in 0..12 {
+        let plan = if i % 3 == 0 { "free" } else { "pro" };
+        evs.push(
+            Ev::new(
+                a,
+                w0 + Duration::seconds(5 + i * 4),
+                "Trial Started",
+                "/pricing",
+                10 + i,
+            )
+            .meta(&[("via", "ad"), ("plan", plan)]),
+        );
+    }
+    // Identical twice; another name; a pageview with the props; the hostile one.
+    evs.push(
+        Ev::new(
+            a,
+            w0 + Duration::seconds(5),
+            "Trial Started",
+            "/pricing",
+            10,
+        )
+        .meta(&[("via", "ad"), ("plan", "free")]),
+    );
+    evs.push(
+        Ev::new(a, w0 + Duration::seconds(6), "Trial Ended", "/pricing", 50)
+            .meta(&[("plan", "pro")]),
+    );
+    evs.push(
+        Ev::new(a, w0 + Duration::seconds(6), "pageview", "/pricing", 51).meta(&[("plan", "pro")]),
+    );
+    evs.push(Ev::new(b, w0 + Duration::seconds(7), "Ü'\\%_\"x", "/", 52).meta(&[("k'", "v\\")]));
+    evs.push(Ev::new(b, w0 + Duration::seconds(8), "Ü'\\%_\"x", "/", 53).meta(&[("k'", "v")]));
+    k.events(&evs).await;
+    // Each occurrence within its scan; the first window's digests after it ended.
+    assert_eq!(k.scan(w0 + Duration::seconds(55)).await, 8 + 1);
+    k.assert_same("each").await;
+    assert_eq!(
+        k.scan(w0 + Duration::seconds(61)).await,
+        0,
+        "the window's lateness has not passed"
+    );
+    assert_eq!(k.scan(w0 + Duration::seconds(121)).await, 2);
+    k.assert_same("digests").await;
+    let d = k.pg.deliveries().await;
+    let digest = d
+        .iter()
+        .find(|(e, _, _)| e == "custom_event_digest")
+        .expect("a custom-event digest");
+    assert_eq!(
+        digest.2["count"], 13,
+        "every Trial Started, the identical pair twice"
+    );
+    let goal_digest = d
+        .iter()
+        .find(|(e, _, _)| e == "goal_completion_digest")
+        .expect("a goal digest");
+    assert_eq!(goal_digest.2["count"], 13);
 }

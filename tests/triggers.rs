@@ -1695,3 +1695,250 @@ async fn the_test_events_samples_have_exactly_the_keys_of_real_events() {
         );
     }
 }
+
+fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Kit {
+    /// A custom_event (or, with `mode` digest, goal_completion) trigger
+    /// scanning from `since`.
+    async fn occurrence_trigger(
+        &self,
+        kind: &str,
+        event: Option<&str>,
+        props: Value,
+        mode: &str,
+        window: Option<i32>,
+        since: OffsetDateTime,
+    ) -> Uuid {
+        self.env
+            .db
+            .query_one(
+                "INSERT INTO webhook_triggers (webhook_id, trigger_type, event_name, event_props, delivery_mode, window_secs, next_evaluation_at, inserted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+                &[&self.webhook, &kind, &event, &props, &mode, &window, &since],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// `real` against the catalog's schema of `event`.
+fn fits_catalog(event: &str, real: &Value) {
+    let entry = catalog()
+        .into_iter()
+        .find(|e| e.name == event)
+        .unwrap_or_else(|| panic!("{event} is not in the catalog"));
+    let schema = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&entry.schema)
+        .unwrap();
+    let errors: Vec<String> = schema.iter_errors(real).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "a real {event}: {errors:?}\n{real}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_event_fires_per_occurrence_with_its_props_late_safe_and_once() {
+    let k = Kit::new().await;
+    let t = t0();
+    let since = t - Duration::minutes(5);
+    // Any event name, not a goal of the site; props matched as a goal's.
+    let pro = k
+        .occurrence_trigger(
+            "custom_event",
+            Some("Trial Started"),
+            serde_json::json!({"plan": "pro"}),
+            "each",
+            None,
+            since,
+        )
+        .await;
+    let scanner = k.scanner(60, None);
+    let started = |at, plan: &str| Ev {
+        meta: meta(&[("via", "ad"), ("plan", plan)]),
+        ..ev(at, "Trial Started", "/pricing")
+    };
+    k.events(&[
+        started(t - Duration::seconds(30), "pro"),
+        // Two identical events: two occurrences.
+        started(t - Duration::seconds(20), "pro"),
+        started(t - Duration::seconds(20), "pro"),
+        // Not matching: another plan, no props, another name, a pageview.
+        started(t - Duration::seconds(20), "free"),
+        ev(t - Duration::seconds(20), "Trial Started", "/pricing"),
+        Ev {
+            meta: meta(&[("plan", "pro")]),
+            ..ev(t - Duration::seconds(20), "Trial Ended", "/pricing")
+        },
+        Ev {
+            meta: meta(&[("plan", "pro")]),
+            ..pageview(t - Duration::seconds(20), 9)
+        },
+    ])
+    .await;
+    let r = scanner.round(t).await.unwrap();
+    assert_eq!((r.completions, r.enqueued), (3, 3), "{r:?}");
+    let r = scanner.round(t + Duration::seconds(1)).await.unwrap();
+    assert_eq!(
+        r.enqueued, 0,
+        "the lateness overlap finds them again and adds none"
+    );
+    // Committed late, stamped before the last scan but within the lateness.
+    k.events(&[started(t - Duration::seconds(10), "pro")]).await;
+    let r = scanner.round(t + Duration::seconds(2)).await.unwrap();
+    assert_eq!(r.enqueued, 1);
+    let sent = k.deliveries().await;
+    assert_eq!(sent.len(), 4);
+    for (event, data) in &sent {
+        assert_eq!(event, "custom_event");
+        assert_eq!(data["event_name"], "Trial Started");
+        assert_eq!(data["props"], serde_json::json!({"plan": "pro"}));
+        assert_eq!(data["pathname"], "/pricing");
+        assert_eq!(data["trigger_id"], pro.to_string());
+        assert!(!data.to_string().contains(&UID.to_string()));
+        fits_catalog("custom_event", data);
+    }
+    // A second trigger of the same webhook for the event with any props:
+    // what both match is still sent once; the free plan's now too.
+    k.occurrence_trigger(
+        "custom_event",
+        Some("Trial Started"),
+        serde_json::json!({}),
+        "each",
+        None,
+        since,
+    )
+    .await;
+    let r = scanner.round(t + Duration::seconds(3)).await.unwrap();
+    assert_eq!(
+        r.enqueued, 2,
+        "the free plan's and the one without props: {r:?}"
+    );
+    assert_eq!(k.deliveries().await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_sends_one_post_per_window_with_the_count_and_the_first_occurrences() {
+    let k = Kit::new().await;
+    // Windows of a minute, aligned to whole minutes.
+    let now = t0();
+    let w0 = now - Duration::seconds(now.unix_timestamp().rem_euclid(60)) - Duration::minutes(10);
+    let custom = k
+        .occurrence_trigger(
+            "custom_event",
+            Some("Download"),
+            serde_json::json!({}),
+            "digest",
+            Some(60),
+            w0 - Duration::minutes(1),
+        )
+        .await;
+    let g = k
+        .goal(Some("Download"), None, -1, serde_json::json!({}))
+        .await;
+    let goal = k
+        .occurrence_trigger(
+            "goal_completion",
+            None,
+            serde_json::json!({}),
+            "digest",
+            Some(60),
+            w0 - Duration::minutes(1),
+        )
+        .await;
+    // A subscription follows the mode: the digest types, not each occurrence's.
+    let events: Vec<String> = k
+        .env
+        .db
+        .query_one("SELECT events FROM webhooks WHERE id = $1", &[&k.webhook])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, ["custom_event_digest", "goal_completion_digest"]);
+    let scanner = k.scanner(10, None);
+    // 15 downloads in the first window (two of them identical), 2 in the second.
+    let download = |at, user: i64| Ev {
+        user,
+        session: user + 1,
+        ..ev(at, "Download", "/files/report.pdf")
+    };
+    let mut first: Vec<Ev> = (0..14)
+        .map(|i| download(w0 + Duration::seconds(2 + i * 4), 100 + i))
+        .collect();
+    first.push(download(w0 + Duration::seconds(2), 100));
+    k.events(&first).await;
+    k.events(&[
+        download(w0 + Duration::seconds(65), 200),
+        download(w0 + Duration::seconds(70), 201),
+    ])
+    .await;
+    // The first window has ended but not its lateness: nothing yet.
+    let r = scanner.round(w0 + Duration::seconds(65)).await.unwrap();
+    assert_eq!(r.enqueued, 0, "{r:?}");
+    let r = scanner.round(w0 + Duration::seconds(71)).await.unwrap();
+    assert_eq!(r.enqueued, 2, "one digest per trigger: {r:?}");
+    let r = scanner.round(w0 + Duration::seconds(72)).await.unwrap();
+    assert_eq!(r.enqueued, 0, "a window is sent once: {r:?}");
+    let sent = k.deliveries().await;
+    let by = |event: &str| -> Vec<Value> {
+        sent.iter()
+            .filter(|(e, _)| e == event)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let d = &by("custom_event_digest")[0];
+    assert_eq!(d["count"], 15);
+    assert_eq!(d["occurrences"].as_array().unwrap().len(), 10);
+    assert_eq!(d["more"], 5);
+    assert_eq!(d["event_name"], "Download");
+    assert_eq!(d["trigger_id"], custom.to_string());
+    assert_eq!(
+        d["window_start"],
+        plausible_webhooks::db::timestamp::rfc3339_seconds(w0)
+    );
+    assert_eq!(
+        d["window_end"],
+        plausible_webhooks::db::timestamp::rfc3339_seconds(w0 + Duration::minutes(1))
+    );
+    // The earliest first.
+    let times: Vec<&str> = d["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["occurred_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    fits_catalog("custom_event_digest", d);
+    let gd = &by("goal_completion_digest")[0];
+    assert_eq!(gd["count"], 15);
+    assert_eq!(gd["occurrences"][0]["goal_id"], g);
+    assert_eq!(gd["trigger_id"], goal.to_string());
+    fits_catalog("goal_completion_digest", gd);
+    // A download committed after its window was read is not in a later digest.
+    k.events(&[download(w0 + Duration::seconds(30), 300)]).await;
+    // The second window, then an empty third: two digests, then nothing.
+    let r = scanner.round(w0 + Duration::seconds(131)).await.unwrap();
+    assert_eq!(r.enqueued, 2, "{r:?}");
+    let r = scanner.round(w0 + Duration::seconds(191)).await.unwrap();
+    assert_eq!(r.enqueued, 0, "an empty window sends nothing: {r:?}");
+    let sent = k.deliveries().await;
+    assert_eq!(sent.len(), 4);
+    let counts: Vec<i64> = sent
+        .iter()
+        .map(|(_, d)| d["count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [15, 15, 2, 2]);
+    // No key twice: one digest per (trigger, window).
+    let keys = k
+        .env
+        .count("SELECT count(DISTINCT idempotency_key) FROM webhook_deliveries")
+        .await;
+    assert_eq!(keys, 4);
+}

@@ -106,6 +106,37 @@ fn traffic_schema(spike: bool) -> Value {
     )
 }
 
+fn props() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+/// The `data` of a goal or custom-event digest.
+fn digest_schema(custom: bool) -> Value {
+    let mut occurrence = vec![("occurred_at", time()), ("pathname", string())];
+    let mut required = vec![
+        ("trigger_id", uuid()),
+        ("window_start", time()),
+        ("window_end", time()),
+        ("count", json!({"type": "integer", "minimum": 1})),
+        ("more", json!({"type": "integer", "minimum": 0})),
+    ];
+    if custom {
+        required.push(("event_name", string()));
+        required.push(("props", props()));
+    } else {
+        required.push(("goal_id", json!({"type": ["integer", "null"]})));
+        occurrence.push(("goal_id", integer()));
+        occurrence.push(("goal_name", string()));
+    }
+    let mut item = object(&occurrence, &[]);
+    item.as_object_mut().expect("an object").remove("$schema");
+    required.push((
+        "occurrences",
+        json!({"type": "array", "maxItems": crate::triggers::goal_scanner::DIGEST_SAMPLE, "items": item}),
+    ));
+    object(&required, &[])
+}
+
 /// Every built-in event type, with examples made by the engine.
 pub fn catalog() -> Vec<EventTypeView> {
     let mut all = subscribable();
@@ -162,6 +193,37 @@ fn subscribable() -> Vec<EventTypeView> {
             sample("goal_completion").expect("a built-in type"),
         ),
         entry(
+            "goal_completion_digest",
+            "A goal trigger in digest mode: per window, how many completions there were and the first of them (none sent for an empty window).",
+            "a goal_completion trigger with mode digest",
+            digest_schema(false),
+            sample("goal_completion_digest").expect("a built-in type"),
+        ),
+        entry(
+            "custom_event",
+            "A visitor's browser sent the named Plausible custom event, with the props the trigger asks for (one event per occurrence).",
+            "a custom_event trigger",
+            object(
+                &[
+                    ("trigger_id", uuid()),
+                    ("event_name", string()),
+                    ("props", props()),
+                    ("pathname", string()),
+                    ("occurred_at", time()),
+                    ("visitor_count", json!({"const": 1})),
+                ],
+                &[],
+            ),
+            sample("custom_event").expect("a built-in type"),
+        ),
+        entry(
+            "custom_event_digest",
+            "A custom-event trigger in digest mode: per window, how many times the event was sent and the first occurrences (none sent for an empty window).",
+            "a custom_event trigger with mode digest",
+            digest_schema(true),
+            sample("custom_event_digest").expect("a built-in type"),
+        ),
+        entry(
             "visitor_spike",
             "Unique visitors over the window reached the threshold (it fires again once the count fell back below, and not within the cooldown).",
             "a visitor_spike trigger",
@@ -199,6 +261,9 @@ pub fn subscribed_types(patterns: &[String]) -> Vec<String> {
 pub fn sample(event_type: &str) -> Option<Value> {
     Some(match event_type {
         "goal_completion" => goal_scanner::sample_payload(),
+        "custom_event" | "goal_completion_digest" | "custom_event_digest" => {
+            goal_scanner::sample_payload_of(event_type)?
+        }
         "visitor_spike" => evaluator::sample_payload(ThresholdKind::Spike, EXAMPLE_PLAUSIBLE_URL),
         "traffic_drop" => evaluator::sample_payload(ThresholdKind::Drop, EXAMPLE_PLAUSIBLE_URL),
         _ => return None,
@@ -251,7 +316,14 @@ mod tests {
         let all: Vec<String> = vec!["*".into()];
         assert_eq!(
             subscribed_types(&all),
-            ["goal_completion", "visitor_spike", "traffic_drop"]
+            [
+                "goal_completion",
+                "goal_completion_digest",
+                "custom_event",
+                "custom_event_digest",
+                "visitor_spike",
+                "traffic_drop"
+            ]
         );
         assert_eq!(subscribed_types(&["traffic_drop".into()]), ["traffic_drop"]);
         assert!(subscribed_types(&["site.*".into(), "test".into()]).is_empty());
@@ -259,6 +331,6 @@ mod tests {
         let t = test_payload(&["visitor_spike".into()]);
         assert_eq!(t["samples"].as_object().unwrap().len(), 1);
         let t = test_payload(&["site.*".into()]);
-        assert_eq!(t["samples"].as_object().unwrap().len(), 3);
+        assert_eq!(t["samples"].as_object().unwrap().len(), 6);
     }
 }

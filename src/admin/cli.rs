@@ -816,15 +816,16 @@ fn print_triggers(t: &[ops::TriggerView]) {
                 "LAST COUNT",
                 "WINDOW",
                 "COOLDOWN",
-                "GOAL",
+                "GOAL OR EVENT",
+                "SENDS",
                 "ENABLED",
                 "LAST FIRED",
                 "PAUSED"
             ],
             t.iter()
                 .map(|t| {
-                    let spike_or_drop =
-                        t.trigger_type != crate::triggers::TriggerType::GoalCompletion;
+                    let spike_or_drop = t.trigger_type.threshold_kind().is_some();
+                    let digest = t.mode == crate::triggers::DeliveryMode::Digest;
                     vec![
                         t.id.to_string(),
                         t.trigger_type.to_string(),
@@ -841,6 +842,8 @@ fn print_triggers(t: &[ops::TriggerView]) {
                             .map(|v| v.to_string())
                             .unwrap_or_else(|| "-".into()),
                         match (spike_or_drop, t.window_secs) {
+                            (false, Some(v)) if digest => format!("{v}s"),
+                            (false, None) if digest => "3600s (default)".into(),
                             (false, _) => "-".into(),
                             (true, Some(v)) => format!("{v}s"),
                             (true, None) => "default".into(),
@@ -850,12 +853,14 @@ fn print_triggers(t: &[ops::TriggerView]) {
                         } else {
                             "-".into()
                         },
-                        match (&t.goal_id, &t.goal_name) {
-                            (Some(id), Some(n)) => format!("{n} ({id})"),
-                            (Some(id), None) => id.to_string(),
+                        match (&t.goal_id, &t.goal_name, &t.event_name) {
+                            (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
+                            (Some(id), Some(n), _) => format!("{n} ({id})"),
+                            (Some(id), None, _) => id.to_string(),
                             _ if spike_or_drop => "-".into(),
                             _ => "every goal".into(),
                         },
+                        t.event_type.clone(),
                         t.enabled.to_string(),
                         time(t.last_fired_at),
                         t.paused_reason.clone().unwrap_or_else(|| "-".into()),

@@ -564,6 +564,69 @@ impl<'de> Deserialize<'de> for GoalRef {
     }
 }
 
+/// One prop a custom_event trigger requires of its event: `key=value` on
+/// the command line and in a form's lines; in JSON an object's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropArg {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for PropArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((k, v)) => Ok(PropArg {
+                key: k.trim().to_string(),
+                value: v.trim().to_string(),
+            }),
+            None => Err(format!(
+                "`{}` is not key=value (a prop the event must carry, as plan=pro)",
+                s.chars().take(100).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// `props`: an object of strings (`{"plan": "pro"}`), or `key=value` items,
+/// as an array or as the lines of one text (a form's textarea).
+fn props<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PropArg>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<PropArg>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of strings, or key=value lines")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.parse().map_err(E::custom))
+                .collect()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = a.next_element::<String>()? {
+                out.push(item.parse().map_err(de::Error::custom)?);
+            }
+            Ok(out)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((key, value)) = a.next_entry::<String, String>()? {
+                out.push(PropArg { key, value });
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
 // ------------------------------------------------------------ inputs
 
 /// A trigger: what makes events for a webhook. `{"type": "visitor_spike",
@@ -572,7 +635,8 @@ impl<'de> Deserialize<'de> for GoalRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, ToSchema)]
 #[group(skip)]
 pub struct NewTrigger {
-    /// spike (visitor_spike), drop (traffic_drop) or goal (goal_completion).
+    /// spike (visitor_spike), drop (traffic_drop), goal (goal_completion)
+    /// or event (custom_event).
     #[arg(value_name = "TYPE", required = true)]
     #[serde(rename = "type", default)]
     #[schema(value_type = String, example = "visitor_spike")]
@@ -581,7 +645,8 @@ pub struct NewTrigger {
     #[arg(long)]
     #[serde(default)]
     pub threshold: Option<i64>,
-    /// spike/drop: the window counted, 1m–7d (default spike 5m, drop 12h).
+    /// spike/drop: the window counted, 1m–7d (default spike 5m, drop 12h);
+    /// a digest: each digest's window, 1m–7d (default 1h).
     #[arg(long = "window")]
     #[serde(default)]
     #[schema(value_type = Option<i64>)]
@@ -596,6 +661,22 @@ pub struct NewTrigger {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub goal: Option<GoalRef>,
+    /// event: the custom event's name, as the site sends it (any name, not
+    /// only a goal's).
+    #[arg(long = "event-name", alias = "name")]
+    #[serde(default, alias = "event")]
+    pub event_name: Option<String>,
+    /// event: a prop the event must carry, key=value (repeat for more; all
+    /// must match, as a goal's custom props).
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    #[serde(default, deserialize_with = "props")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub props: Vec<PropArg>,
+    /// goal/event: `each` occurrence as its own POST (default), or a
+    /// `digest` per window with the count and the first occurrences.
+    #[arg(long)]
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 impl FromStr for NewTrigger {

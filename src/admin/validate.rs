@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::config::{check_retry_schedule, RetryScheduleError};
 use crate::delivery::guard::{AddressGuard, MAX_URL_LEN};
 use crate::delivery::signing::SECRET_PREFIX;
-use crate::triggers::TriggerType;
+use crate::triggers::{DeliveryMode, TriggerType};
 
 pub const NAME_MAX_CHARS: usize = 255;
 pub const SECRET_MIN_CHARS: usize = 32;
@@ -613,19 +613,24 @@ pub fn trigger_type(s: &str) -> Valid<TriggerType> {
         Invalid::new(
             "type",
             Rule::Syntax,
-            format!("`{s}` is not a trigger type; use spike, drop or goal"),
+            format!("`{s}` is not a trigger type; use spike, drop, goal or event"),
         )
     })
 }
 
-/// A trigger's settings, checked together: threshold and window belong to
-/// spike and drop, a goal to goal completion.
+/// A trigger's settings, checked together: threshold and cooldown belong
+/// to spike and drop, a goal to goal completion, an event name and props to
+/// custom events, a delivery mode to goal and custom-event triggers, and a
+/// window to spike, drop and digests.
 #[derive(Debug, Clone, Default)]
 pub struct TriggerInput {
     pub threshold: Option<i64>,
     pub window_secs: Option<i64>,
     pub cooldown_secs: Option<i64>,
     pub has_goal: bool,
+    pub event_name: Option<String>,
+    pub props: Vec<(String, String)>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -633,35 +638,133 @@ pub struct TriggerValues {
     pub threshold: Option<i32>,
     pub window_secs: Option<i32>,
     pub cooldown_secs: Option<i32>,
+    pub event_name: Option<String>,
+    pub props: BTreeMap<String, String>,
+    pub mode: DeliveryMode,
 }
 
+/// Props a custom_event trigger may require at most (Plausible keeps 30
+/// custom props per event).
+pub const TRIGGER_PROPS_MAX: usize = 30;
+
 pub fn trigger(t: TriggerType, i: &TriggerInput) -> Valid<TriggerValues> {
-    if t == TriggerType::GoalCompletion {
+    let mode = match i.mode.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        None => DeliveryMode::Each,
+        Some(m) => DeliveryMode::parse(m).ok_or_else(|| {
+            Invalid::new(
+                "mode",
+                Rule::Syntax,
+                format!(
+                    "`{}` is not a delivery mode; use each or digest",
+                    m.chars().take(100).collect::<String>()
+                ),
+            )
+        })?,
+    };
+    let not_for = |field: &str, why: &str| Err(Invalid::new(field, Rule::NotApplicable, why));
+    if t.per_occurrence() {
         for (set, field) in [
             (i.threshold.is_some(), "threshold"),
-            (i.window_secs.is_some(), "window_secs"),
             (i.cooldown_secs.is_some(), "cooldown_secs"),
         ] {
             if set {
-                return Err(Invalid::new(
+                return not_for(
                     field,
-                    Rule::NotApplicable,
-                    "applies to spike and drop triggers only; a goal trigger fires once per completion",
-                ));
+                    "applies to spike and drop triggers only; a goal or custom-event trigger fires once per occurrence (or once per digest window)",
+                );
             }
         }
-    } else if i.has_goal {
+        if i.window_secs.is_some() && mode == DeliveryMode::Each {
+            return not_for(
+                "window_secs",
+                "applies to spike and drop triggers and to digests (mode digest); this trigger sends each occurrence",
+            );
+        }
+    } else if mode != DeliveryMode::Each {
+        return not_for("mode", "applies to goal and custom-event triggers only");
+    }
+    if i.has_goal && t != TriggerType::GoalCompletion {
+        return not_for("goal", "applies to goal triggers only");
+    }
+    let event_name =
+        match (t, i.event_name.as_deref().map(str::trim)) {
+            (TriggerType::CustomEvent, Some(n)) if !n.is_empty() => Some(custom_event_name(n)?),
+            (TriggerType::CustomEvent, _) => return Err(Invalid::new(
+                "event_name",
+                Rule::Required,
+                "is required: the custom event's name as the site sends it (plausible('Signup'))",
+            )),
+            (_, Some(n)) if !n.is_empty() => {
+                return not_for("event_name", "applies to custom-event triggers only")
+            }
+            _ => None,
+        };
+    if !i.props.is_empty() && t != TriggerType::CustomEvent {
+        return not_for(
+            "props",
+            "applies to custom-event triggers only (a goal's props are the goal's, set in Plausible)",
+        );
+    }
+    let mut props = BTreeMap::new();
+    for (k, v) in &i.props {
+        let (k, v) = (k.trim(), v.trim());
+        no_nul("props", k)?;
+        no_nul("props", v)?;
+        if k.is_empty() || k.chars().count() > 300 || v.chars().count() > 2000 {
+            return Err(Invalid::new(
+                "props",
+                Rule::Syntax,
+                "each prop is key=value with a key of 1–300 characters and a value of at most 2000",
+            ));
+        }
+        if props.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(Invalid::new(
+                "props",
+                Rule::Syntax,
+                format!(
+                    "`{}` is given twice; an event carries one value per prop",
+                    k.chars().take(100).collect::<String>()
+                ),
+            ));
+        }
+    }
+    if props.len() > TRIGGER_PROPS_MAX {
         return Err(Invalid::new(
-            "goal",
-            Rule::NotApplicable,
-            "applies to goal triggers only",
+            "props",
+            Rule::TooMany,
+            format!("at most {TRIGGER_PROPS_MAX} props"),
         ));
     }
     Ok(TriggerValues {
         threshold: i.threshold.map(threshold).transpose()?,
         window_secs: i.window_secs.map(window_secs).transpose()?,
         cooldown_secs: i.cooldown_secs.map(cooldown_secs).transpose()?,
+        event_name,
+        props,
+        mode,
     })
+}
+
+/// A custom event's name as Plausible takes one: 1–120 characters, no
+/// control characters; not `pageview` or `engagement`, which Plausible sends
+/// itself (a page goal, or a scroll goal, names those).
+pub fn custom_event_name(n: &str) -> Valid<String> {
+    no_nul("event_name", n)?;
+    if n.chars().count() > 120 || n.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            "event_name",
+            Rule::Syntax,
+            "an event name is at most 120 characters, without control characters (Plausible's limit)",
+        ));
+    }
+    if n == "pageview" || n == "engagement" {
+        return Err(Invalid::new(
+            "event_name",
+            Rule::NotApplicable,
+            format!("`{n}` is Plausible's own event, not a custom event; for pages, add a page goal in Plausible and a goal trigger"),
+        ));
+    }
+    Ok(n.to_string())
 }
 
 /// A duration: seconds as a number, or with units as `humantime` reads

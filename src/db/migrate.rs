@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "subscriptions",
         include_str!("../../sql/0011_subscriptions.sql"),
     ),
+    (
+        13,
+        "custom_events",
+        include_str!("../../sql/0013_custom_events.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -236,6 +236,19 @@ pub async fn load_for_sites(
     Ok(out)
 }
 
+/// What a custom_event trigger looks for, as the event goal it is matched
+/// as: `name = event_name` and every prop as a goal's custom_props. Id 0:
+/// no goal row stands behind it (its completions' keys are `event:`).
+pub fn custom_event_goal(site_id: i64, event_name: String, props: &serde_json::Value) -> Goal {
+    Goal {
+        id: 0,
+        site_id,
+        display_name: event_name.clone(),
+        kind: GoalKind::Event { event_name },
+        custom_props: props_map(props),
+    }
+}
+
 /// custom_props is an object of string → string; other values are compared
 /// by their JSON text, as Plausible stores only strings there.
 fn props_map(v: &serde_json::Value) -> BTreeMap<String, String> {
@@ -274,6 +287,12 @@ impl CompletionIdentity<'_> {
     /// `goal:<hex>`: stable across scans, instances and analytics sources; the
     /// visitor ids inside are hashed, never stored or sent.
     pub fn key(&self) -> String {
+        self.key_as("goal")
+    }
+
+    /// `<prefix>:<hex>`: a custom event's occurrence is `event:` (goal id 0),
+    /// apart from the goal completions the same event may make.
+    pub fn key_as(&self, prefix: &str) -> String {
         let mut ctx = digest::Context::new(&digest::SHA256);
         for part in [
             &self.goal_id.to_be_bytes()[..],
@@ -288,7 +307,7 @@ impl CompletionIdentity<'_> {
             ctx.update(s.as_bytes());
         }
         let d = ctx.finish();
-        format!("goal:{}", hex::encode(&d.as_ref()[..20]))
+        format!("{prefix}:{}", hex::encode(&d.as_ref()[..20]))
     }
 }
 

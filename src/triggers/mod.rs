@@ -6,7 +6,8 @@
 //! trigger's new state together with the deliveries it enqueues:
 //!
 //! - `evaluator`: visitor_spike and traffic_drop, every minute;
-//! - `goal_scanner`: goal_completion, every second, from a cursor.
+//! - `goal_scanner`: goal_completion and custom_event, every second, from a
+//!   cursor (each occurrence, or a digest per window).
 //!
 //! Both read analytics events through `source` and take the evaluation
 //! instant as a parameter (`round(now)`), so tests choose their instants.
@@ -54,21 +55,23 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// The trigger types: the values of `webhook_triggers.trigger_type` (the
-/// CHECK in sql/0001 lists the same three), each sending the event of its
-/// name.
+/// CHECK `webhook_triggers_type`, sql/0013, lists the same four), each
+/// sending the event of its name (or, as a digest, `<name>_digest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerType {
     VisitorSpike,
     TrafficDrop,
     GoalCompletion,
+    CustomEvent,
 }
 
 impl TriggerType {
-    pub const ALL: [TriggerType; 3] = [
+    pub const ALL: [TriggerType; 4] = [
         TriggerType::VisitorSpike,
         TriggerType::TrafficDrop,
         TriggerType::GoalCompletion,
+        TriggerType::CustomEvent,
     ];
 
     /// The schema's name: `visitor_spike`.
@@ -77,6 +80,7 @@ impl TriggerType {
             TriggerType::VisitorSpike => "visitor_spike",
             TriggerType::TrafficDrop => "traffic_drop",
             TriggerType::GoalCompletion => "goal_completion",
+            TriggerType::CustomEvent => "custom_event",
         }
     }
 
@@ -86,6 +90,7 @@ impl TriggerType {
             TriggerType::VisitorSpike => "spike",
             TriggerType::TrafficDrop => "drop",
             TriggerType::GoalCompletion => "goal",
+            TriggerType::CustomEvent => "event",
         }
     }
 
@@ -103,9 +108,26 @@ impl TriggerType {
             .find(|t| t.as_str() == s || t.short_name() == s)
     }
 
-    /// The event its firings send (`webhook_deliveries.event_type`).
+    /// The event its firings send (`webhook_deliveries.event_type`) in
+    /// `each` mode.
     pub fn event_type(self) -> &'static str {
         self.as_str()
+    }
+
+    /// The event it sends in `mode`: in `digest` mode `<type>_digest` (the
+    /// SQL twin is `plausible_webhooks_trigger_event_type`, sql/0013).
+    pub fn event_type_in(self, mode: DeliveryMode) -> &'static str {
+        match (self, mode) {
+            (TriggerType::GoalCompletion, DeliveryMode::Digest) => "goal_completion_digest",
+            (TriggerType::CustomEvent, DeliveryMode::Digest) => "custom_event_digest",
+            (t, _) => t.as_str(),
+        }
+    }
+
+    /// Goal and custom-event triggers fire per occurrence, and so may send
+    /// a digest instead.
+    pub fn per_occurrence(self) -> bool {
+        matches!(self, TriggerType::GoalCompletion | TriggerType::CustomEvent)
     }
 
     /// Spike and drop compare a visitor count with a threshold; a goal
@@ -114,8 +136,58 @@ impl TriggerType {
         match self {
             TriggerType::VisitorSpike => Some(ThresholdKind::Spike),
             TriggerType::TrafficDrop => Some(ThresholdKind::Drop),
-            TriggerType::GoalCompletion => None,
+            TriggerType::GoalCompletion | TriggerType::CustomEvent => None,
         }
+    }
+}
+
+/// How a goal or custom-event trigger sends what it finds: `each`
+/// occurrence as its own POST (the default), or one `digest` per window
+/// with the count and the first occurrences (`goal_scanner::DIGEST_SAMPLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    #[default]
+    Each,
+    Digest,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Each => "each",
+            DeliveryMode::Digest => "digest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "each" => Some(DeliveryMode::Each),
+            "digest" => Some(DeliveryMode::Digest),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read from `webhook_triggers.delivery_mode`; a value the CHECK does not
+/// allow is a conversion error.
+impl<'a> tokio_postgres::types::FromSql<'a> for DeliveryMode {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let s = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        DeliveryMode::parse(s).ok_or_else(|| format!("`{s}` is not a delivery mode").into())
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
     }
 }
 
@@ -439,10 +511,12 @@ mod tests {
                 serde_json::Value::from(t.as_str())
             );
             // The registry below the triggers layer lists the same events.
-            assert!(
-                crate::metrics::LABELLED_EVENTS.contains(&t.event_type()),
-                "{t}"
-            );
+            for m in [DeliveryMode::Each, DeliveryMode::Digest] {
+                assert!(
+                    crate::metrics::LABELLED_EVENTS.contains(&t.event_type_in(m)),
+                    "{t} {m}"
+                );
+            }
         }
         assert_eq!(
             TriggerType::parse(" Visitor-Spike "),

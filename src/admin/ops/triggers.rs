@@ -12,15 +12,25 @@ use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
 use crate::admin::inputs::NewTrigger;
 use crate::admin::validate::{self, Invalid, Rule, TriggerInput, TriggerValues};
-use crate::triggers::TriggerType;
+use crate::triggers::{DeliveryMode, TriggerType};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TriggerView {
     pub id: Uuid,
     pub webhook_id: Uuid,
-    /// visitor_spike | traffic_drop | goal_completion
+    /// visitor_spike | traffic_drop | goal_completion | custom_event
     #[schema(value_type = String)]
     pub trigger_type: TriggerType,
+    /// goal/custom_event: `each` occurrence, or a `digest` per window.
+    #[schema(value_type = String)]
+    pub mode: DeliveryMode,
+    /// The event type it sends (`goal_completion_digest` for a goal digest).
+    pub event_type: String,
+    /// custom_event: the event's name.
+    pub event_name: Option<String>,
+    /// custom_event: the props the event must carry.
+    #[schema(value_type = Object)]
+    pub props: serde_json::Value,
     /// None for spike/drop: derived from the site's recent traffic.
     pub threshold: Option<i32>,
     /// The threshold derived when none is set (src/triggers/threshold.rs).
@@ -30,7 +40,7 @@ pub struct TriggerView {
     /// None: every goal of the site (goal triggers).
     pub goal_id: Option<i64>,
     pub goal_name: Option<String>,
-    /// None: the type's default (spike 5 min, drop 12 h).
+    /// None: the type's default (spike 5 min, drop 12 h, a digest 1 h).
     pub window_secs: Option<i32>,
     pub cooldown_secs: i32,
     pub enabled: bool,
@@ -49,6 +59,28 @@ pub struct TriggerView {
     /// Plausible's own notifier skips such sites: "team locked", "team past
     /// accept_traffic_until (YYYY-MM-DD)", "site has no team". None: not paused.
     pub paused_reason: Option<String>,
+}
+
+impl TriggerView {
+    /// `event “Signup” with plan=pro`: a custom-event trigger's event and
+    /// the props it must carry, as the CLI and the page show it.
+    pub fn custom_event_label(&self) -> Option<String> {
+        let name = self.event_name.as_deref()?;
+        let props: Vec<String> = self
+            .props
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(if props.is_empty() {
+            format!("event “{name}”")
+        } else {
+            format!("event “{name}” with {}", props.join(", "))
+        })
+    }
 }
 
 /// `{"triggers": [...]}`: `GET /api/webhooks/:id/triggers` and `triggers list --json`.
@@ -77,7 +109,7 @@ const TRIGGER_COLUMNS: &str = concat!(
     t.id, t.webhook_id, t.trigger_type, t.threshold, t.goal_id, g.display_name,
     t.window_secs, t.cooldown_secs, t.enabled, t.last_fired_at, t.derived_threshold, t.last_value, ",
     crate::triggers::paused_reason_sql!(),
-    ", t.armed, t.last_evaluated_at, t.next_evaluation_at
+    ", t.armed, t.last_evaluated_at, t.next_evaluation_at, t.delivery_mode, t.event_name, t.event_props
 FROM webhook_triggers t LEFT JOIN goals g ON g.id = t.goal_id
 JOIN webhooks pw ON pw.id = t.webhook_id
 JOIN sites ps ON ps.id = pw.site_id
@@ -85,10 +117,16 @@ LEFT JOIN teams pt ON pt.id = ps.team_id"
 );
 
 fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
+    let trigger_type: TriggerType = r.get(2);
+    let mode: DeliveryMode = r.get(16);
     TriggerView {
         id: r.get(0),
         webhook_id: r.get(1),
-        trigger_type: r.get(2),
+        trigger_type,
+        mode,
+        event_type: trigger_type.event_type_in(mode).to_string(),
+        event_name: r.get(17),
+        props: r.get(18),
         threshold: r.get(3),
         goal_id: r.get(4),
         goal_name: r.get(5),
@@ -130,6 +168,13 @@ pub(crate) fn check_trigger(t: &NewTrigger) -> Result<ValidTrigger, Invalid> {
             .map(|c| c.seconds("cooldown_secs"))
             .transpose()?,
         has_goal: t.goal.as_ref().is_some_and(|g| !g.0.trim().is_empty()),
+        event_name: t.event_name.clone(),
+        props: t
+            .props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+        mode: t.mode.clone(),
     };
     Ok(ValidTrigger {
         trigger_type,
@@ -195,8 +240,9 @@ pub(crate) async fn insert_trigger(
         db_.query_one(
             &format!(
                 "WITH t AS (
-                    INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, goal_id, window_secs, cooldown_secs)
-                    VALUES ($1, $2, $3, $4, $5, coalesce($6, 3600)) RETURNING *)
+                    INSERT INTO webhook_triggers (webhook_id, trigger_type, threshold, goal_id, window_secs,
+                                                  cooldown_secs, event_name, event_props, delivery_mode)
+                    VALUES ($1, $2, $3, $4, $5, coalesce($6, 3600), $7, $8, $9) RETURNING *)
                  SELECT {}",
                 TRIGGER_COLUMNS.replace("webhook_triggers t", "t")
             ),
@@ -207,6 +253,9 @@ pub(crate) async fn insert_trigger(
                 &goal,
                 &v.values.window_secs,
                 &v.values.cooldown_secs,
+                &v.values.event_name,
+                &serde_json::json!(v.values.props),
+                &v.values.mode.as_str(),
             ],
         )
         .await,

@@ -682,8 +682,10 @@ async fn set_events(
     let new = validate::event_patterns(&new)?;
     let left_out: Vec<String> = db(
         tx.query(
-            "SELECT DISTINCT trigger_type FROM webhook_triggers
-             WHERE webhook_id = $1 AND enabled AND NOT plausible_webhooks_subscribed($2, trigger_type)
+            "SELECT DISTINCT plausible_webhooks_trigger_event_type(trigger_type, delivery_mode) AS t
+             FROM webhook_triggers
+             WHERE webhook_id = $1 AND enabled
+               AND NOT plausible_webhooks_subscribed($2, plausible_webhooks_trigger_event_type(trigger_type, delivery_mode))
              ORDER BY 1",
             &[&w.id, &new],
         )

@@ -15,7 +15,7 @@ use crate::admin::ops::{
     TestCause, TestResult, TriggerView, WebhookView,
 };
 use crate::db::timestamp::rfc3339_seconds;
-use crate::triggers::TriggerType;
+use crate::triggers::{DeliveryMode, TriggerType};
 
 pub use crate::admin::web_setup::Chrome;
 
@@ -304,16 +304,21 @@ pub struct TriggerRow {
 
 impl From<&TriggerView> for TriggerRow {
     fn from(t: &TriggerView) -> Self {
-        let traffic = t.trigger_type != TriggerType::GoalCompletion;
+        let traffic = t.trigger_type.threshold_kind().is_some();
+        let digest = t.mode == DeliveryMode::Digest;
         let dash = || "—".to_string();
         TriggerRow {
             id: t.id.to_string(),
-            kind: match t.trigger_type {
-                TriggerType::VisitorSpike => "Visitor spike",
-                TriggerType::TrafficDrop => "Traffic drop",
-                TriggerType::GoalCompletion => "Goal completion",
-            }
-            .into(),
+            kind: format!(
+                "{}{}",
+                match t.trigger_type {
+                    TriggerType::VisitorSpike => "Visitor spike",
+                    TriggerType::TrafficDrop => "Traffic drop",
+                    TriggerType::GoalCompletion => "Goal completion",
+                    TriggerType::CustomEvent => "Custom event",
+                },
+                if digest { " (digest)" } else { "" }
+            ),
             threshold: match (traffic, t.threshold, t.derived_threshold) {
                 (false, _, _) => dash(),
                 (true, Some(v), _) => format!("{v} visitors"),
@@ -321,6 +326,8 @@ impl From<&TriggerView> for TriggerRow {
                 (true, None, None) => "derived from recent traffic (not yet computed)".into(),
             },
             window: match (traffic, t.window_secs) {
+                (false, Some(w)) if digest => secs(i64::from(w)),
+                (false, None) if digest => "1 h (default)".into(),
                 (false, _) => dash(),
                 (true, Some(w)) => secs(i64::from(w)),
                 (true, None) => match t.trigger_type {
@@ -333,15 +340,17 @@ impl From<&TriggerView> for TriggerRow {
             } else {
                 dash()
             },
-            goal: match (&t.goal_id, &t.goal_name) {
-                (Some(_), Some(n)) => n.clone(),
-                (Some(id), None) => format!("goal {id}"),
+            goal: match (&t.goal_id, &t.goal_name, &t.event_name) {
+                (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
+                (Some(_), Some(n), _) => n.clone(),
+                (Some(id), None, _) => format!("goal {id}"),
                 _ if traffic => dash(),
                 _ => "every goal of the site".into(),
             },
             state: match (traffic, t.enabled, t.armed) {
                 (_, false, _) => "off".into(),
-                (false, true, _) => "on (fires per completion)".into(),
+                (false, true, _) if digest => "on (a digest per window)".into(),
+                (false, true, _) => "on (fires per occurrence)".into(),
                 (true, true, true) => "armed".into(),
                 (true, true, false) => "fired (re-arms once the count is back)".into(),
             },
