@@ -366,15 +366,37 @@ pub struct HealthConfig {
     pub disable_after_failures: u32,
     /// ...spanning at least this long. 0 failures disables auto-disable.
     pub disable_after_secs: u64,
+    /// This many consecutive deliveries ended `failed` make a webhook
+    /// `failing` and send `webhook.failing` (docs/events.md); written into
+    /// the database at `migrate` and at start.
+    pub failing_after_failures: u32,
+    /// Where operational events go besides the sites' subscribed webhooks
+    /// (`webhook.failing`, `.disabled`, `.recovered`, `delivery.exhausted`):
+    /// an https URL, signed with the secret from
+    /// PLAUSIBLE_WEBHOOKS_OPERATOR_SECRET or `operator_secret_file`. Empty:
+    /// none.
+    pub operator_url: String,
+    pub operator_secret_file: Option<PathBuf>,
+    /// Resolved from the environment or the file (never from TOML).
+    #[serde(skip)]
+    pub operator_secret: Option<Redacted>,
 }
 pub const DEFAULT_DISABLE_AFTER_FAILURES: u32 = 20;
 pub const DEFAULT_DISABLE_AFTER_SECS: u64 = 86_400;
+/// The first delivery that fails for good opens a streak worth telling.
+pub const DEFAULT_FAILING_AFTER_FAILURES: u32 = 1;
+/// The operator endpoint's secret, from the environment.
+pub const OPERATOR_SECRET_VAR: &str = "PLAUSIBLE_WEBHOOKS_OPERATOR_SECRET";
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             disable_after_failures: DEFAULT_DISABLE_AFTER_FAILURES,
             disable_after_secs: DEFAULT_DISABLE_AFTER_SECS,
+            failing_after_failures: DEFAULT_FAILING_AFTER_FAILURES,
+            operator_url: String::new(),
+            operator_secret_file: None,
+            operator_secret: None,
         }
     }
 }
@@ -883,6 +905,15 @@ impl Config {
             .map_err(|e| origins.deserialize_error(e))?;
         cfg.admin.secret_key_base =
             secret_key_base(&cfg.admin, env).map_err(|e| origins.annotate(e))?;
+        if !cfg.health.operator_url.trim().is_empty() {
+            cfg.health.operator_secret = secret(
+                env,
+                OPERATOR_SECRET_VAR,
+                cfg.health.operator_secret_file.as_deref(),
+                "health.operator_secret_file",
+            )
+            .map_err(|e| origins.annotate(e))?;
+        }
         if cfg.analytics.source == "clickhouse" {
             cfg.analytics.clickhouse_password =
                 clickhouse_password(&cfg.analytics, env).map_err(|e| origins.annotate(e))?;
@@ -902,7 +933,43 @@ impl Config {
         self.check_triggers()?;
         self.check_plausible()?;
         self.check_retention()?;
+        self.check_health()?;
         self.check_web()
+    }
+
+    fn check_health(&self) -> Result<(), ConfigError> {
+        let h = &self.health;
+        if !(1..=1_000_000).contains(&h.failing_after_failures) {
+            return Err(bad(
+                "health.failing_after_failures",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let url = h.operator_url.trim();
+        if url.is_empty() {
+            return Ok(());
+        }
+        let host_ok = url
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split(['/', '?', '#']).next())
+            .is_some_and(|host| !host.is_empty() && !host.contains('@'));
+        if !host_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+            return Err(bad(
+                "health.operator_url",
+                "must be an https:// URL with a host (no user or password), at most 2048 characters",
+            ));
+        }
+        match &h.operator_secret {
+            None => Err(bad(
+                "health.operator_url",
+                format!("needs a signing secret: set {OPERATOR_SECRET_VAR} or health.operator_secret_file (32–256 characters; `plausible-webhooks` generates whsec_ ones on create)"),
+            )),
+            Some(Redacted(s)) if !(32..=256).contains(&s.chars().count()) => Err(bad(
+                "health.operator_secret_file",
+                "the operator endpoint's secret must be 32–256 characters",
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     fn check_database(&self) -> Result<(), ConfigError> {

@@ -243,6 +243,7 @@ async fn open_database(cfg: &Config) -> Result<Pool> {
     })?;
     db::migrate::ensure_current(&client).await?;
     db::settings::apply(&client, &cfg.delivery).await?;
+    db::settings::apply_health(&client, &cfg.health).await?;
     Ok(pool)
 }
 

@@ -988,6 +988,14 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
             .unwrap(),
         vec![5]
     );
+    // Migration 14 (left in place: it changes the webhooks table too) adds
+    // this column to 5's settings table, which the undo above dropped.
+    env.db
+        .batch_execute(
+            "ALTER TABLE plausible_webhooks_settings ADD COLUMN failing_after_failures integer NOT NULL DEFAULT 1",
+        )
+        .await
+        .unwrap();
     let err = env.db.query_one(insert, &[&wh]).await.unwrap_err();
     assert_eq!(
         err.as_db_error().and_then(|e| e.constraint()),

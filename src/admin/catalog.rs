@@ -137,6 +137,70 @@ fn digest_schema(custom: bool) -> Value {
     object(&required, &[])
 }
 
+fn nullable_string() -> Value {
+    json!({"type": ["string", "null"]})
+}
+fn nullable_time() -> Value {
+    json!({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]})
+}
+
+/// An operational event's `data`: which webhook it is about (as the SQL of
+/// sql/0014 writes it, `plausible_webhooks_about`), then its own keys.
+fn operational_schema(own: &[(&str, Value)]) -> Value {
+    let mut required = vec![
+        ("webhook_id", uuid()),
+        ("webhook_name", string()),
+        ("site_id", string()),
+        ("plausible_site_id", integer()),
+        ("url_host", string()),
+    ];
+    required.extend(own.iter().cloned());
+    object(&required, &[])
+}
+
+/// A sample of an operational event, as sql/0014 makes them (tests compare
+/// the keys with real ones).
+fn operational_sample(event_type: &str) -> Option<Value> {
+    let mut about = json!({
+        "webhook_id": "6f1c1c52-3bd5-4a8e-9f4e-2f0b9f2a8c11",
+        "webhook_name": "Slack alerts",
+        "site_id": "example.com",
+        "plausible_site_id": 1,
+        "url_host": "hooks.example.com",
+    });
+    let own = match event_type {
+        "webhook.failing" => json!({
+            "consecutive_failures": 1,
+            "failing_since": "2026-01-01T12:00:00Z",
+            "last_error": "HTTP 500",
+        }),
+        "webhook.disabled" => json!({
+            "reason": "20 consecutive deliveries failed since 2025-12-31 12:00:00+00",
+            "disabled_at": "2026-01-01T12:00:00Z",
+            "consecutive_failures": 20,
+            "failing_since": "2025-12-31T12:00:00Z",
+            "last_error": "HTTP 500",
+        }),
+        "webhook.recovered" => json!({
+            "failed_deliveries": 3,
+            "failing_since": "2026-01-01T11:00:00Z",
+            "recovered_at": "2026-01-01T12:00:00Z",
+        }),
+        "delivery.exhausted" => json!({
+            "delivery_id": "0b5e1f7c-8d2a-4c3e-b1a9-7e6d5c4b3a21",
+            "event_type": "goal_completion",
+            "attempts": 4,
+            "last_response_code": 500,
+            "last_error": "HTTP 500",
+            "created_at": "2026-01-01T11:00:00Z",
+        }),
+        _ => return None,
+    };
+    let obj = about.as_object_mut().expect("an object");
+    obj.extend(own.as_object().expect("an object").clone());
+    Some(about)
+}
+
 /// Every built-in event type, with examples made by the engine.
 pub fn catalog() -> Vec<EventTypeView> {
     let mut all = subscribable();
@@ -224,6 +288,55 @@ fn subscribable() -> Vec<EventTypeView> {
             sample("custom_event_digest").expect("a built-in type"),
         ),
         entry(
+            "webhook.failing",
+            "One of the site's webhooks: a streak of deliveries that failed for good reached [health] failing_after_failures (once per streak); its status is failing until it recovers or is disabled.",
+            "the daemon (to the operator endpoint and subscribed webhooks, never the one it is about)",
+            operational_schema(&[
+                ("consecutive_failures", integer()),
+                ("failing_since", time()),
+                ("last_error", nullable_string()),
+            ]),
+            sample("webhook.failing").expect("a built-in type"),
+        ),
+        entry(
+            "webhook.disabled",
+            "One of the site's webhooks was disabled: automatically after [health] disable_after_failures, by a 410 Gone, or by hand; why, when and the last error.",
+            "the daemon (to the operator endpoint and subscribed webhooks, never the one it is about)",
+            operational_schema(&[
+                ("reason", string()),
+                ("disabled_at", time()),
+                ("consecutive_failures", integer()),
+                ("failing_since", nullable_time()),
+                ("last_error", nullable_string()),
+            ]),
+            sample("webhook.disabled").expect("a built-in type"),
+        ),
+        entry(
+            "webhook.recovered",
+            "A webhook that was failing delivered again.",
+            "the daemon (to the operator endpoint and subscribed webhooks, never the one it is about)",
+            operational_schema(&[
+                ("failed_deliveries", integer()),
+                ("failing_since", nullable_time()),
+                ("recovered_at", time()),
+            ]),
+            sample("webhook.recovered").expect("a built-in type"),
+        ),
+        entry(
+            "delivery.exhausted",
+            "A delivery to one of the site's webhooks failed for good: every attempt of its retry schedule failed, or the receiver's answer was final.",
+            "the daemon (to the operator endpoint and subscribed webhooks, never the one it is about)",
+            operational_schema(&[
+                ("delivery_id", uuid()),
+                ("event_type", string()),
+                ("attempts", integer()),
+                ("last_response_code", json!({"type": ["integer", "null"]})),
+                ("last_error", nullable_string()),
+                ("created_at", time()),
+            ]),
+            sample("delivery.exhausted").expect("a built-in type"),
+        ),
+        entry(
             "visitor_spike",
             "Unique visitors over the window reached the threshold (it fires again once the count fell back below, and not within the cooldown).",
             "a visitor_spike trigger",
@@ -263,6 +376,9 @@ pub fn sample(event_type: &str) -> Option<Value> {
         "goal_completion" => goal_scanner::sample_payload(),
         "custom_event" | "goal_completion_digest" | "custom_event_digest" => {
             goal_scanner::sample_payload_of(event_type)?
+        }
+        "webhook.failing" | "webhook.disabled" | "webhook.recovered" | "delivery.exhausted" => {
+            operational_sample(event_type)?
         }
         "visitor_spike" => evaluator::sample_payload(ThresholdKind::Spike, EXAMPLE_PLAUSIBLE_URL),
         "traffic_drop" => evaluator::sample_payload(ThresholdKind::Drop, EXAMPLE_PLAUSIBLE_URL),
@@ -321,6 +437,10 @@ mod tests {
                 "goal_completion_digest",
                 "custom_event",
                 "custom_event_digest",
+                "webhook.failing",
+                "webhook.disabled",
+                "webhook.recovered",
+                "delivery.exhausted",
                 "visitor_spike",
                 "traffic_drop"
             ]
@@ -331,6 +451,10 @@ mod tests {
         let t = test_payload(&["visitor_spike".into()]);
         assert_eq!(t["samples"].as_object().unwrap().len(), 1);
         let t = test_payload(&["site.*".into()]);
-        assert_eq!(t["samples"].as_object().unwrap().len(), 6);
+        assert_eq!(t["samples"].as_object().unwrap().len(), 10);
+        assert_eq!(
+            subscribed_types(&["webhook.*".into()]),
+            ["webhook.failing", "webhook.disabled", "webhook.recovered"]
+        );
     }
 }

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "custom_events",
         include_str!("../../sql/0013_custom_events.sql"),
     ),
+    (
+        14,
+        "operational_events",
+        include_str!("../../sql/0014_operational_events.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, HealthConfig};
 
 /// Writes the limit when it differs; returns the previous value when it changed.
 const WRITE_SQL: &str = "
@@ -31,6 +31,62 @@ pub async fn apply(client: &tokio_postgres::Client, cfg: &DeliveryConfig) -> Res
             was = was.unwrap_or(0),
             "payload size limit in the database set from delivery.max_payload_bytes"
         );
+    }
+    Ok(())
+}
+
+/// Writes `failing_after_failures` when it differs.
+const FAILING_AFTER_SQL: &str = "
+UPDATE plausible_webhooks_settings SET failing_after_failures = $1, updated_at = now()
+WHERE failing_after_failures <> $1";
+
+/// The operator endpoint (`[health] operator_url`): the one webhook without
+/// a site, subscribed to every event it can get (operational events only:
+/// nothing else is published to a webhook without a site).
+const OPERATOR_SQL: &str = "
+INSERT INTO webhooks (site_id, operator, name, url, secret, events)
+VALUES (NULL, true, 'operator endpoint ([health] operator_url)', $1, $2, '{*}')
+ON CONFLICT (operator) WHERE operator DO UPDATE
+  SET url = EXCLUDED.url, secret = EXCLUDED.secret, enabled = true, deleted_at = NULL
+  WHERE webhooks.url <> EXCLUDED.url OR webhooks.secret <> EXCLUDED.secret
+     OR NOT webhooks.enabled OR webhooks.deleted_at IS NOT NULL";
+
+/// Without an operator endpoint configured, the row (if an earlier start
+/// wrote one) is switched off; it is kept for its delivery log.
+const NO_OPERATOR_SQL: &str = "
+UPDATE webhooks SET enabled = false, disabled_reason = 'no [health] operator_url configured'
+WHERE operator AND enabled";
+
+/// Makes the database follow `[health]`: the streak that makes a webhook
+/// `failing`, and the operator endpoint (after `migrate`, and at start).
+pub async fn apply_health(client: &tokio_postgres::Client, cfg: &HealthConfig) -> Result<()> {
+    let after =
+        i32::try_from(cfg.failing_after_failures).context("health.failing_after_failures")?;
+    client
+        .execute(FAILING_AFTER_SQL, &[&after])
+        .await
+        .context("writing health.failing_after_failures into plausible_webhooks_settings")?;
+    let url = cfg.operator_url.trim();
+    match (&cfg.operator_secret, url.is_empty()) {
+        (Some(secret), false) => {
+            if client
+                .execute(OPERATOR_SQL, &[&url, &secret.0])
+                .await
+                .context("writing the operator endpoint ([health] operator_url)")?
+                > 0
+            {
+                tracing::info!(
+                    operator_url = %url.split(['?', '#']).next().unwrap_or(url),
+                    "operational events go to the operator endpoint"
+                );
+            }
+        }
+        _ => {
+            client
+                .execute(NO_OPERATOR_SQL, &[])
+                .await
+                .context("switching off the operator endpoint")?;
+        }
     }
     Ok(())
 }

@@ -60,6 +60,8 @@ WITH r AS (
            -- Only deliveries actually attempted count against a webhook's health
            -- (not those refused unsent because it is disabled or deleted).
            count(*) FILTER (WHERE r.status = 'failed' AND r.attempted) AS failed,
+           (array_agg(r.error ORDER BY r.attempted_at DESC)
+              FILTER (WHERE r.status = 'failed' AND r.attempted))[1] AS last_error,
            max(r.disable_reason) AS gone
     FROM d JOIN r ON r.id = d.id
     WHERE r.status <> 'pending'
@@ -86,6 +88,7 @@ WITH r AS (
     UPDATE webhooks w SET
         consecutive_failures = CASE WHEN y.succeeded THEN 0 ELSE w.consecutive_failures + y.failed END,
         failing_since = CASE WHEN y.succeeded THEN NULL ELSE coalesce(w.failing_since, now()) END,
+        last_failure = CASE WHEN y.failed > 0 THEN coalesce(y.last_error, w.last_failure) ELSE w.last_failure END,
         enabled = w.enabled AND NOT y.disable,
         disabled_reason = CASE WHEN y.disable THEN y.reason ELSE w.disabled_reason END,
         disabled_at = CASE WHEN y.disable THEN now() ELSE w.disabled_at END

@@ -31,6 +31,8 @@ pub struct WebhookView {
     pub consecutive_failures: i32,
     #[serde(with = "time::serde::rfc3339::option")]
     pub failing_since: Option<OffsetDateTime>,
+    /// The last error of a delivery that failed for good.
+    pub last_failure: Option<String>,
     /// Names only: values often carry credentials.
     pub header_names: Vec<String>,
     /// None: the daemon's configured schedule.
@@ -92,19 +94,23 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "
     w.rate_limit_per_sec, w.max_concurrency,
     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
     w.deleted_at, w.inserted_at, w.updated_at,
-    (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events
+    (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events,
+    w.failing_noticed_at IS NOT NULL, w.last_failure
 FROM webhooks w JOIN sites s ON s.id = w.site_id";
 
 pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
     let enabled: bool = r.get(5);
     let failures: i32 = r.get(8);
     let deleted_at: Option<OffsetDateTime> = r.get(15);
+    // `failing` from the streak's notice (webhook.failing, at
+    // `[health] failing_after_failures`) until it recovers or is disabled.
+    let noticed: bool = r.get(20);
     let headers: Value = r.get(10);
     let status = if deleted_at.is_some() {
         "deleted"
     } else if !enabled {
         "disabled"
-    } else if failures > 0 {
+    } else if noticed {
         "failing"
     } else {
         "active"
@@ -134,6 +140,7 @@ pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
         updated_at: r.get(17),
         triggers: r.get(18),
         events: r.get(19),
+        last_failure: r.get(21),
     }
 }
 
