@@ -73,12 +73,29 @@ pub struct HttpResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
     pub kind: FailureKind,
+    /// Retrying cannot change it (the guard refused an address written in
+    /// the URL itself): the delivery fails at once.
+    pub lasting: bool,
     message: String,
 }
 
 impl SendError {
     fn new(kind: FailureKind, message: String) -> Self {
-        Self { kind, message }
+        Self {
+            kind,
+            lasting: false,
+            message,
+        }
+    }
+
+    /// The guard's refusal of an address the URL names itself (an IP, or a
+    /// name that always resolves to loopback): no later attempt can differ.
+    fn refused_for_good(why: super::guard::Refusal) -> Self {
+        let refused = RefusedAddress { host: None, why };
+        Self {
+            lasting: true,
+            ..Self::new(FailureKind::RefusedAddress, refused.to_string())
+        }
     }
 
     fn timeout(after: Duration) -> Self {
@@ -149,12 +166,16 @@ impl HttpClient {
     ) -> Result<HttpResponse, SendError> {
         if let Some(host) = uri.host() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-                self.guard.check(ip).map_err(|why| {
-                    let refused = RefusedAddress { host: None, why };
-                    SendError::new(FailureKind::RefusedAddress, refused.to_string())
-                })?;
-            }
+            // Names other than loopback ones pass here: the resolver judges
+            // their addresses.
+            let named = match bare.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(v4)) => url::Host::Ipv4(v4),
+                Ok(std::net::IpAddr::V6(v6)) => url::Host::Ipv6(v6),
+                Err(_) => url::Host::Domain(bare),
+            };
+            self.guard
+                .check_host(&named)
+                .map_err(SendError::refused_for_good)?;
         }
         let mut req = Request::builder()
             .method(Method::POST)

@@ -223,7 +223,11 @@ impl Worker {
                 }
             }
             Err(e) => Classified {
-                result: AttemptResult::Transport,
+                result: if e.lasting {
+                    AttemptResult::Lasting
+                } else {
+                    AttemptResult::Transport
+                },
                 status_code: None,
                 error: Some(log_text(&e.to_string())),
                 error_kind: Some(e.kind),
