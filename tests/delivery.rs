@@ -528,3 +528,58 @@ async fn a_self_signed_ca_certificate_on_the_receiver_is_refused_saying_how_to_m
         "{error}"
     );
 }
+
+/// A receiver that echoes the request's headers in its answer: the stored
+/// snippet holds none of the webhook's custom header values (whole, as a
+/// word of them, or cut at the log's limit), only the headers' names; other
+/// text stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_header_values_echoed_by_a_receiver_are_not_stored() {
+    const TOKEN: &str = "HDRSECRET-4f1d9c2b7a";
+    let env = Env::new().await;
+    let log_max = env.config().delivery.response_log_max_bytes;
+    let rx = env
+        .receiver(std::sync::Arc::new(move |r: &_| {
+            let r: &plausible_webhooks::testkit::receiver::Recorded = r;
+            let mut echo = String::from("you sent:\n");
+            for (k, v) in r.headers.iter() {
+                echo.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("")));
+            }
+            echo.push_str(&format!("token alone: {TOKEN}\n"));
+            // A copy straddling the log's limit: only its start would be kept.
+            let pad = log_max - echo.len() - 8;
+            echo.push_str(&".".repeat(pad));
+            echo.push_str(&format!("Bearer {TOKEN} and more"));
+            Reply::Full {
+                status: 500,
+                headers: vec![],
+                body: echo.into_bytes(),
+            }
+        }))
+        .await;
+    let wh = env
+        .webhook_with(
+            &rx.url("/"),
+            &format!(r#"{{"Authorization": "Bearer {TOKEN}", "X-Api-Key": "key-0123456789"}}"#),
+        )
+        .await;
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![];
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(wh, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let body: String = env
+        .db
+        .query_one("SELECT response_body FROM webhook_delivery_attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(body.starts_with("you sent:"), "{body}");
+    assert!(body.contains("[value of header authorization]"), "{body}");
+    assert!(body.contains("[value of header x-api-key]"), "{body}");
+    for secret in ["HDRSECRET", "4f1d9c2b", "key-0123456789", "HDRSEC"] {
+        assert!(!body.contains(secret), "{secret} stored: {body}");
+    }
+    assert!(body.len() <= log_max);
+}
