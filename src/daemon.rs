@@ -99,7 +99,10 @@ impl Daemon {
         }
 
         let wake = Arc::new(Notify::new());
-        let listener = Listener::new(ListenerConfig::from_config(&cfg), wake.clone())?;
+        let listener = Listener::new(
+            ListenerConfig::from_config(&cfg, Some(instance.clone())),
+            wake.clone(),
+        )?;
         let listener_up = listener.connected();
         let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
         let completer = Completer::new(pipeline.completer.clone(), pool.clone(), rx, wake.clone())?;
