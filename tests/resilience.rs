@@ -107,6 +107,13 @@ async fn kill_9_mid_batch_then_restart_delivers_everything_with_attempts_logged(
     let mut first = env.spawn_daemon(&[("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "32")]);
     rx.wait_for(40, T).await.unwrap();
     first.kill9();
+    // Its server sessions end once they notice: a claim already running
+    // commits first, and what is in flight is counted after that.
+    env.wait_until(
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        T,
+    )
+    .await;
     let in_flight = env
         .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering'")
         .await;
