@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use super::guard::{
     AddressGuard, DnsFailure, GuardedResolver, RefusedAddress, Resolve, SystemResolver,
 };
+use super::local::{is_shortage, DescriptorShortage};
 use super::retry::parse_retry_after;
 use crate::https::{tls_config, USER_AGENT_VALUE};
 use crate::queue::FailureKind;
@@ -281,6 +282,8 @@ struct Found {
     tls: bool,
     /// The peer's certificate is a CA's (webpki's CaUsedAsEndEntity).
     ca_as_leaf: bool,
+    /// This host had no file descriptor for the socket or the lookup.
+    local: bool,
     closed: bool,
     io: Vec<std::io::ErrorKind>,
 }
@@ -303,6 +306,7 @@ impl Found {
             self.refused.get_or_insert_with(|| r.to_string());
         }
         self.dns |= e.is::<DnsFailure>();
+        self.local |= e.is::<DescriptorShortage>();
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             self.tls = true;
             if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = t {
@@ -317,6 +321,7 @@ impl Found {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             self.io.push(io.kind());
+            self.local |= is_shortage(io);
             if let Some(inner) = io.get_ref() {
                 self.note(inner);
             }
@@ -327,7 +332,9 @@ impl Found {
     /// before it was sent (TCP connect or TLS handshake).
     fn kind(&self, connecting: bool) -> FailureKind {
         use std::io::ErrorKind as Io;
-        if self.dns {
+        if self.local {
+            FailureKind::LocalResources
+        } else if self.dns {
             FailureKind::Dns
         } else if self.tls {
             FailureKind::Tls

@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
 
+use super::local;
+
 pub const MAX_URL_LEN: usize = 2048;
 
 /// IANA's IPv4 and IPv6 special-purpose address registries (RFC 6890 and
@@ -309,6 +311,11 @@ impl tower_service::Service<Name> for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             let ips = inner.resolve(host.clone()).await.map_err(|e| {
+                if local::is_shortage(&e) || local::descriptors_exhausted() {
+                    return std::io::Error::other(local::DescriptorShortage {
+                        what: format!("resolving {host}"),
+                    });
+                }
                 std::io::Error::new(
                     e.kind(),
                     DnsFailure {

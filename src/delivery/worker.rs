@@ -19,6 +19,10 @@ use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
+/// How soon a delivery this host could not send (no file descriptor) is
+/// due again.
+pub const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
 /// During a secret rotation, the legacy signature made with the previous
 /// secret: the same grace `webhook-signature` gives with its second `v1,`.
@@ -85,6 +89,18 @@ impl Worker {
             .post(ready.uri, signed.headers, signed.body)
             .await;
         let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        if let Err(e) = &sent {
+            if e.kind == FailureKind::LocalResources {
+                let why = format!(
+                    "not sent: this host ran out of file descriptors ({e}); sent again in {} s, \
+                     no attempt counted (raise LimitNOFILE, or lower delivery.max_in_flight)",
+                    LOCAL_RETRY.as_secs()
+                );
+                tracing::warn!(webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
+                    attempt = job.attempt, error = %e, "delivery not sent: this host is out of file descriptors; it is sent again shortly, its attempt not counted");
+                return Completion::local(job, log_text(&why), LOCAL_RETRY);
+            }
+        }
         let answer = self.classify(&sent, ready.custom_headers);
         let verdict = self.policy.decide(
             job.attempt,
