@@ -1563,7 +1563,7 @@ async fn a_trigger_payload_over_the_limit_is_recorded_failed_and_stops_no_other(
     let k = Kit::new().await;
     let mut cfg = k.env.config();
     cfg.delivery.max_payload_bytes = plausible_webhooks::config::MIN_MAX_PAYLOAD_BYTES;
-    plausible_webhooks::db::settings::apply(&k.env.db, &cfg.delivery)
+    plausible_webhooks::db::settings::apply(&k.env.db, &cfg)
         .await
         .unwrap();
     let t = t0();

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0009_lean_hot_path.sql"),
     ),
     (10, "portal", include_str!("../../sql/0010_portal.sql")),
+    (
+        12,
+        "amplification_caps",
+        include_str!("../../sql/0012_amplification_caps.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

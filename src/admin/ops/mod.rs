@@ -11,6 +11,7 @@
 //! (`webhook_view` at the bottom, `webhooks` over `triggers`), never this one.
 
 mod deliveries;
+mod page;
 mod portal;
 mod sites;
 mod status;
@@ -20,6 +21,7 @@ mod webhook_view;
 mod webhooks;
 
 pub use deliveries::*;
+pub use page::{PAGE_DEFAULT, PAGE_MAX};
 pub use portal::*;
 pub use sites::*;
 pub use status::*;
