@@ -258,13 +258,13 @@ fn dispatch(
     tracker: TaskTracker,
     abort: CancellationToken,
 ) -> Dispatch {
-    Arc::new(move |job, permit| {
+    Arc::new(move |mut job: crate::queue::Claimed, permit| {
         let worker = worker.clone();
         let tx = tx.clone();
         let abort = abort.clone();
         tracker.spawn(async move {
             tokio::select! {
-                c = worker.deliver(&job) => {
+                c = worker.deliver(&mut job) => {
                     let (outcome, attempt) = c.metric();
                     crate::metrics::delivery_completed(&job.event_type, outcome, attempt);
                     let _ = tx.send((c, Some(permit))).await;
@@ -300,6 +300,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .context("installing the SIGTERM handler")?;
     let admin_addr = cfg.admin.listen_addr()?;
     let open_files = raise_open_files_limit();
+    give_large_buffers_back();
     // Fails unless the schema is current: READY=1 is never sent before that.
     let daemon = Daemon::start(cfg.clone(), StartOptions::default()).await?;
     let admin = match admin_addr {
@@ -378,6 +379,25 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Buffers at least this large are mapped on their own and unmapped when
+/// freed (glibc's malloc).
+pub const MMAP_THRESHOLD: i32 = 256 * 1024;
+
+/// Makes the memory of large payloads go back to the system once their
+/// deliveries end: glibc raises its mmap threshold after each large buffer
+/// it frees (up to 32 MiB), after which such buffers come from the heap and
+/// stay with the process (60 payloads of 10 MB left 200 MiB resident). A
+/// fixed threshold keeps them mapped apart; small allocations, the many,
+/// are not affected.
+pub fn give_large_buffers_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 * MMAP_THRESHOLD);
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit (the

@@ -583,3 +583,80 @@ async fn custom_header_values_echoed_by_a_receiver_are_not_stored() {
     }
     assert!(body.len() <= log_max);
 }
+
+/// Resident memory of the daemon process, in KiB (`VmRSS`, or `VmHWM`: its peak).
+fn memory_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Payloads of 10 MB at the largest payload limit (16 MiB, bytes in flight
+/// at its default 32 MiB): the daemon's peak stays within about twice the
+/// bytes in flight (a payload and its signed body), and once they are sent
+/// the memory goes back to the system (60 of them left it at 200 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_bound_the_peak_and_give_the_memory_back() {
+    const IN_FLIGHT_KIB: u64 = 32 * 1024;
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let daemon = env.spawn_daemon(&[
+        (
+            "PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_PAYLOAD_BYTES",
+            "16777216",
+        ),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "20000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "30"),
+    ]);
+    let pid = daemon.child.id();
+    env.wait_until(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'plausible-webhooks-listener'",
+        T,
+    )
+    .await;
+    let base = memory_kib(pid, "VmRSS");
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+             SELECT $1, 'goal_completion', jsonb_build_object('blob', repeat('x', 10000000))
+             FROM generate_series(1, 24)",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    env.wait_until(
+        "SELECT count(*) = 24 FROM webhook_deliveries WHERE status = 'success'",
+        Duration::from_secs(120),
+    )
+    .await;
+    let peak = memory_kib(pid, "VmHWM");
+    assert!(
+        peak <= base + 3 * IN_FLIGHT_KIB,
+        "peak {} MiB from {} MiB at rest, bytes in flight at most {} MiB",
+        peak / 1024,
+        base / 1024,
+        IN_FLIGHT_KIB / 1024
+    );
+    // Given back: resident memory falls to near where it started.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = memory_kib(pid, "VmRSS");
+        if now <= base + 16 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} MiB resident after the payloads were sent ({} MiB at rest, peak {} MiB)",
+            now / 1024,
+            base / 1024,
+            peak / 1024
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rx.count(), 24);
+}

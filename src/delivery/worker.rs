@@ -76,13 +76,17 @@ struct Classified {
 }
 
 impl Worker {
-    pub async fn deliver(&self, job: &Claimed) -> Completion {
+    /// Sends `job`; its payload is taken (freed once the body is built, so
+    /// a large one is not held twice while its request is in flight).
+    pub async fn deliver(&self, job: &mut Claimed) -> Completion {
+        let payload = std::mem::take(&mut job.payload);
+        let job = &*job;
         let ready = match self.gate(job) {
             Ok(ready) => ready,
             Err(Held::NotSent(why)) => return not_sent(job, why),
             Err(Held::Deferred) => return Completion::deferred(job),
         };
-        let signed = self.sign(job, ready.custom_headers);
+        let signed = self.sign(job, payload, ready.custom_headers);
         let started = Instant::now();
         let sent = self
             .client
@@ -165,7 +169,7 @@ impl Worker {
     }
 
     /// The body and its signatures, with the webhook's own headers.
-    fn sign(&self, job: &Claimed, custom_headers: &HeaderMap) -> Signed {
+    fn sign(&self, job: &Claimed, payload: String, custom_headers: &HeaderMap) -> Signed {
         let wh = &job.webhook;
         let id = job.id.to_string();
         let body = Bytes::from(envelope(
@@ -173,7 +177,7 @@ impl Worker {
             &job.event_type,
             &wh.site_domain,
             job.inserted_at,
-            &job.payload,
+            &payload,
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();

@@ -214,11 +214,11 @@ impl Admin {
         let mut info = cols.webhook(&row).context(read)?;
         info.enabled = true; // tested on purpose, even while disabled
         info.retry_schedule = Some(Vec::new()); // one attempt: the result is seen now
-        let job = cols
+        let mut job = cols
             .claimed(&row, Arc::new(info), lease_deadline)
             .context(read)?;
         drop(client);
-        let outcome = sender.worker.deliver(&job).await;
+        let outcome = sender.worker.deliver(&mut job).await;
 
         // Recorded by the completer, as the daemon records outcomes (attempt log, health).
         let (tx, rx) = completer::channel(1);
