@@ -285,6 +285,81 @@ async fn a_stalled_head_or_body_is_cut_off() {
     tokio::join!(head, body);
 }
 
+/// Sends `head`, then `trickle` a byte every 500 ms, and reads until the
+/// server closes the connection (or `limit` passes); the answer's text and
+/// how long it took.
+async fn trickled(addr: &str, head: &str, trickle: &str, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    w.write_all(head.as_bytes()).await.unwrap();
+    let bytes = trickle.as_bytes().to_vec();
+    let writer = tokio::spawn(async move {
+        for b in bytes.iter().cycle() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if w.write_all(&[*b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, r.read_to_end(&mut out)).await;
+    writer.abort();
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A head or a body sent a byte at a time (never stalling for long) is cut
+/// off all the same: the timeouts bound the whole head and the whole body,
+/// not the pause between two reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_head_or_body_is_cut_off() {
+    use plausible_webhooks::admin::body::BODY_READ_TIMEOUT;
+    use plausible_webhooks::admin::http::HEADER_READ_TIMEOUT;
+    let l = Listener::start().await;
+    let head = async {
+        let (text, took) =
+            trickled(&l.addr, "GET /healthz HTTP/1.1\r\n", "X-Slow: aaaa\r\n", T).await;
+        assert!(!text.contains("200 OK"), "{text}");
+        assert!(
+            took >= HEADER_READ_TIMEOUT && took < HEADER_READ_TIMEOUT + Duration::from_secs(10),
+            "a trickled head was closed after {took:?}"
+        );
+    };
+    let body = async {
+        let (text, took) = trickled(
+            &l.addr,
+            &format!("POST /api/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR}\r\nContent-Length: 100000\r\n\r\n{{\"name\": \""),
+            "a",
+            T,
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            took >= BODY_READ_TIMEOUT && took < BODY_READ_TIMEOUT + Duration::from_secs(10),
+            "a trickled body was answered after {took:?}"
+        );
+    };
+    tokio::join!(head, body);
+}
+
+/// The `Authorization` scheme's name is case-insensitive (RFC 9110
+/// §11.1): `BEARER` and `bEaReR` are `Bearer`; another scheme is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_read_in_any_case() {
+    use common::http::request_with_header;
+    let l = Listener::start().await;
+    let url = format!("http://{}/api/webhooks", l.addr);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let a = request_with_header(&url, ("authorization", &format!("{scheme} {OPERATOR}"))).await;
+        assert_eq!(a.status, 200, "{scheme}: {}", a.text);
+    }
+    let a = request_with_header(&url, ("authorization", &format!("Basic {OPERATOR}"))).await;
+    assert_eq!(a.status, 401, "{}", a.text);
+}
+
 /// Many clients that open a connection and send nothing take at most the
 /// listener's cap of descriptors, and once their heads time out the
 /// listener answers again.
