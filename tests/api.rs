@@ -1420,3 +1420,53 @@ async fn the_cli_json_and_the_api_print_the_same_bodies() {
         2
     );
 }
+
+/// A viewer reads a webhook's receiver by its host only, in the list and
+/// alone (a path or query often holds a credential: a Slack-style
+/// `/services/…/secret`); who may manage the webhook reads it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_the_receivers_host_only() {
+    let api = Api::start().await;
+    let db = &api.env.db;
+    let team = team_of(db, api.env.site_id).await;
+    let (viewer, viewer_key) = user_with_key(db, "viewer@example.com", None).await;
+    member(db, viewer, team, "viewer").await;
+    let (editor, editor_key) = user_with_key(db, "editor@example.com", None).await;
+    member(db, editor, team, "editor").await;
+    let url =
+        "https://hooks.example.net:8443/services/T000/B000/secret-path-token?sig=secret-query";
+    let c = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site_id": "example.com", "name": "w", "url": url})),
+        )
+        .await;
+    expect(&c, 201, None);
+    let id = c.json()["webhook"]["id"].as_str().unwrap().to_string();
+    for (key, seen) in [
+        (&viewer_key, "https://hooks.example.net:8443/…"),
+        (&editor_key, url),
+    ] {
+        let one = api
+            .call("GET", &format!("/api/webhooks/{id}"), Some(key), None)
+            .await;
+        expect(&one, 200, None);
+        assert_eq!(one.json()["webhook"]["url"], seen, "{}", one.text);
+        let list = api
+            .call("GET", "/api/webhooks?site_id=example.com", Some(key), None)
+            .await;
+        expect(&list, 200, None);
+        assert_eq!(list.json()["webhooks"][0]["url"], seen, "{}", list.text);
+        if seen != url {
+            assert!(
+                [&one.text, &list.text]
+                    .iter()
+                    .all(|t| !t.contains("secret-path-token") && !t.contains("secret-query")),
+                "{}\n{}",
+                one.text,
+                list.text
+            );
+        }
+    }
+}
