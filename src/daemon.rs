@@ -245,7 +245,7 @@ async fn open_database(cfg: &Config) -> Result<Pool> {
         "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
     })?;
     db::migrate::ensure_current(&client).await?;
-    db::settings::apply(&client, &cfg).await?;
+    db::settings::apply(&client, cfg).await?;
     Ok(pool)
 }
 
