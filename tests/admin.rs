@@ -395,7 +395,7 @@ async fn list_shows_a_sites_webhooks_as_a_table_or_as_json() {
     );
     assert_eq!(
         json(&env, &["list", "--site", "other.example"]).await,
-        serde_json::json!({"webhooks": []})
+        serde_json::json!({"webhooks": [], "next_cursor": null})
     );
 }
 
