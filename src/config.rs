@@ -184,6 +184,7 @@ pub struct Config {
     pub triggers: TriggersConfig,
     pub plausible: PlausibleConfig,
     pub web: WebConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,6 +455,36 @@ impl Default for RetentionConfig {
             days: DEFAULT_RETENTION_DAYS,
             prune_interval_secs: DEFAULT_PRUNE_INTERVAL_SECS,
             prune_batch: DEFAULT_PRUNE_BATCH,
+        }
+    }
+}
+
+/// Caps on what one site can set up, against amplification (a site with
+/// 10,000 webhooks, a webhook with 1,000 triggers, one event fanned out to
+/// 10,000 deliveries). The database enforces them on every writer (migration
+/// 12); the daemon writes these values into it at `migrate` and at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Webhooks a site may have (deleted ones, still restorable, apart).
+    pub max_webhooks_per_site: u32,
+    /// Triggers a webhook may have.
+    pub max_triggers_per_webhook: u32,
+    /// Deliveries one `webhook_enqueue` call may make.
+    pub max_enqueue_deliveries: u32,
+}
+pub const DEFAULT_MAX_WEBHOOKS_PER_SITE: u32 = 100;
+pub const DEFAULT_MAX_TRIGGERS_PER_WEBHOOK: u32 = 20;
+pub const DEFAULT_MAX_ENQUEUE_DELIVERIES: u32 = 100;
+/// The largest any cap may be set to (the database's CHECK says the same).
+pub const MAX_LIMIT: u32 = 1_000_000;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_webhooks_per_site: DEFAULT_MAX_WEBHOOKS_PER_SITE,
+            max_triggers_per_webhook: DEFAULT_MAX_TRIGGERS_PER_WEBHOOK,
+            max_enqueue_deliveries: DEFAULT_MAX_ENQUEUE_DELIVERIES,
         }
     }
 }
@@ -934,6 +965,7 @@ impl Config {
         self.check_plausible()?;
         self.check_retention()?;
         self.check_health()?;
+        self.check_limits()?;
         self.check_web()
     }
 
@@ -970,6 +1002,23 @@ impl Config {
             )),
             Some(_) => Ok(()),
         }
+    }
+
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_webhooks_per_site", l.max_webhooks_per_site),
+            (
+                "limits.max_triggers_per_webhook",
+                l.max_triggers_per_webhook,
+            ),
+            ("limits.max_enqueue_deliveries", l.max_enqueue_deliveries),
+        ] {
+            if !(1..=MAX_LIMIT).contains(&v) {
+                return Err(bad(key, format!("must be between 1 and {MAX_LIMIT}")));
+            }
+        }
+        Ok(())
     }
 
     fn check_database(&self) -> Result<(), ConfigError> {

@@ -99,7 +99,10 @@ impl Daemon {
         }
 
         let wake = Arc::new(Notify::new());
-        let listener = Listener::new(ListenerConfig::from_config(&cfg), wake.clone())?;
+        let listener = Listener::new(
+            ListenerConfig::from_config(&cfg, Some(instance.clone())),
+            wake.clone(),
+        )?;
         let listener_up = listener.connected();
         let (tx, rx) = completer::channel(cfg.delivery.max_in_flight);
         let completer = Completer::new(pipeline.completer.clone(), pool.clone(), rx, wake.clone())?;
@@ -242,7 +245,7 @@ async fn open_database(cfg: &Config) -> Result<Pool> {
         "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
     })?;
     db::migrate::ensure_current(&client).await?;
-    db::settings::apply(&client, &cfg.delivery).await?;
+    db::settings::apply(&client, cfg).await?;
     db::settings::apply_health(&client, &cfg.health).await?;
     Ok(pool)
 }
@@ -256,13 +259,13 @@ fn dispatch(
     tracker: TaskTracker,
     abort: CancellationToken,
 ) -> Dispatch {
-    Arc::new(move |job, permit| {
+    Arc::new(move |mut job: crate::queue::Claimed, permit| {
         let worker = worker.clone();
         let tx = tx.clone();
         let abort = abort.clone();
         tracker.spawn(async move {
             tokio::select! {
-                c = worker.deliver(&job) => {
+                c = worker.deliver(&mut job) => {
                     let (outcome, attempt) = c.metric();
                     crate::metrics::delivery_completed(&job.event_type, outcome, attempt);
                     let _ = tx.send((c, Some(permit))).await;
@@ -297,6 +300,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let admin_addr = cfg.admin.listen_addr()?;
+    let open_files = raise_open_files_limit();
+    give_large_buffers_back();
     // Fails unless the schema is current: READY=1 is never sent before that.
     let daemon = Daemon::start(cfg.clone(), StartOptions::default()).await?;
     let admin = match admin_addr {
@@ -311,7 +316,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                 };
                 AdminState::new(db::pool(&cfg.database.url, ADMIN_POOL_SIZE)?, handed, &cfg)
             };
-            match async { AdminServer::start(addr, state.await?).await }.await {
+            let cap = admin_connection_cap(&cfg, open_files);
+            match async { AdminServer::start(addr, state.await?, cap).await }.await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     daemon.shutdown().await?;
@@ -374,6 +380,82 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Buffers at least this large are mapped on their own and unmapped when
+/// freed (glibc's malloc).
+pub const MMAP_THRESHOLD: i32 = 256 * 1024;
+
+/// Makes the memory of large payloads go back to the system once their
+/// deliveries end: glibc raises its mmap threshold after each large buffer
+/// it frees (up to 32 MiB), after which such buffers come from the heap and
+/// stay with the process (60 payloads of 10 MB left 200 MiB resident). A
+/// fixed threshold keeps them mapped apart; small allocations, the many,
+/// are not affected.
+pub fn give_large_buffers_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 * MMAP_THRESHOLD);
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (the
+/// soft one is often 1024, the hard one far more), so clients of the admin
+/// listener cannot leave deliveries and the database without descriptors.
+/// Returns the limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    let before = lim.rlim_cur;
+    // RLIM_INFINITY is refused for this resource: the kernel's own ceiling then.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(1 << 20);
+    let want = lim.rlim_max.min(ceiling);
+    if want > before {
+        lim.rlim_cur = want;
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit
+        // up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::info!(
+                from = before,
+                to = want,
+                "open files limit raised to the hard limit"
+            );
+            return want;
+        }
+    }
+    before
+}
+
+/// The admin listener's connection cap: what the open files limit leaves
+/// after the descriptors kept for deliveries (a socket per delivery in
+/// flight and as many for idle keep-alive and DNS) and the database (both
+/// pools, LISTEN) and a margin (logs, the listener itself, ClickHouse).
+fn admin_connection_cap(cfg: &Config, open_files: u64) -> usize {
+    let reserved = 2 * cfg.delivery.max_in_flight as u64
+        + cfg.database.pool_size as u64
+        + ADMIN_POOL_SIZE as u64
+        + 64;
+    let cap = crate::admin::http::connection_cap(open_files, reserved);
+    if cap < crate::admin::http::MAX_CONNECTIONS {
+        tracing::warn!(
+            open_files,
+            reserved,
+            admin_connections = cap,
+            "the open files limit leaves the admin listener {cap} connections (deliveries and the database keep {reserved}); raise LimitNOFILE for more"
+        );
+    }
+    cap
 }
 
 /// Watches a service task: if it panics, `failed` is cancelled so the process

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             Command::Migrate => {
                 let mut client = db::connect(&cfg.database.url).await?;
                 let applied = db::migrate::migrate(&mut client).await?;
-                db::settings::apply(&client, &cfg.delivery).await?;
+                db::settings::apply(&client, &cfg).await?;
                 db::settings::apply_health(&client, &cfg.health).await?;
                 if applied.is_empty() {
                     println!(

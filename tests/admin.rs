@@ -395,7 +395,7 @@ async fn list_shows_a_sites_webhooks_as_a_table_or_as_json() {
     );
     assert_eq!(
         json(&env, &["list", "--site", "other.example"]).await,
-        serde_json::json!({"webhooks": []})
+        serde_json::json!({"webhooks": [], "next_cursor": null})
     );
 }
 
@@ -1506,8 +1506,8 @@ async fn auto_disable_waits_until_the_failures_span_the_configured_time() {
 /// validation error (422 in the API, exit 1 in the CLI), with the database's
 /// own words: the size, the limit and what to do. Other refusals do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_payload_refusal_is_a_validation_error() {
-    use plausible_webhooks::admin::validate::{payload_refusal, Rule};
+async fn an_oversized_limit_refusal_is_a_validation_error() {
+    use plausible_webhooks::admin::validate::{limit_refusal, Rule};
     let env = Env::new().await;
     let wh = env.webhook("https://example.com/hook").await;
     let err = env
@@ -1519,7 +1519,7 @@ async fn an_oversized_payload_refusal_is_a_validation_error() {
         )
         .await
         .unwrap_err();
-    let i = payload_refusal(&err).expect("recognised as the payload limit");
+    let i = limit_refusal(&err).expect("recognised as the payload limit");
     assert_eq!(
         (i.field.as_str(), i.rule, i.rule.code()),
         ("payload", Rule::TooLarge, "too_large")
@@ -1535,7 +1535,7 @@ async fn an_oversized_payload_refusal_is_a_validation_error() {
         )
         .await
         .unwrap_err();
-    assert!(payload_refusal(&other).is_none(), "{other}");
+    assert!(limit_refusal(&other).is_none(), "{other}");
 }
 
 /// A secret without `whsec_` works, but Standard Webhooks libraries refuse it

@@ -1467,6 +1467,13 @@ async fn a_published_event_reaches_exactly_the_subscribed_webhooks() {
         json!(["goal_completion"]),
         "its trigger subscribed it"
     );
+    // Deleted first: the disable then tells `all` (webhook.disabled, an
+    // operational event its `*` takes), not the deleted one.
+    expect(
+        &api.op("DELETE", &paths["deleted"].1, None).await,
+        200,
+        None,
+    );
     let a = api
         .op(
             "PATCH",
@@ -1475,11 +1482,6 @@ async fn a_published_event_reaches_exactly_the_subscribed_webhooks() {
         )
         .await;
     expect(&a, 200, None);
-    expect(
-        &api.op("DELETE", &paths["deleted"].1, None).await,
-        200,
-        None,
-    );
 
     let publish = |ty: &'static str, key: Option<&'static str>, site: i64| {
         let db = &api.env.db;
@@ -1541,10 +1543,10 @@ async fn a_published_event_reaches_exactly_the_subscribed_webhooks() {
         "{e}"
     );
     assert!(e.hint().unwrap().contains("dot-separated words"), "{e}");
-    let seen = rx.wait_for(9, T).await.unwrap();
+    let seen = rx.wait_for(10, T).await.unwrap();
     api.env
         .wait_until(
-            "SELECT count(*) = 9 FROM webhook_deliveries WHERE status = 'success'",
+            "SELECT count(*) = 10 FROM webhook_deliveries WHERE status = 'success'",
             T,
         )
         .await;
@@ -1560,6 +1562,7 @@ async fn a_published_event_reaches_exactly_the_subscribed_webhooks() {
             "/all site.created",
             "/all site.tracking_stopped",
             "/all sites.created",
+            "/all webhook.disabled",
             "/elsewhere site.created",
             "/exact site.tracking_stopped",
             "/goals goal_completion",
@@ -1782,4 +1785,54 @@ async fn a_custom_event_trigger_is_added_with_props_and_a_mode_and_refused_by_ru
         4,
         "the order's goal trigger and the three above"
     );
+}
+
+/// A viewer reads a webhook's receiver by its host only, in the list and
+/// alone (a path or query often holds a credential: a Slack-style
+/// `/services/…/secret`); who may manage the webhook reads it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_the_receivers_host_only() {
+    let api = Api::start().await;
+    let db = &api.env.db;
+    let team = team_of(db, api.env.site_id).await;
+    let (viewer, viewer_key) = user_with_key(db, "viewer@example.com", None).await;
+    member(db, viewer, team, "viewer").await;
+    let (editor, editor_key) = user_with_key(db, "editor@example.com", None).await;
+    member(db, editor, team, "editor").await;
+    let url =
+        "https://hooks.example.net:8443/services/T000/B000/secret-path-token?sig=secret-query";
+    let c = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({"site_id": "example.com", "name": "w", "url": url})),
+        )
+        .await;
+    expect(&c, 201, None);
+    let id = c.json()["webhook"]["id"].as_str().unwrap().to_string();
+    for (key, seen) in [
+        (&viewer_key, "https://hooks.example.net:8443/…"),
+        (&editor_key, url),
+    ] {
+        let one = api
+            .call("GET", &format!("/api/webhooks/{id}"), Some(key), None)
+            .await;
+        expect(&one, 200, None);
+        assert_eq!(one.json()["webhook"]["url"], seen, "{}", one.text);
+        let list = api
+            .call("GET", "/api/webhooks?site_id=example.com", Some(key), None)
+            .await;
+        expect(&list, 200, None);
+        assert_eq!(list.json()["webhooks"][0]["url"], seen, "{}", list.text);
+        if seen != url {
+            assert!(
+                [&one.text, &list.text]
+                    .iter()
+                    .all(|t| !t.contains("secret-path-token") && !t.contains("secret-query")),
+                "{}\n{}",
+                one.text,
+                list.text
+            );
+        }
+    }
 }

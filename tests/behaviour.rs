@@ -966,10 +966,16 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
     let env = Env::new().await;
     let rx = env.receiver(always(200)).await;
     let wh = env.webhook(&rx.url("/")).await;
-    // The schema as migration 3 left it.
+    // The schema as migration 3 left it: without migration 5, nor 12,
+    // which adds its caps to 5's settings table.
     env.db
         .batch_execute(
-            "DROP TRIGGER webhook_deliveries_payload_size ON webhook_deliveries;
+            "DROP TRIGGER webhooks_per_site_limit ON webhooks;
+             DROP FUNCTION plausible_webhooks_webhooks_per_site_check();
+             DROP TRIGGER webhook_triggers_per_webhook_limit ON webhook_triggers;
+             DROP FUNCTION plausible_webhooks_triggers_per_webhook_check();
+             DELETE FROM plausible_webhooks_schema_migrations WHERE version = 12;
+             DROP TRIGGER webhook_deliveries_payload_size ON webhook_deliveries;
              DROP FUNCTION plausible_webhooks_payload_size_check();
              DROP FUNCTION plausible_webhooks_max_payload_bytes();
              DROP TABLE plausible_webhooks_settings;
@@ -986,7 +992,7 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
         plausible_webhooks::db::migrate::migrate(&mut c)
             .await
             .unwrap(),
-        vec![5]
+        vec![5, 12]
     );
     // Migration 14 (left in place: it changes the webhooks table too) adds
     // this column to 5's settings table, which the undo above dropped.

@@ -528,3 +528,135 @@ async fn a_self_signed_ca_certificate_on_the_receiver_is_refused_saying_how_to_m
         "{error}"
     );
 }
+
+/// A receiver that echoes the request's headers in its answer: the stored
+/// snippet holds none of the webhook's custom header values (whole, as a
+/// word of them, or cut at the log's limit), only the headers' names; other
+/// text stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_header_values_echoed_by_a_receiver_are_not_stored() {
+    const TOKEN: &str = "HDRSECRET-4f1d9c2b7a";
+    let env = Env::new().await;
+    let log_max = env.config().delivery.response_log_max_bytes;
+    let rx = env
+        .receiver(std::sync::Arc::new(move |r: &_| {
+            let r: &plausible_webhooks::testkit::receiver::Recorded = r;
+            let mut echo = String::from("you sent:\n");
+            for (k, v) in r.headers.iter() {
+                echo.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("")));
+            }
+            echo.push_str(&format!("token alone: {TOKEN}\n"));
+            // A copy straddling the log's limit: only its start would be kept.
+            let pad = log_max - echo.len() - 8;
+            echo.push_str(&".".repeat(pad));
+            echo.push_str(&format!("Bearer {TOKEN} and more"));
+            Reply::Full {
+                status: 500,
+                headers: vec![],
+                body: echo.into_bytes(),
+            }
+        }))
+        .await;
+    let wh = env
+        .webhook_with(
+            &rx.url("/"),
+            &format!(r#"{{"Authorization": "Bearer {TOKEN}", "X-Api-Key": "key-0123456789"}}"#),
+        )
+        .await;
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![];
+    let daemon = env.daemon(cfg).await;
+    env.enqueue(wh, 1).await;
+    env.wait_all_final(T).await;
+    daemon.shutdown().await.unwrap();
+    let body: String = env
+        .db
+        .query_one("SELECT response_body FROM webhook_delivery_attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(body.starts_with("you sent:"), "{body}");
+    assert!(body.contains("[value of header authorization]"), "{body}");
+    assert!(body.contains("[value of header x-api-key]"), "{body}");
+    for secret in ["HDRSECRET", "4f1d9c2b", "key-0123456789", "HDRSEC"] {
+        assert!(!body.contains(secret), "{secret} stored: {body}");
+    }
+    assert!(body.len() <= log_max);
+}
+
+/// Resident memory of the daemon process, in KiB (`VmRSS`, or `VmHWM`: its peak).
+fn memory_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Payloads of 10 MB at the largest payload limit (16 MiB, bytes in flight
+/// at its default 32 MiB): the daemon's peak stays within about twice the
+/// bytes in flight (a payload and its signed body), and once they are sent
+/// the memory goes back to the system (60 of them left it at 200 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_bound_the_peak_and_give_the_memory_back() {
+    const IN_FLIGHT_KIB: u64 = 32 * 1024;
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let daemon = env.spawn_daemon(&[
+        (
+            "PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_PAYLOAD_BYTES",
+            "16777216",
+        ),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "20000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "30"),
+    ]);
+    let pid = daemon.child.id();
+    env.wait_until(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'plausible-webhooks-listener'",
+        T,
+    )
+    .await;
+    let base = memory_kib(pid, "VmRSS");
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+             SELECT $1, 'goal_completion', jsonb_build_object('blob', repeat('x', 10000000))
+             FROM generate_series(1, 24)",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    env.wait_until(
+        "SELECT count(*) = 24 FROM webhook_deliveries WHERE status = 'success'",
+        Duration::from_secs(120),
+    )
+    .await;
+    let peak = memory_kib(pid, "VmHWM");
+    assert!(
+        peak <= base + 3 * IN_FLIGHT_KIB,
+        "peak {} MiB from {} MiB at rest, bytes in flight at most {} MiB",
+        peak / 1024,
+        base / 1024,
+        IN_FLIGHT_KIB / 1024
+    );
+    // Given back: resident memory falls to near where it started.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = memory_kib(pid, "VmRSS");
+        if now <= base + 16 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} MiB resident after the payloads were sent ({} MiB at rest, peak {} MiB)",
+            now / 1024,
+            base / 1024,
+            peak / 1024
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rx.count(), 24);
+}

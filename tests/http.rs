@@ -286,6 +286,81 @@ async fn a_stalled_head_or_body_is_cut_off() {
     tokio::join!(head, body);
 }
 
+/// Sends `head`, then `trickle` a byte every 500 ms, and reads until the
+/// server closes the connection (or `limit` passes); the answer's text and
+/// how long it took.
+async fn trickled(addr: &str, head: &str, trickle: &str, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    w.write_all(head.as_bytes()).await.unwrap();
+    let bytes = trickle.as_bytes().to_vec();
+    let writer = tokio::spawn(async move {
+        for b in bytes.iter().cycle() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if w.write_all(&[*b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, r.read_to_end(&mut out)).await;
+    writer.abort();
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A head or a body sent a byte at a time (never stalling for long) is cut
+/// off all the same: the timeouts bound the whole head and the whole body,
+/// not the pause between two reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_head_or_body_is_cut_off() {
+    use plausible_webhooks::admin::body::BODY_READ_TIMEOUT;
+    use plausible_webhooks::admin::http::HEADER_READ_TIMEOUT;
+    let l = Listener::start().await;
+    let head = async {
+        let (text, took) =
+            trickled(&l.addr, "GET /healthz HTTP/1.1\r\n", "X-Slow: aaaa\r\n", T).await;
+        assert!(!text.contains("200 OK"), "{text}");
+        assert!(
+            took >= HEADER_READ_TIMEOUT && took < HEADER_READ_TIMEOUT + Duration::from_secs(10),
+            "a trickled head was closed after {took:?}"
+        );
+    };
+    let body = async {
+        let (text, took) = trickled(
+            &l.addr,
+            &format!("POST /api/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR}\r\nContent-Length: 100000\r\n\r\n{{\"name\": \""),
+            "a",
+            T,
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            took >= BODY_READ_TIMEOUT && took < BODY_READ_TIMEOUT + Duration::from_secs(10),
+            "a trickled body was answered after {took:?}"
+        );
+    };
+    tokio::join!(head, body);
+}
+
+/// The `Authorization` scheme's name is case-insensitive (RFC 9110
+/// §11.1): `BEARER` and `bEaReR` are `Bearer`; another scheme is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_read_in_any_case() {
+    use common::http::request_with_header;
+    let l = Listener::start().await;
+    let url = format!("http://{}/api/webhooks", l.addr);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let a = request_with_header(&url, ("authorization", &format!("{scheme} {OPERATOR}"))).await;
+        assert_eq!(a.status, 200, "{scheme}: {}", a.text);
+    }
+    let a = request_with_header(&url, ("authorization", &format!("Basic {OPERATOR}"))).await;
+    assert_eq!(a.status, 401, "{}", a.text);
+}
+
 /// Many clients that open a connection and send nothing take at most the
 /// listener's cap of descriptors, and once their heads time out the
 /// listener answers again.
@@ -322,4 +397,159 @@ async fn idle_connections_are_capped() {
     let a = request("GET", &format!("http://{}/healthz", l.addr), None, None).await;
     assert_eq!(a.map(|a| a.status), Ok(200));
     drop(held);
+}
+
+/// The issue's probe in a box of 300 descriptors: 1,100 clients announce a
+/// body of 1,000,000 bytes and never send it, while 300 deliveries are due.
+/// The listener's cap leaves room for deliveries and the database (the
+/// limit is too low to be raised: soft and hard are alike), so every
+/// delivery succeeds at its first attempt; any that met a descriptor
+/// shortage was retried without counting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_holding_the_listener_leave_deliveries_their_descriptors() {
+    use plausible_webhooks::testkit::receiver::Reply;
+    let env = Env::new().await;
+    let rx = env
+        .receiver(std::sync::Arc::new(|_: &_| {
+            Reply::Delayed(Duration::from_millis(200), 200)
+        }))
+        .await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
+    let daemon = env.spawn_daemon_limited(
+        &[
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", addr.as_str()),
+            ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "64"),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "4000"),
+            ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "10"),
+        ],
+        300,
+    );
+    wait_status(&format!("http://{addr}/readyz"), 200, T).await;
+    let head = format!(
+        "POST /api/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    // At once, as a flood comes: those beyond the kernel's backlog wait in
+    // SYN retries (and are given up after a while).
+    let held: Vec<TcpStream> = futures_util::future::join_all((0..1100).map(|_| async {
+        let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr))
+            .await
+            .ok()?
+            .ok()?;
+        s.write_all(head.as_bytes()).await.ok()?;
+        Some(s)
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    env.enqueue(wh, 300).await;
+    env.wait_all_final(T).await;
+    let peak = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    eprintln!(
+        "{} clients held the listener; the daemon held {peak} descriptors",
+        held.len()
+    );
+    drop(held);
+    let failed = env
+        .db
+        .query(
+            "SELECT status, attempts, coalesce(last_error, '') FROM webhook_deliveries
+             WHERE status <> 'success' OR attempts <> 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 deliveries did not succeed at their first attempt (daemon at {peak} descriptors), e.g. {:?}",
+        failed.len(),
+        failed
+            .iter()
+            .take(3)
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1), r.get::<_, String>(2)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts WHERE error IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+/// A delivery that finds this process out of descriptors is not held
+/// against the receiver: it goes back to the queue, its attempt not
+/// counted, and is delivered once descriptors are free again, though the
+/// webhook has no retry left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_shortage_uses_no_retry_and_counts_nothing_against_the_receiver() {
+    let env = Env::new().await;
+    let rx = env
+        .receiver(plausible_webhooks::testkit::receiver::always(200))
+        .await;
+    let ip = env.webhook(&rx.url("/ip")).await;
+    let named = env
+        .webhook(&format!("https://localhost:{}/named", rx.addr.port()))
+        .await;
+    let mut cfg = env.config();
+    cfg.delivery.retry_schedule_secs = vec![];
+    let daemon = env.daemon(cfg).await;
+    // This test runs in a process of its own (nextest): its descriptors are
+    // filled to the limit, the daemon's pooled connections already open.
+    let pool = daemon.pool.clone();
+    let size = pool.status().max_size;
+    let opened: Vec<_> = futures_util::future::join_all((0..size).map(|_| pool.get())).await;
+    drop(opened);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on structs we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let tight = libc::rlimit {
+        rlim_cur: open + 64,
+        rlim_max: lim.rlim_max,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    let mut filler = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        filler.push(f);
+    }
+    env.enqueue(ip, 1).await;
+    env.enqueue(named, 1).await;
+    env.wait_until(
+        "SELECT count(*) = 2 FROM webhook_deliveries WHERE last_error LIKE '%out of file descriptors%'",
+        T,
+    )
+    .await;
+    drop(filler);
+    env.wait_until(
+        "SELECT count(*) = 2 FROM webhook_deliveries WHERE status = 'success'",
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE attempts = 1")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_delivery_attempts")
+            .await,
+        2,
+        "only the attempts that reached the receiver are logged"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhooks WHERE consecutive_failures > 0 OR failing_since IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(rx.count(), 2);
 }

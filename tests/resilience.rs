@@ -107,6 +107,13 @@ async fn kill_9_mid_batch_then_restart_delivers_everything_with_attempts_logged(
     let mut first = env.spawn_daemon(&[("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "32")]);
     rx.wait_for(40, T).await.unwrap();
     first.kill9();
+    // Its server sessions end once they notice: a claim already running
+    // commits first, and what is in flight is counted after that.
+    env.wait_until(
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        T,
+    )
+    .await;
     let in_flight = env
         .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering'")
         .await;
@@ -350,4 +357,141 @@ async fn systemd_is_told_ready_and_stopping() {
     let n = tokio::task::block_in_place(|| sock.recv(&mut buf)).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert_eq!(d.wait_exit(Duration::from_secs(20)).await.code(), Some(0));
+}
+
+/// PostgreSQL made read-only (`default_transaction_read_only`, as an
+/// operator or a failover does) for longer than the lease while 30
+/// deliveries are in flight: `/readyz` and API writes say the database
+/// refuses writes (503); once it takes writes again every outcome is
+/// recorded by the instance that holds it, nothing is rescued and sent
+/// twice, and no attempt is logged as "outcome unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_longer_than_the_lease_sends_nothing_twice() {
+    use common::http::{free_port, request, wait_status};
+    use plausible_webhooks::admin::auth::operator_token_hash;
+    const OPERATOR: &str = "operator-token-for-the-read-only-test-0123";
+    // Its own cluster: ALTER SYSTEM reaches every session of the server.
+    let cluster = tokio::task::spawn_blocking(|| PgCluster::start(&PgOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = cluster.create_migrated_database("readonly").await.unwrap();
+    let env = Env::on(cluster, url).await;
+    let rx = env
+        .receiver(Arc::new(|_: &_| {
+            Reply::Delayed(Duration::from_millis(1500), 200)
+        }))
+        .await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
+    let _daemon = env.spawn_daemon(&[
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", addr.as_str()),
+        ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__REQUEST_TIMEOUT_MS", "4000"),
+        ("PLAUSIBLE_WEBHOOKS__DELIVERY__LEASE_SECS", "6"),
+    ]);
+    wait_status(&format!("http://{addr}/readyz"), 200, T).await;
+    env.enqueue(wh, 30).await;
+    rx.wait_for(30, T).await.unwrap();
+
+    env.db
+        .execute("ALTER SYSTEM SET default_transaction_read_only = on", &[])
+        .await
+        .unwrap();
+    env.db
+        .execute("SELECT pg_reload_conf()", &[])
+        .await
+        .unwrap();
+    // This session writes the setting back later.
+    env.db
+        .execute("SET default_transaction_read_only = off", &[])
+        .await
+        .unwrap();
+    let ready = wait_status(&format!("http://{addr}/readyz"), 503, T).await;
+    assert!(ready.text.contains("refuses writes"), "{}", ready.text);
+    let api = |method: &'static str, path: String, body: serde_json::Value| {
+        let addr = addr.clone();
+        async move {
+            request(
+                method,
+                &format!("http://{addr}{path}"),
+                Some(OPERATOR),
+                Some(&body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    use serde_json::json;
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/webhooks".to_string(),
+            json!({"site_id": "example.com", "name": "w", "url": "https://hooks.example.net/x"}),
+        ),
+        (
+            "PATCH",
+            format!("/api/webhooks/{wh}"),
+            json!({"name": "renamed"}),
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{wh}/rotate-secret"),
+            json!({}),
+        ),
+        (
+            "POST",
+            format!("/api/webhooks/{wh}/triggers"),
+            json!({"type": "goal_completion"}),
+        ),
+        ("POST", format!("/api/webhooks/{wh}/test"), json!({})),
+        ("DELETE", format!("/api/webhooks/{wh}"), json!({})),
+    ] {
+        let a = api(method, path.clone(), body).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (503, "database_unavailable"),
+            "{method} {path}: {}",
+            a.text
+        );
+        assert!(
+            a.text.contains("refuses writes"),
+            "{method} {path}: {}",
+            a.text
+        );
+    }
+    // Read-only until every lease has been over for a while (the rescuer
+    // runs every 500 ms).
+    env.wait_until(
+        "SELECT now() > max(locked_until) + interval '3 seconds' FROM webhook_deliveries",
+        T,
+    )
+    .await;
+    env.db
+        .execute("ALTER SYSTEM RESET default_transaction_read_only", &[])
+        .await
+        .unwrap();
+    env.db
+        .execute("SELECT pg_reload_conf()", &[])
+        .await
+        .unwrap();
+    env.wait_until(
+        "SELECT count(*) = 30 FROM webhook_deliveries WHERE status = 'success'",
+        T,
+    )
+    .await;
+    wait_status(&format!("http://{addr}/readyz"), 200, T).await;
+    let seen = per_id(&rx);
+    assert_eq!(seen.len(), 30);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_delivery_attempts WHERE error LIKE 'outcome unknown%'"
+        )
+        .await,
+        0
+    );
+    attempts_fully_logged(&env).await;
 }

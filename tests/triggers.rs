@@ -1564,7 +1564,7 @@ async fn a_trigger_payload_over_the_limit_is_recorded_failed_and_stops_no_other(
     let k = Kit::new().await;
     let mut cfg = k.env.config();
     cfg.delivery.max_payload_bytes = plausible_webhooks::config::MIN_MAX_PAYLOAD_BYTES;
-    plausible_webhooks::db::settings::apply(&k.env.db, &cfg.delivery)
+    plausible_webhooks::db::settings::apply(&k.env.db, &cfg)
         .await
         .unwrap();
     let t = t0();
@@ -1941,4 +1941,61 @@ async fn a_digest_sends_one_post_per_window_with_the_count_and_the_first_occurre
         .count("SELECT count(DISTINCT idempotency_key) FROM webhook_deliveries")
         .await;
     assert_eq!(keys, 4);
+}
+
+/// A goal trigger as a daemon whose clock ran an hour ahead left it: its
+/// cursor and next evaluation ~3,545 s ahead of the database's clock. A
+/// daemon on the right clock claims it at once (not an hour later), pulls
+/// the cursor back with a warning, and sends every completion from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_a_clock_left_ahead_is_pulled_back_and_nothing_is_lost() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let w: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhooks (site_id, name, url, secret) VALUES ($1, 'w', $2, $3) RETURNING id",
+            &[&env.site_id, &rx.url("/hook"), &common::SECRET],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let goal: i64 = env
+        .db
+        .query_one(
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at) VALUES ($1, 'Buy', 'Buy', now(), now()) RETURNING id",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.db
+        .execute(
+            "INSERT INTO webhook_triggers (webhook_id, trigger_type, goal_id, inserted_at, goal_cursor,
+                                           next_evaluation_at, last_evaluated_at)
+             VALUES ($1, 'goal_completion', $2, now() - interval '1 minute', now() + interval '3545 seconds',
+                     now() + interval '3546 seconds', now() + interval '3545 seconds')",
+            &[&w, &goal],
+        )
+        .await
+        .unwrap();
+    let mut cfg = env.config();
+    cfg.triggers.goal_scan_interval_ms = 100;
+    let daemon = env.daemon(cfg).await;
+    env.db
+        .execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id)
+             SELECT $1, now() AT TIME ZONE 'UTC', 'Buy', '/', g, g FROM generate_series(1, 15) g",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap();
+    rx.wait_for(15, T).await.unwrap();
+    env.wait_until(
+        "SELECT bool_and(goal_cursor <= now() AND next_evaluation_at <= now() + interval '1 minute') FROM webhook_triggers",
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert_eq!(rx.count(), 15);
 }

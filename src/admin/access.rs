@@ -152,17 +152,23 @@ macro_rules! team_set_up_sql {
     };
 }
 
-/// The roles a user holds on a site: their team role when the site belongs
-/// to their team (not `guest`), and their guest role on that site; both
-/// limited to the key's team when it has one ($3). With whether the site is
-/// locked and its team set up.
-const SITE_ROLES_SQL: &str = concat!(
-    "SELECT r.role, ",
-    site_locked_sql!(),
-    ", ",
-    team_set_up_sql!(),
-    "
-    FROM sites s LEFT JOIN teams t ON t.id = s.team_id
+/// The site `target` finds (a statement giving its `id` and `domain`, one
+/// row or none; its parameter is $2) with the roles user $1 holds there:
+/// their team role when the site belongs to their team (not `guest`), and
+/// their guest role on that site; both limited to the key's team when it
+/// has one ($3). With whether the site is locked and its team set up. One
+/// statement whether the site exists or not, so a site the caller cannot
+/// see costs what a missing one costs (no timing tells them apart).
+fn site_roles_sql(target: &str) -> String {
+    format!(
+        concat!(
+            "WITH target AS ({target})
+    SELECT s.id, s.domain, r.role, ",
+            site_locked_sql!(),
+            " AS locked, ",
+            team_set_up_sql!(),
+            " AS set_up
+    FROM target JOIN sites s ON s.id = target.id LEFT JOIN teams t ON t.id = s.team_id
     LEFT JOIN LATERAL (
         SELECT tm.role::text AS role FROM team_memberships tm
         WHERE tm.team_id = s.team_id AND tm.user_id = $1 AND tm.role::text <> 'guest'
@@ -170,8 +176,21 @@ const SITE_ROLES_SQL: &str = concat!(
         SELECT gm.role::text FROM guest_memberships gm
         JOIN team_memberships tm ON tm.id = gm.team_membership_id
         WHERE gm.site_id = s.id AND tm.user_id = $1) r ON true
-    WHERE s.id = $2 AND ($3::bigint IS NULL OR s.team_id = $3)"
-);
+    WHERE $3::bigint IS NULL OR s.team_id = $3"
+        ),
+        target = target
+    )
+}
+
+/// A site by its number ($2).
+const SITE_BY_ID: &str = "SELECT id, domain FROM sites WHERE id = $2::bigint";
+/// A site by its domain or former domain ($2).
+const SITE_BY_DOMAIN: &str =
+    "SELECT id, domain FROM sites WHERE domain = $2::text OR domain_changed_from = $2::text
+    ORDER BY domain = $2::text DESC LIMIT 1";
+/// The site of a webhook ($2).
+const SITE_OF_WEBHOOK: &str =
+    "SELECT s.id, s.domain FROM webhooks w JOIN sites s ON s.id = w.site_id WHERE w.id = $2::uuid";
 
 /// Whether site `site_id` is locked, itself or by its team.
 async fn locked(db_: &Client, site_id: i64) -> OpResult<bool> {
@@ -190,49 +209,73 @@ async fn locked(db_: &Client, site_id: i64) -> OpResult<bool> {
     Ok(row.is_some_and(|r| r.get(0)))
 }
 
-/// What `who` may do on site `site_id`, or why they are refused there.
-async fn decide(
+/// A site found for a caller: its id and domain, what they may do there,
+/// or why they are refused there.
+struct Found {
+    id: i64,
+    domain: String,
+    access: Access,
+    refusal: Option<Refusal>,
+}
+
+/// The site `target` finds with `param` ($2), and what `who` may do there;
+/// None: no such site, or one `who` may not see (told apart nowhere, and
+/// looked up by the same one statement either way).
+async fn find(
     db_: &Client,
     who: &Principal,
-    site_id: i64,
-) -> OpResult<(Access, Option<Refusal>)> {
+    target: &str,
+    param: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> OpResult<Option<Found>> {
     let user_id = match who {
-        Principal::Operator => return Ok((Access::Administer, None)),
+        Principal::User { user_id, .. } => Some(*user_id),
+        Principal::Operator | Principal::Link { .. } => None,
+    };
+    let rows = db(
+        db_.query(&site_roles_sql(target), &[&user_id, param, &who.key_team()])
+            .await,
+        "looking up the site and the caller's roles there",
+    )?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let (id, locked, set_up): (i64, bool, bool) =
+        (first.get(0), first.get("locked"), first.get("set_up"));
+    let (access, refusal) = match who {
+        Principal::Operator => (Access::Administer, None),
         Principal::Link {
             site_id: linked,
             access,
             ..
         } => {
-            if *linked != site_id {
-                return Ok((Access::None, None));
+            if *linked != id {
+                return Ok(None);
             }
-            let refusal = locked(db_, site_id).await?.then_some(Refusal::SiteLocked);
-            return Ok((*access, refusal));
+            (*access, locked.then_some(Refusal::SiteLocked))
         }
-        Principal::User { user_id, .. } => user_id,
+        Principal::User { .. } => {
+            let access = rows
+                .iter()
+                .filter_map(|r| r.get::<_, Option<&str>>("role"))
+                .map(access_of_role)
+                .max()
+                .unwrap_or(Access::None);
+            let refusal = if who.legacy_key() && set_up {
+                Some(Refusal::LegacyKeyOnTeamSite)
+            } else if locked {
+                Some(Refusal::SiteLocked)
+            } else {
+                None
+            };
+            (access, refusal)
+        }
     };
-    let rows = db(
-        db_.query(SITE_ROLES_SQL, &[user_id, &site_id, &who.key_team()])
-            .await,
-        "reading the user's roles on the site",
-    )?;
-    let access = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<&str>>(0))
-        .map(access_of_role)
-        .max()
-        .unwrap_or(Access::None);
-    let refusal = rows.first().and_then(|r| {
-        let (locked, set_up): (bool, bool) = (r.get(1), r.get(2));
-        if who.legacy_key() && set_up {
-            Some(Refusal::LegacyKeyOnTeamSite)
-        } else if locked {
-            Some(Refusal::SiteLocked)
-        } else {
-            None
-        }
-    });
-    Ok((access, refusal))
+    Ok(Some(Found {
+        id,
+        domain: first.get(1),
+        access,
+        refusal,
+    }))
 }
 
 /// The longest piece of a caller's input a message quotes.
@@ -265,30 +308,22 @@ fn forbidden(domain: &str, need: Access) -> OpError {
     ))
 }
 
-/// Lets `who` into site `site_id` (named `domain`) for `need`; `missing`
-/// is the refusal when they hold no role there.
-async fn admit(
-    db_: &Client,
-    who: &Principal,
-    site_id: i64,
-    domain: String,
-    need: Access,
-    missing: impl FnOnce() -> OpError,
-) -> OpResult<Site> {
-    let (access, refusal) = decide(db_, who, site_id).await?;
-    if access == Access::None {
+/// Lets `who` into the site found for `need`; `missing` is the refusal
+/// when there is none they hold a role on.
+fn admit(found: Option<Found>, need: Access, missing: impl FnOnce() -> OpError) -> OpResult<Site> {
+    let Some(f) = found.filter(|f| f.access > Access::None) else {
         return Err(missing());
-    }
-    if let Some(r) = refusal {
+    };
+    if let Some(r) = f.refusal {
         return Err(OpError::Refused(r));
     }
-    if access < need {
-        return Err(forbidden(&domain, need));
+    if f.access < need {
+        return Err(forbidden(&f.domain, need));
     }
     Ok(Site {
-        id: site_id,
-        domain,
-        access,
+        id: f.id,
+        domain: f.domain,
+        access: f.access,
     })
 }
 
@@ -297,24 +332,11 @@ async fn admit(
 pub async fn site(db_: &Client, who: &Principal, site: &SiteRef, need: Access) -> OpResult<Site> {
     let name = site.as_str();
     validate::no_nul("site_id", name)?;
-    let row = match name.parse::<i64>() {
-        Ok(id) => {
-            db_.query_opt("SELECT id, domain FROM sites WHERE id = $1", &[&id])
-                .await
-        }
-        Err(_) => {
-            db_.query_opt(
-                "SELECT id, domain FROM sites WHERE domain = $1 OR domain_changed_from = $1
-                 ORDER BY domain = $1 DESC LIMIT 1",
-                &[&name],
-            )
-            .await
-        }
+    let found = match name.parse::<i64>() {
+        Ok(id) => find(db_, who, SITE_BY_ID, &id).await?,
+        Err(_) => find(db_, who, SITE_BY_DOMAIN, &name).await?,
     };
-    let Some(row) = db(row, "looking up the site")? else {
-        return Err(no_site(name));
-    };
-    admit(db_, who, row.get(0), row.get(1), need, || no_site(name)).await
+    admit(found, need, || no_site(name))
 }
 
 pub fn no_webhook(id: &str) -> OpError {
@@ -326,19 +348,8 @@ pub fn no_webhook(id: &str) -> OpError {
 
 /// The site of webhook `id` (deleted or not), when `who` may do `need` there.
 pub async fn webhook(db_: &Client, who: &Principal, id: Uuid, need: Access) -> OpResult<Site> {
-    let row = db(
-        db_.query_opt(
-            "SELECT s.id, s.domain FROM webhooks w JOIN sites s ON s.id = w.site_id WHERE w.id = $1",
-            &[&id],
-        )
-        .await,
-        "looking up the webhook",
-    )?;
-    let missing = || no_webhook(&id.to_string());
-    let Some(row) = row else {
-        return Err(missing());
-    };
-    admit(db_, who, row.get(0), row.get(1), need, missing).await
+    let found = find(db_, who, SITE_OF_WEBHOOK, &id).await?;
+    admit(found, need, || no_webhook(&id.to_string()))
 }
 
 /// What a webhook owns, reached only through it.
@@ -382,7 +393,7 @@ pub async fn owned(
 }
 
 /// What `who` may do on each site they may at least read and are not
-/// refused on (the rule of [`decide`], for every site at once); None: every
+/// refused on (the rule of [`find`], for every site at once); None: every
 /// site, all of it (an operator). Lists are filtered by it in SQL.
 pub async fn site_accesses(
     db_: &Client,
@@ -414,7 +425,7 @@ pub async fn site_accesses(
                     JOIN sites s ON s.id = gm.site_id
                     WHERE tm.user_id = $1 AND ($2::bigint IS NULL OR s.team_id = $2))
                  SELECT r.id, r.role FROM r JOIN sites s ON s.id = r.id LEFT JOIN teams t ON t.id = s.team_id
-                 -- What `decide` refuses.
+                 -- What `find` refuses.
                  WHERE NOT (",
                 site_locked_sql!(),
                 " OR ($3 AND ",

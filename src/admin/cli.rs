@@ -443,6 +443,9 @@ async fn list(a: &Admin, q: &WebhookQuery, json: bool) -> Result<(), Failure> {
                     .collect()
             )
         );
+        if let Some(c) = &list.next_cursor {
+            println!("more follow: the same command with --cursor {c}");
+        }
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ const UNREACHABLE: &str = "the database cannot be reached; try again shortly";
 /// its size is the caller's input; a read-only or lost database is
 /// unavailable; anything else is internal, with `what` as its context.
 pub fn db_error(e: tokio_postgres::Error, what: &str) -> OpError {
-    if let Some(i) = validate::payload_refusal(&e) {
+    if let Some(i) = validate::limit_refusal(&e) {
         return OpError::Invalid(i.into());
     }
     if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {

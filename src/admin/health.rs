@@ -41,7 +41,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready: every check passed (the body names each)"),
               (status = 503, description = "Not ready: the body names the failing check")))]
-/// Ready = the database answers, the schema is current, LISTEN is up, the
+/// Ready = the database answers and takes writes, the schema is current, LISTEN is up, the
 /// analytics source is not incompatible, and the daemon is not draining.
 /// Each check is reported by name.
 ///
@@ -62,14 +62,19 @@ async fn readyz(State(state): State<Shared>) -> Response {
     )
     .await
     {
-        Ok(Ok(v)) => {
+        Ok(Ok((v, writable))) => {
             let want = crate::db::migrate::latest_version();
             let m = if v >= want {
                 Ok(format!("current (version {v})"))
             } else {
                 Err(format!("database at version {v}, this build needs {want}: run `plausible-webhooks migrate`"))
             };
-            (Ok("reachable".to_string()), m)
+            let d = if writable {
+                Ok("reachable".to_string())
+            } else {
+                Err(READ_ONLY.to_string())
+            };
+            (d, m)
         }
         Ok(Err(e)) => (
             Err(format!("{e:#}")),
@@ -120,7 +125,23 @@ async fn readyz(State(state): State<Shared>) -> Response {
     )
 }
 
-async fn schema_version(pool: &Pool) -> Result<i32> {
+/// The database answers but takes no writes: no outcome can be recorded,
+/// no claim made, no API change saved.
+const READ_ONLY: &str =
+    "reachable but refuses writes (read-only: a standby, or default_transaction_read_only): \
+     deliveries wait, their outcomes are recorded once it accepts writes";
+
+/// The schema's version, and whether a new transaction may write.
+async fn schema_version(pool: &Pool) -> Result<(i32, bool)> {
     let client = pool.get().await.context("connecting to PostgreSQL")?;
-    crate::db::migrate::current_version(&client).await
+    let version = crate::db::migrate::current_version(&client).await?;
+    let read_only: bool = client
+        .query_one(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            &[],
+        )
+        .await
+        .context("asking whether the database takes writes")?
+        .get(0);
+    Ok((version, !read_only))
 }

@@ -33,9 +33,20 @@ use crate::config::Config;
 
 /// A client must send its request head within this (slow clients hold a connection).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the kernel's backlog. Bounds the
-/// descriptors the admin can take from deliveries and the database.
+/// Connections served at once at most; more wait in the kernel's backlog.
+/// Bounds the descriptors the admin can take from deliveries and the
+/// database (`connection_cap` lowers it where descriptors are scarce).
 pub const MAX_CONNECTIONS: usize = 256;
+/// The fewest connections served at once, however scarce descriptors are.
+pub const MIN_CONNECTIONS: usize = 8;
+
+/// How many connections the listener serves at once when the process may
+/// open `open_files` descriptors and `reserved` of them are kept for
+/// deliveries and the database.
+pub fn connection_cap(open_files: u64, reserved: u64) -> usize {
+    let room = usize::try_from(open_files.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    room.clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
 /// How long connections get to finish when the daemon stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Where the OpenAPI document is served.
@@ -123,8 +134,13 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves until `shutdown`.
-    pub async fn start(addr: SocketAddr, state: AdminState) -> Result<AdminServer> {
+    /// Binds `addr` and serves until `shutdown`, at most `max_connections`
+    /// at once (`connection_cap`).
+    pub async fn start(
+        addr: SocketAddr,
+        state: AdminState,
+        max_connections: usize,
+    ) -> Result<AdminServer> {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
                 "admin.listen: cannot listen on {addr} (in use, or not an address of this host)"
@@ -143,8 +159,8 @@ impl AdminServer {
         }
         let app = router(chrome.as_ref()).0.with_state(state.clone());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, app, stop.clone()));
-        tracing::info!(%addr, "admin listener started");
+        let task = tokio::spawn(serve(listener, app, stop.clone(), max_connections));
+        tracing::info!(%addr, max_connections, "admin listener started");
         Ok(AdminServer {
             addr,
             state,
@@ -164,8 +180,13 @@ impl AdminServer {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    max_connections: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         // A slot first: beyond the cap, clients wait in the backlog instead
         // of taking descriptors.

@@ -951,6 +951,15 @@ pub struct WebhookQuery {
     #[arg(long = "deleted")]
     #[serde(default, deserialize_with = "flag")]
     pub include_deleted: bool,
+    /// The page's size, 1–1,000 (default 50).
+    #[arg(long)]
+    #[serde(default)]
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<Num>,
+    /// The next page: the `next_cursor` the previous one ended with.
+    #[arg(long)]
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// A portal link to hand out: a sign-in to one site's webhooks for someone

@@ -235,14 +235,26 @@ impl Checks {
 /// `delivery.max_payload_bytes` (sql/0005_payload_size.sql).
 pub const PAYLOAD_SIZE_CONSTRAINT: &str = "webhook_deliveries_payload_size";
 
-/// The database's refusal of a payload over the limit, as a validation error
-/// (422, exit 1). The database is the one measure of a payload (as it renders
-/// jsonb) and of the limit in force, so its words are kept: the size, the
-/// limit and what to do. Recognised by the constraint name, not the text.
-pub fn payload_refusal(e: &tokio_postgres::Error) -> Option<Invalid> {
+/// The names under which the database refuses a webhook over
+/// `limits.max_webhooks_per_site` and a trigger over
+/// `limits.max_triggers_per_webhook` (sql/0012_amplification_caps.sql).
+pub const WEBHOOKS_PER_SITE_CONSTRAINT: &str = "webhooks_per_site_limit";
+pub const TRIGGERS_PER_WEBHOOK_CONSTRAINT: &str = "webhook_triggers_per_webhook_limit";
+
+/// The database's refusal of a payload over the limit, or of a webhook or
+/// trigger over its cap, as a validation error (422, exit 1). The database
+/// holds the limits in force (and is the one measure of a payload, as it
+/// renders jsonb), so its words are kept: the size or count, the limit and
+/// what to do. Recognised by the constraint name, not the text.
+pub fn limit_refusal(e: &tokio_postgres::Error) -> Option<Invalid> {
     let db = e.as_db_error()?;
-    (db.constraint() == Some(PAYLOAD_SIZE_CONSTRAINT))
-        .then(|| Invalid::new("payload", Rule::TooLarge, db.message()))
+    let (field, rule) = match db.constraint()? {
+        PAYLOAD_SIZE_CONSTRAINT => ("payload", Rule::TooLarge),
+        WEBHOOKS_PER_SITE_CONSTRAINT => ("site_id", Rule::TooMany),
+        TRIGGERS_PER_WEBHOOK_CONSTRAINT => ("triggers", Rule::TooMany),
+        _ => return None,
+    };
+    Some(Invalid::new(field, rule, db.message()))
 }
 
 /// Text a statement sends to PostgreSQL as a parameter (a site, a goal, an

@@ -25,16 +25,26 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ListenerConfig {
     pub url: String,
     pub check_interval: Duration,
+    /// The lease holder's name this process claims under: its connection
+    /// holds the holder's lock ([`HOLDER_LOCK_SPACE`]) for as long as it is up, which tells
+    /// every rescuer that the holder is alive and will record its outcomes.
+    pub holder: Option<String>,
 }
 
 impl ListenerConfig {
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
+    pub fn from_config(cfg: &crate::config::Config, holder: Option<String>) -> Self {
         Self {
             url: cfg.database.url.clone(),
             check_interval: Duration::from_millis(cfg.queue.listener_check_interval_ms),
+            holder,
         }
     }
 }
+
+/// The advisory locks of live lease holders are keyed (this, hashtext(name)):
+/// two int4 keys, so `pg_locks` shows them as classid = this, objid = the
+/// name's hash, objsubid = 2.
+pub const HOLDER_LOCK_SPACE: i32 = 0x706c_7768; // "plwh"
 
 pub struct Listener {
     cfg: ListenerConfig,
@@ -157,6 +167,25 @@ impl Listener {
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
             .await
             .context("LISTEN")?;
+        if let Some(holder) = &self.cfg.holder {
+            // Held while this connection lives: a rescuer leaves this
+            // process's expired leases to its completer (a database that
+            // refused writes for longer than a lease must not get them sent twice).
+            let held: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                    &[&HOLDER_LOCK_SPACE, holder],
+                )
+                .await
+                .context("taking the lease holder's lock")?
+                .get(0);
+            if !held {
+                tracing::warn!(
+                    holder = %holder,
+                    "another session holds this lease holder's lock (a name hash shared with another instance): its expired leases may be rescued while it still completes them"
+                );
+            }
+        }
         Ok((client, rx))
     }
 

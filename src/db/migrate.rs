@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0011_subscriptions.sql"),
     ),
     (
+        12,
+        "amplification_caps",
+        include_str!("../../sql/0012_amplification_caps.sql"),
+    ),
+    (
         13,
         "custom_events",
         include_str!("../../sql/0013_custom_events.sql"),

@@ -1,35 +1,63 @@
 //! Settings the database enforces on every writer (Plausible inserts rows
-//! itself), written from the daemon's config: today the payload size limit
-//! (migration 5). One value per database: every instance writes its own at
-//! start, so instances sharing a database should share the value; a change
-//! is logged, so instances disagreeing show in the log.
+//! itself), written from the daemon's config: the payload size limit
+//! (migration 5) and the caps on webhooks per site, triggers per webhook
+//! and deliveries per `webhook_enqueue` (migration 12). One value per
+//! database: every instance writes its own at start, so instances sharing a
+//! database should share the values; a change is logged, so instances
+//! disagreeing show in the log.
 
 use anyhow::{Context, Result};
 
-use crate::config::{DeliveryConfig, HealthConfig};
+use crate::config::{Config, HealthConfig};
 
-/// Writes the limit when it differs; returns the previous value when it changed.
+/// Writes the settings when they differ; returns the previous ones when
+/// they changed.
 const WRITE_SQL: &str = "
-WITH old AS (SELECT max_payload_bytes FROM plausible_webhooks_settings)
-INSERT INTO plausible_webhooks_settings (id, max_payload_bytes) VALUES (true, $1)
-ON CONFLICT (id) DO UPDATE SET max_payload_bytes = EXCLUDED.max_payload_bytes, updated_at = now()
-  WHERE plausible_webhooks_settings.max_payload_bytes <> EXCLUDED.max_payload_bytes
-RETURNING (SELECT max_payload_bytes FROM old)";
+WITH old AS (SELECT max_payload_bytes, max_webhooks_per_site, max_triggers_per_webhook,
+                    max_enqueue_deliveries FROM plausible_webhooks_settings)
+INSERT INTO plausible_webhooks_settings
+    (id, max_payload_bytes, max_webhooks_per_site, max_triggers_per_webhook, max_enqueue_deliveries)
+VALUES (true, $1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET
+    max_payload_bytes = EXCLUDED.max_payload_bytes,
+    max_webhooks_per_site = EXCLUDED.max_webhooks_per_site,
+    max_triggers_per_webhook = EXCLUDED.max_triggers_per_webhook,
+    max_enqueue_deliveries = EXCLUDED.max_enqueue_deliveries,
+    updated_at = now()
+  WHERE (plausible_webhooks_settings.max_payload_bytes, plausible_webhooks_settings.max_webhooks_per_site,
+         plausible_webhooks_settings.max_triggers_per_webhook, plausible_webhooks_settings.max_enqueue_deliveries)
+     IS DISTINCT FROM (EXCLUDED.max_payload_bytes, EXCLUDED.max_webhooks_per_site,
+                       EXCLUDED.max_triggers_per_webhook, EXCLUDED.max_enqueue_deliveries)
+RETURNING (SELECT row(old.*)::text FROM old)";
 
 /// Makes the database enforce `cfg`'s limits (after `migrate`, and at start).
-pub async fn apply(client: &tokio_postgres::Client, cfg: &DeliveryConfig) -> Result<()> {
-    // Validated by the config to 4 KiB..=16 MiB, so it fits an integer.
-    let limit = i32::try_from(cfg.max_payload_bytes).context("delivery.max_payload_bytes")?;
+pub async fn apply(client: &tokio_postgres::Client, cfg: &Config) -> Result<()> {
+    // Validated by the config to 4 KiB..=16 MiB and 1..=1,000,000, so they
+    // fit an integer.
+    let payload =
+        i32::try_from(cfg.delivery.max_payload_bytes).context("delivery.max_payload_bytes")?;
+    let l = &cfg.limits;
+    let caps = [
+        l.max_webhooks_per_site,
+        l.max_triggers_per_webhook,
+        l.max_enqueue_deliveries,
+    ]
+    .map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     let changed = client
-        .query_opt(WRITE_SQL, &[&limit])
+        .query_opt(WRITE_SQL, &[&payload, &caps[0], &caps[1], &caps[2]])
         .await
-        .context("writing delivery.max_payload_bytes into plausible_webhooks_settings")?;
+        .context(
+            "writing delivery.max_payload_bytes and [limits] into plausible_webhooks_settings",
+        )?;
     if let Some(row) = changed {
-        let was: Option<i32> = row.get(0);
+        let was: Option<String> = row.get(0);
         tracing::info!(
-            max_payload_bytes = limit,
-            was = was.unwrap_or(0),
-            "payload size limit in the database set from delivery.max_payload_bytes"
+            max_payload_bytes = payload,
+            max_webhooks_per_site = caps[0],
+            max_triggers_per_webhook = caps[1],
+            max_enqueue_deliveries = caps[2],
+            was = was.as_deref().unwrap_or(""),
+            "limits in the database set from delivery.max_payload_bytes and [limits]"
         );
     }
     Ok(())

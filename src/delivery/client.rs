@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use super::guard::{
     AddressGuard, DnsFailure, GuardedResolver, RefusedAddress, Resolve, SystemResolver,
 };
+use super::local::{is_shortage, DescriptorShortage};
 use super::retry::parse_retry_after;
 use crate::https::{tls_config, USER_AGENT_VALUE};
 use crate::queue::FailureKind;
@@ -73,12 +74,29 @@ pub struct HttpResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
     pub kind: FailureKind,
+    /// Retrying cannot change it (the guard refused an address written in
+    /// the URL itself): the delivery fails at once.
+    pub lasting: bool,
     message: String,
 }
 
 impl SendError {
     fn new(kind: FailureKind, message: String) -> Self {
-        Self { kind, message }
+        Self {
+            kind,
+            lasting: false,
+            message,
+        }
+    }
+
+    /// The guard's refusal of an address the URL names itself (an IP, or a
+    /// name that always resolves to loopback): no later attempt can differ.
+    fn refused_for_good(why: super::guard::Refusal) -> Self {
+        let refused = RefusedAddress { host: None, why };
+        Self {
+            lasting: true,
+            ..Self::new(FailureKind::RefusedAddress, refused.to_string())
+        }
     }
 
     fn timeout(after: Duration) -> Self {
@@ -149,12 +167,16 @@ impl HttpClient {
     ) -> Result<HttpResponse, SendError> {
         if let Some(host) = uri.host() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-                self.guard.check(ip).map_err(|why| {
-                    let refused = RefusedAddress { host: None, why };
-                    SendError::new(FailureKind::RefusedAddress, refused.to_string())
-                })?;
-            }
+            // Names other than loopback ones pass here: the resolver judges
+            // their addresses.
+            let named = match bare.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(v4)) => url::Host::Ipv4(v4),
+                Ok(std::net::IpAddr::V6(v6)) => url::Host::Ipv6(v6),
+                Err(_) => url::Host::Domain(bare),
+            };
+            self.guard
+                .check_host(&named)
+                .map_err(SendError::refused_for_good)?;
         }
         let mut req = Request::builder()
             .method(Method::POST)
@@ -260,6 +282,8 @@ struct Found {
     tls: bool,
     /// The peer's certificate is a CA's (webpki's CaUsedAsEndEntity).
     ca_as_leaf: bool,
+    /// This host had no file descriptor for the socket or the lookup.
+    local: bool,
     closed: bool,
     io: Vec<std::io::ErrorKind>,
 }
@@ -282,6 +306,7 @@ impl Found {
             self.refused.get_or_insert_with(|| r.to_string());
         }
         self.dns |= e.is::<DnsFailure>();
+        self.local |= e.is::<DescriptorShortage>();
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             self.tls = true;
             if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = t {
@@ -296,6 +321,7 @@ impl Found {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             self.io.push(io.kind());
+            self.local |= is_shortage(io);
             if let Some(inner) = io.get_ref() {
                 self.note(inner);
             }
@@ -306,7 +332,9 @@ impl Found {
     /// before it was sent (TCP connect or TLS handshake).
     fn kind(&self, connecting: bool) -> FailureKind {
         use std::io::ErrorKind as Io;
-        if self.dns {
+        if self.local {
+            FailureKind::LocalResources
+        } else if self.dns {
             FailureKind::Dns
         } else if self.tls {
             FailureKind::Tls

@@ -12,11 +12,36 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
 
+use super::local;
+
 pub const MAX_URL_LEN: usize = 2048;
 
-/// Ranges never connected to unless the operator allows a CIDR covering them.
-static REFUSED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+/// IANA's IPv4 and IPv6 special-purpose address registries (RFC 6890 and
+/// their later entries), the ranges not globally reachable, plus multicast
+/// and the IPv6 ranges outside global unicast: never connected to unless
+/// the operator allows a CIDR covering them. Checked first: the registries'
+/// globally reachable entries inside a refused block (anycast services).
+static GLOBAL_EXCEPTIONS: LazyLock<Vec<IpNet>> = LazyLock::new(|| {
     [
+        "192.0.0.9/32",    // Port Control Protocol anycast
+        "192.0.0.10/32",   // TURN relay anycast
+        "2001:1::1/128",   // Port Control Protocol anycast
+        "2001:1::2/128",   // TURN relay anycast
+        "2001:1::3/128",   // DNS-SD service registration anycast
+        "2001:3::/32",     // AMT
+        "2001:4:112::/48", // AS112-v6
+        "2001:20::/28",    // ORCHIDv2
+        "2001:30::/28",    // drone remote ID tags
+        // Well-known NAT64: judged by the IPv4 address it carries first.
+        "64:ff9b::/96",
+    ]
+    .into_iter()
+    .map(|n| n.parse().expect("static CIDR"))
+    .collect()
+});
+
+static REFUSED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    let mut v = [
         ("0.0.0.0/8", "unspecified (\"this network\")"),
         ("10.0.0.0/8", "private"),
         ("100.64.0.0/10", "carrier-grade NAT"),
@@ -34,9 +59,18 @@ static REFUSED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("240.0.0.0/4", "reserved"),
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
+        ("::/96", "IPv4-compatible (deprecated)"),
+        ("::ffff:0:0:0/96", "IPv4-translated"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
         ("100::/64", "discard-only"),
+        ("100:0:0:1::/64", "dummy prefix"),
+        ("2001::/23", "IETF protocol assignments"),
         ("2001::/32", "Teredo"),
+        ("2001:2::/48", "benchmarking"),
+        ("2001:10::/28", "ORCHID (deprecated)"),
         ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+        ("5f00::/16", "segment routing (SRv6) SID"),
         ("fc00::/7", "unique local (private)"),
         ("fe80::/10", "link-local"),
         ("fec0::/10", "site-local"),
@@ -44,8 +78,15 @@ static REFUSED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
     ]
     .into_iter()
     .map(|(n, why)| (n.parse().expect("static CIDR"), why))
-    .collect()
+    .collect::<Vec<(IpNet, &str)>>();
+    // The most specific first, so the reason named is the narrowest.
+    v.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    v
 });
+
+/// IPv6 global unicast (RFC 4291): anything outside it that no entry above
+/// names is reserved by the IETF, not an address a receiver has.
+static GLOBAL_UNICAST: LazyLock<IpNet> = LazyLock::new(|| "2000::/3".parse().expect("static CIDR"));
 
 /// Refuses addresses in the ranges above, except those the operator allows.
 #[derive(Debug, Clone, Default)]
@@ -70,20 +111,52 @@ impl AddressGuard {
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
-        // IPv6 forms that carry an IPv4 address are judged by that address.
         if let IpAddr::V6(v6) = ip {
-            if let Some(v4) = embedded_v4(v6) {
+            // An IPv4-mapped address is the IPv4 host itself (the socket
+            // connects over IPv4): judged as that address, allow-list and all.
+            if let Some(v4) = v6.to_ipv4_mapped() {
                 return self
                     .check(IpAddr::V4(v4))
                     .map_err(|why| Refusal(format!("{ip} embeds {why}")));
             }
+            // NAT64 and 6to4 reach the IPv4 address they carry through a
+            // gateway elsewhere: one that is not public is refused whatever
+            // the operator allows for IPv4 (an allowed 127.0.0.0/8 is this
+            // host's loopback, not the gateway's).
+            if let Some(v4) = routed_v4(v6) {
+                if let Some((net, why)) = refused_range(IpAddr::V4(v4)) {
+                    return Err(Refusal(format!(
+                        "{ip} routes to {v4}, a {why} address ({net}); allow the IPv6 form in delivery.allow_cidrs only if this receiver is really meant to be reachable"
+                    )));
+                }
+            }
         }
-        match REFUSED.iter().find(|(net, _)| net.contains(&ip)) {
+        match refused_range(ip) {
             Some((net, why)) => Err(Refusal(format!(
                 "{ip} is a {why} address ({net}); add a CIDR to delivery.allow_cidrs only if this receiver is really meant to be reachable"
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// The special-purpose range `ip` is in and why it is refused; None: a
+/// globally reachable address.
+fn refused_range(ip: IpAddr) -> Option<(IpNet, &'static str)> {
+    if GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&ip)) {
+        return None;
+    }
+    if let Some((net, why)) = REFUSED.iter().find(|(net, _)| net.contains(&ip)) {
+        return Some((*net, why));
+    }
+    match ip {
+        IpAddr::V6(_) if !GLOBAL_UNICAST.contains(&ip) => Some((
+            IpNet::new(ip, 3)
+                .expect("a prefix length within the address")
+                .trunc(),
+            "reserved (outside global unicast 2000::/3)",
+        )),
+        _ => None,
     }
 }
 
@@ -136,20 +209,13 @@ impl std::fmt::Display for DnsFailure {
 }
 impl std::error::Error for DnsFailure {}
 
-/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
-/// (::a.b.c.d), NAT64 (64:ff9b::/96) or 6to4 (2002::/16) IPv6 address.
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+/// The IPv4 address a well-known-prefix NAT64 (64:ff9b::/96) or 6to4
+/// (2002::/16) address routes to.
+fn routed_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
     let o = v6.octets();
-    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(tail); // IPv4-compatible (deprecated), but not :: or ::1
-    }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(tail);
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
     }
     if s[0] == 0x2002 {
         return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
@@ -245,6 +311,11 @@ impl tower_service::Service<Name> for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             let ips = inner.resolve(host.clone()).await.map_err(|e| {
+                if local::is_shortage(&e) || local::descriptors_exhausted() {
+                    return std::io::Error::other(local::DescriptorShortage {
+                        what: format!("resolving {host}"),
+                    });
+                }
                 std::io::Error::new(
                     e.kind(),
                     DnsFailure {

@@ -12,6 +12,9 @@ pub enum AttemptResult {
     },
     /// No answer: refused address, DNS, connect, TLS, timeout, reset.
     Transport,
+    /// No answer, and none will come however often it is tried (the
+    /// address guard refused an address the URL itself names).
+    Lasting,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,7 @@ impl RetryPolicy {
                 status: 429 | 503,
                 retry_after,
             } => retry_after.map(|d| d.min(self.retry_after_cap)),
+            AttemptResult::Lasting => return Verdict::Fail,
             _ => None,
         };
         let schedule = webhook_schedule.unwrap_or(&self.schedule);
@@ -118,6 +122,7 @@ mod tests {
             }
         }
         assert_eq!(p.decide(4, None, &AttemptResult::Transport), Verdict::Fail);
+        assert_eq!(p.decide(1, None, &AttemptResult::Lasting), Verdict::Fail);
         assert_eq!(p.max_attempts(None), 4);
     }
 

@@ -19,6 +19,10 @@ use super::retry::{AttemptResult, RetryPolicy, Verdict};
 use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
+/// How soon a delivery this host could not send (no file descriptor) is
+/// due again.
+pub const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 static X_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
 /// During a secret rotation, the legacy signature made with the previous
 /// secret: the same grace `webhook-signature` gives with its second `v1,`.
@@ -72,20 +76,36 @@ struct Classified {
 }
 
 impl Worker {
-    pub async fn deliver(&self, job: &Claimed) -> Completion {
+    /// Sends `job`; its payload is taken (freed once the body is built, so
+    /// a large one is not held twice while its request is in flight).
+    pub async fn deliver(&self, job: &mut Claimed) -> Completion {
+        let payload = std::mem::take(&mut job.payload);
+        let job = &*job;
         let ready = match self.gate(job) {
             Ok(ready) => ready,
             Err(Held::NotSent(why)) => return not_sent(job, why),
             Err(Held::Deferred) => return Completion::deferred(job),
         };
-        let signed = self.sign(job, ready.custom_headers);
+        let signed = self.sign(job, payload, ready.custom_headers);
         let started = Instant::now();
         let sent = self
             .client
             .post(ready.uri, signed.headers, signed.body)
             .await;
         let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        let answer = self.classify(&sent);
+        if let Err(e) = &sent {
+            if e.kind == FailureKind::LocalResources {
+                let why = format!(
+                    "not sent: this host ran out of file descriptors ({e}); sent again in {} s, \
+                     no attempt counted (raise LimitNOFILE, or lower delivery.max_in_flight)",
+                    LOCAL_RETRY.as_secs()
+                );
+                tracing::warn!(webhook_id = %job.webhook.id, delivery_id = %job.id, event = %job.event_type,
+                    attempt = job.attempt, error = %e, "delivery not sent: this host is out of file descriptors; it is sent again shortly, its attempt not counted");
+                return Completion::local(job, log_text(&why), LOCAL_RETRY);
+            }
+        }
+        let answer = self.classify(&sent, ready.custom_headers);
         let verdict = self.policy.decide(
             job.attempt,
             job.webhook.retry_schedule.as_deref(),
@@ -149,7 +169,7 @@ impl Worker {
     }
 
     /// The body and its signatures, with the webhook's own headers.
-    fn sign(&self, job: &Claimed, custom_headers: &HeaderMap) -> Signed {
+    fn sign(&self, job: &Claimed, payload: String, custom_headers: &HeaderMap) -> Signed {
         let wh = &job.webhook;
         let id = job.id.to_string();
         let body = Bytes::from(envelope(
@@ -157,7 +177,7 @@ impl Worker {
             &job.event_type,
             &wh.site_domain,
             job.inserted_at,
-            &job.payload,
+            &payload,
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
@@ -197,12 +217,26 @@ impl Worker {
     }
 
     /// The receiver's answer, or why none came, in the attempt log's terms.
-    fn classify(&self, sent: &Result<HttpResponse, SendError>) -> Classified {
+    fn classify(
+        &self,
+        sent: &Result<HttpResponse, SendError>,
+        custom_headers: &HeaderMap,
+    ) -> Classified {
         match sent {
             Ok(r) => {
-                let text = log_text(&String::from_utf8_lossy(
-                    &r.body[..r.body.len().min(self.response_log_max)],
-                ));
+                // Redacted before it is cut, so a cut cannot split a value
+                // and leave its start unrecognised: read as far as the
+                // longest value could reach past the cut.
+                let longest = custom_headers.values().map(|v| v.len()).max();
+                let read = r
+                    .body
+                    .len()
+                    .min(self.response_log_max + longest.unwrap_or(0));
+                let text = redact(
+                    &log_text(&String::from_utf8_lossy(&r.body[..read])),
+                    custom_headers,
+                );
+                let text = cut(text, self.response_log_max);
                 let error = match r.status {
                     200..=299 => None,
                     300..=399 => Some(format!(
@@ -223,7 +257,11 @@ impl Worker {
                 }
             }
             Err(e) => Classified {
-                result: AttemptResult::Transport,
+                result: if e.lasting {
+                    AttemptResult::Lasting
+                } else {
+                    AttemptResult::Transport
+                },
                 status_code: None,
                 error: Some(log_text(&e.to_string())),
                 error_kind: Some(e.kind),
@@ -231,6 +269,58 @@ impl Worker {
             },
         }
     }
+}
+
+/// Custom header values shorter than this are not looked for in a
+/// response: too short to be a credential, and replacing every `1` or `yes`
+/// would only garble the answer.
+const REDACT_MIN: usize = 6;
+
+/// `text` with every custom header value the receiver echoed (the whole
+/// value, and each word of it: `Bearer <token>` echoed as the token alone)
+/// replaced by the header's name, for everyone who reads the attempt log:
+/// the values are often credentials, and whoever may read the log may not
+/// see them. A value's start left at the very end (the receiver's answer
+/// was cut at the read limit) goes too.
+fn redact(text: &str, custom_headers: &HeaderMap) -> String {
+    let mut secrets: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in custom_headers {
+        let Ok(v) = value.to_str() else { continue };
+        secrets.push((name.as_str(), v));
+        secrets.extend(v.split_whitespace().map(|w| (name.as_str(), w)));
+    }
+    secrets.retain(|(_, v)| v.len() >= REDACT_MIN);
+    // The longest first: a whole value goes before the words inside it.
+    secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for (name, v) in &secrets {
+        if out.contains(v) {
+            out = out.replace(v, &format!("[value of header {name}]"));
+        }
+    }
+    for (name, v) in &secrets {
+        let tail = (REDACT_MIN..v.len())
+            .rev()
+            .filter(|&n| v.is_char_boundary(n))
+            .find(|&n| out.ends_with(&v[..n]));
+        if let Some(n) = tail {
+            out.truncate(out.len() - n);
+            out.push_str(&format!("[value of header {name}]"));
+        }
+    }
+    out
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 /// Text for the attempt log: PostgreSQL text cannot hold NUL, which a hostile

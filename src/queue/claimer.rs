@@ -28,6 +28,9 @@ pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
 /// After a full batch, wait up to this long for a quarter of the slots to free,
 /// so a busy queue is claimed in large batches rather than one row at a time.
 pub const REFILL_WAIT: Duration = Duration::from_millis(2);
+/// A claim that read more payload than this closes its connection after
+/// (see `claim`).
+pub const LARGE_READ_BYTES: usize = 4 * 1024 * 1024;
 /// The shortest sleep between claims that found nothing to take.
 pub const MIN_WAIT: Duration = Duration::from_millis(25);
 /// Pause after a failed claim (the database may be restarting), doubling up
@@ -412,6 +415,13 @@ impl Claimer {
         }
         if self.cache.len() > 10_000 {
             self.cache.clear();
+        }
+        let read: usize = out.iter().map(|c| c.payload.len()).sum();
+        if read > LARGE_READ_BYTES {
+            // Its read buffer grew to hold these rows and would stay that
+            // large for the connection's life (per pooled connection):
+            // closed, so the memory goes with it.
+            drop(deadpool_postgres::Object::take(client));
         }
         Ok(out)
     }

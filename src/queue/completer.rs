@@ -36,7 +36,7 @@ WITH r AS (
         locked_by = NULL,
         locked_until = NULL,
         last_response_code = CASE WHEN r.attempted THEN r.code ELSE d.last_response_code END,
-        last_error = CASE WHEN r.attempted OR r.status = 'failed' THEN r.error ELSE d.last_error END,
+        last_error = CASE WHEN r.attempted OR r.error IS NOT NULL THEN r.error ELSE d.last_error END,
         delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
         finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
     FROM r
@@ -280,7 +280,7 @@ impl Writer {
                             );
                             match &mut plain.outcome {
                                 Outcome::NotSent { why } => *why = dropped,
-                                Outcome::Deferred => {}
+                                Outcome::Deferred | Outcome::Local { .. } => {}
                                 Outcome::Delivered(a)
                                 | Outcome::Failed(a)
                                 | Outcome::Retry { attempt: a, .. }
@@ -444,6 +444,13 @@ impl<'a> Columns<'a> {
             Outcome::NotSent { why } => Columns {
                 status: Status::Failed,
                 retry_in_ms: None,
+                attempt: None,
+                error: Some(why),
+                disable_reason: None,
+            },
+            Outcome::Local { why, after } => Columns {
+                status: Status::Pending,
+                retry_in_ms: Some(after.as_millis().min(i64::MAX as u128) as i64),
                 attempt: None,
                 error: Some(why),
                 disable_reason: None,

@@ -130,6 +130,10 @@ pub enum Outcome {
     /// Not sent and never will be as the webhook stands (deleted, disabled, a
     /// URL or header that cannot be sent): final, no attempt counted.
     NotSent { why: String },
+    /// Not sent for a failure of this host (no file descriptor left): back
+    /// to the queue, due `after` from now, with `why` as its last error; no
+    /// attempt counted, nothing held against the webhook.
+    Local { why: String, after: Duration },
 }
 
 /// The facts of one HTTP attempt, as the attempt log keeps them.
@@ -182,6 +186,10 @@ impl Completion {
         Self::of(job, Outcome::NotSent { why })
     }
 
+    pub fn local(job: &Claimed, why: String, after: Duration) -> Self {
+        Self::of(job, Outcome::Local { why, after })
+    }
+
     /// What this outcome counts as in `deliveries_total`, and its attempt's
     /// duration when an HTTP attempt was made.
     pub fn metric(&self) -> (crate::metrics::DeliveryOutcome, Option<Duration>) {
@@ -190,7 +198,7 @@ impl Completion {
             Outcome::Delivered(_) => O::Success,
             Outcome::Retry { .. } => O::Retry,
             Outcome::Failed(_) | Outcome::Gone { .. } => O::Failed,
-            Outcome::Deferred => O::Deferred,
+            Outcome::Deferred | Outcome::Local { .. } => O::Deferred,
             Outcome::NotSent { .. } => O::NotSent,
         };
         let took = self
@@ -209,13 +217,16 @@ impl Outcome {
             | Outcome::Failed(a)
             | Outcome::Retry { attempt: a, .. }
             | Outcome::Gone { attempt: a, .. } => Some(a),
-            Outcome::Deferred | Outcome::NotSent { .. } => None,
+            Outcome::Deferred | Outcome::NotSent { .. } | Outcome::Local { .. } => None,
         }
     }
 
     /// The row goes back to `pending` (so the next due time changes).
     pub fn requeues(&self) -> bool {
-        matches!(self, Outcome::Retry { .. } | Outcome::Deferred)
+        matches!(
+            self,
+            Outcome::Retry { .. } | Outcome::Deferred | Outcome::Local { .. }
+        )
     }
 }
 
@@ -245,10 +256,13 @@ pub enum FailureKind {
     Request,
     /// Any other transport failure.
     Connection,
+    /// This host had no file descriptor for the request (its failure, not
+    /// the receiver's: no attempt is counted).
+    LocalResources,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         FailureKind::HttpStatus,
         FailureKind::RefusedAddress,
         FailureKind::Dns,
@@ -259,6 +273,7 @@ impl FailureKind {
         FailureKind::ConnectionClosed,
         FailureKind::Request,
         FailureKind::Connection,
+        FailureKind::LocalResources,
     ];
 
     /// The stored name (`error_kind`). Never rename one: old rows keep it.
@@ -274,6 +289,7 @@ impl FailureKind {
             FailureKind::ConnectionClosed => "connection_closed",
             FailureKind::Request => "request",
             FailureKind::Connection => "connection",
+            FailureKind::LocalResources => "local_resources",
         }
     }
 

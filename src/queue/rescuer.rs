@@ -1,7 +1,10 @@
-//! The rescuer: returns deliveries whose lease expired (their instance crashed
-//! or stalled) to `pending`, logging the lost attempt, so nothing stays stuck.
-//! The lease is always longer than the request timeout plus a margin, so a
-//! delivery still in flight is never rescued. At shutdown the same statement
+//! The rescuer: returns deliveries whose lease expired and whose instance is
+//! gone (crashed, or cut off from the database) to `pending`, logging the
+//! lost attempt, so nothing stays stuck. The lease is always longer than the
+//! request timeout plus a margin, so a delivery still in flight is never
+//! rescued; and an instance that is alive (it holds its lock, see
+//! `db::listener`) records its own outcomes however long the database made
+//! it wait (read-only longer than a lease), so its rows are left to it. At shutdown the same statement
 //! releases this instance's own unfinished claims.
 
 use std::sync::Arc;
@@ -13,19 +16,42 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::db::listener::HOLDER_LOCK_SPACE;
 use crate::service::{FirstRun, PeriodicService};
 
 /// Most rows returned per statement; the loop repeats while batches come back full.
 pub const RESCUE_BATCH: i64 = 1_000;
 
+/// A lease whose holder is alive is left to it this long past its end
+/// (its completer keeps retrying a write the database refuses); after
+/// that it is rescued anyway, so a holder that lost track of a row (a bug)
+/// cannot keep it forever. An outage longer than this can still send a
+/// delivery twice.
+pub const LIVE_HOLDER_GRACE: Duration = Duration::from_secs(3600);
+
+/// $1 batch · $2 this instance at shutdown (its own leases, expired or
+/// not) · $3 retries of the configured schedule · $4 the error logged ·
+/// $5 the live holders' lock space · $6 seconds after which even a live
+/// holder's expired lease is rescued.
 const RESCUE_SQL: &str = "
-WITH x AS (
+WITH live AS MATERIALIZED (
+    -- The lease holders whose process is up and connected: each holds its
+    -- lock (db::listener) while its LISTEN connection lives.
+    SELECT l.objid FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $5::int4::oid AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), x AS (
     SELECT d.id, d.locked_by AS holder
     FROM webhook_deliveries d
     -- The lease index leads with webhook_id (sql/0008, so a limited claim
     -- counts one webhook's leases): this reads all of it, which holds only
     -- the rows in flight (1,500 of them: 1.5 ms).
-    WHERE d.status = 'delivering' AND (d.locked_until < now() OR d.locked_by = $2)
+    WHERE d.status = 'delivering' AND (d.locked_by = $2 OR (d.locked_until < now() AND (
+        -- A live holder records the outcome itself, however late (its
+        -- completer retries until the database takes it): rescuing the row
+        -- would send it twice.
+        NOT EXISTS (SELECT 1 FROM live WHERE live.objid = hashtext(d.locked_by)::oid)
+        OR d.locked_until < now() - make_interval(secs => $6))))
     ORDER BY d.locked_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -153,7 +179,14 @@ pub async fn release(
         let row = client
             .query_one(
                 RESCUE_SQL,
-                &[&RESCUE_BATCH, &holder, &default_retries, &why],
+                &[
+                    &RESCUE_BATCH,
+                    &holder,
+                    &default_retries,
+                    &why,
+                    &HOLDER_LOCK_SPACE,
+                    &LIVE_HOLDER_GRACE.as_secs_f64(),
+                ],
             )
             .await
             .context("returning leased deliveries to the queue")?;

@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window, TOP_N};
 use super::{
-    decide, in_batches, round1, set_aside_unreadable, threshold, Batched, BeforeCommit, Decision,
-    Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
+    database_now, decide, in_batches, pull_back_ahead, round1, set_aside_unreadable, threshold,
+    Batched, BeforeCommit, Decision, Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
 };
 use crate::config::Config;
 use crate::db::row::{col, position, Unreadable};
@@ -93,8 +93,9 @@ FROM unnest($3::uuid[], $4::bool[], $5::bool[], $6::timestamptz[], $7::int4[], $
      AS u(id, armed, evaluated, fired_at, value, derived, derived_at)
 WHERE t.id = u.id";
 
+/// Seconds until the next spike/drop trigger is due, by the database's clock.
 const NEXT_DUE_SQL: &str = "
-SELECT min(next_evaluation_at) FROM webhook_triggers
+SELECT extract(epoch FROM min(next_evaluation_at) - now())::float8 FROM webhook_triggers
 WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop')";
 
 #[derive(Clone)]
@@ -308,19 +309,17 @@ impl Evaluator {
     }
 
     async fn until_next_due(&self) -> StdDuration {
-        let next: Option<OffsetDateTime> = match self.pool.get().await {
+        let next: Option<f64> = match self.pool.get().await {
             Ok(c) => c
                 .query_one(NEXT_DUE_SQL, &[])
                 .await
                 .ok()
-                // A time past what the daemon reads (sql/0004 refuses
-                // them) waits the interval, as none would.
                 .and_then(|r| r.try_get(0).ok().flatten()),
             Err(_) => None,
         };
+        // None, or a time no wait holds (`infinity`): the interval.
         let wait = next
-            .map(|at| (at - OffsetDateTime::now_utc()).max(Duration::ZERO))
-            .and_then(|d| StdDuration::try_from(d).ok())
+            .and_then(|secs| StdDuration::try_from_secs_f64(secs.max(0.0)).ok())
             .unwrap_or(self.cfg.interval);
         wait.clamp(MIN_PAUSE, self.cfg.interval)
     }
@@ -663,7 +662,18 @@ impl PeriodicService for Evaluator {
     }
 
     async fn run_once(&mut self, _stop: &CancellationToken) -> Result<RoundReport> {
-        self.round(OffsetDateTime::now_utc()).await
+        let now = database_now(&self.pool).await?;
+        pull_back_ahead(
+            &self.pool,
+            &[
+                TriggerType::VisitorSpike.as_str(),
+                TriggerType::TrafficDrop.as_str(),
+            ],
+            now,
+            self.interval_time(),
+        )
+        .await?;
+        self.round(now).await
     }
 
     /// Until the next trigger is due, within `MIN_PAUSE ..= interval`.

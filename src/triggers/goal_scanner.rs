@@ -45,8 +45,8 @@ use std::collections::BTreeMap;
 use super::goals::{self, CompletionIdentity, Goal, GoalKind};
 use super::source::{AnalyticsSource, GoalCompletion, GoalScan};
 use super::{
-    in_batches, set_aside_unreadable, Batched, BeforeCommit, DeliveryMode, Enqueue, TriggerType,
-    PAUSED_RECHECK,
+    database_now, in_batches, pull_back_ahead, set_aside_unreadable, Batched, BeforeCommit,
+    DeliveryMode, Enqueue, TriggerType, PAUSED_RECHECK,
 };
 use crate::config::Config;
 use crate::db::row::{col, position, Unreadable};
@@ -324,7 +324,23 @@ impl GoalScanner {
     /// `(cursor - lateness)`, never before the trigger existed or was last
     /// switched on, never further back than `max_catchup`.
     fn scan_start(&self, c: &GoalTrigger, now: OffsetDateTime) -> OffsetDateTime {
-        let wanted = match c.cursor {
+        // A cursor past `now` was written by a clock that ran ahead: what
+        // it claims to have covered was never scanned.
+        let cursor = c.cursor.map(|cursor| {
+            if cursor > now {
+                tracing::warn!(
+                    trigger_id = %c.id,
+                    webhook_id = %c.webhook_id,
+                    cursor = %rfc3339_seconds(cursor),
+                    now = %rfc3339_seconds(now),
+                    "goal trigger's cursor is ahead of the database's clock (a clock that ran ahead wrote it); pulled back to now"
+                );
+                now
+            } else {
+                cursor
+            }
+        });
+        let wanted = match cursor {
             Some(cursor) => (cursor - self.cfg.lateness).max(c.floor),
             None => c.floor,
         };
@@ -770,7 +786,18 @@ impl PeriodicService for GoalScanner {
     }
 
     async fn run_once(&mut self, _stop: &CancellationToken) -> Result<ScanReport> {
-        self.round(OffsetDateTime::now_utc()).await
+        let now = database_now(&self.pool).await?;
+        pull_back_ahead(
+            &self.pool,
+            &[
+                TriggerType::GoalCompletion.as_str(),
+                TriggerType::CustomEvent.as_str(),
+            ],
+            now,
+            self.interval_time(),
+        )
+        .await?;
+        self.round(now).await
     }
 }
 

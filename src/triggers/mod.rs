@@ -356,6 +356,63 @@ pub(crate) async fn in_batches<B: Batched>(
     }
 }
 
+/// The database's clock, the one clock that orders trigger work (cursors,
+/// due times, cooldowns): a daemon whose own clock ran an hour ahead wrote
+/// cursors and due times an hour ahead of the database, and an hour of goal
+/// completions fell behind its cursor once the clock came back.
+pub(crate) async fn database_now(pool: &Pool) -> Result<OffsetDateTime> {
+    let c = pool.get().await.context("getting a database connection")?;
+    let row = c
+        .query_one("SELECT now()", &[])
+        .await
+        .context("reading the database's clock")?;
+    Ok(row.get(0))
+}
+
+/// Further ahead than any round schedules a trigger (a set-aside row, a
+/// paused trigger, the interval), with a margin.
+pub(crate) fn furthest_ahead(interval: Duration) -> Duration {
+    interval.max(UNREADABLE_RECHECK).max(PAUSED_RECHECK) + Duration::minutes(1)
+}
+
+/// Triggers of `types` due further ahead of `now` than any round schedules
+/// them (`furthest_ahead`), which only a clock that ran ahead can have
+/// written: made due at `now`, with a warning naming each, so they are not
+/// left waiting for that clock's time (their cursors are pulled back when
+/// they are scanned).
+pub(crate) async fn pull_back_ahead(
+    pool: &Pool,
+    types: &[&str],
+    now: OffsetDateTime,
+    interval: Duration,
+) -> Result<()> {
+    let c = pool.get().await.context("getting a database connection")?;
+    let rows = c
+        .query(
+            "WITH ahead AS (
+                SELECT id, next_evaluation_at AS was FROM webhook_triggers
+                WHERE enabled AND next_evaluation_at > $1::timestamptz + make_interval(secs => $3)
+                  AND next_evaluation_at < 'infinity' AND trigger_type = ANY($2)
+                FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_triggers t SET next_evaluation_at = $1 FROM ahead
+             WHERE t.id = ahead.id
+             RETURNING t.id, t.webhook_id, extract(epoch FROM ahead.was - $1::timestamptz)::float8",
+            &[&now, &types, &furthest_ahead(interval).as_seconds_f64()],
+        )
+        .await
+        .context("pulling back triggers due ahead of the database's clock")?;
+    for r in rows {
+        let (id, webhook, ahead): (Uuid, Uuid, f64) = (r.get(0), r.get(1), r.get(2));
+        tracing::warn!(
+            trigger_id = %id,
+            webhook_id = %webhook,
+            ahead_secs = ahead.round() as i64,
+            "a trigger was due further ahead of the database's clock than any round schedules it (a clock that ran ahead wrote it); due now"
+        );
+    }
+    Ok(())
+}
+
 /// How long a trigger whose row cannot be read is set aside before it is
 /// read (and warned about) again.
 pub const UNREADABLE_RECHECK: Duration = Duration::minutes(10);

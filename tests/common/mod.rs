@@ -327,6 +327,42 @@ impl Env {
         extra: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> DaemonProcess {
+        DaemonProcess {
+            child: self
+                .daemon_command(extra, log)
+                .spawn()
+                .expect("spawning the daemon binary"),
+        }
+    }
+
+    /// As `spawn_daemon`, in a process that may open at most `open_files`
+    /// descriptors (soft and hard limit alike).
+    pub fn spawn_daemon_limited(&self, extra: &[(&str, &str)], open_files: u64) -> DaemonProcess {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.daemon_command(extra, None);
+        // SAFETY: setrlimit is async-signal-safe and only touches the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: open_files,
+                    rlim_max: open_files,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        DaemonProcess {
+            child: cmd.spawn().expect("spawning the daemon binary"),
+        }
+    }
+
+    fn daemon_command(
+        &self,
+        extra: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
         cmd.arg("run").env_remove("PLAUSIBLE_WEBHOOKS_CONFIG");
         for (k, v) in self.daemon_env() {
@@ -338,9 +374,7 @@ impl Env {
         if let Some(path) = log {
             cmd.stderr(std::fs::File::create(path).expect("creating the daemon's log file"));
         }
-        DaemonProcess {
-            child: cmd.spawn().expect("spawning the daemon binary"),
-        }
+        cmd
     }
 }
 

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::page::{bad_cursor, page_size};
 use super::webhook_view::{view, WebhookView};
 use crate::admin::access::{self, Access, Owned, Principal};
 use crate::admin::core::Admin;
@@ -18,9 +19,6 @@ use crate::db::{Timestamp, NOTIFY_CHANNEL};
 
 /// Rows made due again per statement by `replay` (bounded locks).
 pub const REPLAY_BATCH: i64 = 5_000;
-/// A page of the log: by default, and at most.
-pub const PAGE_DEFAULT: i64 = 50;
-pub const PAGE_MAX: i64 = 1_000;
 /// What one poll of `deliveries list --follow` reads at most.
 pub const FOLLOW_MAX: i64 = 10_000;
 
@@ -88,13 +86,7 @@ fn encode_cursor(at: OffsetDateTime, id: Uuid) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<(OffsetDateTime, Uuid), Invalid> {
-    let bad = || {
-        Invalid::new(
-            "cursor",
-            Rule::Syntax,
-            "not a cursor of this log; pass `next_cursor` of the previous page as it is",
-        )
-    };
+    let bad = bad_cursor;
     let (t, id) = s.trim().split_once('_').ok_or_else(bad)?;
     let t = OffsetDateTime::from_unix_timestamp_nanos(t.parse().map_err(|_| bad())?)
         .map_err(|_| bad())?;
@@ -417,24 +409,12 @@ impl Admin {
             c.check(validate::no_nul("event", e));
         }
         let since = time_of(&mut c, "since", given(&q.since), now);
-        let limit = c.optional(q.limit.as_ref(), |l| {
-            l.number("limit").and_then(|l| {
-                if (1..=PAGE_MAX).contains(&l) {
-                    Ok(l)
-                } else {
-                    Err(Invalid::new(
-                        "limit",
-                        Rule::OutOfRange,
-                        format!("must be a whole number from 1 to {PAGE_MAX}"),
-                    ))
-                }
-            })
-        });
+        let limit = page_size(&mut c, q.limit.as_ref());
         let after = c.optional(given(&q.cursor), decode_cursor);
         c.done()?;
         let (since, limit, after) = (
             since.expect("checked"),
-            limit.expect("checked").unwrap_or(PAGE_DEFAULT),
+            limit.expect("checked"),
             after.expect("checked"),
         );
         let db_ = self.db().await?;

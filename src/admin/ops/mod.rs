@@ -12,6 +12,7 @@
 
 mod deliveries;
 mod event_types;
+mod page;
 mod portal;
 mod sites;
 mod status;
@@ -21,6 +22,7 @@ mod webhook_view;
 mod webhooks;
 
 pub use deliveries::*;
+pub use page::{PAGE_DEFAULT, PAGE_MAX};
 pub use portal::*;
 pub use sites::*;
 pub use status::*;

@@ -66,6 +66,7 @@ pub fn classify(kind: FailureKind) -> (TestCause, &'static str) {
         FailureKind::Timeout => (TestCause::Timeout, "the receiver did not answer within delivery.request_timeout_ms; it must answer quickly (queue work, reply 2xx)"),
         FailureKind::ConnectionRefused => (TestCause::ConnectionRefused, "nothing listens at that host and port; check the receiver is running and the port in the URL"),
         FailureKind::Tls => (TestCause::Tls, "the TLS handshake failed; the receiver needs a certificate valid for its host name from a public CA (or one in delivery.extra_ca_file)"),
+        FailureKind::LocalResources => (TestCause::Connection, LOCAL_HINT),
         FailureKind::ConnectTimeout
         | FailureKind::ConnectionClosed
         | FailureKind::Request
@@ -76,6 +77,10 @@ pub fn classify(kind: FailureKind) -> (TestCause, &'static str) {
     }
 }
 
+/// This host's failure, not the receiver's.
+const LOCAL_HINT: &str =
+    "the daemon's host ran out of file descriptors (its own problem, not the receiver's); try again shortly";
+
 /// A test's cause and hint, from what came of it.
 fn explain(outcome: &Outcome) -> (TestCause, Option<&'static str>) {
     match outcome {
@@ -84,6 +89,7 @@ fn explain(outcome: &Outcome) -> (TestCause, Option<&'static str>) {
             TestCause::NotSent,
             Some("the webhook cannot be sent to as it stands; see the error"),
         ),
+        Outcome::Local { .. } => (TestCause::Connection, Some(LOCAL_HINT)),
         o => match o.attempt().and_then(|a| a.error_kind) {
             Some(kind) => {
                 let (cause, hint) = classify(kind);
@@ -155,11 +161,11 @@ impl Admin {
         let mut info = cols.webhook(&row).context(read)?;
         info.enabled = true; // tested on purpose, even while disabled
         info.retry_schedule = Some(Vec::new()); // one attempt: the result is seen now
-        let job = cols
+        let mut job = cols
             .claimed(&row, Arc::new(info), lease_deadline)
             .context(read)?;
         drop(client);
-        let outcome = sender.worker.deliver(&job).await;
+        let outcome = sender.worker.deliver(&mut job).await;
 
         // Recorded by the completer, as the daemon records outcomes (attempt log, health).
         let (tx, rx) = completer::channel(1);
@@ -194,7 +200,7 @@ impl Admin {
         let (cause, hint) = explain(&outcome.outcome);
         let attempt = outcome.outcome.attempt();
         let error = match &outcome.outcome {
-            Outcome::NotSent { why } => Some(why.clone()),
+            Outcome::NotSent { why } | Outcome::Local { why, .. } => Some(why.clone()),
             _ => attempt.and_then(|a| a.error.clone()),
         };
         Ok(TestResult {
@@ -242,6 +248,7 @@ mod tests {
             (FailureKind::ConnectionClosed, TestCause::Connection),
             (FailureKind::Request, TestCause::Connection),
             (FailureKind::Connection, TestCause::Connection),
+            (FailureKind::LocalResources, TestCause::Connection),
         ] {
             assert_eq!(classify(kind).0, cause, "{kind}");
         }

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::page::{bad_cursor, page_size};
 use super::triggers::{check_trigger, insert_trigger, list_of, TriggerView};
 use super::webhook_view::{deleted, view, webhook_view, WebhookView, WEBHOOK_COLUMNS};
 use crate::admin::access::{self, Access, Principal};
@@ -26,10 +27,42 @@ use tokio_postgres::GenericClient;
 pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 86_400;
 pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 86_400;
 
-/// `{"webhooks": [...]}`: what `GET /api/webhooks` and `list --json` print.
+/// `{"webhooks": [...], "next_cursor": ...}`: one page of webhooks, by
+/// site domain, then the oldest first, as `GET /api/webhooks` and `list
+/// --json` print it. `next_cursor` (null on the last page) fetches the next.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The page cursor: the last webhook's (site domain, inserted_at, id),
+/// opaque to clients.
+fn encode_cursor(w: &WebhookView) -> String {
+    format!(
+        "{}_{}_{}",
+        w.inserted_at.unix_timestamp_nanos(),
+        w.id.simple(),
+        w.site_id
+    )
+}
+
+fn decode_cursor(s: &str) -> Result<(String, OffsetDateTime, Uuid), Invalid> {
+    let mut parts = s.trim().splitn(3, '_');
+    let (Some(t), Some(id), Some(domain)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad_cursor());
+    };
+    let t = t
+        .parse()
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t).ok())
+        .ok_or_else(bad_cursor)?;
+    validate::no_nul("cursor", domain)?;
+    Ok((
+        domain.to_string(),
+        t,
+        Uuid::parse_str(id).map_err(|_| bad_cursor())?,
+    ))
 }
 
 /// `{"webhook": {...}, "triggers": [...]}`: `GET /api/webhooks/:id` and `show --json`.
@@ -193,8 +226,13 @@ impl Admin {
         }
     }
 
-    /// The webhooks `who` may read, of one site or all.
+    /// A page of the webhooks `who` may read, of one site or all.
     pub async fn list_webhooks(&self, who: &Principal, q: &WebhookQuery) -> OpResult<WebhookList> {
+        let mut c = Checks::default();
+        let limit = page_size(&mut c, q.limit.as_ref());
+        let after = c.optional(given(&q.cursor), decode_cursor);
+        c.done()?;
+        let (limit, after) = (limit.expect("checked"), after.expect("checked"));
         let db_ = self.db().await?;
         let site = match site_of(&q.site_id, &q.site)? {
             Some((s, _)) => Some(access::site(&db_, who, &s, Access::Read).await?.id),
@@ -208,9 +246,20 @@ impl Admin {
                     "SELECT {WEBHOOK_COLUMNS}
                      WHERE ($1::bigint IS NULL OR w.site_id = $1) AND ($2 OR w.deleted_at IS NULL)
                        AND ($3::bigint[] IS NULL OR w.site_id = ANY($3))
-                     ORDER BY s.domain, w.inserted_at"
+                       AND ($5::text IS NULL OR (s.domain, w.inserted_at, w.id) > ($5, $6, $7))
+                     ORDER BY s.domain, w.inserted_at, w.id
+                     LIMIT $4"
                 ),
-                &[&site, &q.include_deleted, &readable],
+                &[
+                    &site,
+                    &q.include_deleted,
+                    &readable,
+                    // One more than the page: tells whether another follows.
+                    &(limit + 1),
+                    &after.as_ref().map(|a| a.0.as_str()),
+                    &after.as_ref().map(|a| a.1),
+                    &after.as_ref().map(|a| a.2),
+                ],
             )
             .await,
             "listing webhooks",
@@ -222,8 +271,13 @@ impl Admin {
                 w.seen_with(a)
             }
         };
+        let mut webhooks: Vec<WebhookView> = rows.iter().map(webhook_view).map(seen).collect();
+        let more = webhooks.len() as i64 > limit;
+        webhooks.truncate(limit as usize);
+        let next_cursor = more.then(|| webhooks.last().map(encode_cursor)).flatten();
         Ok(WebhookList {
-            webhooks: rows.iter().map(webhook_view).map(seen).collect(),
+            webhooks,
+            next_cursor,
         })
     }
 

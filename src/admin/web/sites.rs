@@ -39,9 +39,14 @@ async fn site_page(
 ) -> Page {
     let web = web(s)?;
     let shown = s.admin.show_site(&v.who, site, Access::Read).await?;
+    // One page holds them all: a site has at most `limits.max_webhooks_per_site`
+    // live ones (and the page lists the deleted ones among them).
     let q = WebhookQuery {
         site_id: Some(SiteRef::new(&shown.plausible_site_id.to_string())),
         include_deleted: true,
+        limit: Some(crate::admin::inputs::Num::Number(
+            crate::admin::ops::PAGE_MAX,
+        )),
         ..Default::default()
     };
     let all = s.admin.list_webhooks(&v.who, &q).await?.webhooks;
