@@ -93,6 +93,13 @@ fn main() -> ExitCode {
         _ => &cfg.log.level,
     };
     logging::init(&cfg.log.format, level);
+    for w in &cfg.warnings {
+        match cli.command {
+            // The daemon's lines go to its log, in its format.
+            Command::Run => tracing::warn!("{w}"),
+            _ => eprintln!("warning: {w}"),
+        }
+    }
     report(rt.block_on(async move {
         match cli.command {
             Command::Run => daemon::run(cfg).await,

@@ -35,22 +35,9 @@ use plausible_webhooks::config::Config;
 
 const README_MAX_LINES: usize = 250;
 const NOT_CHECKED_MARKER: &str = "<!-- config not checked:";
-/// The top-level tables of `Config` (src/config.rs): a ```toml block holding
-/// one of them is a configuration file.
-const CONFIG_SECTIONS: &[&str] = &[
-    "database",
-    "delivery",
-    "queue",
-    "health",
-    "shutdown",
-    "log",
-    "retention",
-    "admin",
-    "analytics",
-    "triggers",
-    "plausible",
-    "web",
-];
+/// The top-level tables of `Config`: a ```toml block holding one of them
+/// is a configuration file.
+const CONFIG_SECTIONS: &[&str] = plausible_webhooks::config::SECTIONS;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
