@@ -502,6 +502,8 @@ async fn triggers_are_added_with_settings_or_a_goal_by_name_listed_and_removed()
     );
     let g = json(&env, &["triggers", "add", &wh, "goal", "--goal", "Signup"]).await;
     assert_eq!(g["goal_id"], goal);
+    // Cooldown does not apply to goal triggers: none is shown (issue 26).
+    assert!(g["cooldown_secs"].is_null(), "{g}");
     let d = json(&env, &["triggers", "add", &wh, "drop"]).await;
     assert!(
         d["threshold"].is_null(),

@@ -807,11 +807,8 @@ fn print_triggers(t: &[ops::TriggerView]) {
                             (true, Some(v)) => format!("{v}s"),
                             (true, None) => "default".into(),
                         },
-                        if spike_or_drop {
-                            format!("{}s", t.cooldown_secs)
-                        } else {
-                            "-".into()
-                        },
+                        t.cooldown_secs
+                            .map_or_else(|| "-".into(), |c| format!("{c}s")),
                         match (&t.goal_id, &t.goal_name) {
                             (Some(id), Some(n)) => format!("{n} ({id})"),
                             (Some(id), None) => id.to_string(),

@@ -324,11 +324,7 @@ impl From<&TriggerView> for TriggerRow {
                     _ => "12 h (default)".into(),
                 },
             },
-            cooldown: if traffic {
-                secs(i64::from(t.cooldown_secs))
-            } else {
-                dash()
-            },
+            cooldown: t.cooldown_secs.map_or_else(dash, |c| secs(i64::from(c))),
             goal: match (&t.goal_id, &t.goal_name) {
                 (Some(_), Some(n)) => n.clone(),
                 (Some(id), None) => format!("goal {id}"),
