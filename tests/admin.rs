@@ -1651,3 +1651,65 @@ async fn show_names_the_defaults_in_force_and_an_empty_update_is_refused() {
         text(&o)
     );
 }
+
+/// A full page of `deliveries list` ends with how to get the next one, in
+/// words that do not read like `--follow` (issue 26); the line's command
+/// gives the rest, each delivery once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_page_of_deliveries_says_how_to_get_the_next() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://hooks.example.net/pages").await;
+    let ids = env.enqueue(wh, 3).await;
+    let o = pw(&env, &["deliveries", "list", "--limit", "2"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let cursor = out
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: the same command with --cursor "))
+        .unwrap_or_else(|| panic!("no next-page line: {out}"))
+        .trim()
+        .to_string();
+    let o = pw(
+        &env,
+        &["deliveries", "list", "--limit", "2", "--cursor", &cursor],
+    )
+    .await;
+    let rest = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!rest.contains("next page"), "the last page: {rest}");
+    let seen = |text: &str| {
+        ids.iter()
+            .filter(|id| text.contains(&id.to_string()))
+            .count()
+    };
+    assert_eq!((seen(&out), seen(&rest)), (2, 1), "{out}\n{rest}");
+}
+
+/// The retry of a success is refused in the words docs/cli.md shows, so
+/// the worked session reads as it runs (issue 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_success_is_refused_as_the_docs_show() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://hooks.example.net/done").await;
+    let id = env.enqueue(wh, 1).await[0];
+    env.db
+        .execute(
+            "UPDATE webhook_deliveries SET status = 'success', attempts = 1, finished_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let documented = docs
+        .lines()
+        .find(|l| l.starts_with("error: delivery ") && l.contains("already succeeded"))
+        .expect("docs/cli.md shows the refusal");
+    let doc_id = documented.split_whitespace().nth(2).unwrap();
+    let o = pw(&env, &["retry", &id.to_string()]).await;
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        documented.replace(doc_id, &id.to_string())
+    );
+}

@@ -533,7 +533,7 @@ async fn deliveries(a: &Admin, cmd: DeliveriesCommand, json: bool) -> Result<(),
                 output(json, &page, || {
                     print_deliveries(&page.deliveries);
                     if let Some(c) = &page.next_cursor {
-                        println!("more follow: the same command with --cursor {c}");
+                        println!("next page: the same command with --cursor {c}");
                     }
                 });
             }
