@@ -1713,3 +1713,56 @@ async fn a_retry_of_a_success_is_refused_as_the_docs_show() {
         documented.replace(doc_id, &id.to_string())
     );
 }
+
+/// `test` run without the daemon's environment (its allow_cidrs not set
+/// here) is refused by this command's own configuration: the refusal says
+/// so and how to run it as the daemon would, nothing is sent or recorded,
+/// and the webhook does not turn `failing`, however often it is tried
+/// (issue 26). With the daemon's environment the same test is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_refused_by_this_commands_configuration_does_not_count() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/hook")).await.to_string();
+    for _ in 0..3 {
+        let o = pw_with(
+            &env,
+            &[],
+            &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
+            &["test", &wh],
+        )
+        .await;
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("not sent: this command's configuration refuses the webhook's address")
+                && t.contains("127.0.0.1 is a loopback address")
+                && t.contains("no config file, only its environment")
+                && t.contains("the webhook's health is unchanged"),
+            "{t}"
+        );
+    }
+    let o = pw_with(
+        &env,
+        &[],
+        &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
+        &["--json", "test", &wh],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    assert_eq!(rx.count(), 0, "nothing was sent");
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0,
+        "nothing was recorded"
+    );
+    let shown = json(&env, &["show", &wh]).await;
+    assert_eq!(shown["webhook"]["status"], "active", "{shown}");
+    assert_eq!(shown["webhook"]["consecutive_failures"], 0, "{shown}");
+
+    // The daemon's environment: delivered.
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(rx.count(), 1);
+}
