@@ -513,3 +513,49 @@ fn readme_is_short_and_starts_with_the_two_commands() {
         "README.md's second command must run the tests (`cargo nextest run …`), not `{tests}`"
     );
 }
+
+/// The example config's pointers into the documentation (`docs/x.md
+/// "Heading"`, or `README "Heading"`) name a heading that page has: the
+/// config is read on servers, where a moved section is no link to click.
+#[test]
+fn the_example_configs_pointers_name_real_headings() {
+    let path = root().join("config/plausible-webhooks.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Comments only, joined, so a pointer may wrap onto the next line.
+    let comments: String = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .map(|l| l.trim_start_matches(['#', ' ']))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let headings = |page: &Path| -> Vec<String> {
+        parse(page)
+            .prose
+            .iter()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim().to_string())
+            .collect()
+    };
+    let (mut checked, mut broken) = (0, Vec::new());
+    for (at, _) in comments.match_indices(" \"") {
+        let before = &comments[..at];
+        let page = before.rsplit([' ', '(']).next().unwrap_or("");
+        let file = match page {
+            "README" => root().join("README.md"),
+            p if p.starts_with("docs/") && p.ends_with(".md") => root().join(p),
+            _ => continue,
+        };
+        let heading = comments[at + 2..].split('"').next().unwrap();
+        checked += 1;
+        if !file.exists() {
+            broken.push(format!("{page}: no such page"));
+        } else if !headings(&file).iter().any(|h| h == heading) {
+            broken.push(format!("{page} has no heading \"{heading}\""));
+        }
+    }
+    assert!(
+        checked >= 2,
+        "only {checked} pointers found: is the parser blind?"
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
