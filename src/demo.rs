@@ -3,6 +3,12 @@
 //! One event is rejected at first (503 with Retry-After) to show a retry.
 //! Then the triggers: synthetic analytics rows make a visitor spike, a
 //! traffic drop and three goal completions, each POST shown and verified.
+//!
+//! Beside it, the playground tools: `demo --keep` (`playground`) and the
+//! `listen` receiver (`listen`).
+
+pub mod listen;
+pub mod playground;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
