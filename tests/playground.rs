@@ -240,3 +240,60 @@ async fn the_playground_is_driven_with_the_environment_it_prints() {
     assert_eq!(api.json()["webhooks"][0]["name"], "Playground");
     p.stop().await.unwrap();
 }
+
+/// docs/operating.md's CA recipe, run as written (openssl), makes a
+/// receiver certificate that the daemon trusts at https://127.0.0.1 with
+/// the CA in extra_ca_file: its URL is an address, so the certificate
+/// needs IP:127.0.0.1 (issue 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_ca_recipe_makes_a_receiver_trusted_on_127_0_0_1() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operating.md")).unwrap();
+    let section = doc
+        .split("\n## A receiver with a private CA\n")
+        .nth(1)
+        .expect("the section");
+    let recipe = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("its sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new("sh")
+        .args(["-ec", recipe])
+        .current_dir(dir.path())
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "the recipe failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The receiver serves receiver.pem with receiver.key; the daemon gets ca.pem.
+    let certs = dir.path().join("served");
+    std::fs::create_dir(&certs).unwrap();
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("receiver.pem", "server-cert.pem"),
+        ("receiver.key", "server-key.pem"),
+    ] {
+        std::fs::copy(dir.path().join(from), certs.join(to)).unwrap();
+    }
+    let env = Env::new().await;
+    let (print, out) = kept();
+    let l = Listener::start(&options(&certs, Some(SECRET), 200), print)
+        .await
+        .unwrap();
+    let daemon = env
+        .daemon(config_from_lines(&env.url, &l.config_lines()))
+        .await;
+    let wh = env.webhook(&l.url()).await;
+    let id = env.enqueue(wh, 1).await[0];
+    env.wait_until(
+        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{id}'"),
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert!(out.lock().unwrap().join("\n").contains("answered 200"));
+}
