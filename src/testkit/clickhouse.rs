@@ -156,7 +156,7 @@ impl ChEngine {
 /// The chDB front's source, written to each server's temp dir.
 const CHDB_FRONT: &str = include_str!("chdb_front.py");
 
-/// Where `.ci/run` puts the Python environment holding `chdb-core`; override
+/// Where `scripts/test` puts the Python environment holding `chdb-core`; override
 /// with `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON` (an interpreter that imports chdb).
 pub const CHDB_VENV: &str = ".cache/plausible-webhooks/chdb-venv";
 
@@ -191,7 +191,7 @@ impl ChServer {
     }
 
     /// The Python interpreter with `chdb-core`: `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON`,
-    /// else the environment `.ci/run` makes under `$HOME`.
+    /// else the environment `scripts/test` makes under `$HOME`.
     pub fn chdb_python() -> Result<PathBuf> {
         if let Some(p) = std::env::var_os("PLAUSIBLE_WEBHOOKS_CHDB_PYTHON") {
             return Ok(PathBuf::from(p));
@@ -202,7 +202,7 @@ impl ChServer {
             Ok(p)
         } else {
             bail!(
-                "no Python with chdb-core at {}: run .ci/run (it makes it with \
+                "no Python with chdb-core at {}: run scripts/test (it makes it with \
                  `python3 -m venv ~/{CHDB_VENV} && ~/{CHDB_VENV}/bin/pip install chdb-core`), \
                  or set PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
                 p.display()
@@ -220,7 +220,7 @@ impl ChServer {
     pub async fn start_engine(engine: ChEngine, tls: Option<ChTls<'_>>) -> Result<ChServer> {
         let binary = match engine {
             ChEngine::Server => Self::binary().context(
-                "clickhouse-server is not installed; `apt-get install clickhouse-server` (.ci/run does)",
+                "clickhouse-server is not installed; `apt-get install clickhouse-server` (scripts/test does)",
             )?,
             ChEngine::Chdb => {
                 if tls.is_some() {
