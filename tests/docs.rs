@@ -23,8 +23,9 @@
 //!    binary has: `<subcommand> --help` exits 0, down to nested ones such as
 //!    `triggers add`;
 //! 4. the README stays short (at most 250 lines) and its first code block is
-//!    the two commands, the demo and the tests (`cargo nextest run`, or
-//!    `scripts/test`, which ends by running it), and nothing else.
+//!    the two commands, the demo and the tests (the cargo commands, or the
+//!    scripts that install what they need and end by running them), and
+//!    nothing else.
 //!
 //! No database is needed: only files and `--help`.
 
@@ -503,34 +504,32 @@ fn readme_is_short_and_starts_with_the_two_commands() {
             commands.len()
         );
     };
-    // `cargo run -- demo`, or with options for cargo (`--features demo`)
-    // before the `--`.
-    assert!(
-        demo.starts_with("cargo run") && demo.ends_with("-- demo"),
-        "README.md's first command must run the demo (`cargo run … -- demo`), not `{demo}`"
-    );
-    // `cargo nextest run`, or the script that installs what the tests need
-    // and then runs it.
-    if tests.starts_with("scripts/") {
-        let script = root().join(tests.split_whitespace().next().unwrap());
-        let text = std::fs::read_to_string(&script)
-            .unwrap_or_else(|e| panic!("README.md's test command `{tests}`: {e}"));
-        use std::os::unix::fs::PermissionsExt as _;
-        assert!(
-            script.metadata().unwrap().permissions().mode() & 0o111 != 0,
-            "{tests} is not executable: README.md runs it as written"
-        );
-        assert!(
-            text.lines()
-                .any(|l| l.trim() == r#"exec cargo nextest run "$@""#),
-            "{tests} must end by running the tests (`exec cargo nextest run \"$@\"`)"
-        );
-    } else {
-        assert!(
-            tests.starts_with("cargo nextest run"),
-            "README.md's second command must run the tests (`cargo nextest run …` or a script that does), not `{tests}`"
-        );
-    }
+    // Each is the cargo command itself, or a script of this repository that
+    // installs what it needs and then runs it.
+    let runs = |command: &str, what: &str, cargo: &str| {
+        if let Some(script) = command.strip_prefix("scripts/") {
+            let path = root().join("scripts").join(script);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("README.md's {what} command `{command}`: {e}"));
+            use std::os::unix::fs::PermissionsExt as _;
+            assert!(
+                path.metadata().unwrap().permissions().mode() & 0o111 != 0,
+                "{command} is not executable: README.md runs it as written"
+            );
+            let exec = format!("exec {cargo} \"$@\"");
+            assert!(
+                text.lines().any(|l| l.trim() == exec),
+                "{command} must end by running the {what} (`{exec}`)"
+            );
+        } else {
+            assert!(
+                command.starts_with(cargo.split(" -- ").next().unwrap()),
+                "README.md's {what} command must be `{cargo}` or a script that runs it, not `{command}`"
+            );
+        }
+    };
+    runs(demo, "demo", "cargo run --features demo -- demo");
+    runs(tests, "tests", "cargo nextest run");
 }
 
 /// The example config's pointers into the documentation (`docs/x.md
