@@ -50,6 +50,24 @@ fn config_from_lines(database_url: &str, lines: &[String]) -> Config {
     Config::from_parts("", &env).expect("listen's lines make a valid config")
 }
 
+/// The daemon, configured by `DATABASE_URL` and the lines `l` prints,
+/// sends one goal completion to `l` (a webhook with the test secret) until
+/// `done` (a condition on its row) holds; returns the delivery's id.
+async fn deliver_one(env: &Env, l: &Listener, done: &str) -> uuid::Uuid {
+    let daemon = env
+        .daemon(config_from_lines(&env.url, &l.config_lines()))
+        .await;
+    let wh = env.webhook(&l.url()).await;
+    let id = env.enqueue(wh, 1).await[0];
+    env.wait_until(
+        &format!("SELECT coalesce({done}, false) FROM webhook_deliveries WHERE id = '{id}'"),
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_delivers_to_listen_and_both_signatures_verify() {
     let env = Env::new().await;
@@ -58,18 +76,7 @@ async fn the_daemon_delivers_to_listen_and_both_signatures_verify() {
     let l = Listener::start(&options(dir.path(), Some(SECRET), 200), print)
         .await
         .unwrap();
-    let daemon = env
-        .daemon(config_from_lines(&env.url, &l.config_lines()))
-        .await;
-    let wh = env.webhook(&l.url()).await;
-    let id = env.enqueue(wh, 1).await[0];
-    l.wait_for(1, T).await.unwrap();
-    env.wait_until(
-        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{id}'"),
-        T,
-    )
-    .await;
-    daemon.shutdown().await.unwrap();
+    let id = deliver_one(&env, &l, "status = 'success'").await;
     let printed = out.lock().unwrap().join("\n");
     for want in [
         &format!("webhook-id: {id}") as &str,
@@ -95,19 +102,7 @@ async fn listen_answers_as_told_and_names_a_signature_that_does_not_verify() {
         .await
         .unwrap();
     let first_ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
-    let mut cfg = config_from_lines(&env.url, &l.config_lines());
-    cfg.delivery.retry_schedule_secs = vec![];
-    let daemon = env.daemon(cfg).await;
-    let wh = env.webhook(&l.url()).await;
-    let id = env.enqueue(wh, 1).await[0];
-    env.wait_until(
-        &format!(
-            "SELECT status = 'failed' AND last_response_code = 503 FROM webhook_deliveries WHERE id = '{id}'"
-        ),
-        T,
-    )
-    .await;
-    daemon.shutdown().await.unwrap();
+    deliver_one(&env, &l, "last_response_code = 503").await;
     let printed = out.lock().unwrap().join("\n");
     assert!(
         printed.contains("webhook-signature:   DOES NOT VERIFY")
@@ -284,16 +279,6 @@ async fn the_docs_ca_recipe_makes_a_receiver_trusted_on_127_0_0_1() {
     let l = Listener::start(&options(&certs, Some(SECRET), 200), print)
         .await
         .unwrap();
-    let daemon = env
-        .daemon(config_from_lines(&env.url, &l.config_lines()))
-        .await;
-    let wh = env.webhook(&l.url()).await;
-    let id = env.enqueue(wh, 1).await[0];
-    env.wait_until(
-        &format!("SELECT status = 'success' FROM webhook_deliveries WHERE id = '{id}'"),
-        T,
-    )
-    .await;
-    daemon.shutdown().await.unwrap();
+    deliver_one(&env, &l, "status = 'success'").await;
     assert!(out.lock().unwrap().join("\n").contains("answered 200"));
 }

@@ -52,6 +52,16 @@ pub struct Listener {
 /// Where each delivery's report goes (stdout for the command).
 pub type Printer = Arc<dyn Fn(String) + Send + Sync>;
 
+/// Each report to stdout as it comes, whole (flushed: it may be piped).
+pub fn stdout() -> Printer {
+    Arc::new(|text| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    })
+}
+
 impl Listener {
     /// Binds 127.0.0.1:`port` and serves until dropped; each request's
     /// report goes to `print`.
@@ -113,13 +123,7 @@ impl Drop for Listener {
 
 /// `listen` itself: prints how to use it, then each delivery, until Ctrl-C.
 pub async fn run(opts: Options) -> Result<()> {
-    let print: Printer = Arc::new(|text| {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    });
-    let listener = Listener::start(&opts, print).await?;
+    let listener = Listener::start(&opts, stdout()).await?;
     let answer = if opts.delay.is_zero() {
         format!("{}", opts.status)
     } else {

@@ -214,18 +214,12 @@ async fn ready(api: &str) -> bool {
 /// The command: start, say what runs and how to reach it, wait for Ctrl-C.
 pub async fn keep() -> Result<()> {
     println!("plausible-webhooks playground: starting PostgreSQL, a receiver and the daemon...");
-    let print: Printer = std::sync::Arc::new(|text| {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    });
     let p = Playground::start(
         &Options {
             daemon_bin: std::env::current_exe().context("finding this binary")?,
             certs: listen::default_dir(),
         },
-        print,
+        listen::stdout(),
     )
     .await?;
     let short = &p.webhook.to_string()[..8];
