@@ -249,8 +249,9 @@ pub async fn keep() -> Result<()> {
          \x20 psql \"$DATABASE_URL\" -c \"SELECT webhook_enqueue(1, 'goal_completion', '{{\\\"goal_id\\\": 1, \\\"goal_name\\\": \\\"Signup\\\"}}')\"\n\
          \x20 plausible-webhooks deliveries list --webhook {short}\n\
          \x20 curl -s -H \"Authorization: Bearer $PW_TOKEN\" $PW_API/api/webhooks\n\
-         \nYour own receiver: `plausible-webhooks listen --port 8443` in a third terminal (its CA is this\n\
-         one's, already trusted), and `create --site {SITE} --url https://127.0.0.1:8443/hook …`\n\
+         \nYour own receiver: `cargo run --features demo -- listen --port 8443` in a third terminal, from\n\
+         this repository (its CA is this one's, already trusted), and\n\
+         `plausible-webhooks create --site {SITE} --url https://127.0.0.1:8443/hook …` in the second\n\
          (docs/operating.md, \"Trying it standalone\").\n"
     );
     tokio::signal::ctrl_c().await?;
