@@ -16,6 +16,32 @@ use serde::Deserialize;
 pub const EX_CONFIG: i32 = 78;
 
 pub const ENV_PREFIX: &str = "PLAUSIBLE_WEBHOOKS__";
+/// The variables of this name family that are read elsewhere (`--config`'s,
+/// the test kit's): not mistakes for `ENV_PREFIX`.
+const OTHER_VARS: &[&str] = &[
+    "PLAUSIBLE_WEBHOOKS_CONFIG",
+    "PLAUSIBLE_WEBHOOKS_TEST_PG_DIR",
+    "PLAUSIBLE_WEBHOOKS_TEST_PG_IDLE_SECS",
+    "PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
+    "PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON",
+    OPERATOR_SECRET_VAR,
+];
+/// The configuration's sections, the tables of [`Config`] (a unit test
+/// holds the two together).
+pub const SECTIONS: &[&str] = &[
+    "database",
+    "delivery",
+    "queue",
+    "health",
+    "shutdown",
+    "log",
+    "retention",
+    "admin",
+    "analytics",
+    "triggers",
+    "plausible",
+    "web",
+];
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
 
 /// A configuration error: names the key, where its value came from (the
@@ -98,10 +124,20 @@ impl Origins {
     }
 
     fn origin(&self, key: &str) -> Option<String> {
-        if let Some(var) = self.env.get(key) {
+        // A section's own errors (an unknown section) are where its first
+        // key was set: the section itself has no line or variable of its own.
+        let within = |k: &&String| k.starts_with(&format!("{key}."));
+        let var = self
+            .env
+            .get(key)
+            .or_else(|| self.env.keys().find(within).map(|k| &self.env[k]));
+        if let Some(var) = var {
             return Some(format!("set by the environment variable {var}"));
         }
-        let line = self.lines.get(key)?;
+        let line = self
+            .lines
+            .get(key)
+            .or_else(|| self.lines.keys().find(within).map(|k| &self.lines[k]))?;
         Some(match &self.file {
             Some(f) => format!("{f} line {line}"),
             None => format!("config file line {line}"),
@@ -185,6 +221,14 @@ pub struct Config {
     pub plausible: PlausibleConfig,
     pub web: WebConfig,
     pub limits: LimitsConfig,
+    /// What was set but means nothing (a variable that looks like an
+    /// override and is none): said once at start, not refused, since such a
+    /// variable may belong to another program.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    /// The file it was read from (None: no file), to name it.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +246,8 @@ pub struct DatabaseConfig {
     pub synchronous_commit: bool,
 }
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// The two forms `database.url` takes, for the errors that refuse it.
+const DATABASE_URL_FORMS: &str = "postgres://user:password@host:5432/dbname, or key=value pairs: host=/var/run/postgresql user=plausible dbname=plausible_db";
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -884,7 +930,9 @@ impl Config {
             Some(p) => Some(p),
             None => text.as_ref().map(|_| Path::new(DEFAULT_CONFIG_PATH)),
         };
-        Self::from_source(text.as_deref().unwrap_or(""), file, &env)
+        let mut cfg = Self::from_source(text.as_deref().unwrap_or(""), file, &env)?;
+        cfg.file = file.map(Path::to_path_buf);
+        Ok(cfg)
     }
 
     /// Parses `toml_text`, applies the overrides found in `env`, validates.
@@ -950,6 +998,7 @@ impl Config {
                 clickhouse_password(&cfg.analytics, env).map_err(|e| origins.annotate(e))?;
         }
         cfg.validate().map_err(|e| origins.annotate(e))?;
+        cfg.warnings = unused_vars(env);
         Ok(cfg)
     }
 
@@ -1028,10 +1077,29 @@ impl Config {
                 "is not set; set DATABASE_URL or [database] url to Plausible's PostgreSQL database",
             ));
         }
-        self.database
-            .url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| bad("database.url", format!("cannot be parsed ({e})")))?;
+        let url = self.database.url.trim();
+        // tokio-postgres reads anything that is not postgres:// or
+        // postgresql:// as key=value pairs, so a misspelled scheme would
+        // only be "invalid connection string".
+        if let Some((scheme, _)) = url.split_once("://") {
+            let is_scheme = scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if is_scheme && !matches!(scheme, "postgres" | "postgresql") {
+                return Err(bad(
+                    "database.url",
+                    format!(
+                        "is a `{scheme}://` URL; a PostgreSQL URL starts with postgres:// or postgresql:// ({DATABASE_URL_FORMS})"
+                    ),
+                ));
+            }
+        }
+        url.parse::<tokio_postgres::Config>().map_err(|e| {
+            bad(
+                "database.url",
+                format!("cannot be parsed ({e}); write it as {DATABASE_URL_FORMS}"),
+            )
+        })?;
         if self.database.pool_size < 2 {
             return Err(bad("database.pool_size", "must be at least 2"));
         }
@@ -1313,6 +1381,37 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// A warning for each `PLAUSIBLE_WEBHOOKS_…` variable that sets nothing:
+/// most often an override written with single underscores, which would
+/// otherwise be ignored without a word.
+fn unused_vars(env: &BTreeMap<String, String>) -> Vec<String> {
+    const FAMILY: &str = "PLAUSIBLE_WEBHOOKS_";
+    env.keys()
+        .filter(|k| {
+            k.starts_with(FAMILY) && !k.starts_with(ENV_PREFIX) && !OTHER_VARS.contains(&k.as_str())
+        })
+        .map(|k| {
+            let rest = k[FAMILY.len()..].to_ascii_lowercase();
+            let meant = SECTIONS.iter().find_map(|s| {
+                let key = rest.strip_prefix(s)?.strip_prefix('_')?;
+                Some(format!(
+                    "{ENV_PREFIX}{}__{}",
+                    s.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                ))
+            });
+            match meant {
+                Some(m) => format!(
+                    "the environment variable {k} sets nothing; did you mean {m}? (overrides are {ENV_PREFIX}<SECTION>__<KEY>, with double underscores)"
+                ),
+                None => format!(
+                    "the environment variable {k} sets nothing (overrides are {ENV_PREFIX}<SECTION>__<KEY>, with double underscores)"
+                ),
+            }
+        })
+        .collect()
 }
 
 /// A secret from the environment variable `var`, else from the file `path`
@@ -1725,5 +1824,132 @@ mod tests {
             ) && e.contains("remove it or fix its name"),
             "{e}"
         );
+    }
+
+    /// `SECTIONS` is `Config`'s tables, no more, no fewer: serde lists the
+    /// fields it expects when it meets an unknown one.
+    #[test]
+    fn the_sections_are_the_configs_tables() {
+        let e = Config::from_parts("[nosuch]\n", &env(&[("DATABASE_URL", "postgres://u@h/db")]))
+            .unwrap_err()
+            .to_string();
+        let expected = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"))
+            .split(';')
+            .next()
+            .unwrap();
+        let fields: Vec<&str> = expected
+            .split(", ")
+            .map(|f| f.trim().trim_matches('`'))
+            .collect();
+        assert_eq!(fields, SECTIONS, "{e}");
+    }
+
+    /// A variable of the family that sets nothing is warned about, with
+    /// the override it most likely meant; the family's other variables and
+    /// real overrides are not (issue 26).
+    #[test]
+    fn variables_that_set_nothing_are_warned_about() {
+        let c = Config::from_parts(
+            "",
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PLAUSIBLE_WEBHOOKS_DELIVERY_MAX_IN_FLIGHT", "7"),
+                ("PLAUSIBLE_WEBHOOKS_NONSENSE", "1"),
+                ("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT", "8"),
+                ("PLAUSIBLE_WEBHOOKS_CONFIG", "/etc/x.toml"),
+                ("PLAUSIBLE_WEBHOOKS_TEST_PG_DIR", "/tmp/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.delivery.max_in_flight, 8);
+        assert_eq!(
+            c.warnings,
+            [
+                "the environment variable PLAUSIBLE_WEBHOOKS_DELIVERY_MAX_IN_FLIGHT sets nothing; \
+                 did you mean PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT? (overrides are \
+                 PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>, with double underscores)",
+                "the environment variable PLAUSIBLE_WEBHOOKS_NONSENSE sets nothing (overrides are \
+                 PLAUSIBLE_WEBHOOKS__<SECTION>__<KEY>, with double underscores)",
+            ]
+        );
+        let clean = Config::from_parts("", &env(&[("DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
+    }
+
+    /// A misspelled section or key set through the environment names the
+    /// variable that set it (issue 26).
+    #[test]
+    fn a_misspelled_section_from_the_environment_names_the_variable() {
+        let e = Config::from_parts(
+            "",
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PLAUSIBLE_WEBHOOKS__DELIVERYY__MAX_IN_FLIGHT", "7"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "config key `deliveryy` (set by the environment variable PLAUSIBLE_WEBHOOKS__DELIVERYY__MAX_IN_FLIGHT): unknown field `deliveryy`"
+            ) && e.contains("remove it or fix its name"),
+            "{e}"
+        );
+        let e = Config::from_parts(
+            "",
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_INFLIGHT", "7"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "(set by the environment variable PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_INFLIGHT)"
+            ),
+            "{e}"
+        );
+        // In a file: the line of the section's first key.
+        let e = Config::from_parts(
+            "\n[deliveryy]\nmax_in_flight = 7\n",
+            &env(&[("DATABASE_URL", "postgres://u@h/db")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `deliveryy` (config file line 3)"),
+            "{e}"
+        );
+    }
+
+    /// A URL with another scheme says which, and what a PostgreSQL URL
+    /// looks like; any other unreadable value shows both forms (issue 26).
+    #[test]
+    fn a_database_url_that_cannot_be_read_says_what_it_should_be() {
+        let e = Config::from_parts("", &env(&[("DATABASE_URL", "postgress://u@h/db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config key `database.url` (set by the environment variable DATABASE_URL): is a `postgress://` URL; a PostgreSQL URL starts with postgres:// or postgresql://"),
+            "{e}"
+        );
+        let e = Config::from_parts("", &env(&[("DATABASE_URL", "host=h port=notanumber")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot be parsed (")
+                && e.contains("postgres://user:password@host:5432/dbname, or key=value pairs"),
+            "{e}"
+        );
+        for fine in [
+            "postgresql://u@h/db",
+            "host=/var/run/postgresql user=u dbname=db",
+        ] {
+            Config::from_parts("", &env(&[("DATABASE_URL", fine)])).unwrap();
+        }
     }
 }

@@ -242,7 +242,10 @@ impl Daemon {
 async fn open_database(cfg: &Config) -> Result<Pool> {
     let pool = db::engine_pool(&cfg.database)?;
     let client = pool.get().await.with_context(|| {
-        "connecting to PostgreSQL (check database.url / DATABASE_URL and that the server is running)"
+        let at = db::pg_config(&cfg.database.url).map_or_else(|_| "?".into(), |c| db::describe(&c));
+        format!(
+            "connecting to PostgreSQL at {at} (check database.url / DATABASE_URL and that the server is running)"
+        )
     })?;
     db::migrate::ensure_current(&client).await?;
     db::settings::apply(&client, cfg).await?;

@@ -3,6 +3,12 @@
 //! One event is rejected at first (503 with Retry-After) to show a retry.
 //! Then the triggers: synthetic analytics rows make a visitor spike, a
 //! traffic drop and three goal completions, each POST shown and verified.
+//!
+//! Beside it, the playground tools: `demo --keep` (`playground`) and the
+//! `listen` receiver (`listen`).
+
+pub mod listen;
+pub mod playground;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -322,7 +328,8 @@ pub async fn run() -> Result<()> {
     show_one_request(&receiver, &secret)?;
     println!(
         "\nnext:\n\
-         \x20 cargo nextest run                      the tests (real PostgreSQL, ClickHouse, HTTPS receivers)\n\
+         \x20 scripts/test                           the tests (installs what they need; real PostgreSQL, ClickHouse, HTTPS receivers)\n\
+         \x20 cargo run --features demo -- demo --keep   a playground left running, to try the CLI and the API on\n\
          \x20 cargo run -- --help                    every command; each has --help of its own\n\
          \x20 docs/receiving.md                      what a receiver gets and how to verify it\n\
          \x20 docs/operating.md                      install it beside Plausible as a systemd service\n\

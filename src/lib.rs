@@ -25,14 +25,16 @@
 //! 8. `daemon` (wiring, shutdown) and `testkit` (the throwaway PostgreSQL
 //!    cluster, HTTPS receiver and ClickHouse used by the demo, the tests and
 //!    the benchmarks).
-//! 9. `demo`.
+//! 9. `demo`: the demo and the playground tools (`demo --keep`, `listen`).
 
 pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod delivery;
-#[cfg(feature = "demo")]
+// Built with the test kit it runs on, so the tests reach the playground and
+// the `listen` receiver; the binary offers them with the `demo` feature.
+#[cfg(feature = "testkit")]
 pub mod demo;
 pub mod https;
 pub mod logging;

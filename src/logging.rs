@@ -50,6 +50,15 @@ pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
         if pg_db_error {
             continue; // "db error": its source says what.
         }
+        // deadpool's "Error occurred while creating a new object" is a
+        // connection that could not be made: its source says why.
+        let pool_backend = matches!(
+            err.downcast_ref::<deadpool_postgres::PoolError>(),
+            Some(deadpool_postgres::PoolError::Backend(_))
+        );
+        if pool_backend && next.is_some() {
+            continue;
+        }
         // Wrappers often repeat their cause's text in their own, at its end
         // (deadpool: "Error occurred while creating a new object: db error").
         let mut s = err.to_string();

@@ -32,13 +32,55 @@ enum Command {
     /// Validate the config and the database, then exit (non-zero on a problem).
     Check,
     /// Show the delivery engine end to end on a throwaway PostgreSQL and a local HTTPS receiver.
+    ///
+    /// With --keep: a playground instead, left running until Ctrl-C.
     #[cfg_attr(
         not(feature = "demo"),
         command(about = "Not in this build: the demo needs `cargo run --features demo -- demo`")
     )]
-    Demo,
+    Demo {
+        /// Leave a playground running until Ctrl-C: PostgreSQL with a site,
+        /// goals and events, a receiver, a webhook to it and the daemon; prints
+        /// the environment to point the CLI and curl at.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// A local HTTPS receiver to try webhooks with: prints each delivery, its
+    /// headers and whether each signature verifies, and answers as told.
+    ///
+    /// It makes a CA and a certificate for 127.0.0.1 (kept in --dir) and
+    /// prints the configuration lines that make the daemon trust and reach it.
+    /// Example: listen --port 8443 --secret whsec_… --status 503 --delay 2s
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(about = "Not in this build: needs `cargo run --features demo -- listen`")
+    )]
+    Listen(ListenArgs),
     #[command(flatten)]
     Admin(Box<plausible_webhooks::admin::cli::AdminCommand>),
+}
+
+/// `listen`'s options (see `plausible_webhooks::demo::listen`).
+#[derive(clap::Args)]
+#[cfg_attr(not(feature = "demo"), allow(dead_code))]
+struct ListenArgs {
+    /// The port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 8443)]
+    port: u16,
+    /// The webhook's secret (`create` prints it): signatures are verified with it.
+    #[arg(long)]
+    secret: Option<String>,
+    /// The status to answer with, e.g. 503 to rehearse retries.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=599))]
+    status: u16,
+    /// How long to wait before answering, e.g. 2s (past the daemon's request
+    /// timeout, 10s by default: a timeout).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    delay: std::time::Duration,
+    /// Where the CA and the certificate are kept, made on first use
+    /// (default ~/.cache/plausible-webhooks/listen).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +99,8 @@ fn main() -> ExitCode {
         let name = match cli.command {
             Command::Run => Some("run"),
             Command::Migrate => Some("migrate"),
-            Command::Demo => Some("demo"),
+            Command::Demo { .. } => Some("demo"),
+            Command::Listen(_) => Some("listen"),
             _ => None,
         };
         if let Some(name) = name {
@@ -68,8 +111,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Command::Demo = cli.command {
-        return demo(&rt);
+    match cli.command {
+        Command::Demo { keep } => return demo(&rt, keep),
+        Command::Listen(args) => return listen(&rt, args),
+        _ => {}
     }
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -93,6 +138,13 @@ fn main() -> ExitCode {
         _ => &cfg.log.level,
     };
     logging::init(&cfg.log.format, level);
+    for w in &cfg.warnings {
+        match cli.command {
+            // The daemon's lines go to its log, in its format.
+            Command::Run => tracing::warn!("{w}"),
+            _ => eprintln!("warning: {w}"),
+        }
+    }
     report(rt.block_on(async move {
         match cli.command {
             Command::Run => daemon::run(cfg).await,
@@ -114,7 +166,7 @@ fn main() -> ExitCode {
             Command::Check if cli.json => check_json(&cfg).await,
             Command::Check => check(&cfg).await,
             Command::Admin(cmd) => plausible_webhooks::admin::cli::run(*cmd, &cfg, cli.json).await,
-            Command::Demo => unreachable!(),
+            Command::Demo { .. } | Command::Listen(_) => unreachable!(),
         }
     }))
 }
@@ -153,19 +205,44 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 #[cfg(feature = "demo")]
-fn demo(rt: &tokio::runtime::Runtime) -> ExitCode {
+fn demo(rt: &tokio::runtime::Runtime, keep: bool) -> ExitCode {
     // The demo's table shows every attempt, the expected 503 included:
     // warnings would only interleave with it.
     logging::init("text", "error");
+    if keep {
+        return report(rt.block_on(plausible_webhooks::demo::playground::keep()));
+    }
     report(rt.block_on(plausible_webhooks::demo::run()))
 }
 
-/// The demo and its test kit (rcgen, tempfile) stay out of the daemon's build;
-/// the subcommand is still known so that running it says how to get it.
+#[cfg(feature = "demo")]
+fn listen(rt: &tokio::runtime::Runtime, a: ListenArgs) -> ExitCode {
+    use plausible_webhooks::demo::listen;
+    logging::init("text", "error");
+    report(rt.block_on(listen::run(listen::Options {
+        port: a.port,
+        secret: a.secret,
+        status: a.status,
+        delay: a.delay,
+        dir: a.dir.unwrap_or_else(listen::default_dir),
+    })))
+}
+
+/// The demo, the playground and `listen` and their test kit (rcgen,
+/// tempfile) stay out of the daemon's build; the subcommands are still
+/// known so that running one says how to get it.
 #[cfg(not(feature = "demo"))]
-fn demo(_: &tokio::runtime::Runtime) -> ExitCode {
+fn demo(_: &tokio::runtime::Runtime, _: bool) -> ExitCode {
     eprintln!(
         "error: this plausible-webhooks was built without the demo; run it from the repository with `cargo run --features demo -- demo`"
+    );
+    ExitCode::FAILURE
+}
+
+#[cfg(not(feature = "demo"))]
+fn listen(_: &tokio::runtime::Runtime, _: ListenArgs) -> ExitCode {
+    eprintln!(
+        "error: this plausible-webhooks was built without `listen` (a tool for trying webhooks, not part of the daemon); run it from the repository with `cargo run --features demo -- listen`"
     );
     ExitCode::FAILURE
 }

@@ -502,6 +502,8 @@ async fn triggers_are_added_with_settings_or_a_goal_by_name_listed_and_removed()
     );
     let g = json(&env, &["triggers", "add", &wh, "goal", "--goal", "Signup"]).await;
     assert_eq!(g["goal_id"], goal);
+    // Cooldown does not apply to goal triggers: none is shown (issue 26).
+    assert!(g["cooldown_secs"].is_null(), "{g}");
     let d = json(&env, &["triggers", "add", &wh, "drop"]).await;
     assert!(
         d["threshold"].is_null(),
@@ -794,25 +796,9 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     assert_eq!(v["cause"], "tls", "{v}");
     assert_eq!(stored_error_kind(&env, &v).await, "tls");
 
-    // Refused address: without the allow-list loopback is refused before any connect.
-    let before = ok.count();
-    let v = cause(
-        &pw_with(
-            &env,
-            &[],
-            &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
-            &["--json", "test", &wh],
-        )
-        .await,
-    );
-    assert_eq!(v["cause"], "refused_address", "{v}");
-    assert!(v["error"].as_str().unwrap().contains("loopback"), "{v}");
-    assert_eq!(stored_error_kind(&env, &v).await, "refused_address");
-    assert_eq!(
-        ok.count(),
-        before,
-        "a refused address is never connected to"
-    );
+    // Refused address: the CLI's own guard refuses it before anything is
+    // sent or recorded (a_test_refused_by_this_commands_configuration_does_not_count);
+    // a delivery's refusal is recorded (tests/guard.rs).
 
     // Every test is in the log, one attempt each, none retried.
     let all = json(
@@ -821,7 +807,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
     )
     .await;
     let all = all["deliveries"].as_array().unwrap();
-    assert_eq!(all.len(), 8);
+    assert_eq!(all.len(), 7);
     assert!(
         all.iter()
             .all(|d| d["attempts"] == 1 && (d["status"] == "success" || d["status"] == "failed")),
@@ -836,7 +822,7 @@ async fn test_command_reports_the_answer_and_each_failure_cause() {
             .as_array()
             .unwrap()
             .len(),
-        6
+        5
     );
 
     // A deleted webhook is not tested.
@@ -1804,4 +1790,119 @@ async fn the_cli_lists_event_types_and_manages_subscriptions() {
         "{}",
         text(&o)
     );
+}
+
+/// A full page of `deliveries list` ends with how to get the next one, in
+/// words that do not read like `--follow` (issue 26); the line's command
+/// gives the rest, each delivery once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_page_of_deliveries_says_how_to_get_the_next() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://hooks.example.net/pages").await;
+    let ids = env.enqueue(wh, 3).await;
+    let o = pw(&env, &["deliveries", "list", "--limit", "2"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let cursor = out
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: the same command with --cursor "))
+        .unwrap_or_else(|| panic!("no next-page line: {out}"))
+        .trim()
+        .to_string();
+    let o = pw(
+        &env,
+        &["deliveries", "list", "--limit", "2", "--cursor", &cursor],
+    )
+    .await;
+    let rest = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!rest.contains("next page"), "the last page: {rest}");
+    let seen = |text: &str| {
+        ids.iter()
+            .filter(|id| text.contains(&id.to_string()))
+            .count()
+    };
+    assert_eq!((seen(&out), seen(&rest)), (2, 1), "{out}\n{rest}");
+}
+
+/// The retry of a success is refused in the words docs/cli.md shows, so
+/// the worked session reads as it runs (issue 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_success_is_refused_as_the_docs_show() {
+    let env = Env::new().await;
+    let wh = env.webhook("https://hooks.example.net/done").await;
+    let id = env.enqueue(wh, 1).await[0];
+    env.db
+        .execute(
+            "UPDATE webhook_deliveries SET status = 'success', attempts = 1, finished_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let documented = docs
+        .lines()
+        .find(|l| l.starts_with("error: delivery ") && l.contains("already succeeded"))
+        .expect("docs/cli.md shows the refusal");
+    let doc_id = documented.split_whitespace().nth(2).unwrap();
+    let o = pw(&env, &["retry", &id.to_string()]).await;
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        documented.replace(doc_id, &id.to_string())
+    );
+}
+
+/// `test` run without the daemon's environment (its allow_cidrs not set
+/// here) is refused by this command's own configuration: the refusal says
+/// so and how to run it as the daemon would, nothing is sent or recorded,
+/// and the webhook does not turn `failing`, however often it is tried
+/// (issue 26). With the daemon's environment the same test is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_refused_by_this_commands_configuration_does_not_count() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/hook")).await.to_string();
+    for _ in 0..3 {
+        let o = pw_with(
+            &env,
+            &[],
+            &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
+            &["test", &wh],
+        )
+        .await;
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("not sent: this command's configuration refuses the webhook's address")
+                && t.contains("127.0.0.1 is a loopback address")
+                && t.contains("no config file, only its environment")
+                && t.contains("the webhook's health is unchanged"),
+            "{t}"
+        );
+    }
+    let o = pw_with(
+        &env,
+        &[],
+        &["PLAUSIBLE_WEBHOOKS__DELIVERY__ALLOW_CIDRS"],
+        &["--json", "test", &wh],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    assert_eq!(rx.count(), 0, "nothing was sent");
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0,
+        "nothing was recorded"
+    );
+    let shown = json(&env, &["show", &wh]).await;
+    assert_eq!(shown["webhook"]["status"], "active", "{shown}");
+    assert_eq!(shown["webhook"]["consecutive_failures"], 0, "{shown}");
+
+    // The daemon's environment: delivered.
+    let o = pw(&env, &["test", &wh]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(rx.count(), 1);
 }

@@ -1255,6 +1255,12 @@ async fn the_cli_json_and_the_api_print_the_same_bodies() {
         .await
         .json();
     assert_eq!(api_triggers["triggers"].as_array().unwrap().len(), 1);
+    // A goal trigger has no cooldown (it fires per completion): null, as
+    // the CLI's table shows `-` (issue 26).
+    assert!(
+        api_triggers["triggers"][0]["cooldown_secs"].is_null(),
+        "{api_triggers}"
+    );
     same(
         cli_json(&api, &["triggers", "list", &id]).await.1,
         api_triggers,

@@ -59,6 +59,45 @@ fn bad_config_exits_78_naming_the_key() {
     assert!(text(&o).contains("queue.poll_interval_ms"), "{}", text(&o));
 }
 
+/// `run` against a database that is not there says where it looked and
+/// the system's reason, not deadpool's "Error occurred while creating a new
+/// object" (issue 26).
+#[test]
+fn run_against_an_unreachable_database_says_where_and_why() {
+    let o = bin()
+        .arg("run")
+        .env("DATABASE_URL", "postgres://u@127.0.0.1:1/x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("connecting to PostgreSQL at 127.0.0.1:1/x")
+            && t.to_lowercase().contains("connection refused")
+            && !t.contains("creating a new object"),
+        "{t}"
+    );
+}
+
+/// A `PLAUSIBLE_WEBHOOKS_…` variable that sets nothing is said at once,
+/// with the override it most likely meant (issue 26).
+#[test]
+fn a_variable_with_single_underscores_is_warned_about() {
+    let o = bin()
+        .arg("check")
+        .env("DATABASE_URL", "postgres://u@127.0.0.1:1/x")
+        .env("PLAUSIBLE_WEBHOOKS_DELIVERY_MAX_IN_FLIGHT", "7")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(
+            "warning: the environment variable PLAUSIBLE_WEBHOOKS_DELIVERY_MAX_IN_FLIGHT sets nothing; did you mean PLAUSIBLE_WEBHOOKS__DELIVERY__MAX_IN_FLIGHT?"
+        ),
+        "{err}"
+    );
+}
+
 /// The daemon's build leaves the demo out (Cargo.toml [features]); asking
 /// for it must say how to get it, not fail as an unknown command.
 #[cfg(not(feature = "demo"))]

@@ -23,7 +23,9 @@
 //!    binary has: `<subcommand> --help` exits 0, down to nested ones such as
 //!    `triggers add`;
 //! 4. the README stays short (at most 250 lines) and its first code block is
-//!    the two commands, the demo and the tests, and nothing else.
+//!    the two commands, the demo and the tests (the cargo commands, or the
+//!    scripts that install what they need and end by running them), and
+//!    nothing else.
 //!
 //! No database is needed: only files and `--help`.
 
@@ -35,22 +37,9 @@ use plausible_webhooks::config::Config;
 
 const README_MAX_LINES: usize = 250;
 const NOT_CHECKED_MARKER: &str = "<!-- config not checked:";
-/// The top-level tables of `Config` (src/config.rs): a ```toml block holding
-/// one of them is a configuration file.
-const CONFIG_SECTIONS: &[&str] = &[
-    "database",
-    "delivery",
-    "queue",
-    "health",
-    "shutdown",
-    "log",
-    "retention",
-    "admin",
-    "analytics",
-    "triggers",
-    "plausible",
-    "web",
-];
+/// The top-level tables of `Config`: a ```toml block holding one of them
+/// is a configuration file.
+const CONFIG_SECTIONS: &[&str] = plausible_webhooks::config::SECTIONS;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -515,16 +504,78 @@ fn readme_is_short_and_starts_with_the_two_commands() {
             commands.len()
         );
     };
-    // `cargo run -- demo`, or with options for cargo (`--features demo`)
-    // before the `--`.
+    // Each is the cargo command itself, or a script of this repository that
+    // installs what it needs and then runs it.
+    let runs = |command: &str, what: &str, cargo: &str| {
+        if let Some(script) = command.strip_prefix("scripts/") {
+            let path = root().join("scripts").join(script);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("README.md's {what} command `{command}`: {e}"));
+            use std::os::unix::fs::PermissionsExt as _;
+            assert!(
+                path.metadata().unwrap().permissions().mode() & 0o111 != 0,
+                "{command} is not executable: README.md runs it as written"
+            );
+            let exec = format!("exec {cargo} \"$@\"");
+            assert!(
+                text.lines().any(|l| l.trim() == exec),
+                "{command} must end by running the {what} (`{exec}`)"
+            );
+        } else {
+            assert!(
+                command.starts_with(cargo.split(" -- ").next().unwrap()),
+                "README.md's {what} command must be `{cargo}` or a script that runs it, not `{command}`"
+            );
+        }
+    };
+    runs(demo, "demo", "cargo run --features demo -- demo");
+    runs(tests, "tests", "cargo nextest run");
+}
+
+/// The example config's pointers into the documentation (`docs/x.md
+/// "Heading"`, or `README "Heading"`) name a heading that page has: the
+/// config is read on servers, where a moved section is no link to click.
+#[test]
+fn the_example_configs_pointers_name_real_headings() {
+    let path = root().join("config/plausible-webhooks.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Comments only, joined, so a pointer may wrap onto the next line.
+    let comments: String = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .map(|l| l.trim_start_matches(['#', ' ']))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let headings = |page: &Path| -> Vec<String> {
+        parse(page)
+            .prose
+            .iter()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim().to_string())
+            .collect()
+    };
+    let (mut checked, mut broken) = (0, Vec::new());
+    for (at, _) in comments.match_indices(" \"") {
+        let before = &comments[..at];
+        let page = before.rsplit([' ', '(']).next().unwrap_or("");
+        let file = match page {
+            "README" => root().join("README.md"),
+            p if p.starts_with("docs/") && p.ends_with(".md") => root().join(p),
+            _ => continue,
+        };
+        let heading = comments[at + 2..].split('"').next().unwrap();
+        checked += 1;
+        if !file.exists() {
+            broken.push(format!("{page}: no such page"));
+        } else if !headings(&file).iter().any(|h| h == heading) {
+            broken.push(format!("{page} has no heading \"{heading}\""));
+        }
+    }
     assert!(
-        demo.starts_with("cargo run") && demo.ends_with("-- demo"),
-        "README.md's first command must run the demo (`cargo run … -- demo`), not `{demo}`"
+        checked >= 2,
+        "only {checked} pointers found: is the parser blind?"
     );
-    assert!(
-        tests.starts_with("cargo nextest run"),
-        "README.md's second command must run the tests (`cargo nextest run …`), not `{tests}`"
-    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 /// docs/events.md lists every built-in event type the catalog has.

@@ -50,7 +50,7 @@ fn verifies(cmd: &[String], secret: &str, headers: &serde_json::Value, body: &[u
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run {}: {e}; install it (.ci/run installs nodejs, python3 and golang-go)",
+                "cannot run {}: {e}; install it (scripts/test installs nodejs, python3 and golang-go)",
                 cmd[0]
             )
         });

@@ -41,7 +41,7 @@ io:format("~s.~s~n", [Plain, B64u(Sig)]),
 halt()."#;
     assert!(
         std::path::Path::new("/usr/bin/erl").exists(),
-        "/usr/bin/erl is missing: apt-get install -y erlang-base erlang-crypto (the test command's setup, .ci/run, installs it)"
+        "/usr/bin/erl is missing: apt-get install -y erlang-base erlang-crypto (scripts/test, the README's test command, installs it)"
     );
     let out = std::process::Command::new("erl")
         .args([

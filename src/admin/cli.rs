@@ -547,7 +547,7 @@ async fn deliveries(a: &Admin, cmd: DeliveriesCommand, json: bool) -> Result<(),
                 output(json, &page, || {
                     print_deliveries(&page.deliveries);
                     if let Some(c) = &page.next_cursor {
-                        println!("more follow: the same command with --cursor {c}");
+                        println!("next page: the same command with --cursor {c}");
                     }
                 });
             }
@@ -851,11 +851,8 @@ fn print_triggers(t: &[ops::TriggerView]) {
                             (true, Some(v)) => format!("{v}s"),
                             (true, None) => "default".into(),
                         },
-                        if spike_or_drop {
-                            format!("{}s", t.cooldown_secs)
-                        } else {
-                            "-".into()
-                        },
+                        t.cooldown_secs
+                            .map_or_else(|| "-".into(), |c| format!("{c}s")),
                         match (&t.goal_id, &t.goal_name, &t.event_name) {
                             (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
                             (Some(id), Some(n), _) => format!("{n} ({id})"),

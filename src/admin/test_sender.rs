@@ -26,6 +26,56 @@ pub struct TestSender {
     pub(crate) worker: Worker,
     pub(crate) completer: CompleterConfig,
     pub(crate) lease: Duration,
+    /// Set when the sender is this process's own (the CLI's) rather than
+    /// the daemon's: its configuration may not be the daemon's.
+    pub(crate) own: Option<OwnConfig>,
+}
+
+/// The configuration a process that runs no daemon sends tests with. Its
+/// address guard may refuse what the daemon's allows (another
+/// `delivery.allow_cidrs`, an environment file not read): such a refusal
+/// is this process's, so the test is not sent, not recorded and does not
+/// count against the webhook's health; the refusal names the configuration.
+pub(crate) struct OwnConfig {
+    guard: Arc<AddressGuard>,
+    resolver: Arc<dyn Resolve>,
+    /// Where it came from, in words.
+    source: String,
+    allow_cidrs: Vec<String>,
+}
+
+impl OwnConfig {
+    /// Why this configuration's guard refuses the URL's host (after DNS for
+    /// a name, as a delivery would), or None. A name that does not resolve
+    /// is left to the send, which reports it.
+    pub(crate) async fn refusal(&self, url: &str) -> Option<String> {
+        let url = url::Url::parse(url).ok()?;
+        let host = url.host()?;
+        if let Err(why) = self.guard.check_host(&host) {
+            return Some(why.to_string());
+        }
+        let url::Host::Domain(name) = host else {
+            return None;
+        };
+        let ips = self.resolver.resolve(name.to_string()).await.ok()?;
+        ips.into_iter()
+            .find_map(|ip| self.guard.check(ip).err())
+            .map(|why| format!("{name} resolves to {why}"))
+    }
+
+    /// The refusal, saying plainly whose configuration refused and that
+    /// nothing was sent or counted.
+    pub(crate) fn refused(&self, why: &str) -> String {
+        format!(
+            "not sent: this command's configuration refuses the webhook's address: {why}. \
+             This command read {} (delivery.allow_cidrs = {:?}); the daemon sends with its own \
+             (its config file and environment file, e.g. /etc/plausible-webhooks/env), which may \
+             allow it: run `test` with the same (`set -a; . /etc/plausible-webhooks/env; set +a`), \
+             or from the admin API or web page, which the daemon serves. Nothing was sent or \
+             recorded; the webhook's health is unchanged",
+            self.source, self.allow_cidrs
+        )
+    }
 }
 
 impl TestSender {
@@ -38,7 +88,18 @@ impl TestSender {
         if let Some(r) = resolver {
             pipeline.client.resolver = r;
         }
-        Self::build(pipeline)
+        let own = OwnConfig {
+            guard: pipeline.client.guard.clone(),
+            resolver: pipeline.client.resolver.clone(),
+            source: match &cfg.file {
+                Some(f) => format!("{} and its environment", f.display()),
+                None => "no config file, only its environment".to_string(),
+            },
+            allow_cidrs: cfg.delivery.allow_cidrs.clone(),
+        };
+        let mut sender = Self::build(pipeline)?;
+        sender.own = Some(own);
+        Ok(sender)
     }
 
     /// The test sender beside a running pipeline: the same client settings
@@ -65,6 +126,7 @@ impl TestSender {
             worker: p.worker(tokio_util::sync::CancellationToken::new())?,
             completer: p.completer,
             lease: p.lease,
+            own: None,
         })
     }
 

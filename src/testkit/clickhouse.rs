@@ -194,7 +194,7 @@ impl ChEngine {
 /// The chDB front's source, written to each server's temp dir.
 const CHDB_FRONT: &str = include_str!("chdb_front.py");
 
-/// Where `.ci/run` puts the Python environment holding `chdb-core`; override
+/// Where `scripts/test` puts the Python environment holding `chdb-core`; override
 /// with `PLAUSIBLE_WEBHOOKS_CHDB_PYTHON` (an interpreter that imports chdb).
 pub const CHDB_VENV: &str = ".cache/plausible-webhooks/chdb-venv";
 
@@ -234,7 +234,7 @@ impl ChServer {
 
     /// The Python interpreter with `engine`'s chDB package: its variable
     /// (`PLAUSIBLE_WEBHOOKS_CHDB_PYTHON`, `PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON`),
-    /// else the environment `.ci/run` makes under `$HOME`.
+    /// else the environment `scripts/test` makes under `$HOME`.
     pub fn chdb_python(engine: ChEngine) -> Result<PathBuf> {
         let (venv, var, package) = engine.chdb_env();
         if let Some(p) = std::env::var_os(var) {
@@ -246,7 +246,7 @@ impl ChServer {
             Ok(p)
         } else {
             bail!(
-                "no Python with {package} at {}: run .ci/run (it makes it with \
+                "no Python with {package} at {}: run scripts/test --install-only (it makes it with \
                  `python3 -m venv ~/{venv} && ~/{venv}/bin/pip install {package}`), \
                  or set {var}",
                 p.display()
@@ -264,7 +264,7 @@ impl ChServer {
     pub async fn start_engine(engine: ChEngine, tls: Option<ChTls<'_>>) -> Result<ChServer> {
         let binary = match engine {
             ChEngine::Server => Self::binary().context(
-                "clickhouse-server is not installed; `apt-get install clickhouse-server` (.ci/run does)",
+                "clickhouse-server is not installed; `apt-get install clickhouse-server` (scripts/test does)",
             )?,
             ChEngine::Chdb | ChEngine::Chdb24 => {
                 if tls.is_some() {

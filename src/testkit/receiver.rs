@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +32,9 @@ pub struct TestTls {
     /// The server certificate's private key as a PEM file (`ssl_certificate_key`).
     pub key_file: PathBuf,
     server: Arc<rustls::ServerConfig>,
-    _dir: tempfile::TempDir,
+    /// The temp dir the files are in, removed on drop (None: a directory
+    /// of the caller's, kept: `in_dir`).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestTls {
@@ -57,38 +59,77 @@ impl TestTls {
         let dir = tempfile::tempdir()?;
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem())?;
-        Self::serving(dir, ca_file, ca_cert.pem(), &cert, &key)
+        Self::serving(dir.path(), ca_file, ca_cert.pem(), &cert, &key)?.in_temp(dir)
+    }
+
+    /// A CA and a server certificate kept in `dir` (`ca.pem`,
+    /// `server-cert.pem`, `server-key.pem`): made there by the first call,
+    /// read back by the next, so a daemon configured to trust `ca.pem`
+    /// keeps trusting the receiver across its restarts. The CA's key is
+    /// not kept: nothing else can be signed by it.
+    pub fn in_dir(dir: &Path) -> Result<TestTls> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let ca_file = dir.join("ca.pem");
+        let (cert_file, key_file) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
+        if !(ca_file.is_file() && cert_file.is_file() && key_file.is_file()) {
+            let made = TestTls::new()?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&ca_file, &made.ca_pem)?;
+            std::fs::copy(&made.cert_file, &cert_file)?;
+            std::fs::copy(&made.key_file, &key_file)?;
+        }
+        let read = || -> Result<(String, CertificateDer<'static>, PrivateKeyDer<'static>)> {
+            Ok((
+                std::fs::read_to_string(&ca_file)?,
+                CertificateDer::from_pem_file(&cert_file)?,
+                PrivateKeyDer::from_pem_file(&key_file)?,
+            ))
+        };
+        let (ca_pem, cert, key) = read().with_context(|| {
+            format!(
+                "reading the certificates in {} (remove the directory to make new ones)",
+                dir.display()
+            )
+        })?;
+        Ok(TestTls {
+            server: server_config(cert, key)?,
+            ca_pem,
+            ca_file,
+            cert_file,
+            key_file,
+            _dir: None,
+        })
+    }
+
+    fn in_temp(mut self, dir: tempfile::TempDir) -> Result<TestTls> {
+        self._dir = Some(dir);
+        Ok(self)
     }
 
     /// Writes the server certificate and key into `dir` and builds the
     /// receiver's TLS config (h2 and http/1.1 by ALPN).
     fn serving(
-        dir: tempfile::TempDir,
+        dir: &Path,
         ca_file: PathBuf,
         ca_pem: String,
         cert: &rcgen::Certificate,
         key: &rcgen::KeyPair,
     ) -> Result<TestTls> {
-        let cert_file = dir.path().join("server-cert.pem");
+        let cert_file = dir.join("server-cert.pem");
         std::fs::write(&cert_file, cert.pem())?;
-        let key_file = dir.path().join("server-key.pem");
+        let key_file = dir.join("server-key.pem");
         std::fs::write(&key_file, key.serialize_pem())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )?;
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TestTls {
+            server: server_config(
+                cert.der().clone(),
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )?,
             ca_pem,
             ca_file,
             cert_file,
             key_file,
-            server: Arc::new(server),
-            _dir: dir,
+            _dir: None,
         })
     }
 
@@ -105,8 +146,22 @@ impl TestTls {
         let dir = tempfile::tempdir()?;
         // Its own CA: the file a receiver's operator would put in extra_ca_file.
         let ca_file = dir.path().join("server-cert.pem");
-        Self::serving(dir, ca_file, cert.pem(), &cert, &key)
+        Self::serving(dir.path(), ca_file, cert.pem(), &cert, &key)?.in_temp(dir)
     }
+}
+
+/// The receiver's TLS config: h2 and http/1.1 by ALPN.
+fn server_config(
+    cert: rustls_pki_types::CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
 }
 
 /// One request as it arrived.
@@ -169,9 +224,14 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(tls: &TestTls, behavior: Behavior) -> Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(tls, "127.0.0.1:0".parse().expect("static"), behavior).await
+    }
+
+    /// `start` on a chosen address (port 0: a free one).
+    pub async fn start_on(tls: &TestTls, at: SocketAddr, behavior: Behavior) -> Result<Receiver> {
+        let listener = tokio::net::TcpListener::bind(at)
             .await
-            .context("binding the test receiver")?;
+            .with_context(|| format!("binding the receiver to {at}"))?;
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -133,6 +133,11 @@ impl Admin {
                 w.id
             )));
         }
+        if let Some(own) = &sender.own {
+            if let Some(why) = own.refusal(&w.url).await {
+                return Err(OpError::Conflict(own.refused(&why)));
+            }
+        }
         let _slot = self
             .test_slots
             .try_acquire(who, site.id)

@@ -42,7 +42,9 @@ pub struct TriggerView {
     pub goal_name: Option<String>,
     /// None: the type's default (spike 5 min, drop 12 h, a digest 1 h).
     pub window_secs: Option<i32>,
-    pub cooldown_secs: i32,
+    /// Spike/drop: how long after firing it stays quiet. None (null) for
+    /// goal triggers, which fire per completion: cooldown does not apply.
+    pub cooldown_secs: Option<i32>,
     pub enabled: bool,
     /// Spike/drop: true while it may fire (the count went back across the
     /// threshold since it last fired), false while it has fired and waits.
@@ -131,7 +133,8 @@ fn trigger_view(r: &tokio_postgres::Row) -> TriggerView {
         goal_id: r.get(4),
         goal_name: r.get(5),
         window_secs: r.get(6),
-        cooldown_secs: r.get(7),
+        // The column has a default on every row; shown only where it acts.
+        cooldown_secs: trigger_type.threshold_kind().is_some().then(|| r.get(7)),
         enabled: r.get(8),
         last_fired_at: r.get(9),
         derived_threshold: r.get(10),

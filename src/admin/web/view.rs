@@ -335,11 +335,7 @@ impl From<&TriggerView> for TriggerRow {
                     _ => "12 h (default)".into(),
                 },
             },
-            cooldown: if traffic {
-                secs(i64::from(t.cooldown_secs))
-            } else {
-                dash()
-            },
+            cooldown: t.cooldown_secs.map_or_else(dash, |c| secs(i64::from(c))),
             goal: match (&t.goal_id, &t.goal_name, &t.event_name) {
                 (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
                 (Some(_), Some(n), _) => n.clone(),
