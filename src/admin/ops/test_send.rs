@@ -321,14 +321,18 @@ impl Admin {
             },
             (_, None) => "no answer".to_string(),
         };
-        let hint = hint.map(|h| format!(" ({h})")).unwrap_or_default();
+        // A status speaks for itself; a failure without one gets its hint.
+        let hint = match attempt.and_then(|a| a.status_code) {
+            Some(_) => String::new(),
+            None => hint.map(|h| format!(" ({h})")).unwrap_or_default(),
+        };
         Err(Invalid::new(
             "url",
             Rule::Unreachable,
             format!(
                 "the test event sent first was not accepted: {what}{hint}; nothing was created. \
                  Fix the receiver and try again, or create the webhook without the check \
-                 (without --check, \"check\": true or the form's test box)"
+                 (leave out --check, \"check\": true or the form's test box)"
             ),
         )
         .into())
