@@ -724,7 +724,7 @@ async fn create_check_sends_the_test_first_and_refuses_a_failing_receiver() {
     assert!(
         t.contains("answered 500")
             && t.contains("boom: database down")
-            && t.contains("without --check"),
+            && t.contains("leave out --check"),
         "{t}"
     );
     refused(&env, &args, "url", "unreachable").await;

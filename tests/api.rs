@@ -672,7 +672,7 @@ async fn a_checked_create_sends_the_test_first_and_refuses_a_failing_receiver() 
     assert!(
         m.contains("answered 500")
             && m.contains("boom: database down")
-            && m.contains("without --check"),
+            && m.contains("leave out --check"),
         "{m}"
     );
     assert_eq!(bad.wait_for(1, T).await.unwrap().len(), 1);
@@ -683,6 +683,25 @@ async fn a_checked_create_sends_the_test_first_and_refuses_a_failing_receiver() 
             .await,
         0
     );
+
+    // No answer at all: why the connection failed, and what to do.
+    let a = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({
+                "site_id": "example.com", "name": "nobody", "check": true,
+                "url": format!("https://127.0.0.1:{}/hook", free_port())
+            })),
+        )
+        .await;
+    expect(&a, 422, Some("unreachable"));
+    let m = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("no answer") && m.contains("nothing listens at that host and port"),
+        "{m}"
+    );
+    assert_eq!(api.env.count("SELECT count(*) FROM webhooks").await, before);
 }
 
 /// Deliveries (a test send among them: it is logged like any delivery):
