@@ -660,6 +660,86 @@ async fn stored_error_kind(env: &Env, test: &Value) -> String {
         .to_string()
 }
 
+/// `create --check`: the test event goes to the receiver first; one
+/// answering 200 gets the webhook created and the check's answer printed,
+/// one answering 500 refuses the create (exit 1, `url`, `unreachable`, the
+/// status and the receiver's words, what to do) and no webhook row is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_check_sends_the_test_first_and_refuses_a_failing_receiver() {
+    let env = Env::new().await;
+    let ok = env.receiver(always(200)).await;
+    let o = pw(
+        &env,
+        &[
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            "Checked",
+            "--url",
+            &ok.url("/hook"),
+            "--check",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("check: ok, the receiver answered the test event 200 in"),
+        "{}",
+        text(&o)
+    );
+    let c = create(
+        &env,
+        &ok.url("/json"),
+        &["--check", "--secret", common::SECRET],
+    )
+    .await;
+    assert_eq!(c["check"]["status_code"], 200, "{c}");
+    let seen = ok.wait_for(2, Duration::from_secs(10)).await.unwrap();
+    assert!(seen.iter().all(|r| r.json()["event"] == "test"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhooks WHERE name IN ('Checked', 'Receiver')")
+            .await,
+        2
+    );
+
+    let bad = env
+        .receiver(Arc::new(|_| Reply::Full {
+            status: 500,
+            headers: vec![],
+            body: b"boom: database down".to_vec(),
+        }))
+        .await;
+    let args = [
+        "create",
+        "--site",
+        "example.com",
+        "--name",
+        "Failing",
+        "--url",
+        &bad.url("/hook"),
+        "--check",
+    ];
+    let o = pw(&env, &args).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("answered 500")
+            && t.contains("boom: database down")
+            && t.contains("leave out --check"),
+        "{t}"
+    );
+    refused(&env, &args, "url", "unreachable").await;
+    // Once above, twice in `refused` (as text, then as JSON): each a refusal.
+    assert_eq!(bad.requests().len(), 3);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhooks WHERE name = 'Failing'")
+            .await,
+        0
+    );
+    assert_eq!(env.count("SELECT count(*) FROM webhooks").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_command_reports_the_answer_and_each_failure_cause() {
     let env = Env::new().await;

@@ -599,6 +599,111 @@ async fn a_test_send_answers_with_what_the_receiver_said() {
     assert_eq!(seen[0].header("x-env"), Some("test"));
 }
 
+/// Create with `"check": true`: the test event goes first, signed with the
+/// webhook's secret and carrying its headers; a receiver answering 200 gets
+/// the webhook created with the check's result in the answer, one answering
+/// 500 refuses it (422, `url`, `unreachable`, the status and what the
+/// receiver said in the message) and leaves no webhook row behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_create_sends_the_test_first_and_refuses_a_failing_receiver() {
+    let api = Api::start().await;
+    let ok = api.env.receiver(always(200)).await;
+    let (c, _) = created(
+        &api,
+        json!({
+            "site_id": "example.com", "name": "checked", "url": ok.url("/hook"),
+            "secret": common::SECRET, "headers": {"X-Env": "test"}, "check": true
+        }),
+    )
+    .await;
+    assert_eq!(c["check"]["status_code"], 200, "{c}");
+    assert!(c["check"]["duration_ms"].is_i64(), "{c}");
+    let seen = ok.wait_for(1, T).await.unwrap();
+    assert_eq!(seen[0].json()["event"], "test");
+    assert_eq!(seen[0].header("x-env"), Some("test"));
+    assert_eq!(
+        seen[0].header("webhook-id"),
+        c["check"]["message_id"].as_str()
+    );
+    let ts: i64 = seen[0]
+        .header("webhook-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(plausible_webhooks::delivery::signing::verify_standard(
+        common::SECRET,
+        seen[0].header("webhook-id").unwrap(),
+        ts,
+        &seen[0].body,
+        seen[0].header("webhook-signature").unwrap()
+    ));
+    // Without the check, nothing is sent.
+    let (u, _) = created(
+        &api,
+        json!({"site_id": "example.com", "name": "unchecked", "url": ok.url("/other")}),
+    )
+    .await;
+    assert!(u.get("check").is_none(), "{u}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ok.requests().len(), 1);
+
+    let bad = api
+        .env
+        .receiver(std::sync::Arc::new(|_| Reply::Full {
+            status: 500,
+            headers: vec![],
+            body: b"boom: database down".to_vec(),
+        }))
+        .await;
+    let before = api.env.count("SELECT count(*) FROM webhooks").await;
+    let a = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({
+                "site_id": "example.com", "name": "failing", "url": bad.url("/hook"), "check": true
+            })),
+        )
+        .await;
+    expect(&a, 422, Some("unreachable"));
+    let e = &a.json()["error"];
+    assert_eq!(e["field"], "url", "{e}");
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("answered 500")
+            && m.contains("boom: database down")
+            && m.contains("leave out --check"),
+        "{m}"
+    );
+    assert_eq!(bad.wait_for(1, T).await.unwrap().len(), 1);
+    assert_eq!(api.env.count("SELECT count(*) FROM webhooks").await, before);
+    assert_eq!(
+        api.env
+            .count("SELECT count(*) FROM webhooks WHERE name = 'failing'")
+            .await,
+        0
+    );
+
+    // No answer at all: why the connection failed, and what to do.
+    let a = api
+        .op(
+            "POST",
+            "/api/webhooks",
+            Some(json!({
+                "site_id": "example.com", "name": "nobody", "check": true,
+                "url": format!("https://127.0.0.1:{}/hook", free_port())
+            })),
+        )
+        .await;
+    expect(&a, 422, Some("unreachable"));
+    let m = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("no answer") && m.contains("nothing listens at that host and port"),
+        "{m}"
+    );
+    assert_eq!(api.env.count("SELECT count(*) FROM webhooks").await, before);
+}
+
 /// Deliveries (a test send among them: it is logged like any delivery):
 /// pages by cursor, newest first, each once; filtered by event and status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

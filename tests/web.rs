@@ -292,6 +292,53 @@ async fn signed_in_by_plausible_an_owner_creates_a_webhook_tests_it_and_reads_wh
     );
 }
 
+/// The form's "Send a test event first" box: a receiver answering 500 gets
+/// the create refused beside the URL with its status and words, nothing
+/// created and the box still ticked; fixed, the same form creates the
+/// webhook and the secret page says what the receiver answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_checks_the_receiver_first_when_asked_and_refuses_a_failing_one() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let status = Arc::new(AtomicU16::new(500));
+    let rx = receiver(&k.env, status.clone(), "boom: database down").await;
+    let b = k.browser_as(owner).await;
+    b.goto(&format!("{}/sites/example.com/new", k.base)).await;
+    b.fill("#name", "Checked").await;
+    b.fill("#url", &rx.url("/hook")).await;
+    b.el("input[name=check]").await.click().await.unwrap();
+    b.click("form button[type=submit]").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("answered 500") && t.contains("boom: database down"),
+        "{t}"
+    );
+    assert!(t.contains("Fix the receiver and try again"), "{t}");
+    assert_eq!(rx.wait_for(1, T).await.unwrap().len(), 1);
+    assert_eq!(k.env.count("SELECT count(*) FROM webhooks").await, 0);
+    assert!(b.has("input[name=check]:checked").await);
+    screens(&b, "create-check-refused").await;
+    // The receiver fixed, the same form creates it.
+    status.store(200, Ordering::SeqCst);
+    b.click("form button[type=submit]").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("The receiver accepted the test event sent first: it answered 200"),
+        "{t}"
+    );
+    assert!(b
+        .el("#the-secret")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .starts_with("whsec_"));
+    assert_eq!(k.env.count("SELECT count(*) FROM webhooks").await, 1);
+    let seen = rx.wait_for(2, T).await.unwrap();
+    assert!(seen.iter().all(|r| r.json()["event"] == "test"));
+    screens(&b, "create-check-passed").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_goal_completion_shows_its_attempts_and_a_failed_one_is_replayed() {
     let k = Kit::start().await;

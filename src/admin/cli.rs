@@ -347,6 +347,12 @@ async fn create(a: &Admin, cfg: &Config, mut n: NewWebhook, json: bool) -> Resul
         print_json(&c);
     } else {
         print_webhook(&c.webhook, cfg);
+        if let Some(r) = &c.check {
+            println!(
+                "check: ok, the receiver answered the test event {} in {} ms (webhook-id {})",
+                r.status_code, r.duration_ms, r.message_id
+            );
+        }
         if !c.triggers.is_empty() {
             println!();
             print_triggers(&c.triggers);

@@ -779,6 +779,11 @@ pub struct NewWebhook {
     #[arg(long)]
     #[serde(default)]
     pub max_concurrency: Option<i64>,
+    /// Send the test event to the receiver first (signed with this secret, with these
+    /// headers) and create the webhook only if it answers 2xx; refused otherwise, saying why.
+    #[arg(long)]
+    #[serde(default, deserialize_with = "flag")]
+    pub check: bool,
 }
 
 /// What to change on a webhook; what is left out stays as it is. Settings

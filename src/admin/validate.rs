@@ -78,6 +78,8 @@ pub enum Rule {
     UnknownField,
     /// A value of the wrong JSON type (a number where text belongs, ...).
     WrongType,
+    /// The receiver did not accept the test event a checked create sends first.
+    Unreachable,
 }
 
 impl Rule {
@@ -99,6 +101,7 @@ impl Rule {
             Rule::TooLarge => "too_large",
             Rule::UnknownField => "unknown_field",
             Rule::WrongType => "wrong_type",
+            Rule::Unreachable => "unreachable",
         }
     }
 }

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use time::OffsetDateTime;
+
 use anyhow::Context as _;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -16,9 +18,10 @@ use crate::admin::access::{self, Access, Principal};
 use crate::admin::catalog::test_payload;
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
+use crate::admin::validate::{Invalid, Rule};
 use crate::queue::claimer::ClaimedColumns;
 use crate::queue::completer::{self, Completer};
-use crate::queue::{FailureKind, Outcome};
+use crate::queue::{Claimed, FailureKind, Outcome, WebhookInfo};
 
 /// Why a test did not succeed, for the operator (and the API's clients).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -50,6 +53,32 @@ pub struct TestResult {
     /// What to do about it.
     pub hint: Option<String>,
 }
+
+/// What the test event a checked create sends first came to: the receiver
+/// answered 2xx (a failure refuses the create, see [`Admin::check_receiver`]).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckResult {
+    /// The `webhook-id` the test event carried (it is in no delivery log:
+    /// the webhook did not exist yet).
+    pub message_id: Uuid,
+    pub status_code: i32,
+    pub duration_ms: i32,
+}
+
+/// A webhook not created yet, as a checked create tests its receiver.
+pub(crate) struct Candidate<'a> {
+    /// The id it will be created with (in the attempt's log line).
+    pub id: Uuid,
+    pub site_id: i64,
+    pub site_domain: &'a str,
+    pub url: &'a str,
+    pub secret: &'a str,
+    pub headers: &'a serde_json::Value,
+    pub events: &'a [String],
+}
+
+/// How much of the receiver's answer a refused check quotes.
+const CHECK_BODY_QUOTED: usize = 200;
 
 /// Names the cause of a failed attempt from its kind, with what to do.
 pub fn classify(kind: FailureKind) -> (TestCause, &'static str) {
@@ -220,6 +249,104 @@ impl Admin {
             response_body: attempt.and_then(|a| a.response_body.clone()),
             hint: hint.map(str::to_string),
         })
+    }
+}
+
+impl Admin {
+    /// Sends the `test` event to a webhook that does not exist yet, as
+    /// `create --check` (`"check": true`, the form's box) asks: through the
+    /// same client, address guard, signing and timeout as [`Admin::send_test`],
+    /// under the same test slots. It is sent before the webhook is inserted,
+    /// not from inside an open transaction: the test's delivery row and its
+    /// completion need a committed webhook (and the completer writes on a
+    /// connection of its own), and no connection should be held while the
+    /// receiver is waited on. So a failed check leaves nothing behind, and
+    /// the check is in no delivery log: the caller gets its result (the
+    /// message id, status and duration) in the answer instead. A receiver
+    /// that does not answer 2xx refuses the create as an invalid `url`
+    /// (rule `unreachable`), saying what it answered or why no answer came.
+    pub(crate) async fn check_receiver(
+        &self,
+        who: &Principal,
+        w: Candidate<'_>,
+    ) -> OpResult<CheckResult> {
+        let sender = &self.tests;
+        let _slot = self
+            .test_slots
+            .try_acquire(who, w.site_id)
+            .map_err(|b| OpError::Busy {
+                message: b.message(),
+                retry_after: sender.timeout(),
+            })?;
+        let info = WebhookInfo {
+            id: w.id,
+            site_domain: w.site_domain.to_string(),
+            url: w.url.to_string(),
+            uri: w.url.parse().ok(),
+            headers: WebhookInfo::parse_headers(w.headers),
+            secrets: vec![w.secret.to_string()],
+            enabled: true,
+            deleted: false,
+            disabled_reason: None,
+            retry_schedule: Some(Vec::new()), // one attempt: the result is seen now
+            rate_limit_per_sec: None,
+            max_concurrency: None,
+        };
+        let now = OffsetDateTime::now_utc();
+        let job = Claimed {
+            id: Uuid::new_v4(),
+            attempt: 1,
+            event_type: "test".into(),
+            payload: test_payload(w.events).to_string(),
+            inserted_at: now,
+            lease: now + sender.lease,
+            lease_deadline: Instant::now() + sender.lease,
+            webhook: Arc::new(info),
+        };
+        let outcome = sender.worker.deliver(&job).await.outcome;
+        let attempt = outcome.attempt();
+        if let (Outcome::Delivered(a), Some(code)) = (&outcome, attempt.and_then(|a| a.status_code))
+        {
+            return Ok(CheckResult {
+                message_id: job.id,
+                status_code: code,
+                duration_ms: a.duration_ms,
+            });
+        }
+        let (_, hint) = explain(&outcome);
+        let what = match (&outcome, attempt) {
+            (Outcome::NotSent { why }, _) => format!("it was not sent: {why}"),
+            (_, Some(a)) => match (a.status_code, &a.error) {
+                (Some(code), _) => {
+                    let body = a.response_body.as_deref().unwrap_or("").trim();
+                    let quoted: String = body.chars().take(CHECK_BODY_QUOTED).collect();
+                    let more = if quoted.len() < body.len() { "…" } else { "" };
+                    if quoted.is_empty() {
+                        format!("the receiver answered {code}")
+                    } else {
+                        format!("the receiver answered {code}: {quoted}{more}")
+                    }
+                }
+                (None, Some(e)) => format!("no answer: {e}"),
+                (None, None) => "no answer".to_string(),
+            },
+            (_, None) => "no answer".to_string(),
+        };
+        // A status speaks for itself; a failure without one gets its hint.
+        let hint = match attempt.and_then(|a| a.status_code) {
+            Some(_) => String::new(),
+            None => hint.map(|h| format!(" ({h})")).unwrap_or_default(),
+        };
+        Err(Invalid::new(
+            "url",
+            Rule::Unreachable,
+            format!(
+                "the test event sent first was not accepted: {what}{hint}; nothing was created. \
+                 Fix the receiver and try again, or create the webhook without the check \
+                 (leave out --check, \"check\": true or the form's test box)"
+            ),
+        )
+        .into())
     }
 }
 

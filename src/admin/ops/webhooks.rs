@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::page::{bad_cursor, page_size};
+use super::test_send::{Candidate, CheckResult};
 use super::triggers::{check_trigger, insert_trigger, list_of, TriggerView};
 use super::webhook_view::{deleted, view, webhook_view, WebhookView, WEBHOOK_COLUMNS};
 use crate::admin::access::{self, Access, Principal};
@@ -82,6 +83,9 @@ pub struct Created {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub triggers: Vec<TriggerView>,
+    /// With `check`: what the receiver answered the test event sent first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckResult>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -331,6 +335,8 @@ impl Admin {
     }
 
     /// A webhook and its triggers, in one transaction, on a site `who` manages.
+    /// With `check`, the test event goes to the receiver first and a receiver
+    /// that does not accept it refuses the create (see [`Admin::check_receiver`]).
     pub async fn create_webhook(&self, who: &Principal, n: NewWebhook) -> OpResult<Created> {
         let mut c = Checks::default();
         let site = match c.check(site_of(&n.site_id, &n.site)) {
@@ -352,12 +358,35 @@ impl Admin {
             .await
             .map_err(|e| blame_site(e, deprecated))?;
         let headers = serde_json::to_value(&v.headers).expect("a map of strings");
+        let id = Uuid::new_v4();
+        let check = if n.check {
+            // No connection is held while the receiver is waited on.
+            drop(client);
+            let checked = self
+                .check_receiver(
+                    who,
+                    Candidate {
+                        id,
+                        site_id: site.id,
+                        site_domain: &site.domain,
+                        url: &v.url,
+                        secret: &v.secret,
+                        headers: &headers,
+                        events: &v.events,
+                    },
+                )
+                .await?;
+            client = self.db().await?;
+            Some(checked)
+        } else {
+            None
+        };
         let tx = db(client.transaction().await, "starting a transaction")?;
         let id: Uuid = db(
             tx.query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                       rate_limit_per_sec, max_concurrency, events)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                                       rate_limit_per_sec, max_concurrency, events, id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                 &[
                     &site.id,
                     &v.name,
@@ -368,6 +397,7 @@ impl Admin {
                     &v.rate,
                     &v.conc,
                     &v.events,
+                    &id,
                 ],
             )
             .await,
@@ -390,6 +420,7 @@ impl Admin {
             secret: v.secret,
             secret_generated: v.generated,
             triggers,
+            check,
         })
     }
 

@@ -213,6 +213,8 @@ pub struct FormValues {
     pub spike_threshold: String,
     pub drop: bool,
     pub drop_threshold: String,
+    /// Send the test event first and create only if it succeeds.
+    pub check: bool,
 }
 
 #[derive(Template)]
@@ -549,6 +551,8 @@ pub struct SecretPage {
     pub rotated: bool,
     pub old_until: Option<String>,
     pub warnings: Vec<String>,
+    /// What the receiver answered the test event sent before creating.
+    pub checked: Option<String>,
 }
 
 #[derive(Template)]

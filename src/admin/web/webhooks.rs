@@ -200,6 +200,7 @@ fn values_of(p: &Posted) -> FormValues {
         spike_threshold: get("spike_threshold"),
         drop: made.contains(&"drop"),
         drop_threshold: get("drop_threshold"),
+        check: p.get("check").is_some(),
     }
 }
 
@@ -294,6 +295,12 @@ pub async fn create(
                 rotated: false,
                 old_until: None,
                 warnings: c.warnings,
+                checked: c.check.map(|r| {
+                    format!(
+                        "The receiver accepted the test event sent first: it answered {} in {} ms.",
+                        r.status_code, r.duration_ms
+                    )
+                }),
             }
             .render(),
         )),
@@ -454,6 +461,7 @@ pub async fn rotate(
             rotated: true,
             old_until: r.previous_secret_expires_at.map(|t| when_opt(Some(t))),
             warnings: r.warnings,
+            checked: None,
         }
         .render(),
     ))
