@@ -293,7 +293,7 @@ impl Admin {
             max_concurrency: None,
         };
         let now = OffsetDateTime::now_utc();
-        let job = Claimed {
+        let mut job = Claimed {
             id: Uuid::new_v4(),
             attempt: 1,
             event_type: "test".into(),
@@ -303,7 +303,7 @@ impl Admin {
             lease_deadline: Instant::now() + sender.lease,
             webhook: Arc::new(info),
         };
-        let outcome = sender.worker.deliver(&job).await.outcome;
+        let outcome = sender.worker.deliver(&mut job).await.outcome;
         let attempt = outcome.attempt();
         if let (Outcome::Delivered(a), Some(code)) = (&outcome, attempt.and_then(|a| a.status_code))
         {
