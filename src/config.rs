@@ -41,6 +41,7 @@ pub const SECTIONS: &[&str] = &[
     "triggers",
     "plausible",
     "web",
+    "limits",
 ];
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
 

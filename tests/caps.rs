@@ -120,9 +120,17 @@ async fn the_database_refuses_what_is_over_a_cap_whoever_writes() {
         0
     );
     // Within the cap it enqueues as before, idempotency key and all.
+    // (Its trigger gone, it is still subscribed: unsubscribed too.)
     env.db
         .execute(
             "DELETE FROM webhook_triggers WHERE webhook_id = $1",
+            &[&webhooks[1]],
+        )
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "UPDATE webhooks SET events = '{}' WHERE id = $1",
             &[&webhooks[1]],
         )
         .await
