@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Env;
-use plausible_webhooks::admin::catalog::catalog;
 use plausible_webhooks::config::Redacted;
 use plausible_webhooks::delivery::signing::verify_standard;
 use plausible_webhooks::testkit::receiver::{always, Recorded, Reply};
@@ -26,30 +25,6 @@ fn event(r: &Recorded) -> (String, Value) {
         v["event"].as_str().unwrap_or_default().to_string(),
         v["data"].clone(),
     )
-}
-
-fn fits_catalog(event: &str, data: &Value) {
-    let entry = catalog()
-        .into_iter()
-        .find(|e| e.name == event)
-        .unwrap_or_else(|| panic!("{event} is not in the catalog"));
-    let schema = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&entry.schema)
-        .unwrap();
-    let errors: Vec<String> = schema.iter_errors(data).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "a real {event}: {errors:?}\n{data}");
-    // The catalog's example has exactly the real keys.
-    let keys = |v: &Value| {
-        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-        k.sort();
-        k
-    };
-    assert_eq!(
-        keys(&entry.example),
-        keys(data),
-        "{event}'s example and a real one"
-    );
 }
 
 async fn status(env: &Env, webhook: uuid::Uuid) -> String {
@@ -139,7 +114,7 @@ async fn a_failing_webhook_is_told_to_the_operator_and_to_subscribers_never_to_i
         assert_eq!(data["webhook_id"], wh_bad.to_string(), "{e}: {data}");
         assert_eq!(data["site_id"], "example.com");
         assert_eq!(data["url_host"], "127.0.0.1");
-        fits_catalog(e, data);
+        common::fits_catalog_exactly(e, data);
     }
     let disabled = &heard[2].1;
     assert!(
@@ -197,7 +172,7 @@ async fn a_failing_webhook_is_told_to_the_operator_and_to_subscribers_never_to_i
         ["delivery.exhausted", "webhook.failing", "webhook.recovered"]
     );
     assert_eq!(about_flaky[2].1["failed_deliveries"], 1);
-    fits_catalog("webhook.recovered", &about_flaky[2].1);
+    common::fits_catalog_exactly("webhook.recovered", &about_flaky[2].1);
     // The flaky one subscribes to its goal trigger's events only.
     assert!(flaky
         .requests()

@@ -1728,20 +1728,6 @@ impl Kit {
     }
 }
 
-/// `real` against the catalog's schema of `event`.
-fn fits_catalog(event: &str, real: &Value) {
-    let entry = catalog()
-        .into_iter()
-        .find(|e| e.name == event)
-        .unwrap_or_else(|| panic!("{event} is not in the catalog"));
-    let schema = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&entry.schema)
-        .unwrap();
-    let errors: Vec<String> = schema.iter_errors(real).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "a real {event}: {errors:?}\n{real}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_event_fires_per_occurrence_with_its_props_late_safe_and_once() {
     let k = Kit::new().await;
@@ -1801,7 +1787,7 @@ async fn a_custom_event_fires_per_occurrence_with_its_props_late_safe_and_once()
         assert_eq!(data["pathname"], "/pricing");
         assert_eq!(data["trigger_id"], pro.to_string());
         assert!(!data.to_string().contains(&UID.to_string()));
-        fits_catalog("custom_event", data);
+        common::fits_catalog("custom_event", data);
     }
     // A second trigger of the same webhook for the event with any props:
     // what both match is still sent once; the free plan's now too.
@@ -1915,12 +1901,12 @@ async fn a_digest_sends_one_post_per_window_with_the_count_and_the_first_occurre
     let mut sorted = times.clone();
     sorted.sort();
     assert_eq!(times, sorted);
-    fits_catalog("custom_event_digest", d);
+    common::fits_catalog("custom_event_digest", d);
     let gd = &by("goal_completion_digest")[0];
     assert_eq!(gd["count"], 15);
     assert_eq!(gd["occurrences"][0]["goal_id"], g);
     assert_eq!(gd["trigger_id"], goal.to_string());
-    fits_catalog("goal_completion_digest", gd);
+    common::fits_catalog("goal_completion_digest", gd);
     // A download committed after its window was read is not in a later digest.
     k.events(&[download(w0 + Duration::seconds(30), 300)]).await;
     // The second window, then an empty third: two digests, then nothing.

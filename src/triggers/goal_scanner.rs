@@ -344,18 +344,7 @@ impl GoalScanner {
             Some(cursor) => (cursor - self.cfg.lateness).max(c.floor),
             None => c.floor,
         };
-        let floor = now - self.cfg.max_catchup;
-        if wanted < floor {
-            tracing::warn!(
-                trigger_id = %c.id,
-                webhook_id = %c.webhook_id,
-                from = %rfc3339_seconds(wanted),
-                resumed_at = %rfc3339_seconds(floor),
-                "goal trigger was not scanned for longer than triggers.goal_max_catchup_secs; completions before resumed_at are not sent"
-            );
-            return floor;
-        }
-        wanted
+        not_before(c, wanted, now - self.cfg.max_catchup)
     }
 
     /// Step 1: the batch's due triggers, and how many rows were claimed
@@ -478,18 +467,7 @@ impl GoalScanner {
     /// floor falls in; never further back than `max_catchup`.
     fn digest_start(&self, c: &GoalTrigger, now: OffsetDateTime) -> OffsetDateTime {
         let wanted = c.cursor.unwrap_or_else(|| align_down(c.floor, c.window));
-        let limit = align_down(now - self.cfg.max_catchup, c.window);
-        if wanted < limit {
-            tracing::warn!(
-                trigger_id = %c.id,
-                webhook_id = %c.webhook_id,
-                from = %rfc3339_seconds(wanted),
-                resumed_at = %rfc3339_seconds(limit),
-                "digest trigger was not scanned for longer than triggers.goal_max_catchup_secs; windows before resumed_at are not sent"
-            );
-            return limit;
-        }
-        wanted
+        not_before(c, wanted, align_down(now - self.cfg.max_catchup, c.window))
     }
 
     /// Step 4: the scans of the plans: one per (span, goal it covers); a
@@ -547,6 +525,25 @@ impl GoalScanner {
         report.queries += 1;
         Ok(())
     }
+}
+
+/// Where a scan starts: `wanted`, unless that is before `limit` (the
+/// trigger was not scanned for longer than `max_catchup`): then `limit`,
+/// with a warning naming what is skipped.
+fn not_before(c: &GoalTrigger, wanted: OffsetDateTime, limit: OffsetDateTime) -> OffsetDateTime {
+    if wanted >= limit {
+        return wanted;
+    }
+    tracing::warn!(
+        trigger_id = %c.id,
+        webhook_id = %c.webhook_id,
+        trigger_type = c.kind.as_str(),
+        mode = c.mode.as_str(),
+        from = %rfc3339_seconds(wanted),
+        resumed_at = %rfc3339_seconds(limit),
+        "trigger was not scanned for longer than triggers.goal_max_catchup_secs; what happened before resumed_at is not sent"
+    );
+    limit
 }
 
 /// The start of the window of length `window` that `t` falls in, windows

@@ -412,3 +412,35 @@ impl Drop for DaemonProcess {
         }
     }
 }
+
+/// `data`, a real event's, fits the catalog's schema of `event` (GET
+/// /api/event-types).
+pub fn fits_catalog(event: &str, data: &serde_json::Value) {
+    let entry = plausible_webhooks::admin::catalog::catalog()
+        .into_iter()
+        .find(|e| e.name == event)
+        .unwrap_or_else(|| panic!("{event} is not in the catalog"));
+    let schema = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&entry.schema)
+        .unwrap();
+    let errors: Vec<String> = schema.iter_errors(data).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "a real {event}: {errors:?}\n{data}");
+}
+
+/// As `fits_catalog`, and the catalog's example has exactly its keys.
+pub fn fits_catalog_exactly(event: &str, data: &serde_json::Value) {
+    fits_catalog(event, data);
+    let example = plausible_webhooks::admin::catalog::sample(event)
+        .unwrap_or_else(|| panic!("{event} has no example"));
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&example),
+        keys(data),
+        "{event}'s example and a real one"
+    );
+}
