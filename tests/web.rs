@@ -289,7 +289,28 @@ async fn signed_in_by_plausible_an_owner_creates_a_webhook_tests_it_and_reads_wh
         t.contains("site.*, goal_completion, visitor_spike")
             && !t.contains("plausible.site_created"),
         "{t}"
+    ); // A custom event, as a digest of 15 minutes, from the page's form.
+    b.el("#t-type option[value=custom_event]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#t-event", "Trial Started").await;
+    b.fill("#t-props", "plan=pro").await;
+    b.el("#t-mode option[value=digest]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#t-window", "15m").await;
+    b.click("form.add-trigger button[type=submit]").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("Custom event (digest)") && t.contains("event “Trial Started” with plan=pro"),
+        "{t}"
     );
+    assert!(t.contains("custom_event_digest"), "subscribed: {t}");
+    screens(&b, "custom-event-digest-trigger").await;
 }
 
 /// The form's "Send a test event first" box: a receiver answering 500 gets
