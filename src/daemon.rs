@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
 use crate::delivery::guard::{AddressGuard, Resolve};
+use crate::delivery::mailer::{Mailer, MailerConfig};
 use crate::delivery::pipeline::Pipeline;
 use crate::delivery::worker::Worker;
 use crate::queue::admission::Admission;
@@ -125,6 +126,11 @@ impl Daemon {
             supervised("rescuer", rescuer.start(stop_services.clone())),
             supervised("cleaner", cleaner.start(stop_services.clone())),
         ];
+        if cfg.mail.enabled {
+            // Its own task: a slow or hung SMTP server delays only its mails.
+            let mailer = Mailer::new(MailerConfig::from_config(&cfg)?, pool.clone())?;
+            handles.push(supervised("mailer", mailer.start(stop_services.clone())));
+        }
         let mut analytics = None;
         if cfg.triggers.enabled {
             let (evaluator, scanner, source) = trigger_services(&cfg, &pool)?;
@@ -250,6 +256,7 @@ async fn open_database(cfg: &Config) -> Result<Pool> {
     db::migrate::ensure_current(&client).await?;
     db::settings::apply(&client, cfg).await?;
     db::settings::apply_health(&client, &cfg.health).await?;
+    db::settings::apply_mail(&client, cfg.mail.enabled).await?;
     Ok(pool)
 }
 
