@@ -1,7 +1,8 @@
 //! Wiring and shutdown. `Daemon::start` connects the services:
 //!
 //! listener --wake--> claimer --Claimed--> worker (one task per delivery)
-//!   --Completion--> completer;  rescuer and cleaner run beside them;
+//!   --Completion--> completer;  rescuer and cleaner run beside them, and
+//! the mailer (owner emails, with `[mail] enabled`) in a task of its own;
 //! evaluator and goal_scanner enqueue trigger deliveries (INSERT → NOTIFY).
 //!
 //! Shutdown (SIGTERM): stop claiming; deliveries not yet sent go back to the
