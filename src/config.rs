@@ -42,6 +42,7 @@ pub const SECTIONS: &[&str] = &[
     "triggers",
     "plausible",
     "web",
+    "limits",
     "mail",
 ];
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
