@@ -2111,6 +2111,71 @@ mod tests {
 
     /// A URL with another scheme says which, and what a PostgreSQL URL
     /// looks like; any other unreadable value shows both forms (issue 26).
+    /// `[mail]` on: what it needs is named (host, sender, a password for a
+    /// user, the TLS mode), the file wins over Plausible's variables, and
+    /// off it needs nothing.
+    #[test]
+    fn mail_is_refused_without_what_it_needs_and_the_file_wins() {
+        let db = ("DATABASE_URL", "postgres://u@h/db");
+        let err = |toml: &str, vars: &[(&str, &str)]| {
+            let mut all = vars.to_vec();
+            all.push(db);
+            Config::from_parts(toml, &env(&all))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(Config::from_parts("[mail]\nenabled = false\n", &env(&[db])).is_ok());
+        let e = err("[mail]\nenabled = true\n", &[]);
+        assert!(
+            e.contains("mail.smtp_host") && e.contains("SMTP_HOST_ADDR"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\n",
+            &[("SMTP_HOST_ADDR", "smtp.example.com")],
+        );
+        assert!(
+            e.contains("mail.sender") && e.contains("MAILER_EMAIL"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\nsmtp_user = \"u\"\n",
+            &[
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+            ],
+        );
+        assert!(
+            e.contains("mail.smtp_user") && e.contains("SMTP_USER_PWD"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\ntls = \"none\"\n",
+            &[
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+            ],
+        );
+        assert!(e.contains("mail.tls"), "{e}");
+        let c = Config::from_parts(
+            "[mail]\nenabled = true\nsmtp_host = \"relay.example.com\"\nsender = \"w@example.com\"\n",
+            &env(&[
+                db,
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+                ("SMTP_USER_NAME", "u"),
+                ("SMTP_USER_PWD", "plausibles"),
+                (SMTP_PASSWORD_VAR, "ours"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mail.smtp_host, "relay.example.com");
+        assert_eq!(c.mail.sender, "w@example.com");
+        assert_eq!((c.mail.tls.as_str(), c.mail.smtp_port), ("starttls", 587));
+        assert_eq!(c.mail.smtp_password.as_ref().unwrap().0, "ours");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
     #[test]
     fn a_database_url_that_cannot_be_read_says_what_it_should_be() {
         let e = Config::from_parts("", &env(&[("DATABASE_URL", "postgress://u@h/db")]))
