@@ -25,6 +25,7 @@ const OTHER_VARS: &[&str] = &[
     "PLAUSIBLE_WEBHOOKS_CHDB_PYTHON",
     "PLAUSIBLE_WEBHOOKS_CHDB24_PYTHON",
     OPERATOR_SECRET_VAR,
+    SMTP_PASSWORD_VAR,
 ];
 /// The configuration's sections, the tables of [`Config`] (a unit test
 /// holds the two together).
@@ -42,6 +43,7 @@ pub const SECTIONS: &[&str] = &[
     "plausible",
     "web",
     "limits",
+    "mail",
 ];
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/plausible-webhooks/config.toml";
 
@@ -222,6 +224,7 @@ pub struct Config {
     pub plausible: PlausibleConfig,
     pub web: WebConfig,
     pub limits: LimitsConfig,
+    pub mail: MailConfig,
     /// What was set but means nothing (a variable that looks like an
     /// override and is none): said once at start, not refused, since such a
     /// variable may belong to another program.
@@ -824,6 +827,181 @@ impl Default for WebConfig {
     }
 }
 
+/// Owner emails (docs/operating.md#owner-emails): when a webhook is
+/// disabled, the owners and admins of its site's team are told by email.
+/// Opt-in. Each key left empty (0 for the port) is taken from Plausible CE's
+/// own mailer variables when they are set (SMTP_HOST_ADDR, SMTP_HOST_PORT,
+/// SMTP_USER_NAME, SMTP_USER_PWD, SMTP_HOST_SSL_ENABLED, MAILER_EMAIL,
+/// MAILER_NAME), so the daemon beside Plausible mails as Plausible does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub enabled: bool,
+    /// The SMTP server (else SMTP_HOST_ADDR).
+    pub smtp_host: String,
+    /// Else SMTP_HOST_PORT, else 465 for `tls = "implicit"`, 587 for `starttls`.
+    pub smtp_port: u16,
+    /// Else SMTP_USER_NAME; empty: no authentication.
+    pub smtp_user: String,
+    /// The password: PLAUSIBLE_WEBHOOKS_SMTP_PASSWORD, else SMTP_USER_PWD,
+    /// else this file (never from TOML).
+    pub smtp_password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub smtp_password: Option<Redacted>,
+    /// `starttls` (STARTTLS required, never plain text) or `implicit` (TLS
+    /// from the first byte, port 465); else SMTP_HOST_SSL_ENABLED=true means
+    /// implicit, anything else starttls.
+    pub tls: String,
+    /// A PEM file of CA certificates trusted beside the webpki roots (a
+    /// relay with a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The From address (else MAILER_EMAIL, with MAILER_NAME as its name).
+    pub sender: String,
+    /// One mail's whole SMTP conversation, connect to QUIT.
+    pub timeout_secs: u64,
+    /// Attempts before a mail is given up (`failed`, its error kept).
+    pub max_attempts: u32,
+    /// How often the mailer looks for mails to send (a failed attempt is
+    /// retried after `retry_secs`, doubled each time).
+    pub interval_secs: u64,
+    pub retry_secs: u64,
+}
+
+/// The SMTP password, from the environment.
+pub const SMTP_PASSWORD_VAR: &str = "PLAUSIBLE_WEBHOOKS_SMTP_PASSWORD";
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            enabled: false,
+            smtp_host: String::new(),
+            smtp_port: 0,
+            smtp_user: String::new(),
+            smtp_password_file: None,
+            smtp_password: None,
+            tls: String::new(),
+            ca_file: None,
+            sender: String::new(),
+            timeout_secs: 30,
+            max_attempts: 5,
+            interval_secs: 10,
+            retry_secs: 60,
+        }
+    }
+}
+
+impl MailConfig {
+    /// Fills what the file left empty from Plausible CE's mailer variables.
+    fn resolve(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let var = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if self.smtp_host.trim().is_empty() {
+            self.smtp_host = var("SMTP_HOST_ADDR").unwrap_or_default();
+        }
+        if self.tls.trim().is_empty() {
+            let ssl = var("SMTP_HOST_SSL_ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            self.tls = if ssl { "implicit" } else { "starttls" }.into();
+        }
+        if self.smtp_port == 0 {
+            self.smtp_port = match var("SMTP_HOST_PORT") {
+                Some(p) => p.parse().map_err(|_| {
+                    bad(
+                        "mail.smtp_port",
+                        format!("SMTP_HOST_PORT `{p}` is not a port number"),
+                    )
+                })?,
+                None if self.tls == "implicit" => 465,
+                None => 587,
+            };
+        }
+        if self.smtp_user.trim().is_empty() {
+            self.smtp_user = var("SMTP_USER_NAME").unwrap_or_default();
+        }
+        if self.sender.trim().is_empty() {
+            if let Some(email) = var("MAILER_EMAIL") {
+                self.sender = match var("MAILER_NAME") {
+                    Some(name) => format!("{name} <{email}>"),
+                    None => email,
+                };
+            }
+        }
+        self.smtp_password = match secret(env, SMTP_PASSWORD_VAR, None, "mail.smtp_password_file")?
+        {
+            Some(p) => Some(p),
+            None => secret(
+                env,
+                "SMTP_USER_PWD",
+                self.smtp_password_file.as_deref(),
+                "mail.smtp_password_file",
+            )?,
+        };
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.smtp_host.trim().is_empty() {
+            return Err(bad(
+                "mail.smtp_host",
+                "owner emails need an SMTP server: set mail.smtp_host or Plausible's SMTP_HOST_ADDR",
+            ));
+        }
+        if !["starttls", "implicit"].contains(&self.tls.as_str()) {
+            return Err(bad(
+                "mail.tls",
+                format!(
+                    "`{}` is not starttls or implicit (mail goes over TLS only)",
+                    self.tls
+                ),
+            ));
+        }
+        if self.sender.trim().is_empty() {
+            return Err(bad(
+                "mail.sender",
+                "owner emails need a From address: set mail.sender or Plausible's MAILER_EMAIL",
+            ));
+        }
+        if self.sender.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(bad(
+                "mail.sender",
+                format!("`{}` is not an address like webhooks@example.com or Name <webhooks@example.com>", self.sender),
+            ));
+        }
+        if !self.smtp_user.is_empty() && self.smtp_password.is_none() {
+            return Err(bad(
+                "mail.smtp_user",
+                format!("needs a password: set {SMTP_PASSWORD_VAR}, Plausible's SMTP_USER_PWD or mail.smtp_password_file"),
+            ));
+        }
+        if let Some(p) = &self.ca_file {
+            if !p.is_file() {
+                return Err(bad(
+                    "mail.ca_file",
+                    format!("{} is not a readable file", p.display()),
+                ));
+            }
+        }
+        if !(1..=600).contains(&self.timeout_secs) {
+            return Err(bad("mail.timeout_secs", "must be between 1 and 600"));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(bad("mail.max_attempts", "must be between 1 and 100"));
+        }
+        if self.interval_secs == 0 || self.retry_secs == 0 {
+            return Err(bad(
+                "mail.interval_secs",
+                "mail.interval_secs and mail.retry_secs must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Where the web page is, as links to it are written: `web.public_url`
     /// (or `plausible.base_url`) and `web.base_path`; the path alone when
@@ -994,6 +1172,9 @@ impl Config {
             )
             .map_err(|e| origins.annotate(e))?;
         }
+        if cfg.mail.enabled {
+            cfg.mail.resolve(env).map_err(|e| origins.annotate(e))?;
+        }
         if cfg.analytics.source == "clickhouse" {
             cfg.analytics.clickhouse_password =
                 clickhouse_password(&cfg.analytics, env).map_err(|e| origins.annotate(e))?;
@@ -1016,7 +1197,8 @@ impl Config {
         self.check_retention()?;
         self.check_health()?;
         self.check_limits()?;
-        self.check_web()
+        self.check_web()?;
+        self.mail.check()
     }
 
     fn check_health(&self) -> Result<(), ConfigError> {
@@ -1929,6 +2111,71 @@ mod tests {
 
     /// A URL with another scheme says which, and what a PostgreSQL URL
     /// looks like; any other unreadable value shows both forms (issue 26).
+    /// `[mail]` on: what it needs is named (host, sender, a password for a
+    /// user, the TLS mode), the file wins over Plausible's variables, and
+    /// off it needs nothing.
+    #[test]
+    fn mail_is_refused_without_what_it_needs_and_the_file_wins() {
+        let db = ("DATABASE_URL", "postgres://u@h/db");
+        let err = |toml: &str, vars: &[(&str, &str)]| {
+            let mut all = vars.to_vec();
+            all.push(db);
+            Config::from_parts(toml, &env(&all))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(Config::from_parts("[mail]\nenabled = false\n", &env(&[db])).is_ok());
+        let e = err("[mail]\nenabled = true\n", &[]);
+        assert!(
+            e.contains("mail.smtp_host") && e.contains("SMTP_HOST_ADDR"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\n",
+            &[("SMTP_HOST_ADDR", "smtp.example.com")],
+        );
+        assert!(
+            e.contains("mail.sender") && e.contains("MAILER_EMAIL"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\nsmtp_user = \"u\"\n",
+            &[
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+            ],
+        );
+        assert!(
+            e.contains("mail.smtp_user") && e.contains("SMTP_USER_PWD"),
+            "{e}"
+        );
+        let e = err(
+            "[mail]\nenabled = true\ntls = \"none\"\n",
+            &[
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+            ],
+        );
+        assert!(e.contains("mail.tls"), "{e}");
+        let c = Config::from_parts(
+            "[mail]\nenabled = true\nsmtp_host = \"relay.example.com\"\nsender = \"w@example.com\"\n",
+            &env(&[
+                db,
+                ("SMTP_HOST_ADDR", "smtp.example.com"),
+                ("MAILER_EMAIL", "a@example.com"),
+                ("SMTP_USER_NAME", "u"),
+                ("SMTP_USER_PWD", "plausibles"),
+                (SMTP_PASSWORD_VAR, "ours"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mail.smtp_host, "relay.example.com");
+        assert_eq!(c.mail.sender, "w@example.com");
+        assert_eq!((c.mail.tls.as_str(), c.mail.smtp_port), ("starttls", 587));
+        assert_eq!(c.mail.smtp_password.as_ref().unwrap().0, "ours");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
     #[test]
     fn a_database_url_that_cannot_be_read_says_what_it_should_be() {
         let e = Config::from_parts("", &env(&[("DATABASE_URL", "postgress://u@h/db")]))

@@ -1,7 +1,8 @@
 //! Wiring and shutdown. `Daemon::start` connects the services:
 //!
 //! listener --wake--> claimer --Claimed--> worker (one task per delivery)
-//!   --Completion--> completer;  rescuer and cleaner run beside them;
+//!   --Completion--> completer;  rescuer and cleaner run beside them, and
+//! the mailer (owner emails, with `[mail] enabled`) in a task of its own;
 //! evaluator and goal_scanner enqueue trigger deliveries (INSERT → NOTIFY).
 //!
 //! Shutdown (SIGTERM): stop claiming; deliveries not yet sent go back to the
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::db;
 use crate::db::listener::{Listener, ListenerConfig};
 use crate::delivery::guard::{AddressGuard, Resolve};
+use crate::delivery::mailer::{Mailer, MailerConfig};
 use crate::delivery::pipeline::Pipeline;
 use crate::delivery::worker::Worker;
 use crate::queue::admission::Admission;
@@ -125,6 +127,11 @@ impl Daemon {
             supervised("rescuer", rescuer.start(stop_services.clone())),
             supervised("cleaner", cleaner.start(stop_services.clone())),
         ];
+        if cfg.mail.enabled {
+            // Its own task: a slow or hung SMTP server delays only its mails.
+            let mailer = Mailer::new(MailerConfig::from_config(&cfg)?, pool.clone())?;
+            handles.push(supervised("mailer", mailer.start(stop_services.clone())));
+        }
         let mut analytics = None;
         if cfg.triggers.enabled {
             let (evaluator, scanner, source) = trigger_services(&cfg, &pool)?;
@@ -250,6 +257,7 @@ async fn open_database(cfg: &Config) -> Result<Pool> {
     db::migrate::ensure_current(&client).await?;
     db::settings::apply(&client, cfg).await?;
     db::settings::apply_health(&client, &cfg.health).await?;
+    db::settings::apply_mail(&client, cfg.mail.enabled).await?;
     Ok(pool)
 }
 

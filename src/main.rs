@@ -153,6 +153,7 @@ fn main() -> ExitCode {
                 let applied = db::migrate::migrate(&mut client).await?;
                 db::settings::apply(&client, &cfg).await?;
                 db::settings::apply_health(&client, &cfg.health).await?;
+                db::settings::apply_mail(&client, cfg.mail.enabled).await?;
                 if applied.is_empty() {
                     println!(
                         "schema is current (version {})",

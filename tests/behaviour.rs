@@ -998,7 +998,8 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
     // this column to 5's settings table, which the undo above dropped.
     env.db
         .batch_execute(
-            "ALTER TABLE plausible_webhooks_settings ADD COLUMN failing_after_failures integer NOT NULL DEFAULT 1",
+            "ALTER TABLE plausible_webhooks_settings ADD COLUMN failing_after_failures integer NOT NULL DEFAULT 1,
+                 ADD COLUMN owner_mail boolean NOT NULL DEFAULT false",
         )
         .await
         .unwrap();

@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "operational_events",
         include_str!("../../sql/0014_operational_events.sql"),
     ),
+    (
+        15,
+        "owner_mail",
+        include_str!("../../sql/0015_owner_mail.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -118,3 +118,26 @@ pub async fn apply_health(client: &tokio_postgres::Client, cfg: &HealthConfig) -
     }
     Ok(())
 }
+
+/// Writes `owner_mail` when it differs.
+const OWNER_MAIL_SQL: &str = "
+UPDATE plausible_webhooks_settings SET owner_mail = $1, updated_at = now()
+WHERE owner_mail <> $1";
+
+/// Makes the database queue owner emails (migration 15) when `[mail]
+/// enabled` is on, and stop queuing them when it is off (after `migrate`,
+/// and at start).
+pub async fn apply_mail(client: &tokio_postgres::Client, enabled: bool) -> Result<()> {
+    if client
+        .execute(OWNER_MAIL_SQL, &[&enabled])
+        .await
+        .context("writing mail.enabled into plausible_webhooks_settings")?
+        > 0
+    {
+        tracing::info!(
+            owner_mail = enabled,
+            "owner emails on disable set from mail.enabled"
+        );
+    }
+    Ok(())
+}

@@ -1,10 +1,11 @@
 //! Real parts for the demo, the tests and the benchmark: a throwaway
-//! PostgreSQL cluster and an HTTPS receiver on loopback. Nothing here is used
+//! PostgreSQL cluster, an HTTPS receiver and an SMTP server on loopback. Nothing here is used
 //! by `run`.
 
 pub mod clickhouse;
 pub mod pg;
 pub mod receiver;
+pub mod smtp;
 
 use std::collections::BTreeMap;
 

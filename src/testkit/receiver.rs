@@ -102,6 +102,12 @@ impl TestTls {
         })
     }
 
+    /// The server side's TLS config (for the test SMTP server too: its
+    /// ALPN offers go unused by a client that asks for none).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server.clone()
+    }
+
     fn in_temp(mut self, dir: tempfile::TempDir) -> Result<TestTls> {
         self._dir = Some(dir);
         Ok(self)
