@@ -1064,7 +1064,7 @@ async fn check_runs_every_statement_and_names_the_one_refused(engine: ChEngine) 
         ChEngine::Chdb => "26.9.",
     };
     assert!(checked.version.starts_with(pinned), "{checked:?}");
-    assert_eq!(checked.statements, 11, "{checked:?}");
+    assert_eq!(checked.statements, 12, "{checked:?}");
 
     // events_v2's columns, `meta.value` a String instead of an array: only
     // the event goal's property match is refused.
