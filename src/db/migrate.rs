@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "operational_events",
         include_str!("../../sql/0014_operational_events.sql"),
     ),
+    (
+        16,
+        "tracking_stopped",
+        include_str!("../../sql/0016_tracking.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
