@@ -50,6 +50,8 @@ pub const LABELLED_EVENTS: &[&str] = &[
     "custom_event",
     "goal_completion_digest",
     "custom_event_digest",
+    "site.tracking_stopped",
+    "site.tracking_resumed",
     "test",
 ];
 

@@ -220,7 +220,7 @@ async fn check_prints_the_analytics_version_and_names_a_refused_statement() {
         .get(0);
     assert!(text(&o).contains("analytics: ok (postgres"), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("server version {version}, 11 statements answered")),
+        text(&o).contains(&format!("server version {version}, 12 statements answered")),
         "{}",
         text(&o)
     );

@@ -73,6 +73,7 @@ on_every_engine!(
     credentials_and_a_bad_table_are_named,
     a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
     check_runs_every_statement_and_names_the_one_refused,
+    parity_last_event_per_site_and_window,
 );
 
 /// The daemon's HTTP client to `server`, as its read-only user.
@@ -1064,7 +1065,7 @@ async fn check_runs_every_statement_and_names_the_one_refused(engine: ChEngine) 
         ChEngine::Chdb => "26.9.",
     };
     assert!(checked.version.starts_with(pinned), "{checked:?}");
-    assert_eq!(checked.statements, 11, "{checked:?}");
+    assert_eq!(checked.statements, 12, "{checked:?}");
 
     // events_v2's columns, `meta.value` a String instead of an array: only
     // the event goal's property match is refused.
@@ -1514,4 +1515,39 @@ async fn parity_custom_events_each_and_as_a_digest(engine: ChEngine) {
         .find(|(e, _, _)| e == "goal_completion_digest")
         .expect("a goal digest");
     assert_eq!(goal_digest.2["count"], 13);
+}
+
+/// A tracking trigger's question: each site's last event in a window
+/// (bounds included, engagement counted, other sites not), alike on both.
+async fn parity_last_event_per_site_and_window(engine: ChEngine) {
+    let k = Twin::new(engine).await;
+    let now = t0();
+    let (a, b, c) = (k.sites[0], k.sites[1], k.sites[2]);
+    let m = Duration::minutes;
+    k.events(&[
+        Ev::new(a, now - m(90), "pageview", "/", 1),
+        Ev::new(a, now - m(30), "engagement", "/", 1),
+        Ev::new(b, now - Duration::hours(3), "Signup", "/x", 2),
+    ])
+    .await;
+    let w = |site_id, from, to| Window { site_id, from, to };
+    let windows = [
+        w(a, now - m(60), now),
+        w(a, now - m(120), now - m(31)),
+        w(b, now - m(60), now),
+        w(b, now - Duration::days(8), now),
+        w(c, now - Duration::days(8), now),
+        w(a, now - m(30), now - m(30)),
+    ];
+    let expected = vec![
+        Some(now - m(30)),
+        Some(now - m(90)),
+        None,
+        Some(now - Duration::hours(3)),
+        None,
+        Some(now - m(30)),
+    ];
+    for side in k.sides() {
+        assert_eq!(side.source.last_event(&windows).await.unwrap(), expected);
+    }
 }

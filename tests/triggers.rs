@@ -370,8 +370,9 @@ async fn spike_payload_baseline_sources_pages_and_dashboard_by_hand() {
     let r = ev.round(t).await.unwrap();
     assert_eq!(r.fired, 1);
     // Claim, count, baseline days (in the site's timezone), baselines, top
-    // sources, top pages, state update, enqueue.
-    assert_eq!(r.queries, 8, "{r:?}");
+    // sources, top pages, state update, enqueue; and the tracking triggers'
+    // claim (none due).
+    assert_eq!(r.queries, 9, "{r:?}");
     let (_, p) = k.deliveries().await.remove(0);
     assert_eq!(p["visitors"], 12);
     assert_eq!(p["baseline_visitors"], 3.0);
@@ -487,8 +488,9 @@ async fn a_missing_threshold_is_derived_from_the_last_seven_days() {
     let ev = k.evaluator("", None);
     let r = ev.round(t).await.unwrap();
     assert_eq!(r.evaluated, 2);
-    // Claim, one derivation for both, one count for both, state update.
-    assert_eq!((r.queries, r.derived), (4, 2), "{r:?}");
+    // Claim, one derivation for both, one count for both, state update; and
+    // the tracking triggers' claim (none due).
+    assert_eq!((r.queries, r.derived), (5, 2), "{r:?}");
     let derived = |id: Uuid| {
         let db = &k.env.db;
         async move {
@@ -1984,4 +1986,140 @@ async fn a_cursor_a_clock_left_ahead_is_pulled_back_and_nothing_is_lost() {
     .await;
     daemon.shutdown().await.unwrap();
     assert_eq!(rx.count(), 15);
+}
+
+/// `real` against the catalog's schema of `event`, with the sample's keys.
+fn fits_the_catalog(event: &str, real: &Value) {
+    let entry = catalog()
+        .into_iter()
+        .find(|e| e.name == event)
+        .unwrap_or_else(|| panic!("{event} is not in the catalog"));
+    let schema = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&entry.schema)
+        .unwrap();
+    let errors: Vec<String> = schema.iter_errors(real).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "a real {event}: {errors:?}\n{real}");
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&entry.example), keys(real), "{event}: sample and real");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_stops_once_per_outage_and_resumes_once() {
+    let k = Kit::new().await;
+    let t = t0();
+    // The usual traffic: on each of the previous 7 days, a visitor every 10
+    // minutes from 2 hours before to 4 hours after this time of day.
+    let mut usual = Vec::new();
+    for day in 1..=7 {
+        for m in 0..48 {
+            let at = t - Duration::days(day) - Duration::hours(2) + Duration::minutes(10 * m);
+            usual.push(pageview(at, 100 * day + m));
+        }
+    }
+    k.events(&usual).await;
+    // Today the last event is 10 minutes old; then the script breaks.
+    k.visitors(t - Duration::minutes(10), 1, 1).await;
+    let trigger = k
+        .trigger("tracking_stopped", None, None, Some(3600), 3600, t)
+        .await;
+    let events: Vec<String> = k
+        .env
+        .db
+        .query_one("SELECT events FROM webhooks WHERE id = $1", &[&k.webhook])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        events.contains(&"site.tracking_stopped".to_string())
+            && events.contains(&"site.tracking_resumed".to_string()),
+        "the trigger subscribes its webhook to both: {events:?}"
+    );
+    let ev = k.evaluator("https://plausible.example.com", None);
+    let at = |m: i64| t + Duration::minutes(m);
+    // Not silent for an hour yet (the window is [now - 1 h, now]).
+    for m in [0, 30, 50] {
+        let r = ev.round(at(m)).await.unwrap();
+        assert_eq!((r.tracking_evaluated, r.tracking_stopped), (1, 0), "{m}");
+    }
+    assert!(k.deliveries().await.is_empty());
+    // 61 minutes without an event, at a time the site usually has visitors.
+    let r = ev.round(at(51)).await.unwrap();
+    assert_eq!((r.tracking_stopped, r.tracking_resumed), (1, 0));
+    // Silent on: nothing more.
+    for m in [52, 80, 120, 200] {
+        let r = ev.round(at(m)).await.unwrap();
+        assert_eq!((r.tracking_stopped, r.tracking_resumed), (0, 0), "{m}");
+    }
+    let d = k.deliveries().await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].0, "site.tracking_stopped");
+    let p = &d[0].1;
+    assert_eq!(p["trigger_id"], trigger.to_string());
+    assert_eq!(p["silent_secs"], 61 * 60);
+    assert_eq!(p["window_secs"], 3600);
+    assert_eq!(p["baseline_days_with_visitors"], 7);
+    assert_eq!(p["baseline_days"], 7);
+    // [now - 1 h, now] on each previous day holds 6 or 7 of the visitors.
+    let b = p["baseline_visitors"].as_f64().unwrap();
+    assert!((6.0..=7.0).contains(&b), "{b}");
+    assert!(p["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("?period=realtime"));
+    fits_the_catalog("site.tracking_stopped", p);
+    // Events are back: resumed, once.
+    k.visitors(at(200) + Duration::seconds(30), 2, 1).await;
+    let r = ev.round(at(201)).await.unwrap();
+    assert_eq!((r.tracking_stopped, r.tracking_resumed), (0, 1));
+    for m in [202, 230] {
+        k.visitors(at(m) - Duration::seconds(5), 3 + m, 1).await;
+        let r = ev.round(at(m)).await.unwrap();
+        assert_eq!((r.tracking_stopped, r.tracking_resumed), (0, 0), "{m}");
+    }
+    let d = k.deliveries().await;
+    assert_eq!(
+        d.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["site.tracking_stopped", "site.tracking_resumed"]
+    );
+    let p = &d[1].1;
+    assert_eq!(p["stopped_at"], d[0].1["detected_at"]);
+    assert_eq!(p["silent_secs"], (150 + 60) * 60);
+    fits_the_catalog("site.tracking_resumed", p);
+    // A second outage is told again.
+    let r = ev.round(at(230 + 61)).await.unwrap();
+    assert_eq!((r.tracking_stopped, r.tracking_resumed), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_never_fires_for_a_site_without_a_baseline() {
+    let k = Kit::new().await;
+    let t = t0();
+    k.trigger("tracking_stopped", None, None, None, 3600, t)
+        .await;
+    let ev = k.evaluator("", None);
+    // An empty site: silent from the start, but it never had visitors.
+    for m in [0, 61, 180] {
+        let r = ev.round(t + Duration::minutes(m)).await.unwrap();
+        assert_eq!((r.tracking_evaluated, r.tracking_stopped), (1, 0), "{m}");
+    }
+    // A new site: its first visitors today, then silence.
+    k.visitors(t + Duration::minutes(181), 1, 3).await;
+    for m in [182, 300, 24 * 60] {
+        let r = ev.round(t + Duration::minutes(m)).await.unwrap();
+        assert_eq!((r.tracking_stopped, r.tracking_resumed), (0, 0), "{m}");
+    }
+    // Visitors at this time on only 3 of the last 7 days is not "normally".
+    let now = t + Duration::days(2);
+    let few: Vec<Ev> = (1..=3)
+        .map(|d| pageview(now - Duration::days(d) - Duration::minutes(20), 50 + d))
+        .collect();
+    k.events(&few).await;
+    let r = ev.round(now).await.unwrap();
+    assert_eq!((r.tracking_stopped, r.tracking_resumed), (0, 0));
+    assert!(k.deliveries().await.is_empty());
 }

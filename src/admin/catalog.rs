@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::triggers::{evaluator, goal_scanner, ThresholdKind};
+use crate::triggers::{evaluator, goal_scanner, tracking, ThresholdKind};
 
 /// One built-in event type.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -108,6 +108,32 @@ fn traffic_schema(spike: bool) -> Value {
 
 fn props() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+/// The `data` of `site.tracking_stopped` (`stopped`) or
+/// `site.tracking_resumed`.
+fn tracking_schema(stopped: bool) -> Value {
+    let mut required = vec![
+        ("trigger_id", uuid()),
+        ("domain", string()),
+        ("last_event_at", nullable_time()),
+        ("window_secs", integer()),
+        ("silent_secs", json!({"type": ["integer", "null"]})),
+    ];
+    if stopped {
+        required.extend([
+            ("detected_at", time()),
+            ("baseline_visitors", json!({"type": "number"})),
+            (
+                "baseline_days_with_visitors",
+                json!({"type": "integer", "minimum": tracking::USUAL_DAYS, "maximum": evaluator::BASELINE_DAYS}),
+            ),
+            ("baseline_days", integer()),
+        ]);
+    } else {
+        required.extend([("stopped_at", nullable_time()), ("resumed_at", time())]);
+    }
+    object(&required, &[("dashboard_url", string())])
 }
 
 /// The `data` of a goal or custom-event digest.
@@ -215,7 +241,7 @@ pub fn catalog() -> Vec<EventTypeView> {
                 ("message", string()),
                 ("samples", json!({"type": "object"})),
             ],
-            &[],
+            &[("samples_left_out", json!({"type": "array", "items": {"type": "string"}}))],
         ),
         example: test_payload(&["goal_completion".into()]),
     });
@@ -337,6 +363,20 @@ fn subscribable() -> Vec<EventTypeView> {
             sample("delivery.exhausted").expect("a built-in type"),
         ),
         entry(
+            tracking::STOPPED,
+            "A site that normally has visitors at this time of day (on most of the previous 7 days, in its timezone) received no event for the trigger's window: its script was removed or broke. Once per outage.",
+            "a tracking_stopped trigger",
+            tracking_schema(true),
+            sample(tracking::STOPPED).expect("a built-in type"),
+        ),
+        entry(
+            tracking::RESUMED,
+            "A site whose tracking had stopped (site.tracking_stopped was sent) received events again. Once per outage.",
+            "a tracking_stopped trigger",
+            tracking_schema(false),
+            sample(tracking::RESUMED).expect("a built-in type"),
+        ),
+        entry(
             "visitor_spike",
             "Unique visitors over the window reached the threshold (it fires again once the count fell back below, and not within the cooldown).",
             "a visitor_spike trigger",
@@ -380,6 +420,9 @@ pub fn sample(event_type: &str) -> Option<Value> {
         "webhook.failing" | "webhook.disabled" | "webhook.recovered" | "delivery.exhausted" => {
             operational_sample(event_type)?
         }
+        tracking::STOPPED | tracking::RESUMED => {
+            tracking::sample_payload(event_type, EXAMPLE_PLAUSIBLE_URL)?
+        }
         "visitor_spike" => evaluator::sample_payload(ThresholdKind::Spike, EXAMPLE_PLAUSIBLE_URL),
         "traffic_drop" => evaluator::sample_payload(ThresholdKind::Drop, EXAMPLE_PLAUSIBLE_URL),
         _ => return None,
@@ -394,18 +437,45 @@ pub fn test_payload(subscriptions: &[String]) -> Value {
     if types.is_empty() {
         types = subscribed_types(&["*".to_string()]);
     }
+    // The types triggers make each time first: what a new webhook most
+    // likely receives.
+    const FIRST: [&str; 4] = [
+        "goal_completion",
+        "visitor_spike",
+        "traffic_drop",
+        "custom_event",
+    ];
+    types.sort_by_key(|t| FIRST.iter().position(|f| f == t).unwrap_or(FIRST.len()));
     let mut samples = serde_json::Map::new();
+    let mut left_out: Vec<String> = Vec::new();
+    let mut size = 0;
     for t in types {
         if let Some(s) = sample(&t) {
+            let bytes = t.len() + s.to_string().len();
+            if size + bytes > TEST_SAMPLES_BUDGET {
+                left_out.push(t);
+                continue;
+            }
+            size += bytes;
             samples.insert(t, s);
         }
     }
-    json!({
+    let mut data = json!({
         "test": true,
         "message": "A test event from plausible-webhooks: if you can read this, the webhook works.",
         "samples": samples
-    })
+    });
+    if !left_out.is_empty() {
+        data["samples_left_out"] = json!(left_out);
+    }
+    data
 }
+
+/// The samples a test event carries at most, in compact JSON bytes: the
+/// event must fit the smallest payload limit (4096 bytes as the database
+/// measures jsonb); the types past it are named in `samples_left_out`
+/// (`event-types` shows their examples).
+const TEST_SAMPLES_BUDGET: usize = 2_400;
 
 #[cfg(test)]
 mod tests {
@@ -441,17 +511,36 @@ mod tests {
                 "webhook.disabled",
                 "webhook.recovered",
                 "delivery.exhausted",
+                "site.tracking_stopped",
+                "site.tracking_resumed",
                 "visitor_spike",
                 "traffic_drop"
             ]
         );
         assert_eq!(subscribed_types(&["traffic_drop".into()]), ["traffic_drop"]);
-        assert!(subscribed_types(&["site.*".into(), "test".into()]).is_empty());
+        assert_eq!(
+            subscribed_types(&["site.*".into(), "test".into()]),
+            ["site.tracking_stopped", "site.tracking_resumed"]
+        );
         // A sample per subscribed type; every one when none is.
         let t = test_payload(&["visitor_spike".into()]);
         assert_eq!(t["samples"].as_object().unwrap().len(), 1);
         let t = test_payload(&["site.*".into()]);
-        assert_eq!(t["samples"].as_object().unwrap().len(), 10);
+        assert_eq!(t["samples"].as_object().unwrap().len(), 2);
+        // Every one when none is, those past the budget named instead.
+        let t = test_payload(&["nothing.*".into()]);
+        let shown = t["samples"].as_object().unwrap();
+        let left_out = t["samples_left_out"].as_array().map_or(0, Vec::len);
+        assert_eq!(shown.len() + left_out, 12, "{t}");
+        for first in [
+            "goal_completion",
+            "visitor_spike",
+            "traffic_drop",
+            "custom_event",
+        ] {
+            assert!(shown.contains_key(first), "{first}: {t}");
+        }
+        assert!(t.to_string().len() <= TEST_SAMPLES_BUDGET + 400, "{t}");
         assert_eq!(
             subscribed_types(&["webhook.*".into()]),
             ["webhook.failing", "webhook.disabled", "webhook.recovered"]

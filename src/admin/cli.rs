@@ -149,7 +149,7 @@ pub enum TriggersCommand {
     /// Subscribe a webhook to an event.
     ///
     /// Examples: triggers add 6f1c spike --threshold 100 --window 5m --cooldown 1h;
-    /// triggers add 6f1c goal --goal Signup
+    /// triggers add 6f1c goal --goal Signup; triggers add 6f1c tracking --window 1h
     Add {
         /// Webhook id or unique prefix.
         webhook: String,
@@ -835,6 +835,7 @@ fn print_triggers(t: &[ops::TriggerView]) {
                 .map(|t| {
                     let spike_or_drop = t.trigger_type.threshold_kind().is_some();
                     let digest = t.mode == crate::triggers::DeliveryMode::Digest;
+                    let tracking = t.trigger_type == crate::triggers::TriggerType::TrackingStopped;
                     vec![
                         t.id.to_string(),
                         t.trigger_type.to_string(),
@@ -851,7 +852,8 @@ fn print_triggers(t: &[ops::TriggerView]) {
                             .map(|v| v.to_string())
                             .unwrap_or_else(|| "-".into()),
                         match (spike_or_drop, t.window_secs) {
-                            (false, Some(v)) if digest => format!("{v}s"),
+                            (false, Some(v)) if digest || tracking => format!("{v}s"),
+                            (false, None) if tracking => "3600s (default)".into(),
                             (false, None) if digest => "3600s (default)".into(),
                             (false, _) => "-".into(),
                             (true, Some(v)) => format!("{v}s"),
@@ -863,7 +865,7 @@ fn print_triggers(t: &[ops::TriggerView]) {
                             (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
                             (Some(id), Some(n), _) => format!("{n} ({id})"),
                             (Some(id), None, _) => id.to_string(),
-                            _ if spike_or_drop => "-".into(),
+                            _ if spike_or_drop || tracking => "-".into(),
                             _ => "every goal".into(),
                         },
                         t.event_type.clone(),

@@ -635,8 +635,8 @@ fn props<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PropArg>, D::Error> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, ToSchema)]
 #[group(skip)]
 pub struct NewTrigger {
-    /// spike (visitor_spike), drop (traffic_drop), goal (goal_completion)
-    /// or event (custom_event).
+    /// spike (visitor_spike), drop (traffic_drop), goal (goal_completion),
+    /// event (custom_event) or tracking (tracking_stopped).
     #[arg(value_name = "TYPE", required = true)]
     #[serde(rename = "type", default)]
     #[schema(value_type = String, example = "visitor_spike")]
@@ -646,7 +646,8 @@ pub struct NewTrigger {
     #[serde(default)]
     pub threshold: Option<i64>,
     /// spike/drop: the window counted, 1m–7d (default spike 5m, drop 12h);
-    /// a digest: each digest's window, 1m–7d (default 1h).
+    /// a digest: each digest's window, 1m–7d (default 1h); tracking: how
+    /// long without an event is an outage, 1m–7d (default 1h).
     #[arg(long = "window")]
     #[serde(default)]
     #[schema(value_type = Option<i64>)]

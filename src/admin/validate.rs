@@ -628,7 +628,7 @@ pub fn trigger_type(s: &str) -> Valid<TriggerType> {
         Invalid::new(
             "type",
             Rule::Syntax,
-            format!("`{s}` is not a trigger type; use spike, drop, goal or event"),
+            format!("`{s}` is not a trigger type; use spike, drop, goal, event or tracking"),
         )
     })
 }
@@ -636,7 +636,8 @@ pub fn trigger_type(s: &str) -> Valid<TriggerType> {
 /// A trigger's settings, checked together: threshold and cooldown belong
 /// to spike and drop, a goal to goal completion, an event name and props to
 /// custom events, a delivery mode to goal and custom-event triggers, and a
-/// window to spike, drop and digests.
+/// window to spike, drop, digests and tracking triggers (how long without
+/// an event is an outage).
 #[derive(Debug, Clone, Default)]
 pub struct TriggerInput {
     pub threshold: Option<i64>,
@@ -697,6 +698,19 @@ pub fn trigger(t: TriggerType, i: &TriggerInput) -> Valid<TriggerValues> {
         }
     } else if mode != DeliveryMode::Each {
         return not_for("mode", "applies to goal and custom-event triggers only");
+    }
+    if t == TriggerType::TrackingStopped {
+        for (set, field) in [
+            (i.threshold.is_some(), "threshold"),
+            (i.cooldown_secs.is_some(), "cooldown_secs"),
+        ] {
+            if set {
+                return not_for(
+                    field,
+                    "applies to spike and drop triggers only; a tracking trigger sends one site.tracking_stopped per outage (no events for its window) and one site.tracking_resumed when events are back",
+                );
+            }
+        }
     }
     if i.has_goal && t != TriggerType::GoalCompletion {
         return not_for("goal", "applies to goal triggers only");
@@ -991,6 +1005,31 @@ mod tests {
             Rule::NotApplicable
         );
         assert_eq!(trigger_type("spike").unwrap(), TriggerType::VisitorSpike);
+        assert_eq!(
+            trigger_type("tracking").unwrap(),
+            TriggerType::TrackingStopped
+        );
+        let tracking_with_threshold = TriggerInput {
+            threshold: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            rule(trigger(
+                TriggerType::TrackingStopped,
+                &tracking_with_threshold
+            )),
+            ("threshold".into(), Rule::NotApplicable)
+        );
+        let tracking_window = TriggerInput {
+            window_secs: Some(7200),
+            ..Default::default()
+        };
+        assert_eq!(
+            trigger(TriggerType::TrackingStopped, &tracking_window)
+                .unwrap()
+                .window_secs,
+            Some(7200)
+        );
         let now = time::macros::datetime!(2026-11-23 12:00 UTC);
         assert_eq!(
             since("since", "2h", now).unwrap(),

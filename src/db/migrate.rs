@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "owner_mail",
         include_str!("../../sql/0015_owner_mail.sql"),
     ),
+    (
+        16,
+        "tracking_stopped",
+        include_str!("../../sql/0016_tracking.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

@@ -31,7 +31,10 @@ use time::{Duration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::baseline::day_shifted;
+pub use super::baseline::{dashboard_url, BASELINE_DAYS};
 use super::source::{is_unavailable, AnalyticsSource, Ranked, Window, TOP_N};
+use super::tracking::{TrackingBatch, TrackingReport};
 use super::{
     database_now, decide, in_batches, pull_back_ahead, round1, set_aside_unreadable, threshold,
     Batched, BeforeCommit, Decision, Enqueue, State, ThresholdKind, TriggerType, PAUSED_RECHECK,
@@ -41,11 +44,6 @@ use crate::db::row::{col, position, Unreadable};
 use crate::db::timestamp::rfc3339_seconds;
 use crate::service::{PeriodicService, Warnings};
 
-/// The baseline: the same window at the same time of day on each of the
-/// previous `BASELINE_DAYS` days of the site's timezone (so across a DST
-/// change it is 23 or 25 hours back, as the site owner's dashboard counts
-/// days), averaged.
-pub const BASELINE_DAYS: i64 = 7;
 /// Thresholds derived per round at most (each reads 7 days of a site's
 /// events); the rest keep their last derived value, or wait a round or two
 /// when they have none yet.
@@ -96,7 +94,7 @@ WHERE t.id = u.id";
 /// Seconds until the next spike/drop trigger is due, by the database's clock.
 const NEXT_DUE_SQL: &str = "
 SELECT extract(epoch FROM min(next_evaluation_at) - now())::float8 FROM webhook_triggers
-WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop')";
+WHERE enabled AND trigger_type IN ('visitor_spike', 'traffic_drop', 'tracking_stopped')";
 
 #[derive(Clone)]
 pub struct EvaluatorConfig {
@@ -136,6 +134,12 @@ pub struct RoundReport {
     pub derived: usize,
     /// Statements sent to the main database and to the analytics source.
     pub queries: usize,
+    /// Tracking triggers (`tracking`) evaluated, and the
+    /// `site.tracking_stopped` and `site.tracking_resumed` they sent (not
+    /// counted in `evaluated` and `fired`, which are spikes' and drops').
+    pub tracking_evaluated: usize,
+    pub tracking_stopped: usize,
+    pub tracking_resumed: usize,
 }
 
 pub struct Evaluator {
@@ -340,6 +344,32 @@ impl Evaluator {
             "a batch of triggers failed and was set aside until its next evaluation",
         )
         .await?;
+        let tracking = TrackingBatch {
+            pool: &self.pool,
+            source: &self.source,
+            batch: self.cfg.batch,
+            base_url: &self.cfg.base_url,
+            interval: self.interval_time(),
+            before_commit: self.cfg.before_commit.as_ref(),
+        };
+        let mut tracked = TrackingReport::default();
+        let r = in_batches(
+            &tracking,
+            &mut tracked,
+            &self.pool,
+            self.cfg.batch,
+            now,
+            now + self.interval_time(),
+            "a batch of tracking triggers failed and was set aside until its next evaluation",
+        )
+        .await;
+        report.claimed += tracked.claimed;
+        report.paused += tracked.paused;
+        report.queries += tracked.queries;
+        report.tracking_evaluated += tracked.evaluated;
+        report.tracking_stopped += tracked.stopped;
+        report.tracking_resumed += tracked.resumed;
+        r?;
         let took = started.elapsed();
         for (kind, n) in [
             (ThresholdKind::Spike, report.evaluated_spikes),
@@ -348,6 +378,13 @@ impl Evaluator {
             if n > 0 {
                 crate::metrics::trigger_round(kind.trigger_type().event_type(), n as u64, took);
             }
+        }
+        if report.tracking_evaluated > 0 {
+            crate::metrics::trigger_round(
+                TriggerType::TrackingStopped.as_str(),
+                report.tracking_evaluated as u64,
+                took,
+            );
         }
         if report.claimed > 0 {
             tracing::debug!(
@@ -668,6 +705,7 @@ impl PeriodicService for Evaluator {
             &[
                 TriggerType::VisitorSpike.as_str(),
                 TriggerType::TrafficDrop.as_str(),
+                TriggerType::TrackingStopped.as_str(),
             ],
             now,
             self.interval_time(),
@@ -867,51 +905,12 @@ async fn baseline_windows(
     db: &deadpool_postgres::Transaction<'_>,
     fired: &[&Candidate],
 ) -> Result<Vec<Window>> {
-    const SQL: &str = "
-WITH q AS (
-SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS q(f, t, tz, i)
-), z AS (
-SELECT DISTINCT q.tz, coalesce((SELECT n.name FROM pg_timezone_names n WHERE n.name = q.tz), 'UTC') AS zone
-FROM q
-)
-SELECT ((q.f AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone,
-   ((q.t AT TIME ZONE z.zone) - make_interval(days => k)) AT TIME ZONE z.zone
-FROM q JOIN z ON z.tz = q.tz CROSS JOIN generate_series(1, $4::int4) AS k
-ORDER BY q.i, k";
     let windows: Vec<Window> = fired
         .iter()
         .filter_map(|c| c.verdict.map(|v| v.window))
         .collect();
-    let from: Vec<OffsetDateTime> = windows.iter().map(|w| w.from).collect();
-    let to: Vec<OffsetDateTime> = windows.iter().map(|w| w.to).collect();
     let tz: Vec<&str> = fired.iter().map(|c| c.trigger.timezone.as_str()).collect();
-    let rows = db
-        .query(SQL, &[&from, &to, &tz, &(BASELINE_DAYS as i32)])
-        .await
-        .context("computing baseline days in the sites' timezones")?;
-    Ok(rows
-        .iter()
-        .enumerate()
-        .map(|(n, r)| Window {
-            site_id: windows[n / BASELINE_DAYS as usize].site_id,
-            from: r.get(0),
-            to: r.get(1),
-        })
-        .collect())
-}
-
-/// `<base>/<domain>` (the realtime view for a spike), or None without a base URL.
-pub fn dashboard_url(base: &str, domain: &str, kind: ThresholdKind) -> Option<String> {
-    let base = base.trim();
-    if base.is_empty() {
-        return None;
-    }
-    let mut u = url::Url::parse(base).ok()?;
-    u.path_segments_mut().ok()?.pop_if_empty().push(domain);
-    if kind == ThresholdKind::Spike {
-        u.set_query(Some("period=realtime"));
-    }
-    Some(u.to_string())
+    day_shifted(db, &windows, &tz).await
 }
 
 #[cfg(test)]

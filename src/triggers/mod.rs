@@ -32,15 +32,21 @@ macro_rules! paused_reason_sql {
 }
 pub(crate) use paused_reason_sql;
 
+/// The events a tracking trigger sends (`tracking`).
+pub const TRACKING_STOPPED: &str = "site.tracking_stopped";
+pub const TRACKING_RESUMED: &str = "site.tracking_resumed";
+
 /// A paused trigger is looked at again after this long at the soonest (its
 /// claim pushes `next_evaluation_at`), not every round.
 pub const PAUSED_RECHECK: Duration = Duration::minutes(1);
 
+pub mod baseline;
 pub mod evaluator;
 pub mod goal_scanner;
 pub mod goals;
 pub mod source;
 pub mod threshold;
+pub mod tracking;
 pub mod windows;
 
 pub use windows::{DEFAULT_DROP_WINDOW_SECS, DEFAULT_SPIKE_WINDOW_SECS};
@@ -55,8 +61,9 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// The trigger types: the values of `webhook_triggers.trigger_type` (the
-/// CHECK `webhook_triggers_type`, sql/0013, lists the same four), each
-/// sending the event of its name (or, as a digest, `<name>_digest`).
+/// CHECK `webhook_triggers_type`, sql/0016, lists the same five), each
+/// sending the event of its name (or, as a digest, `<name>_digest`), but a
+/// tracking trigger `site.tracking_stopped` and `site.tracking_resumed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerType {
@@ -64,14 +71,17 @@ pub enum TriggerType {
     TrafficDrop,
     GoalCompletion,
     CustomEvent,
+    /// `site.tracking_stopped` and `site.tracking_resumed` (`tracking`).
+    TrackingStopped,
 }
 
 impl TriggerType {
-    pub const ALL: [TriggerType; 4] = [
+    pub const ALL: [TriggerType; 5] = [
         TriggerType::VisitorSpike,
         TriggerType::TrafficDrop,
         TriggerType::GoalCompletion,
         TriggerType::CustomEvent,
+        TriggerType::TrackingStopped,
     ];
 
     /// The schema's name: `visitor_spike`.
@@ -81,6 +91,7 @@ impl TriggerType {
             TriggerType::TrafficDrop => "traffic_drop",
             TriggerType::GoalCompletion => "goal_completion",
             TriggerType::CustomEvent => "custom_event",
+            TriggerType::TrackingStopped => "tracking_stopped",
         }
     }
 
@@ -91,6 +102,7 @@ impl TriggerType {
             TriggerType::TrafficDrop => "drop",
             TriggerType::GoalCompletion => "goal",
             TriggerType::CustomEvent => "event",
+            TriggerType::TrackingStopped => "tracking",
         }
     }
 
@@ -109,9 +121,22 @@ impl TriggerType {
     }
 
     /// The event its firings send (`webhook_deliveries.event_type`) in
-    /// `each` mode.
+    /// `each` mode: its own name, but `site.tracking_stopped` for a tracking
+    /// trigger (which also sends `site.tracking_resumed`: `event_types`).
     pub fn event_type(self) -> &'static str {
-        self.as_str()
+        match self {
+            TriggerType::TrackingStopped => TRACKING_STOPPED,
+            t => t.as_str(),
+        }
+    }
+
+    /// Every event it may send in `mode`, which its webhook is subscribed to
+    /// (the SQL twin is `plausible_webhooks_trigger_event_types`, sql/0016).
+    pub fn event_types(self, mode: DeliveryMode) -> Vec<&'static str> {
+        match self {
+            TriggerType::TrackingStopped => vec![TRACKING_STOPPED, TRACKING_RESUMED],
+            t => vec![t.event_type_in(mode)],
+        }
     }
 
     /// The event it sends in `mode`: in `digest` mode `<type>_digest` (the
@@ -120,7 +145,7 @@ impl TriggerType {
         match (self, mode) {
             (TriggerType::GoalCompletion, DeliveryMode::Digest) => "goal_completion_digest",
             (TriggerType::CustomEvent, DeliveryMode::Digest) => "custom_event_digest",
-            (t, _) => t.as_str(),
+            (t, _) => t.event_type(),
         }
     }
 
@@ -136,7 +161,9 @@ impl TriggerType {
         match self {
             TriggerType::VisitorSpike => Some(ThresholdKind::Spike),
             TriggerType::TrafficDrop => Some(ThresholdKind::Drop),
-            TriggerType::GoalCompletion | TriggerType::CustomEvent => None,
+            TriggerType::GoalCompletion
+            | TriggerType::CustomEvent
+            | TriggerType::TrackingStopped => None,
         }
     }
 }
@@ -569,10 +596,9 @@ mod tests {
             );
             // The registry below the triggers layer lists the same events.
             for m in [DeliveryMode::Each, DeliveryMode::Digest] {
-                assert!(
-                    crate::metrics::LABELLED_EVENTS.contains(&t.event_type_in(m)),
-                    "{t} {m}"
-                );
+                for e in t.event_types(m) {
+                    assert!(crate::metrics::LABELLED_EVENTS.contains(&e), "{t} {m}");
+                }
             }
         }
         assert_eq!(

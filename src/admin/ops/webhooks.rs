@@ -767,10 +767,11 @@ async fn set_events(
     let new = validate::event_patterns(&new)?;
     let left_out: Vec<String> = db(
         tx.query(
-            "SELECT DISTINCT plausible_webhooks_trigger_event_type(trigger_type, delivery_mode) AS t
-             FROM webhook_triggers
+            "SELECT DISTINCT e.t
+             FROM webhook_triggers,
+                  unnest(plausible_webhooks_trigger_event_types(trigger_type, delivery_mode)) AS e(t)
              WHERE webhook_id = $1 AND enabled
-               AND NOT plausible_webhooks_subscribed($2, plausible_webhooks_trigger_event_type(trigger_type, delivery_mode))
+               AND NOT plausible_webhooks_subscribed($2, e.t)
              ORDER BY 1",
             &[&w.id, &new],
         )

@@ -307,6 +307,7 @@ pub struct TriggerRow {
 impl From<&TriggerView> for TriggerRow {
     fn from(t: &TriggerView) -> Self {
         let traffic = t.trigger_type.threshold_kind().is_some();
+        let tracking = t.trigger_type == TriggerType::TrackingStopped;
         let digest = t.mode == DeliveryMode::Digest;
         let dash = || "—".to_string();
         TriggerRow {
@@ -318,6 +319,7 @@ impl From<&TriggerView> for TriggerRow {
                     TriggerType::TrafficDrop => "Traffic drop",
                     TriggerType::GoalCompletion => "Goal completion",
                     TriggerType::CustomEvent => "Custom event",
+                    TriggerType::TrackingStopped => "Tracking stopped",
                 },
                 if digest { " (digest)" } else { "" }
             ),
@@ -328,6 +330,8 @@ impl From<&TriggerView> for TriggerRow {
                 (true, None, None) => "derived from recent traffic (not yet computed)".into(),
             },
             window: match (traffic, t.window_secs) {
+                (false, Some(w)) if tracking => secs(i64::from(w)),
+                (false, None) if tracking => "1 h without an event (default)".into(),
                 (false, Some(w)) if digest => secs(i64::from(w)),
                 (false, None) if digest => "1 h (default)".into(),
                 (false, _) => dash(),
@@ -342,11 +346,15 @@ impl From<&TriggerView> for TriggerRow {
                 (_, _, Some(_)) => t.custom_event_label().unwrap_or_default(),
                 (Some(_), Some(n), _) => n.clone(),
                 (Some(id), None, _) => format!("goal {id}"),
-                _ if traffic => dash(),
+                _ if traffic || tracking => dash(),
                 _ => "every goal of the site".into(),
             },
             state: match (traffic, t.enabled, t.armed) {
                 (_, false, _) => "off".into(),
+                (false, true, true) if tracking => "watching".into(),
+                (false, true, false) if tracking => {
+                    "tracking stopped (sends resumed once events are back)".into()
+                }
                 (false, true, _) if digest => "on (a digest per window)".into(),
                 (false, true, _) => "on (fires per occurrence)".into(),
                 (true, true, true) => "armed".into(),

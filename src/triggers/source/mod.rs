@@ -219,7 +219,7 @@ impl AnalyticsSource {
 
     /// Proves the source works: reads the server's version, checks the
     /// columns, then runs every statement the daemon sends (unique visitors,
-    /// bucketed visitors for derived thresholds, top sources, top pages,
+    /// bucketed visitors for derived thresholds, top sources, top pages, last event,
     /// goal completions for each goal kind alone and all together), each
     /// built by the source's own query functions, over the empty probe
     /// window. Fails with `Unavailable` when the store cannot be asked, or
@@ -255,7 +255,11 @@ impl AnalyticsSource {
             "top pages query",
             each!(self, s => s.top_pages(&[w], TOP_N).await),
         )?;
-        statements += 4;
+        refused(
+            "last event query (tracking triggers)",
+            each!(self, s => s.last_event(&[w]).await),
+        )?;
+        statements += 5;
         let goals = probe_goals();
         let scan = |g| GoalScan {
             goal: g,
@@ -300,6 +304,16 @@ impl AnalyticsSource {
             return Ok(Vec::new());
         }
         self.noticed(each!(self, s => s.unique_visitors(windows).await))
+    }
+
+    /// Per window `[from, to]`, the time of the site's last event in it
+    /// (any event, engagement included), None when it has none: what a
+    /// tracking trigger asks.
+    pub async fn last_event(&self, windows: &[Window]) -> Result<Vec<Option<OffsetDateTime>>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.noticed(each!(self, s => s.last_event(windows).await))
     }
 
     /// Per (window, bucket_secs): Σ over consecutive buckets (aligned to the

@@ -128,6 +128,33 @@ impl PostgresSource {
         Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
+    pub async fn last_event(&self, windows: &[Window]) -> Result<Vec<Option<OffsetDateTime>>> {
+        let sql = format!(
+            "SELECT (SELECT floor(extract(epoch FROM max(e.\"timestamp\")))::int8 FROM {t} e
+                     WHERE e.site_id = q.site_id
+                       AND e.\"timestamp\" >= (q.f AT TIME ZONE 'UTC')
+                       AND e.\"timestamp\" <= (q.t AT TIME ZONE 'UTC'))
+             FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[])
+                  WITH ORDINALITY AS q(site_id, f, t, i)
+             ORDER BY q.i",
+            t = self.table
+        );
+        let (sites, from, to) = columns(windows.iter());
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &[&sites, &from, &to])
+            .await
+            .with_context(|| format!("finding sites' last events in {}", self.table))?;
+        rows.iter()
+            .map(|r| {
+                r.get::<_, Option<i64>>(0)
+                    .map(OffsetDateTime::from_unix_timestamp)
+                    .transpose()
+                    .context("an event's timestamp is out of range")
+            })
+            .collect()
+    }
+
     pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
         let sql = format!(
             "SELECT (SELECT extract(epoch FROM min(e.\"timestamp\"))::float8 FROM {t} e

@@ -199,6 +199,38 @@ impl ClickhouseSource {
             .collect()
     }
 
+    pub async fn last_event(&self, windows: &[Window]) -> Result<Vec<Option<OffsetDateTime>>> {
+        let windows: Vec<(Window, i64)> = windows.iter().map(|w| (*w, 0)).collect();
+        let found = self
+            .per_window(
+                &windows,
+                3,
+                |g| {
+                    format!(
+                        "SELECT toUInt32({}) AS g, site_id, max(toUnixTimestamp(`timestamp`)) FROM {}
+                         WHERE site_id IN ({}) AND {}
+                         GROUP BY site_id",
+                        g.index,
+                        self.table,
+                        g.sites(),
+                        window_span(g.from, g.to)
+                    )
+                },
+                "finding sites' last events",
+            )
+            .await?;
+        found
+            .iter()
+            .map(|rows| match rows.first() {
+                None => Ok(None),
+                Some(r) => Ok(Some(
+                    OffsetDateTime::from_unix_timestamp(int(&r[0])?)
+                        .context("an event's timestamp is out of range")?,
+                )),
+            })
+            .collect()
+    }
+
     pub async fn bucketed_visitors(&self, windows: &[(Window, i64)]) -> Result<Vec<(i64, f64)>> {
         let buckets: Vec<(Window, i64)> = windows.iter().map(|(w, b)| (*w, (*b).max(1))).collect();
         let found = self
