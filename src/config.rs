@@ -422,8 +422,9 @@ pub struct HealthConfig {
     /// the database at `migrate` and at start.
     pub failing_after_failures: u32,
     /// Where operational events go besides the sites' subscribed webhooks
-    /// (`webhook.failing`, `.disabled`, `.recovered`, `delivery.exhausted`):
-    /// an https URL, signed with the secret from
+    /// (`webhook.failing`, `.disabled`, `.recovered`, `delivery.exhausted`),
+    /// and the only place the analytics source's health goes
+    /// (`analytics.unavailable`, `.incompatible`, `.recovered`): an https URL, signed with the secret from
     /// PLAUSIBLE_WEBHOOKS_OPERATOR_SECRET or `operator_secret_file`. Empty:
     /// none.
     pub operator_url: String,

@@ -138,7 +138,7 @@ impl Daemon {
             // Deliveries must flow even when analytics cannot be read or
             // refuses a statement: the verdict is logged and handed to
             // /readyz, and the daemon runs on.
-            let (checker, status) = SourceChecker::first(source).await;
+            let (checker, status) = SourceChecker::first(source, pool.clone()).await;
             analytics = Some(status);
             handles.extend([
                 supervised("source_checker", checker.start(stop_services.clone())),

@@ -1733,7 +1733,7 @@ async fn the_cli_lists_event_types_and_manages_subscriptions() {
         assert!(text(&o).contains(words), "{words}: {}", text(&o));
     }
     let list = json(&env, &["event-types"]).await;
-    assert_eq!(list["event_types"].as_array().unwrap().len(), 13, "{list}");
+    assert_eq!(list["event_types"].as_array().unwrap().len(), 16, "{list}");
 
     let c = create(
         &env,

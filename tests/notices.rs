@@ -187,3 +187,153 @@ async fn a_failing_webhook_is_told_to_the_operator_and_to_subscribers_never_to_i
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// The analytics source's health (docs/events.md#analytics-events): each
+/// change of verdict reaches the operator endpoint once — unavailable,
+/// recovered, incompatible, recovered — a restart during an outage sends
+/// nothing more, and no site webhook hears of it even subscribed to `*`.
+/// Real daemon, a real PostgreSQL analytics database that does not exist
+/// yet, then works, then refuses a statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_outages_are_told_to_the_operator_once_per_change() {
+    let env = Env::new().await;
+    let operator = env.receiver(always(200)).await;
+    let listener = env.receiver(always(200)).await;
+    let wh = env.webhook(&listener.url("/")).await;
+    env.db
+        .execute("UPDATE webhooks SET events = '{*}' WHERE id = $1", &[&wh])
+        .await
+        .unwrap();
+    // A goal with a custom prop: its scan is what the broken view refuses,
+    // and its failing round prompts a check at once.
+    env.db
+        .execute(
+            "INSERT INTO goals (site_id, event_name, display_name, custom_props, inserted_at, updated_at)
+             VALUES ($1, 'Signup', 'Signup', '{\"plan\": \"pro\"}', now(), now())",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap();
+    let analytics_db = format!("a_{}", uuid::Uuid::new_v4().simple());
+    let mut cfg = env.config();
+    cfg.analytics.database_url = env.cluster.url(&analytics_db);
+    cfg.analytics.table = "compat.events_v2".into();
+    cfg.health.operator_url = operator.url("/ops");
+    cfg.health.operator_secret = Some(Redacted(OPERATOR_SECRET.into()));
+    let told = |n: usize| {
+        let operator = &operator;
+        async move {
+            operator.wait_for(n, T).await.unwrap();
+            operator.requests().iter().map(event).collect::<Vec<_>>()
+        }
+    };
+
+    // The database does not exist: unavailable, told at start.
+    let daemon = env.daemon(cfg.clone()).await;
+    let heard = told(1).await;
+    assert_eq!(heard[0].0, "analytics.unavailable", "{heard:?}");
+    let data = &heard[0].1;
+    common::fits_catalog_exactly("analytics.unavailable", data);
+    assert!(
+        data["error"].as_str().unwrap().contains(&analytics_db),
+        "{data}"
+    );
+    assert!(
+        data["source"].as_str().unwrap().contains("postgres"),
+        "{data}"
+    );
+
+    // It appears: recovered at the next check (every 10 s while failing).
+    env.cluster
+        .create_migrated_database(&analytics_db)
+        .await
+        .unwrap();
+    let analytics = plausible_webhooks::db::connect(&cfg.analytics.database_url)
+        .await
+        .unwrap();
+    analytics
+        .batch_execute(
+            "CREATE SCHEMA compat;
+             CREATE VIEW compat.events_v2 AS SELECT * FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let heard = told(2).await;
+    assert_eq!(heard[1].0, "analytics.recovered", "{heard:?}");
+    common::fits_catalog_exactly("analytics.recovered", &heard[1].1);
+    assert_eq!(heard[1].1["was"], "unavailable");
+    assert_eq!(heard[1].1["failing_since"], heard[0].1["since"]);
+
+    // A statement refused (meta_key as text): incompatible.
+    analytics
+        .batch_execute(
+            "DROP VIEW compat.events_v2;
+             CREATE VIEW compat.events_v2 AS
+               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+               FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let heard = told(3).await;
+    assert_eq!(heard[2].0, "analytics.incompatible", "{heard:?}");
+    common::fits_catalog_exactly("analytics.incompatible", &heard[2].1);
+    assert!(
+        heard[2].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{}",
+        heard[2].1
+    );
+
+    // Restarted during the outage: its first check finds the same verdict
+    // recorded and sends nothing (the count below proves it: that check ran
+    // before `start` returned, so its notice would be queued before the fix).
+    daemon.shutdown().await.unwrap();
+    let daemon = env.daemon(cfg.clone()).await;
+    analytics
+        .batch_execute(
+            "DROP VIEW compat.events_v2;
+             CREATE VIEW compat.events_v2 AS SELECT * FROM public.events_v2;",
+        )
+        .await
+        .unwrap();
+    let heard = told(4).await;
+    assert_eq!(heard[3].0, "analytics.recovered", "{heard:?}");
+    assert_eq!(heard[3].1["was"], "incompatible");
+    env.wait_all_final(T).await;
+    let types: Vec<String> = operator.requests().iter().map(|r| event(r).0).collect();
+    assert_eq!(
+        types,
+        [
+            "analytics.unavailable",
+            "analytics.recovered",
+            "analytics.incompatible",
+            "analytics.recovered"
+        ]
+    );
+    for r in operator.requests() {
+        let id = r.header("webhook-id").unwrap().to_string();
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        let sig = r.header("webhook-signature").unwrap().to_string();
+        assert!(verify_standard(OPERATOR_SECRET, &id, ts, &r.body, &sig));
+    }
+    // The site's webhook, subscribed to everything, heard none of it.
+    assert!(
+        listener
+            .requests()
+            .iter()
+            .all(|r| !event(r).0.starts_with("analytics.")),
+        "{:?}",
+        listener.requests().iter().map(event).collect::<Vec<_>>()
+    );
+    let state: String = env
+        .db
+        .query_one("SELECT state FROM plausible_webhooks_analytics_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "compatible");
+    daemon.shutdown().await.unwrap();
+}

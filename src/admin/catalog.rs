@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::triggers::source::checker as analytics;
 use crate::triggers::{evaluator, goal_scanner, tracking, ThresholdKind};
 
 /// One built-in event type.
@@ -245,7 +246,60 @@ pub fn catalog() -> Vec<EventTypeView> {
         ),
         example: test_payload(&["goal_completion".into()]),
     });
+    all.extend(analytics_types());
     all
+}
+
+/// The analytics source's health: to the operator endpoint only, so no
+/// webhook subscribes to them (the source is the deployment's, not a site's).
+fn analytics_types() -> Vec<EventTypeView> {
+    const MADE_BY: &str = "the daemon's analytics source check (to the operator endpoint only)";
+    let failing = || {
+        object(
+            &[
+                ("source", string()),
+                ("error", string()),
+                ("since", time()),
+                ("triggers", string()),
+                ("deliveries", json!({"const": "go on"})),
+            ],
+            &[],
+        )
+    };
+    let entry = |name: &str, summary: &str, schema: Value| EventTypeView {
+        name: name.into(),
+        summary: summary.into(),
+        made_by: MADE_BY.into(),
+        subscribable: false,
+        schema,
+        example: sample(name).expect("a built-in type"),
+    };
+    vec![
+        entry(
+            analytics::UNAVAILABLE,
+            "The analytics source cannot be asked (unreachable, timing out, refusing the credentials): triggers wait and are retried, deliveries go on. Once per outage, for the whole deployment.",
+            failing(),
+        ),
+        entry(
+            analytics::INCOMPATIBLE,
+            "The analytics source refuses a statement triggers send (a missing column, an old engine): triggers cannot work and /readyz answers 503 until it is fixed; deliveries go on. Once per outage.",
+            failing(),
+        ),
+        entry(
+            analytics::RECOVERED,
+            "The analytics source answers every statement again after analytics.unavailable or analytics.incompatible.",
+            object(
+                &[
+                    ("source", string()),
+                    ("version", string()),
+                    ("was", json!({"enum": ["unavailable", "incompatible"]})),
+                    ("failing_since", time()),
+                    ("recovered_at", time()),
+                ],
+                &[],
+            ),
+        ),
+    ]
 }
 
 /// The built-in types a webhook subscribes to.
@@ -419,6 +473,9 @@ pub fn sample(event_type: &str) -> Option<Value> {
         }
         "webhook.failing" | "webhook.disabled" | "webhook.recovered" | "delivery.exhausted" => {
             operational_sample(event_type)?
+        }
+        analytics::UNAVAILABLE | analytics::INCOMPATIBLE | analytics::RECOVERED => {
+            analytics::sample_payload(event_type)?
         }
         tracking::STOPPED | tracking::RESUMED => {
             tracking::sample_payload(event_type, EXAMPLE_PLAUSIBLE_URL)?

@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tracking_stopped",
         include_str!("../../sql/0016_tracking.sql"),
     ),
+    (
+        19,
+        "analytics_notices",
+        include_str!("../../sql/0019_analytics_notices.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
