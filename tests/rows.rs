@@ -727,3 +727,58 @@ async fn migration_11_subscribes_each_webhook_to_what_it_received() {
         .get(0);
     assert_eq!(events, ["traffic_drop"]);
 }
+
+/// Issue 27, point 3: with the attempts CHECK dropped by a hostile writer, a
+/// due row at `attempts = 2147483647` made every claim fail
+/// (`LEAST(attempts + 1, 1000)` overflows before `LEAST` applies): 31 of 50
+/// other deliveries arrived, then none. The claim now caps before adding:
+/// the row is claimed as attempt 1000 like any other, and everything else
+/// flows beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_at_the_largest_attempts_does_not_stop_the_claims() {
+    let env = Env::new().await;
+    env.db
+        .batch_execute(
+            "ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_attempts_range",
+        )
+        .await
+        .unwrap();
+    let rx = env.receiver(always(200)).await;
+    let other_rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let other = env.webhook(&other_rx.url("/")).await;
+    let bad: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, attempts)
+             VALUES ($1, 'goal_completion', '{}', 2147483647) RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.enqueue(wh, 25).await;
+    env.enqueue(other, 25).await;
+    let daemon = env.daemon(env.config()).await;
+    rx.wait_for(26, T).await.unwrap();
+    other_rx.wait_for(25, T).await.unwrap();
+    env.wait_all_final(T).await;
+    let (status, attempts): (String, i32) = {
+        let r = env
+            .db
+            .query_one(
+                "SELECT status, attempts FROM webhook_deliveries WHERE id = $1",
+                &[&bad],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), attempts), ("success", 1000));
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status <> 'success'")
+            .await,
+        0
+    );
+    daemon.shutdown().await.unwrap();
+}
