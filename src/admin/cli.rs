@@ -305,7 +305,7 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
                 println!(
                     "delivery {} is due now (attempt {} next); `deliveries show {}` follows it",
                     d.id,
-                    d.attempts + 1,
+                    d.attempts.saturating_add(1),
                     d.id
                 )
             });

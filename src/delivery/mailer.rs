@@ -32,7 +32,7 @@ use crate::service::PeriodicService;
 /// Due mails, leased for the time a send may take (plus a margin).
 const CLAIM_SQL: &str = "
 UPDATE webhook_owner_mail m
-SET attempts = m.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+SET attempts = LEAST(m.attempts, 2147483646) + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM (SELECT id FROM webhook_owner_mail
       WHERE status = 'pending' AND next_attempt_at <= now()
       ORDER BY next_attempt_at, id LIMIT $1

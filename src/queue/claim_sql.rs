@@ -75,8 +75,10 @@ cand AS (
 ), claimed AS (
     UPDATE webhook_deliveries d
     SET status = 'delivering',
-        -- At most the CHECK's 1000 (sql/0003): a claim never overflows.
-        attempts = LEAST(d.attempts + 1, 1000),
+        -- At most the CHECK's 1000 (sql/0003), capped before adding: with
+        -- the CHECK dropped, `attempts + 1` on a row at 2147483647 overflowed
+        -- and failed every claim, for every site.
+        attempts = LEAST(d.attempts, 999) + 1,
         locked_by = $2,
         locked_until = now() + make_interval(secs => $3)
     FROM c

@@ -141,7 +141,7 @@ pub async fn retry(
         d,
         Some(format!(
             "Due again now, on the same delivery id: attempt {} follows.",
-            r.attempts + 1
+            r.attempts.saturating_add(1)
         )),
     )
     .await
