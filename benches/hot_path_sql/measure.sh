@@ -6,8 +6,16 @@
 #
 #   measure.sh SCRIPT [TRANSACTIONS_PER_CLIENT] [VARIANT]
 #
+# MODE=prepared plans each statement once per connection, as the daemon's
+# prepared statements do (default: simple, as the figures before issue 27).
+#
 # SCRIPT: a (the daemon's design), b (a narrow lease table instead of the
-# claim's update), a_noattempt (no attempt row). VARIANT changes the schema
+# claim's update), a_noattempt (no attempt row), split (issue 27 (b): ready
+# and lease tables, the wide row written once at the outcome, HOT), lazy
+# (issue 27 (c): split with the outcome in the attempt row only). Besides
+# the figures it prints the updates of the wide table and how many were HOT.
+# enqueue_a / enqueue_split: the INSERT side of a and split/lazy (50 rows a
+# statement; "delivered" then counts rows enqueued). VARIANT changes the schema
 # for the run and back: ff50..ff100 (fillfactor), fk (the attempt rows'
 # foreign key of migrations 1-8, restored for the run). It needs a throwaway
 # database migrated by `plausible-webhooks migrate` over
@@ -29,7 +37,13 @@ case "$variant" in
 esac
 ddl "$on"; trap 'ddl "$off"' EXIT
 inflight=$([ "${script:0:1}" = a ] && echo delivering || echo pending)
-"${P[@]}" -v n=$((t * 2 * 50 + 500)) -v inflight_status="$inflight" -f "$here/seed.sql" >/dev/null 2>&1
+case "$script" in
+  split|lazy|enqueue_split) seed=seed_split; wide=split_deliveries ;;
+  *) seed=seed; wide=webhook_deliveries ;;
+esac
+"${P[@]}" -v n=$((t * 2 * 50 + 500)) -v inflight_status="$inflight" -f "$here/$seed.sql" >/dev/null 2>&1
+upd() { "${P[@]}" -tAc "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = '$wide'"; }
+u0=$(upd)
 pm=$(head -1 "$PGDATA/postmaster.pid")
 cpu() {
   python3 - "$pm" <<'PY'
@@ -46,11 +60,19 @@ print(tot / hz)
 PY
 }
 w0=$("${P[@]}" -tAc "SELECT pg_current_wal_lsn()"); c0=$(cpu); s0=$(date +%s.%N)
-pgbench -n -c 2 -j 2 -t "$t" -f "$here/$script.sql" | grep -E "failed" || true
+pgbench -n -M "${MODE:-simple}" -c 2 -j 2 -t "$t" -f "$here/$script.sql" | grep -E "failed" || true
 s1=$(date +%s.%N); c1=$(cpu); w1=$("${P[@]}" -tAc "SELECT pg_current_wal_lsn()")
-done=$("${P[@]}" -tAc "SELECT count(*) FROM webhook_deliveries WHERE status = 'success'")
+# Each delivery ends with its attempt row (a_noattempt: its status).
+counted="SELECT count(*) FROM webhook_delivery_attempts WHERE instance = 'x'"
+[ "$script" = a_noattempt ] && counted="SELECT count(*) FROM webhook_deliveries WHERE status = 'success'"
+# enqueue_*: the rows inserted.
+[ "${script%%_*}" = enqueue ] && counted="SELECT count(*) FROM $wide WHERE event_type = 'enq'"
+done=$("${P[@]}" -tAc "$counted")
+sleep 1; u1=$(upd)
 wal=$("${P[@]}" -tAc "SELECT pg_wal_lsn_diff('$w1', '$w0')")
 python3 -c "
 n, el, cpu, wal = $done, $s1 - $s0, $c1 - $c0, $wal
+u0, h0, u1, h1 = map(int, '$u0 $u1'.split())
 print(f'$script${variant:+ $variant}: {n} delivered in {el:.2f} s = {n / el:,.0f}/s; '
-      f'PostgreSQL {cpu / n * 1e6:.0f} µs of CPU and {wal / n / 1024:.2f} KiB of WAL per delivery')"
+      f'PostgreSQL {cpu / n * 1e6:.0f} µs of CPU and {wal / n / 1024:.2f} KiB of WAL per delivery; '
+      f'$wide: {u1 - u0} updates, {h1 - h0} HOT')"

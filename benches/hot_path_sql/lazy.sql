@@ -1,0 +1,14 @@
+-- Issue 27 (c): (b) with the outcome kept only in the attempt row: the
+-- completion deletes the lease and inserts the attempt; the wide row is
+-- never written on the hot path (its status would be derived: ready →
+-- pending, leased → delivering, else the last attempt's outcome; or written
+-- back later in bulk, which this does not measure).
+WITH r AS (SELECT delivery_id FROM split_ready WHERE webhook_id = (SELECT id FROM webhooks LIMIT 1) AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 50 FOR UPDATE SKIP LOCKED),
+c AS (DELETE FROM split_ready x USING r WHERE x.delivery_id = r.delivery_id RETURNING x.delivery_id),
+l AS (INSERT INTO split_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
+      SELECT d.id, d.webhook_id, ('c' || :client_id), now() + interval '30 s', LEAST(d.attempts, 999) + 1
+      FROM c JOIN split_deliveries d ON d.id = c.delivery_id
+      RETURNING delivery_id, attempt, locked_until)
+SELECT d.id, d.event_type, d.payload, l.attempt, l.locked_until FROM l JOIN split_deliveries d ON d.id = l.delivery_id;
+WITH l AS (DELETE FROM split_leases WHERE locked_by = ('c' || :client_id) RETURNING delivery_id, attempt)
+INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code, duration_ms, attempted_at, instance) SELECT delivery_id, attempt, 200, 1, now(), 'x' FROM l;
