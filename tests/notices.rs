@@ -265,16 +265,7 @@ async fn analytics_outages_are_told_to_the_operator_once_per_change() {
     assert_eq!(heard[1].1["failing_since"], heard[0].1["since"]);
 
     // A statement refused (meta_key as text): incompatible.
-    analytics
-        .batch_execute(
-            "DROP VIEW compat.events_v2;
-             CREATE VIEW compat.events_v2 AS
-               SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
-                      array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
-               FROM public.events_v2;",
-        )
-        .await
-        .unwrap();
+    common::incompatible_view_on(&analytics).await;
     let heard = told(3).await;
     assert_eq!(heard[2].0, "analytics.incompatible", "{heard:?}");
     common::fits_catalog_exactly("analytics.incompatible", &heard[2].1);

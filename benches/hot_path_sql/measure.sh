@@ -41,6 +41,7 @@ case "$script" in
   split|lazy|enqueue_split) seed=seed_split; wide=split_deliveries ;;
   *) seed=seed; wide=webhook_deliveries ;;
 esac
+"${P[@]}" -f "$here/payload.sql" >/dev/null
 "${P[@]}" -v n=$((t * 2 * 50 + 500)) -v inflight_status="$inflight" -f "$here/$seed.sql" >/dev/null 2>&1
 upd() { "${P[@]}" -tAc "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = '$wide'"; }
 u0=$(upd)

@@ -51,14 +51,7 @@ CREATE INDEX ON split_leases (locked_by);
 CREATE INDEX ON split_leases (webhook_id, locked_until);
 CHECKPOINT;
 INSERT INTO split_deliveries (webhook_id, event_type, payload, next_attempt_at)
-SELECT (SELECT id FROM webhooks LIMIT 1), 'goal_completion', jsonb_build_object(
-            'goal_id', 7, 'goal_name', 'Signup', 'n', g,
-            'pathname', '/register/step-' || g,
-            'referrer', 'https://news.example.com/article/' || md5(g::text),
-            'country', 'EE', 'region', 'EE-37', 'city', 'Tallinn',
-            'device', 'Desktop', 'browser', 'Firefox', 'os', 'Linux',
-            'props', jsonb_build_object('plan', 'business', 'ab', 'variant-b', 'seats', 12),
-            'notes', repeat(md5((g * 7)::text), 24)),
+SELECT (SELECT id FROM webhooks LIMIT 1), 'goal_completion', bench_payload(g),
        now() - interval '1 hour' + g * interval '1 microsecond'
 FROM generate_series(1, :n) g;
 -- 500 in flight at the head of the queue (a slow receiver's share)

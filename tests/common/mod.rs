@@ -29,17 +29,7 @@ impl Env {
     /// the analytics rows with `meta_key` as text instead of text[]: the
     /// columns check passes, the goal query with custom props is refused.
     pub async fn incompatible_view(&self) {
-        self.db
-            .batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS compat;
-                 DROP VIEW IF EXISTS compat.events_v2;
-                 CREATE VIEW compat.events_v2 AS
-                   SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
-                          array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
-                   FROM public.events_v2;",
-            )
-            .await
-            .unwrap();
+        incompatible_view_on(&self.db).await;
     }
 
     pub async fn new() -> Env {
@@ -443,4 +433,18 @@ pub fn fits_catalog_exactly(event: &str, data: &serde_json::Value) {
         keys(data),
         "{event}'s example and a real one"
     );
+}
+
+/// `Env::incompatible_view` on any database holding Plausible's events_v2.
+pub async fn incompatible_view_on(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS compat;
+         DROP VIEW IF EXISTS compat.events_v2;
+         CREATE VIEW compat.events_v2 AS
+           SELECT site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source,
+                  array_to_string(meta_key, ',') AS meta_key, meta_value, scroll_depth
+           FROM public.events_v2;",
+    )
+    .await
+    .unwrap();
 }
