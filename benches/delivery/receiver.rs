@@ -44,7 +44,15 @@ impl Sink {
 
     pub fn describe(&self) -> String {
         match self {
-            Sink::Nginx(n) => format!("nginx {} (1 worker, HTTP/2 by ALPN, return 200)", n.version),
+            Sink::Nginx(n) => format!(
+                "nginx {} (1 worker, {} by ALPN, return 200)",
+                n.version,
+                if std::env::var_os("BENCH_HTTP1").is_some() {
+                    "HTTP/1.1 only"
+                } else {
+                    "HTTP/2"
+                }
+            ),
             Sink::InProcess { .. } => {
                 "in-process testkit Receiver (rustls + hyper), always(200)".into()
             }
@@ -241,7 +249,12 @@ impl Nginx {
     pub async fn launch(&mut self) -> Result<()> {
         self.launches += 1;
         let d = self.dir.path().display();
-        let (listen, http2) = if self.http2_on_directive() {
+        // BENCH_HTTP1=1: nginx offers only HTTP/1.1 by ALPN, so the daemon
+        // keeps a pool of keep-alive connections instead of one multiplexed
+        // HTTP/2 connection (issue 27, point 5).
+        let (listen, http2) = if std::env::var_os("BENCH_HTTP1").is_some() {
+            ("ssl", "")
+        } else if self.http2_on_directive() {
             ("ssl", "http2 on;")
         } else {
             ("ssl http2", "")
