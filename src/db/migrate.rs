@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tracking_stopped",
         include_str!("../../sql/0016_tracking.sql"),
     ),
+    (
+        18,
+        "chat_formats",
+        include_str!("../../sql/0018_chat_formats.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).
