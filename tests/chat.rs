@@ -622,6 +622,8 @@ struct Api {
     env: Env,
     base: String,
     _daemon: common::DaemonProcess,
+    /// The daemon's log, at info.
+    log: std::path::PathBuf,
 }
 
 impl Api {
@@ -629,20 +631,27 @@ impl Api {
         let env = Env::new().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
-        let daemon = env.spawn_daemon(&[
-            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
-            ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
-            (
-                "PLAUSIBLE_WEBHOOKS__PLAUSIBLE__BASE_URL",
-                "https://plausible.example.com",
-            ),
-        ]);
+        let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("chat-daemon-{}.log", uuid::Uuid::new_v4().simple()));
+        let daemon = env.spawn_daemon_logging(
+            &[
+                ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
+                ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+                (
+                    "PLAUSIBLE_WEBHOOKS__PLAUSIBLE__BASE_URL",
+                    "https://plausible.example.com",
+                ),
+                ("PLAUSIBLE_WEBHOOKS__LOG__LEVEL", "info"),
+            ],
+            Some(&log),
+        );
         let base = format!("http://{listen}");
         wait_status(&format!("{base}/readyz"), 200, T).await;
         Api {
             env,
             base,
             _daemon: daemon,
+            log,
         }
     }
 
@@ -658,8 +667,16 @@ impl Api {
     }
 }
 
+/// Where a webhook of format `f` posts: its name, then a credential, as
+/// chat services' URLs carry one.
+fn path_of(f: Format) -> String {
+    format!("/{}/T0000/B0000/{TOKEN}", f.as_str())
+}
+const TOKEN: &str = "chat-credential-in-the-path";
+
 fn format_of_path(path: &str) -> Format {
-    Format::parse(path.trim_start_matches('/')).expect("a chat path")
+    let name = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    Format::parse(name).expect("a chat path")
 }
 
 /// The loopback service: refuses what the service would, as it answers
@@ -705,8 +722,10 @@ async fn chat_webhooks_deliver_signed_messages_each_service_accepts() {
             .op(
                 "POST",
                 "/api/webhooks",
-                Some(json!({"site_id": "example.com", "name": format!("{NAME} {}", f.as_str()),
-                            "url": rx.url(&format!("/{}", f.as_str())), "format": f.as_str(), "events": ["*"]})),
+                Some(
+                    json!({"site_id": "example.com", "name": format!("{NAME} {}", f.as_str()),
+                            "url": rx.url(&path_of(f)), "format": f.as_str(), "events": ["*"]}),
+                ),
             )
             .await;
         assert_eq!(a.status, 201, "{}", a.text);
@@ -773,6 +792,10 @@ async fn chat_webhooks_deliver_signed_messages_each_service_accepts() {
             .any(|r| String::from_utf8_lossy(&r.body).contains(NAME));
         assert!(any, "{f:?}");
     }
+    // Chat URLs are credentials: the daemon's log never has them whole.
+    let log = std::fs::read_to_string(&api.log).unwrap();
+    assert!(log.contains("delivered"), "logged at info");
+    assert!(!log.contains(TOKEN), "{log}");
 }
 
 /// A chat service's 4xx names the field it refused in the attempt log:
@@ -797,7 +820,7 @@ async fn a_chat_services_refusal_names_the_field_in_the_attempt_log() {
             .op(
                 "POST",
                 "/api/webhooks",
-                Some(json!({"site_id": "example.com", "name": f.as_str(), "url": rx.url(&format!("/{}", f.as_str())),
+                Some(json!({"site_id": "example.com", "name": f.as_str(), "url": rx.url(&path_of(f)),
                             "format": f.as_str(), "events": ["plausible.thing"], "retry_schedule_secs": []})),
             )
             .await;
@@ -847,4 +870,10 @@ async fn a_chat_services_refusal_names_the_field_in_the_attempt_log() {
         errors["teams"].contains("did not match its schema definition"),
         "{errors:?}"
     );
+    let log = std::fs::read_to_string(&api.log).unwrap();
+    assert!(
+        log.contains("Must be 4096 or fewer"),
+        "the refusal is logged too"
+    );
+    assert!(!log.contains(TOKEN), "{log}");
 }
