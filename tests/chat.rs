@@ -877,3 +877,102 @@ async fn a_chat_services_refusal_names_the_field_in_the_attempt_log() {
     );
     assert!(!log.contains(TOKEN), "{log}");
 }
+
+/// The CLI, as `tests/admin.rs` runs it: the binary against the test database.
+async fn pw(env: &Env, args: &[&str]) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plausible-webhooks"));
+    cmd.env_remove("PLAUSIBLE_WEBHOOKS_CONFIG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env.daemon_env() {
+        cmd.env(k, v);
+    }
+    cmd.args(args).stdin(std::process::Stdio::null());
+    let o = cmd.output().await.expect("running the binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// The CLI sets the format (create and update), shows it, refuses one it
+/// does not know by name, and its test prints the message as the channel
+/// shows it and the body sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_shows_and_tests_a_chat_format() {
+    let env = Env::new().await;
+    let rx = env.receiver(std::sync::Arc::new(service)).await;
+    let url = rx.url(&path_of(Format::Slack));
+    let (ok, out) = pw(
+        &env,
+        &[
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            NAME,
+            "--url",
+            &url,
+            "--format",
+            "IRC",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("format") && out.contains("google_chat"),
+        "{out}"
+    );
+    let (ok, out) = pw(
+        &env,
+        &[
+            "--json",
+            "create",
+            "--site",
+            "example.com",
+            "--name",
+            NAME,
+            "--url",
+            &url,
+            "--format",
+            "slack",
+            "--trigger",
+            "spike",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let c: Value = serde_json::from_str(&out).unwrap();
+    let wh = c["webhook"]["id"].as_str().unwrap().to_string();
+    assert_eq!(c["webhook"]["format"], "slack");
+    let (ok, out) = pw(&env, &["show", &wh]).await;
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.starts_with("format:") && l.ends_with("slack")),
+        "{out}"
+    );
+    let (ok, out) = pw(&env, &["test", &wh]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("the slack message, as the channel shows it:"),
+        "{out}"
+    );
+    assert!(out.contains("| 🧪 Test from plausible-webhooks"), "{out}");
+    assert!(
+        out.contains("| What this webhook receives looks like:"),
+        "{out}"
+    );
+    assert!(out.contains("📈 Visitor spike on example.com"), "{out}");
+    assert!(out.contains("\"blocks\""), "{out}");
+    // Changed, the next message is the new service's (the receiver checks it).
+    let url = rx.url(&path_of(Format::Discord));
+    let (ok, out) = pw(&env, &["update", &wh, "--format", "discord", "--url", &url]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = pw(&env, &["test", &wh]).await;
+    assert!(ok && out.contains("\"embeds\""), "{out}");
+    let seen = rx.wait_for(2, T).await.unwrap();
+    assert!(seen
+        .iter()
+        .all(|r| check(format_of_path(&r.path), &r.body).is_empty()));
+}
