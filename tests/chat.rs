@@ -716,6 +716,20 @@ async fn chat_webhooks_deliver_signed_messages_each_service_accepts() {
         "{}",
         bad.text
     );
+    // The column takes only the formats the daemon knows, whoever writes it.
+    let e = api
+        .env
+        .db
+        .execute(
+            "INSERT INTO webhooks (site_id, name, url, secret, format) VALUES ($1, 'x', 'https://x.example', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'irc')",
+            &[&api.env.site_id],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("webhooks_format") || format!("{e:?}").contains("webhooks_format"),
+        "{e:?}"
+    );
     let mut secrets = std::collections::HashMap::new();
     for f in CHATS {
         let a = api
