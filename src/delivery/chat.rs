@@ -772,6 +772,15 @@ fn generic(ctx: &Context<'_>, d: &Value) -> Message {
     }
 }
 
+/// A URL inside `<…>` (Slack's links, Discord's unfurl-free links): the
+/// characters that would end it early, percent-encoded.
+fn link_safe(url: &str) -> String {
+    url.replace('<', "%3C")
+        .replace('>', "%3E")
+        .replace('|', "%7C")
+        .replace(' ', "%20")
+}
+
 // ---- Slack ---------------------------------------------------------------
 
 /// Slack's mrkdwn: `&`, `<` and `>` are its control characters.
@@ -861,7 +870,7 @@ fn slack(m: &Message) -> Value {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": t}}));
     }
     if let Some(url) = &m.link {
-        // A link's URL is not escaped: Slack reads `<url|label>` whole.
+        let url = link_safe(url);
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&format!("<{url}|Open the dashboard>"), SLACK_SECTION)}}));
     }
     let context = json!({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_text(&m.footer, SLACK_SECTION)}]});
@@ -957,7 +966,7 @@ fn discord(m: &Message) -> Value {
     if let Some(url) = &m.link {
         embed["url"] = json!(url);
     }
-    let content = match &m.link {
+    let content = match m.link.as_deref().map(link_safe) {
         Some(url) => format!("**{}** · <{url}>", discord_text(&m.title, DISCORD_TITLE)),
         None => format!("**{}**", discord_text(&m.title, DISCORD_TITLE)),
     };
@@ -1172,6 +1181,14 @@ mod tests {
             .contains("Unknown name"));
         assert_eq!(refusal(Format::Teams, b"").as_deref(), None);
         assert_eq!(refusal(Format::Standard, b"x"), None);
+    }
+
+    #[test]
+    fn a_link_cannot_end_its_markup_early() {
+        assert_eq!(
+            link_safe("https://p.example/a|b>c<d e"),
+            "https://p.example/a%7Cb%3Ec%3Cd%20e"
+        );
     }
 
     #[test]
