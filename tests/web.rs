@@ -948,3 +948,52 @@ async fn the_pages_own_session_cookie_is_http_only_strict_on_its_path_and_secure
         2
     );
 }
+
+/// A chat format from the form: the select offers each service with the URL
+/// it gives; the webhook's page shows the format, and its test shows the
+/// message as the channel shows it, the body sent beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_makes_a_slack_webhook_and_its_test_shows_the_message() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let rx = receiver(&k.env, Arc::new(AtomicU16::new(200)), "ok").await;
+    let b = k.browser_as(owner).await;
+    b.click("a[href$='/sites/example.com']").await;
+    b.click("a[href$='/sites/example.com/new']").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("https://hooks.slack.com/services/") && t.contains("Google Chat"),
+        "{t}"
+    );
+    b.fill("#name", "Slack #growth").await;
+    b.fill("#url", &rx.url("/services/T0/B0/x")).await;
+    b.el("#format option[value=slack]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.el("input[value=spike]").await.click().await.unwrap();
+    b.click("form button[type=submit]").await;
+    assert!(b.has("#the-secret").await, "{}", b.text().await);
+    b.click("a.btn").await;
+    assert!(
+        b.text().await.contains("Format\nslack") || b.text().await.contains("Format slack"),
+        "{}",
+        b.text().await
+    );
+    b.click("#send-test").await;
+    let t = b.text().await;
+    assert!(t.contains("Test webhook: delivered"), "{t}");
+    assert!(
+        t.contains("The message, as the channel shows it (slack)")
+            && t.contains("🧪 Test from plausible-webhooks")
+            && t.contains("📈 Visitor spike on example.com"),
+        "{t}"
+    );
+    screens(&b, "webhook-test-slack").await;
+    let seen = rx.wait_for(1, T).await.unwrap();
+    assert!(seen[0].json()["blocks"].is_array(), "{:?}", seen[0].json());
+    // Edited, the form shows the format chosen.
+    b.click("a[href$='/edit']").await;
+    assert!(b.has("#format option[value=slack][selected]").await);
+}

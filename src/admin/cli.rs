@@ -716,6 +716,7 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
         ),
         ("name", w.name.clone()),
         ("url", w.url.clone()),
+        ("format", w.format.clone()),
         ("status", w.status_text()),
         (
             "failing since",
@@ -1021,6 +1022,13 @@ fn print_test(r: &ops::TestResult) {
     }
     if let Some(h) = &r.hint {
         println!("what to do: {h}");
+    }
+    if let Some(p) = &r.preview {
+        println!("the {} message, as the channel shows it:", r.format);
+        for line in p.lines() {
+            println!("  | {line}");
+        }
+        println!("sent as:\n{}", r.body);
     }
     println!(
         "delivery {} is in the log: `deliveries show {}`",

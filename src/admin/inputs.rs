@@ -780,6 +780,11 @@ pub struct NewWebhook {
     #[arg(long)]
     #[serde(default)]
     pub max_concurrency: Option<i64>,
+    /// What the receiver takes: standard (the signed JSON envelope, the default), or a
+    /// chat service's incoming-webhook message: slack, discord, teams, google_chat.
+    #[arg(long)]
+    #[serde(default)]
+    pub format: Option<String>,
     /// Send the test event to the receiver first (signed with this secret, with these
     /// headers) and create the webhook only if it answers 2xx; refused otherwise, saying why.
     #[arg(long)]
@@ -822,6 +827,10 @@ pub struct WebhookChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<i64>>)]
     pub retry_schedule_secs: Option<Setting<Schedule>>,
+    /// standard, slack, discord, teams or google_chat.
+    #[arg(long)]
+    #[serde(default)]
+    pub format: Option<String>,
     /// Requests per second, or `default`.
     #[arg(long = "rate-limit")]
     #[serde(default, deserialize_with = "present")]

@@ -500,6 +500,29 @@ pub fn retry_schedule(secs: &[i64]) -> Valid<Vec<i32>> {
     Ok(secs.iter().map(|&s| s as i32).collect())
 }
 
+/// A webhook's format: `standard` (the signed envelope) or a chat service
+/// (`slack`, `discord`, `teams`, `google_chat`); `google-chat` and any case
+/// are read too.
+pub fn format(v: &str) -> Valid<String> {
+    let name = v.trim().to_ascii_lowercase().replace('-', "_");
+    crate::delivery::chat::Format::parse(&name)
+        .map(|f| f.as_str().to_string())
+        .ok_or_else(|| {
+            Invalid::new(
+                "format",
+                Rule::Syntax,
+                format!(
+                    "`{}` is not a format: give one of {}",
+                    v.chars().take(40).collect::<String>(),
+                    FORMATS.join(", ")
+                ),
+            )
+        })
+}
+
+/// The formats a webhook takes, as the faces list them.
+pub const FORMATS: [&str; 5] = ["standard", "slack", "discord", "teams", "google_chat"];
+
 /// Requests per second per webhook, at least 1.
 pub fn rate_limit(v: i64) -> Valid<i32> {
     range("rate_limit_per_sec", v, 1, i64::from(i32::MAX))

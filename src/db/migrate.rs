@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0016_tracking.sql"),
     ),
     (
+        18,
+        "chat_formats",
+        include_str!("../../sql/0018_chat_formats.sql"),
+    ),
+    (
         19,
         "analytics_notices",
         include_str!("../../sql/0019_analytics_notices.sql"),

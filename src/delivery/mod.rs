@@ -6,6 +6,7 @@
 //! (A webhook's limits are applied when its rows are claimed:
 //! `queue::admission`.)
 
+pub mod chat;
 pub mod client;
 pub mod envelope;
 pub mod es_json;

@@ -32,6 +32,8 @@ pub struct Pipeline {
     pub admission: AdmissionConfig,
     pub claimer: ClaimerConfig,
     pub completer: CompleterConfig,
+    /// `plausible.base_url`: the dashboard chat messages link.
+    pub plausible_base_url: String,
 }
 
 impl Pipeline {
@@ -67,6 +69,7 @@ impl Pipeline {
                 disable_after: Duration::from_secs(cfg.health.disable_after_secs),
             },
             instance,
+            plausible_base_url: cfg.plausible.base_url.trim().to_string(),
         }
     }
 
@@ -79,6 +82,7 @@ impl Pipeline {
             response_log_max: self.response_log_max,
             keys: Default::default(),
             stopping,
+            plausible_base_url: self.plausible_base_url.clone(),
         })
     }
 }

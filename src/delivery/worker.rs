@@ -13,6 +13,7 @@ use hyper::Uri;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::chat::{self, Format};
 use super::client::{HttpClient, HttpResponse, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
@@ -40,6 +41,8 @@ pub struct Worker {
     pub keys: KeyCache,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stopping: CancellationToken,
+    /// `plausible.base_url`: chat messages link the site's dashboard.
+    pub plausible_base_url: String,
 }
 
 /// Why a claimed delivery goes no further than the gate.
@@ -105,7 +108,8 @@ impl Worker {
                 return Completion::local(job, log_text(&why), LOCAL_RETRY);
             }
         }
-        let answer = self.classify(&sent, ready.custom_headers);
+        let format = Format::from_stored(&job.webhook.format);
+        let answer = self.classify(&sent, ready.custom_headers, format);
         let verdict = self.policy.decide(
             job.attempt,
             job.webhook.retry_schedule.as_deref(),
@@ -172,13 +176,7 @@ impl Worker {
     fn sign(&self, job: &Claimed, payload: String, custom_headers: &HeaderMap) -> Signed {
         let wh = &job.webhook;
         let id = job.id.to_string();
-        let body = Bytes::from(envelope(
-            &job.id,
-            &job.event_type,
-            &wh.site_domain,
-            job.inserted_at,
-            &payload,
-        ));
+        let body = Bytes::from(self.body(job, &payload));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
         let keys: Vec<Arc<SecretKeys>> = wh.secrets.iter().map(|s| self.keys.get(s)).collect();
@@ -216,11 +214,53 @@ impl Worker {
         }
     }
 
+    /// The bytes sent: the envelope, or the chat service's message the
+    /// webhook's format names (`chat`), made from the same stored payload.
+    pub fn body(&self, job: &Claimed, payload: &str) -> Vec<u8> {
+        let wh = &job.webhook;
+        let format = Format::from_stored(&wh.format);
+        let ctx = chat::Context {
+            event: &job.event_type,
+            site: &wh.site_domain,
+            at: job.inserted_at,
+            plausible_base_url: &self.plausible_base_url,
+        };
+        match chat::render(format, &ctx, payload) {
+            Some(message) => message,
+            None => envelope(
+                &job.id,
+                &job.event_type,
+                &wh.site_domain,
+                job.inserted_at,
+                payload,
+            ),
+        }
+    }
+
+    /// For a chat format, the message as people will read it (plain text);
+    /// None for the envelope.
+    pub fn preview(&self, job: &Claimed, payload: &str) -> Option<String> {
+        let wh = &job.webhook;
+        let format = Format::from_stored(&wh.format);
+        (format != Format::Standard).then(|| {
+            chat::preview(
+                &chat::Context {
+                    event: &job.event_type,
+                    site: &wh.site_domain,
+                    at: job.inserted_at,
+                    plausible_base_url: &self.plausible_base_url,
+                },
+                payload,
+            )
+        })
+    }
+
     /// The receiver's answer, or why none came, in the attempt log's terms.
     fn classify(
         &self,
         sent: &Result<HttpResponse, SendError>,
         custom_headers: &HeaderMap,
+        format: Format,
     ) -> Classified {
         match sent {
             Ok(r) => {
@@ -243,6 +283,18 @@ impl Worker {
                         "HTTP {} (redirects are not followed; update the webhook URL)",
                         r.status
                     )),
+                    // A chat service says which part of the message it
+                    // refused: named, so the fix is plain from the log.
+                    s @ 400..=499 if format != Format::Standard => {
+                        match chat::refusal(format, &r.body[..read]) {
+                            Some(why) => Some(format!(
+                                "HTTP {s}: {} refused the message: {}",
+                                format.label(),
+                                redact(&log_text(&why), custom_headers)
+                            )),
+                            None => Some(format!("HTTP {s}")),
+                        }
+                    }
                     s => Some(format!("HTTP {s}")),
                 };
                 Classified {

@@ -12,7 +12,7 @@ SELECT d.id, d.webhook_id, d.event_type, d.payload::text AS payload, d.attempts,
        w.url, w.secret,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
        w.headers, w.enabled, w.deleted_at IS NOT NULL AS deleted, w.disabled_reason,
-       w.retry_schedule_secs, w.rate_limit_per_sec, w.max_concurrency,
+       w.retry_schedule_secs, w.rate_limit_per_sec, w.max_concurrency, w.format,
        coalesce(s.domain, '') AS site_domain, w.updated_at AS webhook_updated_at, d.locked_until
 FROM d
 JOIN webhooks w ON w.id = d.webhook_id

@@ -576,6 +576,7 @@ pub struct ClaimedColumns {
     retry_schedule_secs: usize,
     rate_limit_per_sec: usize,
     max_concurrency: usize,
+    format: usize,
     site_domain: usize,
     webhook_updated_at: usize,
     locked_until: usize,
@@ -603,6 +604,7 @@ impl ClaimedColumns {
             retry_schedule_secs: at("retry_schedule_secs")?,
             rate_limit_per_sec: at("rate_limit_per_sec")?,
             max_concurrency: at("max_concurrency")?,
+            format: at("format")?,
             site_domain: at("site_domain")?,
             webhook_updated_at: at("webhook_updated_at")?,
             locked_until: at("locked_until")?,
@@ -660,6 +662,7 @@ impl ClaimedColumns {
             },
             rate_limit_per_sec: col::<Option<i32>>(r, self.rate_limit_per_sec)?.map(|v| v as u32),
             max_concurrency: col::<Option<i32>>(r, self.max_concurrency)?.map(|v| v as u32),
+            format: col(r, self.format)?,
             site_domain: col(r, self.site_domain)?,
         })
     }

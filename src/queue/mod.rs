@@ -41,6 +41,9 @@ pub struct WebhookInfo {
     pub retry_schedule: Option<Vec<u32>>,
     pub rate_limit_per_sec: Option<u32>,
     pub max_concurrency: Option<u32>,
+    /// What the receiver takes (`webhooks.format`): `standard`, or a chat
+    /// service's name; the delivery layer makes the body from it.
+    pub format: String,
 }
 
 impl WebhookInfo {

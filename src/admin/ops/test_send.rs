@@ -52,6 +52,15 @@ pub struct TestResult {
     pub response_body: Option<String>,
     /// What to do about it.
     pub hint: Option<String>,
+    /// The webhook's format (`standard`, `slack`, …).
+    pub format: String,
+    /// The body that was sent, indented: the envelope, or for a chat format
+    /// the message as the service gets it (the `test` event's, which shows
+    /// a line of each event type the webhook receives).
+    pub body: String,
+    /// For a chat format, the message as the channel shows it, in plain
+    /// text (title, sentence, figures, lists, link).
+    pub preview: Option<String>,
 }
 
 /// What the test event a checked create sends first came to: the receiver
@@ -75,6 +84,7 @@ pub(crate) struct Candidate<'a> {
     pub secret: &'a str,
     pub headers: &'a serde_json::Value,
     pub events: &'a [String],
+    pub format: &'a str,
 }
 
 /// How much of the receiver's answer a refused check quotes.
@@ -199,6 +209,11 @@ impl Admin {
             .claimed(&row, Arc::new(info), lease_deadline)
             .context(read)?;
         drop(client);
+        let sent = sender.worker.body(&job, &job.payload);
+        let preview = sender.worker.preview(&job, &job.payload);
+        let body = serde_json::from_slice::<serde_json::Value>(&sent)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| String::from_utf8_lossy(&sent).into_owned());
         let outcome = sender.worker.deliver(&mut job).await;
 
         // Recorded by the completer, as the daemon records outcomes (attempt log, health).
@@ -248,6 +263,9 @@ impl Admin {
             error,
             response_body: attempt.and_then(|a| a.response_body.clone()),
             hint: hint.map(str::to_string),
+            format: w.format,
+            body,
+            preview,
         })
     }
 }
@@ -291,6 +309,7 @@ impl Admin {
             retry_schedule: Some(Vec::new()), // one attempt: the result is seen now
             rate_limit_per_sec: None,
             max_concurrency: None,
+            format: w.format.to_string(),
         };
         let now = OffsetDateTime::now_utc();
         let mut job = Claimed {

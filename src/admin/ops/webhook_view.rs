@@ -52,6 +52,9 @@ pub struct WebhookView {
     pub triggers: i64,
     /// The event types it receives: names, prefix wildcards (`site.*`), or `*`.
     pub events: Vec<String>,
+    /// What the receiver takes: `standard` (the signed JSON envelope), or a
+    /// chat service's message: `slack`, `discord`, `teams`, `google_chat`.
+    pub format: String,
 }
 
 /// A receiver URL as someone who may only read sees it: its scheme, host
@@ -95,7 +98,7 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "
     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
     w.deleted_at, w.inserted_at, w.updated_at,
     (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events,
-    w.failing_noticed_at IS NOT NULL, w.last_failure
+    w.failing_noticed_at IS NOT NULL, w.last_failure, w.format
 FROM webhooks w JOIN sites s ON s.id = w.site_id";
 
 pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
@@ -141,6 +144,7 @@ pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
         triggers: r.get(18),
         events: r.get(19),
         last_failure: r.get(21),
+        format: r.get(22),
     }
 }
 

@@ -181,6 +181,7 @@ struct ValidNew {
     rate: Option<i32>,
     conc: Option<i32>,
     events: Vec<String>,
+    format: String,
 }
 
 fn required(field: &str) -> Invalid {
@@ -315,6 +316,7 @@ impl Admin {
         let conc = c.optional(n.max_concurrency, validate::max_concurrency);
         // Its triggers subscribe it to what they make (migration 11).
         let events = c.check(validate::event_patterns(&n.events));
+        let format = c.optional(n.format.as_deref(), validate::format);
         for t in &n.triggers {
             c.check(check_trigger(t));
         }
@@ -330,6 +332,9 @@ impl Admin {
                 rate: rate.expect("checked"),
                 conc: conc.expect("checked"),
                 events: events.expect("checked"),
+                format: format
+                    .expect("checked")
+                    .unwrap_or_else(|| "standard".into()),
             }
         }
     }
@@ -373,6 +378,7 @@ impl Admin {
                         secret: &v.secret,
                         headers: &headers,
                         events: &v.events,
+                        format: &v.format,
                     },
                 )
                 .await?;
@@ -385,8 +391,8 @@ impl Admin {
         let id: Uuid = db(
             tx.query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                       rate_limit_per_sec, max_concurrency, events, id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                       rate_limit_per_sec, max_concurrency, events, id, format)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                 &[
                     &site.id,
                     &v.name,
@@ -398,6 +404,7 @@ impl Admin {
                     &v.conc,
                     &v.events,
                     &id,
+                    &v.format,
                 ],
             )
             .await,
@@ -414,6 +421,7 @@ impl Admin {
         if deprecated {
             warnings.push(SITE_DEPRECATED.into());
         }
+        warnings.extend(crate::delivery::chat::Format::from_stored(&v.format).url_warning(&v.url));
         Ok(Created {
             webhook,
             warnings,
@@ -461,6 +469,7 @@ impl Admin {
             validate::max_concurrency,
         );
         let events = checks.optional(c.events.as_deref(), validate::event_patterns);
+        let format = checks.optional(c.format.as_deref(), validate::format);
         let subscribe = checks.check(validate::event_patterns(&c.subscribe));
         let unsubscribe = checks.check(validate::event_patterns(&c.unsubscribe));
         let reason = match (c.enabled, given(&c.disabled_reason)) {
@@ -482,6 +491,7 @@ impl Admin {
             unsubscribe.expect("checked"),
         );
         let changes_events = events.is_some() || !subscribe.is_empty() || !unsubscribe.is_empty();
+        let format = format.expect("checked");
         let (name, url, schedule, rate, conc) = (
             name.expect("checked"),
             url.expect("checked"),
@@ -497,13 +507,14 @@ impl Admin {
             || replace
             || schedule.is_some()
             || rate.is_some()
-            || conc.is_some();
+            || conc.is_some()
+            || format.is_some();
         if !changes_settings && !changes_events && c.enabled.is_none() {
             return Err(Invalid::new(
                 "update",
                 Rule::Required,
                 "nothing to change: give at least one setting to change (name, url, headers, \
-                 retry schedule, rate limit, max concurrency, events) or enable or disable it",
+                 retry schedule, rate limit, max concurrency, events, format) or enable or disable it",
             )
             .into());
         }
@@ -548,7 +559,8 @@ impl Admin {
                         headers = h.headers,
                         retry_schedule_secs = CASE WHEN $7 THEN $8::int[] ELSE w.retry_schedule_secs END,
                         rate_limit_per_sec = CASE WHEN $9 THEN $10::int ELSE w.rate_limit_per_sec END,
-                        max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END
+                        max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END,
+                        format = coalesce($14, w.format)
                      FROM h
                      WHERE w.id = $1 AND (SELECT count(*) FROM jsonb_object_keys(h.headers)) <= $13",
                     &[
@@ -565,6 +577,7 @@ impl Admin {
                         &conc.is_some(),
                         &conc.flatten(),
                         &(validate::HEADERS_MAX as i64),
+                        &format,
                     ],
                 )
                 .await,

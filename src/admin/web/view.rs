@@ -205,6 +205,8 @@ pub struct FormValues {
     pub retry_schedule: String,
     pub rate_limit: String,
     pub max_concurrency: String,
+    /// `standard` or a chat service (empty: standard).
+    pub format: String,
     /// Subscriptions, comma-separated.
     pub events: String,
     pub goal_events: bool,
@@ -235,6 +237,22 @@ pub struct FormPage {
 }
 
 impl FormPage {
+    /// The formats the select offers: value, label, the URL the service gives.
+    pub fn formats(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        crate::delivery::chat::Format::ALL
+            .iter()
+            .map(|f| (f.as_str(), f.label(), f.url_example()))
+            .collect()
+    }
+
+    /// Whether the select shows `format` chosen.
+    pub fn format_is(&self, format: &str) -> bool {
+        match self.v.format.as_str() {
+            "" => format == "standard",
+            f => f == format,
+        }
+    }
+
     /// The refusal of `field` (and of its sub-fields, `headers.X`).
     pub fn error_of(&self, field: &str) -> Option<&str> {
         self.errors
@@ -482,6 +500,11 @@ pub struct TestShown {
     pub hint: Option<String>,
     pub error: Option<String>,
     pub delivery_id: String,
+    /// The chat message as the channel shows it (chat formats only).
+    pub preview: Option<String>,
+    /// The body sent, indented.
+    pub body: String,
+    pub format: String,
 }
 
 /// A test's cause, in words.
@@ -521,6 +544,9 @@ impl From<&TestResult> for TestShown {
             hint: r.hint.clone(),
             error: r.error.clone(),
             delivery_id: r.delivery_id.to_string(),
+            preview: r.preview.clone(),
+            body: r.body.clone(),
+            format: r.format.clone(),
         }
     }
 }

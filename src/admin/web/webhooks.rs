@@ -193,6 +193,7 @@ fn values_of(p: &Posted) -> FormValues {
         retry_schedule: get("retry_schedule_secs"),
         rate_limit: get("rate_limit_per_sec"),
         max_concurrency: get("max_concurrency"),
+        format: get("format"),
         events: get("events"),
         goal_events: made.contains(&"goal"),
         goal: get("goal"),
@@ -348,6 +349,7 @@ fn values_from(w: &WebhookView) -> FormValues {
             .unwrap_or_default(),
         max_concurrency: w.max_concurrency.map(|v| v.to_string()).unwrap_or_default(),
         events: w.events.join(", "),
+        format: w.format.clone(),
         ..Default::default()
     }
 }
