@@ -428,6 +428,12 @@ pub struct HealthConfig {
     /// PLAUSIBLE_WEBHOOKS_OPERATOR_SECRET or `operator_secret_file`. Empty:
     /// none.
     pub operator_url: String,
+    /// How the operator endpoint's messages are written: `standard` (the
+    /// signed envelope), or a chat service's incoming-webhook message
+    /// (`slack`, `discord`, `teams`, `google_chat`;
+    /// docs/receiving.md#chat-formats), so the operator's alerts can go
+    /// straight to a channel.
+    pub operator_format: String,
     pub operator_secret_file: Option<PathBuf>,
     /// Resolved from the environment or the file (never from TOML).
     #[serde(skip)]
@@ -439,6 +445,11 @@ pub const DEFAULT_DISABLE_AFTER_SECS: u64 = 86_400;
 pub const DEFAULT_FAILING_AFTER_FAILURES: u32 = 1;
 /// The operator endpoint's secret, from the environment.
 pub const OPERATOR_SECRET_VAR: &str = "PLAUSIBLE_WEBHOOKS_OPERATOR_SECRET";
+pub const DEFAULT_OPERATOR_FORMAT: &str = "standard";
+/// The message formats a webhook may have, as stored (the `webhooks_format`
+/// CHECK of sql/0018; `delivery::chat::Format` renders each and a test there
+/// keeps the two lists equal).
+pub const MESSAGE_FORMATS: [&str; 5] = ["standard", "slack", "discord", "teams", "google_chat"];
 
 impl Default for HealthConfig {
     fn default() -> Self {
@@ -447,6 +458,7 @@ impl Default for HealthConfig {
             disable_after_secs: DEFAULT_DISABLE_AFTER_SECS,
             failing_after_failures: DEFAULT_FAILING_AFTER_FAILURES,
             operator_url: String::new(),
+            operator_format: DEFAULT_OPERATOR_FORMAT.into(),
             operator_secret_file: None,
             operator_secret: None,
         }
@@ -1208,6 +1220,12 @@ impl Config {
             return Err(bad(
                 "health.failing_after_failures",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if !MESSAGE_FORMATS.contains(&h.operator_format.as_str()) {
+            return Err(bad(
+                "health.operator_format",
+                format!("must be one of {}", MESSAGE_FORMATS.join(", ")),
             ));
         }
         let url = h.operator_url.trim();

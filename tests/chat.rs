@@ -468,6 +468,8 @@ fn events() -> Vec<(String, Value)> {
             "reason",
             "last_error",
             "message",
+            "error",
+            "source",
         ] {
             if o.contains_key(k) {
                 o.insert(k.into(), json!(long));
@@ -518,7 +520,7 @@ fn events() -> Vec<(String, Value)> {
 fn every_event_type_renders_within_each_services_documented_limits() {
     let at = time::macros::datetime!(2026-01-01 12:00:00 UTC);
     let events = events();
-    assert!(events.len() >= 2 * 13 + 2, "{}", events.len());
+    assert!(events.len() >= 2 * 16 + 2, "{}", events.len());
     // Each message is written out for a person to look at (the long ones
     // as `…-long.json`).
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-samples");
@@ -553,14 +555,36 @@ fn every_event_type_renders_within_each_services_documented_limits() {
                 String::from_utf8_lossy(&body)
             );
             let text = String::from_utf8(body).unwrap();
-            // The link to the site's dashboard, on every message of a site.
-            assert!(
+            // The link to the site's dashboard, on every message of a site;
+            // the analytics source's health is no site's (operator only).
+            assert_eq!(
                 text.contains("https://plausible.example.com/example.com"),
+                !event.starts_with("analytics."),
                 "{event} as {f:?}: {text}"
             );
         }
         let m = chat::message(&ctx, data);
         assert!(!m.title.is_empty() && !m.sentence.is_empty(), "{event}");
+    }
+    // The analytics source's health reads as such, not as a host's type.
+    for (event, title) in [
+        ("analytics.unavailable", "Analytics cannot be read"),
+        ("analytics.incompatible", "Analytics refuses a statement"),
+        ("analytics.recovered", "Analytics can be read again"),
+    ] {
+        let data = &events.iter().find(|(t, _)| t == event).unwrap().1;
+        let ctx = chat::Context {
+            event,
+            site: "",
+            at,
+            plausible_base_url: "https://plausible.example.com",
+        };
+        let m = chat::message(&ctx, data);
+        assert!(m.title.contains(title), "{event}: {m:?}");
+        assert!(
+            m.facts.iter().any(|(k, v)| k == "Source" && !v.is_empty()),
+            "{event}: {m:?}"
+        );
     }
     // A spike names its figures and its top lists, the long ones cut with
     // what was left out counted.

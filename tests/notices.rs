@@ -328,3 +328,55 @@ async fn analytics_outages_are_told_to_the_operator_once_per_change() {
     assert_eq!(state, "compatible");
     daemon.shutdown().await.unwrap();
 }
+
+/// `[health] operator_format = "slack"`: the operator endpoint's messages
+/// are written for Slack's incoming webhook (a chat channel for the
+/// operator's alerts), still signed; changing it back applies at the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_endpoint_can_take_a_chat_format() {
+    let env = Env::new().await;
+    let operator = env.receiver(always(200)).await;
+    let mut cfg = env.config();
+    cfg.analytics.database_url = env
+        .cluster
+        .url(&format!("missing_{}", uuid::Uuid::new_v4().simple()));
+    cfg.health.operator_url = operator.url("/services/T000/B000/credential-in-the-path");
+    cfg.health.operator_secret = Some(Redacted(OPERATOR_SECRET.into()));
+    cfg.health.operator_format = "slack".into();
+    let daemon = env.daemon(cfg.clone()).await;
+    operator.wait_for(1, T).await.unwrap();
+    let r = &operator.requests()[0];
+    let body = r.json();
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Analytics cannot be read"),
+        "{body}"
+    );
+    assert!(
+        body["blocks"].as_array().is_some_and(|b| !b.is_empty()),
+        "{body}"
+    );
+    let id = r.header("webhook-id").unwrap().to_string();
+    let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    let sig = r.header("webhook-signature").unwrap().to_string();
+    assert!(verify_standard(OPERATOR_SECRET, &id, ts, &r.body, &sig));
+    daemon.shutdown().await.unwrap();
+    let format: String = env
+        .db
+        .query_one("SELECT format FROM webhooks WHERE operator", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(format, "slack");
+    // A bad name is refused with the names that work.
+    let mut bad = cfg.clone();
+    bad.health.operator_format = "mattermost".into();
+    let err = bad.validate().err().expect("refused").to_string();
+    assert!(
+        err.contains("health.operator_format") && err.contains("google_chat"),
+        "{err}"
+    );
+}

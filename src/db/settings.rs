@@ -72,11 +72,13 @@ WHERE failing_after_failures <> $1";
 /// a site, subscribed to every event it can get (operational events only:
 /// nothing else is published to a webhook without a site).
 const OPERATOR_SQL: &str = "
-INSERT INTO webhooks (site_id, operator, name, url, secret, events)
-VALUES (NULL, true, 'operator endpoint ([health] operator_url)', $1, $2, '{*}')
+INSERT INTO webhooks (site_id, operator, name, url, secret, events, format)
+VALUES (NULL, true, 'operator endpoint ([health] operator_url)', $1, $2, '{*}', $3)
 ON CONFLICT (operator) WHERE operator DO UPDATE
-  SET url = EXCLUDED.url, secret = EXCLUDED.secret, enabled = true, deleted_at = NULL
+  SET url = EXCLUDED.url, secret = EXCLUDED.secret, format = EXCLUDED.format,
+      enabled = true, deleted_at = NULL
   WHERE webhooks.url <> EXCLUDED.url OR webhooks.secret <> EXCLUDED.secret
+     OR webhooks.format <> EXCLUDED.format
      OR NOT webhooks.enabled OR webhooks.deleted_at IS NOT NULL";
 
 /// Without an operator endpoint configured, the row (if an earlier start
@@ -98,13 +100,16 @@ pub async fn apply_health(client: &tokio_postgres::Client, cfg: &HealthConfig) -
     match (&cfg.operator_secret, url.is_empty()) {
         (Some(secret), false) => {
             if client
-                .execute(OPERATOR_SQL, &[&url, &secret.0])
+                .execute(OPERATOR_SQL, &[&url, &secret.0, &cfg.operator_format])
                 .await
                 .context("writing the operator endpoint ([health] operator_url)")?
                 > 0
             {
                 tracing::info!(
-                    operator_url = %url.split(['?', '#']).next().unwrap_or(url),
+                    // Scheme and host only: a chat service's URL path is
+                    // its credential.
+                    operator_url = %url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/"),
+                    format = %cfg.operator_format,
                     "operational events go to the operator endpoint"
                 );
             }

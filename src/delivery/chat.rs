@@ -710,6 +710,43 @@ fn built_in(ctx: &Context<'_>, d: &Value) -> Option<Message> {
                 m.facts.push(("Last error".into(), e));
             }
         }
+        "analytics.unavailable" | "analytics.incompatible" => {
+            let unavailable = ctx.event == "analytics.unavailable";
+            m.title = if unavailable {
+                "⚠️ Analytics cannot be read".into()
+            } else {
+                "⛔ Analytics refuses a statement triggers send".into()
+            };
+            m.sentence = format!(
+                "{} Triggers: {}. Deliveries go on.",
+                if unavailable {
+                    "The analytics source cannot be asked."
+                } else {
+                    "The analytics source answers, but refuses what triggers ask; /readyz answers 503 until it is fixed."
+                },
+                text(d, "triggers").unwrap_or_default()
+            );
+            m.facts = vec![
+                ("Source".into(), text(d, "source").unwrap_or_default()),
+                ("Since".into(), when_of(d, "since")),
+                ("Error".into(), text(d, "error").unwrap_or_default()),
+            ];
+            return Some(m);
+        }
+        "analytics.recovered" => {
+            m.title = "✅ Analytics can be read again".into();
+            m.sentence = format!(
+                "The analytics source answers every statement triggers send again (it was {} since {}).",
+                text(d, "was").unwrap_or_default(),
+                when_of(d, "failing_since")
+            );
+            m.facts = vec![
+                ("Source".into(), text(d, "source").unwrap_or_default()),
+                ("Version".into(), text(d, "version").unwrap_or_default()),
+                ("Recovered".into(), when_of(d, "recovered_at")),
+            ];
+            return Some(m);
+        }
         "test" => {
             m.title = "🧪 Test from plausible-webhooks".into();
             m.sentence = text(d, "message")?;
@@ -1189,6 +1226,12 @@ mod tests {
             link_safe("https://p.example/a|b>c<d e"),
             "https://p.example/a%7Cb%3Ec%3Cd%20e"
         );
+    }
+
+    #[test]
+    fn the_configs_format_names_are_these() {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names, crate::config::MESSAGE_FORMATS);
     }
 
     #[test]
