@@ -374,7 +374,7 @@ async fn the_operator_endpoint_can_take_a_chat_format() {
     // A bad name is refused with the names that work.
     let mut bad = cfg.clone();
     bad.health.operator_format = "mattermost".into();
-    let err = bad.validate().err().expect("refused").to_string();
+    let err = bad.validate().expect_err("refused").to_string();
     assert!(
         err.contains("health.operator_format") && err.contains("google_chat"),
         "{err}"
