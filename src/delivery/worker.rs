@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::client::{HttpClient, HttpResponse, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
-use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
+use super::signing::{
+    asymmetric_signature, legacy_signature, standard_signature, KeyCache, KeyPairCache, SecretKeys,
+};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
 /// How soon a delivery this host could not send (no file descriptor) is
@@ -38,6 +40,8 @@ pub struct Worker {
     pub response_log_max: usize,
     /// The signing keys of the webhooks' secrets.
     pub keys: KeyCache,
+    /// The ed25519 key pairs of the webhooks that sign with them.
+    pub key_pairs: KeyPairCache,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stopping: CancellationToken,
 }
@@ -181,17 +185,28 @@ impl Worker {
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
-        let keys: Vec<Arc<SecretKeys>> = wh.secrets.iter().map(|s| self.keys.get(s)).collect();
+        let keys: Vec<Arc<SecretKeys>> = if wh.signs_hmac {
+            wh.secrets.iter().map(|s| self.keys.get(s)).collect()
+        } else {
+            Vec::new()
+        };
+        let pairs: Vec<_> = wh
+            .signing_keys
+            .iter()
+            .filter_map(|(seed, public)| self.key_pairs.get(seed, public))
+            .collect();
         // Sized once for the custom headers, the five below and the client's
         // two (content type, user agent): grown from a clone, the map was
         // reallocated and rehashed twice per delivery (HeaderMap::try_grow in
         // the profile).
         let mut headers = HeaderMap::with_capacity(custom_headers.len() + 7);
         headers.extend(custom_headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        headers.insert(
-            X_WEBHOOK_SIGNATURE.clone(),
-            unique_header(legacy_signature(&keys[0], &body)),
-        );
+        if let Some(current) = keys.first() {
+            headers.insert(
+                X_WEBHOOK_SIGNATURE.clone(),
+                unique_header(legacy_signature(current, &body)),
+            );
+        }
         if let Some(previous) = keys.get(1) {
             headers.insert(
                 X_WEBHOOK_SIGNATURE_PREVIOUS.clone(),
@@ -200,15 +215,9 @@ impl Worker {
         }
         headers.insert(WEBHOOK_ID.clone(), unique_header(id.clone()));
         headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
-        headers.insert(
-            WEBHOOK_SIGNATURE.clone(),
-            unique_header(standard_signature(
-                keys.iter().map(|k| &**k),
-                &id,
-                ts,
-                &body,
-            )),
-        );
+        let mut signature = standard_signature(keys.iter().map(|k| &**k), &id, ts, &body);
+        asymmetric_signature(&mut signature, pairs.iter().map(|p| &**p), &id, ts, &body);
+        headers.insert(WEBHOOK_SIGNATURE.clone(), unique_header(signature));
         Signed {
             headers,
             body,

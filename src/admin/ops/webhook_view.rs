@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::admin::access;
 use crate::admin::error::{db, OpError, OpResult};
+use crate::delivery::signing::public_key_text;
 
 /// A webhook as its site's members see it. The secret is never part of it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -52,6 +53,17 @@ pub struct WebhookView {
     pub triggers: i64,
     /// The event types it receives: names, prefix wildcards (`site.*`), or `*`.
     pub events: Vec<String>,
+    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature),
+    /// ed25519 (`v1a,` alone) or both.
+    pub signature: String,
+    /// Its ed25519 public key, whpk_ + base64 of 32 bytes: what receivers
+    /// verify `v1a,` signatures with (not a secret). Signs only with
+    /// `signature` ed25519 or both. The private key is never part of a view.
+    pub public_key: Option<String>,
+    /// A rotated-out key's public key while it still signs beside the current one.
+    pub previous_public_key: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub previous_signing_key_expires_at: Option<OffsetDateTime>,
 }
 
 /// A receiver URL as someone who may only read sees it: its scheme, host
@@ -95,7 +107,10 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "
     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
     w.deleted_at, w.inserted_at, w.updated_at,
     (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events,
-    w.failing_noticed_at IS NOT NULL, w.last_failure
+    w.failing_noticed_at IS NOT NULL, w.last_failure,
+    w.signature, w.signing_public_key,
+    CASE WHEN w.previous_signing_key_expires_at > now() THEN w.previous_signing_public_key END,
+    CASE WHEN w.previous_signing_key_expires_at > now() THEN w.previous_signing_key_expires_at END
 FROM webhooks w JOIN sites s ON s.id = w.site_id";
 
 pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
@@ -141,6 +156,10 @@ pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
         triggers: r.get(18),
         events: r.get(19),
         last_failure: r.get(21),
+        signature: r.get(22),
+        public_key: r.get::<_, Option<Vec<u8>>>(23).map(|k| public_key_text(&k)),
+        previous_public_key: r.get::<_, Option<Vec<u8>>>(24).map(|k| public_key_text(&k)),
+        previous_signing_key_expires_at: r.get(25),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::admin::inputs::{
     WebhookQuery,
 };
 use crate::admin::validate::{self, Checks, Invalid, Rule};
-use crate::delivery::signing::generate_secret;
+use crate::delivery::signing::{generate_secret, SigningKey};
 use tokio_postgres::GenericClient;
 
 /// The longest grace period a rotated-out secret may keep signing.
@@ -181,6 +181,9 @@ struct ValidNew {
     rate: Option<i32>,
     conc: Option<i32>,
     events: Vec<String>,
+    signature: String,
+    /// With `signature` ed25519 or both: the key pair (given or generated).
+    signing_key: Option<SigningKey>,
 }
 
 fn required(field: &str) -> Invalid {
@@ -318,7 +321,28 @@ impl Admin {
         for t in &n.triggers {
             c.check(check_trigger(t));
         }
+        let signature = c.optional(given(&n.signature), validate::signature_mode);
+        let imported = c.optional(given(&n.signing_key), validate::signing_key);
+        let hmac_only = signature
+            .as_ref()
+            .is_some_and(|s| s.as_deref().unwrap_or("hmac") == "hmac");
+        if hmac_only && given(&n.signing_key).is_some() {
+            c.refuse(Invalid::new(
+                "signing_key",
+                Rule::NotApplicable,
+                "applies with \"signature\": \"ed25519\" or \"both\" (an ed25519 key signs nothing \
+                 for an hmac webhook)",
+            ));
+        }
         move || {
+            let signature = signature
+                .expect("checked")
+                .unwrap_or_else(|| "hmac".to_string());
+            let signing_key = (signature != "hmac").then(|| {
+                imported
+                    .expect("checked")
+                    .unwrap_or_else(SigningKey::generate)
+            });
             let (secret, generated) = secret.expect("checked");
             ValidNew {
                 name: name.expect("checked"),
@@ -330,6 +354,8 @@ impl Admin {
                 rate: rate.expect("checked"),
                 conc: conc.expect("checked"),
                 events: events.expect("checked"),
+                signature,
+                signing_key,
             }
         }
     }
@@ -371,6 +397,8 @@ impl Admin {
                         site_domain: &site.domain,
                         url: &v.url,
                         secret: &v.secret,
+                        signs_hmac: v.signature != "ed25519",
+                        signing_key: v.signing_key.as_ref(),
                         headers: &headers,
                         events: &v.events,
                     },
@@ -385,8 +413,9 @@ impl Admin {
         let id: Uuid = db(
             tx.query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                       rate_limit_per_sec, max_concurrency, events, id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                       rate_limit_per_sec, max_concurrency, events, id,
+                                       signature, signing_key, signing_public_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
                 &[
                     &site.id,
                     &v.name,
@@ -398,6 +427,9 @@ impl Admin {
                     &v.conc,
                     &v.events,
                     &id,
+                    &v.signature,
+                    &v.signing_key.as_ref().map(|k| k.seed.as_slice()),
+                    &v.signing_key.as_ref().map(|k| k.public.as_slice()),
                 ],
             )
             .await,
@@ -460,6 +492,7 @@ impl Admin {
             "max_concurrency",
             validate::max_concurrency,
         );
+        let signature = checks.optional(given(&c.signature), validate::signature_mode);
         let events = checks.optional(c.events.as_deref(), validate::event_patterns);
         let subscribe = checks.check(validate::event_patterns(&c.subscribe));
         let unsubscribe = checks.check(validate::event_patterns(&c.unsubscribe));
@@ -482,6 +515,12 @@ impl Admin {
             unsubscribe.expect("checked"),
         );
         let changes_events = events.is_some() || !subscribe.is_empty() || !unsubscribe.is_empty();
+        let signature = signature.expect("checked");
+        // Used only if the webhook has no key pair yet (UPDATE below).
+        let new_key = signature
+            .as_deref()
+            .filter(|s| *s != "hmac")
+            .map(|_| SigningKey::generate());
         let (name, url, schedule, rate, conc) = (
             name.expect("checked"),
             url.expect("checked"),
@@ -497,13 +536,15 @@ impl Admin {
             || replace
             || schedule.is_some()
             || rate.is_some()
-            || conc.is_some();
+            || conc.is_some()
+            || signature.is_some();
         if !changes_settings && !changes_events && c.enabled.is_none() {
             return Err(Invalid::new(
                 "update",
                 Rule::Required,
                 "nothing to change: give at least one setting to change (name, url, headers, \
-                 retry schedule, rate limit, max concurrency, events) or enable or disable it",
+                 retry schedule, rate limit, max concurrency, events, signature) or enable or \
+                 disable it",
             )
             .into());
         }
@@ -548,7 +589,10 @@ impl Admin {
                         headers = h.headers,
                         retry_schedule_secs = CASE WHEN $7 THEN $8::int[] ELSE w.retry_schedule_secs END,
                         rate_limit_per_sec = CASE WHEN $9 THEN $10::int ELSE w.rate_limit_per_sec END,
-                        max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END
+                        max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END,
+                        signature = coalesce($14, w.signature),
+                        signing_key = coalesce(w.signing_key, $15),
+                        signing_public_key = coalesce(w.signing_public_key, $16)
                      FROM h
                      WHERE w.id = $1 AND (SELECT count(*) FROM jsonb_object_keys(h.headers)) <= $13",
                     &[
@@ -565,6 +609,9 @@ impl Admin {
                         &conc.is_some(),
                         &conc.flatten(),
                         &(validate::HEADERS_MAX as i64),
+                        &signature,
+                        &new_key.as_ref().map(|k| k.seed.as_slice()),
+                        &new_key.as_ref().map(|k| k.public.as_slice()),
                     ],
                 )
                 .await,
@@ -816,7 +863,7 @@ fn blame_site(e: OpError, deprecated: bool) -> OpError {
     }
 }
 
-fn grace_secs(v: i64) -> Result<i64, Invalid> {
+pub(crate) fn grace_secs(v: i64) -> Result<i64, Invalid> {
     if !(0..=MAX_ROTATION_GRACE_SECS).contains(&v) {
         return Err(Invalid::new(
             "grace_secs",
