@@ -381,6 +381,7 @@ pub const SIGNATURE_MODES: [&str; 3] = ["hmac", "ed25519", "both"];
 
 /// How a webhook signs: `hmac`, `ed25519` or `both`.
 pub fn signature_mode(raw: &str) -> Valid<String> {
+    // The value is not quoted back: access::quote sits above this file.
     let v = raw.trim().to_ascii_lowercase();
     if SIGNATURE_MODES.contains(&v.as_str()) {
         return Ok(v);
@@ -388,11 +389,8 @@ pub fn signature_mode(raw: &str) -> Valid<String> {
     Err(Invalid::new(
         "signature",
         Rule::Syntax,
-        format!(
-            "`{}` is not a signing mode: hmac (v1, and X-Webhook-Signature), ed25519 (v1a alone) \
-             or both",
-            crate::admin::access::quote(raw)
-        ),
+        "is not a signing mode: give hmac (v1, and X-Webhook-Signature), ed25519 (v1a alone) \
+         or both",
     ))
 }
 
