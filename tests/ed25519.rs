@@ -191,6 +191,8 @@ async fn the_cli_shows_whpk_imports_both_whsk_forms_and_exports_the_seed() {
 struct Api {
     env: Env,
     base: String,
+    /// The daemon's log (stderr), at debug level.
+    log: tempfile::NamedTempFile,
     _daemon: DaemonProcess,
 }
 
@@ -199,16 +201,22 @@ impl Api {
         let env = Env::new().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
-        let daemon = env.spawn_daemon(&[
-            ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
-            ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
-            ("SECRET_KEY_BASE", SKB),
-        ]);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let daemon = env.spawn_daemon_logging(
+            &[
+                ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
+                ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+                ("SECRET_KEY_BASE", SKB),
+                ("RUST_LOG", "debug"),
+            ],
+            Some(log.path()),
+        );
         let base = format!("http://{listen}");
         wait_status(&format!("{base}/readyz"), 200, T).await;
         Api {
             env,
             base,
+            log,
             _daemon: daemon,
         }
     }
@@ -375,6 +383,17 @@ async fn the_api_shows_whpk_to_all_and_the_private_key_to_owners_and_admins_only
         .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert_eq!(bad.json()["error"]["field"], "signing_key");
+
+    // The log, at debug level, never holds the private key (it was given,
+    // stored, exported and refused above).
+    let log = std::fs::read_to_string(api.log.path()).unwrap();
+    assert!(log.contains("DEBUG"), "the log is at debug level: {log}");
+    assert!(!log.contains(SEED_B64), "the private key is in the log");
+    // Nor its bytes, as a database driver's debug line would print them.
+    assert!(
+        !log.contains("157, 97, 177, 157, 239, 253"),
+        "the private key's bytes are in the log"
+    );
 
     // The OpenAPI document describes the new routes.
     let doc = api.call("GET", "/api/openapi.json", OPERATOR, None).await;
