@@ -289,11 +289,22 @@ async fn the_v1a_snippets_verify_real_deliveries_signed_ed25519_alone_or_beside_
     let alone = env.webhook(&rx.url("/ed25519")).await;
     let both = env.webhook(&rx.url("/both")).await;
     let hmac = env.webhook(&rx.url("/hmac")).await;
+    let damaged = env.webhook(&rx.url("/damaged")).await;
     let alone_key = sign_with(&env, alone, "ed25519").await;
     let both_key = sign_with(&env, both, "both").await;
     assert_ne!(alone_key, both_key);
+    // A key pair written by hand whose halves disagree: never sent unsigned.
+    sign_with(&env, damaged, "ed25519").await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET signing_public_key = (SELECT signing_public_key FROM webhooks WHERE id = $2)
+             WHERE id = $1",
+            &[&damaged, &alone],
+        )
+        .await
+        .unwrap();
     let daemon = env.daemon(env.config()).await;
-    for wh in [alone, both, hmac] {
+    for wh in [alone, both, hmac, damaged] {
         env.db
             .execute(
                 r#"INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
@@ -305,7 +316,19 @@ async fn the_v1a_snippets_verify_real_deliveries_signed_ed25519_alone_or_beside_
             .unwrap();
     }
     let reqs = rx.wait_for(3, T).await.unwrap();
+    env.wait_until(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE webhook_id = '{damaged}'
+               AND status = 'failed' AND last_error LIKE '%ed25519 private key does not belong%')"
+        ),
+        T,
+    )
+    .await;
     daemon.shutdown().await.unwrap();
+    assert!(
+        rx.requests().iter().all(|r| r.path != "/damaged"),
+        "a delivery went out without its v1a signature"
+    );
     let at = |p: &str| reqs.iter().find(|r| r.path == p).unwrap();
 
     // ed25519 alone: one v1a entry, no HMAC anywhere.

@@ -90,7 +90,10 @@ impl Worker {
             Err(Held::NotSent(why)) => return not_sent(job, why),
             Err(Held::Deferred) => return Completion::deferred(job),
         };
-        let signed = self.sign(job, payload, ready.custom_headers);
+        let signed = match self.sign(job, payload, ready.custom_headers) {
+            Ok(signed) => signed,
+            Err(why) => return not_sent(job, why),
+        };
         let started = Instant::now();
         let sent = self
             .client
@@ -172,8 +175,14 @@ impl Worker {
         })
     }
 
-    /// The body and its signatures, with the webhook's own headers.
-    fn sign(&self, job: &Claimed, payload: String, custom_headers: &HeaderMap) -> Signed {
+    /// The body and its signatures, with the webhook's own headers. Err:
+    /// why it cannot be signed as the webhook says (never sent unsigned).
+    fn sign(
+        &self,
+        job: &Claimed,
+        payload: String,
+        custom_headers: &HeaderMap,
+    ) -> Result<Signed, String> {
         let wh = &job.webhook;
         let id = job.id.to_string();
         let body = Bytes::from(envelope(
@@ -190,11 +199,21 @@ impl Worker {
         } else {
             Vec::new()
         };
-        let pairs: Vec<_> = wh
-            .signing_keys
-            .iter()
-            .filter_map(|(seed, public)| self.key_pairs.get(seed, public))
-            .collect();
+        // A pair whose halves disagree (written by hand: the table cannot
+        // tell) does not sign; without the current one nothing is sent.
+        let mut pairs = Vec::with_capacity(wh.signing_keys.len());
+        for (i, (seed, public)) in wh.signing_keys.iter().enumerate() {
+            match self.key_pairs.get(seed, public) {
+                Some(p) => pairs.push(p),
+                None if i == 0 => {
+                    return Err("the webhook's ed25519 private key does not belong to its \
+                                public key: not sent; `rotate-key` gives it a new key pair, \
+                                then replay"
+                        .into())
+                }
+                None => {}
+            }
+        }
         // Sized once for the custom headers, the five below and the client's
         // two (content type, user agent): grown from a clone, the map was
         // reallocated and rehashed twice per delivery (HeaderMap::try_grow in
@@ -218,11 +237,11 @@ impl Worker {
         let mut signature = standard_signature(keys.iter().map(|k| &**k), &id, ts, &body);
         asymmetric_signature(&mut signature, pairs.iter().map(|p| &**p), &id, ts, &body);
         headers.insert(WEBHOOK_SIGNATURE.clone(), unique_header(signature));
-        Signed {
+        Ok(Signed {
             headers,
             body,
             attempted_at,
-        }
+        })
     }
 
     /// The receiver's answer, or why none came, in the attempt log's terms.
