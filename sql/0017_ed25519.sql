@@ -1,7 +1,9 @@
 -- Asymmetric signatures (Standard Webhooks `v1a`, ed25519), per webhook and
 -- opt-in (docs/receiving.md#asymmetric-signatures-v1a). `signature` says
--- what signs: `hmac` (the default: every existing webhook is unchanged),
--- `ed25519` (`v1a` alone, no HMAC header) or `both` (`v1,` and `v1a,`).
+-- what signs: `hmac` (the default: every existing webhook is unchanged) or
+-- `both` (`v1a,` added beside `v1,`). The HMAC signatures go on every
+-- request whatever the mode (the product spec's §4): a receiver that
+-- verifies only ed25519 ignores them.
 --
 -- The private key is kept as its 32-byte seed (RFC 8032's private key), the
 -- public key beside it: the views read the public key without ever
@@ -11,7 +13,7 @@
 -- `previous_secret` does.
 ALTER TABLE webhooks
   ADD COLUMN signature text NOT NULL DEFAULT 'hmac'
-    CONSTRAINT webhooks_signature_mode CHECK (signature IN ('hmac', 'ed25519', 'both')),
+    CONSTRAINT webhooks_signature_mode CHECK (signature IN ('hmac', 'both')),
   ADD COLUMN signing_key bytea
     CONSTRAINT webhooks_signing_key_seed CHECK (octet_length(signing_key) = 32),
   ADD COLUMN signing_public_key bytea

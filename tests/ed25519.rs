@@ -80,7 +80,7 @@ async fn the_cli_shows_whpk_imports_both_whsk_forms_and_exports_the_seed() {
     let env = Env::new().await;
     // The 64-byte form (seed ‖ public key) and the 32-byte seed: one key.
     let a = created_id(&env, &["--signature", "both", "--signing-key", WHSK_64]).await;
-    let b = created_id(&env, &["--signature", "ed25519", "--signing-key", WHSK]).await;
+    let b = created_id(&env, &["--signature", "both", "--signing-key", WHSK]).await;
     for id in [&a, &b] {
         let shown = ok(&env, &["show", id]).await;
         assert!(
@@ -156,11 +156,13 @@ async fn the_cli_shows_whpk_imports_both_whsk_forms_and_exports_the_seed() {
     // Refusals name the field and say what to give.
     for (args, field) in [
         (
-            vec!["--signature", "ed25519", "--signing-key", "whsk_AAAA"],
+            vec!["--signature", "both", "--signing-key", "whsk_AAAA"],
             "signing_key",
         ),
         (vec!["--signing-key", WHSK], "signing_key"),
         (vec!["--signature", "rsa"], "signature"),
+        // HMAC signs every request (the spec): no ed25519-only mode.
+        (vec!["--signature", "ed25519"], "signature"),
     ] {
         let mut all = vec![
             "--json",
@@ -178,6 +180,10 @@ async fn the_cli_shows_whpk_imports_both_whsk_forms_and_exports_the_seed() {
         let e: Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o)));
         assert_eq!(e["error"]["field"], field, "{args:?}: {e}");
+        if args[1] == "ed25519" {
+            let m = e["error"]["message"].as_str().unwrap();
+            assert!(m.contains("give both"), "{m}");
+        }
     }
     let n = env
         .db
@@ -280,7 +286,7 @@ async fn the_api_shows_whpk_to_all_and_the_private_key_to_owners_and_admins_only
             OPERATOR,
             Some(json!({"site_id": "example.com", "name": "signed",
                         "url": "https://hooks.example.net/x",
-                        "signature": "ed25519", "signing_key": WHSK_64})),
+                        "signature": "both", "signing_key": WHSK_64})),
         )
         .await;
     assert_eq!(c.status, 201, "{}", c.text);
@@ -289,7 +295,7 @@ async fn the_api_shows_whpk_to_all_and_the_private_key_to_owners_and_admins_only
         "create answered with the private key"
     );
     assert_eq!(c.json()["webhook"]["public_key"], WHPK);
-    assert_eq!(c.json()["webhook"]["signature"], "ed25519");
+    assert_eq!(c.json()["webhook"]["signature"], "both");
     let id = c.json()["webhook"]["id"].as_str().unwrap().to_string();
     let path = format!("/api/webhooks/{id}");
 

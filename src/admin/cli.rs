@@ -530,7 +530,9 @@ async fn rotate_key(
             _ => println!("the old key no longer signs"),
         }
         if r.signature == "hmac" {
-            println!("the webhook signs with hmac only: `update --signature both` (or ed25519) makes the key sign");
+            println!(
+                "the webhook signs with hmac only: `update --signature both` makes the key sign"
+            );
         }
     });
     Ok(())

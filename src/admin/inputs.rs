@@ -780,13 +780,13 @@ pub struct NewWebhook {
     #[arg(long)]
     #[serde(default)]
     pub max_concurrency: Option<i64>,
-    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature, the default),
-    /// ed25519 (`v1a,` alone) or both. With ed25519 or both a key pair is made; its
-    /// public key (whpk_…) is shown.
+    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature, the default) or
+    /// both (`v1a,` added, ed25519). With both a key pair is made; its public key
+    /// (whpk_…) is shown.
     #[arg(long)]
     #[serde(default)]
     pub signature: Option<String>,
-    /// With ed25519 or both: import this private key instead of generating one, whsk_ +
+    /// With both: import this private key instead of generating one, whsk_ +
     /// base64 of the 32-byte seed or of the 64 bytes seed and public key (`-` reads it from stdin).
     #[arg(long)]
     #[serde(default)]
@@ -807,8 +807,8 @@ pub struct WebhookChanges {
     #[arg(long)]
     #[serde(default)]
     pub name: Option<String>,
-    /// How deliveries are signed: hmac, ed25519 (`v1a,` alone) or both. Switching to
-    /// ed25519 or both makes a key pair if the webhook has none.
+    /// How deliveries are signed: hmac, or both (`v1a,` added, ed25519). Switching to
+    /// both makes a key pair if the webhook has none.
     #[arg(long)]
     #[serde(default)]
     pub signature: Option<String>,

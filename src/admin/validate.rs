@@ -377,21 +377,24 @@ pub fn secret_warning(secret: &str) -> Option<String> {
 }
 
 /// The signing modes of `webhooks.signature` (sql/0017), the default first.
-pub const SIGNATURE_MODES: [&str; 3] = ["hmac", "ed25519", "both"];
+pub const SIGNATURE_MODES: [&str; 2] = ["hmac", "both"];
 
-/// How a webhook signs: `hmac`, `ed25519` or `both`.
+/// How a webhook signs: `hmac`, or `both` (`v1a` added). HMAC signs every
+/// request (the product spec), so there is no ed25519-only mode.
 pub fn signature_mode(raw: &str) -> Valid<String> {
     // The value is not quoted back: access::quote sits above this file.
     let v = raw.trim().to_ascii_lowercase();
     if SIGNATURE_MODES.contains(&v.as_str()) {
         return Ok(v);
     }
-    Err(Invalid::new(
-        "signature",
-        Rule::Syntax,
-        "is not a signing mode: give hmac (v1, and X-Webhook-Signature), ed25519 (v1a alone) \
-         or both",
-    ))
+    let why = if v == "ed25519" {
+        "is not a signing mode: every request carries the HMAC signatures; give both to add \
+         ed25519 (v1a) beside them (a receiver that verifies only v1a ignores the v1, entries)"
+    } else {
+        "is not a signing mode: give hmac (v1, and X-Webhook-Signature) or both (v1a, ed25519, \
+         added)"
+    };
+    Err(Invalid::new("signature", Rule::Syntax, why))
 }
 
 /// An ed25519 private key to import: `whsk_` + base64 of the 32-byte seed

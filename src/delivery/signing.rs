@@ -5,8 +5,8 @@
 //!   where key is the base64 after `whsec_` when the secret has that prefix (and
 //!   decodes), else the secret's UTF-8 bytes. One `v1,` entry per live secret.
 //! - Standard Webhooks asymmetric: `webhook-signature: v1a,<base64 ed25519
-//!   signature over "{id}.{ts}.{body}">`, one entry per live key pair, alone
-//!   or after the `v1,` ones (`webhooks.signature`, sql/0017).
+//!   signature over "{id}.{ts}.{body}">`, one entry per live key pair, after
+//!   the `v1,` ones, for a webhook that opted in (`webhooks.signature`, sql/0017).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

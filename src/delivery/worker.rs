@@ -194,11 +194,7 @@ impl Worker {
         ));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
-        let keys: Vec<Arc<SecretKeys>> = if wh.signs_hmac {
-            wh.secrets.iter().map(|s| self.keys.get(s)).collect()
-        } else {
-            Vec::new()
-        };
+        let keys: Vec<Arc<SecretKeys>> = wh.secrets.iter().map(|s| self.keys.get(s)).collect();
         // A pair whose halves disagree (written by hand: the table cannot
         // tell) does not sign; without the current one nothing is sent.
         let mut pairs = Vec::with_capacity(wh.signing_keys.len());
@@ -220,12 +216,10 @@ impl Worker {
         // the profile).
         let mut headers = HeaderMap::with_capacity(custom_headers.len() + 7);
         headers.extend(custom_headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(current) = keys.first() {
-            headers.insert(
-                X_WEBHOOK_SIGNATURE.clone(),
-                unique_header(legacy_signature(current, &body)),
-            );
-        }
+        headers.insert(
+            X_WEBHOOK_SIGNATURE.clone(),
+            unique_header(legacy_signature(&keys[0], &body)),
+        );
         if let Some(previous) = keys.get(1) {
             headers.insert(
                 X_WEBHOOK_SIGNATURE_PREVIOUS.clone(),

@@ -11,7 +11,6 @@ macro_rules! claimed_row_sql {
 SELECT d.id, d.webhook_id, d.event_type, d.payload::text AS payload, d.attempts, d.inserted_at,
        w.url, w.secret,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
-       w.signature <> 'ed25519' AS signs_hmac,
        CASE WHEN w.signature <> 'hmac' THEN w.signing_key END AS signing_key,
        CASE WHEN w.signature <> 'hmac' THEN w.signing_public_key END AS signing_public_key,
        CASE WHEN w.signature <> 'hmac' AND w.previous_signing_key_expires_at > now()

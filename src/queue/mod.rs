@@ -35,9 +35,6 @@ pub struct WebhookInfo {
     /// derives its keys from them (`delivery::signing`), so the queue never
     /// depends on the layer above it.
     pub secrets: Vec<String>,
-    /// Whether the HMAC signatures are sent (`webhooks.signature` is
-    /// `hmac` or `both`); false: `v1a` alone.
-    pub signs_hmac: bool,
     /// ed25519 keys as stored, (32-byte seed, 32-byte public key): the
     /// current one first, then a previous one still in its grace window.
     /// Empty when the webhook signs with HMAC only.

@@ -26,7 +26,7 @@ pub struct KeyRotated {
     pub previous_public_key: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_signing_key_expires_at: Option<OffsetDateTime>,
-    /// How deliveries are signed now: the key signs only with ed25519 or both.
+    /// How deliveries are signed now: the key signs only with both.
     pub signature: String,
 }
 
@@ -111,7 +111,7 @@ impl Admin {
             row.get::<_, Option<Vec<u8>>>(1),
         ) else {
             return Err(OpError::Conflict(format!(
-                "webhook {id} has no ed25519 key: set its signature to ed25519 or both, or \
+                "webhook {id} has no ed25519 key: set its signature to both, or \
                  `rotate-key` it, to make one"
             )));
         };

@@ -74,7 +74,6 @@ pub(crate) struct Candidate<'a> {
     pub site_domain: &'a str,
     pub url: &'a str,
     pub secret: &'a str,
-    pub signs_hmac: bool,
     pub signing_key: Option<&'a SigningKey>,
     pub headers: &'a serde_json::Value,
     pub events: &'a [String],
@@ -288,7 +287,6 @@ impl Admin {
             uri: w.url.parse().ok(),
             headers: WebhookInfo::parse_headers(w.headers),
             secrets: vec![w.secret.to_string()],
-            signs_hmac: w.signs_hmac,
             signing_keys: w
                 .signing_key
                 .map(|k| (k.seed.clone(), k.public.clone()))

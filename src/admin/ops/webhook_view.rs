@@ -53,12 +53,12 @@ pub struct WebhookView {
     pub triggers: i64,
     /// The event types it receives: names, prefix wildcards (`site.*`), or `*`.
     pub events: Vec<String>,
-    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature),
-    /// ed25519 (`v1a,` alone) or both.
+    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature) or
+    /// both (`v1a,` added).
     pub signature: String,
     /// Its ed25519 public key, whpk_ + base64 of 32 bytes: what receivers
     /// verify `v1a,` signatures with (not a secret). Signs only with
-    /// `signature` ed25519 or both. The private key is never part of a view.
+    /// `signature` both. The private key is never part of a view.
     pub public_key: Option<String>,
     /// A rotated-out key's public key while it still signs beside the current one.
     pub previous_public_key: Option<String>,

@@ -182,7 +182,7 @@ struct ValidNew {
     conc: Option<i32>,
     events: Vec<String>,
     signature: String,
-    /// With `signature` ed25519 or both: the key pair (given or generated).
+    /// With `signature` both: the key pair (given or generated).
     signing_key: Option<SigningKey>,
 }
 
@@ -330,8 +330,8 @@ impl Admin {
             c.refuse(Invalid::new(
                 "signing_key",
                 Rule::NotApplicable,
-                "applies with \"signature\": \"ed25519\" or \"both\" (an ed25519 key signs nothing \
-                 for an hmac webhook)",
+                "applies with \"signature\": \"both\" (an ed25519 key signs nothing for an hmac \
+                 webhook)",
             ));
         }
         move || {
@@ -397,7 +397,6 @@ impl Admin {
                         site_domain: &site.domain,
                         url: &v.url,
                         secret: &v.secret,
-                        signs_hmac: v.signature != "ed25519",
                         signing_key: v.signing_key.as_ref(),
                         headers: &headers,
                         events: &v.events,

@@ -215,7 +215,7 @@ pub struct FormValues {
     pub drop_threshold: String,
     /// Send the test event first and create only if it succeeds.
     pub check: bool,
-    /// hmac, ed25519 or both (empty: hmac).
+    /// hmac or both (empty: hmac).
     pub signature: String,
 }
 
