@@ -12,7 +12,11 @@ pub fn init(format: &str, level: &str) {
     // error: db error` once per connection); `db::WatchedConnect` says it
     // once, with the server's reason.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},deadpool.postgres=off")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},deadpool.postgres=off")))
+        // tokio-postgres logs every statement's parameters at debug: the
+        // webhooks' secrets and ed25519 private keys among them. Capped
+        // whatever RUST_LOG asks.
+        .add_directive("tokio_postgres::query=info".parse().expect("a directive"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

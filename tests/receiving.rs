@@ -33,12 +33,42 @@ fn runners() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
+/// The command that runs each `v1a` (ed25519) snippet file.
+fn v1a_runners() -> Vec<(&'static str, Vec<String>)> {
+    let v = docs().join("verify").join("v1a");
+    let p = |f: &str| v.join(f).display().to_string();
+    vec![
+        ("node", vec!["node".into(), p("verify.js")]),
+        ("python", vec!["python3".into(), p("verify.py")]),
+        ("go", vec!["go".into(), "run".into(), p("verify.go")]),
+    ]
+}
+
 /// Runs one snippet on a request; true when it printed `verified` and exited 0.
 fn verifies(cmd: &[String], secret: &str, headers: &serde_json::Value, body: &[u8]) -> bool {
+    run_snippet(cmd, ("WEBHOOK_SECRET", secret), headers, body)
+}
+
+/// Runs one `v1a` snippet on a request with a `whpk_` public key.
+fn verifies_v1a(
+    cmd: &[String],
+    public_key: &str,
+    headers: &serde_json::Value,
+    body: &[u8],
+) -> bool {
+    run_snippet(cmd, ("WEBHOOK_PUBLIC_KEY", public_key), headers, body)
+}
+
+fn run_snippet(
+    cmd: &[String],
+    (key_var, key): (&str, &str),
+    headers: &serde_json::Value,
+    body: &[u8],
+) -> bool {
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .env("HEADERS", headers.to_string())
-        .env("WEBHOOK_SECRET", secret)
+        .env(key_var, key)
         // `go run` builds in a cache; keep it out of $HOME's way on CI.
         .env(
             "GOCACHE",
@@ -50,7 +80,8 @@ fn verifies(cmd: &[String], secret: &str, headers: &serde_json::Value, body: &[u
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run {}: {e}; install it (scripts/test installs nodejs, python3 and golang-go)",
+                "cannot run {}: {e}; install it (scripts/test installs nodejs, python3, \
+                 python3-cryptography and golang-go)",
                 cmd[0]
             )
         });
@@ -177,12 +208,229 @@ fn seeds_example_verifies(r: &Recorded, secret: &str) {
     );
 }
 
+/// The headers a receiver reads, those present (an `ed25519` webhook sends
+/// no `X-Webhook-Signature`).
+fn present_headers(r: &Recorded) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for name in [
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-webhook-signature",
+    ] {
+        if let Some(v) = r.header(name) {
+            m.insert(name.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The entries of `webhook-signature` that start with `prefix`.
+fn entries(r: &Recorded, prefix: &str) -> usize {
+    r.header("webhook-signature")
+        .unwrap()
+        .split(' ')
+        .filter(|e| e.starts_with(prefix))
+        .count()
+}
+
+/// Sets a webhook's signing mode through the operation every face uses;
+/// returns its public key as shown.
+async fn sign_with(env: &Env, webhook: uuid::Uuid, mode: &str) -> String {
+    use plausible_webhooks::admin::{access::Principal, core::Admin, inputs::WebhookChanges};
+    let admin = Admin::from_config(&env.config()).unwrap();
+    let changes = WebhookChanges {
+        signature: Some(mode.into()),
+        ..Default::default()
+    };
+    let w = admin
+        .update_webhook(&Principal::Operator, webhook, changes)
+        .await
+        .unwrap();
+    assert_eq!(w.signature, mode);
+    w.public_key.expect("a key pair was made")
+}
+
+/// A good delivery verifies with `public_key` in each snippet and in ring;
+/// a changed body and another key are refused.
+fn v1a_verified(r: &Recorded, public_key: &str, other: &str) {
+    use plausible_webhooks::delivery::signing::verify_asymmetric;
+    let headers = present_headers(r);
+    let mut changed = r.body.to_vec();
+    changed.insert(changed.len() - 1, b' ');
+    let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+    let id = r.header("webhook-id").unwrap();
+    let sig = r.header("webhook-signature").unwrap();
+    assert!(
+        verify_asymmetric(public_key, id, ts, &r.body, sig),
+        "ring refused {sig}"
+    );
+    for (lang, cmd) in v1a_runners() {
+        assert!(
+            verifies_v1a(&cmd, public_key, &headers, &r.body),
+            "{lang} refused a real delivery to {} signed v1a: {headers}",
+            r.path
+        );
+        assert!(
+            !verifies_v1a(&cmd, public_key, &headers, &changed),
+            "{lang} accepted a changed body"
+        );
+        assert!(
+            !verifies_v1a(&cmd, other, &headers, &r.body),
+            "{lang} accepted another webhook's public key"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v1a_snippets_verify_real_deliveries_signed_beside_hmac() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let other = env.webhook(&rx.url("/other")).await;
+    let both = env.webhook(&rx.url("/both")).await;
+    let hmac = env.webhook(&rx.url("/hmac")).await;
+    let damaged = env.webhook(&rx.url("/damaged")).await;
+    let other_key = sign_with(&env, other, "both").await;
+    let both_key = sign_with(&env, both, "both").await;
+    assert_ne!(other_key, both_key);
+    // A key pair written by hand whose halves disagree: never sent unsigned.
+    sign_with(&env, damaged, "both").await;
+    env.db
+        .execute(
+            "UPDATE webhooks SET signing_public_key = (SELECT signing_public_key FROM webhooks WHERE id = $2)
+             WHERE id = $1",
+            &[&damaged, &other],
+        )
+        .await
+        .unwrap();
+    let daemon = env.daemon(env.config()).await;
+    for wh in [other, both, hmac, damaged] {
+        env.db
+            .execute(
+                r#"INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                   VALUES ($1, 'goal_completion',
+                           '{"goal": "Café ☕   line", "ratio": 6.0, "big": 1e21, "n": {"deep": [1.5, -0.0]}}')"#,
+                &[&wh],
+            )
+            .await
+            .unwrap();
+    }
+    let reqs = rx.wait_for(3, T).await.unwrap();
+    env.wait_until(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE webhook_id = '{damaged}'
+               AND status = 'failed' AND last_error LIKE '%ed25519 private key does not belong%')"
+        ),
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert!(
+        rx.requests().iter().all(|r| r.path != "/damaged"),
+        "a delivery went out without its v1a signature"
+    );
+    let at = |p: &str| reqs.iter().find(|r| r.path == p).unwrap();
+
+    // Both: the HMAC snippets still verify, and v1a beside them, each
+    // webhook with its own key.
+    for (path, key, another) in [
+        ("/both", &both_key, &other_key),
+        ("/other", &other_key, &both_key),
+    ] {
+        let r = at(path);
+        assert_eq!((entries(r, "v1a,"), entries(r, "v1,")), (1, 1));
+        for (lang, cmd) in runners() {
+            assert!(
+                verifies(&cmd, SECRET, &headers_json(r), &r.body),
+                "{lang}'s HMAC snippet refused a delivery signed both ways"
+            );
+        }
+        v1a_verified(r, key, another);
+    }
+
+    // An hmac webhook (the default) is signed as before: no v1a.
+    let r = at("/hmac");
+    assert_eq!((entries(r, "v1a,"), entries(r, "v1,")), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_signs_beside_the_new_one_until_its_grace_ends() {
+    use plausible_webhooks::admin::{access::Principal, core::Admin, inputs::RotateKey};
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/hook")).await;
+    let old = sign_with(&env, wh, "both").await;
+    let admin = Admin::from_config(&env.config()).unwrap();
+    let rotate = RotateKey {
+        grace_secs: Some(plausible_webhooks::admin::inputs::Secs::Number(3600)),
+        ..Default::default()
+    };
+    let r = admin
+        .rotate_signing_key(&Principal::Operator, wh, rotate)
+        .await
+        .unwrap();
+    assert_eq!(r.previous_public_key.as_deref(), Some(old.as_str()));
+    let new = r.public_key;
+    let daemon = env.daemon(env.config()).await;
+
+    // During the grace: two v1a entries, and each key verifies.
+    env.enqueue(wh, 1).await;
+    let first = rx.wait_for(1, T).await.unwrap().remove(0);
+    assert_eq!(
+        entries(&first, "v1a,"),
+        2,
+        "{:?}",
+        first.header("webhook-signature")
+    );
+    v1a_verified(
+        &first,
+        &new,
+        "whpk_PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw=",
+    );
+    v1a_verified(
+        &first,
+        &old,
+        "whpk_PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw=",
+    );
+
+    // The grace ends as time passes: no writer touches the row (replica
+    // mode keeps the touch trigger from moving updated_at), so the daemon
+    // must notice the expiry itself, not a change.
+    env.db
+        .batch_execute(&format!(
+            "SET session_replication_role = replica;
+             UPDATE webhooks SET previous_signing_key_expires_at = now() - interval '1 second'
+             WHERE id = '{wh}';
+             RESET session_replication_role;"
+        ))
+        .await
+        .unwrap();
+    env.enqueue(wh, 1).await;
+    let second = rx
+        .wait_for(2, T)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.header("webhook-id") != first.header("webhook-id"))
+        .unwrap();
+    daemon.shutdown().await.unwrap();
+    assert_eq!(entries(&second, "v1a,"), 1);
+    v1a_verified(&second, &new, &old);
+}
+
 /// The page shows each snippet's `--- verify` block exactly as the file that
 /// the test above runs has it.
 #[test]
 fn the_receiving_page_shows_the_tested_snippets() {
     let page = std::fs::read_to_string(docs().join("receiving.md")).unwrap();
-    for file in ["verify.js", "verify.py", "verify.go"] {
+    for file in [
+        "verify.js",
+        "verify.py",
+        "verify.go",
+        "v1a/verify.js",
+        "v1a/verify.py",
+        "v1a/verify.go",
+    ] {
         let text = std::fs::read_to_string(docs().join("verify").join(file)).unwrap();
         let start = text
             .find("--- verify")

@@ -997,3 +997,53 @@ async fn an_owner_makes_a_slack_webhook_and_its_test_shows_the_message() {
     b.click("a[href$='/edit']").await;
     assert!(b.has("#format option[value=slack][selected]").await);
 }
+
+/// ed25519 on the page: an owner picks "HMAC and ed25519" in the form, the
+/// page shows the public key (to a viewer too, who gets no rotate button),
+/// and rotating makes a new key while the old one is shown with its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_turns_on_ed25519_sees_the_public_key_and_rotates_it() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let viewer = k.user("viewer@example.com", k.team, "viewer").await;
+    let id = k.webhook("https://hooks.example.net/x", "[]").await;
+    let b = k.browser_as(owner).await;
+    b.goto(&format!("{}/webhooks/{id}", k.base)).await;
+    assert!(!b.has("#public-key").await, "an hmac webhook has no key");
+    b.click("a[href$='/edit']").await;
+    b.el("#signature option[value=both]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.click("form button[type=submit]").await;
+    let first = b.el("#public-key").await.text().await.unwrap();
+    assert!(first.starts_with("whpk_"), "{first}");
+    assert!(b.text().await.contains("HMAC and ed25519 (v1 and v1a)"));
+    let stored: String = k
+        .env
+        .db
+        .query_one("SELECT signature FROM webhooks WHERE id::text = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "both");
+    screens(&b, "webhook-ed25519").await;
+    // The form's confirm() answered yes, as a person would.
+    b.c.execute("window.confirm = function () { return true; };", vec![])
+        .await
+        .unwrap();
+    b.click("form[action$='/rotate-key'] button[type=submit]")
+        .await;
+    let second = b.el("#public-key").await.text().await.unwrap();
+    assert!(second.starts_with("whpk_") && second != first, "{second}");
+    let t = b.text().await;
+    assert!(t.contains("New signing key made"), "{t}");
+    assert!(t.contains(&format!("{first}, signs until")), "{t}");
+    screens(&b, "webhook-ed25519-rotated").await;
+
+    let v = k.browser_as(viewer).await;
+    v.goto(&format!("{}/webhooks/{id}", k.base)).await;
+    assert_eq!(v.el("#public-key").await.text().await.unwrap(), second);
+    assert!(!v.has("form[action$='/rotate-key']").await);
+}

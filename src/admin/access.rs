@@ -299,7 +299,9 @@ fn no_site(site: &str) -> OpError {
 
 fn forbidden(domain: &str, need: Access) -> OpError {
     let what = match need {
-        Access::Administer => "hand out links to its webhooks (owner or admin may)",
+        Access::Administer => {
+            "hand out links to its webhooks or export their signing keys (owner or admin may)"
+        }
         Access::Manage => "change its webhooks (owner, admin or editor may)",
         _ => "read its webhooks (owner, admin, editor or viewer may)",
     };

@@ -24,8 +24,8 @@ use super::access::Principal;
 use super::core::Admin;
 use super::error::OpError;
 use super::inputs::{
-    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateSecret,
-    SiteRef, WebhookChanges, WebhookQuery,
+    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateKey,
+    RotateSecret, SiteRef, WebhookChanges, WebhookQuery,
 };
 use super::ops;
 use crate::config::Config;
@@ -92,6 +92,20 @@ pub enum AdminCommand {
         webhook: String,
         #[command(flatten)]
         rotate: RotateSecret,
+    },
+    /// Give a webhook a new ed25519 key pair (generated, or imported with --signing-key);
+    /// the old one keeps signing beside it (a second `v1a,`) for a grace period.
+    RotateKey {
+        /// Webhook id or unique prefix.
+        webhook: String,
+        #[command(flatten)]
+        rotate: RotateKey,
+    },
+    /// Print a webhook's ed25519 private key (whsk_ + base64 of the 32-byte seed), to
+    /// move it elsewhere. Receivers need only the public key (`show`).
+    ExportKey {
+        /// Webhook id or unique prefix.
+        webhook: String,
     },
     /// Send a `test` event now and print the receiver's answer (or why it failed).
     ///
@@ -294,6 +308,14 @@ async fn execute(cmd: AdminCommand, cfg: &Config, json: bool) -> Result<(), Fail
         AdminCommand::RotateSecret { webhook, rotate } => {
             rotate_secret(a, &webhook, rotate, json).await
         }
+        AdminCommand::RotateKey { webhook, rotate } => rotate_key(a, &webhook, rotate, json).await,
+        AdminCommand::ExportKey { webhook } => {
+            let k = a
+                .export_signing_key(&WHO, webhook_id(a, &webhook).await?)
+                .await?;
+            output(json, &k, || println!("{}", k.signing_key));
+            Ok(())
+        }
         AdminCommand::Test { webhook } => test(a, &webhook, json).await,
         AdminCommand::EventTypes => event_types(a, json).await,
         AdminCommand::Triggers(c) => triggers(a, c, json).await,
@@ -342,6 +364,7 @@ async fn webhook_id(a: &Admin, given: &str) -> Result<Uuid, Failure> {
 
 async fn create(a: &Admin, cfg: &Config, mut n: NewWebhook, json: bool) -> Result<(), Failure> {
     n.secret = n.secret.map(secret_arg).transpose()?;
+    n.signing_key = n.signing_key.map(secret_arg).transpose()?;
     let c = a.create_webhook(&WHO, n).await?;
     if json {
         print_json(&c);
@@ -482,6 +505,34 @@ async fn rotate_secret(
                 rfc3339_seconds(t)
             ),
             None => println!("the old secret no longer signs"),
+        }
+    });
+    Ok(())
+}
+
+async fn rotate_key(
+    a: &Admin,
+    webhook: &str,
+    mut rotate: RotateKey,
+    json: bool,
+) -> Result<(), Failure> {
+    rotate.signing_key = rotate.signing_key.map(secret_arg).transpose()?;
+    let r = a
+        .rotate_signing_key(&WHO, webhook_id(a, webhook).await?, rotate)
+        .await?;
+    output(json, &r, || {
+        println!("new public key: {}", r.public_key);
+        match (&r.previous_public_key, r.previous_signing_key_expires_at) {
+            (Some(k), Some(t)) => println!(
+                "the old key ({k}) keeps signing beside it until {} (two v1a, signatures in webhook-signature); give the receiver the new public key before then",
+                rfc3339_seconds(t)
+            ),
+            _ => println!("the old key no longer signs"),
+        }
+        if r.signature == "hmac" {
+            println!(
+                "the webhook signs with hmac only: `update --signature both` makes the key sign"
+            );
         }
     });
     Ok(())
@@ -771,6 +822,19 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
             }),
         ),
         ("old secret signs until", time(w.previous_secret_expires_at)),
+        ("signature", w.signature.clone()),
+        (
+            "public key",
+            w.public_key.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "old public key",
+            w.previous_public_key.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "old key signs until",
+            time(w.previous_signing_key_expires_at),
+        ),
         ("deleted at", time(w.deleted_at)),
         ("created", time(Some(w.inserted_at))),
         ("updated", time(Some(w.updated_at))),
@@ -780,6 +844,9 @@ fn print_webhook(w: &ops::WebhookView, cfg: &Config) {
         "failing since",
         "disabled at",
         "old secret signs until",
+        "public key",
+        "old public key",
+        "old key signs until",
         "deleted at",
     ];
     for (k, v) in rows {

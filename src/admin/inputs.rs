@@ -785,6 +785,17 @@ pub struct NewWebhook {
     #[arg(long)]
     #[serde(default)]
     pub format: Option<String>,
+    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature, the default) or
+    /// both (`v1a,` added, ed25519). With both a key pair is made; its public key
+    /// (whpk_…) is shown.
+    #[arg(long)]
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// With both: import this private key instead of generating one, whsk_ +
+    /// base64 of the 32-byte seed or of the 64 bytes seed and public key (`-` reads it from stdin).
+    #[arg(long)]
+    #[serde(default)]
+    pub signing_key: Option<String>,
     /// Send the test event to the receiver first (signed with this secret, with these
     /// headers) and create the webhook only if it answers 2xx; refused otherwise, saying why.
     #[arg(long)]
@@ -801,6 +812,11 @@ pub struct WebhookChanges {
     #[arg(long)]
     #[serde(default)]
     pub name: Option<String>,
+    /// How deliveries are signed: hmac, or both (`v1a,` added, ed25519). Switching to
+    /// both makes a key pair if the webhook has none.
+    #[arg(long)]
+    #[serde(default)]
+    pub signature: Option<String>,
     #[arg(long)]
     #[serde(default)]
     pub url: Option<String>,
@@ -875,6 +891,23 @@ pub struct RotateSecret {
     #[serde(default)]
     pub secret: Option<String>,
     /// How long the old secret still signs (both `v1,` signatures are sent): 24h, 90m, 0 …
+    /// Default 24h.
+    #[arg(long = "grace")]
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    pub grace_secs: Option<Secs>,
+}
+
+/// A new ed25519 key pair for a webhook (`rotate-key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, ToSchema)]
+#[group(skip)]
+pub struct RotateKey {
+    /// Import this private key instead of generating one: whsk_ + base64 of the 32-byte
+    /// seed or of the 64 bytes seed and public key (`-` reads it from stdin).
+    #[arg(long)]
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// How long the old key still signs (two `v1a,` signatures are sent): 24h, 90m, 0 …
     /// Default 24h.
     #[arg(long = "grace")]
     #[serde(default)]

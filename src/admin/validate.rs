@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::config::{check_retry_schedule, RetryScheduleError};
 use crate::delivery::guard::{AddressGuard, MAX_URL_LEN};
-use crate::delivery::signing::SECRET_PREFIX;
+use crate::delivery::signing::{SigningKey, SECRET_PREFIX};
 use crate::triggers::{DeliveryMode, TriggerType};
 
 pub const NAME_MAX_CHARS: usize = 255;
@@ -373,6 +373,39 @@ pub fn secret_warning(secret: &str) -> Option<String> {
          Webhook(secret.encode()), Node new Webhook(secret, {format: \"raw\"}), Go NewWebhookRaw([]byte(secret))), \
          or leave --secret out to get a generated whsec_ one; docs/receiving.md shows both kinds"
             .to_string()
+    })
+}
+
+/// The signing modes of `webhooks.signature` (sql/0017), the default first.
+pub const SIGNATURE_MODES: [&str; 2] = ["hmac", "both"];
+
+/// How a webhook signs: `hmac`, or `both` (`v1a` added). HMAC signs every
+/// request (the product spec), so there is no ed25519-only mode.
+pub fn signature_mode(raw: &str) -> Valid<String> {
+    // The value is not quoted back: access::quote sits above this file.
+    let v = raw.trim().to_ascii_lowercase();
+    if SIGNATURE_MODES.contains(&v.as_str()) {
+        return Ok(v);
+    }
+    let why = if v == "ed25519" {
+        "is not a signing mode: every request carries the HMAC signatures; give both to add \
+         ed25519 (v1a) beside them (a receiver that verifies only v1a ignores the v1, entries)"
+    } else {
+        "is not a signing mode: give hmac (v1, and X-Webhook-Signature) or both (v1a, ed25519, \
+         added)"
+    };
+    Err(Invalid::new("signature", Rule::Syntax, why))
+}
+
+/// An ed25519 private key to import: `whsk_` + base64 of the 32-byte seed
+/// or of the 64 bytes seed and public key.
+pub fn signing_key(raw: &str) -> Valid<SigningKey> {
+    SigningKey::parse(raw).map_err(|e| {
+        Invalid::new(
+            "signing_key",
+            Rule::Encoding,
+            format!("{e}; leave it out to have a key pair generated"),
+        )
     })
 }
 

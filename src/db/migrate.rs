@@ -78,6 +78,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tracking_stopped",
         include_str!("../../sql/0016_tracking.sql"),
     ),
+    (17, "ed25519", include_str!("../../sql/0017_ed25519.sql")),
     (
         18,
         "chat_formats",

@@ -81,6 +81,7 @@ impl Pipeline {
             policy: self.policy.clone(),
             response_log_max: self.response_log_max,
             keys: Default::default(),
+            key_pairs: Default::default(),
             stopping,
             plausible_base_url: self.plausible_base_url.clone(),
         })

@@ -17,7 +17,9 @@ use super::chat::{self, Format};
 use super::client::{HttpClient, HttpResponse, SendError};
 use super::envelope::envelope;
 use super::retry::{AttemptResult, RetryPolicy, Verdict};
-use super::signing::{legacy_signature, standard_signature, KeyCache, SecretKeys};
+use super::signing::{
+    asymmetric_signature, legacy_signature, standard_signature, KeyCache, KeyPairCache, SecretKeys,
+};
 use crate::queue::{Attempt, Claimed, Completion, FailureKind};
 
 /// How soon a delivery this host could not send (no file descriptor) is
@@ -39,6 +41,8 @@ pub struct Worker {
     pub response_log_max: usize,
     /// The signing keys of the webhooks' secrets.
     pub keys: KeyCache,
+    /// The ed25519 key pairs of the webhooks that sign with them.
+    pub key_pairs: KeyPairCache,
     /// Cancelled at shutdown: deliveries not yet sent go back to the queue.
     pub stopping: CancellationToken,
     /// `plausible.base_url`: chat messages link the site's dashboard.
@@ -89,7 +93,10 @@ impl Worker {
             Err(Held::NotSent(why)) => return not_sent(job, why),
             Err(Held::Deferred) => return Completion::deferred(job),
         };
-        let signed = self.sign(job, payload, ready.custom_headers);
+        let signed = match self.sign(job, payload, ready.custom_headers) {
+            Ok(signed) => signed,
+            Err(why) => return not_sent(job, why),
+        };
         let started = Instant::now();
         let sent = self
             .client
@@ -172,14 +179,35 @@ impl Worker {
         })
     }
 
-    /// The body and its signatures, with the webhook's own headers.
-    fn sign(&self, job: &Claimed, payload: String, custom_headers: &HeaderMap) -> Signed {
+    /// The body and its signatures, with the webhook's own headers. Err:
+    /// why it cannot be signed as the webhook says (never sent unsigned).
+    fn sign(
+        &self,
+        job: &Claimed,
+        payload: String,
+        custom_headers: &HeaderMap,
+    ) -> Result<Signed, String> {
         let wh = &job.webhook;
         let id = job.id.to_string();
         let body = Bytes::from(self.body(job, &payload));
         let attempted_at = OffsetDateTime::now_utc();
         let ts = attempted_at.unix_timestamp();
         let keys: Vec<Arc<SecretKeys>> = wh.secrets.iter().map(|s| self.keys.get(s)).collect();
+        // A pair whose halves disagree (written by hand: the table cannot
+        // tell) does not sign; without the current one nothing is sent.
+        let mut pairs = Vec::with_capacity(wh.signing_keys.len());
+        for (i, (seed, public)) in wh.signing_keys.iter().enumerate() {
+            match self.key_pairs.get(seed, public) {
+                Some(p) => pairs.push(p),
+                None if i == 0 => {
+                    return Err("the webhook's ed25519 private key does not belong to its \
+                                public key: not sent; `rotate-key` gives it a new key pair, \
+                                then replay"
+                        .into())
+                }
+                None => {}
+            }
+        }
         // Sized once for the custom headers, the five below and the client's
         // two (content type, user agent): grown from a clone, the map was
         // reallocated and rehashed twice per delivery (HeaderMap::try_grow in
@@ -198,20 +226,14 @@ impl Worker {
         }
         headers.insert(WEBHOOK_ID.clone(), unique_header(id.clone()));
         headers.insert(WEBHOOK_TIMESTAMP.clone(), header(ts.to_string()));
-        headers.insert(
-            WEBHOOK_SIGNATURE.clone(),
-            unique_header(standard_signature(
-                keys.iter().map(|k| &**k),
-                &id,
-                ts,
-                &body,
-            )),
-        );
-        Signed {
+        let mut signature = standard_signature(keys.iter().map(|k| &**k), &id, ts, &body);
+        asymmetric_signature(&mut signature, pairs.iter().map(|p| &**p), &id, ts, &body);
+        headers.insert(WEBHOOK_SIGNATURE.clone(), unique_header(signature));
+        Ok(Signed {
             headers,
             body,
             attempted_at,
-        }
+        })
     }
 
     /// The bytes sent: the envelope, or the chat service's message the

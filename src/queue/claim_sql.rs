@@ -11,6 +11,12 @@ macro_rules! claimed_row_sql {
 SELECT d.id, d.webhook_id, d.event_type, d.payload::text AS payload, d.attempts, d.inserted_at,
        w.url, w.secret,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
+       CASE WHEN w.signature <> 'hmac' THEN w.signing_key END AS signing_key,
+       CASE WHEN w.signature <> 'hmac' THEN w.signing_public_key END AS signing_public_key,
+       CASE WHEN w.signature <> 'hmac' AND w.previous_signing_key_expires_at > now()
+            THEN w.previous_signing_key END AS previous_signing_key,
+       CASE WHEN w.signature <> 'hmac' AND w.previous_signing_key_expires_at > now()
+            THEN w.previous_signing_public_key END AS previous_signing_public_key,
        w.headers, w.enabled, w.deleted_at IS NOT NULL AS deleted, w.disabled_reason,
        w.retry_schedule_secs, w.rate_limit_per_sec, w.max_concurrency, w.format,
        coalesce(s.domain, '') AS site_domain, w.updated_at AS webhook_updated_at, d.locked_until

@@ -23,6 +23,11 @@ use crate::db::row::position;
 use crate::db::row::{col, Unreadable};
 use crate::db::Timestamp;
 
+/// Whether a webhook's previous secret and previous signing key were still
+/// signing when it was decoded: their expiry changes no row (`updated_at`
+/// stays), so the decoded webhook is kept only while these hold too.
+type Live = (bool, bool);
+
 /// Poll at least this often while the LISTEN connection is down.
 pub const POLL_WHILE_LISTENER_DOWN: Duration = Duration::from_secs(1);
 /// After a full batch, wait up to this long for a quarter of the slots to free,
@@ -136,7 +141,7 @@ pub struct Claimer {
     wake: Arc<Notify>,
     listener_up: watch::Receiver<bool>,
     dispatch: Dispatch,
-    cache: HashMap<Uuid, (Timestamp, bool, Arc<WebhookInfo>)>,
+    cache: HashMap<Uuid, (Timestamp, Live, Arc<WebhookInfo>)>,
     /// Limited webhooks the last claim found due but had no room for.
     limited_due: Vec<Uuid>,
 }
@@ -543,12 +548,13 @@ impl Claimer {
         // PostgreSQL holds will do, `infinity` included.
         let updated_at: Timestamp = col(r, cols.webhook_updated_at)?;
         let previous: Option<&str> = col(r, cols.previous_secret)?;
+        let previous_key: Option<&[u8]> = col(r, cols.previous_signing_key)?;
+        let live = (previous.is_some(), previous_key.is_some());
         let webhook = match self.cache.get(&webhook_id) {
-            Some((at, prev, w)) if *at == updated_at && *prev == previous.is_some() => w.clone(),
+            Some((at, prev, w)) if *at == updated_at && *prev == live => w.clone(),
             _ => {
                 let w = Arc::new(cols.webhook(r)?);
-                self.cache
-                    .insert(webhook_id, (updated_at, previous.is_some(), w.clone()));
+                self.cache.insert(webhook_id, (updated_at, live, w.clone()));
                 w
             }
         };
@@ -569,6 +575,10 @@ pub struct ClaimedColumns {
     url: usize,
     secret: usize,
     previous_secret: usize,
+    signing_key: usize,
+    signing_public_key: usize,
+    previous_signing_key: usize,
+    previous_signing_public_key: usize,
     headers: usize,
     enabled: usize,
     deleted: usize,
@@ -597,6 +607,10 @@ impl ClaimedColumns {
             url: at("url")?,
             secret: at("secret")?,
             previous_secret: at("previous_secret")?,
+            signing_key: at("signing_key")?,
+            signing_public_key: at("signing_public_key")?,
+            previous_signing_key: at("previous_signing_key")?,
+            previous_signing_public_key: at("previous_signing_public_key")?,
             headers: at("headers")?,
             enabled: at("enabled")?,
             deleted: at("deleted")?,
@@ -641,12 +655,22 @@ impl ClaimedColumns {
         let headers: serde_json::Value = col(r, self.headers)?;
         let mut secrets = vec![secret];
         secrets.extend(previous);
+        let mut signing_keys = Vec::new();
+        for (seed, public) in [
+            (self.signing_key, self.signing_public_key),
+            (self.previous_signing_key, self.previous_signing_public_key),
+        ] {
+            let seed: Option<Vec<u8>> = col(r, seed)?;
+            let public: Option<Vec<u8>> = col(r, public)?;
+            signing_keys.extend(seed.zip(public));
+        }
         Ok(WebhookInfo {
             id,
             uri: url.parse().ok(),
             url,
             headers: WebhookInfo::parse_headers(&headers),
             secrets,
+            signing_keys,
             enabled: col(r, self.enabled)?,
             deleted: col(r, self.deleted)?,
             disabled_reason: col(r, self.disabled_reason)?,

@@ -35,6 +35,10 @@ pub struct WebhookInfo {
     /// derives its keys from them (`delivery::signing`), so the queue never
     /// depends on the layer above it.
     pub secrets: Vec<String>,
+    /// ed25519 keys as stored, (32-byte seed, 32-byte public key): the
+    /// current one first, then a previous one still in its grace window.
+    /// Empty when the webhook signs with HMAC only.
+    pub signing_keys: Vec<(Vec<u8>, Vec<u8>)>,
     pub enabled: bool,
     pub deleted: bool,
     pub disabled_reason: Option<String>,

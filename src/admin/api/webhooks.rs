@@ -9,9 +9,12 @@ use utoipa_axum::routes;
 use super::error::ApiError;
 use super::extract::{Caller, Json, OptionalJson, Query, WebhookId};
 use super::reply::{json, with_deprecation};
-use crate::admin::inputs::{NewWebhook, ReplayInput, RotateSecret, WebhookChanges, WebhookQuery};
+use crate::admin::inputs::{
+    NewWebhook, ReplayInput, RotateKey, RotateSecret, WebhookChanges, WebhookQuery,
+};
 use crate::admin::ops::{
-    Created, Deleted, Replayed, Rotated, TestResult, WebhookDetail, WebhookList, WebhookView,
+    Created, Deleted, ExportedKey, KeyRotated, Replayed, Rotated, TestResult, WebhookDetail,
+    WebhookList, WebhookView,
 };
 use crate::admin::state::Shared;
 
@@ -23,6 +26,8 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(show, update, delete))
         .routes(routes!(restore))
         .routes(routes!(rotate_secret))
+        .routes(routes!(rotate_key))
+        .routes(routes!(export_key))
         .routes(routes!(test))
         .routes(routes!(replay))
 }
@@ -126,6 +131,40 @@ async fn rotate_secret(
     Ok(json(
         StatusCode::OK,
         &s.admin.rotate_secret(&who, id, r).await?,
+    ))
+}
+
+/// A new ed25519 key pair (given or generated); the old one signs beside it for the grace period.
+#[utoipa::path(post, path = "/api/webhooks/{id}/rotate-key", tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    request_body(content = RotateKey, description = "Optional: every field may be left out"),
+    responses((status = 200, body = KeyRotated), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn rotate_key(
+    State(s): State<Shared>,
+    Caller(who): Caller,
+    WebhookId(id): WebhookId,
+    OptionalJson(r): OptionalJson<RotateKey>,
+) -> Reply {
+    Ok(json(
+        StatusCode::OK,
+        &s.admin.rotate_signing_key(&who, id, r).await?,
+    ))
+}
+
+/// The webhook's ed25519 private key (whsk_, the 32-byte seed): for the site's owners and admins only.
+#[utoipa::path(post, path = "/api/webhooks/{id}/export-key", tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    responses((status = 200, body = ExportedKey), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn export_key(
+    State(s): State<Shared>,
+    Caller(who): Caller,
+    WebhookId(id): WebhookId,
+) -> Reply {
+    Ok(json(
+        StatusCode::OK,
+        &s.admin.export_signing_key(&who, id).await?,
     ))
 }
 

@@ -19,6 +19,7 @@ use crate::admin::catalog::test_payload;
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
 use crate::admin::validate::{Invalid, Rule};
+use crate::delivery::signing::SigningKey;
 use crate::queue::claimer::ClaimedColumns;
 use crate::queue::completer::{self, Completer};
 use crate::queue::{Claimed, FailureKind, Outcome, WebhookInfo};
@@ -82,6 +83,7 @@ pub(crate) struct Candidate<'a> {
     pub site_domain: &'a str,
     pub url: &'a str,
     pub secret: &'a str,
+    pub signing_key: Option<&'a SigningKey>,
     pub headers: &'a serde_json::Value,
     pub events: &'a [String],
     pub format: &'a str,
@@ -303,6 +305,11 @@ impl Admin {
             uri: w.url.parse().ok(),
             headers: WebhookInfo::parse_headers(w.headers),
             secrets: vec![w.secret.to_string()],
+            signing_keys: w
+                .signing_key
+                .map(|k| (k.seed.clone(), k.public.clone()))
+                .into_iter()
+                .collect(),
             enabled: true,
             deleted: false,
             disabled_reason: None,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::admin::access;
 use crate::admin::error::{db, OpError, OpResult};
+use crate::delivery::signing::public_key_text;
 
 /// A webhook as its site's members see it. The secret is never part of it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -55,6 +56,17 @@ pub struct WebhookView {
     /// What the receiver takes: `standard` (the signed JSON envelope), or a
     /// chat service's message: `slack`, `discord`, `teams`, `google_chat`.
     pub format: String,
+    /// How deliveries are signed: hmac (`v1,` and X-Webhook-Signature) or
+    /// both (`v1a,` added).
+    pub signature: String,
+    /// Its ed25519 public key, whpk_ + base64 of 32 bytes: what receivers
+    /// verify `v1a,` signatures with (not a secret). Signs only with
+    /// `signature` both. The private key is never part of a view.
+    pub public_key: Option<String>,
+    /// A rotated-out key's public key while it still signs beside the current one.
+    pub previous_public_key: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub previous_signing_key_expires_at: Option<OffsetDateTime>,
 }
 
 /// A receiver URL as someone who may only read sees it: its scheme, host
@@ -98,7 +110,10 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "
     CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_expires_at END,
     w.deleted_at, w.inserted_at, w.updated_at,
     (SELECT count(*) FROM webhook_triggers t WHERE t.webhook_id = w.id), w.events,
-    w.failing_noticed_at IS NOT NULL, w.last_failure, w.format
+    w.failing_noticed_at IS NOT NULL, w.last_failure, w.format,
+    w.signature, w.signing_public_key,
+    CASE WHEN w.previous_signing_key_expires_at > now() THEN w.previous_signing_public_key END,
+    CASE WHEN w.previous_signing_key_expires_at > now() THEN w.previous_signing_key_expires_at END
 FROM webhooks w JOIN sites s ON s.id = w.site_id";
 
 pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
@@ -145,6 +160,10 @@ pub(crate) fn webhook_view(r: &tokio_postgres::Row) -> WebhookView {
         events: r.get(19),
         last_failure: r.get(21),
         format: r.get(22),
+        signature: r.get(23),
+        public_key: r.get::<_, Option<Vec<u8>>>(24).map(|k| public_key_text(&k)),
+        previous_public_key: r.get::<_, Option<Vec<u8>>>(25).map(|k| public_key_text(&k)),
+        previous_signing_key_expires_at: r.get(26),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::admin::inputs::{
     WebhookQuery,
 };
 use crate::admin::validate::{self, Checks, Invalid, Rule};
-use crate::delivery::signing::generate_secret;
+use crate::delivery::signing::{generate_secret, SigningKey};
 use tokio_postgres::GenericClient;
 
 /// The longest grace period a rotated-out secret may keep signing.
@@ -182,6 +182,9 @@ struct ValidNew {
     conc: Option<i32>,
     events: Vec<String>,
     format: String,
+    signature: String,
+    /// With `signature` both: the key pair (given or generated).
+    signing_key: Option<SigningKey>,
 }
 
 fn required(field: &str) -> Invalid {
@@ -320,7 +323,28 @@ impl Admin {
         for t in &n.triggers {
             c.check(check_trigger(t));
         }
+        let signature = c.optional(given(&n.signature), validate::signature_mode);
+        let imported = c.optional(given(&n.signing_key), validate::signing_key);
+        let hmac_only = signature
+            .as_ref()
+            .is_some_and(|s| s.as_deref().unwrap_or("hmac") == "hmac");
+        if hmac_only && given(&n.signing_key).is_some() {
+            c.refuse(Invalid::new(
+                "signing_key",
+                Rule::NotApplicable,
+                "applies with \"signature\": \"both\" (an ed25519 key signs nothing for an hmac \
+                 webhook)",
+            ));
+        }
         move || {
+            let signature = signature
+                .expect("checked")
+                .unwrap_or_else(|| "hmac".to_string());
+            let signing_key = (signature != "hmac").then(|| {
+                imported
+                    .expect("checked")
+                    .unwrap_or_else(SigningKey::generate)
+            });
             let (secret, generated) = secret.expect("checked");
             ValidNew {
                 name: name.expect("checked"),
@@ -335,6 +359,8 @@ impl Admin {
                 format: format
                     .expect("checked")
                     .unwrap_or_else(|| "standard".into()),
+                signature,
+                signing_key,
             }
         }
     }
@@ -376,6 +402,7 @@ impl Admin {
                         site_domain: &site.domain,
                         url: &v.url,
                         secret: &v.secret,
+                        signing_key: v.signing_key.as_ref(),
                         headers: &headers,
                         events: &v.events,
                         format: &v.format,
@@ -391,8 +418,9 @@ impl Admin {
         let id: Uuid = db(
             tx.query_one(
                 "INSERT INTO webhooks (site_id, name, url, secret, headers, retry_schedule_secs,
-                                       rate_limit_per_sec, max_concurrency, events, id, format)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                                       rate_limit_per_sec, max_concurrency, events, id, format,
+                                       signature, signing_key, signing_public_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
                 &[
                     &site.id,
                     &v.name,
@@ -405,6 +433,9 @@ impl Admin {
                     &v.events,
                     &id,
                     &v.format,
+                    &v.signature,
+                    &v.signing_key.as_ref().map(|k| k.seed.as_slice()),
+                    &v.signing_key.as_ref().map(|k| k.public.as_slice()),
                 ],
             )
             .await,
@@ -468,6 +499,7 @@ impl Admin {
             "max_concurrency",
             validate::max_concurrency,
         );
+        let signature = checks.optional(given(&c.signature), validate::signature_mode);
         let events = checks.optional(c.events.as_deref(), validate::event_patterns);
         let format = checks.optional(c.format.as_deref(), validate::format);
         let subscribe = checks.check(validate::event_patterns(&c.subscribe));
@@ -492,6 +524,12 @@ impl Admin {
         );
         let changes_events = events.is_some() || !subscribe.is_empty() || !unsubscribe.is_empty();
         let format = format.expect("checked");
+        let signature = signature.expect("checked");
+        // Used only if the webhook has no key pair yet (UPDATE below).
+        let new_key = signature
+            .as_deref()
+            .filter(|s| *s != "hmac")
+            .map(|_| SigningKey::generate());
         let (name, url, schedule, rate, conc) = (
             name.expect("checked"),
             url.expect("checked"),
@@ -508,13 +546,15 @@ impl Admin {
             || schedule.is_some()
             || rate.is_some()
             || conc.is_some()
-            || format.is_some();
+            || format.is_some()
+            || signature.is_some();
         if !changes_settings && !changes_events && c.enabled.is_none() {
             return Err(Invalid::new(
                 "update",
                 Rule::Required,
                 "nothing to change: give at least one setting to change (name, url, headers, \
-                 retry schedule, rate limit, max concurrency, events, format) or enable or disable it",
+                 retry schedule, rate limit, max concurrency, events, format, signature) or enable or \
+                 disable it",
             )
             .into());
         }
@@ -560,7 +600,10 @@ impl Admin {
                         retry_schedule_secs = CASE WHEN $7 THEN $8::int[] ELSE w.retry_schedule_secs END,
                         rate_limit_per_sec = CASE WHEN $9 THEN $10::int ELSE w.rate_limit_per_sec END,
                         max_concurrency = CASE WHEN $11 THEN $12::int ELSE w.max_concurrency END,
-                        format = coalesce($14, w.format)
+                        format = coalesce($14, w.format),
+                        signature = coalesce($15, w.signature),
+                        signing_key = coalesce(w.signing_key, $16),
+                        signing_public_key = coalesce(w.signing_public_key, $17)
                      FROM h
                      WHERE w.id = $1 AND (SELECT count(*) FROM jsonb_object_keys(h.headers)) <= $13",
                     &[
@@ -578,6 +621,9 @@ impl Admin {
                         &conc.flatten(),
                         &(validate::HEADERS_MAX as i64),
                         &format,
+                        &signature,
+                        &new_key.as_ref().map(|k| k.seed.as_slice()),
+                        &new_key.as_ref().map(|k| k.public.as_slice()),
                     ],
                 )
                 .await,
@@ -829,7 +875,7 @@ fn blame_site(e: OpError, deprecated: bool) -> OpError {
     }
 }
 
-fn grace_secs(v: i64) -> Result<i64, Invalid> {
+pub(crate) fn grace_secs(v: i64) -> Result<i64, Invalid> {
     if !(0..=MAX_ROTATION_GRACE_SECS).contains(&v) {
         return Err(Invalid::new(
             "grace_secs",

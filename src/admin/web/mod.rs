@@ -57,6 +57,7 @@ pub fn routes(base: &str) -> Router<Shared> {
         .route(&at("/webhooks/{id}/test"), post(webhooks::test))
         .route(&at("/webhooks/{id}/state"), post(webhooks::state))
         .route(&at("/webhooks/{id}/rotate"), post(webhooks::rotate))
+        .route(&at("/webhooks/{id}/rotate-key"), post(webhooks::rotate_key))
         .route(&at("/webhooks/{id}/triggers"), post(webhooks::add_trigger))
         .route(
             &at("/webhooks/{id}/triggers/{trigger_id}/remove"),

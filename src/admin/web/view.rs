@@ -217,6 +217,8 @@ pub struct FormValues {
     pub drop_threshold: String,
     /// Send the test event first and create only if it succeeds.
     pub check: bool,
+    /// hmac or both (empty: hmac).
+    pub signature: String,
 }
 
 #[derive(Template)]
@@ -572,6 +574,7 @@ pub struct WebhookPage {
     pub failing_since: String,
     pub disabled_at: String,
     pub old_secret_until: String,
+    pub old_key_until: String,
     pub created: String,
 }
 

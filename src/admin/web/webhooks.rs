@@ -20,7 +20,7 @@ use super::visitor::{id_of, web, Action, Posted, Visitor, WebhookPath};
 use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{
-    DeliveryQuery, NewTrigger, NewWebhook, Num, RotateSecret, SiteRef, WebhookChanges,
+    DeliveryQuery, NewTrigger, NewWebhook, Num, RotateKey, RotateSecret, SiteRef, WebhookChanges,
 };
 use crate::admin::ops::{TestResult, WebhookView};
 use crate::admin::state::Shared;
@@ -52,6 +52,9 @@ fn notice(done: &str) -> Option<&'static str> {
         "restored" => "Restored.",
         "trigger_added" => "Trigger added.",
         "trigger_removed" => "Trigger removed.",
+        "key_rotated" => {
+            "New signing key made: give the receiver its public key below before the old one stops signing."
+        }
         _ => return None,
     })
 }
@@ -127,6 +130,10 @@ async fn webhook_page(
             failing_since: w.failing_since.map(when).unwrap_or_default(),
             disabled_at: w.disabled_at.map(when).unwrap_or_default(),
             old_secret_until: w.previous_secret_expires_at.map(when).unwrap_or_default(),
+            old_key_until: w
+                .previous_signing_key_expires_at
+                .map(when)
+                .unwrap_or_default(),
             created: when(w.inserted_at),
             w,
         }
@@ -202,6 +209,7 @@ fn values_of(p: &Posted) -> FormValues {
         drop: made.contains(&"drop"),
         drop_threshold: get("drop_threshold"),
         check: p.get("check").is_some(),
+        signature: get("signature"),
     }
 }
 
@@ -350,6 +358,7 @@ fn values_from(w: &WebhookView) -> FormValues {
         max_concurrency: w.max_concurrency.map(|v| v.to_string()).unwrap_or_default(),
         events: w.events.join(", "),
         format: w.format.clone(),
+        signature: w.signature.clone(),
         ..Default::default()
     }
 }
@@ -467,6 +476,21 @@ pub async fn rotate(
         }
         .render(),
     ))
+}
+
+/// A new ed25519 key pair; the page then shows its public key.
+pub async fn rotate_key(
+    State(s): State<Shared>,
+    WebhookPath(id): WebhookPath,
+    Action { v, form: posted }: Action,
+) -> Page {
+    let web = web(&s)?;
+    let r: RotateKey = posted.parse(&[], &[])?;
+    s.admin.rotate_signing_key(&v.who, id, r).await?;
+    Ok(see_other(&format!(
+        "{}/webhooks/{id}?done=key_rotated",
+        web.base
+    )))
 }
 
 pub async fn add_trigger(
