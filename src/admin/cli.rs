@@ -24,8 +24,8 @@ use super::access::Principal;
 use super::core::Admin;
 use super::error::OpError;
 use super::inputs::{
-    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateSecret,
-    PreviewInput, SiteRef, WebhookChanges, WebhookQuery,
+    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, PreviewInput, ReplayInput, RetryInput,
+    RotateSecret, SiteRef, WebhookChanges, WebhookQuery,
 };
 use super::ops;
 use crate::config::Config;
@@ -828,8 +828,12 @@ async fn event_types(a: &Admin, json: bool) -> Result<(), Failure> {
 fn print_preview(p: &ops::TriggerPreview) {
     let range = format!(
         "{} to {} ({})",
-        p.since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        p.until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        p.since
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        p.until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
         p.timezone
     );
     if p.trigger_type.threshold_kind().is_none() {
