@@ -285,7 +285,7 @@ async fn a_goal_preview_counts_per_day_of_the_sites_timezone() {
               name: &'static str,
               path: &'static str,
               meta: Vec<(String, String)>| { (at, name, path, meta) };
-    let plan = vec![
+    let plan = [
         // Yesterday (NY): 2 signups, one /pricing view.
         ev(noon_ny, "Signup", "/", vec![("plan".into(), "pro".into())]),
         ev(noon_ny + Duration::hours(1), "Signup", "/", vec![]),
