@@ -477,3 +477,60 @@ async fn the_api_previews_a_site_and_refuses_what_the_cli_refuses() {
     .await;
     assert_eq!(a.0, 404, "{:?}", a.1);
 }
+
+/// The preview's cost (docs/triggers.md "Preview"): `PREVIEW_ROWS` rows
+/// (default 10,000,000) of one site over 30 days, then a 30-day preview of
+/// a spike (5 min window), a drop (12 h) and a goal, timed. Not part of the
+/// suite: `cargo nextest run --test preview --run-ignored only measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: seeds millions of rows"]
+async fn measure_a_30_day_preview() {
+    let rows: i64 = std::env::var("PREVIEW_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let env = Env::new().await;
+    let started = std::time::Instant::now();
+    // About 1.5 events per visitor, 1 in 50 a Signup.
+    env.db
+        .execute(
+            "INSERT INTO events_v2 (site_id, \"timestamp\", name, pathname, user_id, session_id, referrer_source, meta_key, meta_value)
+             SELECT $1, (now() AT TIME ZONE 'UTC') - random() * interval '30 days',
+                    CASE WHEN g % 50 = 0 THEN 'Signup' ELSE 'pageview' END, '/', (g / 3) * 2 + (g % 2), g, '', '{}', '{}'
+             FROM generate_series(1, $2::int8) g",
+            &[&env.site_id, &rows],
+        )
+        .await
+        .unwrap();
+    env.db.batch_execute("ANALYZE events_v2").await.unwrap();
+    eprintln!(
+        "seeded {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    env.db
+        .execute(
+            "INSERT INTO goals (site_id, event_name, display_name, inserted_at, updated_at)
+             VALUES ($1, 'Signup', 'Signup', now(), now())",
+            &[&env.site_id],
+        )
+        .await
+        .unwrap();
+    let admin = Admin::from_config(&env.config()).unwrap();
+    for input in [
+        json!({"type": "spike", "threshold": 400, "since": "30d"}),
+        json!({"type": "drop", "threshold": 50000, "since": "30d"}),
+        json!({"type": "spike", "since": "30d"}),
+        json!({"type": "goal", "since": "30d"}),
+    ] {
+        let t = std::time::Instant::now();
+        let p = preview(&admin, input.clone()).await;
+        eprintln!(
+            "{input}: {:.2} s, {} statements, {} evaluations, fired {}, derived {:?}",
+            t.elapsed().as_secs_f64(),
+            p.queries,
+            p.evaluations.unwrap_or(0),
+            p.total,
+            p.derived_threshold
+        );
+    }
+}
