@@ -516,6 +516,39 @@ async fn measure_a_30_day_preview() {
         .await
         .unwrap();
     let admin = Admin::from_config(&env.config()).unwrap();
+    // The two statements apart: the visitor steps over 30 days of minutes,
+    // and the 7 days of history a derived threshold reads.
+    let mut cfg = env.config();
+    cfg.analytics.query_timeout_ms = 600_000;
+    let source = AnalyticsSource::from_config(&cfg).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let (first, last) = (
+        (now - Duration::days(30)).unix_timestamp() / 60 + 1,
+        now.unix_timestamp() / 60,
+    );
+    for window in [300, 43_200] {
+        let t = std::time::Instant::now();
+        let steps = source
+            .visitor_steps(env.site_id, window, 60, first, last)
+            .await
+            .unwrap();
+        eprintln!(
+            "visitor steps, window {window} s: {:.2} s, {} rows",
+            t.elapsed().as_secs_f64(),
+            steps.len()
+        );
+    }
+    let t = std::time::Instant::now();
+    let w = plausible_webhooks::triggers::source::Window {
+        site_id: env.site_id,
+        from: now - Duration::days(7),
+        to: now,
+    };
+    source.bucketed_visitors(&[(w, 300)]).await.unwrap();
+    eprintln!(
+        "derived threshold's history: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     for input in [
         json!({"type": "spike", "threshold": 400, "since": "30d"}),
         json!({"type": "drop", "threshold": 50000, "since": "30d"}),

@@ -19,6 +19,10 @@ use crate::triggers::goals::{Goal, GoalKind, PathMatch};
 
 pub const POOL_SIZE: usize = 4;
 
+/// A preview's sort memory, for its transaction only (a user may set it
+/// without any grant).
+const PREVIEW_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
+
 pub struct PostgresSource {
     pool: Pool,
     table: String,
@@ -348,7 +352,7 @@ impl PostgresSource {
     ) -> Result<Vec<(i64, i64)>> {
         let sql = format!(
             "WITH ev AS (
-                 SELECT e.user_id, (extract(epoch FROM e.\"timestamp\") * 1000000)::int8 AS us
+                 SELECT e.user_id, (date_part('epoch', e.\"timestamp\") * 1000000)::int8 AS us
                  FROM {t} e
                  WHERE e.site_id = $1
                    AND e.\"timestamp\" >= ($2::timestamptz AT TIME ZONE 'UTC')
@@ -370,11 +374,21 @@ impl PostgresSource {
         let at = |k: i64| OffsetDateTime::from_unix_timestamp(k * step_secs);
         let from = at(first)? - time::Duration::seconds(window_secs);
         let to = at(last)?;
-        let c = self.client().await?;
-        let rows = c
+        let mut c = self.client().await?;
+        let tx = c
+            .transaction()
+            .await
+            .context("starting the preview's transaction")?;
+        // The visitors' events are sorted by visitor and time: in memory
+        // where it fits, rather than in 4 MB runs on disk.
+        tx.batch_execute(PREVIEW_WORK_MEM)
+            .await
+            .context("setting the preview's work_mem")?;
+        let rows = tx
             .query(&sql, &[&site_id, &from, &to, &window_us, &step_us])
             .await
             .with_context(|| format!("counting unique visitors over time in {}", self.table))?;
+        tx.commit().await.ok();
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
