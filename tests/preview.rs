@@ -136,12 +136,12 @@ async fn a_preview_fires_where_the_live_evaluator_fires() {
     let admin = Admin::from_config(&env.config()).unwrap();
     let spike = preview(
         &admin,
-        json!({"type": "spike", "threshold": 14, "window_secs": "10m", "cooldown_secs": "40m", "since": "3h"}),
+        json!({"since": "3h", "trigger": {"type": "spike", "threshold": 14, "window_secs": "10m", "cooldown_secs": "40m"}}),
     )
     .await;
     let drop = preview(
         &admin,
-        json!({"type": "drop", "threshold": 6, "window_secs": "15m", "cooldown_secs": 0, "since": "3h"}),
+        json!({"since": "3h", "trigger": {"type": "drop", "threshold": 6, "window_secs": "15m", "cooldown_secs": 0}}),
     )
     .await;
     assert_eq!(spike.threshold_source.as_deref(), Some("configured"));
@@ -328,7 +328,7 @@ async fn a_goal_preview_counts_per_day_of_the_sites_timezone() {
         format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
     };
     let (y, by) = (date(noon_ny), date(noon_ny - Duration::days(1)));
-    let all = preview(&admin, json!({"type": "goal", "since": "3d"})).await;
+    let all = preview(&admin, json!({"since": "3d", "trigger": {"type": "goal"}})).await;
     assert_eq!(all.timezone, "America/New_York");
     let d = day(&all);
     assert_eq!(d.len(), 4, "3 days back touch 4 days: {d:?}");
@@ -337,13 +337,13 @@ async fn a_goal_preview_counts_per_day_of_the_sites_timezone() {
     assert_eq!(all.total, 5);
     let signup = preview(
         &admin,
-        json!({"type": "goal", "goal": "Signup", "since": "3d"}),
+        json!({"since": "3d", "trigger": {"type": "goal", "goal": "Signup"}}),
     )
     .await;
     assert_eq!(signup.total, 4);
     let pro = preview(
         &admin,
-        json!({"type": "event", "event_name": "Signup", "props": {"plan": "pro"}, "since": "3d"}),
+        json!({"since": "3d", "trigger": {"type": "event", "event_name": "Signup", "props": {"plan": "pro"}}}),
     )
     .await;
     assert!(day(&pro).contains(&(y, 2)), "{:?}", day(&pro));
@@ -448,14 +448,14 @@ async fn the_api_previews_a_site_and_refuses_what_the_cli_refuses() {
     };
     let a = call(
         "/api/sites/example.com/triggers/preview",
-        json!({"type": "visitor_spike", "threshold": 14, "window_secs": 600, "since": "2h"}),
+        json!({"since": "2h", "trigger": {"type": "visitor_spike", "threshold": 14, "window_secs": 600}}),
     )
     .await;
     assert_eq!(a.0, 200, "{:?}", a.1);
     let admin = Admin::from_config(&env.config()).unwrap();
     let direct = preview(
         &admin,
-        json!({"type": "visitor_spike", "threshold": 14, "window_secs": 600, "since": "2h"}),
+        json!({"since": "2h", "trigger": {"type": "visitor_spike", "threshold": 14, "window_secs": 600}}),
     )
     .await;
     assert_eq!(a.1["total"].as_i64(), Some(direct.total));
@@ -465,14 +465,22 @@ async fn the_api_previews_a_site_and_refuses_what_the_cli_refuses() {
     );
     let a = call(
         "/api/sites/example.com/triggers/preview",
-        json!({"type": "spike", "threshold": 14, "since": "100d"}),
+        json!({"since": "100d", "trigger": {"type": "spike", "threshold": 14}}),
     )
     .await;
     assert_eq!(a.0, 422, "{:?}", a.1);
     assert_eq!(a.1["error"]["field"], "since");
+    // A typo is refused, not ignored, as on every endpoint.
+    let a = call(
+        "/api/sites/example.com/triggers/preview",
+        json!({"since": "1d", "trigger": {"type": "spike", "thresold": 14}}),
+    )
+    .await;
+    assert_eq!(a.0, 422, "{:?}", a.1);
+    assert_eq!(a.1["error"]["code"], "unknown_field", "{:?}", a.1);
     let a = call(
         "/api/sites/nowhere.example/triggers/preview",
-        json!({"type": "spike", "since": "1d"}),
+        json!({"since": "1d", "trigger": {"type": "spike"}}),
     )
     .await;
     assert_eq!(a.0, 404, "{:?}", a.1);
@@ -550,10 +558,10 @@ async fn measure_a_30_day_preview() {
         t.elapsed().as_secs_f64()
     );
     for input in [
-        json!({"type": "spike", "threshold": 400, "since": "30d"}),
-        json!({"type": "drop", "threshold": 50000, "since": "30d"}),
-        json!({"type": "spike", "since": "30d"}),
-        json!({"type": "goal", "since": "30d"}),
+        json!({"since": "30d", "trigger": {"type": "spike", "threshold": 400}}),
+        json!({"since": "30d", "trigger": {"type": "drop", "threshold": 50000}}),
+        json!({"since": "30d", "trigger": {"type": "spike"}}),
+        json!({"since": "30d", "trigger": {"type": "goal"}}),
     ] {
         let t = std::time::Instant::now();
         let p = preview(&admin, input.clone()).await;

@@ -700,8 +700,11 @@ pub struct PreviewInput {
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "30d")]
     pub since: Option<Secs>,
+    /// The trigger, as `POST /api/webhooks/{id}/triggers` takes it. Nested
+    /// in JSON, not flattened: serde's flatten would let a mistyped key
+    /// through unrefused.
     #[command(flatten)]
-    #[serde(flatten)]
+    #[serde(default)]
     pub trigger: NewTrigger,
 }
 
