@@ -74,6 +74,7 @@ on_every_engine!(
     a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
     check_runs_every_statement_and_names_the_one_refused,
     parity_last_event_per_site_and_window,
+    parity_preview_counts_equal_the_live_windows,
 );
 
 /// The daemon's HTTP client to `server`, as its read-only user.
@@ -1550,4 +1551,89 @@ async fn parity_last_event_per_site_and_window(engine: ChEngine) {
     for side in k.sides() {
         assert_eq!(side.source.last_event(&windows).await.unwrap(), expected);
     }
+}
+
+/// Trigger preview (issue 24, part 3) on ClickHouse: the counts one
+/// `visitor_steps` statement gives for every instant are the ones the
+/// evaluator's `unique_visitors` counts at each of those instants, on both
+/// stores (tests/preview.rs shows the PostgreSQL preview fires where the
+/// evaluator does); a goal's completions per bucket are the PostgreSQL
+/// source's.
+async fn parity_preview_counts_equal_the_live_windows(engine: ChEngine) {
+    use plausible_webhooks::triggers::goals::{Goal, GoalKind};
+    use plausible_webhooks::triggers::preview::{counts_from_steps, Grid};
+    let k = Twin::new(engine).await;
+    let (a, b) = (k.sites[0], k.sites[1]);
+    let now = t0();
+    let start = now - Duration::seconds(now.unix_timestamp() % 60) - Duration::minutes(90);
+    let mut evs = Vec::new();
+    let mut user = 1;
+    for m in 0..90i64 {
+        let n = if (30..36).contains(&m) { 5 } else { m % 3 };
+        for i in 0..n {
+            // Every third a visitor seen before; some on the minute itself.
+            let u = if i % 3 == 2 && user > 10 {
+                user - 7
+            } else {
+                user
+            };
+            user += 1;
+            let at =
+                start + Duration::minutes(m) + Duration::seconds(if i == 0 { 0 } else { 17 * i });
+            evs.push(Ev::new(a, at, "pageview", "/", u));
+            evs.push(Ev::new(a, at, "engagement", "/", u + 90_000));
+            if i == 1 {
+                evs.push(Ev::new(a, at, "Signup", "/", u));
+            }
+        }
+        evs.push(Ev::new(b, start + Duration::minutes(m), "pageview", "/", 5));
+    }
+    k.events(&evs).await;
+    let grid = Grid::over(start + Duration::minutes(10), now, Duration::minutes(1));
+    for window in [300i64, 1800] {
+        let windows: Vec<Window> = grid
+            .instants()
+            .map(|t| Window {
+                site_id: a,
+                from: t - Duration::seconds(window),
+                to: t,
+            })
+            .collect();
+        for side in k.sides() {
+            let live = side.source.unique_visitors(&windows).await.unwrap();
+            let steps = side
+                .source
+                .visitor_steps(a, window, 60, grid.first, grid.last)
+                .await
+                .unwrap();
+            assert_eq!(
+                counts_from_steps(&grid, &steps),
+                live,
+                "window {window} s on {}",
+                side.source.describe()
+            );
+            assert!(live.iter().any(|&c| c >= 10), "{live:?}");
+        }
+    }
+    let goal = Goal {
+        id: 1,
+        site_id: a,
+        display_name: "Signup".into(),
+        kind: GoalKind::Event {
+            event_name: "Signup".into(),
+        },
+        custom_props: Default::default(),
+    };
+    let bounds: Vec<OffsetDateTime> = (0..=3).map(|i| start + Duration::minutes(30 * i)).collect();
+    let mut per_side = Vec::new();
+    for side in k.sides() {
+        per_side.push(
+            side.source
+                .completions_per_bucket(std::slice::from_ref(&goal), &bounds)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(per_side[0], per_side[1]);
+    assert!(per_side[0].iter().sum::<i64>() > 10, "{per_side:?}");
 }
