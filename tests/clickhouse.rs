@@ -1637,3 +1637,52 @@ async fn parity_preview_counts_equal_the_live_windows(engine: ChEngine) {
     assert_eq!(per_side[0], per_side[1]);
     assert!(per_side[0].iter().sum::<i64>() > 10, "{per_side:?}");
 }
+
+/// The preview's cost on ClickHouse 18.16 (docs/triggers.md "Preview"):
+/// `PREVIEW_ROWS` rows (default 10,000,000) of one site over 30 days, made
+/// by the server itself, then the 30-day visitor steps of a spike (5 min)
+/// and a drop (12 h), timed. Not part of the suite:
+/// `cargo nextest run --test clickhouse --run-ignored only measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: seeds millions of rows"]
+async fn measure_a_30_day_preview_on_clickhouse() {
+    let rows: i64 = std::env::var("PREVIEW_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let server = server(ChEngine::Server).await;
+    let env = Env::new().await;
+    let now = t0().unix_timestamp();
+    let started = std::time::Instant::now();
+    server
+        .exec(&format!(
+            "INSERT INTO plausible_events_db.events_v2 (`timestamp`, name, site_id, user_id, session_id, pathname)
+             SELECT toDateTime({now} - (cityHash64(number) % (30 * 86400))),
+                    if(number % 50 = 0, 'Signup', 'pageview'), {site}, intDiv(number, 3) * 2 + number % 2, number, '/'
+             FROM system.numbers LIMIT {rows}",
+            site = env.site_id
+        ))
+        .await
+        .unwrap();
+    eprintln!(
+        "seeded {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cfg = ch_config(&env, &server.analytics_toml(&server.http_url()));
+    let mut cfg = cfg;
+    cfg.analytics.query_timeout_ms = 600_000;
+    let source = AnalyticsSource::from_config(&cfg).unwrap();
+    let (first, last) = ((now - 30 * 86_400) / 60 + 1, now / 60);
+    for window in [300, 43_200] {
+        let t = std::time::Instant::now();
+        let steps = source
+            .visitor_steps(env.site_id, window, 60, first, last)
+            .await
+            .unwrap();
+        eprintln!(
+            "visitor steps, window {window} s: {:.2} s, {} rows",
+            t.elapsed().as_secs_f64(),
+            steps.len()
+        );
+    }
+}
