@@ -430,10 +430,49 @@ async fn the_api_previews_a_site_and_refuses_what_the_cli_refuses() {
     insert(&env, &history(env.site_id, end, 120)).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let tokens = format!("[\"{}\"]", operator_token_hash(OPERATOR));
+    const SKB: &str = "secret-key-base-of-the-test-plausible-instance-0123456789abcdef";
     let _daemon = env.spawn_daemon(&[
         ("PLAUSIBLE_WEBHOOKS__ADMIN__LISTEN", listen.as_str()),
         ("PLAUSIBLE_WEBHOOKS__ADMIN__OPERATOR_TOKEN_SHA256", &tokens),
+        ("SECRET_KEY_BASE", SKB),
     ]);
+    // A viewer and an editor of the site's team, each with a Plausible key.
+    let team: i64 = env
+        .db
+        .query_one("SELECT team_id FROM sites WHERE id = $1", &[&env.site_id])
+        .await
+        .unwrap()
+        .get(0);
+    let mut keys = Vec::new();
+    for role in ["viewer", "editor"] {
+        let user: i64 = env
+            .db
+            .query_one(
+                "INSERT INTO users (email, inserted_at, updated_at) VALUES ($1, now(), now()) RETURNING id",
+                &[&format!("{role}@example.com")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        env.db
+            .execute(
+                "INSERT INTO team_memberships (user_id, team_id, role, inserted_at, updated_at)
+                 VALUES ($1, $2, $3, now(), now())",
+                &[&user, &team, &role],
+            )
+            .await
+            .unwrap();
+        let key = format!("key-of-{role}-{}", uuid::Uuid::new_v4().simple());
+        env.db
+            .execute(
+                "INSERT INTO api_keys (user_id, team_id, name, key_prefix, key_hash, scopes, inserted_at, updated_at)
+                 VALUES ($1, NULL, 'k', $2, $3, '{stats:read:*}', now(), now())",
+                &[&user, &key[..6].to_string(), &plausible_webhooks::admin::auth::plausible_key_hash(SKB, &key)],
+            )
+            .await
+            .unwrap();
+        keys.push(key);
+    }
     let base = format!("http://{listen}");
     wait_status(&format!("{base}/readyz"), 200, StdDuration::from_secs(30)).await;
     let call = |path: &'static str, body: Value| {
@@ -470,6 +509,19 @@ async fn the_api_previews_a_site_and_refuses_what_the_cli_refuses() {
     .await;
     assert_eq!(a.0, 422, "{:?}", a.1);
     assert_eq!(a.1["error"]["field"], "since");
+    // Who may add a trigger on the site may preview one; a viewer may not.
+    let body = json!({"since": "1d", "trigger": {"type": "spike", "threshold": 14}});
+    for (key, status) in [(&keys[0], 403), (&keys[1], 200)] {
+        let a = request(
+            "POST",
+            &format!("{base}/api/sites/example.com/triggers/preview"),
+            Some(key),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.status, status, "{}", a.text);
+    }
     // A typo is refused, not ignored, as on every endpoint.
     let a = call(
         "/api/sites/example.com/triggers/preview",
