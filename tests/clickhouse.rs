@@ -74,6 +74,7 @@ on_every_engine!(
     a_site_with_goals_past_the_query_size_limit_is_scanned_in_parts,
     check_runs_every_statement_and_names_the_one_refused,
     parity_last_event_per_site_and_window,
+    parity_preview_counts_equal_the_live_windows,
 );
 
 /// The daemon's HTTP client to `server`, as its read-only user.
@@ -1549,5 +1550,139 @@ async fn parity_last_event_per_site_and_window(engine: ChEngine) {
     ];
     for side in k.sides() {
         assert_eq!(side.source.last_event(&windows).await.unwrap(), expected);
+    }
+}
+
+/// Trigger preview (issue 24, part 3) on ClickHouse: the counts one
+/// `visitor_steps` statement gives for every instant are the ones the
+/// evaluator's `unique_visitors` counts at each of those instants, on both
+/// stores (tests/preview.rs shows the PostgreSQL preview fires where the
+/// evaluator does); a goal's completions per bucket are the PostgreSQL
+/// source's.
+async fn parity_preview_counts_equal_the_live_windows(engine: ChEngine) {
+    use plausible_webhooks::triggers::goals::{Goal, GoalKind};
+    use plausible_webhooks::triggers::preview::{counts_from_steps, Grid};
+    let k = Twin::new(engine).await;
+    let (a, b) = (k.sites[0], k.sites[1]);
+    let now = t0();
+    let start = now - Duration::seconds(now.unix_timestamp() % 60) - Duration::minutes(90);
+    let mut evs = Vec::new();
+    let mut user = 1;
+    for m in 0..90i64 {
+        let n = if (30..36).contains(&m) { 5 } else { m % 3 };
+        for i in 0..n {
+            // Every third a visitor seen before; some on the minute itself.
+            let u = if i % 3 == 2 && user > 10 {
+                user - 7
+            } else {
+                user
+            };
+            user += 1;
+            let at =
+                start + Duration::minutes(m) + Duration::seconds(if i == 0 { 0 } else { 17 * i });
+            evs.push(Ev::new(a, at, "pageview", "/", u));
+            evs.push(Ev::new(a, at, "engagement", "/", u + 90_000));
+            if i == 1 {
+                evs.push(Ev::new(a, at, "Signup", "/", u));
+            }
+        }
+        evs.push(Ev::new(b, start + Duration::minutes(m), "pageview", "/", 5));
+    }
+    k.events(&evs).await;
+    let grid = Grid::over(start + Duration::minutes(10), now, Duration::minutes(1));
+    for window in [300i64, 1800] {
+        let windows: Vec<Window> = grid
+            .instants()
+            .map(|t| Window {
+                site_id: a,
+                from: t - Duration::seconds(window),
+                to: t,
+            })
+            .collect();
+        for side in k.sides() {
+            let live = side.source.unique_visitors(&windows).await.unwrap();
+            let steps = side
+                .source
+                .visitor_steps(a, window, 60, grid.first, grid.last)
+                .await
+                .unwrap();
+            assert_eq!(
+                counts_from_steps(&grid, &steps),
+                live,
+                "window {window} s on {}",
+                side.source.describe()
+            );
+            assert!(live.iter().any(|&c| c >= 10), "{live:?}");
+        }
+    }
+    let goal = Goal {
+        id: 1,
+        site_id: a,
+        display_name: "Signup".into(),
+        kind: GoalKind::Event {
+            event_name: "Signup".into(),
+        },
+        custom_props: Default::default(),
+    };
+    let bounds: Vec<OffsetDateTime> = (0..=3).map(|i| start + Duration::minutes(30 * i)).collect();
+    let mut per_side = Vec::new();
+    for side in k.sides() {
+        per_side.push(
+            side.source
+                .completions_per_bucket(std::slice::from_ref(&goal), &bounds)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(per_side[0], per_side[1]);
+    assert!(per_side[0].iter().sum::<i64>() > 10, "{per_side:?}");
+}
+
+/// The preview's cost on ClickHouse 18.16 (docs/triggers.md "Preview"):
+/// `PREVIEW_ROWS` rows (default 10,000,000) of one site over 30 days, made
+/// by the server itself, then the 30-day visitor steps of a spike (5 min)
+/// and a drop (12 h), timed. Not part of the suite:
+/// `cargo nextest run --test clickhouse --run-ignored only measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: seeds millions of rows"]
+async fn measure_a_30_day_preview_on_clickhouse() {
+    let rows: i64 = std::env::var("PREVIEW_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let server = server(ChEngine::Server).await;
+    let env = Env::new().await;
+    let now = t0().unix_timestamp();
+    let started = std::time::Instant::now();
+    server
+        .exec(&format!(
+            "INSERT INTO plausible_events_db.events_v2 (`timestamp`, name, site_id, user_id, session_id, pathname)
+             SELECT toDateTime({now} - (cityHash64(number) % (30 * 86400))),
+                    if(number % 50 = 0, 'Signup', 'pageview'), {site}, intDiv(number, 3) * 2 + number % 2, number, '/'
+             FROM system.numbers LIMIT {rows}",
+            site = env.site_id
+        ))
+        .await
+        .unwrap();
+    eprintln!(
+        "seeded {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cfg = ch_config(&env, &server.analytics_toml(&server.http_url()));
+    let mut cfg = cfg;
+    cfg.analytics.query_timeout_ms = 600_000;
+    let source = AnalyticsSource::from_config(&cfg).unwrap();
+    let (first, last) = ((now - 30 * 86_400) / 60 + 1, now / 60);
+    for window in [300, 43_200] {
+        let t = std::time::Instant::now();
+        let steps = source
+            .visitor_steps(env.site_id, window, 60, first, last)
+            .await
+            .unwrap();
+        eprintln!(
+            "visitor steps, window {window} s: {:.2} s, {} rows",
+            t.elapsed().as_secs_f64(),
+            steps.len()
+        );
     }
 }

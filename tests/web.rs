@@ -1047,3 +1047,72 @@ async fn an_owner_turns_on_ed25519_sees_the_public_key_and_rotates_it() {
     assert_eq!(v.el("#public-key").await.text().await.unwrap(), second);
     assert!(!v.has("form[action$='/rotate-key']").await);
 }
+
+/// The trigger form's Preview button (issue 24, part 3): the site's
+/// history replayed for the spike typed in, the firings listed on the
+/// page in the site's time, server-side; nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_forms_preview_lists_where_a_spike_would_have_fired() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let wh = k
+        .webhook("https://hooks.example.test/in", "[\"goal\"]")
+        .await;
+    // 12 visitors within a minute, an hour ago; 2 a minute otherwise.
+    let now = time::OffsetDateTime::now_utc();
+    let mut rows = Vec::new();
+    for m in 0..120i64 {
+        let n = if m == 60 { 12 } else { 2 };
+        for u in 0..n {
+            rows.push((now - time::Duration::minutes(120 - m), m * 100 + u));
+        }
+    }
+    let events: Vec<common::EventRow> = rows
+        .iter()
+        .map(|(at, user)| common::EventRow {
+            site_id: k.env.site_id,
+            at: *at,
+            name: "pageview",
+            path: "/",
+            user: *user,
+            session: *user,
+            source: "",
+            meta: &[],
+            scroll: None,
+        })
+        .collect();
+    common::insert_events(&k.env.db, &events).await;
+    let b = k.browser_as(owner).await;
+    b.goto(&format!("{}/webhooks/{wh}", k.base)).await;
+    b.el("#t-type option[value=visitor_spike]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#t-threshold", "12").await;
+    b.fill("#t-since", "3h").await;
+    b.click("#preview-trigger").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("A visitor_spike trigger") && t.contains("would have fired 1 times"),
+        "{t}"
+    );
+    assert!(
+        t.to_lowercase().contains("would have fired at (site time)"),
+        "{t}"
+    );
+    assert!(t.contains("threshold 12 (configured)"), "{t}");
+    screens(&b, "trigger-preview").await;
+    assert_eq!(
+        k.env
+            .count("SELECT count(*) FROM webhook_triggers WHERE trigger_type = 'visitor_spike'")
+            .await,
+        0,
+        "a preview creates nothing"
+    );
+    // Over 90 days: refused beside the form, saying the bound.
+    b.fill("#t-since", "100d").await;
+    b.click("#preview-trigger").await;
+    let t = b.text().await;
+    assert!(t.contains("at most 90 days"), "{t}");
+}

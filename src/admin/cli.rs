@@ -24,8 +24,8 @@ use super::access::Principal;
 use super::core::Admin;
 use super::error::OpError;
 use super::inputs::{
-    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, ReplayInput, RetryInput, RotateKey,
-    RotateSecret, SiteRef, WebhookChanges, WebhookQuery,
+    DeliveryQuery, NewPortalLink, NewTrigger, NewWebhook, PreviewInput, ReplayInput, RetryInput,
+    RotateKey, RotateSecret, SiteRef, WebhookChanges, WebhookQuery,
 };
 use super::ops;
 use crate::config::Config;
@@ -177,6 +177,19 @@ pub enum TriggersCommand {
     },
     /// Remove a trigger by its id (or a unique prefix).
     Remove { trigger: String },
+    /// How often a trigger would have fired on a site: its history replayed
+    /// through the evaluator's rule (spike, drop), or its completions per
+    /// day (goal, event). Nothing is created.
+    ///
+    /// Examples: triggers preview --site example.com spike --threshold 50 --since 30d;
+    /// triggers preview --site example.com goal --goal Signup --since 7d
+    Preview {
+        /// The site: its domain as in Plausible or its numeric id.
+        #[arg(long = "site", value_name = "SITE")]
+        site: SiteRef,
+        #[command(flatten)]
+        preview: PreviewInput,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -575,6 +588,10 @@ async fn triggers(a: &Admin, cmd: TriggersCommand, json: bool) -> Result<(), Fai
             let v = a.remove_trigger(&WHO, t).await?;
             output(json, &v, || println!("trigger {} removed", v.id));
         }
+        TriggersCommand::Preview { site, preview } => {
+            let v = a.preview_trigger(&WHO, &site, preview).await?;
+            output(json, &v, || print_preview(&v));
+        }
     }
     Ok(())
 }
@@ -874,6 +891,52 @@ async fn event_types(a: &Admin, json: bool) -> Result<(), Failure> {
         );
     });
     Ok(())
+}
+
+fn print_preview(p: &ops::TriggerPreview) {
+    let range = format!(
+        "{} to {} ({})",
+        p.since
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        p.until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        p.timezone
+    );
+    if p.trigger_type.threshold_kind().is_none() {
+        println!("{} on {}, {range}:", p.trigger_type, p.site_id);
+        for d in &p.days {
+            println!("  {}  {}", d.date, d.completions);
+        }
+        println!("{} completions in all (each one delivery)", p.total);
+        return;
+    }
+    let threshold = match (p.threshold, p.threshold_source.as_deref()) {
+        (Some(t), Some(src)) => format!("{t} ({src})"),
+        _ => "none: too little traffic to derive one".to_string(),
+    };
+    println!(
+        "{} on {}, {range}: threshold {threshold}, window {} s, cooldown {} s, evaluated every {} s ({} evaluations)",
+        p.trigger_type,
+        p.site_id,
+        p.window_secs.unwrap_or_default(),
+        p.cooldown_secs.unwrap_or_default(),
+        p.interval_secs.unwrap_or_default(),
+        p.evaluations.unwrap_or_default()
+    );
+    for f in &p.firings {
+        println!("  {}  {} visitors", f.local, f.visitors);
+    }
+    if p.omitted > 0 {
+        println!("  … {} more not listed", p.omitted);
+    }
+    println!(
+        "would have fired {} times; derived threshold today: {}",
+        p.total,
+        p.derived_threshold
+            .map_or("none (too little traffic)".to_string(), |t| t.to_string())
+    );
 }
 
 fn print_triggers(t: &[ops::TriggerView]) {

@@ -20,6 +20,7 @@ use super::test_sender::TestSender;
 use super::test_slots::{TestSlots, TestSlotsConfig};
 use crate::config::Config;
 use crate::delivery::guard::AddressGuard;
+use crate::triggers::source::AnalyticsSource;
 
 /// The CLI's connections: one for the command, one for a test's recording.
 pub const CLI_POOL_SIZE: usize = 2;
@@ -32,7 +33,17 @@ pub struct Admin {
     web_url: String,
     pub(crate) tests: TestSender,
     pub(crate) test_slots: TestSlots,
+    /// Trigger previews' own analytics source (a longer query timeout than
+    /// the daemon's rounds, `PREVIEW_QUERY_TIMEOUT`), or why there is none.
+    analytics: Result<Arc<AnalyticsSource>, String>,
+    /// The evaluator's cadence (`triggers.evaluation_interval_secs`): the
+    /// instants a preview replays a spike or drop at.
+    evaluation_interval: time::Duration,
 }
+
+/// A preview reads up to 90 days of a site's events in one statement: it
+/// may take longer than a round's query (`analytics.query_timeout_ms`).
+pub const PREVIEW_QUERY_TIMEOUT_MS: u64 = 120_000;
 
 impl Admin {
     /// The core over `pool`, checking webhook URLs with `guard` (the one
@@ -50,6 +61,17 @@ impl Admin {
             web_url: cfg.web_url(),
             tests,
             test_slots: TestSlots::new(TestSlotsConfig::default())?,
+            analytics: {
+                let mut c = cfg.clone();
+                c.analytics.query_timeout_ms =
+                    c.analytics.query_timeout_ms.max(PREVIEW_QUERY_TIMEOUT_MS);
+                AnalyticsSource::from_config(&c)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"))
+            },
+            evaluation_interval: time::Duration::seconds(
+                cfg.triggers.evaluation_interval_secs as i64,
+            ),
         })
     }
 
@@ -84,6 +106,17 @@ impl Admin {
     /// Where the web page is, as links to it are written.
     pub fn web_url(&self) -> &str {
         &self.web_url
+    }
+
+    /// The analytics source previews read.
+    pub(crate) fn analytics(&self) -> OpResult<&AnalyticsSource> {
+        self.analytics.as_deref().map_err(|e| {
+            super::error::OpError::Unavailable(format!("no analytics source to preview with: {e}"))
+        })
+    }
+
+    pub(crate) fn evaluation_interval(&self) -> time::Duration {
+        self.evaluation_interval
     }
 
     /// How long a test waits for the receiver at most.

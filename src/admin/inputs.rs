@@ -690,6 +690,24 @@ impl FromStr for NewTrigger {
     }
 }
 
+/// A trigger to preview on a site: the trigger as `triggers add` takes it,
+/// and how much of the site's history to replay it over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args, ToSchema)]
+#[group(skip)]
+pub struct PreviewInput {
+    /// How far back to replay it: a duration up to 90d (30d, 12h). Default 30d.
+    #[arg(long = "since")]
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "30d")]
+    pub since: Option<Secs>,
+    /// The trigger, as `POST /api/webhooks/{id}/triggers` takes it. Nested
+    /// in JSON, not flattened: serde's flatten would let a mistyped key
+    /// through unrefused.
+    #[command(flatten)]
+    #[serde(default)]
+    pub trigger: NewTrigger,
+}
+
 /// One of a webhook's `triggers`: an object, or its type alone. Read by
 /// hand, not as an untagged enum: that would buffer the value and hide
 /// its unknown keys and paths from the parse.

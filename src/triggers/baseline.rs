@@ -50,6 +50,77 @@ ORDER BY q.i, k";
         .collect())
 }
 
+/// The zone PostgreSQL reads `tz` as: `tz` when it knows it, else UTC (as
+/// `day_shifted` does), in an SQL expression over parameter `$n`.
+macro_rules! zone_sql {
+    ($n:literal) => {
+        concat!(
+            "coalesce((SELECT n.name FROM pg_timezone_names n WHERE n.name = $",
+            $n,
+            "), 'UTC')"
+        )
+    };
+}
+
+/// The days of timezone `tz` that `[from, to]` touches: each day's date
+/// (`YYYY-MM-DD`) and where its part of `[from, to]` starts, then `to`: the
+/// bounds of a per-day count in the site owner's days.
+pub async fn day_bounds(
+    db: &impl tokio_postgres::GenericClient,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    tz: &str,
+) -> Result<(Vec<String>, Vec<OffsetDateTime>)> {
+    let sql = concat!(
+        "WITH z AS (SELECT ",
+        zone_sql!("3"),
+        " AS zone)
+SELECT to_char(d, 'YYYY-MM-DD'), greatest($1::timestamptz, d AT TIME ZONE z.zone)
+FROM z, generate_series(date_trunc('day', $1::timestamptz AT TIME ZONE z.zone),
+                        $2::timestamptz AT TIME ZONE z.zone, interval '1 day') AS d
+ORDER BY d"
+    );
+    let rows = db
+        .query(sql, &[&from, &to, &tz])
+        .await
+        .context("computing the site's days in its timezone")?;
+    let days = rows.iter().map(|r| r.get(0)).collect();
+    let mut bounds: Vec<OffsetDateTime> = rows.iter().map(|r| r.get(1)).collect();
+    bounds.push(to);
+    Ok((days, bounds))
+}
+
+/// Each instant as the site's clock reads it in timezone `tz`
+/// (`YYYY-MM-DD HH:MM:SS ±hh:mm` by its offset then).
+pub async fn local_times(
+    db: &impl tokio_postgres::GenericClient,
+    at: &[OffsetDateTime],
+    tz: &str,
+) -> Result<Vec<String>> {
+    let sql = concat!(
+        "WITH z AS (SELECT ",
+        zone_sql!("2"),
+        " AS zone)
+SELECT to_char(t AT TIME ZONE z.zone, 'YYYY-MM-DD HH24:MI:SS'),
+       extract(epoch FROM (t AT TIME ZONE z.zone) - (t AT TIME ZONE 'UTC'))::int4
+FROM z, unnest($1::timestamptz[]) WITH ORDINALITY AS u(t, i)
+ORDER BY u.i"
+    );
+    let rows = db
+        .query(sql, &[&at, &tz])
+        .await
+        .context("reading instants in the site's timezone")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (local, offset): (String, i32) = (r.get(0), r.get(1));
+            let sign = if offset < 0 { '-' } else { '+' };
+            let m = offset.abs() / 60;
+            format!("{local} {sign}{:02}:{:02}", m / 60, m % 60)
+        })
+        .collect())
+}
+
 /// `<base>/<domain>` (the realtime view for a spike), or None without a base URL.
 pub fn dashboard_url(base: &str, domain: &str, kind: ThresholdKind) -> Option<String> {
     let base = base.trim();

@@ -237,9 +237,9 @@ impl Candidate {
                 value: i64::from(v),
                 source: "configured",
             }),
-            (true, None, Some((sum, covered))) => {
-                let usual = threshold::usual_per_window(sum, t.window.whole_seconds(), covered);
-                let now_derived = threshold::derive(t.kind, usual);
+            (true, None, Some(history)) => {
+                let now_derived =
+                    threshold::from_history(t.kind, t.window.whole_seconds(), history);
                 self.derived = Some(now_derived.unwrap_or(0));
                 now_derived.map(derived)
             }

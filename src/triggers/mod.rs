@@ -44,6 +44,7 @@ pub mod baseline;
 pub mod evaluator;
 pub mod goal_scanner;
 pub mod goals;
+pub mod preview;
 pub mod source;
 pub mod threshold;
 pub mod tracking;

@@ -44,6 +44,14 @@ pub fn derive(kind: ThresholdKind, usual: f64) -> Option<i32> {
     }
 }
 
+/// The threshold a trigger of `kind` with a `window_secs` window derives
+/// from its site's history, as `bucketed_visitors` reads it (the bucketed
+/// sum, the seconds covered): what the evaluator stores and a preview
+/// suggests.
+pub fn from_history(kind: ThresholdKind, window_secs: i64, history: (i64, f64)) -> Option<i32> {
+    derive(kind, usual_per_window(history.0, window_secs, history.1))
+}
+
 /// Whether a stored derived threshold is too old to use.
 pub fn stale(derived_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
     derived_at.is_none_or(|at| now - at >= REDERIVE_AFTER || at > now)

@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use super::error::ApiError;
 use super::extract::{Caller, Json, TriggerPath, WebhookId};
 use super::reply::json;
-use crate::admin::inputs::NewTrigger;
-use crate::admin::ops::{TriggerList, TriggerView};
+use super::sites::SitePath;
+use crate::admin::inputs::{NewTrigger, PreviewInput};
+use crate::admin::ops::{TriggerList, TriggerPreview, TriggerView};
 use crate::admin::state::Shared;
 
 type Reply = Result<Response, ApiError>;
@@ -19,6 +20,29 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(list, add))
         .routes(routes!(remove))
+        .routes(routes!(preview))
+}
+
+/// How often a trigger would have fired on the site over its recent
+/// history (nothing is created): a spike or drop replayed through the
+/// evaluator's rule at its cadence, with the instants it fires and the
+/// threshold it would derive; a goal or custom-event trigger's completions
+/// per day of the site's timezone. `since`: up to 90 days (default 30d).
+#[utoipa::path(post, path = "/api/sites/{site}/triggers/preview", tag = "triggers",
+    params(("site" = String, Path, description = "The site's domain or numeric id")),
+    request_body = PreviewInput,
+    responses((status = 200, body = TriggerPreview), (status = "4XX", body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
+async fn preview(
+    State(s): State<Shared>,
+    Caller(who): Caller,
+    SitePath(site): SitePath,
+    Json(p): Json<PreviewInput>,
+) -> Reply {
+    Ok(json(
+        StatusCode::OK,
+        &s.admin.preview_trigger(&who, &site, p).await?,
+    ))
 }
 
 /// The webhook's triggers.

@@ -186,7 +186,7 @@ pub(crate) fn check_trigger(t: &NewTrigger) -> Result<ValidTrigger, Invalid> {
 }
 
 /// A goal of the site, by id or display name.
-async fn goal_id(db_: &impl GenericClient, site_id: i64, goal: &str) -> OpResult<i64> {
+pub(crate) async fn goal_id(db_: &impl GenericClient, site_id: i64, goal: &str) -> OpResult<i64> {
     let goal = goal.trim();
     validate::no_nul("goal", goal)?;
     let rows = db(

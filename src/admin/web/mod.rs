@@ -60,6 +60,10 @@ pub fn routes(base: &str) -> Router<Shared> {
         .route(&at("/webhooks/{id}/rotate-key"), post(webhooks::rotate_key))
         .route(&at("/webhooks/{id}/triggers"), post(webhooks::add_trigger))
         .route(
+            &at("/webhooks/{id}/triggers/preview"),
+            post(webhooks::preview_trigger),
+        )
+        .route(
             &at("/webhooks/{id}/triggers/{trigger_id}/remove"),
             post(webhooks::remove_trigger),
         )

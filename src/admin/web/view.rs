@@ -568,6 +568,8 @@ pub struct WebhookPage {
     pub test: Option<TestShown>,
     pub notice: Option<String>,
     pub trigger_errors: Vec<(String, String)>,
+    /// A trigger preview just asked for with the trigger form.
+    pub preview: Option<PreviewShown>,
     pub schedule: String,
     pub rate_limit: String,
     pub max_concurrency: String,
@@ -675,4 +677,59 @@ pub struct ReplayPage {
     pub count: u64,
     pub more: bool,
     pub rows: Vec<DeliveryRow>,
+}
+
+/// A trigger preview (`ops::TriggerPreview`) as the webhook's page shows it.
+pub struct PreviewShown {
+    pub summary: String,
+    /// Column heads, then (first, second) per row.
+    pub heads: (String, String),
+    pub rows: Vec<(String, String)>,
+    pub omitted: i64,
+}
+
+impl From<&crate::admin::ops::TriggerPreview> for PreviewShown {
+    fn from(p: &crate::admin::ops::TriggerPreview) -> Self {
+        let range = format!("{} to {} ({})", when(p.since), when(p.until), p.timezone);
+        if p.trigger_type.threshold_kind().is_none() {
+            return PreviewShown {
+                summary: format!(
+                    "A {} trigger, over {range}, would have sent {} deliveries.",
+                    p.trigger_type, p.total
+                ),
+                heads: ("Day".into(), "Completions".into()),
+                rows: p
+                    .days
+                    .iter()
+                    .map(|d| (d.date.clone(), d.completions.to_string()))
+                    .collect(),
+                omitted: 0,
+            };
+        }
+        let threshold = match (p.threshold, p.threshold_source.as_deref()) {
+            (Some(t), Some(src)) => format!("threshold {t} ({src})"),
+            _ => "no threshold (too little traffic to derive one)".into(),
+        };
+        let derived = p
+            .derived_threshold
+            .map_or("none yet (too little traffic)".to_string(), |t| {
+                t.to_string()
+            });
+        PreviewShown {
+            summary: format!(
+                "A {} trigger, over {range}, evaluated every {} ({} evaluations) with {threshold}, would have fired {} times. The threshold it would derive today: {derived}.",
+                p.trigger_type,
+                secs(p.interval_secs.unwrap_or_default()),
+                p.evaluations.unwrap_or_default(),
+                p.total
+            ),
+            heads: ("Would have fired at (site time)".into(), "Unique visitors".into()),
+            rows: p
+                .firings
+                .iter()
+                .map(|f| (f.local.clone(), f.visitors.to_string()))
+                .collect(),
+            omitted: p.omitted,
+        }
+    }
 }

@@ -13,14 +13,15 @@ use uuid::Uuid;
 
 use super::error::WebError;
 use super::view::{
-    goal_options, html, secs, when, when_opt, Chart, DeliveryRow, FormPage, FormValues, SecretPage,
-    TestShown, TriggerRow, WebhookPage,
+    goal_options, html, secs, when, when_opt, Chart, DeliveryRow, FormPage, FormValues,
+    PreviewShown, SecretPage, TestShown, TriggerRow, WebhookPage,
 };
 use super::visitor::{id_of, web, Action, Posted, Visitor, WebhookPath};
 use crate::admin::access::Access;
 use crate::admin::error::OpError;
 use crate::admin::inputs::{
-    DeliveryQuery, NewTrigger, NewWebhook, Num, RotateKey, RotateSecret, SiteRef, WebhookChanges,
+    DeliveryQuery, NewTrigger, NewWebhook, Num, PreviewInput, RotateKey, RotateSecret, Secs,
+    SiteRef, WebhookChanges,
 };
 use crate::admin::ops::{TestResult, WebhookView};
 use crate::admin::state::Shared;
@@ -84,6 +85,19 @@ async fn webhook_page(
     done: Option<&str>,
     trigger_errors: Vec<(String, String)>,
 ) -> Page {
+    webhook_page_with(s, v, id, test, done, trigger_errors, None).await
+}
+
+/// As `webhook_page`, with a trigger preview just asked for.
+async fn webhook_page_with(
+    s: &Shared,
+    v: &Visitor,
+    id: Uuid,
+    test: Option<TestResult>,
+    done: Option<&str>,
+    trigger_errors: Vec<(String, String)>,
+    preview: Option<PreviewShown>,
+) -> Page {
     let web = web(s)?;
     let detail = s.admin.show_webhook(&v.who, id).await?;
     let w = detail.webhook;
@@ -124,6 +138,7 @@ async fn webhook_page(
             test: test.as_ref().map(TestShown::from),
             notice: done.and_then(notice).map(str::to_string),
             trigger_errors,
+            preview,
             schedule,
             rate_limit: setting(w.rate_limit_per_sec, " per second"),
             max_concurrency: setting(w.max_concurrency, ""),
@@ -499,12 +514,41 @@ pub async fn add_trigger(
     Action { v, form: posted }: Action,
 ) -> Page {
     let web = web(&s)?;
-    let t: NewTrigger = posted.parse(&[], &[])?;
+    // `since` belongs to the form's Preview button.
+    let t: NewTrigger = posted.parse(&["since"], &[])?;
     match s.admin.add_trigger(&v.who, id, t).await {
         Ok(_) => Ok(see_other(&format!(
             "{}/webhooks/{id}?done=trigger_added#triggers",
             web.base
         ))),
+        Err(e) => match field_errors(&e) {
+            Some(errors) => webhook_page(&s, &v, id, None, None, errors).await,
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// The trigger form's Preview button: the same fields, previewed on the
+/// webhook's site over `since`; the page again, the preview below the form.
+pub async fn preview_trigger(
+    State(s): State<Shared>,
+    WebhookPath(id): WebhookPath,
+    Action { v, form: posted }: Action,
+) -> Page {
+    let t: NewTrigger = posted.parse(&["since"], &[])?;
+    let since = posted
+        .get("since")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Secs::Text(s.to_string()));
+    let w = s.admin.show_webhook(&v.who, id).await?.webhook;
+    let site = SiteRef::new(&w.plausible_site_id.to_string());
+    let p = PreviewInput { since, trigger: t };
+    match s.admin.preview_trigger(&v.who, &site, p).await {
+        Ok(p) => {
+            let shown = PreviewShown::from(&p);
+            webhook_page_with(&s, &v, id, None, None, Vec::new(), Some(shown)).await
+        }
         Err(e) => match field_errors(&e) {
             Some(errors) => webhook_page(&s, &v, id, None, None, errors).await,
             None => Err(e.into()),

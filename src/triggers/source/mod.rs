@@ -343,6 +343,41 @@ impl AnalyticsSource {
         self.noticed(each!(self, s => s.top_pages(windows, n).await))
     }
 
+    /// For a trigger preview (`preview`): over the evaluation instants
+    /// `k × step_secs`, `k` in `first..=last`, how the unique visitors
+    /// (engagement excluded) of the window `[instant - window_secs,
+    /// instant]` change at each `k` (`(k, change)`, only where it does;
+    /// changes before `first` fold into the first count): one statement.
+    pub async fn visitor_steps(
+        &self,
+        site_id: i64,
+        window_secs: i64,
+        step_secs: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        if last < first {
+            return Ok(Vec::new());
+        }
+        self.noticed(
+            each!(self, s => s.visitor_steps(site_id, window_secs, step_secs, first, last).await),
+        )
+    }
+
+    /// For a goal trigger's preview: completions of `goals` (an event
+    /// counted once per goal it completes) in each `[bounds[i], bounds[i +
+    /// 1])`; all goals of one site. One statement.
+    pub async fn completions_per_bucket(
+        &self,
+        goals: &[Goal],
+        bounds: &[OffsetDateTime],
+    ) -> Result<Vec<i64>> {
+        if goals.is_empty() || bounds.len() < 2 {
+            return Ok(vec![0; bounds.len().saturating_sub(1)]);
+        }
+        self.noticed(each!(self, s => s.completions_per_bucket(goals, bounds).await))
+    }
+
     /// Completions of each scan's goal, ordered by scan then time.
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<GoalCompletion>> {
         if scans.is_empty() {

@@ -15,9 +15,13 @@ use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 
 use super::types::{GoalCompletion, GoalScan, Ranked, Unavailable, Window};
-use crate::triggers::goals::{GoalKind, PathMatch};
+use crate::triggers::goals::{Goal, GoalKind, PathMatch};
 
 pub const POOL_SIZE: usize = 4;
+
+/// A preview's sort memory, for its transaction only (a user may set it
+/// without any grant).
+const PREVIEW_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
 
 pub struct PostgresSource {
     pool: Pool,
@@ -255,114 +259,19 @@ impl PostgresSource {
     }
 
     pub async fn goal_completions(&self, scans: &[GoalScan<'_>]) -> Result<Vec<GoalCompletion>> {
-        // One row per scan; goal fields travel as parameters, never as SQL
-        // text. Each site's events are read once, for all its goals. The
-        // overall bounds ($10, $11) are plain parameters so the planner sees
-        // how narrow the range is and reads the (site_id, timestamp) index:
-        // with only per-scan bounds it cannot, and chose a sequential scan of
-        // 10 million rows (2.9 s) over an index scan of a few thousand.
-        let sql = format!(
-            "WITH scans AS MATERIALIZED (
-                 SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[], $8::int2[], $9::jsonb[])
-                 WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i))
-             SELECT g.i::int8,
+        let sql = goal_sql(
+            &self.table,
+            "g.i::int8,
                     (extract(epoch FROM e.\"timestamp\") * 1000000)::int8,
                     e.name, coalesce(e.pathname, ''), coalesce(e.user_id::text, ''),
-                    coalesce(e.session_id::text, ''), count(*)::int8
-             FROM {t} e
-             JOIN scans g ON g.site_id = e.site_id
-                       AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
-                       AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
-             WHERE e.site_id = ANY($1)
-               AND e.name = ANY($12)
-               AND e.\"timestamp\" > ($10::timestamptz AT TIME ZONE 'UTC')
-               AND e.\"timestamp\" <= ($11::timestamptz AT TIME ZONE 'UTC')
-               AND NOT EXISTS (
-                   SELECT 1 FROM jsonb_each_text(g.props) p
-                   WHERE coalesce(e.meta_value[array_position(e.meta_key, p.key)], '') <> p.value)
-               AND CASE g.kind
-               WHEN 'event' THEN e.name = g.event_name
-               WHEN 'page' THEN e.name = 'pageview'
-                   AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
-               ELSE e.name = 'engagement'
-                   AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
-                   AND e.scroll_depth BETWEEN g.scroll_min AND 100
-             END
-             GROUP BY 1, 2, 3, 4, 5, 6
+                    coalesce(e.session_id::text, ''), count(*)::int8",
+            "GROUP BY 1, 2, 3, 4, 5, 6
              ORDER BY 1, 2, 3, 4, 5, 6",
-            t = self.table
         );
-        let mut sites = Vec::with_capacity(scans.len());
-        let mut from = Vec::with_capacity(scans.len());
-        let mut to = Vec::with_capacity(scans.len());
-        let mut kind = Vec::with_capacity(scans.len());
-        let mut event_name: Vec<Option<String>> = Vec::with_capacity(scans.len());
-        let mut path_exact: Vec<Option<String>> = Vec::with_capacity(scans.len());
-        let mut path_re: Vec<Option<String>> = Vec::with_capacity(scans.len());
-        let mut scroll_min: Vec<i16> = Vec::with_capacity(scans.len());
-        let mut props: Vec<serde_json::Value> = Vec::with_capacity(scans.len());
-        for s in scans {
-            sites.push(s.goal.site_id);
-            from.push(s.from);
-            to.push(s.to);
-            kind.push(s.goal.type_name());
-            let (ev, scroll) = match &s.goal.kind {
-                GoalKind::Event { event_name } => (Some(event_name.clone()), 0),
-                GoalKind::Page { .. } => (None, 0),
-                GoalKind::Scroll { threshold, .. } => (None, *threshold),
-            };
-            event_name.push(ev);
-            props.push(serde_json::to_value(&s.goal.custom_props).expect("a map of strings"));
-            scroll_min.push(scroll);
-            match s.goal.path_match() {
-                Some(PathMatch::Exact(p)) => {
-                    path_exact.push(Some(p));
-                    path_re.push(None);
-                }
-                Some(PathMatch::Regex(r)) => {
-                    path_exact.push(None);
-                    path_re.push(Some(r));
-                }
-                None => {
-                    path_exact.push(None);
-                    path_re.push(None);
-                }
-            }
-        }
-        // Every event name a scan can match: lets an index on
-        // (site_id, name, timestamp) serve, and drops other events early.
-        let mut names: Vec<&str> = scans
-            .iter()
-            .map(|s| match &s.goal.kind {
-                GoalKind::Event { event_name, .. } => event_name.as_str(),
-                GoalKind::Page { .. } => "pageview",
-                GoalKind::Scroll { .. } => "engagement",
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        let lo = from.iter().min().copied().expect("scans is not empty");
-        let hi = to.iter().max().copied().expect("scans is not empty");
+        let p = GoalParams::of(scans);
         let c = self.client().await?;
         let rows = c
-            .query(
-                &sql,
-                &[
-                    &sites,
-                    &from,
-                    &to,
-                    &kind,
-                    &event_name,
-                    &path_exact,
-                    &path_re,
-                    &scroll_min,
-                    &props,
-                    &lo,
-                    &hi,
-                    &names,
-                ],
-            )
+            .query(&sql, &p.refs())
             .await
             .with_context(|| format!("scanning {} for goal completions", self.table))?;
         Ok(rows
@@ -377,6 +286,248 @@ impl PostgresSource {
                 count: r.get(6),
             })
             .collect())
+    }
+
+    /// Per bucket `[bounds[i], bounds[i + 1])` (the last one closed), the
+    /// completions of `goals`: the goal scan's own conditions, grouped.
+    pub async fn completions_per_bucket(
+        &self,
+        goals: &[Goal],
+        bounds: &[OffsetDateTime],
+    ) -> Result<Vec<i64>> {
+        let n = bounds.len() - 1;
+        // The scans read `(from, to]`: from a microsecond before the first bound.
+        let from = bounds[0] - time::Duration::microseconds(1);
+        let to = bounds[n];
+        let scans: Vec<GoalScan<'_>> = goals
+            .iter()
+            .map(|goal| GoalScan { goal, from, to })
+            .collect();
+        let sql = goal_sql(
+            &self.table,
+            "least(width_bucket(extract(epoch FROM e.\"timestamp\")::float8, $13::float8[]), $14)::int8,
+                    count(*)::int8",
+            "GROUP BY 1",
+        );
+        let p = GoalParams::of(&scans);
+        let edges: Vec<f64> = bounds
+            .iter()
+            .map(|b| b.unix_timestamp_nanos() as f64 / 1e9)
+            .collect();
+        let last = n as i32;
+        let mut params = p.refs();
+        params.push(&edges);
+        params.push(&last);
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &params)
+            .await
+            .with_context(|| format!("counting goal completions per day in {}", self.table))?;
+        let mut out = vec![0; n];
+        for r in rows {
+            let b = r.get::<_, i64>(0);
+            if (1..=n as i64).contains(&b) {
+                out[b as usize - 1] += r.get::<_, i64>(1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Over the instants `k × step_secs` (`k` in `first..=last`), where the
+    /// site's unique visitors of the window `[instant - window_secs,
+    /// instant]` change. An event at `e` is in the windows of the instants
+    /// in `[e, e + window]`, i.e. `k` in `lo..=hi`; a visitor's events,
+    /// in time order, each add only the instants the one before did not
+    /// reach (`lag(hi)`), so a visitor counts once per window; each such
+    /// run is +1 at its start and -1 after its end. Integer microseconds
+    /// throughout, so an instant on a window's edge counts as the
+    /// evaluator's `>=` and `<=` do.
+    pub async fn visitor_steps(
+        &self,
+        site_id: i64,
+        window_secs: i64,
+        step_secs: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        let sql = format!(
+            "WITH ev AS (
+                 SELECT e.user_id, (date_part('epoch', e.\"timestamp\") * 1000000)::int8 AS us
+                 FROM {t} e
+                 WHERE e.site_id = $1
+                   AND e.\"timestamp\" >= ($2::timestamptz AT TIME ZONE 'UTC')
+                   AND e.\"timestamp\" <= ($3::timestamptz AT TIME ZONE 'UTC')
+                   AND e.name <> 'engagement' AND e.user_id IS NOT NULL
+             ), r AS (
+                 SELECT user_id, us, (us + $5 - 1) / $5 AS lo, (us + $4) / $5 AS hi FROM ev
+             ), n AS (
+                 SELECT greatest(lo, lag(hi) OVER (PARTITION BY user_id ORDER BY us) + 1) AS s, hi FROM r
+             )
+             SELECT v.k, sum(v.d)::int8
+             FROM n CROSS JOIN LATERAL (VALUES (n.s, 1), (n.hi + 1, -1)) AS v(k, d)
+             WHERE n.s <= n.hi
+             GROUP BY v.k ORDER BY v.k",
+            t = self.table
+        );
+        let step_us = step_secs * 1_000_000;
+        let window_us = window_secs * 1_000_000;
+        let at = |k: i64| OffsetDateTime::from_unix_timestamp(k * step_secs);
+        let from = at(first)? - time::Duration::seconds(window_secs);
+        let to = at(last)?;
+        let mut c = self.client().await?;
+        let tx = c
+            .transaction()
+            .await
+            .context("starting the preview's transaction")?;
+        // The visitors' events are sorted by visitor and time: in memory
+        // where it fits, rather than in 4 MB runs on disk.
+        tx.batch_execute(PREVIEW_WORK_MEM)
+            .await
+            .context("setting the preview's work_mem")?;
+        let rows = tx
+            .query(&sql, &[&site_id, &from, &to, &window_us, &step_us])
+            .await
+            .with_context(|| format!("counting unique visitors over time in {}", self.table))?;
+        tx.commit().await.ok();
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// The goal scan's statement: each scan's goal matched on the events of its
+/// site in `(from, to]`; `select` and `tail` (GROUP BY, ORDER BY) make its
+/// answer. Goal fields travel as parameters (`GoalParams`), never as SQL
+/// text. Each site's events are read once, for all its goals. The overall
+/// bounds ($10, $11) are plain parameters so the planner sees how narrow the
+/// range is and reads the (site_id, timestamp) index: with only per-scan
+/// bounds it cannot, and chose a sequential scan of 10 million rows (2.9 s)
+/// over an index scan of a few thousand.
+fn goal_sql(table: &str, select: &str, tail: &str) -> String {
+    format!(
+        "WITH scans AS MATERIALIZED (
+             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::int2[], $9::jsonb[])
+             WITH ORDINALITY AS g(site_id, f, t, kind, event_name, path_exact, path_re, scroll_min, props, i))
+         SELECT {select}
+         FROM {table} e
+         JOIN scans g ON g.site_id = e.site_id
+                   AND e.\"timestamp\" > (g.f AT TIME ZONE 'UTC')
+                   AND e.\"timestamp\" <= (g.t AT TIME ZONE 'UTC')
+         WHERE e.site_id = ANY($1)
+           AND e.name = ANY($12)
+           AND e.\"timestamp\" > ($10::timestamptz AT TIME ZONE 'UTC')
+           AND e.\"timestamp\" <= ($11::timestamptz AT TIME ZONE 'UTC')
+           AND NOT EXISTS (
+               SELECT 1 FROM jsonb_each_text(g.props) p
+               WHERE coalesce(e.meta_value[array_position(e.meta_key, p.key)], '') <> p.value)
+           AND CASE g.kind
+           WHEN 'event' THEN e.name = g.event_name
+           WHEN 'page' THEN e.name = 'pageview'
+               AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
+           ELSE e.name = 'engagement'
+               AND (e.pathname = g.path_exact OR e.pathname ~ g.path_re)
+               AND e.scroll_depth BETWEEN g.scroll_min AND 100
+         END
+         {tail}"
+    )
+}
+
+/// `goal_sql`'s parameters $1 to $12, from the scans.
+struct GoalParams {
+    sites: Vec<i64>,
+    from: Vec<OffsetDateTime>,
+    to: Vec<OffsetDateTime>,
+    kind: Vec<&'static str>,
+    event_name: Vec<Option<String>>,
+    path_exact: Vec<Option<String>>,
+    path_re: Vec<Option<String>>,
+    scroll_min: Vec<i16>,
+    props: Vec<serde_json::Value>,
+    lo: OffsetDateTime,
+    hi: OffsetDateTime,
+    names: Vec<String>,
+}
+
+impl GoalParams {
+    /// `scans` is not empty.
+    fn of(scans: &[GoalScan<'_>]) -> GoalParams {
+        let mut p = GoalParams {
+            sites: Vec::with_capacity(scans.len()),
+            from: Vec::with_capacity(scans.len()),
+            to: Vec::with_capacity(scans.len()),
+            kind: Vec::with_capacity(scans.len()),
+            event_name: Vec::with_capacity(scans.len()),
+            path_exact: Vec::with_capacity(scans.len()),
+            path_re: Vec::with_capacity(scans.len()),
+            scroll_min: Vec::with_capacity(scans.len()),
+            props: Vec::with_capacity(scans.len()),
+            lo: scans
+                .iter()
+                .map(|s| s.from)
+                .min()
+                .expect("scans is not empty"),
+            hi: scans
+                .iter()
+                .map(|s| s.to)
+                .max()
+                .expect("scans is not empty"),
+            names: Vec::new(),
+        };
+        for s in scans {
+            p.sites.push(s.goal.site_id);
+            p.from.push(s.from);
+            p.to.push(s.to);
+            p.kind.push(s.goal.type_name());
+            let (ev, scroll) = match &s.goal.kind {
+                GoalKind::Event { event_name } => (Some(event_name.clone()), 0),
+                GoalKind::Page { .. } => (None, 0),
+                GoalKind::Scroll { threshold, .. } => (None, *threshold),
+            };
+            p.event_name.push(ev);
+            p.props
+                .push(serde_json::to_value(&s.goal.custom_props).expect("a map of strings"));
+            p.scroll_min.push(scroll);
+            match s.goal.path_match() {
+                Some(PathMatch::Exact(x)) => {
+                    p.path_exact.push(Some(x));
+                    p.path_re.push(None);
+                }
+                Some(PathMatch::Regex(r)) => {
+                    p.path_exact.push(None);
+                    p.path_re.push(Some(r));
+                }
+                None => {
+                    p.path_exact.push(None);
+                    p.path_re.push(None);
+                }
+            }
+            // Every event name a scan can match: lets an index on
+            // (site_id, name, timestamp) serve, and drops other events early.
+            p.names.push(match &s.goal.kind {
+                GoalKind::Event { event_name, .. } => event_name.clone(),
+                GoalKind::Page { .. } => "pageview".into(),
+                GoalKind::Scroll { .. } => "engagement".into(),
+            });
+        }
+        p.names.sort_unstable();
+        p.names.dedup();
+        p
+    }
+
+    fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.sites,
+            &self.from,
+            &self.to,
+            &self.kind,
+            &self.event_name,
+            &self.path_exact,
+            &self.path_re,
+            &self.scroll_min,
+            &self.props,
+            &self.lo,
+            &self.hi,
+            &self.names,
+        ]
     }
 }
 

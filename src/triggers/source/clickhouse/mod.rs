@@ -11,7 +11,9 @@
 //! - nothing newer than 18.x: no `DateTime64`, `Map`, window functions,
 //!   `WITH FILL`, `arrayFold`, `multiMatchAny`, `toValidUTF8` or `SETTINGS`
 //!   clauses; only `uniq`, `uniqIf`, `arrayExists`, `arrayJoin`, `arraySum`,
-//!   `bitAnd`, `tupleElement`, `match`, `intDiv`, `LIMIT n BY`, `UNION ALL`
+//!   `bitAnd`, `tupleElement`, `match`, `intDiv`, `LIMIT n BY`, `UNION ALL`,
+//!   `groupArray`, `arraySort`, `arrayMap`, `arrayFilter`, `arrayCount`,
+//!   `arrayPushFront`, `arrayPopBack` (trigger preview)
 //!   and `ALL INNER JOIN … USING`.
 //!
 //! Visitors are counted with `uniq(user_id)`, the function Plausible's own
@@ -475,6 +477,120 @@ impl ClickhouseSource {
             });
         }
         Ok(())
+    }
+
+    /// As the PostgreSQL source's `visitor_steps` (which says how), in
+    /// whole seconds, without window functions: each visitor's event times
+    /// as one sorted array, the instants each adds as arrays beside it. A
+    /// step is written `2k` (+1) or `2k + 1` (-1), so one `arrayJoin` of
+    /// plain integers carries both.
+    pub async fn visitor_steps(
+        &self,
+        site_id: i64,
+        window_secs: i64,
+        step_secs: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        let at = |k: i64| OffsetDateTime::from_unix_timestamp(k * step_secs);
+        let from = at(first)? - time::Duration::seconds(window_secs);
+        let to = at(last)?;
+        let q = format!(
+            "SELECT k, sum(d) FROM (
+                 SELECT arrayJoin(arrayConcat(
+                            arrayMap(x -> x * 2, arrayFilter((x, h) -> x <= h, s, hi)),
+                            arrayMap(h -> (h + 1) * 2 + 1, arrayFilter((h, x) -> x <= h, hi, s)))) AS v,
+                        intDiv(v, 2) AS k, if(v % 2 = 0, 1, -1) AS d
+                 FROM (
+                     SELECT arraySort(groupArray(toInt64(toUnixTimestamp(`timestamp`)))) AS ts,
+                            arrayMap(e -> intDiv(e + {step} - 1, {step}), ts) AS lo,
+                            arrayMap(e -> intDiv(e + {window}, {step}), ts) AS hi,
+                            arrayMap((l, p) -> greatest(l, p + 1), lo,
+                                     arrayPushFront(arrayPopBack(hi), toInt64(-1))) AS s
+                     FROM {table}
+                     WHERE site_id = {site} AND {span} AND name != 'engagement'
+                     GROUP BY user_id))
+             GROUP BY k ORDER BY k
+             FORMAT TabSeparated",
+            step = step_secs.max(1),
+            window = window_secs.max(0),
+            table = self.table,
+            site = site_id.max(0),
+            span = window_span(from, to),
+        );
+        let rows = self
+            .rows(q, 2)
+            .await
+            .context("counting unique visitors over time")?;
+        rows.iter()
+            .map(|r| Ok((int(&r[0])?, int(&r[1])?)))
+            .collect()
+    }
+
+    /// As the PostgreSQL source's `completions_per_bucket`: each goal's
+    /// condition (`goal_condition`, as the scan writes it) once in a sum,
+    /// the bucket by how many inner bounds an event is at or after.
+    pub async fn completions_per_bucket(
+        &self,
+        goals: &[crate::triggers::goals::Goal],
+        bounds: &[OffsetDateTime],
+    ) -> Result<Vec<i64>> {
+        let n = bounds.len() - 1;
+        let matched = goals
+            .iter()
+            .map(|g| {
+                format!(
+                    "if({}, 1, 0)",
+                    goal_condition(&g.kind, g.path_match(), &g.custom_props)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",\n");
+        let inner = bounds[1..n]
+            .iter()
+            .map(|b| b.unix_timestamp().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut names: Vec<&str> = goals
+            .iter()
+            .map(|g| match &g.kind {
+                GoalKind::Event { event_name, .. } => event_name.as_str(),
+                GoalKind::Page { .. } => "pageview",
+                GoalKind::Scroll { .. } => "engagement",
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let q = format!(
+            "SELECT b, sum(m) FROM (
+                 SELECT arrayCount(x -> x <= toInt64(toUnixTimestamp(`timestamp`)), arrayConcat(emptyArrayInt64(), [{inner}])) AS b,
+                        arraySum([{matched}]) AS m
+                 FROM {table}
+                 WHERE site_id = {site} AND name IN ({names}) AND {span})
+             WHERE m > 0
+             GROUP BY b
+             FORMAT TabSeparated",
+            table = self.table,
+            site = goals[0].site_id.max(0),
+            names = names
+                .iter()
+                .map(|n| string(n.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            span = window_span(bounds[0], bounds[n]),
+        );
+        let rows = self
+            .rows(q, 2)
+            .await
+            .context("counting goal completions per day")?;
+        let mut out = vec![0; n];
+        for r in rows {
+            let b = int(&r[0])? as usize;
+            if b < n {
+                out[b] += int(&r[1])?;
+            }
+        }
+        Ok(out)
     }
 }
 
