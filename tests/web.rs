@@ -1094,7 +1094,7 @@ async fn the_trigger_forms_preview_lists_where_a_spike_would_have_fired() {
     b.click("#preview-trigger").await;
     let t = b.text().await;
     assert!(
-        t.contains("A visitor_spike trigger") && t.contains("would have fired 1 times"),
+        t.contains("A visitor_spike trigger") && t.contains("would have fired once"),
         "{t}"
     );
     assert!(

@@ -932,8 +932,12 @@ fn print_preview(p: &ops::TriggerPreview) {
         println!("  … {} more not listed", p.omitted);
     }
     println!(
-        "would have fired {} times; derived threshold today: {}",
-        p.total,
+        "would have fired {}; derived threshold today: {}",
+        match p.total {
+            0 => "never".to_string(),
+            1 => "once".to_string(),
+            n => format!("{n} times"),
+        },
         p.derived_threshold
             .map_or("none (too little traffic)".to_string(), |t| t.to_string())
     );
