@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::webhook_view::{deleted, view};
+use super::webhook_view::manageable;
 use super::webhooks::{grace_secs, DEFAULT_ROTATION_GRACE_SECS};
 use crate::admin::access::{self, Access, Principal};
 use crate::admin::core::Admin;
@@ -60,11 +60,7 @@ impl Admin {
         c.done()?;
         let (grace, key) = (grace.expect("checked"), key.expect("checked"));
         let db_ = self.db().await?;
-        access::webhook(&db_, who, id, Access::Manage).await?;
-        let w = view(&**db_, id).await?;
-        if w.deleted_at.is_some() {
-            return Err(deleted(&w));
-        }
+        manageable(&db_, who, id).await?;
         // The old pair keeps signing only if there was one.
         let row = db(
             db_.query_one(

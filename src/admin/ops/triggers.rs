@@ -301,11 +301,7 @@ impl Admin {
     ) -> OpResult<TriggerView> {
         check_trigger(&t)?;
         let db_ = self.db().await?;
-        let site = access::webhook(&db_, who, webhook, Access::Manage).await?;
-        let w = super::webhook_view::view(&**db_, webhook).await?;
-        if w.deleted_at.is_some() {
-            return Err(super::webhook_view::deleted(&w));
-        }
+        let (site, _) = super::webhook_view::manageable(&db_, who, webhook).await?;
         insert_trigger(&**db_, webhook, site.id, &t).await
     }
 

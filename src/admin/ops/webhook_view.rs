@@ -179,6 +179,21 @@ pub(crate) async fn view(db_: &impl GenericClient, id: Uuid) -> OpResult<Webhook
 }
 
 /// The refusal to change a deleted webhook.
+/// A webhook `who` may manage that is not deleted, with its site: what every
+/// change of a webhook's settings, keys or triggers starts from.
+pub(crate) async fn manageable(
+    db_: &deadpool_postgres::Object,
+    who: &access::Principal,
+    id: Uuid,
+) -> OpResult<(access::Site, WebhookView)> {
+    let site = access::webhook(db_, who, id, access::Access::Manage).await?;
+    let w = view(&***db_, id).await?;
+    if w.deleted_at.is_some() {
+        return Err(deleted(&w));
+    }
+    Ok((site, w))
+}
+
 pub(crate) fn deleted(w: &WebhookView) -> OpError {
     OpError::Conflict(format!(
         "webhook {} is deleted; restoring it brings it back (CLI `restore`, API POST /api/webhooks/{}/restore)",

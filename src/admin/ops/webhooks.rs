@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::page::{bad_cursor, page_size};
 use super::test_send::{Candidate, CheckResult};
 use super::triggers::{check_trigger, insert_trigger, list_of, TriggerView};
-use super::webhook_view::{deleted, view, webhook_view, WebhookView, WEBHOOK_COLUMNS};
+use super::webhook_view::{deleted, manageable, view, webhook_view, WebhookView, WEBHOOK_COLUMNS};
 use crate::admin::access::{self, Access, Principal};
 use crate::admin::core::Admin;
 use crate::admin::error::{db, OpError, OpResult};
@@ -708,11 +708,7 @@ impl Admin {
     /// undoes it within `retention.days`, after which the cleaner purges it.
     pub async fn delete_webhook(&self, who: &Principal, id: Uuid) -> OpResult<Deleted> {
         let db_ = self.db().await?;
-        access::webhook(&db_, who, id, Access::Manage).await?;
-        let w = view(&**db_, id).await?;
-        if w.deleted_at.is_some() {
-            return Err(deleted(&w));
-        }
+        manageable(&db_, who, id).await?;
         db(
             db_.execute(
                 "UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
@@ -779,11 +775,7 @@ impl Admin {
         c.done()?;
         let (grace, secret) = (grace.expect("checked"), secret.expect("checked"));
         let db_ = self.db().await?;
-        access::webhook(&db_, who, id, Access::Manage).await?;
-        let w = view(&**db_, id).await?;
-        if w.deleted_at.is_some() {
-            return Err(deleted(&w));
-        }
+        manageable(&db_, who, id).await?;
         let row = db(
             db_.query_one(
                 "UPDATE webhooks SET
