@@ -1116,3 +1116,133 @@ async fn the_trigger_forms_preview_lists_where_a_spike_would_have_fired() {
     let t = b.text().await;
     assert!(t.contains("at most 90 days"), "{t}");
 }
+
+/// Usable without JavaScript: with scripts off (the trigger form's fields
+/// are all shown, as app.js would hide those the type does not take), an
+/// owner creates a webhook, previews and adds a trigger, sends the test
+/// and disables it — every form posts and answers on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_works_with_javascript_switched_off() {
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let rx = receiver(&k.env, Arc::new(AtomicU16::new(200)), "ok").await;
+    let b = k.signed_in(owner, Browser::start_without_js().await).await;
+    b.click("a[href$='/sites/example.com']").await;
+    b.click("a[href$='/sites/example.com/new']").await;
+    b.fill("#name", "No script").await;
+    b.fill("#url", &rx.url("/in")).await;
+    // Goal completions are ticked on a new form.
+    b.click("form button[type=submit]").await;
+    assert!(b.has("#the-secret").await, "{}", b.text().await);
+    assert_eq!(
+        k.env
+            .count("SELECT count(*) FROM webhook_triggers WHERE trigger_type = 'goal_completion'")
+            .await,
+        1
+    );
+    b.click("a.btn").await;
+    let page = b.url().await;
+    // Scripts are off: the spike-only threshold is shown beside a goal type.
+    let threshold = b.el("#t-threshold").await;
+    assert!(
+        threshold.is_displayed().await.unwrap(),
+        "app.js ran: the threshold field is hidden for a goal trigger"
+    );
+    b.el("#t-type option[value=visitor_spike]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#t-threshold", "5").await;
+    b.fill("#t-since", "1d").await;
+    b.click("#preview-trigger").await;
+    let t = b.text().await;
+    assert!(
+        t.contains("A visitor_spike trigger") && t.contains("would not have fired"),
+        "{t}"
+    );
+    b.goto(&page).await;
+    b.el("#t-type option[value=visitor_spike]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#t-threshold", "5").await;
+    b.click("form.add-trigger button[type=submit]:not([formaction])")
+        .await;
+    assert_eq!(
+        k.env
+            .count("SELECT count(*) FROM webhook_triggers WHERE trigger_type = 'visitor_spike' AND threshold = 5")
+            .await,
+        1,
+        "{}",
+        b.text().await
+    );
+    b.click("#send-test").await;
+    let t = b.text().await;
+    assert!(t.contains("Test webhook: delivered"), "{t}");
+    rx.wait_for(1, T).await.unwrap();
+    screens(&b, "no-javascript").await;
+    // Disable asks for confirmation with JavaScript; without it, the form
+    // posts as it is.
+    b.click("form[action$='/state'] button[type=submit]").await;
+    assert_eq!(
+        k.env
+            .count("SELECT count(*) FROM webhooks WHERE name = 'No script' AND NOT enabled")
+            .await,
+        1,
+        "{}",
+        b.text().await
+    );
+}
+
+/// Every page is sent with the headers that keep it from being framed,
+/// sniffed, cached or fed a script from elsewhere (web::view::CSP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_is_sent_with_its_protective_headers() {
+    use http_body_util::Empty;
+    let k = Kit::start().await;
+    let owner = k.user("owner@example.com", k.team, "owner").await;
+    let (cookie, _) = k.session(owner).await;
+    let wh = k.webhook("https://hooks.example.test/in", "[]").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    for path in [
+        "/".to_string(),
+        "/sites/example.com".to_string(),
+        format!("/webhooks/{wh}"),
+        format!("/webhooks/{wh}/edit"),
+        format!("/webhooks/{wh}/deliveries"),
+    ] {
+        let req = hyper::Request::get(format!("{}{path}", k.base))
+            .header("cookie", format!("_plausible_key={cookie}"))
+            .body(Empty::new())
+            .unwrap();
+        let r = client.request(req).await.unwrap();
+        let h = r.headers();
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let csp = get("content-security-policy");
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ] {
+            assert!(csp.contains(part), "{path}: {part} missing from {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("cache-control"), "no-store", "{path}");
+        assert!(
+            get("content-type").starts_with("text/html"),
+            "{path}: {}",
+            get("content-type")
+        );
+    }
+}

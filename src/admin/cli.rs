@@ -932,11 +932,11 @@ fn print_preview(p: &ops::TriggerPreview) {
         println!("  … {} more not listed", p.omitted);
     }
     println!(
-        "would have fired {}; derived threshold today: {}",
+        "{}; derived threshold today: {}",
         match p.total {
-            0 => "never".to_string(),
-            1 => "once".to_string(),
-            n => format!("{n} times"),
+            0 => "would not have fired".to_string(),
+            1 => "would have fired once".to_string(),
+            n => format!("would have fired {n} times"),
         },
         p.derived_threshold
             .map_or("none (too little traffic)".to_string(), |t| t.to_string())

@@ -35,6 +35,11 @@ impl Browser {
         Browser::start_with(&[]).await
     }
 
+    /// A browser with JavaScript switched off, as some people browse.
+    pub async fn start_without_js() -> Browser {
+        Browser::start_with(&["--blink-settings=scriptEnabled=false"]).await
+    }
+
     /// A browser whose system is dark (`prefers-color-scheme: dark`).
     pub async fn start_dark() -> Browser {
         Browser::start_with(&["--force-dark-mode"]).await

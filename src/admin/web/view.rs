@@ -717,14 +717,14 @@ impl From<&crate::admin::ops::TriggerPreview> for PreviewShown {
             });
         PreviewShown {
             summary: format!(
-                "A {} trigger, over {range}, evaluated every {} ({} evaluations) with {threshold}, would have fired {}. The threshold it would derive today: {derived}.",
+                "A {} trigger, over {range}, evaluated every {} ({} evaluations) with {threshold}, {}. The threshold it would derive today: {derived}.",
                 p.trigger_type,
                 secs(p.interval_secs.unwrap_or_default()),
                 p.evaluations.unwrap_or_default(),
                 match p.total {
-                    0 => "never".to_string(),
-                    1 => "once".to_string(),
-                    n => format!("{n} times"),
+                    0 => "would not have fired".to_string(),
+                    1 => "would have fired once".to_string(),
+                    n => format!("would have fired {n} times"),
                 }
             ),
             heads: ("Would have fired at (site time)".into(), "Unique visitors".into()),
