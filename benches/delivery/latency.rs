@@ -14,7 +14,7 @@ use crate::queries::payload_sql;
 use crate::report::{unix_secs, Stats};
 use crate::setup::Bench;
 use crate::usage::{Phase, Usage};
-use crate::{LATENCY_CONNECTIONS, LATENCY_RATE, LATENCY_SECS};
+use crate::{latency_rate, LATENCY_CONNECTIONS, LATENCY_SECS};
 
 pub struct Latency {
     pub sent: usize,
@@ -31,9 +31,10 @@ pub struct Latency {
 }
 
 pub async fn latency(bench: &mut Bench, mut daemon: DaemonProc) -> Result<(Latency, DaemonProc)> {
-    let n = (LATENCY_RATE * LATENCY_SECS) as usize;
+    let rate = latency_rate();
+    let n = (rate * LATENCY_SECS) as usize;
     println!(
-        "\n== (b) latency: single-row INSERTs (each its own autocommit transaction) at {LATENCY_RATE}/s for {LATENCY_SECS} s, daemon idle"
+        "\n== (b) latency: single-row INSERTs (each its own autocommit transaction) at {rate}/s for {LATENCY_SECS} s, daemon idle"
     );
     daemon.check_alive()?;
     let sql = format!(
@@ -51,7 +52,7 @@ pub async fn latency(bench: &mut Bench, mut daemon: DaemonProc) -> Result<(Laten
     let phase = Phase::begin(bench, Some(daemon.pid())).await?;
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let mut interval = tokio::time::interval(Duration::from_secs(1) / LATENCY_RATE);
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
     let webhook = bench.webhook;

@@ -8,7 +8,7 @@ use crate::burn_down::{BurnDown, BurnDownA};
 use crate::latency::Latency;
 use crate::usage::Usage;
 use crate::{
-    BACKLOG_ROWS, IDLE_WITH_BACKLOG, LATENCY_RATE, TARGET_IDLE_RSS_MIB, TARGET_P99_MS, TARGET_RATE,
+    latency_rate, BACKLOG_ROWS, IDLE_WITH_BACKLOG, TARGET_IDLE_RSS_MIB, TARGET_P99_MS, TARGET_RATE,
     TARGET_RSS_MIB,
 };
 
@@ -84,8 +84,11 @@ pub fn summary(
         ms(a.claim_ms)
     );
     println!(
-        "(b) latency, {} single-row INSERTs at {LATENCY_RATE}/s ({:.1} s), {} matched by webhook-id:",
-        b.sent, b.issue_secs, b.matched
+        "(b) latency, {} single-row INSERTs at {}/s ({:.1} s), {} matched by webhook-id:",
+        b.sent,
+        latency_rate(),
+        b.issue_secs,
+        b.matched
     );
     println!(
         "    insert start → arrival (commit included): {}",
@@ -137,7 +140,8 @@ pub fn summary(
     println!("    {}", per_delivery(&c.burn.cpu, c.burn.rows));
     println!("    busiest statement: {}", busiest(&c.burn.cpu));
     println!(
-        "targets: burn-down ≥ {TARGET_RATE:.0} deliveries/s; INSERT returned → arrival p99 ≤ {TARGET_P99_MS} ms at {LATENCY_RATE}/s; RSS ≤ {TARGET_RSS_MIB} MiB after (a)+(b), ≤ {TARGET_IDLE_RSS_MIB} MiB idle at the 1M backlog"
+        "targets: burn-down ≥ {TARGET_RATE:.0} deliveries/s; INSERT returned → arrival p99 ≤ {TARGET_P99_MS} ms at {}/s; RSS ≤ {TARGET_RSS_MIB} MiB after (a)+(b), ≤ {TARGET_IDLE_RSS_MIB} MiB idle at the 1M backlog",
+        latency_rate()
     );
     if !pg_problems.is_empty() {
         println!(
