@@ -113,6 +113,10 @@ impl PeriodicService for SourceChecker {
         let before = self.tx.borrow().clone();
         log(&self.source, Some(&before), &status);
         self.tx.send_replace(status.clone());
+        // The same verdict, already recorded: no transaction to write nothing.
+        if !self.unrecorded && state(&before) == state(&status) {
+            return Ok(None);
+        }
         let recorded = record(&self.pool, &self.source.describe(), &status).await;
         self.unrecorded = recorded.is_err();
         recorded.context(Self::RECORDING)
@@ -143,7 +147,8 @@ pub fn notice(
     }
     Some(match status {
         SourceStatus::Compatible { version } => {
-            if was == "unknown" || was == "compatible" {
+            // A first check that finds it working tells nobody.
+            if was == "unknown" {
                 return None;
             }
             (
