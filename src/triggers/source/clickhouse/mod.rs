@@ -175,23 +175,41 @@ impl ClickhouseSource {
         Ok(out)
     }
 
-    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
+    /// One `aggregate` per site over each window's rows (those matching
+    /// `filter` too, when given): what `unique_visitors` and `last_event` ask.
+    async fn per_site(
+        &self,
+        windows: &[Window],
+        aggregate: &str,
+        filter: &str,
+        what: &'static str,
+    ) -> Result<Vec<Vec<Vec<Vec<u8>>>>> {
         let windows: Vec<(Window, i64)> = windows.iter().map(|w| (*w, 0)).collect();
+        self.per_window(
+            &windows,
+            3,
+            |g| {
+                format!(
+                    "SELECT toUInt32({}) AS g, site_id, {aggregate} FROM {}
+                     WHERE site_id IN ({}) AND {}{filter}
+                     GROUP BY site_id",
+                    g.index,
+                    self.table,
+                    g.sites(),
+                    window_span(g.from, g.to)
+                )
+            },
+            what,
+        )
+        .await
+    }
+
+    pub async fn unique_visitors(&self, windows: &[Window]) -> Result<Vec<i64>> {
         let found = self
-            .per_window(
-                &windows,
-                3,
-                |g| {
-                    format!(
-                        "SELECT toUInt32({}) AS g, site_id, uniq(user_id) FROM {}
-                         WHERE site_id IN ({}) AND {} AND name != 'engagement'
-                         GROUP BY site_id",
-                        g.index,
-                        self.table,
-                        g.sites(),
-                        window_span(g.from, g.to)
-                    )
-                },
+            .per_site(
+                windows,
+                "uniq(user_id)",
+                " AND name != 'engagement'",
                 "counting unique visitors",
             )
             .await?;
@@ -202,22 +220,11 @@ impl ClickhouseSource {
     }
 
     pub async fn last_event(&self, windows: &[Window]) -> Result<Vec<Option<OffsetDateTime>>> {
-        let windows: Vec<(Window, i64)> = windows.iter().map(|w| (*w, 0)).collect();
         let found = self
-            .per_window(
-                &windows,
-                3,
-                |g| {
-                    format!(
-                        "SELECT toUInt32({}) AS g, site_id, max(toUnixTimestamp(`timestamp`)) FROM {}
-                         WHERE site_id IN ({}) AND {}
-                         GROUP BY site_id",
-                        g.index,
-                        self.table,
-                        g.sites(),
-                        window_span(g.from, g.to)
-                    )
-                },
+            .per_site(
+                windows,
+                "max(toUnixTimestamp(`timestamp`))",
+                "",
                 "finding sites' last events",
             )
             .await?;
