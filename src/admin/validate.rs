@@ -547,14 +547,11 @@ pub fn format(v: &str) -> Valid<String> {
                 format!(
                     "`{}` is not a format: give one of {}",
                     v.chars().take(40).collect::<String>(),
-                    FORMATS.join(", ")
+                    crate::config::MESSAGE_FORMATS.join(", ")
                 ),
             )
         })
 }
-
-/// The formats a webhook takes, as the faces list them.
-pub const FORMATS: [&str; 5] = ["standard", "slack", "discord", "teams", "google_chat"];
 
 /// Requests per second per webhook, at least 1.
 pub fn rate_limit(v: i64) -> Valid<i32> {
