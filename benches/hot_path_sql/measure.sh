@@ -12,7 +12,9 @@
 # SCRIPT: a (the daemon's design), b (a narrow lease table instead of the
 # claim's update), a_noattempt (no attempt row), split (issue 27 (b): ready
 # and lease tables, the wide row written once at the outcome, HOT), lazy
-# (issue 27 (c): split with the outcome in the attempt row only). Besides
+# (issue 27 (c): split with the outcome in the attempt row only). hot
+# (issue 27 (b'): split's ready table, the lease kept in the wide row and
+# its updates HOT, a narrow in-flight table beside it). Besides
 # the figures it prints the updates of the wide table and how many were HOT.
 # enqueue_a / enqueue_split: the INSERT side of a and split/lazy (50 rows a
 # statement; "delivered" then counts rows enqueued). VARIANT changes the schema
@@ -38,7 +40,7 @@ esac
 ddl "$on"; trap 'ddl "$off"' EXIT
 inflight=$([ "${script:0:1}" = a ] && echo delivering || echo pending)
 case "$script" in
-  split|lazy|enqueue_split) seed=seed_split; wide=split_deliveries ;;
+  split|lazy|hot|enqueue_split) seed=seed_split; wide=split_deliveries ;;
   *) seed=seed; wide=webhook_deliveries ;;
 esac
 "${P[@]}" -f "$here/payload.sql" >/dev/null

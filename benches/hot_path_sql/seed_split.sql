@@ -5,7 +5,7 @@
 -- indexed column and can be HOT. The same :n rows of ~1.1 KB as seed.sql,
 -- and 500 in flight at the head as lease rows of another worker.
 TRUNCATE webhook_delivery_attempts, webhook_deliveries CASCADE;
-DROP TABLE IF EXISTS split_leases, split_ready, split_deliveries;
+DROP TABLE IF EXISTS split_inflight, split_leases, split_ready, split_deliveries;
 CREATE TABLE split_deliveries (LIKE webhook_deliveries INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
   WITH (fillfactor = 60);
 ALTER TABLE split_deliveries ADD PRIMARY KEY (id);
@@ -49,6 +49,12 @@ CREATE TABLE split_leases (
   attempt int NOT NULL);
 CREATE INDEX ON split_leases (locked_by);
 CREATE INDEX ON split_leases (webhook_id, locked_until);
+-- hot.sql: what is in flight, as an index only (the lease stays in the
+-- wide row, written by HOT updates).
+CREATE TABLE split_inflight (
+  webhook_id uuid NOT NULL,
+  delivery_id uuid NOT NULL,
+  PRIMARY KEY (webhook_id, delivery_id));
 CHECKPOINT;
 INSERT INTO split_deliveries (webhook_id, event_type, payload, next_attempt_at)
 SELECT (SELECT id FROM webhooks LIMIT 1), 'goal_completion', bench_payload(g),
