@@ -115,7 +115,7 @@ async fn kill_9_mid_batch_then_restart_delivers_everything_with_attempts_logged(
     )
     .await;
     let in_flight = env
-        .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering'")
+        .count("SELECT count(*) FROM webhook_deliveries_leases")
         .await;
     assert!(in_flight > 0, "the kill should land mid-batch");
     let _second = env.spawn_daemon(&[]);
@@ -229,7 +229,7 @@ async fn sigterm_drains_in_flight_work_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
     // Nothing left claimed; what was sent is recorded; the rest waits in the queue.
     assert_eq!(
-        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering'")
+        env.count("SELECT count(*) FROM webhook_deliveries_leases")
             .await,
         0
     );
@@ -464,7 +464,7 @@ async fn a_read_only_database_longer_than_the_lease_sends_nothing_twice() {
     // Read-only until every lease has been over for a while (the rescuer
     // runs every 500 ms).
     env.wait_until(
-        "SELECT now() > max(locked_until) + interval '3 seconds' FROM webhook_deliveries",
+        "SELECT now() > max(locked_until) + interval '3 seconds' FROM webhook_deliveries_leases",
         T,
     )
     .await;
@@ -494,4 +494,128 @@ async fn a_read_only_database_longer_than_the_lease_sends_nothing_twice() {
         0
     );
     attempts_fully_logged(&env).await;
+}
+
+/// An upgrade with deliveries in every state of the queue: an installation
+/// stopped mid-delivery (its in-flight rows `delivering` under its lease, as
+/// the daemon before migration 20 left them), with rows queued, retrying and
+/// waiting, migrates to the ready and lease rows, and every delivery ends
+/// once: sent once each, the finished ones not at all, the attempt log whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_in_flight_at_the_ready_and_lease_migration_each_end_once() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    env.db
+        .batch_execute(common::UNDO_MIGRATION_20)
+        .await
+        .unwrap();
+    env.db
+        .execute(
+            "WITH q AS (
+                 -- queued
+                 INSERT INTO webhook_deliveries (webhook_id, event_type, payload)
+                 SELECT $1, 'goal_completion', jsonb_build_object('n', g) FROM generate_series(1, 5) g
+             ), r AS (
+                 -- retrying: attempt 1 failed, due now (3) or in two seconds (2)
+                 INSERT INTO webhook_deliveries (webhook_id, event_type, payload, attempts, last_response_code, next_attempt_at)
+                 SELECT $1, 'goal_completion', jsonb_build_object('r', g), 1, 500,
+                        CASE WHEN g <= 3 THEN now() ELSE now() + interval '2 seconds' END
+                 FROM generate_series(1, 5) g RETURNING id
+             ), ra AS (
+                 INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code, duration_ms, instance)
+                 SELECT id, 1, 500, 5, 'old-host:1:abcd' FROM r
+             ), f AS (
+                 -- in flight on the stopped instance: attempt 1 (or 2) under
+                 -- way, the lease over (3) or ending in two seconds (1)
+                 INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, locked_by, locked_until)
+                 SELECT $1, 'goal_completion', jsonb_build_object('f', g), 'delivering', CASE WHEN g = 1 THEN 2 ELSE 1 END,
+                        'old-host:1:abcd',
+                        CASE WHEN g <= 3 THEN now() - interval '1 second' ELSE now() + interval '2 seconds' END
+                 FROM generate_series(1, 4) g RETURNING id, attempts
+             ), fa AS (
+                 INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code, duration_ms, instance)
+                 SELECT id, 1, 503, 5, 'old-host:1:abcd' FROM f WHERE attempts = 2
+             )
+             -- finished: never sent again
+             INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, finished_at)
+             SELECT $1, 'goal_completion', '{}', s, 0, now()
+             FROM unnest(ARRAY['success', 'success', 'failed']) s",
+            &[&wh],
+        )
+        .await
+        .unwrap();
+    let mut c = plausible_webhooks::db::connect(&env.url).await.unwrap();
+    assert_eq!(
+        plausible_webhooks::db::migrate::migrate(&mut c)
+            .await
+            .unwrap(),
+        vec![20]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries_ready")
+            .await,
+        10,
+        "queued and retrying rows are ready"
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries_leases l JOIN webhook_deliveries d ON d.id = l.delivery_id
+             WHERE l.locked_by = 'old-host:1:abcd' AND l.attempt = d.attempts AND l.locked_until = d.locked_until"
+        )
+        .await,
+        4,
+        "rows in flight keep their lease"
+    );
+    let daemon = env.daemon(env.config()).await;
+    env.wait_until(
+        "SELECT count(*) = 16 FROM webhook_deliveries WHERE status = 'success'",
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+
+    let sent = per_id(&rx);
+    assert_eq!(
+        sent.len(),
+        14,
+        "every queued, retrying and in-flight row sent"
+    );
+    assert!(sent.values().all(|&n| n == 1), "none twice: {sent:?}");
+    let finished = env
+        .count("SELECT count(*) FROM webhook_deliveries WHERE finished_at IS NOT NULL AND attempts = 0")
+        .await;
+    assert_eq!(finished, 3, "the finished rows are untouched");
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
+            .await,
+        1
+    );
+    // In flight: the lost attempt logged by the rescuer, then the one sent.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries d
+             WHERE d.payload ? 'f' AND d.status = 'success' AND d.locked_by IS NULL AND d.locked_until IS NULL
+               AND (SELECT count(*) FROM webhook_delivery_attempts a
+                    WHERE a.delivery_id = d.id AND a.error LIKE '%lease expired%' AND a.instance = 'old-host:1:abcd') = 1"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries d WHERE d.payload ? 'r' AND d.attempts = 2"
+        )
+        .await,
+        5,
+        "a retry is the second attempt"
+    );
+    attempts_fully_logged(&env).await;
+    for t in ["webhook_deliveries_ready", "webhook_deliveries_leases"] {
+        assert_eq!(
+            env.count(&format!("SELECT count(*) FROM {t}")).await,
+            0,
+            "{t} holds nothing once all ended"
+        );
+    }
 }

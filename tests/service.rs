@@ -224,7 +224,8 @@ async fn metrics_move_with_real_deliveries() {
     let wh_ok = env.webhook(&ok.url("/")).await;
     let wh_bad = env.webhook(&bad.url("/")).await;
     // A row due 90 s ago that no instance can claim: another transaction
-    // holds its row lock (the claim skips locked rows), so it waits and ages.
+    // holds the lock of its ready row (sql/0020; the claim skips locked
+    // ready rows), so it waits and ages.
     let stuck: uuid::Uuid = env
         .db
         .query_one(
@@ -237,7 +238,7 @@ async fn metrics_move_with_real_deliveries() {
     let mut locker = plausible_webhooks::db::connect(&env.url).await.unwrap();
     let lock = locker.transaction().await.unwrap();
     lock.execute(
-        "SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+        "SELECT 1 FROM webhook_deliveries_ready WHERE delivery_id = $1 FOR UPDATE",
         &[&stuck],
     )
     .await

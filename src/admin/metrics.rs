@@ -11,12 +11,16 @@ use super::state::{AdminState, DB_CHECK_TIMEOUT};
 use crate::metrics::{self, QueueSample};
 
 /// Counts rows by status and the oldest due row's age. The pending and
-/// delivering counts come from the claim's and the rescuer's partial indexes;
-/// counting finished rows scans them, which retention keeps bounded.
+/// delivering counts are the ready and lease rows (sql/0020: an in-flight
+/// delivery's own row still says `pending`); counting finished rows scans
+/// them, which retention keeps bounded.
 pub async fn sample_queue(db: &tokio_postgres::Client) -> Result<QueueSample> {
     let rows = db
         .query(
-            "SELECT status, count(*) FROM webhook_deliveries GROUP BY status",
+            "SELECT status, count(*) FROM webhook_deliveries
+             WHERE status IN ('success', 'failed') GROUP BY status
+             UNION ALL SELECT 'pending', count(*) FROM webhook_deliveries_ready
+             UNION ALL SELECT 'delivering', count(*) FROM webhook_deliveries_leases",
             &[],
         )
         .await
@@ -27,8 +31,8 @@ pub async fn sample_queue(db: &tokio_postgres::Client) -> Result<QueueSample> {
             // the oldest due row is the first of some webhook's range.
             "SELECT coalesce(extract(epoch FROM now() - min(x.next_attempt_at))::float8, 0)
              FROM webhooks w CROSS JOIN LATERAL (
-                 SELECT p.next_attempt_at FROM webhook_deliveries p
-                 WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now()
+                 SELECT p.next_attempt_at FROM webhook_deliveries_ready p
+                 WHERE p.webhook_id = w.id AND p.next_attempt_at <= now()
                  ORDER BY p.next_attempt_at LIMIT 1) x",
             &[],
         )

@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "analytics_notices",
         include_str!("../../sql/0019_analytics_notices.sql"),
     ),
+    (
+        20,
+        "ready_and_leases",
+        include_str!("../../sql/0020_ready_and_leases.sql"),
+    ),
 ];
 
 /// The Plausible-shaped fixture for tests and the demo (not a migration).

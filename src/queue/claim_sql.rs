@@ -33,10 +33,11 @@ pub(crate) use claimed_row_sql;
 /// at most its `n` due rows; the offers are taken least-held first, and a
 /// row that would take its webhook beyond its light share is taken only
 /// while the reserve stays free after it. Candidates are read over the
-/// (webhook_id, next_attempt_at) index, so a backlog a limit holds back is
-/// never read; they are chosen without locks; the lock re-checks `pending`
-/// (another instance may have taken a row meanwhile) and skips rows already
-/// locked.
+/// ready rows' (webhook_id, next_attempt_at) index, so a backlog a limit
+/// holds back is never read; they are chosen without locks; the lock
+/// re-checks the ready row (another instance may have taken it meanwhile)
+/// and skips rows already locked. A claimed delivery's ready row becomes its
+/// lease row (sql/0020); its wide row is only read.
 ///
 /// A row's payload is budgeted at the size the payload trigger measured
 /// (`payload_bytes`, kept over 4096 bytes) or its stored size, whichever is
@@ -46,14 +47,13 @@ macro_rules! claim_rows_sql {
     () => {
         "
 cand AS (
-    SELECT x.id, x.next_attempt_at, x.bytes,
+    SELECT x.delivery_id AS id, x.next_attempt_at, x.bytes,
            q.held + row_number() OVER (PARTITION BY q.webhook_id ORDER BY x.next_attempt_at) AS holds
     FROM quota q
     CROSS JOIN LATERAL (
-        SELECT p.id, p.next_attempt_at,
-               GREATEST(coalesce(p.payload_bytes, 0), pg_column_size(p.payload)) AS bytes
-        FROM webhook_deliveries p
-        WHERE p.webhook_id = q.webhook_id AND p.status = 'pending' AND p.next_attempt_at <= now()
+        SELECT p.delivery_id, p.next_attempt_at, p.bytes
+        FROM webhook_deliveries_ready p
+        WHERE p.webhook_id = q.webhook_id AND p.next_attempt_at <= now()
         ORDER BY p.next_attempt_at
         LIMIT GREATEST(q.n, 0)
     ) x
@@ -69,27 +69,35 @@ cand AS (
     WHERE pos <= $1 AND (holds <= $11::int8 OR $10::int8 - pos >= $12::int8)
       AND (bytes_sum <= $13::int8 OR (pos = 1 AND $14::bool))
 ), c AS (
-    SELECT id FROM webhook_deliveries
+    SELECT delivery_id FROM webhook_deliveries_ready
     -- Re-checked on the row's latest version: another instance may have
-    -- claimed it, or claimed, failed and rescheduled it, since the snapshot.
-    -- By the primary key, whatever the estimates: as `IN (SELECT ...)` the
-    -- planner, once ANALYZE had seen a large backlog and with `webhooks`
-    -- unanalyzed (a few webhooks never reach autovacuum's threshold), hashed
-    -- the picks and read the whole table: 280 ms a claim instead of 60.
-    WHERE id = ANY(ARRAY(SELECT id FROM pick)) AND status = 'pending' AND next_attempt_at <= now()
+    -- claimed it (then it is gone), or claimed, failed and rescheduled it,
+    -- since the snapshot. By the primary key, whatever the estimates.
+    WHERE delivery_id = ANY(ARRAY(SELECT id FROM pick)) AND next_attempt_at <= now()
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE webhook_deliveries d
-    SET status = 'delivering',
-        -- At most the CHECK's 1000 (sql/0003), capped before adding: with
-        -- the CHECK dropped, `attempts + 1` on a row at 2147483647 overflowed
-        -- and failed every claim, for every site.
-        attempts = LEAST(d.attempts, 999) + 1,
-        locked_by = $2,
-        locked_until = now() + make_interval(secs => $3)
-    FROM c
-    WHERE d.id = c.id
-    RETURNING d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.inserted_at, d.locked_until
+), taken AS (
+    DELETE FROM webhook_deliveries_ready r
+    WHERE r.delivery_id = ANY(ARRAY(SELECT delivery_id FROM c))
+    RETURNING r.delivery_id
+), claimed AS MATERIALIZED (
+    -- The wide row is only read. A ready row whose delivery is not pending
+    -- (written by hand) is dropped above and sends nothing.
+    SELECT d.id, d.webhook_id, d.event_type, d.payload,
+           -- At most the CHECK's 1000 (sql/0003), capped before adding: with
+           -- the CHECK dropped, `attempts + 1` on a row at 2147483647 would
+           -- overflow and fail every claim, for every site.
+           LEAST(d.attempts, 999) + 1 AS attempts,
+           d.inserted_at, now() + make_interval(secs => $3) AS locked_until
+    FROM webhook_deliveries d
+    WHERE d.id = ANY(ARRAY(SELECT delivery_id FROM taken)) AND d.status = 'pending'
+      -- Nor one already in flight (a ready row written by hand beside a
+      -- lease): its second lease would fail the whole claim. By key: as NOT
+      -- EXISTS it was planned as a scan of every lease.
+      AND d.id <> ALL(ARRAY(SELECT l.delivery_id FROM webhook_deliveries_leases l
+                            WHERE l.delivery_id = ANY(ARRAY(SELECT delivery_id FROM taken))))
+), leased AS (
+    INSERT INTO webhook_deliveries_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
+    SELECT id, webhook_id, $2, locked_until, attempts FROM claimed
 )"
     };
 }

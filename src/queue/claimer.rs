@@ -82,8 +82,8 @@ WITH tracked AS (
     -- index, so the probe is one index descent per webhook whatever the
     -- estimates: as EXISTS, an unanalyzed `webhooks` got it planned as a hash
     -- over a scan of the whole queue.
-    CROSS JOIN LATERAL (SELECT 1 FROM webhook_deliveries p
-                        WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at <= now()
+    CROSS JOIN LATERAL (SELECT 1 FROM webhook_deliveries_ready p
+                        WHERE p.webhook_id = w.id AND p.next_attempt_at <= now()
                         ORDER BY p.next_attempt_at
                         LIMIT 1) due
     WHERE w.enabled AND w.deleted_at IS NULL
@@ -104,9 +104,9 @@ pub const NEXT_DUE_SQL: &str = "
 SELECT extract(epoch FROM min(x.next_attempt_at) - clock_timestamp())::float8
 FROM webhooks w
 CROSS JOIN LATERAL (
-    SELECT p.next_attempt_at FROM webhook_deliveries p
+    SELECT p.next_attempt_at FROM webhook_deliveries_ready p
     -- 'infinity' is never due (and no interval holds the wait for it).
-    WHERE p.webhook_id = w.id AND p.status = 'pending' AND p.next_attempt_at < 'infinity'
+    WHERE p.webhook_id = w.id AND p.next_attempt_at < 'infinity'
     ORDER BY p.next_attempt_at
     LIMIT 1
 ) x
@@ -698,12 +698,16 @@ impl ClaimedColumns {
 const FAIL_UNREADABLE_SQL: &str = "
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::text[]) AS r(id, error)
+), l AS (
+    DELETE FROM webhook_deliveries_leases l
+    WHERE l.delivery_id = ANY($1::uuid[]) AND l.locked_by = $3
+    RETURNING l.delivery_id, l.attempt
 ), f AS (
     UPDATE webhook_deliveries d SET
-        status = 'failed', locked_by = NULL, locked_until = NULL,
+        status = 'failed', attempts = l.attempt, locked_by = NULL, locked_until = NULL,
         last_response_code = NULL, last_error = r.error, finished_at = now()
-    FROM r
-    WHERE d.id = r.id AND d.locked_by = $3 AND d.status = 'delivering'
+    FROM r JOIN l ON l.delivery_id = r.id
+    WHERE d.id = r.id
     RETURNING d.id, d.attempts, r.error
 )
 INSERT INTO webhook_delivery_attempts (delivery_id, attempt, error, duration_ms, attempted_at, instance)

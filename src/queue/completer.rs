@@ -26,28 +26,43 @@ WITH r AS (
                          $16::text[])
         AS r(id, attempt, status, retry_in_ms, attempted, code, error, body, duration_ms, attempted_at,
              disable_reason, lease, error_kind)
+), l AS (
+    -- The fence: this instance's claim, and this very claim (its lease end
+    -- and attempt number), so a late outcome of an earlier claim of the row
+    -- can never apply. Deleting the lease ends the delivery's flight
+    -- (sql/0020). Found by the primary key: a generic plan through another
+    -- index was once quadratic in the rows in flight.
+    DELETE FROM webhook_deliveries_leases l
+    USING r
+    WHERE l.delivery_id = ANY($1::uuid[]) AND l.delivery_id = r.id
+      AND l.locked_by = $12 AND l.locked_until = r.lease AND l.attempt = r.attempt
+    RETURNING l.delivery_id
 ), d AS (
+    -- The delivery's one write on its way through the queue: no index of
+    -- the wide table covers a column set here, so it is HOT.
     UPDATE webhook_deliveries d SET
         status = r.status,
-        attempts = CASE WHEN r.attempted THEN d.attempts ELSE d.attempts - 1 END,
+        attempts = CASE WHEN r.attempted THEN r.attempt ELSE r.attempt - 1 END,
         next_attempt_at = CASE WHEN r.status = 'pending'
                                THEN now() + r.retry_in_ms * interval '1 millisecond'
                                ELSE d.next_attempt_at END,
+        -- Set only on rows written 'delivering' (the test send, rows in
+        -- flight at migration 20).
         locked_by = NULL,
         locked_until = NULL,
         last_response_code = CASE WHEN r.attempted THEN r.code ELSE d.last_response_code END,
         last_error = CASE WHEN r.attempted OR r.error IS NOT NULL THEN r.error ELSE d.last_error END,
         delivered_at = CASE WHEN r.status = 'success' THEN r.attempted_at ELSE d.delivered_at END,
         finished_at = CASE WHEN r.status IN ('success', 'failed') THEN now() END
-    FROM r
-    -- The fence: this instance's claim, and this very claim (its locked_until),
-    -- so a late outcome of an earlier claim of the row can never apply.
-    -- locked_by is set exactly while a row is 'delivering' (the claim sets both,
-    -- completion and rescue clear both), so it needs no status test, and
-    -- without one no index but the primary key can drive this update (a generic
-    -- plan through the lease index was quadratic in the rows in flight).
-    WHERE d.id = r.id AND d.locked_by = $12 AND d.locked_until = r.lease AND d.attempts = r.attempt
-    RETURNING d.id, d.webhook_id
+    FROM r JOIN l ON l.delivery_id = r.id
+    WHERE d.id = r.id
+    RETURNING d.id, d.webhook_id, d.status, d.next_attempt_at,
+              CASE WHEN d.status = 'pending'
+                   THEN GREATEST(coalesce(d.payload_bytes, 0), pg_column_size(d.payload)) END AS bytes
+), q AS (
+    -- A retry (or a deferral) is due again.
+    INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+    SELECT id, webhook_id, next_attempt_at, bytes FROM d WHERE status = 'pending'
 ), a AS (
     INSERT INTO webhook_delivery_attempts
         (delivery_id, attempt, status_code, response_body, error, error_kind, duration_ms, attempted_at, instance)

@@ -8,7 +8,7 @@
 //! 2. [`LIMITED_CLAIM_SQL`], a new statement and so, in READ COMMITTED, a
 //!    snapshot taken after the locks were granted: it sees every claim that
 //!    an earlier holder of a lock committed. It counts each webhook's live
-//!    leases (its `delivering` rows with `locked_until` ahead: a crashed
+//!    leases (its lease rows with `locked_until` ahead: a crashed
 //!    instance's stop counting when they expire), refills and spends its
 //!    rate tokens, and claims. Counting in the statement that takes the lock
 //!    would not do: its snapshot predates the lock, and two instances could
@@ -74,9 +74,8 @@ WITH tracked AS (
            LEAST(
                CASE WHEN l.own_cap IS NULL THEN $7::int4 - l.held
                     ELSE l.own_cap - (
-                        SELECT count(*) FROM webhook_deliveries x
-                        WHERE x.webhook_id = l.webhook_id AND x.status = 'delivering'
-                          AND x.locked_until > statement_timestamp()) END,
+                        SELECT count(*) FROM webhook_deliveries_leases x
+                        WHERE x.webhook_id = l.webhook_id AND x.locked_until > statement_timestamp()) END,
                $8::int4 - l.held,
                CASE WHEN l.rate = 0 THEN $1::int8 ELSE GREATEST(floor(b.tokens), 0)::int8 END,
                GREATEST($11::int8 - l.held, 0) + GREATEST($10::int8 - $12::int8, 0),
@@ -110,9 +109,8 @@ WITH tracked AS (
 pub const REPORT_SQL: &str = "
 SELECT s.webhook_id,
        w.enabled AND w.deleted_at IS NULL AND w.max_concurrency IS NOT NULL
-         AND (SELECT count(*) FROM webhook_deliveries x
-              WHERE x.webhook_id = s.webhook_id AND x.status = 'delivering'
-                AND x.locked_until > statement_timestamp()) >= w.max_concurrency AS at_cap,
+         AND (SELECT count(*) FROM webhook_deliveries_leases x
+              WHERE x.webhook_id = s.webhook_id AND x.locked_until > statement_timestamp()) >= w.max_concurrency AS at_cap,
        CASE WHEN coalesce(w.rate_limit_per_sec, $2::int4) > 0 AND s.tokens < 1
             THEN (1 - s.tokens) / coalesce(w.rate_limit_per_sec, $2::int4) END AS next_token_secs
 FROM webhook_limit_state s

@@ -45,12 +45,24 @@ pub struct DeliveryView {
     pub trigger_id: Option<Uuid>,
 }
 
-const DELIVERY_COLUMNS: &str = "
+/// A delivery as the log shows it. In flight is a lease row (sql/0020: the
+/// delivery's own row keeps `pending` and the attempts recorded so far), and
+/// the attempt under way is counted, as the claim counts it.
+macro_rules! delivery_fields {
+    () => {
+        "
     d.id, d.webhook_id, d.event_type,
-    CASE WHEN d.status = 'pending' AND d.attempts > 0 THEN 'retrying' ELSE d.status END,
-    d.attempts, d.next_attempt_at, d.last_response_code, d.last_error, d.delivered_at,
-    d.finished_at, d.inserted_at, d.trigger_id
-FROM webhook_deliveries d";
+    CASE WHEN l.delivery_id IS NOT NULL THEN 'delivering'
+         WHEN d.status = 'pending' AND d.attempts > 0 THEN 'retrying' ELSE d.status END,
+    coalesce(l.attempt, d.attempts), d.next_attempt_at, d.last_response_code, d.last_error, d.delivered_at,
+    d.finished_at, d.inserted_at, d.trigger_id"
+    };
+}
+const DELIVERY_COLUMNS: &str = concat!(
+    delivery_fields!(),
+    "
+FROM webhook_deliveries d LEFT JOIN webhook_deliveries_leases l ON l.delivery_id = d.id"
+);
 
 fn delivery_view(r: &tokio_postgres::Row) -> DeliveryView {
     DeliveryView {
@@ -230,8 +242,10 @@ async fn detail(db_: &Client, id: Uuid) -> OpResult<DeliveryDetail> {
     let row = db(
         db_.query_opt(
             &format!(
-                "SELECT {}, d.payload::text FROM webhook_deliveries d WHERE d.id = $1",
-                DELIVERY_COLUMNS.replace("FROM webhook_deliveries d", "")
+                "SELECT {}, d.payload::text
+                 FROM webhook_deliveries d LEFT JOIN webhook_deliveries_leases l ON l.delivery_id = d.id
+                 WHERE d.id = $1",
+                delivery_fields!()
             ),
             &[&id],
         )
@@ -425,9 +439,10 @@ impl Admin {
                     "SELECT {DELIVERY_COLUMNS}
                      WHERE ($1::uuid IS NULL OR d.webhook_id = $1)
                        AND ($2::text IS NULL
-                            OR ($2 = 'pending' AND d.status = 'pending' AND d.attempts = 0)
-                            OR ($2 = 'retrying' AND d.status = 'pending' AND d.attempts > 0)
-                            OR ($2 NOT IN ('pending', 'retrying') AND d.status = $2))
+                            OR ($2 = 'pending' AND d.status = 'pending' AND d.attempts = 0 AND l.delivery_id IS NULL)
+                            OR ($2 = 'retrying' AND d.status = 'pending' AND d.attempts > 0 AND l.delivery_id IS NULL)
+                            OR ($2 = 'delivering' AND l.delivery_id IS NOT NULL)
+                            OR ($2 IN ('success', 'failed') AND d.status = $2))
                        AND ($3::text IS NULL OR d.event_type = $3)
                        AND ($4::timestamptz IS NULL OR d.inserted_at >= $4)
                        AND ($6::timestamptz IS NULL OR d.inserted_at < $6
@@ -556,10 +571,28 @@ impl Admin {
         let row = db(
             db_.query_opt(
                 &format!(
-                    "WITH u AS (
-                        UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+                    "WITH o AS (
+                        -- Locked, and re-read at its latest version: what it was
+                        -- before this decides whether it is queued already.
+                        SELECT d.id, d.status AS was FROM webhook_deliveries d
                         WHERE d.id = $1 AND (d.status IN ('pending', 'failed') OR (d.status = 'success' AND $2))
-                        RETURNING d.*)
+                          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries_leases x WHERE x.delivery_id = d.id)
+                        FOR UPDATE
+                     ), u AS (
+                        UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+                        FROM o WHERE d.id = o.id
+                        RETURNING d.*, o.was
+                     ), queued AS (
+                        -- A pending row is due now if it is still queued (a claim
+                        -- may have taken it since: then it is on its way); a
+                        -- finished one, queued by nobody else, is queued again.
+                        UPDATE webhook_deliveries_ready q SET next_attempt_at = now()
+                        FROM u WHERE q.delivery_id = u.id AND u.was = 'pending'
+                     ), requeued AS (
+                        INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+                        SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
+                        FROM u WHERE u.was <> 'pending'
+                     )
                      SELECT {}",
                     DELIVERY_COLUMNS.replace("webhook_deliveries d", "u d")
                 ),
@@ -644,12 +677,19 @@ impl Admin {
                 deliveries: Some(rows.iter().map(delivery_view).collect()),
             });
         }
+        // Only finished rows are picked (re-checked under the lock), so none
+        // is queued or in flight: each gets its ready row (sql/0020) here.
         let sql = format!(
             "WITH c AS (
                 SELECT d.id FROM webhook_deliveries d WHERE {REPLAY_WHERE}
-                ORDER BY d.inserted_at LIMIT {REPLAY_BATCH} FOR UPDATE SKIP LOCKED)
-             UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
-             FROM c WHERE d.id = c.id"
+                ORDER BY d.inserted_at LIMIT {REPLAY_BATCH} FOR UPDATE SKIP LOCKED
+             ), u AS (
+                UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+                FROM c WHERE d.id = c.id
+                RETURNING d.id, d.webhook_id, d.next_attempt_at,
+                          GREATEST(coalesce(d.payload_bytes, 0), pg_column_size(d.payload)) AS bytes)
+             INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+             SELECT id, webhook_id, next_attempt_at, bytes FROM u"
         );
         let mut total = 0;
         loop {

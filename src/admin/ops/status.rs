@@ -53,10 +53,11 @@ CROSS JOIN LATERAL (
            count(*) FILTER (WHERE d.attempts > 0) AS retrying,
            count(*) FILTER (WHERE d.next_attempt_at > now()) AS waiting,
            extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now()))::float8 AS oldest
-    FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending') p
+    -- Queued: a ready row (sql/0020); the wide row for its attempts so far.
+    FROM webhook_deliveries_ready q JOIN webhook_deliveries d ON d.id = q.delivery_id
+    WHERE q.webhook_id = w.id) p
 CROSS JOIN LATERAL (
-    SELECT count(*) AS delivering FROM webhook_deliveries d
-    WHERE d.webhook_id = w.id AND d.status = 'delivering') l
+    SELECT count(*) AS delivering FROM webhook_deliveries_leases x WHERE x.webhook_id = w.id) l
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE d.status = 'success') AS delivered,
            count(*) FILTER (WHERE d.status = 'failed') AS failed

@@ -1,0 +1,128 @@
+-- The queue's state out of the wide row (issue 27; docs/how-it-works.md,
+-- docs/benchmarks.md 2026-12-06 (5)): solid_queue's ready_executions →
+-- claimed_executions, Hatchet's queue item → task runtime.
+--
+-- Until now a delivery's row was rewritten at its claim (status
+-- 'delivering', lease) and again at its outcome, and neither rewrite could
+-- be HOT: `status` sat in the predicates of the claim's and the lease's
+-- partial indexes, so each added an entry to every index of the table.
+-- Now what is due is a narrow row in `webhook_deliveries_ready` and what is
+-- in flight a narrow row in `webhook_deliveries_leases`: the claim moves a
+-- delivery from one to the other and only reads the wide row; the outcome
+-- deletes the lease and writes the wide row once, and since no index of
+-- the wide table covers a column the outcome changes, that write is HOT.
+-- Measured on the hot path's SQL alone (benches/hot_path_sql, split.sql
+-- against a.sql): PostgreSQL's CPU per claim and completion 65–69 µs
+-- against 95–100, WAL 0.97 KiB against 1.8.
+--
+-- What a writer sees is unchanged: an INSERT into webhook_deliveries (or
+-- webhook_enqueue) with status 'pending' (the default) queues the delivery;
+-- the ready row is made by a trigger. What a reader sees changes in one
+-- way: while a delivery is in flight its row keeps status 'pending' and
+-- the attempts recorded so far; the lease row says it is being delivered
+-- (the CLI, the API and the page show 'delivering' from it). A row written
+-- 'delivering' with a lease (the test send, rows in flight at this
+-- migration) gets its lease row from the same trigger.
+--
+-- Neither narrow table has a foreign key (one lookup and lock per row, as
+-- the attempt rows' key that migration 9 dropped): their rows go with
+-- their delivery by the statement trigger that deletes attempt rows, and a
+-- row whose delivery is gone is ignored and dropped by the claim, the
+-- completion and the rescuer.
+
+CREATE TABLE webhook_deliveries_ready (
+  delivery_id uuid PRIMARY KEY,
+  webhook_id uuid NOT NULL,
+  next_attempt_at timestamptz NOT NULL,
+  -- The payload as the claim budgets it: the size the payload trigger
+  -- measured (kept over 4096 bytes) or the stored size, whichever is larger.
+  bytes integer NOT NULL
+) WITH (
+  autovacuum_vacuum_scale_factor = 0.01,
+  autovacuum_vacuum_threshold = 1000,
+  autovacuum_vacuum_insert_scale_factor = 0.01,
+  autovacuum_analyze_scale_factor = 0.02
+);
+-- The claim walks webhooks and takes each one's due rows in due order.
+CREATE INDEX webhook_deliveries_ready_due_idx ON webhook_deliveries_ready (webhook_id, next_attempt_at);
+
+CREATE TABLE webhook_deliveries_leases (
+  delivery_id uuid PRIMARY KEY,
+  webhook_id uuid NOT NULL,
+  -- The fence: the outcome of a claim applies only while its holder, its
+  -- lease end and its attempt number are still these.
+  locked_by text NOT NULL,
+  locked_until timestamptz NOT NULL,
+  attempt integer NOT NULL
+) WITH (
+  autovacuum_vacuum_scale_factor = 0.01,
+  autovacuum_vacuum_threshold = 1000,
+  autovacuum_vacuum_insert_scale_factor = 0.01,
+  autovacuum_analyze_scale_factor = 0.02
+);
+-- A limited webhook's live leases, counted by the limited claim.
+CREATE INDEX webhook_deliveries_leases_webhook_idx ON webhook_deliveries_leases (webhook_id, locked_until);
+
+-- What is queued or in flight now moves over, in this transaction: no
+-- delivery is left behind or taken twice. A row 'delivering' keeps its
+-- status and lease; its holder (an instance stopped for this migration)
+-- is gone, so the rescuer returns it when the lease ends, as before.
+INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
+FROM webhook_deliveries WHERE status = 'pending';
+INSERT INTO webhook_deliveries_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
+SELECT id, webhook_id, coalesce(locked_by, ''), locked_until, attempts
+FROM webhook_deliveries WHERE status = 'delivering';
+
+-- Replaces the NOTIFY trigger: one statement trigger queues what was
+-- inserted and wakes the daemon (once per statement, at commit).
+CREATE FUNCTION plausible_webhooks_queue_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+  SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
+  FROM added WHERE status = 'pending';
+  IF FOUND THEN
+    PERFORM pg_notify('plausible_webhooks', '');
+  END IF;
+  -- A row inserted already claimed (the test send) is in flight.
+  INSERT INTO webhook_deliveries_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
+  SELECT id, webhook_id, coalesce(locked_by, ''), locked_until, attempts
+  FROM added WHERE status = 'delivering';
+  RETURN NULL;
+END
+$$;
+DROP TRIGGER webhook_deliveries_notify ON webhook_deliveries;
+CREATE TRIGGER webhook_deliveries_queue
+  AFTER INSERT ON webhook_deliveries
+  REFERENCING NEW TABLE AS added
+  FOR EACH STATEMENT EXECUTE FUNCTION plausible_webhooks_queue_inserted();
+
+-- Deleting deliveries (the cleaner, a deleted webhook's purge, by hand)
+-- deletes their attempt rows (migration 9) and now their queue rows.
+CREATE OR REPLACE FUNCTION plausible_webhooks_delete_attempts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    BEGIN
+      TRUNCATE webhook_delivery_attempts, webhook_deliveries_ready, webhook_deliveries_leases;
+    EXCEPTION WHEN object_in_use THEN
+      -- Truncated by this very statement too, or open in a cursor: emptied
+      -- row by row instead.
+      DELETE FROM webhook_delivery_attempts;
+      DELETE FROM webhook_deliveries_ready;
+      DELETE FROM webhook_deliveries_leases;
+    END;
+  ELSE
+    DELETE FROM webhook_delivery_attempts a USING gone g WHERE a.delivery_id = g.id;
+    DELETE FROM webhook_deliveries_ready r USING gone g WHERE r.delivery_id = g.id;
+    DELETE FROM webhook_deliveries_leases l USING gone g WHERE l.delivery_id = g.id;
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- Their work is done by the narrow tables now; without them no index of
+-- the wide table covers what the outcome writes, and the write is HOT.
+DROP INDEX webhook_deliveries_webhook_due_idx;
+DROP INDEX webhook_deliveries_webhook_lease_idx;
