@@ -81,14 +81,18 @@ LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
   SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
-  FROM added WHERE status = 'pending';
+  FROM added WHERE status = 'pending'
+  -- Only a ready row written by hand can be there already.
+  ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, bytes = EXCLUDED.bytes;
   IF FOUND THEN
     PERFORM pg_notify('plausible_webhooks', '');
   END IF;
   -- A row inserted already claimed (the test send) is in flight.
   INSERT INTO webhook_deliveries_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
   SELECT id, webhook_id, coalesce(locked_by, ''), locked_until, attempts
-  FROM added WHERE status = 'delivering';
+  FROM added WHERE status = 'delivering'
+  ON CONFLICT (delivery_id) DO UPDATE SET webhook_id = EXCLUDED.webhook_id, locked_by = EXCLUDED.locked_by,
+    locked_until = EXCLUDED.locked_until, attempt = EXCLUDED.attempt;
   RETURN NULL;
 END
 $$;

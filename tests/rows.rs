@@ -782,3 +782,100 @@ async fn a_row_at_the_largest_attempts_does_not_stop_the_claims() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// The ready and lease rows (sql/0020) are the daemon's, but a hand may
+/// write them too: a ready row for a delivery that finished, for one in
+/// flight (beside its lease), for one that does not exist, and a lease
+/// beside a finished delivery. None of them is sent or stops a claim; the
+/// finished delivery stays as it ended; the delivery in flight is sent once,
+/// when its (expired, holder gone) lease is rescued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_ready_and_lease_rows_send_nothing_and_stop_nothing() {
+    let env = Env::new().await;
+    let rx = env.receiver(always(200)).await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let done: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, last_response_code, finished_at)
+             VALUES ($1, 'goal_completion', '{\"done\": true}', 'success', 1, 200, now()) RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let flying: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, locked_by, locked_until)
+             VALUES ($1, 'goal_completion', '{\"flying\": true}', 'delivering', 1, 'gone-host:1:x', now() - interval '1 second')
+             RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+             VALUES ($1, $3, now() - interval '1 hour', 2), ($2, $3, now() - interval '1 hour', 2),
+                    (gen_random_uuid(), $3, now() - interval '1 hour', 2)",
+            &[&done, &flying, &wh],
+        )
+        .await
+        .unwrap();
+    let done_too: Uuid = env
+        .db
+        .query_one(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, status, attempts, last_response_code, finished_at)
+             VALUES ($1, 'goal_completion', '{\"done\": 2}', 'failed', 1, 500, now()) RETURNING id",
+            &[&wh],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.db
+        .execute(
+            "INSERT INTO webhook_deliveries_leases (delivery_id, webhook_id, locked_by, locked_until, attempt)
+             VALUES ($1, $2, 'gone-host:2:x', now() - interval '1 second', 2)",
+            &[&done_too, &wh],
+        )
+        .await
+        .unwrap();
+    env.enqueue(wh, 20).await;
+    let daemon = env.daemon(env.config()).await;
+    rx.wait_for(21, T).await.unwrap();
+    env.wait_until(
+        "SELECT NOT EXISTS (SELECT 1 FROM webhook_deliveries_ready)
+            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries_leases)",
+        T,
+    )
+    .await;
+    daemon.shutdown().await.unwrap();
+    let bodies: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(bodies.len(), 21, "20 queued and the one in flight");
+    assert_eq!(bodies.iter().filter(|b| b.contains("flying")).count(), 1);
+    assert!(!bodies.iter().any(|b| b.contains("\"done\"")));
+    for (id, status, attempts) in [
+        (done, "success", 1),
+        (done_too, "failed", 1),
+        (flying, "success", 2),
+    ] {
+        let r = env
+            .db
+            .query_one(
+                "SELECT status, attempts FROM webhook_deliveries WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.get::<_, String>(0).as_str(), r.get::<_, i32>(1)),
+            (status, attempts)
+        );
+    }
+}

@@ -153,7 +153,7 @@ impl Drop for DaemonProc {
 /// The daemon binary: this build's, or `BENCH_DAEMON_BIN` (a copy of
 /// another commit's release binary), so two commits can be measured
 /// alternately with the same bench.
-fn daemon_binary() -> PathBuf {
+pub fn daemon_binary() -> PathBuf {
     std::env::var_os("BENCH_DAEMON_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plausible-webhooks")))

@@ -47,7 +47,22 @@ impl Bench {
         {
             let mut c = plausible_webhooks::db::connect(&url).await?;
             plausible_webhooks::db::migrate::load_fixture(&c).await?;
-            plausible_webhooks::db::migrate::migrate(&mut c).await?;
+            // Another commit's daemon (BENCH_DAEMON_BIN) runs on its own schema.
+            if std::env::var_os("BENCH_DAEMON_BIN").is_some() {
+                let empty = tempfile::NamedTempFile::new()?;
+                let out = std::process::Command::new(crate::daemon::daemon_binary())
+                    .arg("migrate")
+                    .env("PLAUSIBLE_WEBHOOKS_CONFIG", empty.path())
+                    .env("DATABASE_URL", &url)
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "BENCH_DAEMON_BIN migrate failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            } else {
+                plausible_webhooks::db::migrate::migrate(&mut c).await?;
+            }
         }
         let bench_url = format!("{url}?application_name=bench");
         let db = plausible_webhooks::db::connect(&bench_url).await?;

@@ -63,6 +63,8 @@ WITH r AS (
     -- A retry (or a deferral) is due again.
     INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
     SELECT id, webhook_id, next_attempt_at, bytes FROM d WHERE status = 'pending'
+    -- A ready row written by hand beside the lease must not fail the batch.
+    ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, bytes = EXCLUDED.bytes
 ), a AS (
     INSERT INTO webhook_delivery_attempts
         (delivery_id, attempt, status_code, response_body, error, error_kind, duration_ms, attempted_at, instance)

@@ -78,6 +78,7 @@ WITH live AS MATERIALIZED (
 ), q AS (
     INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
     SELECT id, webhook_id, next_attempt_at, bytes FROM u WHERE status = 'pending'
+    ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, bytes = EXCLUDED.bytes
 ), a AS (
     INSERT INTO webhook_delivery_attempts (delivery_id, attempt, error, duration_ms, attempted_at, instance)
     SELECT u.id, u.attempts, $4, 0, now(), u.holder FROM u

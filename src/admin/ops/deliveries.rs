@@ -592,6 +592,7 @@ impl Admin {
                         INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
                         SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
                         FROM u WHERE u.was <> 'pending'
+                        ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at
                      )
                      SELECT {}",
                     DELIVERY_COLUMNS.replace("webhook_deliveries d", "u d")
@@ -689,7 +690,8 @@ impl Admin {
                 RETURNING d.id, d.webhook_id, d.next_attempt_at,
                           GREATEST(coalesce(d.payload_bytes, 0), pg_column_size(d.payload)) AS bytes)
              INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
-             SELECT id, webhook_id, next_attempt_at, bytes FROM u"
+             SELECT id, webhook_id, next_attempt_at, bytes FROM u
+             ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at"
         );
         let mut total = 0;
         loop {
