@@ -10,7 +10,9 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::daemon::DaemonProc;
-use crate::queries::{payload_sql, OPEN_COUNT_SQL, OPEN_SQL};
+use crate::queries::{
+    payload_sql, OPEN_COUNT_SQL, OPEN_COUNT_SQL_BEFORE_20, OPEN_SQL, OPEN_SQL_BEFORE_20,
+};
 use crate::receiver::Sink;
 use crate::{DRAIN_TIMEOUT, POLL, SECRET};
 
@@ -30,6 +32,9 @@ pub struct Bench {
     /// Daemon logs and the (empty) config file.
     pub dir: tempfile::TempDir,
     pub daemons_started: u32,
+    /// The schema has the ready and lease rows (sql/0020): which statements
+    /// ask whether deliveries are open.
+    pub ready_rows: bool,
 }
 
 impl Bench {
@@ -119,6 +124,13 @@ impl Bench {
                 "no limits of its own (the daemon's default max_concurrency 1000: the unlimited claim)"
             }
         );
+        let ready_rows: bool = db
+            .query_one(
+                "SELECT to_regclass('webhook_deliveries_ready') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
         Ok(Bench {
             nproc,
             cluster,
@@ -131,6 +143,7 @@ impl Bench {
             webhook,
             dir: tempfile::tempdir()?,
             daemons_started: 0,
+            ready_rows,
         })
     }
 
@@ -152,7 +165,8 @@ impl Bench {
     }
 
     pub async fn any_open(&self) -> Result<bool> {
-        Ok(self.db.query_one(OPEN_SQL, &[]).await?.get(0))
+        let sql = if self.ready_rows { OPEN_SQL } else { OPEN_SQL_BEFORE_20 };
+        Ok(self.db.query_one(sql, &[]).await?.get(0))
     }
 
     /// Polls every 50 ms until no delivery is open; returns when that was seen.
@@ -167,7 +181,14 @@ impl Bench {
                 bail!(
                     "deliveries still open after {DRAIN_TIMEOUT:?}: {}",
                     self.db
-                        .query_one(OPEN_COUNT_SQL, &[])
+                        .query_one(
+                            if self.ready_rows {
+                                OPEN_COUNT_SQL
+                            } else {
+                                OPEN_COUNT_SQL_BEFORE_20
+                            },
+                            &[]
+                        )
                         .await?
                         .get::<_, i64>(0)
                 );

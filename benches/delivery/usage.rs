@@ -27,6 +27,10 @@ pub struct Usage {
     pub statements: Vec<String>,
     pub autovacuums: i64,
     pub autoanalyzes: i64,
+    /// Updates of webhook_deliveries during the phase, and how many were HOT
+    /// (statistics as flushed by the sessions: within a second or so).
+    pub updates: i64,
+    pub hot_updates: i64,
     /// server.log during the phase, summarised (see `summarize_log`).
     pub log: Vec<String>,
     /// WAL PostgreSQL wrote during the phase.
@@ -65,10 +69,13 @@ impl Usage {
                 .join(", ")
         );
         println!(
-            "[{label}]   WAL written: {:.1} MiB; autovacuum on webhook_deliveries during the phase: {} vacuum(s), {} analyze(s)",
+            "[{label}]   WAL written: {:.1} MiB; autovacuum on webhook_deliveries during the phase: {} vacuum(s), {} analyze(s); \
+             its rows updated {} times, {} of them HOT",
             self.wal_bytes / 1048576.0,
             self.autovacuums,
-            self.autoanalyzes
+            self.autoanalyzes,
+            self.updates,
+            self.hot_updates
         );
         if !self.statements.is_empty() {
             println!("[{label}]   busiest statements (pg_stat_statements, executor time):");
@@ -100,7 +107,7 @@ pub struct Snapshot {
 pub struct Phase {
     pub started: Instant,
     pub before: Snapshot,
-    pub vacuum_before: (i64, i64),
+    pub vacuum_before: (i64, i64, i64, i64),
     pub log_offset: usize,
     pub wal_lsn: String,
 }
@@ -139,7 +146,7 @@ impl Phase {
             .await?
             .get(0);
         let before = &self.before;
-        let (av, aa) = bench.vacuum_counts().await?;
+        let (av, aa, up, hot) = bench.vacuum_counts().await?;
         let kinds = bench.backend_kinds().await?;
         let postmaster = bench.postmaster_pid();
         let tck = clk_tck();
@@ -187,6 +194,8 @@ impl Phase {
             statements: bench.top_statements().await?,
             autovacuums: av - self.vacuum_before.0,
             autoanalyzes: aa - self.vacuum_before.1,
+            updates: up - self.vacuum_before.2,
+            hot_updates: hot - self.vacuum_before.3,
             log: summarize_log(
                 bench.server_log().get(self.log_offset..).unwrap_or(""),
                 &kinds,
@@ -244,16 +253,16 @@ impl Bench {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    pub async fn vacuum_counts(&self) -> Result<(i64, i64)> {
+    pub async fn vacuum_counts(&self) -> Result<(i64, i64, i64, i64)> {
         let r = self
             .db
             .query_one(
-                "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables
+                "SELECT autovacuum_count, autoanalyze_count, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
                  WHERE relname = 'webhook_deliveries'",
                 &[],
             )
             .await?;
-        Ok((r.get(0), r.get(1)))
+        Ok((r.get(0), r.get(1), r.get(2), r.get(3)))
     }
 
     pub async fn top_statements(&self) -> Result<Vec<String>> {
