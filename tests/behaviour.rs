@@ -970,7 +970,7 @@ async fn rows_queued_before_the_payload_migration_are_delivered_as_written() {
     // which adds its caps to 5's settings table, nor 20, whose trigger
     // reads 5's column.
     env.db
-        .batch_execute(common::UNDO_MIGRATION_20)
+        .batch_execute(&common::undo_migration_20())
         .await
         .unwrap();
     env.db

@@ -507,7 +507,7 @@ async fn rows_in_flight_at_the_ready_and_lease_migration_each_end_once() {
     let rx = env.receiver(always(200)).await;
     let wh = env.webhook(&rx.url("/")).await;
     env.db
-        .batch_execute(common::UNDO_MIGRATION_20)
+        .batch_execute(&common::undo_migration_20())
         .await
         .unwrap();
     env.db

@@ -165,7 +165,11 @@ impl Bench {
     }
 
     pub async fn any_open(&self) -> Result<bool> {
-        let sql = if self.ready_rows { OPEN_SQL } else { OPEN_SQL_BEFORE_20 };
+        let sql = if self.ready_rows {
+            OPEN_SQL
+        } else {
+            OPEN_SQL_BEFORE_20
+        };
         Ok(self.db.query_one(sql, &[]).await?.get(0))
     }
 

@@ -17,35 +17,31 @@ use uuid::Uuid;
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Takes a database back to the schema before migration 20 (the queue's
-/// state in the wide row: its two partial indexes, the NOTIFY trigger, the
-/// attempt-deleting trigger of migration 9), for tests of upgrades.
+/// state in the wide row: its two partial indexes, the NOTIFY trigger, and
+/// migration 9's attempt-deleting function, taken from migration 9 itself),
+/// for tests of upgrades.
 #[allow(dead_code)]
-pub const UNDO_MIGRATION_20: &str = "
-DROP TRIGGER webhook_deliveries_queue ON webhook_deliveries;
-DROP FUNCTION plausible_webhooks_queue_inserted();
-DROP TABLE webhook_deliveries_ready, webhook_deliveries_leases;
-CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
-  FOR EACH STATEMENT EXECUTE FUNCTION plausible_webhooks_notify();
-CREATE INDEX webhook_deliveries_webhook_due_idx
-  ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_webhook_lease_idx
-  ON webhook_deliveries (webhook_id, locked_until) WHERE status = 'delivering';
-CREATE OR REPLACE FUNCTION plausible_webhooks_delete_attempts() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'TRUNCATE' THEN
-    BEGIN
-      TRUNCATE webhook_delivery_attempts;
-    EXCEPTION WHEN object_in_use THEN
-      DELETE FROM webhook_delivery_attempts;
-    END;
-  ELSE
-    DELETE FROM webhook_delivery_attempts a USING gone g WHERE a.delivery_id = g.id;
-  END IF;
-  RETURN NULL;
-END
-$$;
-DELETE FROM plausible_webhooks_schema_migrations WHERE version = 20;";
+pub fn undo_migration_20() -> String {
+    let m9 = include_str!("../../sql/0009_lean_hot_path.sql");
+    let start = m9
+        .find("CREATE FUNCTION plausible_webhooks_delete_attempts()")
+        .expect("migration 9 defines the function");
+    let end = start + m9[start..].find("$$;").expect("its body ends") + 3;
+    let function = m9[start..end].replacen("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1);
+    format!(
+        "DROP TRIGGER webhook_deliveries_queue ON webhook_deliveries;
+         DROP FUNCTION plausible_webhooks_queue_inserted();
+         DROP TABLE webhook_deliveries_ready, webhook_deliveries_leases;
+         CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
+           FOR EACH STATEMENT EXECUTE FUNCTION plausible_webhooks_notify();
+         CREATE INDEX webhook_deliveries_webhook_due_idx
+           ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
+         CREATE INDEX webhook_deliveries_webhook_lease_idx
+           ON webhook_deliveries (webhook_id, locked_until) WHERE status = 'delivering';
+         {function}
+         DELETE FROM plausible_webhooks_schema_migrations WHERE version = 20;"
+    )
+}
 
 pub struct Env {
     pub cluster: PgCluster,
