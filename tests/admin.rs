@@ -1986,3 +1986,83 @@ async fn a_test_refused_by_this_commands_configuration_does_not_count() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(rx.count(), 1);
 }
+
+/// In flight, a delivery's own row keeps `pending` and the attempts recorded
+/// so far (sql/0020: the claim only reads it); what every face shows comes
+/// from its lease row: `deliveries show` says `delivering` with the attempt
+/// under way, `deliveries list --status delivering` lists it and `--status
+/// pending` does not, `status` counts it in flight and not due, and `retry`
+/// refuses it. Once answered it reads `success`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_in_flight_is_shown_delivering_and_is_not_retried() {
+    let env = Env::new().await;
+    // Answered after 12 s (the request timeout raised to 20 s): time for
+    // the checks below while it is in flight.
+    let rx = env
+        .receiver(Arc::new(|_: &_| {
+            Reply::Delayed(Duration::from_secs(12), 200)
+        }))
+        .await;
+    let wh = env.webhook(&rx.url("/")).await;
+    let id = env.enqueue(wh, 1).await[0].to_string();
+    let mut cfg = env.config();
+    cfg.delivery.request_timeout_ms = 20_000;
+    let daemon = env.daemon(cfg).await;
+    env.wait_until(
+        "SELECT count(*) = 1 FROM webhook_deliveries_leases",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND attempts = 0"
+        )
+        .await,
+        1,
+        "the row itself is not written by the claim"
+    );
+    let d = json(&env, &["deliveries", "show", &id]).await;
+    assert_eq!(
+        (d["status"].as_str(), d["attempts"].as_i64()),
+        (Some("delivering"), Some(1)),
+        "{d}"
+    );
+    let wh = wh.to_string();
+    for (status, n) in [("delivering", 1), ("pending", 0), ("retrying", 0)] {
+        let l = json(
+            &env,
+            &["deliveries", "list", "--webhook", &wh, "--status", status],
+        )
+        .await;
+        assert_eq!(
+            l["deliveries"].as_array().unwrap().len(),
+            n,
+            "--status {status}: {l}"
+        );
+    }
+    let s = json(&env, &["status"]).await;
+    let row = &s["status"][0];
+    assert_eq!(
+        (row["delivering"].as_i64(), row["due"].as_i64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    let o = pw(&env, &["retry", &id]).await;
+    assert!(!o.status.success(), "retried while in flight: {}", text(&o));
+    assert!(text(&o).contains("being sent right now"), "{}", text(&o));
+    env.wait_until(
+        &format!(
+            "SELECT status = 'success' AND attempts = 1 FROM webhook_deliveries WHERE id = '{id}'"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let d = json(&env, &["deliveries", "show", &id]).await;
+    assert_eq!(
+        (d["status"].as_str(), d["attempts"].as_i64()),
+        (Some("success"), Some(1)),
+        "{d}"
+    );
+    daemon.shutdown().await.unwrap();
+    assert_eq!(rx.count(), 1);
+}
