@@ -79,11 +79,12 @@ FROM webhook_deliveries WHERE status = 'delivering';
 CREATE FUNCTION plausible_webhooks_queue_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+  -- Without ON CONFLICT, which cost 5-10% of an enqueue's time: a ready
+  -- row can only be there already if written by hand with the id of a
+  -- delivery not yet inserted, and then that INSERT is refused, loudly.
   INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
   SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
-  FROM added WHERE status = 'pending'
-  -- Only a ready row written by hand can be there already.
-  ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, bytes = EXCLUDED.bytes;
+  FROM added WHERE status = 'pending';
   IF FOUND THEN
     PERFORM pg_notify('plausible_webhooks', '');
   END IF;
