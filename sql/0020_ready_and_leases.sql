@@ -127,6 +127,50 @@ BEGIN
 END
 $$;
 
+-- What an UPDATE does to a row's place in the queue, for writers other
+-- than this build's queue (which keeps its narrow rows itself): a row made
+-- `pending` again (by hand, or by an instance still running the build
+-- before this migration, whose completion and rescue set it so) is queued
+-- again; a row that stops being `delivering` (such an instance's outcome)
+-- leaves its lease. This build's hot path never matches the WHEN: its rows
+-- are `pending` while in flight and stay so on a retry.
+CREATE FUNCTION plausible_webhooks_requeue_updated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.status = 'delivering' THEN
+    DELETE FROM webhook_deliveries_leases WHERE delivery_id = NEW.id;
+  END IF;
+  IF NEW.status = 'pending' THEN
+    INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
+    VALUES (NEW.id, NEW.webhook_id, NEW.next_attempt_at,
+            GREATEST(coalesce(NEW.payload_bytes, 0), pg_column_size(NEW.payload)))
+    ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at;
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER webhook_deliveries_requeue AFTER UPDATE OF status ON webhook_deliveries
+  FOR EACH ROW WHEN ((NEW.status = 'pending' AND OLD.status <> 'pending')
+                     OR (OLD.status = 'delivering' AND NEW.status <> 'delivering'))
+  EXECUTE FUNCTION plausible_webhooks_requeue_updated();
+
+-- An instance of the build before this migration claims by setting a row
+-- `delivering` in place, which no ready or lease row would record: another
+-- instance could send it too. Refused, saying what to do, so that during a
+-- rolling upgrade only upgraded instances claim. This build never makes a
+-- row `delivering` by UPDATE.
+CREATE FUNCTION plausible_webhooks_refuse_old_claim() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'webhook_deliveries: a delivery is claimed by setting it delivering, as plausible-webhooks before schema version 20 did'
+    USING ERRCODE = 'object_not_in_prerequisite_state',
+          HINT = 'this database is at schema version 20 or later: upgrade plausible-webhooks on every host that runs it against this database';
+END
+$$;
+CREATE TRIGGER webhook_deliveries_refuse_old_claim BEFORE UPDATE OF status ON webhook_deliveries
+  FOR EACH ROW WHEN (NEW.status = 'delivering' AND OLD.status <> 'delivering')
+  EXECUTE FUNCTION plausible_webhooks_refuse_old_claim();
+
 -- Their work is done by the narrow tables now; without them no index of
 -- the wide table covers what the outcome writes, and the write is HOT.
 DROP INDEX webhook_deliveries_webhook_due_idx;

@@ -567,6 +567,53 @@ async fn rows_in_flight_at_the_ready_and_lease_migration_each_end_once() {
         4,
         "rows in flight keep their lease"
     );
+    // An instance still on the build before migration 20 (a rolling
+    // upgrade) is refused its claim, which would set a row `delivering` in
+    // place beside the ready rows, and told what to do...
+    let err = env
+        .db
+        .execute(
+            "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,
+                    locked_by = 'old-host:2:abcd', locked_until = now() + interval '30 seconds'
+             WHERE payload->>'n' = '1'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let e = err.as_db_error().expect("refused by the database");
+    assert_eq!(
+        e.code(),
+        &tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    );
+    assert!(
+        e.hint()
+            .unwrap_or_default()
+            .contains("upgrade plausible-webhooks on every host"),
+        "{e:?}"
+    );
+    // ... and what it finishes of its own claims leaves its lease and is
+    // queued again: its retry of the row whose lease runs on (its
+    // completion: the row `pending` again, its attempt logged).
+    env.db
+        .batch_execute(
+            "WITH u AS (
+                 UPDATE webhook_deliveries SET status = 'pending', locked_by = NULL, locked_until = NULL,
+                        last_response_code = 502, next_attempt_at = now()
+                 WHERE payload->>'f' = '4' RETURNING id, attempts)
+             INSERT INTO webhook_delivery_attempts (delivery_id, attempt, status_code, duration_ms, instance)
+             SELECT id, attempts, 502, 5, 'old-host:1:abcd' FROM u",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            env.count("SELECT count(*) FROM webhook_deliveries_leases")
+                .await,
+            env.count("SELECT count(*) FROM webhook_deliveries_ready")
+                .await
+        ),
+        (3, 11)
+    );
     let daemon = env.daemon(env.config()).await;
     env.wait_until(
         "SELECT count(*) = 16 FROM webhook_deliveries WHERE status = 'success'",
@@ -591,13 +638,16 @@ async fn rows_in_flight_at_the_ready_and_lease_migration_each_end_once() {
             .await,
         1
     );
-    // In flight: the lost attempt logged by the rescuer, then the one sent.
+    // In flight: the lost attempt logged by the rescuer, then the one sent
+    // (the one the old instance answered: its 502, then the one sent).
     assert_eq!(
         env.count(
             "SELECT count(*) FROM webhook_deliveries d
              WHERE d.payload ? 'f' AND d.status = 'success' AND d.locked_by IS NULL AND d.locked_until IS NULL
                AND (SELECT count(*) FROM webhook_delivery_attempts a
-                    WHERE a.delivery_id = d.id AND a.error LIKE '%lease expired%' AND a.instance = 'old-host:1:abcd') = 1"
+                    WHERE a.delivery_id = d.id AND a.instance = 'old-host:1:abcd'
+                      AND CASE WHEN d.payload->>'f' = '4' THEN a.status_code = 502
+                               ELSE a.error LIKE '%lease expired%' END) = 1"
         )
         .await,
         4

@@ -31,6 +31,10 @@ pub fn undo_migration_20() -> String {
     format!(
         "DROP TRIGGER webhook_deliveries_queue ON webhook_deliveries;
          DROP FUNCTION plausible_webhooks_queue_inserted();
+         DROP TRIGGER webhook_deliveries_requeue ON webhook_deliveries;
+         DROP FUNCTION plausible_webhooks_requeue_updated();
+         DROP TRIGGER webhook_deliveries_refuse_old_claim ON webhook_deliveries;
+         DROP FUNCTION plausible_webhooks_refuse_old_claim();
          DROP TABLE webhook_deliveries_ready, webhook_deliveries_leases;
          CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
            FOR EACH STATEMENT EXECUTE FUNCTION plausible_webhooks_notify();
