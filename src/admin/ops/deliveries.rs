@@ -571,28 +571,18 @@ impl Admin {
         let row = db(
             db_.query_opt(
                 &format!(
-                    "WITH o AS (
-                        -- Locked, and re-read at its latest version: what it was
-                        -- before this decides whether it is queued already.
-                        SELECT d.id, d.status AS was FROM webhook_deliveries d
+                    "WITH u AS (
+                        -- A finished row made `pending` is queued by the table's
+                        -- trigger (sql/0020); one in flight is left to its lease.
+                        UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
                         WHERE d.id = $1 AND (d.status IN ('pending', 'failed') OR (d.status = 'success' AND $2))
                           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries_leases x WHERE x.delivery_id = d.id)
-                        FOR UPDATE
-                     ), u AS (
-                        UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
-                        FROM o WHERE d.id = o.id
-                        RETURNING d.*, o.was
+                        RETURNING d.*
                      ), queued AS (
                         -- A pending row is due now if it is still queued (a claim
-                        -- may have taken it since: then it is on its way); a
-                        -- finished one, queued by nobody else, is queued again.
+                        -- may have taken it since: then it is on its way).
                         UPDATE webhook_deliveries_ready q SET next_attempt_at = now()
-                        FROM u WHERE q.delivery_id = u.id AND u.was = 'pending'
-                     ), requeued AS (
-                        INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
-                        SELECT id, webhook_id, next_attempt_at, GREATEST(coalesce(payload_bytes, 0), pg_column_size(payload))
-                        FROM u WHERE u.was <> 'pending'
-                        ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at
+                        FROM u WHERE q.delivery_id = u.id
                      )
                      SELECT {}",
                     DELIVERY_COLUMNS.replace("webhook_deliveries d", "u d")
@@ -678,20 +668,14 @@ impl Admin {
                 deliveries: Some(rows.iter().map(delivery_view).collect()),
             });
         }
-        // Only finished rows are picked (re-checked under the lock), so none
-        // is queued or in flight: each gets its ready row (sql/0020) here.
+        // Only finished rows are picked (re-checked under the lock): each,
+        // made `pending`, is queued by the table's trigger (sql/0020).
         let sql = format!(
             "WITH c AS (
                 SELECT d.id FROM webhook_deliveries d WHERE {REPLAY_WHERE}
-                ORDER BY d.inserted_at LIMIT {REPLAY_BATCH} FOR UPDATE SKIP LOCKED
-             ), u AS (
-                UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
-                FROM c WHERE d.id = c.id
-                RETURNING d.id, d.webhook_id, d.next_attempt_at,
-                          GREATEST(coalesce(d.payload_bytes, 0), pg_column_size(d.payload)) AS bytes)
-             INSERT INTO webhook_deliveries_ready (delivery_id, webhook_id, next_attempt_at, bytes)
-             SELECT id, webhook_id, next_attempt_at, bytes FROM u
-             ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at"
+                ORDER BY d.inserted_at LIMIT {REPLAY_BATCH} FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+             FROM c WHERE d.id = c.id"
         );
         let mut total = 0;
         loop {
