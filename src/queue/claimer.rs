@@ -699,16 +699,18 @@ const FAIL_UNREADABLE_SQL: &str = "
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::text[]) AS r(id, error)
 ), l AS (
+    -- As the completer: the lease rows this claim holds carry the rows on.
     DELETE FROM webhook_deliveries_leases l
-    WHERE l.delivery_id = ANY($1::uuid[]) AND l.locked_by = $3
-    RETURNING l.delivery_id, l.attempt
+    USING r
+    WHERE l.delivery_id = r.id AND l.locked_by = $3
+    RETURNING l.delivery_id, l.attempt, r.error
 ), f AS (
     UPDATE webhook_deliveries d SET
         status = 'failed', attempts = l.attempt, locked_by = NULL, locked_until = NULL,
-        last_response_code = NULL, last_error = r.error, finished_at = now()
-    FROM r JOIN l ON l.delivery_id = r.id
-    WHERE d.id = r.id
-    RETURNING d.id, d.attempts, r.error
+        last_response_code = NULL, last_error = l.error, finished_at = now()
+    FROM l
+    WHERE d.id = l.delivery_id
+    RETURNING d.id, d.attempts, l.error
 )
 INSERT INTO webhook_delivery_attempts (delivery_id, attempt, error, duration_ms, attempted_at, instance)
 SELECT f.id, f.attempts, f.error, 0, now(), $3 FROM f";
